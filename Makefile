@@ -1,0 +1,39 @@
+# Everything a fresh clone needs: a virtualenv with the package and its dev extras, and Azurite from npm.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO_ROOT := .azbatch-local/demo
+
+.PHONY: all install demo test bench clean
+
+all: install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install only when the project's dependency declarations change.
+$(VENV)/.installed: pyproject.toml $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+# Start Azurite and the local Batch service, run example_workflow/ through the azbatch executor, stop everything.
+demo: install
+	rm -rf $(DEMO_ROOT)
+	cd example_workflow && PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/azbatch-local run --root ../$(DEMO_ROOT) -- \
+		../$(BIN)/python run_demo.py
+
+test: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+bench: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) node_modules .azbatch-local .pytest_cache

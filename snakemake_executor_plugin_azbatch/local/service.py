@@ -1,0 +1,181 @@
+"""`LocalService`: Azurite + counting blob proxy + Batch state + HTTP server, started and stopped as one unit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from .azurite import Azurite, free_port
+from .blob_proxy import BlobProxy
+from .config import ServiceConfig, StorageEndpoint
+
+log = logging.getLogger(__name__)
+
+ENV_FILE = "env.sh"
+METRICS_FILE = "metrics.json"
+METRICS_PATH = "/_local/metrics"
+
+
+def shell_quote(value: str) -> str:
+    """Single-quote for POSIX shells (`export K='V'`)."""
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+class LocalService:
+    """The whole local Batch service in this process (HTTP server and node runners on threads).
+
+    start(): Azurite → blob proxy → BatchState.start() → wire server thread; fills `config.account_url` and
+    `config.storage`. stop(): the reverse, then writes ROOT/metrics.json. Either is safe after a partial start.
+    """
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.root = Path(config.root)
+        self.metrics = None
+        self.azurite: Azurite | None = None
+        self.proxy: BlobProxy | None = None
+        self.state = None
+        self.server = None
+        self._server_thread: threading.Thread | None = None
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> "LocalService":
+        self.config.validate()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self._started = True
+        return self
+
+    def _start(self) -> None:
+        # Imported here so the storage side (and the test harness) can load while the Batch side evolves.
+        from .faults import FaultInjector
+        from .metrics import Metrics
+        from .model import BatchState
+        from .wire import make_server
+
+        self.root = self.config.root = Path(self.config.root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.metrics = Metrics()
+
+        self.azurite = Azurite(self.root / "azurite", host=self.config.host)
+        self.azurite.start()
+        self.proxy = BlobProxy(self.config.host, self.azurite.port, self.metrics, host=self.config.host)
+        self.proxy.start()
+        self.config.storage = StorageEndpoint(blob_url=self.proxy.account_url())
+
+        # The state builds entity URLs from account_url, so the port is fixed before the state exists.
+        if not self.config.port:
+            self.config.port = free_port(self.config.host)
+        self.config.account_url = f"http://{self.config.host}:{self.config.port}"
+        self.state = BatchState(self.config)
+        faults = FaultInjector(self.config)
+        self.server = make_server(self.state, self.config, self.metrics, faults)
+        bound_port = self.server.server_address[1]
+        if bound_port != self.config.port:
+            self.config.port = bound_port
+            self.config.account_url = f"http://{self.config.host}:{bound_port}"
+        self.state.start()
+        self._server_thread = threading.Thread(
+            target=self.server.serve_forever, name="azbatch-local-http", daemon=True
+        )
+        self._server_thread.start()
+        self.write_env_file()
+
+    def stop(self) -> None:
+        """Stop everything that was started, in reverse order; every step runs even if an earlier one fails."""
+        errors: list[BaseException] = []
+
+        def attempt(step: str, action) -> None:
+            try:
+                action()
+            except BaseException as exc:  # keep stopping the rest; report afterwards
+                log.error("stopping %s failed: %s", step, exc)
+                errors.append(exc)
+
+        server, self.server = self.server, None
+        if server is not None:
+            if self._server_thread is not None and self._server_thread.is_alive():
+                attempt("HTTP server", server.shutdown)
+            attempt("HTTP server socket", server.server_close)
+        if self._server_thread is not None:
+            self._server_thread.join(timeout=10)
+            self._server_thread = None
+        state, self.state = self.state, None
+        if state is not None:
+            attempt("Batch state (task processes)", state.stop)
+        proxy, self.proxy = self.proxy, None
+        if proxy is not None:
+            attempt("blob proxy", proxy.stop)
+        azurite, self.azurite = self.azurite, None
+        if azurite is not None:
+            attempt("Azurite", azurite.stop)
+        metrics, self.metrics = self.metrics, None
+        if metrics is not None:
+            attempt("metrics file", lambda: metrics.write(self.root / METRICS_FILE))
+        self._started = False
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> "LocalService":
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- exported settings ----------------------------------------------------------------------------------
+
+    @property
+    def account_url(self) -> str:
+        return self.config.account_url
+
+    @property
+    def metrics_url(self) -> str:
+        return self.config.account_url + METRICS_PATH
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / ENV_FILE
+
+    def env(self) -> dict[str, str]:
+        """The variables that point the plugin, the SDKs and `az batch` / `az storage` at this service."""
+        storage = self.config.storage
+        if not self.config.account_url or storage is None:
+            raise RuntimeError("LocalService.env() called before start()")
+        first_pool = self.config.pools[0].id if self.config.pools else ""
+        return {
+            "SNAKEMAKE_AZBATCH_ACCOUNT_URL": self.config.account_url,
+            "SNAKEMAKE_AZBATCH_ACCOUNT_NAME": self.config.account_name,
+            "SNAKEMAKE_AZBATCH_ACCOUNT_KEY": self.config.account_key,
+            "SNAKEMAKE_AZBATCH_POOL_ID": first_pool,
+            "SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING": storage.connection_string,
+            "SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_URL": storage.blob_url,
+            "SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_KEY": storage.account_key,
+            "AZURE_BATCH_ENDPOINT": self.config.account_url,
+            "AZURE_BATCH_ACCOUNT": self.config.account_name,
+            "AZURE_BATCH_ACCESS_KEY": self.config.account_key,
+            "AZURE_STORAGE_CONNECTION_STRING": storage.connection_string,
+            "AZBATCH_LOCAL_ROOT": str(self.root),
+            "AZBATCH_LOCAL_METRICS_URL": self.metrics_url,
+        }
+
+    def export_lines(self) -> list[str]:
+        return [f"export {name}={shell_quote(value)}" for name, value in self.env().items()]
+
+    def write_env_file(self) -> Path:
+        path = self.env_file
+        # Owner-only: the file holds account keys.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("# Written by azbatch-local; `source` it to use the local Batch service.\n")
+            handle.write("\n".join(self.export_lines()) + "\n")
+        return path

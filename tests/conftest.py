@@ -1,0 +1,181 @@
+"""Test harness: the local Batch service (with Azurite) on loopback, driven over HTTP by the real SDKs.
+
+Fixtures
+- `local_service` (session): one shared service for tests that do not change service-wide settings.
+- `make_service(**ServiceConfig overrides)` (function): a private service, e.g. with fault injection or special
+  pools (`pools=["big:2:4"]` strings are parsed like `--pool`). Stopped when the test ends.
+Both return a `ServiceHandle`. Every service is stopped even when a test fails, and at session end any process
+still descending from pytest is killed (and reported), so no run leaves Azurite or task processes behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import pytest
+
+if TYPE_CHECKING:
+    from azure.batch import BatchClient
+    from azure.storage.blob import BlobServiceClient
+
+    from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
+    from snakemake_executor_plugin_azbatch.local.service import LocalService
+
+_started_services: list["ServiceHandle"] = []
+
+
+class ServiceHandle:
+    """What the fixtures return: a started `LocalService` plus client helpers for tests."""
+
+    def __init__(self, service: "LocalService") -> None:
+        from spec_validation import SpecValidationPolicy
+
+        self.service = service
+        # Shared by every client of this service: `.validated` shows which operations were checked.
+        self.spec_policy = SpecValidationPolicy()
+
+    @property
+    def config(self) -> "ServiceConfig":
+        return self.service.config
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.service.env()
+
+    @property
+    def account_url(self) -> str:
+        return self.service.account_url
+
+    @property
+    def root(self) -> Path:
+        return self.service.root
+
+    @property
+    def pool_id(self) -> str:
+        return self.config.pools[0].id
+
+    def batch_client(self, **kwargs: Any) -> "BatchClient":
+        """Real azure.batch.BatchClient with shared key auth; every response is validated against the spec.
+
+        kwargs go to BatchClient (e.g. retry_total=0); `per_call_policies` are added before the validator.
+        """
+        from azure.batch import BatchClient
+        from azure.core.credentials import AzureNamedKeyCredential
+
+        policies = list(kwargs.pop("per_call_policies", []))
+        policies.append(kwargs.pop("spec_policy", self.spec_policy))
+        credential = AzureNamedKeyCredential(self.config.account_name, self.config.account_key)
+        return BatchClient(self.account_url, credential, per_call_policies=policies, **kwargs)
+
+    def blob_service_client(self, **kwargs: Any) -> "BlobServiceClient":
+        """azure-storage-blob client on the service's storage endpoint (through the counting proxy)."""
+        from azure.storage.blob import BlobServiceClient
+
+        assert self.config.storage is not None
+        return BlobServiceClient.from_connection_string(self.config.storage.connection_string, **kwargs)
+
+    def metrics(self) -> dict[str, Any]:
+        """GET /_local/metrics."""
+        with urllib.request.urlopen(self.service.metrics_url, timeout=30) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        self.service.stop()
+
+
+def _start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
+    from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
+    from snakemake_executor_plugin_azbatch.local.service import LocalService
+
+    pools = overrides.get("pools")
+    if pools is not None:
+        overrides = {**overrides, "pools": [PoolSpec.parse(p) if isinstance(p, str) else p for p in pools]}
+    service = LocalService(ServiceConfig(root=root, **overrides))
+    handle = ServiceHandle(service)
+    _started_services.append(handle)  # before start(): a partial start is still cleaned up at session end
+    service.start()
+    return handle
+
+
+@pytest.fixture(scope="session")
+def local_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
+    handle = _start_service(tmp_path_factory.mktemp("azbatch-local"), {})
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def make_service(tmp_path: Path) -> Iterator[Callable[..., ServiceHandle]]:
+    handles: list[ServiceHandle] = []
+
+    def factory(**overrides: Any) -> ServiceHandle:
+        root = overrides.pop("root", None) or tmp_path / f"service{len(handles)}"
+        try:
+            handle = _start_service(Path(root), overrides)
+        except BaseException:
+            if _started_services and _started_services[-1] not in handles:
+                handles.append(_started_services[-1])
+            raise
+        handles.append(handle)
+        return handle
+
+    try:
+        yield factory
+    finally:
+        for handle in reversed(handles):
+            handle.stop()
+
+
+# -- no process left behind ---------------------------------------------------------------------------------
+
+
+def descendant_pids(root_pid: int) -> list[int]:
+    """PIDs of every live process below root_pid (from /proc), deepest last."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, ...
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    queue = [root_pid]
+    while queue:
+        for child in children.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    yield
+    for handle in reversed(_started_services):
+        try:
+            handle.stop()
+        except Exception as exc:  # keep cleaning up
+            print(f"conftest: stopping a local service failed: {exc}", file=sys.stderr)
+    leftovers = descendant_pids(os.getpid())
+    if leftovers:
+        print(f"conftest: killing processes left behind by tests: {leftovers}", file=sys.stderr)
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)

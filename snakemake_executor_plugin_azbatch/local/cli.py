@@ -1,0 +1,246 @@
+"""`azbatch-local`: run the local Batch service (with Azurite) on loopback.
+
+    azbatch-local serve [options]           start, print the `export` lines, run until Ctrl-C / SIGTERM
+    azbatch-local run [options] -- CMD ...  start, run CMD with the settings in its environment, stop when it exits;
+                                            exits with CMD's status
+
+Everything lives under --root (default ./.azbatch-local): Azurite's data, the nodes' directories, env.sh (the
+export lines) and metrics.json (written at shutdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from .azurite import AzuriteError
+from .config import AppPackageSpec, ConfigError, PoolSpec, ServiceConfig
+from .service import LocalService
+
+PROG = "azbatch-local"
+DEFAULT_ROOT = Path(".azbatch-local")
+EXIT_USAGE = 2
+EXIT_START_FAILED = 1
+EXIT_COMMAND_NOT_FOUND = 127
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr, exit 2 (argparse's default adds the whole usage text)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _StopRequested(BaseException):
+    """Raised from the signal handler so a signal during start-up unwinds through LocalService.start()."""
+
+
+def _add_service_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=0, help="Batch API port on 127.0.0.1 (default: a free port)")
+    parser.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="ID[:NODES[:SLOTS]]",
+        help="a pool of simulated nodes (repeatable; default: one pool 'local' sized to this machine's cores)",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=DEFAULT_ROOT,
+        help=f"directory for Azurite data, node directories, env.sh and metrics.json (default: ./{DEFAULT_ROOT})",
+    )
+    parser.add_argument(
+        "--app-package",
+        action="append",
+        default=[],
+        metavar="NAME:VERSION=ZIP",
+        help="an application package the nodes can install (repeatable)",
+    )
+    parser.add_argument("--account-name", default=None, help="Batch account name (default: the dev account)")
+    parser.add_argument("--account-key", default=None, help="Batch account key, base64 (default: the dev key)")
+    parser.add_argument(
+        "--fail-fraction", type=float, default=0.0, help="fraction of API requests answered with a fault (0-1)"
+    )
+    parser.add_argument(
+        "--fail-status", type=int, choices=(500, 503, 429), default=503, help="status of injected faults"
+    )
+    parser.add_argument(
+        "--preempt-fraction", type=float, default=0.0, help="fraction of running tasks preempted once (0-1)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for fault injection and preemption")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog=PROG, description="Local Azure Batch-compatible service with Azurite, on loopback.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    serve = commands.add_parser("serve", help="start the service and print the export lines; Ctrl-C stops it")
+    _add_service_options(serve)
+    run = commands.add_parser("run", help="start the service, run COMMAND with its settings, then stop")
+    _add_service_options(run)
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the command to run")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServiceConfig:
+    """ServiceConfig from parsed options; ConfigError (one line) on bad values."""
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: choose 0 (any free port) or a port between 1 and 65535")
+    overrides: dict[str, object] = {}
+    if args.pool:
+        overrides["pools"] = [PoolSpec.parse(text) for text in args.pool]
+    if args.account_name is not None:
+        if not args.account_name.isalnum():
+            raise ConfigError(f"--account-name {args.account_name!r}: use letters and digits only")
+        overrides["account_name"] = args.account_name
+    if args.account_key is not None:
+        import base64
+        import binascii
+
+        try:
+            base64.b64decode(args.account_key, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError("--account-key: not valid base64; pass a base64-encoded key") from None
+        overrides["account_key"] = args.account_key
+    config = ServiceConfig(
+        root=args.root,
+        port=args.port,
+        app_packages=[AppPackageSpec.parse(text) for text in args.app_package],
+        fail_fraction=args.fail_fraction,
+        fail_status=args.fail_status,
+        preempt_fraction=args.preempt_fraction,
+        seed=args.seed,
+        **overrides,  # type: ignore[arg-type]
+    )
+    config.validate()
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: list[str] = []
+    if args.command == "run":
+        command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not command:
+            parser.error("run: give the command to run after --, e.g. azbatch-local run -- snakemake ...")
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "serve":
+        return _serve(config)
+    return _run(config, command)
+
+
+def _start(config: ServiceConfig, command_name: str) -> LocalService | int:
+    """Started service, or the exit status when it could not start (after stopping what did)."""
+    service = LocalService(config)
+    try:
+        service.start()
+    except ConfigError as exc:
+        print(f"{PROG} {command_name}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except _StopRequested:
+        return 128 + signal.SIGTERM
+    except (AzuriteError, OSError) as exc:
+        print(f"{PROG} {command_name}: could not start the service: {exc}", file=sys.stderr)
+        return EXIT_START_FAILED
+    return service
+
+
+def _stop(service: LocalService) -> None:
+    # Signals during shutdown must not interrupt the cleanup itself.
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    service.stop()
+
+
+def _serve(config: ServiceConfig) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not started.is_set():
+            raise _StopRequested()
+        stop.set()
+
+    started = threading.Event()
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, on_signal)
+    service = _start(config, "serve")
+    if isinstance(service, int):
+        return service
+    started.set()
+    try:
+        for line in service.export_lines():
+            print(line)
+        print(f"# written to {service.env_file}; `source` it in another shell. Ctrl-C or SIGTERM stops the service.")
+        print(f"# Batch API {service.account_url}  storage {config.storage.blob_url if config.storage else ''}")
+        sys.stdout.flush()
+        while not stop.wait(1.0):
+            pass
+    finally:
+        _stop(service)
+    return 0
+
+
+def _run(config: ServiceConfig, command: list[str]) -> int:
+    child: subprocess.Popen[bytes] | None = None
+    starting = True  # until the service is up, a signal aborts the start-up
+    signals_seen = 0
+
+    def forward(signum: int) -> None:
+        assert child is not None
+        # The command runs in its own process group (so a terminal Ctrl-C reaches it exactly once, via us):
+        # forward the first signal, escalate to SIGKILL on the next.
+        try:
+            os.killpg(child.pid, signum if signals_seen == 1 else signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal signals_seen
+        if starting:
+            raise _StopRequested()
+        signals_seen += 1
+        if child is not None:
+            forward(signum)
+        else:
+            pending.append(signum)  # arrived while the command was being launched
+
+    pending: list[int] = []
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, on_signal)
+    service = _start(config, "run")
+    if isinstance(service, int):
+        return service
+    starting = False
+    try:
+        print(
+            f"{PROG}: Batch API at {service.account_url}; settings in {service.env_file}; running {command[0]}",
+            file=sys.stderr,
+        )
+        if pending:
+            return 128 + pending[0]
+        try:
+            child = subprocess.Popen(command, env={**os.environ, **service.env()}, process_group=0)
+        except OSError as exc:
+            print(f"{PROG} run: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_COMMAND_NOT_FOUND
+        if pending:
+            forward(pending[0])
+        status = child.wait()
+        return 128 - status if status < 0 else status
+    finally:
+        _stop(service)

@@ -1,0 +1,236 @@
+"""Resource-file downloads and output-file uploads of the simulated nodes, through the real blob endpoint.
+
+Failure codes are Batch's documented task failure codes (TaskFailureInformationCodes): `BlobNotFound`,
+`BlobAccessDenied`, `BlobDownloadMiscError` for resource files and `FileUploadMiscError` for output files.
+`identityReference` stands for the node's managed identity: local nodes then use the storage account key the
+service was started with. Only loopback URLs are fetched (the service never talks to anything else).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
+from azure.storage.blob import BlobClient, ContainerClient
+
+from .config import LOOPBACK_HOSTS, StorageEndpoint
+
+DEFAULT_FILE_MODE = "0770"
+_RETRY = {"retry_total": 1, "retry_backoff_factor": 0.1, "connection_timeout": 10, "read_timeout": 60}
+
+
+class TransferError(Exception):
+    """A resource or output file failure: `code` is the task failureInfo code; the message has no secrets."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def redact(url: str) -> str:
+    """The URL without its query string, so SAS signatures never reach logs or failure messages."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _check_loopback(url: str, code: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if host not in LOOPBACK_HOSTS:
+        raise TransferError(code, f"{redact(url)}: local Batch nodes can only reach 127.0.0.1 (loopback) URLs")
+
+
+def _credential(ref: dict[str, Any] | None, storage: StorageEndpoint | None) -> dict[str, str] | None:
+    if not ref:
+        return None
+    if storage is None:
+        raise TransferError("BlobAccessDenied", "identityReference used but the service has no storage account")
+    return {"account_name": storage.account_name, "account_key": storage.account_key}
+
+
+def _download_error(err: Exception, url: str) -> TransferError:
+    where = redact(url)
+    if isinstance(err, ResourceNotFoundError):
+        return TransferError("BlobNotFound", f"{where}: the blob or container does not exist")
+    status = getattr(err, "status_code", None) or getattr(err, "code", None)
+    if isinstance(err, ClientAuthenticationError) or status in (401, 403):
+        return TransferError("BlobAccessDenied", f"{where}: access denied (check the SAS or identity)")
+    if status == 404:
+        return TransferError("BlobNotFound", f"{where}: the blob or container does not exist")
+    return TransferError("BlobDownloadMiscError", f"{where}: download failed ({type(err).__name__})")
+
+
+def _target(wd: Path, file_path: str) -> Path:
+    target = (wd / file_path).resolve()
+    if not target.is_relative_to(wd.resolve()):
+        raise TransferError("ResourceFileCreateFailed", f"filePath {file_path!r} breaks out of the working directory")
+    return target
+
+
+def _write(path: Path, data_chunks, mode: str | None) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    try:
+        with open(path, "wb") as fh:
+            for chunk in data_chunks:
+                fh.write(chunk)
+                size += len(chunk)
+        os.chmod(path, int(mode or DEFAULT_FILE_MODE, 8))
+    except ValueError:
+        raise TransferError("ResourceFileWriteFailed", f"fileMode {mode!r} is not an octal mode like 0755") from None
+    except OSError as err:
+        raise TransferError("ResourceFileWriteFailed", f"{path.name}: {err.strerror}") from None
+    return size
+
+
+def download_resource_files(
+    resource_files: list[dict[str, Any]], wd: Path, storage: StorageEndpoint | None
+) -> list[str]:
+    """Download every resource file into `wd` (before the command runs); returns log lines.
+
+    Raises TransferError on the first failure, as Batch fails the task without running its command.
+    """
+    log: list[str] = []
+    for rf in resource_files:
+        mode = rf.get("fileMode")
+        cred = _credential(rf.get("identityReference"), storage)
+        if rf.get("autoStorageContainerName"):
+            raise TransferError(
+                "BlobDownloadMiscError",
+                "autoStorageContainerName needs a Batch account linked to storage; use storageContainerUrl instead",
+            )
+        if rf.get("httpUrl"):
+            url = rf["httpUrl"]
+            _check_loopback(url, "BlobDownloadMiscError")
+            target = _target(wd, rf["filePath"])
+            try:
+                if cred:
+                    client = BlobClient.from_blob_url(redact(url), credential=cred, **_RETRY)
+                    size = _write(target, client.download_blob().chunks(), mode)
+                else:
+                    with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (loopback checked)
+                        size = _write(target, iter(lambda: resp.read(1 << 20), b""), mode)
+            except TransferError:
+                raise
+            except (AzureError, urllib.error.URLError, OSError) as err:
+                raise _download_error(err, url) from None
+            log.append(f"downloaded {redact(url)} -> {target.relative_to(wd.resolve())} ({size} bytes)")
+            continue
+        url = rf["storageContainerUrl"]
+        _check_loopback(url, "BlobDownloadMiscError")
+        prefix = rf.get("blobPrefix") or None
+        base = _target(wd, rf.get("filePath") or ".")
+        try:
+            container = (
+                ContainerClient.from_container_url(redact(url), credential=cred, **_RETRY)
+                if cred
+                else ContainerClient.from_container_url(url, **_RETRY)
+            )
+            count = 0
+            for blob in container.list_blobs(name_starts_with=prefix):
+                target = _target(wd, str(Path(rf.get("filePath") or ".") / blob.name))
+                _write(target, container.download_blob(blob.name).chunks(), mode)
+                count += 1
+        except TransferError:
+            raise
+        except (AzureError, OSError) as err:
+            raise _download_error(err, url) from None
+        log.append(f"downloaded {count} blob(s) from {redact(url)} prefix {prefix or ''!r} -> {base}")
+    return log
+
+
+# ------------------------------------------------------------------------------------------------ output files
+
+_VAR = re.compile(r"\$(\w+)|\$\{(\w+)\}")
+
+
+def expand_vars(text: str, env: dict[str, str]) -> str:
+    """Expand $VAR / ${VAR} with the task's environment, as the node agent does before matching."""
+    return _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), text)
+
+
+def _pattern_base(pattern: str) -> str:
+    """The leading directories of a pattern that contain no wildcard (blob names are relative to it)."""
+    parts = pattern.split("/")
+    fixed = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return "/".join(fixed)
+
+
+@dataclass
+class UploadOutcome:
+    log: list[str]
+    errors: list[str]
+
+
+def upload_output_files(
+    output_files: list[dict[str, Any]],
+    wd: Path,
+    env: dict[str, str],
+    succeeded: bool,
+    storage: StorageEndpoint | None,
+) -> UploadOutcome:
+    """Upload the files matching each pattern whose uploadCondition applies; collect (not raise) errors."""
+    outcome = UploadOutcome([], [])
+    for spec in output_files:
+        condition = str(spec["uploadOptions"]["uploadCondition"]).lower()
+        if condition == "tasksuccess" and not succeeded or condition == "taskfailure" and succeeded:
+            continue
+        pattern = expand_vars(spec["filePattern"], env)
+        dest = spec["destination"]["container"]
+        url = dest["containerUrl"]
+        try:
+            _check_loopback(url, "FileUploadMiscError")
+            cred = _credential(dest.get("identityReference"), storage)
+        except TransferError as err:
+            outcome.errors.append(err.message)
+            continue
+        absolute = pattern if pattern.startswith("/") else os.path.normpath(os.path.join(wd, pattern))
+        wildcard = glob.has_magic(pattern)
+        matches = sorted(p for p in glob.glob(absolute, recursive=True) if os.path.isfile(p))
+        if not matches:
+            outcome.log.append(f"pattern {pattern!r} matched no files")
+            continue
+        dest_path = (dest.get("path") or "").strip("/")
+        if wildcard:
+            base_pattern = _pattern_base(pattern)
+            base = base_pattern if pattern.startswith("/") else os.path.normpath(os.path.join(wd, base_pattern))
+        try:
+            container = (
+                ContainerClient.from_container_url(redact(url), credential=cred, **_RETRY)
+                if cred
+                else ContainerClient.from_container_url(url, **_RETRY)
+            )
+        except (AzureError, ValueError) as err:
+            outcome.errors.append(f"{redact(url)}: bad container URL ({type(err).__name__})")
+            continue
+        for path in matches:
+            if wildcard:
+                rel = os.path.relpath(path, base)
+                name = f"{dest_path}/{rel}" if dest_path else rel
+            else:
+                name = dest_path or os.path.basename(path)
+            try:
+                with open(path, "rb") as fh:
+                    container.upload_blob(name, fh, overwrite=True)
+            except (AzureError, OSError) as err:
+                status = getattr(err, "status_code", None)
+                outcome.errors.append(
+                    f"upload of {path} to {redact(url)}/{name} failed"
+                    f" ({type(err).__name__}{f' HTTP {status}' if status else ''})"
+                )
+                continue
+            outcome.log.append(f"uploaded {path} -> {redact(url)}/{name} ({os.path.getsize(path)} bytes)")
+    return outcome
+

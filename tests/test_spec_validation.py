@@ -1,0 +1,269 @@
+"""The spec validator itself: Microsoft's examples pass, corrupted copies fail, routes map to the right operations."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import spec_validation
+from spec_validation import REFERENCE_DIR, SpecValidationPolicy, find_operation, load_spec, validate_response
+
+EXAMPLES_DIR = REFERENCE_DIR / "examples"
+BASE_URL = "https://account.region.batch.azure.com"
+
+
+def _operation_index() -> dict[str, tuple[str, str]]:
+    """operationId -> (method, path template)."""
+    index = {}
+    for template, item in load_spec()["paths"].items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "operationId" in operation:
+                index[operation["operationId"]] = (method.upper(), template)
+    return index
+
+
+def _example_url(example: dict[str, Any]) -> tuple[str, str]:
+    method, template = _operation_index()[example["operationId"]]
+    params = example.get("parameters", {})
+    path = re.sub(r"\{([^}]+)\}", lambda m: str(params.get(m.group(1), "x" + m.group(1))), template)
+    return method, BASE_URL + path
+
+
+def _example_responses() -> list[tuple[str, str, int, Any]]:
+    cases = []
+    for path in sorted(EXAMPLES_DIR.glob("*.json")):
+        example = json.loads(path.read_text())
+        for status, response in example["responses"].items():
+            cases.append((path.name, example, int(status), response.get("body")))
+    return cases
+
+
+EXAMPLES = _example_responses()
+EXAMPLES_WITH_JSON = [case for case in EXAMPLES if isinstance(case[3], dict)]
+
+
+def test_examples_are_present() -> None:
+    # Guards the parametrised tests below against silently running on nothing.
+    assert len(EXAMPLES) >= 15
+    assert len(EXAMPLES_WITH_JSON) >= 10
+
+
+@pytest.mark.parametrize("name,example,status,body", EXAMPLES, ids=[f"{c[0]}-{c[2]}" for c in EXAMPLES])
+def test_spec_examples_validate(name: str, example: dict[str, Any], status: int, body: Any) -> None:
+    method, url = _example_url(example)
+    raw = json.dumps(body).encode() if isinstance(body, (dict, list)) else b""
+    assert validate_response(method, url, status, raw) == example["operationId"]
+
+
+def _first_object_path(node: Any, path: tuple = ()) -> tuple | None:
+    """Path of the deepest-first nested dict inside the body (so corruption lands below the top level)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found = _first_object_path(value, path + (key,))
+            if found is not None:
+                return found
+        return path if path else None
+    if isinstance(node, list):
+        for index, value in enumerate(node):
+            found = _first_object_path(value, path + (index,))
+            if found is not None:
+                return found
+    return None
+
+
+def _get(node: Any, path: tuple) -> Any:
+    for part in path:
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize(
+    "name,example,status,body", EXAMPLES_WITH_JSON, ids=[f"{c[0]}-{c[2]}" for c in EXAMPLES_WITH_JSON]
+)
+def test_corrupted_examples_fail(name: str, example: dict[str, Any], status: int, body: dict[str, Any]) -> None:
+    method, url = _example_url(example)
+    operation_id = example["operationId"]
+
+    unknown_top = copy.deepcopy(body)
+    unknown_top["surpriseField"] = 1
+    with pytest.raises(AssertionError, match=rf"{operation_id} {status}: .*surpriseField"):
+        validate_response(method, url, status, json.dumps(unknown_top).encode())
+
+    nested = _first_object_path(body)
+    if nested is not None:
+        unknown_nested = copy.deepcopy(body)
+        _get(unknown_nested, nested)["surpriseField"] = 1
+        with pytest.raises(AssertionError, match=r"at \$[.\[].*surpriseField"):
+            validate_response(method, url, status, json.dumps(unknown_nested).encode())
+
+
+def _task_list_body() -> dict[str, Any]:
+    example = json.loads((EXAMPLES_DIR / "Tasks_ListTasks.json").read_text())
+    return copy.deepcopy(example["responses"]["200"]["body"])
+
+
+def _check_tasks(body: Any) -> None:
+    validate_response("GET", f"{BASE_URL}/jobs/j/tasks", 200, json.dumps(body).encode())
+
+
+def test_enum_date_time_duration_and_types_are_enforced() -> None:
+    _check_tasks(_task_list_body())
+
+    bad_enum = _task_list_body()
+    bad_enum["value"][0]["state"] = "sleeping"
+    with pytest.raises(AssertionError, match=r"Tasks_ListTasks 200: .* at \$\.value\[0\]\.state"):
+        _check_tasks(bad_enum)
+
+    bad_date = _task_list_body()
+    bad_date["value"][0]["creationTime"] = "2016-13-21T22:43:31Z"
+    with pytest.raises(AssertionError, match=r"\$\.value\[0\]\.creationTime"):
+        _check_tasks(bad_date)
+
+    not_rfc3339 = _task_list_body()
+    not_rfc3339["value"][0]["lastModified"] = "Mon, 21 Nov 2016 22:43:31 GMT"
+    with pytest.raises(AssertionError, match=r"\$\.value\[0\]\.lastModified"):
+        _check_tasks(not_rfc3339)
+
+    seven_digit_fraction = _task_list_body()
+    seven_digit_fraction["value"][0]["creationTime"] = "2024-01-02T03:04:05.1234567Z"
+    _check_tasks(seven_digit_fraction)
+
+    bad_duration = _task_list_body()
+    bad_duration["value"][0]["constraints"]["maxWallClockTime"] = "10 minutes"
+    with pytest.raises(AssertionError, match=r"maxWallClockTime"):
+        _check_tasks(bad_duration)
+
+    wrong_type = _task_list_body()
+    wrong_type["value"][0]["requiredSlots"] = "2"
+    with pytest.raises(AssertionError, match=r"requiredSlots"):
+        _check_tasks(wrong_type)
+
+    out_of_int32 = _task_list_body()
+    out_of_int32["value"][0]["requiredSlots"] = 2**31
+    with pytest.raises(AssertionError, match=r"requiredSlots"):
+        _check_tasks(out_of_int32)
+
+
+def test_odata_keys() -> None:
+    body = _task_list_body()
+    body["odata.metadata"] = f"{BASE_URL}/$metadata#tasks"
+    body["odata.nextLink"] = f"{BASE_URL}/jobs/j/tasks?$skiptoken=abc"
+    _check_tasks(body)
+    body["odata.metadata"] = 7
+    with pytest.raises(AssertionError, match="odata.metadata"):
+        _check_tasks(body)
+
+
+def test_error_bodies_use_the_default_schema() -> None:
+    error = {
+        "odata.metadata": f"{BASE_URL}/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
+        "code": "JobNotFound",
+        "message": {"lang": "en-US", "value": "The specified job does not exist.\nRequestId:1\nTime:2024-01-01"},
+        "values": [{"key": "Reason", "value": "x"}],
+    }
+    assert validate_response("GET", f"{BASE_URL}/jobs/nope", 404, json.dumps(error).encode()) == "Jobs_GetJob"
+    flat_message = dict(error, message="The specified job does not exist.")
+    with pytest.raises(AssertionError, match=r"Jobs_GetJob 404: .* at \$\.message"):
+        validate_response("GET", f"{BASE_URL}/jobs/nope", 404, json.dumps(flat_message).encode())
+
+
+def test_bodies_must_match_what_the_spec_documents() -> None:
+    # 201 from CreateTask has no body in the spec.
+    validate_response("POST", f"{BASE_URL}/jobs/j/tasks", 201, b"")
+    with pytest.raises(AssertionError, match="Tasks_CreateTask 201: the spec documents no response body"):
+        validate_response("POST", f"{BASE_URL}/jobs/j/tasks", 201, b'{"id": "t"}')
+    with pytest.raises(AssertionError, match="Tasks_ListTasks 200: the spec documents a JSON body"):
+        validate_response("GET", f"{BASE_URL}/jobs/j/tasks", 200, b"")
+    with pytest.raises(AssertionError, match="Tasks_ListTasks 200: response body is not JSON"):
+        validate_response("GET", f"{BASE_URL}/jobs/j/tasks", 200, b"<html>")
+    with pytest.raises(AssertionError, match="Tasks_ListTasks: status 201 is not a documented response"):
+        validate_response("GET", f"{BASE_URL}/jobs/j/tasks", 201, b"")
+
+
+def test_routes_map_to_operations() -> None:
+    assert find_operation("GET", "/JOBS/MyJob/Tasks?api-version=1")[0] == "Tasks_ListTasks"
+    assert find_operation("post", f"{BASE_URL}/jobs/j/addtaskcollection")[0] == "Tasks_CreateTaskCollection"
+    assert find_operation("GET", "/jobs/j/tasks/t/files/wd/sub/out.txt")[0] == "Tasks_GetTaskFile"
+    assert find_operation("HEAD", "/jobs/j/tasks/t/files/stdout.txt")[0] == "Tasks_GetTaskFileProperties"
+    assert find_operation("GET", "/jobs/j/tasks/t")[0] == "Tasks_GetTask"
+    assert find_operation("POST", "/jobs/j/tasks/t/terminate")[0] == "Tasks_TerminateTask"
+    assert find_operation("GET", "/jobs/j/taskcounts")[0] == "Jobs_GetJobTaskCounts"
+    assert find_operation("GET", "/pools/p/nodes/n")[0] == "Nodes_GetNode"
+    with pytest.raises(AssertionError, match="no operation in the Batch spec"):
+        find_operation("GET", "/jobs/j/tasks/t/bogus")
+    with pytest.raises(AssertionError, match="no operation in the Batch spec"):
+        find_operation("PATCH", "/applications")
+
+
+def test_missing_spec_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(spec_validation.SPEC_PATH_ENV, str(tmp_path / "missing.json"))
+    with pytest.raises(FileNotFoundError, match=rf"spec not found at .*missing.json.*{spec_validation.SPEC_PATH_ENV}"):
+        spec_validation.spec_path()
+
+
+# -- the policy inside a real azure-batch client, against a canned loopback HTTP server ------------------------
+
+
+class _CannedBatch(BaseHTTPRequestHandler):
+    body: bytes = b""
+    status: int = 200
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json;odata=minimalmetadata")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+
+@pytest.fixture
+def canned_server() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CannedBatch)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        _CannedBatch.body, _CannedBatch.status = b"", 200
+
+
+def _client(server: ThreadingHTTPServer, policy: SpecValidationPolicy):
+    from azure.batch import BatchClient
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    from snakemake_executor_plugin_azbatch.local.config import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+
+    return BatchClient(
+        f"http://127.0.0.1:{server.server_address[1]}",
+        AzureNamedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY),
+        per_call_policies=[policy],
+        retry_total=0,
+    )
+
+
+def test_policy_validates_sdk_responses(canned_server: ThreadingHTTPServer) -> None:
+    policy = SpecValidationPolicy()
+    client = _client(canned_server, policy)
+
+    _CannedBatch.body = json.dumps(_task_list_body()).encode()
+    tasks = list(client.list_tasks("job"))
+    assert [t.id for t in tasks] == ["task1", "task2"]
+    assert policy.validated == {"Tasks_ListTasks": 1}
+
+    corrupted = _task_list_body()
+    corrupted["value"][1]["executionInfo"]["retries"] = 3
+    _CannedBatch.body = json.dumps(corrupted).encode()
+    with pytest.raises(AssertionError, match=r"Tasks_ListTasks 200: .*\$\.value\[1\]\.executionInfo.*retries"):
+        list(client.list_tasks("job"))

@@ -1,0 +1,133 @@
+"""The README and the plugin-catalog pages stay true to the code: settings table, commands, flags, profile."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+
+from snakemake_executor_plugin_azbatch import settings as settings_module
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+DOCS = {name: (REPO / name).read_text() for name in ("README.md", "docs/intro.md", "docs/further.md")}
+NO_DEFAULT = "—"
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under a `## heading` up to the next heading of the same or a higher level."""
+    match = re.search(rf"^## {re.escape(heading)}\s*$(.*?)(?=^#{{1,2}} |\Z)", markdown, re.M | re.S)
+    assert match, f"README.md has no '## {heading}' section"
+    return match.group(1)
+
+
+def markdown_table(text: str) -> list[dict[str, str]]:
+    """The first pipe table in `text` as a list of {header: cell} dicts (cells stripped)."""
+    lines = [line.strip() for line in text.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    header, separator, *body = rows
+    assert all(set(cell) <= set("-: ") for cell in separator), "second table line must be the separator"
+    assert all(len(row) == len(header) for row in body), "every table row needs one cell per column"
+    return [dict(zip(header, row)) for row in body]
+
+
+def code_spans(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def plugin_settings() -> dict[str, dict]:
+    """Settings as Snakemake itself sees them (flag, env var, default, required) through the plugin registry."""
+    plugin = ExecutorPluginRegistry().get_plugin("azbatch")
+    return {info["cliarg"]: info for info in plugin.get_settings_info()}
+
+
+def documented_default(info: dict) -> str:
+    if info["required"]:
+        return "required"
+    default = info["default"]
+    if default is None or default == "" or default == "<function>":  # default_factory fields are empty lists
+        return NO_DEFAULT
+    if isinstance(default, bool):
+        return f"`{str(default).lower()}`"
+    return f"`{default}`"
+
+
+def test_settings_table_matches_the_plugin_settings():
+    rows = markdown_table(section(README, "Settings"))
+    assert [set(row) for row in rows][0] == {"flag", "environment variable", "default", "meaning"}
+    documented = {code_spans(row["flag"])[0]: row for row in rows}
+    actual = plugin_settings()
+    assert len(documented) == len(rows), "a flag appears twice in the settings table"
+    assert sorted(documented) == sorted(actual), "README settings table and ExecutorSettings list different flags"
+    for flag, info in actual.items():
+        row = documented[flag]
+        name = info["name"]
+        expected_env = [info["env_var"]] if info["env_var"] else []
+        if name in settings_module.CLI_FALLBACKS:
+            expected_env.append(settings_module.CLI_FALLBACKS[name])
+        assert code_spans(row["environment variable"]) == expected_env, f"{flag}: environment variable column"
+        cell = row["default"]
+        expected = documented_default(info)
+        assert cell == expected, f"{flag}: README default {cell!r}, code default {expected!r}"
+        assert len(row["meaning"]) > 15, f"{flag}: the meaning column needs a real explanation"
+
+
+def test_quick_start_is_exactly_make_demo_and_make_test():
+    commands = [line.strip() for line in section(README, "Quick start").splitlines() if line.startswith("    ")]
+    assert commands == ["make demo", "make test"]
+
+
+def test_readme_make_commands_are_makefile_targets_and_ci_uses_make_test():
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([A-Za-z][\w-]*):", makefile, re.M))
+    for target in re.findall(r"`make (\w[\w-]*)`|^\s+make (\w[\w-]*)\s*$", README, re.M):
+        name = next(t for t in target if t)
+        assert name in targets, f"README mentions `make {name}` but the Makefile has no such target"
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.M), ".ci/run must run the README's `make test`"
+    # The demo target is what the README promises: the local service running run_demo.py.
+    demo_recipe = re.search(r"^demo:.*?\n((?:\t.*\n?)+)", makefile, re.M).group(1)
+    assert "azbatch-local run" in demo_recipe and "run_demo.py" in demo_recipe
+
+
+@pytest.mark.parametrize("document", sorted(DOCS))
+def test_every_flag_and_variable_mentioned_exists(document):
+    actual = plugin_settings()
+    flags = set(actual)
+    variables = {info["env_var"] for info in actual.values()} | set(settings_module.CLI_FALLBACKS.values())
+    text = DOCS[document]
+    for flag in set(re.findall(r"--azbatch-[a-z0-9-]+", text)):
+        assert flag in flags, f"{document} mentions {flag}, which the plugin does not define"
+    for variable in set(re.findall(r"SNAKEMAKE_AZBATCH_[A-Z0-9_]+", text)):
+        assert variable in variables, f"{document} mentions {variable}, which the plugin does not read"
+
+
+def test_readme_profile_uses_real_settings():
+    profile_block = re.search(r"```yaml\n(.*?)```", section(README, "Using it on real Azure, step by step"), re.S)
+    profile = yaml.safe_load(profile_block.group(1))
+    assert profile["executor"] == "azbatch"
+    keys = {"--" + key for key in profile if key.startswith("azbatch-")}
+    assert keys and keys <= set(plugin_settings()), f"profile keys not defined by the plugin: {keys - set(plugin_settings())}"
+    assert "azbatch-pool-id" in profile
+
+
+def test_readme_run_command_parses_with_snakemake():
+    """The documented `snakemake --executor azbatch ...` line is accepted by Snakemake's own argument parser."""
+    from snakemake.cli import get_argument_parser
+
+    block = section(README, "Using it on real Azure, step by step")
+    match = re.search(r"^\s+(snakemake --executor azbatch .*?)(?:\n\s*\n)", block, re.M | re.S)
+    assert match, "README's step-by-step section needs a `snakemake --executor azbatch ...` command"
+    argv = shlex.split(match.group(1).replace("\\\n", " "))[1:]
+    args = get_argument_parser().parse_args(argv)
+    assert args.executor == "azbatch"
+    assert args.azbatch_pool_id == "mypool"

@@ -1,0 +1,293 @@
+"""`BatchState` called directly (no HTTP): REST shapes against the spec, validation errors, task counts, scheduling.
+
+Node behaviour over HTTP with the real SDK is in test_service_nodes.py; these tests pin the model's contract with
+the wire (dict shapes, BatchError codes) and the scheduler's placement rules, which HTTP cannot observe cheaply.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from spec_validation import validate_body
+
+from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, PoolSpec, ServiceConfig
+from snakemake_executor_plugin_azbatch.local.model import BatchError, BatchState
+from snakemake_executor_plugin_azbatch.local.node_runner import app_package_env_name, duration_seconds
+
+WAIT_SECONDS = 30
+
+
+def check_shape(definition: str, body: Any) -> None:
+    validate_body(definition, 200, body, {"$ref": f"#/definitions/{definition}"})
+
+
+@pytest.fixture
+def make_state(tmp_path: Path) -> Iterator:
+    states: list[BatchState] = []
+
+    def factory(pools: list[str] = ("p:2:2",), **overrides: Any) -> BatchState:
+        config = ServiceConfig(
+            root=tmp_path / f"s{len(states)}",
+            pools=[PoolSpec.parse(p) for p in pools],
+            account_url="http://127.0.0.1:9",
+            **overrides,
+        )
+        state = BatchState(config)
+        states.append(state)
+        state.start()
+        return state
+
+    try:
+        yield factory
+    finally:
+        for state in states:
+            state.stop()
+
+
+def wait_completed(state: BatchState, job_id: str, task_id: str) -> dict:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        task = state.get_task(job_id, task_id)
+        if task["state"] == "completed":
+            return task
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} did not complete: {state.get_task(job_id, task_id)}")
+
+
+def error_of(call, *args) -> BatchError:
+    with pytest.raises(BatchError) as info:
+        call(*args)
+    return info.value
+
+
+def test_entities_match_the_spec_shapes(make_state) -> None:
+    state = make_state(pools=["p:2:3"], app_packages=[AppPackageSpec("tools", "1.0", Path(__file__))])
+    pool = state.get_pool("P")  # ids are case-insensitive
+    check_shape("BatchPool", pool)
+    assert pool["id"] == "p" and pool["taskSlotsPerNode"] == 3 and pool["currentDedicatedNodes"] == 2
+    assert pool["virtualMachineConfiguration"]["nodeAgentSKUId"] == "batch.node.ubuntu 22.04"
+    nodes = state.list_nodes("p")
+    for node in nodes:
+        check_shape("BatchNode", node)
+    assert {n["state"] for n in nodes} == {"idle"}
+    check_shape("BatchApplication", state.get_application("TOOLS"))
+
+    job = state.create_job(
+        {
+            "id": "Shape-Job",
+            "poolInfo": {"poolId": "p"},
+            "jobPreparationTask": {"commandLine": "true"},
+            "jobReleaseTask": {"commandLine": "true"},
+            "commonEnvironmentSettings": [{"name": "A", "value": "1"}],
+            "constraints": {"maxTaskRetryCount": 1},
+            "metadata": [{"name": "k", "value": "v"}],
+        }
+    )
+    check_shape("BatchJob", job)
+    assert job["state"] == "active" and job["url"].endswith("/jobs/Shape-Job")
+    results = state.add_task_collection(
+        "shape-job",
+        [
+            {"id": "ok", "commandLine": "true", "environmentSettings": [{"name": "B", "value": "2"}]},
+            {"id": "bad", "commandLine": "false", "requiredSlots": 2},
+            {"id": "OK", "commandLine": "true"},
+        ],
+    )
+    for result in results:
+        check_shape("BatchTaskCreateResult", result)
+    assert [r["status"] for r in results] == ["success", "success", "clienterror"]
+    assert results[2]["error"]["code"] == "TaskExists"
+    ok = wait_completed(state, "shape-job", "ok")
+    bad = wait_completed(state, "shape-job", "bad")
+    for task in (ok, bad):
+        check_shape("BatchTask", task)
+    assert ok["executionInfo"]["result"] == "success" and ok["previousState"] == "running"
+    assert bad["executionInfo"]["failureInfo"]["code"] == "FailureExitCode"
+    assert bad["executionInfo"]["retryCount"] == 1  # the job's maxTaskRetryCount is the task default
+    counts = state.job_task_counts("shape-job")
+    check_shape("BatchTaskCountsResult", counts)
+    assert counts["taskCounts"] == {"active": 0, "running": 0, "completed": 2, "succeeded": 1, "failed": 1}
+    assert counts["taskSlotCounts"]["failed"] == 2
+    state.terminate_job("shape-job", None)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while state.get_job("shape-job")["state"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job = state.get_job("shape-job")
+    check_shape("BatchJob", job)
+    assert job["executionInfo"]["terminateReason"] == "UserTerminate"
+    for entry in state.job_prep_release_status("shape-job"):
+        check_shape("BatchJobPreparationAndReleaseTaskStatus", entry)
+        assert entry["jobReleaseTaskExecutionInfo"]["state"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"id": "x" * 65, "poolInfo": {"poolId": "p"}}, 400, "InvalidPropertyValue"),
+        ({"id": "has space", "poolInfo": {"poolId": "p"}}, 400, "InvalidPropertyValue"),
+        ({"poolInfo": {"poolId": "p"}}, 400, "MissingRequiredProperty"),
+        ({"id": "nopool"}, 400, "MissingRequiredProperty"),
+        ({"id": "ghost", "poolInfo": {"poolId": "ghost"}}, 404, "PoolNotFound"),
+        ({"id": "deps", "poolInfo": {"poolId": "p"}, "usesTaskDependencies": True}, 400, "InvalidPropertyValue"),
+        ({"id": "rel", "poolInfo": {"poolId": "p"}, "jobReleaseTask": {"commandLine": "x"}}, 400,
+         "InvalidPropertyValue"),
+    ],
+)
+def test_create_job_refuses_bad_bodies(make_state, body: dict, status: int, code: str) -> None:
+    state = make_state()
+    err = error_of(state.create_job, body)
+    assert (err.status, err.code) == (status, code)
+    assert err.to_body()["message"]["value"]
+
+
+def test_job_ids_are_case_insensitive_and_unique(make_state) -> None:
+    state = make_state()
+    state.create_job({"id": "Dup", "poolInfo": {"poolId": "p"}})
+    err = error_of(state.create_job, {"id": "dUP", "poolInfo": {"poolId": "p"}})
+    assert (err.status, err.code) == (409, "JobExists")
+    assert state.get_job("DUP")["id"] == "Dup"
+    assert error_of(state.get_job, "nope").code == "JobNotFound"
+
+
+def test_task_validation_and_collection_limits(make_state) -> None:
+    state = make_state()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}, "jobPreparationTask": {"commandLine": "true"}})
+    err = error_of(state.add_task_collection, "j", [{"id": f"t{i}", "commandLine": "true"} for i in range(101)])
+    assert (err.status, err.code) == (413, "RequestBodyTooLarge")
+    assert state.list_tasks("j") == []  # nothing of a refused collection is added
+    results = state.add_task_collection(
+        "j",
+        [
+            {"id": "jobpreparation", "commandLine": "true"},
+            {"id": "nocmd"},
+            {"id": "dep", "commandLine": "true", "dependsOn": {"taskIds": ["x"]}},
+            {"id": "esc", "commandLine": "true", "resourceFiles": [{"httpUrl": "http://127.0.0.1/x",
+                                                                      "filePath": "../x"}]},
+        ],
+    )
+    assert [r["error"]["code"] for r in results] == [
+        "TaskIdSameAsJobPreparationTask",
+        "MissingRequiredProperty",
+        "TaskDependenciesNotSpecifiedOnJob",
+        "InvalidPropertyValue",
+    ]
+    assert error_of(state.get_task, "j", "missing").code == "TaskNotFound"
+
+
+def test_tasks_cannot_be_added_to_ended_jobs(make_state) -> None:
+    state = make_state()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.terminate_job("j", "done here")
+    err = error_of(state.add_task, "j", {"id": "late", "commandLine": "true"})
+    assert err.code in ("JobBeingTerminated", "JobCompleted") and err.status == 409
+    deadline = time.monotonic() + WAIT_SECONDS
+    while state.get_job("j")["state"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.get_job("j")["executionInfo"]["terminateReason"] == "done here"
+    assert error_of(state.add_task, "j", {"id": "late", "commandLine": "true"}).code == "JobCompleted"
+    assert error_of(state.terminate_job, "j", None).code == "JobCompleted"
+
+
+def test_update_job_terminates_when_all_tasks_complete(make_state) -> None:
+    state = make_state()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.add_task("j", {"id": "t", "commandLine": "true"})
+    wait_completed(state, "j", "t")
+    assert state.get_job("j")["state"] == "active"  # noaction by default
+    state.update_job("j", {"onAllTasksComplete": "terminatejob"})
+    deadline = time.monotonic() + WAIT_SECONDS
+    while state.get_job("j")["state"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job = state.get_job("j")
+    assert job["state"] == "completed" and job["executionInfo"]["terminateReason"] == "AllTasksComplete"
+    assert error_of(state.update_job, "j", {"priority": 1}).code == "JobCompleted"
+
+
+def _hold_slots(state: BatchState, job_id: str, ids: list[str], slots: int = 1) -> None:
+    """Tasks that wait until a file named `release` appears in their node's shared dir (no wall clock)."""
+    script = (
+        "import os,time\n"
+        "p=os.path.join(os.environ['AZ_BATCH_NODE_SHARED_DIR'],'release')\n"
+        "while not os.path.exists(p): time.sleep(0.02)\n"
+    )
+    for task_id in ids:
+        state.add_task(job_id, {"id": task_id, "commandLine": f'python -c "{script}"', "requiredSlots": slots})
+
+
+def _wait_running(state: BatchState, job_id: str, count: int) -> list[dict]:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        running = [t for t in state.list_tasks(job_id) if t["state"] == "running"]
+        if len(running) >= count:
+            return running
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {count} running tasks: {state.list_tasks(job_id)}")
+
+
+def _release_all(state: BatchState) -> None:
+    for pool in state.pools.values():
+        for node in pool.nodes:
+            (node.root / "shared" / "release").write_text("go")
+
+
+@pytest.mark.parametrize(("fill", "expected_nodes"), [("spread", 2), ("pack", 1)])
+def test_node_fill_type_places_tasks(make_state, fill: str, expected_nodes: int) -> None:
+    state = make_state(pools=["p:2:2"])
+    state.pools["p"].node_fill_type = fill  # pools come from config; the fill type is fixed per pool
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    _hold_slots(state, "j", ["a", "b"])
+    running = _wait_running(state, "j", 2)
+    assert len({t["nodeInfo"]["nodeId"] for t in running}) == expected_nodes
+    nodes = state.list_nodes("p")
+    assert sum(n["runningTaskSlotsCount"] for n in nodes) == 2
+    assert {n["state"] for n in nodes if n["runningTasksCount"]} == {"running"}
+    _release_all(state)
+    for task_id in ("a", "b"):
+        assert wait_completed(state, "j", task_id)["executionInfo"]["result"] == "success"
+
+
+def test_slots_limit_concurrency_and_oversized_tasks_stay_active(make_state) -> None:
+    state = make_state(pools=["p:1:2"])
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.add_task("j", {"id": "huge", "commandLine": "true", "requiredSlots": 3})
+    _hold_slots(state, "j", ["wide"], slots=2)
+    _hold_slots(state, "j", ["narrow"], slots=1)
+    _wait_running(state, "j", 1)
+    tasks = {t["id"]: t for t in state.list_tasks("j")}
+    assert tasks["wide"]["state"] == "running"
+    assert tasks["narrow"]["state"] == "active"  # the node's two slots are taken
+    assert tasks["huge"]["state"] == "active" and "nodeInfo" not in tasks["huge"]
+    _release_all(state)
+    wait_completed(state, "j", "narrow")
+    assert state.get_task("j", "huge")["state"] == "active"
+    counts = state.job_task_counts("j")["taskCounts"]
+    assert counts["active"] == 1 and counts["succeeded"] == 2
+
+
+def test_fifo_order_on_one_slot(make_state) -> None:
+    state = make_state(pools=["p:1:1"])
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    order = ["t3", "t1", "t2", "t0"]
+    state.add_task_collection(
+        "j",
+        [
+            {"id": t, "commandLine": f"/bin/sh -c 'echo {t} >> $AZ_BATCH_NODE_SHARED_DIR/order'"}
+            for t in order
+        ],
+    )
+    for task_id in order:
+        wait_completed(state, "j", task_id)
+    node = state.pools["p"].nodes[0]
+    assert (node.root / "shared" / "order").read_text().split() == order
+
+
+def test_durations_and_app_package_names() -> None:
+    assert duration_seconds("PT1.5S") == 1.5
+    assert duration_seconds("P1DT2H3M4S") == 86400 + 7200 + 180 + 4
+    assert duration_seconds("P10675199DT2H48M5.4775807S") is None  # Batch's "unlimited"
+    assert duration_seconds(None) is None
+    assert app_package_env_name("my-app.x", "1.0#b") == "AZ_BATCH_APP_PACKAGE_my_app_x_1_0_b"
+    assert app_package_env_name("Tools", None) == "AZ_BATCH_APP_PACKAGE_Tools"

@@ -1,0 +1,209 @@
+"""Thin wrapper over `azure.batch.BatchClient`: preflight pool checks, job lifecycle, bulk task submission
+(≤ 100 tasks per request) and one paged list of completed tasks per status round."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from azure.batch import BatchClient
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+
+from .settings import Config, SettingsError
+from .staging import redact, retry_kwargs
+
+MAX_TASKS_PER_REQUEST = 100
+COMPLETED_TASK_FIELDS = ["id", "state", "executionInfo"]
+
+
+class BatchServiceError(Exception):
+    """A Batch request failed; one line, no secrets."""
+
+
+def error_text(e: Exception) -> str:
+    if isinstance(e, HttpResponseError):
+        code = getattr(getattr(e, "error", None), "code", None)
+        message = getattr(getattr(e, "error", None), "message", None) or e.reason or ""
+        return redact(f"{e.status_code} {code or ''} {message}".strip())
+    return redact(f"{type(e).__name__}: {e}")
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    id: str
+    slots_per_node: int
+    dedicated_nodes: int
+    low_priority_nodes: int
+    target_nodes: int
+    autoscale: bool
+    warnings: tuple[str, ...] = ()
+
+
+class BatchService:
+    def __init__(self, config: Config, credential_factory: Callable[[], Any], client: BatchClient | None = None):
+        self.config = config
+        if client is None:
+            if config.account_key:
+                credential = AzureNamedKeyCredential(config.account_name, config.account_key)
+            else:
+                credential = credential_factory()
+            client = BatchClient(config.account_url, credential, **retry_kwargs())
+        self.client = client
+
+    # ---- preflight -------------------------------------------------------------------------------------------
+    def check_pool(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
+        """The pool exists, is active and has (or can get) nodes; raises SettingsError with one line otherwise."""
+        try:
+            pool = self.client.get_pool(pool_id)
+        except ResourceNotFoundError:
+            raise SettingsError(
+                f"azbatch: pool {pool_id!r} does not exist in Batch account {self.config.account_url}; "
+                f"check {setting} (`az batch pool list` shows the pools)"
+            ) from None
+        except ClientAuthenticationError:
+            raise SettingsError(
+                f"azbatch: Batch account {self.config.account_url} rejected the credentials; check "
+                "--azbatch-account-name / --azbatch-account-key (or `az login` for Entra ID)"
+            ) from None
+        except HttpResponseError as e:
+            if e.status_code == 403:
+                raise SettingsError(
+                    f"azbatch: access to pool {pool_id!r} denied (403); check --azbatch-account-key or the role "
+                    "assignment of your Entra ID identity on the Batch account"
+                ) from None
+            raise SettingsError(f"azbatch: cannot read pool {pool_id!r}: {error_text(e)}") from None
+        except ServiceRequestError as e:
+            raise SettingsError(
+                f"azbatch: Batch account {self.config.account_url} is not reachable ({type(e).__name__}); check "
+                "--azbatch-account-url"
+            ) from None
+        except Exception as e:  # e.g. credential errors from azure-identity
+            raise SettingsError(
+                f"azbatch: cannot authenticate to {self.config.account_url} ({type(e).__name__}); set "
+                "--azbatch-account-key or sign in with `az login`"
+            ) from None
+
+        state = str(pool.state or "").lower()
+        if state and state != "active":
+            raise SettingsError(
+                f"azbatch: pool {pool_id!r} is {state}, not active; choose another pool with {setting}"
+            )
+        slots = int(pool.task_slots_per_node or 1)
+        dedicated = int(pool.current_dedicated_nodes or 0)
+        low = int(pool.current_low_priority_nodes or 0)
+        target = int(pool.target_dedicated_nodes or 0) + int(pool.target_low_priority_nodes or 0)
+        autoscale = bool(pool.enable_auto_scale)
+        warnings = []
+        if dedicated + low == 0:
+            if autoscale:
+                warnings.append(
+                    f"azbatch: pool {pool_id!r} has no nodes yet; tasks wait until its autoscale formula adds some"
+                )
+            elif target == 0:
+                raise SettingsError(
+                    f"azbatch: pool {pool_id!r} has no nodes and cannot grow (target 0, no autoscale); resize it "
+                    f"(`az batch pool resize --pool-id {pool_id} --target-dedicated-nodes N`) or pick another "
+                    f"pool with {setting}"
+                )
+            else:
+                warnings.append(f"azbatch: pool {pool_id!r} has no nodes yet; it is resizing to {target}")
+        return PoolInfo(pool_id, slots, dedicated, low, target, autoscale, tuple(warnings))
+
+    # ---- job lifecycle -----------------------------------------------------------------------------------------
+    def create_job(self, body: dict) -> None:
+        try:
+            self.client.create_job(body)
+        except ResourceExistsError:
+            pass  # a retried create after a lost response
+        except HttpResponseError as e:
+            raise BatchServiceError(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
+
+    def terminate_job(self, job_id: str) -> None:
+        """Terminates the job, which terminates its running tasks; waits until it is completed."""
+        try:
+            poller = self.client.begin_terminate_job(job_id, polling_interval=1)
+            poller.result(timeout=120)
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as e:
+            code = getattr(getattr(e, "error", None), "code", "") or ""
+            if code not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
+                raise BatchServiceError(f"azbatch: terminating Batch job {job_id} failed: {error_text(e)}") from None
+
+    def delete_job(self, job_id: str) -> None:
+        try:
+            poller = self.client.begin_delete_job(job_id, polling_interval=1)
+            poller.result(timeout=120)
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as e:
+            code = getattr(getattr(e, "error", None), "code", "") or ""
+            if code != "JobBeingDeleted":
+                raise BatchServiceError(f"azbatch: deleting Batch job {job_id} failed: {error_text(e)}") from None
+
+    # ---- tasks -------------------------------------------------------------------------------------------------
+    def submit_tasks(self, job_id: str, bodies: list[dict]) -> dict[str, str | None]:
+        """Adds tasks in requests of at most 100. Returns task id → None (added) or a one-line error."""
+        results: dict[str, str | None] = {}
+        for start in range(0, len(bodies), MAX_TASKS_PER_REQUEST):
+            chunk = bodies[start : start + MAX_TASKS_PER_REQUEST]
+            pending = {body["id"]: body for body in chunk}
+            for _ in range(5):  # resubmit only tasks the service answered with a server error
+                try:
+                    response = self.client.create_task_collection(job_id, {"value": list(pending.values())})
+                except HttpResponseError as e:
+                    message = error_text(e)
+                    for task_id in pending:
+                        results[task_id] = f"task submission rejected: {message}"
+                    pending = {}
+                    break
+                retry = {}
+                for item in response.result_values or []:
+                    task_id = item.task_id
+                    status = str(item.status or "").lower()
+                    error = item.error
+                    code = getattr(error, "code", None) if error else None
+                    if status == "success" or code == "TaskExists":
+                        results[task_id] = None
+                    elif status == "servererror" and task_id in pending:
+                        retry[task_id] = pending[task_id]
+                    else:
+                        message = getattr(error, "message", None) if error else None
+                        text = getattr(message, "value", None) if message is not None else None
+                        details = "; ".join(
+                            f"{v.key}: {v.value}" for v in (getattr(error, "error_values", None) or []) if v
+                        )
+                        results[task_id] = redact(
+                            f"Batch rejected task {task_id}: {code or status} {text or ''} {details}".strip()
+                        )
+                for task_id in pending:
+                    if task_id not in retry and task_id not in results:
+                        results[task_id] = f"Batch returned no result for task {task_id}"
+                pending = retry
+                if not pending:
+                    break
+            for task_id in pending:
+                results[task_id] = f"Batch kept answering task {task_id} with server errors"
+        return results
+
+    def completed_tasks(self, job_id: str) -> list[Any]:
+        """One paged list of the job's completed tasks (id, state, executionInfo only)."""
+        return list(
+            self.client.list_tasks(job_id, filter="state eq 'completed'", select=COMPLETED_TASK_FIELDS)
+        )
+
+    def terminate_task(self, job_id: str, task_id: str) -> None:
+        try:
+            self.client.terminate_task(job_id, task_id)
+        except (ResourceNotFoundError, HttpResponseError):
+            pass
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,350 @@
+"""The Snakemake remote executor: preflight, one Batch job per pool and run, bulk task submission, one list request
+per Batch job per status round, staging through Blob storage, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import threading
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import AsyncGenerator, List
+
+import snakemake
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
+from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
+
+from . import task_spec
+from .batch_client import BatchService, BatchServiceError, PoolInfo, error_text
+from .settings import Config, SettingsError, resolve
+from .staging import Staging, StagingError, redact
+
+STATE_DIR = Path(".snakemake") / "azbatch"
+LOG_DIR = STATE_DIR / "logs"
+STDERR_TAIL_LINES = 20
+
+
+def _default_credential():
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+class Executor(RemoteExecutor):
+    def __post_init__(self):
+        self.config: Config = resolve(self.workflow.executor_settings)
+        self.workdir = os.getcwd()
+        self.use_storage_provider = bool(self.workflow.storage_settings.default_storage_provider)
+        self._credential = None
+        self._credential_lock = threading.Lock()
+        self.batch = BatchService(self.config, self._credential_factory)
+        self.staging = (
+            None if self.use_storage_provider else Staging(self.config, self._credential_factory, STATE_DIR, self.logger)
+        )
+        self.snakemake_version = snakemake.__version__
+        self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
+        self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id
+        self.pools: dict[str, PoolInfo] = {}
+        self.common_files: list[dict] | None = None  # sources and extra resource files, staged once per run
+        self._submit_lock = threading.Lock()
+        self._finalized = False
+        interval = self.config.status_interval
+        if interval is None:
+            interval = max(1.0, float(self.workflow.remote_execution_settings.seconds_between_status_checks or 0))
+        self.next_seconds_between_status_checks = interval
+        if len(self.workflow.dag) > 0:
+            self.preflight()
+
+    # ---- setup -------------------------------------------------------------------------------------------------
+    def _credential_factory(self):
+        with self._credential_lock:
+            if self._credential is None:
+                self._credential = _default_credential()
+            return self._credential
+
+    def preflight(self) -> None:
+        """Credentials, pool and storage are checked before anything is created."""
+        self.pool_info(self.config.pool_id)
+        if self.staging is not None:
+            self.staging.preflight()
+
+    def pool_info(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
+        key = pool_id.lower()
+        if key not in self.pools:
+            info = self.batch.check_pool(pool_id, setting)
+            for warning in info.warnings:
+                self.logger.warning(warning)
+            self.pools[key] = info
+        return self.pools[key]
+
+    def batch_job_for(self, pool_id: str) -> str:
+        """One Batch job per pool used by the run, created on first use."""
+        key = pool_id.lower()
+        if key not in self.batch_jobs:
+            self.pool_info(pool_id, setting="the azbatch_pool resource")
+            job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token)
+            prep = task_spec.preparation_task(self.snakemake_version) if self.config.bootstrap == "pip" else None
+            body = task_spec.job_body(
+                job_id,
+                pool_id,
+                f"snakemake {self.workflow_label} ({self.workdir})",
+                workflow=os.path.abspath(self.workflow.main_snakefile),
+                prep_task=prep,
+            )
+            self.batch.create_job(body)
+            self.batch_jobs[key] = job_id
+            self.logger.info(f"azbatch: Batch job {job_id} on pool {pool_id}")
+        return self.batch_jobs[key]
+
+    # ---- command -----------------------------------------------------------------------------------------------
+    def get_python_executable(self):
+        return "python3"
+
+    def get_job_exec_prefix(self, job: JobExecutorInterface):
+        parts = [
+            task_spec.bootstrap_prefix(
+                self.config.bootstrap, self.snakemake_version, [p.env_var for p in self.config.application_packages]
+            ),
+            self.config.precommand or "",
+        ]
+        return " && ".join(p for p in parts if p)
+
+    # ---- staging -----------------------------------------------------------------------------------------------
+    def _relative(self, path: str, what: str) -> str:
+        absolute = os.path.abspath(path)
+        rel = os.path.relpath(absolute, self.workdir)
+        if rel == ".." or rel.startswith(".." + os.sep):
+            raise StagingError(
+                f"azbatch: {what} {path} is outside the working directory {self.workdir}; move it inside, or mount "
+                "its location on the nodes and list it in --azbatch-mounted-paths"
+            )
+        return rel
+
+    def _is_mounted(self, path: str) -> bool:
+        absolute = os.path.abspath(path)
+        return any(absolute == m or absolute.startswith(m.rstrip(os.sep) + os.sep) for m in self.config.mounted_paths)
+
+    def _expand(self, path: str) -> list[str]:
+        if os.path.isdir(path):
+            return [os.path.join(root, name) for root, _, names in os.walk(path) for name in sorted(names)]
+        return [path]
+
+    def _stage(self, pairs: list[tuple[str, str]]) -> list[dict]:
+        """Resource files for (local path, node path) pairs."""
+        if not pairs:
+            return []
+        blobs = self.staging.stage_files(p for p, _ in pairs)
+        return [self.staging.resource_file(blobs[os.path.abspath(p)], node) for p, node in pairs]
+
+    def _common_files(self) -> list[dict]:
+        if self.common_files is None:
+            pairs = []
+            for source in sorted(self.workflow.dag.get_sources()):
+                for f in self._expand(source):
+                    if os.path.isfile(f):
+                        pairs.append((f, self._relative(f, "workflow source")))
+            specs = self._stage(pairs)
+            local_extra = [(x.source, x.node_path) for x in self.config.resource_files if not x.is_url]
+            specs += self._stage(local_extra)
+            specs += [
+                {"httpUrl": x.source, "filePath": x.node_path} for x in self.config.resource_files if x.is_url
+            ]
+            self.common_files = specs
+        return self.common_files
+
+    def _job_resource_files(self, files: task_spec.JobFiles) -> list[dict]:
+        pairs = []
+        for path in files.inputs:
+            if self._is_mounted(path):
+                continue
+            for f in self._expand(path):
+                pairs.append((f, self._relative(f, "input file")))
+        by_node_path = {spec["filePath"]: spec for spec in self._common_files()}
+        for spec in self._stage(pairs):
+            by_node_path[spec["filePath"]] = spec
+        return list(by_node_path.values())
+
+    # ---- submission --------------------------------------------------------------------------------------------
+    def _resource(self, job: JobExecutorInterface, name: str):
+        members = list(job.jobs) if job.is_group() else [job]
+        for member in [job, *members]:
+            try:
+                value = member.resources.get(name)
+            except Exception:
+                value = None
+            if value not in (None, ""):
+                return str(value)
+        return None
+
+    def _task_request(self, job: JobExecutorInterface, pool: PoolInfo) -> task_spec.TaskRequest:
+        tid = task_spec.task_id(job)
+        blob_prefix = f"{self.config.storage_prefix}runs/{self.run_token}/{tid}/"
+        if self.staging is not None:
+            files = task_spec.job_files(job)
+            resource_files = self._job_resource_files(files)
+            output_files = task_spec.output_file_specs(
+                files, blob_prefix, self.staging.output_container_url(), self.staging.identity
+            )
+        else:
+            resource_files, output_files = [], []
+        slots, warning = task_spec.required_slots(job.threads, pool.slots_per_node)
+        if warning:
+            self.logger.warning(f"azbatch: job {job.name} (task {tid}) {warning}")
+        image = self._resource(job, "azbatch_container_image") or self.config.container_image
+        return task_spec.TaskRequest(
+            id=tid,
+            display_name=f"{job.name} {job.jobid} attempt {job.attempt}",
+            script=self.format_job_exec(job),
+            env=self.envvars(),
+            resource_files=resource_files,
+            output_files=output_files,
+            slots=slots,
+            max_wall_clock_seconds=task_spec.runtime_seconds(job.resources),
+            container_image=image,
+            application_packages=[p.reference() for p in self.config.application_packages],
+        )
+
+    def run_job(self, job: JobExecutorInterface):
+        self.run_jobs([job])
+
+    def run_jobs(self, jobs: List[JobExecutorInterface]):
+        for job in jobs:
+            self.run_job_pre(job)
+        with self._submit_lock:
+            by_job_id: dict[str, list[tuple[JobExecutorInterface, task_spec.TaskRequest]]] = defaultdict(list)
+            for job in jobs:
+                try:
+                    pool_id = self._resource(job, "azbatch_pool") or self.config.pool_id
+                    pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
+                    request = self._task_request(job, pool)
+                    batch_job = self.batch_job_for(pool_id)
+                except (StagingError, BatchServiceError, SettingsError, WorkflowError) as e:
+                    self.report_job_error(SubmittedJobInfo(job), msg=redact(str(e)))
+                    continue
+                except Exception as e:
+                    self.report_job_error(SubmittedJobInfo(job), msg=f"azbatch: preparing the task failed: {error_text(e)}")
+                    continue
+                by_job_id[batch_job].append((job, request))
+            for batch_job, items in by_job_id.items():
+                bodies = [task_spec.task_body(request) for _, request in items]
+                try:
+                    results = self.batch.submit_tasks(batch_job, bodies)
+                except Exception as e:
+                    results = {body["id"]: f"task submission failed: {error_text(e)}" for body in bodies}
+                for job, request in items:
+                    error = results.get(request.id, "no result from Batch")
+                    aux = {
+                        "batch_job": batch_job,
+                        "blob_prefix": f"{self.config.storage_prefix}runs/{self.run_token}/{request.id}/",
+                    }
+                    info = SubmittedJobInfo(job, external_jobid=request.id, aux=aux)
+                    if error is None:
+                        self.report_job_submission(info)
+                    else:
+                        self.report_job_error(info, msg=error)
+
+    # ---- status ------------------------------------------------------------------------------------------------
+    async def check_active_jobs(
+        self, active_jobs: List[SubmittedJobInfo]
+    ) -> AsyncGenerator[SubmittedJobInfo, None]:
+        completed: dict[str, object] = {}
+        failed_lists: set[str] = set()
+        for batch_job in sorted({j.aux["batch_job"] for j in active_jobs}):
+            async with self.status_rate_limiter:
+                try:
+                    tasks = await asyncio.to_thread(self.batch.completed_tasks, batch_job)
+                except Exception as e:
+                    self.logger.warning(f"azbatch: listing tasks of {batch_job} failed, retrying: {error_text(e)}")
+                    failed_lists.add(batch_job)
+                    continue
+            for task in tasks:
+                completed[task.id] = task
+        for job_info in active_jobs:
+            task = completed.get(job_info.external_jobid)
+            if task is None:
+                yield job_info
+                continue
+            ok, message, aux_logs = await asyncio.to_thread(self._collect, job_info, task)
+            if ok:
+                self.report_job_success(job_info)
+            else:
+                self.report_job_error(job_info, msg=message, aux_logs=aux_logs)
+
+    def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
+        """Bring back what the task wrote; on failure, its Batch logs and a one-paragraph reason."""
+        info = task.execution_info
+        result = str(getattr(info, "result", "") or "").lower()
+        exit_code = getattr(info, "exit_code", None)
+        ok = result == "success" and (exit_code in (None, 0))
+        prefix = job_info.aux["blob_prefix"]
+        problems = []
+        if self.staging is not None:
+            try:
+                self.staging.download_prefix(prefix + task_spec.TASK_FILES_DIR + "/", self.workdir)
+                if ok:
+                    for out in task_spec.job_files(job_info.job).outputs:
+                        if out.directory:
+                            os.makedirs(out.path, exist_ok=True)
+            except Exception as e:
+                ok = False
+                problems.append(redact(str(e)))
+        if ok:
+            return True, None, []
+        tid = job_info.external_jobid
+        aux_logs = []
+        stderr_tail = ""
+        if self.staging is not None:
+            log_dir = LOG_DIR / tid
+            try:
+                for path in self.staging.download_prefix(prefix + task_spec.TASK_BATCH_DIR + "/", self.workdir, str(log_dir)):
+                    aux_logs.append(path)
+                stderr = log_dir / "stderr.txt"
+                if stderr.exists():
+                    lines = stderr.read_text(errors="replace").splitlines()
+                    stderr_tail = "\n".join(lines[-STDERR_TAIL_LINES:])
+            except Exception as e:
+                problems.append(f"fetching Batch logs failed: {redact(str(e))}")
+        failure = getattr(info, "failure_info", None)
+        parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
+        if failure is not None:
+            details = "; ".join(f"{d.name}={d.value}" for d in (failure.details or []))
+            parts.append(f"{failure.category} {failure.code}: {failure.message or ''}{' (' + details + ')' if details else ''}")
+        parts += problems
+        message = ". ".join(redact(p) for p in parts) + "."
+        if stderr_tail:
+            message += f"\nLast lines of stderr:\n{redact(stderr_tail)}\n"
+        return False, message, aux_logs
+
+    # ---- end of run --------------------------------------------------------------------------------------------
+    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
+        # Terminating a Batch job terminates all of its running tasks.
+        for batch_job in list(self.batch_jobs.values()):
+            try:
+                self.batch.terminate_job(batch_job)
+            except BatchServiceError as e:
+                self.logger.error(str(e))
+
+    def shutdown(self):
+        super().shutdown()
+        self._finalize()
+
+    def _finalize(self):
+        if self._finalized:
+            return
+        self._finalized = True
+        for batch_job in list(self.batch_jobs.values()):
+            try:
+                self.batch.terminate_job(batch_job)
+                if self.config.keep_job:
+                    self.logger.info(f"azbatch: kept Batch job {batch_job} (terminated)")
+                else:
+                    self.batch.delete_job(batch_job)
+            except BatchServiceError as e:
+                self.logger.error(str(e))
+        if self.staging is not None:
+            self.staging.close()

@@ -1,0 +1,304 @@
+"""Pure translation of a Snakemake job into Batch REST bodies (task, job, job preparation task). No network."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+MAX_ID_LENGTH = 64
+# Blob layout below the configured prefix; tasks write under runs/<run>/<task>/files/ and .../batch/.
+TASK_FILES_DIR = "files"
+TASK_BATCH_DIR = "batch"
+BATCH_LOG_FILES = ("stdout.txt", "stderr.txt")
+
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_id_part(text: str) -> str:
+    return _UNSAFE_ID_CHARS.sub("-", text).strip("-") or "x"
+
+
+def short_hash(*parts: Any, length: int = 8) -> str:
+    digest = hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8")).hexdigest()
+    return digest[:length]
+
+
+def task_id(job) -> str:
+    """Deterministic Batch task id: `<rule>-<jobid>-a<attempt>-<hash>` (`group-<group>-...` for group jobs), ≤ 64
+    characters of [A-Za-z0-9_-]; the hash keeps it unique when the rule or group name is truncated."""
+    if job.is_group():
+        label = f"group-{safe_id_part(str(job.groupid))}"
+        ident = short_hash(job.jobid, length=6)
+    else:
+        label = safe_id_part(job.name)
+        ident = str(job.jobid)
+    suffix = f"-{ident}-a{job.attempt}-{short_hash(job.name, job.jobid, job.attempt, sorted(map(str, job.output)))}"
+    return label[: MAX_ID_LENGTH - len(suffix)] + suffix
+
+
+def job_id(workflow_label: str, pool_id: str, run_token: str) -> str:
+    """Batch job id for one run on one pool, e.g. `sm-myworkflow-20250101T120000-ab12cd-mypool`."""
+    tail = f"-{run_token}-{safe_id_part(pool_id)}"
+    head = f"sm-{safe_id_part(workflow_label)}"
+    return (head[: max(4, MAX_ID_LENGTH - len(tail))] + tail)[:MAX_ID_LENGTH]
+
+
+@dataclass(frozen=True)
+class OutputPath:
+    path: str  # relative to the working directory
+    directory: bool = False
+    required: bool = True  # False: upload if present (logs, benchmarks, temp files)
+
+
+@dataclass
+class JobFiles:
+    """What a (group) job reads and writes, as working-directory paths."""
+
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[OutputPath] = field(default_factory=list)  # uploaded when the task succeeds
+    logs: list[OutputPath] = field(default_factory=list)  # uploaded when the task completes (also on failure)
+
+
+def _flag(f, name: str) -> bool:
+    flags = getattr(f, "flags", None) or {}
+    return bool(flags.get(name))
+
+
+def _is_storage(f) -> bool:
+    return bool(getattr(f, "is_storage", False))
+
+
+def job_files(job) -> JobFiles:
+    """Inputs to stage and products to bring back. For a group job every member's products come back (Snakemake
+    checks them all), except members' temp files, which only come back if present."""
+    members = list(job.jobs) if job.is_group() else [job]
+    files = JobFiles(inputs=[str(f) for f in job.input if not _is_storage(f)])
+    seen: set[str] = set()
+    for member in members:
+        for f in member.output:
+            if _is_storage(f) or str(f) in seen:
+                continue
+            seen.add(str(f))
+            directory = bool(getattr(f, "is_directory", False)) or _flag(f, "directory")
+            required = not (_flag(f, "temp") or _flag(f, "nodelocal"))
+            files.outputs.append(OutputPath(str(f), directory=directory, required=required))
+        products = list(member.log)
+        if getattr(member, "benchmark", None):
+            products.append(member.benchmark)
+        for f in products:
+            if _is_storage(f) or str(f) in seen:
+                continue
+            seen.add(str(f))
+            files.logs.append(OutputPath(str(f), required=False))
+    return files
+
+
+def glob_escape(path: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", path)
+
+
+def _posix(path: str) -> str:
+    return path.replace(os.sep, "/")
+
+
+def output_file_spec(
+    out: OutputPath, blob_dir: str, container_url: str, condition: str, identity: dict | None
+) -> dict:
+    """One Batch OutputFile. The blob of `out.path` is always `<blob_dir>/<out.path>`: a plain pattern names the
+    blob itself; a wildcard pattern (directories, optional files) names the virtual directory of the pattern's
+    fixed part."""
+    path = _posix(os.path.normpath(out.path))
+    if out.directory:
+        pattern = f"{glob_escape(path)}/**/*"
+        destination = f"{blob_dir}/{path}"
+    elif out.required:
+        pattern = glob_escape(path)
+        destination = f"{blob_dir}/{path}"
+    else:
+        # A one-character class makes the pattern a wildcard that matches just this file, so a missing log is
+        # no upload error; the pattern's fixed part is the parent directory.
+        parent, name = os.path.split(path)
+        escaped = glob_escape(name)
+        if escaped == name:
+            escaped = f"{name[:-1]}[{name[-1]}]"
+        pattern = f"{glob_escape(parent)}/{escaped}" if parent else escaped
+        destination = f"{blob_dir}/{parent}" if parent else blob_dir
+    container: dict[str, Any] = {"containerUrl": container_url, "path": destination}
+    if identity:
+        container["identityReference"] = identity
+    return {
+        "filePattern": pattern,
+        "destination": {"container": container},
+        "uploadOptions": {"uploadCondition": condition},
+    }
+
+
+def output_file_specs(
+    files: JobFiles, task_blob_prefix: str, container_url: str, identity: dict | None = None
+) -> list[dict]:
+    """Outputs on success; logs, benchmarks and Batch's stdout.txt / stderr.txt on completion."""
+    files_dir = f"{task_blob_prefix}{TASK_FILES_DIR}"
+    specs = [output_file_spec(o, files_dir, container_url, "tasksuccess", identity) for o in files.outputs]
+    specs += [output_file_spec(o, files_dir, container_url, "taskcompletion", identity) for o in files.logs]
+    for name in BATCH_LOG_FILES:
+        container: dict[str, Any] = {"containerUrl": container_url, "path": f"{task_blob_prefix}{TASK_BATCH_DIR}/{name}"}
+        if identity:
+            container["identityReference"] = identity
+        specs.append(
+            {
+                "filePattern": f"../{name}",
+                "destination": {"container": container},
+                "uploadOptions": {"uploadCondition": "taskcompletion"},
+            }
+        )
+    return specs
+
+
+def required_slots(threads: int, slots_per_node: int) -> tuple[int | None, str | None]:
+    """requiredSlots for a job and an optional warning; None when the pool has one slot per node."""
+    if slots_per_node <= 1:
+        return None, None
+    threads = max(1, int(threads))
+    if threads > slots_per_node:
+        return slots_per_node, (
+            f"needs {threads} threads but nodes have {slots_per_node} slots; it gets a whole node ({slots_per_node} slots)"
+        )
+    return threads, None
+
+
+def runtime_seconds(resources: Mapping[str, Any]) -> int | None:
+    """Snakemake's `runtime` resource is in minutes."""
+    runtime = resources.get("runtime")
+    if isinstance(runtime, (int, float)) and not isinstance(runtime, bool) and runtime > 0:
+        return int(runtime * 60)
+    return None
+
+
+def iso_duration(seconds: int) -> str:
+    return f"PT{int(seconds)}S"
+
+
+def command_line(script: str) -> str:
+    """Batch runs command lines without a shell."""
+    return f"/bin/bash -c {shlex.quote(script)}"
+
+
+def path_prefix(dirs: Iterable[str]) -> str:
+    """Shell snippet that puts the given directories (may contain $VARS) first on PATH."""
+    dirs = list(dirs)
+    if not dirs:
+        return ""
+    return 'export PATH="' + ":".join(dirs) + ':$PATH"'
+
+
+def node_snakemake_dir(version: str) -> str:
+    return f"$AZ_BATCH_NODE_SHARED_DIR/snakemake-{version}"
+
+
+def bootstrap_prefix(bootstrap: str, version: str, app_package_env_vars: Iterable[str]) -> str:
+    """Shell snippet run before Snakemake in every task."""
+    parts = []
+    dirs = [f"${{{var}}}/bin" for var in app_package_env_vars]
+    if dirs:
+        parts.append(path_prefix(dirs))
+    if bootstrap == "pip":
+        venv = node_snakemake_dir(version)
+        parts.append(f'if [ -e "{venv}/.complete" ]; then export PATH="{venv}/bin:$PATH"; fi')
+    return "; ".join(parts)
+
+
+def preparation_script(version: str) -> str:
+    """Installs Snakemake `version` into the node's shared directory once per node; reuses a matching python3."""
+    venv = node_snakemake_dir(version)
+    return "\n".join(
+        [
+            "set -e",
+            f"if python3 -c \"import sys, snakemake; sys.exit(snakemake.__version__ != '{version}')\" 2>/dev/null; then",
+            f"  echo 'snakemake {version} already available'; exit 0",
+            "fi",
+            f'if [ -e "{venv}/.complete" ]; then exit 0; fi',
+            # Several jobs may prepare the same node at once.
+            f'exec 9>"{venv}.lock"; flock 9 2>/dev/null || true',
+            f'if [ ! -e "{venv}/.complete" ]; then',
+            f'  rm -rf "{venv}"; python3 -m venv "{venv}"',
+            f'  "{venv}/bin/python3" -m pip install --quiet "snakemake=={version}"',
+            f'  touch "{venv}/.complete"',
+            "fi",
+        ]
+    )
+
+
+def preparation_task(version: str) -> dict:
+    return {
+        "id": "snakemake-bootstrap",
+        "commandLine": command_line(preparation_script(version)),
+        "waitForSuccess": True,
+        "rerunOnNodeRebootAfterSuccess": False,
+        "constraints": {"maxTaskRetryCount": 2},
+    }
+
+
+def job_body(
+    job_id: str,
+    pool_id: str,
+    display_name: str,
+    *,
+    workflow: str,
+    prep_task: dict | None = None,
+) -> dict:
+    body: dict[str, Any] = {
+        "id": job_id,
+        "displayName": display_name[:1024],
+        "poolInfo": {"poolId": pool_id},
+        "onAllTasksComplete": "noaction",
+        "constraints": {"maxTaskRetryCount": 0},
+        "metadata": [{"name": "snakemake-workflow", "value": workflow}],
+    }
+    if prep_task:
+        body["jobPreparationTask"] = prep_task
+    return body
+
+
+@dataclass
+class TaskRequest:
+    """Everything needed to build one task body; built by the executor from a job."""
+
+    id: str
+    display_name: str
+    script: str  # shell script run with /bin/bash -c
+    env: Mapping[str, str] = field(default_factory=dict)
+    resource_files: list[dict] = field(default_factory=list)
+    output_files: list[dict] = field(default_factory=list)
+    slots: int | None = None
+    max_wall_clock_seconds: int | None = None
+    container_image: str | None = None
+    application_packages: list[dict] = field(default_factory=list)
+
+
+def task_body(req: TaskRequest) -> dict:
+    constraints: dict[str, Any] = {"maxTaskRetryCount": 0}  # Snakemake's --retries drives attempts
+    if req.max_wall_clock_seconds:
+        constraints["maxWallClockTime"] = iso_duration(req.max_wall_clock_seconds)
+    body: dict[str, Any] = {
+        "id": req.id,
+        "displayName": req.display_name[:1024],
+        "commandLine": command_line(req.script),
+        "environmentSettings": [{"name": k, "value": str(v)} for k, v in sorted(req.env.items())],
+        "resourceFiles": req.resource_files,
+        "outputFiles": req.output_files,
+        "constraints": constraints,
+    }
+    if req.slots:
+        body["requiredSlots"] = req.slots
+    if req.container_image:
+        body["containerSettings"] = {
+            "imageName": req.container_image,
+            "workingDirectory": "taskWorkingDirectory",
+        }
+    if req.application_packages:
+        body["applicationPackageReferences"] = req.application_packages
+    return body

@@ -253,16 +253,22 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _forward(self) -> None:
         operation = classify(self.command, self.path)
-        sent = 0
-        status = 502
         counter = [0]
+        recorded = False
+
+        def record(status: int, response_bytes: int) -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self.proxy.record(operation, status, counter[0], response_bytes)
+
         try:
             body, length, counter = self._request_body()
             try:
                 response = self._send_upstream(body, length)
             except OSError as exc:
-                status = 502
                 message = f"blob proxy: Azurite unreachable ({type(exc).__name__})".encode()
+                record(502, len(message))
                 self.send_response(502)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(message)))
@@ -271,14 +277,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.wfile.write(message)
                 self.close_connection = True
                 return
-            status = response.status
-            sent = self._relay_response(response)
+            self._relay_response(response, record)
         except (ConnectionError, socket.timeout):
             self.close_connection = True
         finally:
-            self.proxy.record(operation, status, counter[0], sent)
+            record(502, 0)  # no-op unless the exchange broke off before the response was relayed
 
-    def _relay_response(self, response: http.client.HTTPResponse) -> int:
+    def _relay_response(self, response: http.client.HTTPResponse, record) -> None:
+        """Relay status, headers and body. Metrics are recorded just before the last byte goes out, so a client
+        that reads its response and then asks for the metrics always sees this request counted."""
         self.send_response_only(response.status, response.reason)
         upstream_length = response.getheader("Content-Length")
         for name, value in response.getheaders():
@@ -291,21 +298,25 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if response.will_close or "close" in self.headers.get("Connection", "").lower():
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
-        sent = 0
-        if has_body:
-            while True:
-                chunk = response.read(_CHUNK)
-                if not chunk:
-                    break
-                sent += len(chunk)
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        pending = response.read(_CHUNK) if has_body else response.read()
+        if not has_body or not pending:
+            record(response.status, 0)
+            self.end_headers()
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
         else:
-            response.read()
+            self.end_headers()
+            sent = 0
+            while True:
+                following = response.read(_CHUNK)
+                if not following:
+                    break
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(pending), pending) if chunked else pending)
+                sent += len(pending)
+                pending = following
+            record(response.status, sent + len(pending))
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(pending), pending) if chunked else pending)
         self.wfile.flush()
         if response.will_close and self.upstream_conn is not None:
             self.upstream_conn.close()
             self.upstream_conn = None
-        return sent

@@ -45,21 +45,27 @@ def job_ids(client: BatchClient) -> set[str]:
     return {job.id for job in client.list_jobs(select=["id"])}
 
 
+def exit_code_text(task) -> str:
+    info = task.execution_info
+    return "-" if info is None or info.exit_code is None else str(info.exit_code)
+
+
 def print_task_table(client: BatchClient, new_jobs: list[str]) -> None:
     if not new_jobs:
         print("No Batch job of this run is left to list (was --azbatch-keep-job given?).")
         return
     for job_id in new_jobs:
-        tasks = sorted(client.list_tasks(job_id), key=lambda t: t.creation_time or 0)
+        tasks = sorted(client.list_tasks(job_id), key=lambda t: (t.creation_time is None, str(t.creation_time), t.id))
         print(f"\nWhat ran where: Batch job {job_id}, {len(tasks)} tasks")
-        header = ("task id", "rule", "node", "state", "exit")
+        # The Snakemake job (display name) goes last: it may contain spaces.
+        header = ("task id", "node", "state", "exit", "snakemake job")
         rows = [
             (
                 task.id,
-                task.display_name or "",
                 task.node_info.node_id if task.node_info else "-",
-                str(task.state or ""),
-                str(task.execution_info.exit_code) if task.execution_info and task.execution_info.exit_code is not None else "-",
+                str(getattr(task.state, "value", task.state) or "-"),
+                exit_code_text(task),
+                task.display_name or "",
             )
             for task in tasks
         ]
@@ -132,6 +138,7 @@ def main() -> int:
     print(f"  per-rule logs:    {HERE / 'logs'}")
     print(f"  benchmarks:       {HERE / 'benchmarks'}")
     print(f"  snakemake's log:  {HERE / '.snakemake' / 'log'} (newest file)")
+    print(f"  failed tasks' Batch stdout/stderr: {HERE / '.snakemake' / 'azbatch' / 'logs'}/TASK_ID/")
     if os.environ.get("AZBATCH_LOCAL_ROOT"):
         print(f"  local service:    {os.environ['AZBATCH_LOCAL_ROOT']} (nodes' task directories, metrics.json)")
     summary = HERE / RESULTS[0]

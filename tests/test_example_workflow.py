@@ -1,0 +1,131 @@
+"""example_workflow/ through `snakemake --executor azbatch` on the local Batch service, via run_demo.py as
+`make demo` runs it; checks the pipeline's final outputs' content and what the demo reports."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "example_workflow"
+SAMPLES = ["A", "B", "C"]
+# Jobs of the example: 5 per-sample rules x 3 samples, summarize, 10 random_md5 tasks and their gather.
+EXPECTED_TASKS = 5 * len(SAMPLES) + 1 + 10 + 1
+
+
+def copy_example(tmp_path: Path) -> Path:
+    workdir = tmp_path / "example_workflow"
+    shutil.copytree(
+        EXAMPLE, workdir, ignore=shutil.ignore_patterns("results", "logs", "benchmarks", ".snakemake", "__pycache__")
+    )
+    return workdir
+
+
+def run_demo(workdir: Path, service, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **service.env}
+    # Nodes run `python3`/`snakemake` from PATH: the test's own virtualenv first, as `make demo` arranges.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(
+        [sys.executable, "run_demo.py", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def task_table(stdout: str) -> list[list[str]]:
+    """Rows of run_demo.py's 'What ran where' table: task id, node, state, exit code, Snakemake job."""
+    lines = stdout.split("What ran where", 1)[1].splitlines()[2:]
+    rows = []
+    for line in lines:
+        if not line.startswith("  ") or line.strip().startswith("Task output"):
+            break
+        rows.append(line.split(maxsplit=4))
+    return rows
+
+
+@pytest.fixture
+def service(make_service):
+    return make_service()
+
+
+def test_example_workflow_runs_through_the_executor(service, tmp_path):
+    workdir = copy_example(tmp_path)
+    result = run_demo(workdir, service, "--jobs", "12")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+
+    # The variant calls are exactly the SNPs planted in the reads (data/truth_variants.tsv).
+    called = {(r["sample"], r["contig"], r["position"], r["ref"], r["alt"]) for r in read_tsv(workdir / "results/summary/variants.tsv")}
+    truth = {(r["sample"], r["contig"], r["position"], r["ref"], r["alt"]) for r in read_tsv(workdir / "data/truth_variants.tsv")}
+    assert called == truth
+
+    summary = {row["sample"]: row for row in read_tsv(workdir / "results/summary/samples.tsv")}
+    assert sorted(summary) == SAMPLES
+    for sample, row in summary.items():
+        assert int(row["raw_reads"]) == 360
+        assert int(row["mapped_reads"]) >= 0.95 * int(row["trimmed_reads"]) > 0
+        assert 5 < float(row["mean_depth"]) < 12
+        assert int(row["snvs"]) == sum(1 for t in truth if t[0] == sample)
+
+    plot = (workdir / "results/summary/coverage.png").read_bytes()
+    assert plot.startswith(b"\x89PNG\r\n\x1a\n") and len(plot) > 10_000
+
+    # directory() output: one depth file per contig, one line per reference base.
+    for sample in SAMPLES:
+        depth_files = sorted(p.name for p in (workdir / f"results/coverage/{sample}").iterdir())
+        assert depth_files == ["chr1.depth.tsv", "chr2.depth.tsv"]
+        assert len(read_tsv(workdir / f"results/coverage/{sample}/chr2.depth.tsv")) == 1000
+        # Logs and benchmark files come back from the nodes too.
+        assert "2 worker processes" in (workdir / f"logs/align/{sample}.log").read_text()
+        assert (workdir / f"benchmarks/align/{sample}.tsv").read_text().startswith("s\th:m:s")
+        assert (workdir / f"logs/qc/{sample}.log").read_text().startswith("qc ")
+
+    # The az batch tutorial: ten tasks, ten different hashes, each computed on a node of the pool.
+    node_ids = {node.id for node in service.batch_client().list_nodes(service.pool_id)}
+    lines = (workdir / "results/random_md5/all.txt").read_text().splitlines()
+    assert len(lines) == 10
+    parsed = [re.fullmatch(r"task (\d+) node (\S+) md5 ([0-9a-f]{32})", line) for line in lines]
+    assert all(parsed), lines
+    assert [int(m.group(1)) for m in parsed] == list(range(1, 11))
+    assert {m.group(2) for m in parsed} <= node_ids
+    assert len({m.group(3) for m in parsed}) == 10
+
+    # What the demo prints: where results and logs are, and every task with its node, state and exit code.
+    for name in ("results/summary/samples.tsv", "results/summary/coverage.png", "results/random_md5/all.txt"):
+        assert f"{workdir / name}" in result.stdout
+    assert f"{workdir / 'logs'}" in result.stdout
+    rows = task_table(result.stdout)
+    assert len(rows) == EXPECTED_TASKS, result.stdout
+    assert all(row[1] in node_ids and row[2] == "completed" and row[3] == "0" for row in rows), result.stdout
+    rules = {row[4].split()[0] for row in rows}
+    assert rules == {"qc", "trim", "align", "coverage", "call_variants", "summarize", "random_md5", "gather_random_md5"}
+
+    # Secrets never reach the console.
+    for secret in (service.config.account_key, service.config.storage.account_key):
+        assert secret not in output
+
+
+def test_demo_exits_non_zero_and_shows_the_failed_task_when_a_job_fails(service, tmp_path):
+    workdir = copy_example(tmp_path)
+    (workdir / "scripts/trim_reads.py").write_text("import sys\nsys.exit('trim_reads: simulated failure')\n")
+    result = run_demo(workdir, service, "results/trimmed/A.fastq")
+    assert result.returncode != 0, result.stdout[-4000:]
+    rows = task_table(result.stdout)
+    assert len(rows) == 1 and rows[0][4].startswith("trim") and rows[0][2] == "completed" and rows[0][3] not in ("0", "-")
+    assert "snakemake failed" in result.stderr
+    # The job's log file is brought back from the node even though the task failed.
+    assert "simulated failure" in (workdir / "logs/trim/A.log").read_text()

@@ -1,14 +1,12 @@
 """Executor settings (`--azbatch-*` flags / `SNAKEMAKE_AZBATCH_*` variables) and their resolution into a checked
 configuration. Every problem is reported as one actionable line naming the setting to fix."""
 
-from __future__ import annotations
-
 import base64
 import binascii
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Mapping, Optional
 from urllib.parse import urlparse
 
 from snakemake_interface_common.exceptions import WorkflowError
@@ -38,9 +36,11 @@ def _setting(help: str, **metadata) -> dict:
     return {"help": help, "env_var": True, **metadata}
 
 
+# Field types must be runtime typing objects (Optional[...], no `from __future__ import annotations`): Snakemake
+# builds the --azbatch-* argparse flags from them, and silently drops the plugin when it cannot.
 @dataclass
 class ExecutorSettings(ExecutorSettingsBase):
-    account_url: str | None = field(
+    account_url: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Batch account URL, e.g. https://NAME.REGION.batch.azure.com. "
@@ -48,7 +48,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="URL",
         ),
     )
-    account_name: str | None = field(
+    account_name: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Batch account name; derived from the account URL's first host label when absent. "
@@ -56,7 +56,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="NAME",
         ),
     )
-    account_key: str | None = field(
+    account_key: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Batch account shared key (pass it via the environment variable, not on the command line). "
@@ -65,7 +65,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="KEY",
         ),
     )
-    pool_id: str | None = field(
+    pool_id: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Id of the pre-created Batch pool that runs the jobs (required). "
@@ -74,7 +74,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             required=True,
         ),
     )
-    storage_account_url: str | None = field(
+    storage_account_url: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Blob storage account URL used for staging, e.g. https://NAME.blob.core.windows.net. "
@@ -83,14 +83,14 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="URL",
         ),
     )
-    storage_account_key: str | None = field(
+    storage_account_key: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Shared key of the staging storage account (pass it via the environment variable).",
             metavar="KEY",
         ),
     )
-    storage_connection_string: str | None = field(
+    storage_connection_string: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Connection string of the staging storage account (alternative to URL and key). "
@@ -119,7 +119,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             "Keep the run's Batch job(s) after the run (terminated, not deleted) for inspection."
         ),
     )
-    container_image: str | None = field(
+    container_image: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Container image that runs every task (task containerSettings); it must provide Python and "
@@ -146,7 +146,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             nargs="+",
         ),
     )
-    precommand: str | None = field(
+    precommand: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Shell command run in every task before Snakemake (e.g. activating an environment).",
@@ -174,7 +174,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             nargs="+",
         ),
     )
-    managed_identity: str | None = field(
+    managed_identity: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Resource id of the pool's user-assigned managed identity; when set, nodes read inputs and "
@@ -192,7 +192,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=8,
         metadata=_setting("Number of files uploaded or downloaded in parallel.", metavar="N"),
     )
-    status_interval: float | None = field(
+    status_interval: Optional[float] = field(
         default=None,
         metadata=_setting(
             "Seconds between status rounds (one task-list request per Batch job each round); "
@@ -256,12 +256,13 @@ class Config:
     status_interval: float | None
 
 
-def _split_items(values: list[str] | str | None) -> list[str]:
+def _split_items(values: list[str] | str | None, separators: str = r"[,\s]+") -> list[str]:
+    """List settings also accept one comma-separated string (e.g. from an environment variable)."""
     if not values:
         return []
     if isinstance(values, str):
         values = [values]
-    return [item.strip() for value in values for item in re.split(r"[,\s]+", value) if item.strip()]
+    return [item.strip() for value in values for item in re.split(separators, value) if item.strip()]
 
 
 def _flag(name: str) -> str:
@@ -302,9 +303,12 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
     environ = os.environ if environ is None else environ
     settings = settings or ExecutorSettings()
 
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(ExecutorSettings)}
+
     def value(name: str):
+        # Direct API users construct ExecutorSettings without argparse, so variables apply to unset (default) fields.
         current = getattr(settings, name)
-        if current not in (None, "", []):
+        if current not in (None, "", []) and current != defaults[name]:
             return current
         env = environ.get(ENV_PREFIX + name.upper())
         if env:
@@ -377,7 +381,7 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
         packages.append(AppPackage(m.group(1), m.group(2)))
 
     extra_files = []
-    for item in _split_items(value("resource_files")):
+    for item in _split_items(value("resource_files"), r"[,\n]+"):
         # [NODE_PATH=]SOURCE: a URL's query string has '=' too, so the node path comes first.
         head, sep, tail = item.partition("=")
         node_path, source = (head, tail) if sep and "://" not in head else ("", item)
@@ -392,7 +396,7 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
         extra_files.append(ExtraResourceFile(source, node_path))
 
     mounted = []
-    for item in _split_items(value("mounted_paths")):
+    for item in _split_items(value("mounted_paths"), r"[,\n]+"):
         if not os.path.isabs(item):
             raise SettingsError(
                 f"azbatch: {_flag('mounted_paths')} {item!r} must be an absolute path mounted on the nodes"

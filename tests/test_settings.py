@@ -1,0 +1,159 @@
+"""Settings: flags/env vars through Snakemake's own plugin registry, fallbacks, and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+
+from snakemake_executor_plugin_azbatch.settings import (
+    AppPackage,
+    ExecutorSettings,
+    SettingsError,
+    resolve,
+)
+
+KEY = "a2V5LWtleS1rZXk="  # base64 of 'key-key-key'
+BASE_ENV = {
+    "SNAKEMAKE_AZBATCH_ACCOUNT_URL": "https://mybatch.westeurope.batch.azure.com",
+    "SNAKEMAKE_AZBATCH_POOL_ID": "pool1",
+    "SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=st;AccountKey=" + KEY,
+}
+
+
+def resolve_env(env: dict, **settings):
+    return resolve(ExecutorSettings(**settings), env)
+
+
+def test_every_setting_has_help_a_flag_and_an_env_var():
+    plugin = ExecutorPluginRegistry().get_plugin("azbatch")
+    infos = plugin.get_settings_info()
+    assert infos and all(info["help"] for info in infos)
+    names = {info["name"] for info in infos}
+    assert {"account_url", "account_name", "account_key", "pool_id", "storage_account_url", "storage_account_key",
+            "storage_connection_string", "storage_container", "storage_prefix", "keep_job", "container_image",
+            "application_packages", "resource_files", "precommand", "bootstrap", "mounted_paths",
+            "managed_identity"} <= names
+    for info in infos:
+        assert info["cliarg"] == "--azbatch-" + info["name"].replace("_", "-")
+        assert info["env_var"] == "SNAKEMAKE_AZBATCH_" + info["name"].upper()
+    pool = next(i for i in infos if i["name"] == "pool_id")
+    assert pool["required"]
+
+
+def test_flags_parse_through_snakemakes_argument_parser():
+    plugin = ExecutorPluginRegistry().get_plugin("azbatch")
+    parser = argparse.ArgumentParser()
+    try:
+        plugin.register_cli_args(parser, "executor")
+    except TypeError:  # plain argparse has no env_var=; Snakemake uses configargparse
+        import configargparse
+
+        parser = configargparse.ArgumentParser()
+        plugin.register_cli_args(parser, "executor")
+    args = parser.parse_args(
+        ["--azbatch-pool-id", "p", "--azbatch-application-packages", "tools:1.0", "python", "--azbatch-keep-job"]
+    )
+    settings = plugin.get_settings(args)
+    assert settings.pool_id == "p"
+    assert settings.application_packages == ["tools:1.0", "python"]
+    assert settings.keep_job is True
+
+
+def test_environment_and_defaults():
+    config = resolve_env(BASE_ENV)
+    assert config.account_url == "https://mybatch.westeurope.batch.azure.com"
+    assert config.account_name == "mybatch"  # derived from the URL
+    assert config.account_key is None  # → Entra ID
+    assert config.pool_id == "pool1"
+    assert config.storage_container == "snakemake-azbatch"
+    assert config.storage_prefix == ""
+    assert config.bootstrap == "pip"
+    assert config.keep_job is False
+
+
+def test_explicit_settings_win_over_the_environment():
+    config = resolve_env(BASE_ENV, pool_id="other", storage_prefix="/proj/x/")
+    assert config.pool_id == "other"
+    assert config.storage_prefix == "proj/x/"
+
+
+def test_azure_cli_variables_are_fallbacks():
+    env = {
+        "AZURE_BATCH_ENDPOINT": "https://acct.eastus.batch.azure.com",
+        "AZURE_BATCH_ACCOUNT": "acct",
+        "AZURE_BATCH_ACCESS_KEY": KEY,
+        "AZURE_STORAGE_CONNECTION_STRING": BASE_ENV["SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING"],
+        "SNAKEMAKE_AZBATCH_POOL_ID": "p",
+    }
+    config = resolve_env(env)
+    assert (config.account_url, config.account_name, config.account_key) == (
+        "https://acct.eastus.batch.azure.com", "acct", KEY)
+    assert config.storage_connection_string == env["AZURE_STORAGE_CONNECTION_STRING"]
+    # The plugin's own variable beats the CLI's.
+    assert resolve_env({**env, "SNAKEMAKE_AZBATCH_ACCOUNT_NAME": "mine"}).account_name == "mine"
+
+
+def test_lists_bootstrap_and_paths(tmp_path):
+    local = tmp_path / "ref.fa"
+    local.write_text(">x\n")
+    config = resolve_env(
+        BASE_ENV,
+        application_packages=["tools:1.0,python", "samtools:1.19.2"],
+        resource_files=[str(local), f"refs/g.fa={local}", "data/x.txt=https://h/c/x.txt?sv=1&sig=abc%3D"],
+        mounted_paths=["/mnt/data/"],
+    )
+    assert config.application_packages == (AppPackage("tools", "1.0"), AppPackage("python", None), AppPackage("samtools", "1.19.2"))
+    assert config.bootstrap == "app-package"
+    assert [(r.source, r.node_path) for r in config.resource_files] == [
+        (str(local), "ref.fa"),
+        (str(local), "refs/g.fa"),
+        ("https://h/c/x.txt?sv=1&sig=abc%3D", "data/x.txt"),
+    ]
+    assert config.mounted_paths == ("/mnt/data",)
+    assert resolve_env(BASE_ENV, container_image="python:3.11").bootstrap == "container"
+    assert resolve_env(BASE_ENV, container_image="img", bootstrap="pip").bootstrap == "pip"
+
+
+@pytest.mark.parametrize(
+    "env_change, settings, fragment",
+    [
+        ({"SNAKEMAKE_AZBATCH_ACCOUNT_URL": None}, {}, "--azbatch-account-url"),
+        ({"SNAKEMAKE_AZBATCH_ACCOUNT_URL": "mybatch.westeurope"}, {}, "--azbatch-account-url"),
+        ({"SNAKEMAKE_AZBATCH_POOL_ID": None}, {}, "--azbatch-pool-id"),
+        ({"SNAKEMAKE_AZBATCH_POOL_ID": "bad pool!"}, {}, "--azbatch-pool-id"),
+        ({"SNAKEMAKE_AZBATCH_ACCOUNT_KEY": "not base64!!"}, {}, "--azbatch-account-key"),
+        ({"SNAKEMAKE_AZBATCH_ACCOUNT_URL": "http://127.0.0.1:9999", "SNAKEMAKE_AZBATCH_ACCOUNT_KEY": KEY}, {},
+         "--azbatch-account-name"),
+        ({"SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING": None}, {}, "--azbatch-storage-account-url"),
+        ({"SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING": "garbage"}, {}, "--azbatch-storage-connection-string"),
+        ({"SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_KEY": KEY}, {}, "--azbatch-storage-account-url"),
+        ({}, {"storage_container": "Bad_Container"}, "--azbatch-storage-container"),
+        ({}, {"application_packages": ["tools:1.0:extra"]}, "--azbatch-application-packages"),
+        ({}, {"resource_files": ["/no/such/file"]}, "--azbatch-resource-files"),
+        ({}, {"resource_files": ["../up=https://h/x"]}, "--azbatch-resource-files"),
+        ({}, {"mounted_paths": ["relative/path"]}, "--azbatch-mounted-paths"),
+        ({}, {"bootstrap": "container"}, "--azbatch-container-image"),
+        ({}, {"bootstrap": "app-package"}, "--azbatch-application-packages"),
+        ({}, {"bootstrap": "magic"}, "--azbatch-bootstrap"),
+        ({"SNAKEMAKE_AZBATCH_SAS_HOURS": "0"}, {}, "--azbatch-sas-hours"),
+        ({"SNAKEMAKE_AZBATCH_UPLOAD_CONCURRENCY": "many"}, {}, "--azbatch-upload-concurrency"),
+    ],
+)
+def test_bad_settings_give_one_line_naming_the_setting(env_change, settings, fragment):
+    env = {k: v for k, v in {**BASE_ENV, **env_change}.items() if v is not None}
+    with pytest.raises(SettingsError) as info:
+        resolve_env(env, **settings)
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+    assert KEY not in message
+
+
+def test_secrets_never_appear_in_errors():
+    env = {**BASE_ENV, "SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING": "AccountKey=" + KEY + ";nothing-else",
+           "SNAKEMAKE_AZBATCH_STORAGE_CONTAINER": "X"}
+    with pytest.raises(SettingsError) as info:
+        resolve_env(env)
+    assert KEY not in str(info.value)

@@ -162,8 +162,21 @@ def descendant_pids(root_pid: int) -> list[int]:
     return found
 
 
+def _become_subreaper() -> None:
+    """Orphans of processes started by tests (e.g. Azurite after a killed `azbatch-local serve`) re-parent to
+    pytest instead of init, so the session finalizer below can still find and kill them. Linux only."""
+    try:
+        import ctypes
+
+        pr_set_child_subreaper = 36
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_leftover_processes() -> Iterator[None]:
+    _become_subreaper()
     yield
     for handle in reversed(_started_services):
         try:
@@ -179,3 +192,9 @@ def _no_leftover_processes() -> Iterator[None]:
             except ProcessLookupError:
                 pass
         time.sleep(0.2)
+    # Reap what re-parented to us (see _become_subreaper); Popen-owned children have been waited for by now.
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass

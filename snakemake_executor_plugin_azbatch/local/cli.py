@@ -244,3 +244,7 @@ def _run(config: ServiceConfig, command: list[str]) -> int:
         return 128 - status if status < 0 else status
     finally:
         _stop(service)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

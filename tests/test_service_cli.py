@@ -1,0 +1,324 @@
+"""LocalService and the `azbatch-local` CLI: exported settings, clean start/stop, signals, exit codes, bad options."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shlex
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import ServiceHandle, descendant_pids
+
+CLI = [sys.executable, "-m", "snakemake_executor_plugin_azbatch.local.cli"]
+EXPECTED_ENV = {
+    "SNAKEMAKE_AZBATCH_ACCOUNT_URL",
+    "SNAKEMAKE_AZBATCH_ACCOUNT_NAME",
+    "SNAKEMAKE_AZBATCH_ACCOUNT_KEY",
+    "SNAKEMAKE_AZBATCH_POOL_ID",
+    "SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING",
+    "SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_URL",
+    "SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_KEY",
+    "AZURE_BATCH_ENDPOINT",
+    "AZURE_BATCH_ACCOUNT",
+    "AZURE_BATCH_ACCESS_KEY",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZBATCH_LOCAL_ROOT",
+    "AZBATCH_LOCAL_METRICS_URL",
+}
+STARTUP_TIMEOUT_S = 90
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def port_open(url: str) -> bool:
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+# -- LocalService in-process ---------------------------------------------------------------------------------
+
+
+def test_exported_settings_reach_batch_and_storage(local_service: ServiceHandle) -> None:
+    env = local_service.env
+    assert set(env) == EXPECTED_ENV
+    assert env["SNAKEMAKE_AZBATCH_ACCOUNT_URL"] == env["AZURE_BATCH_ENDPOINT"] == local_service.account_url
+    assert env["SNAKEMAKE_AZBATCH_POOL_ID"] == local_service.config.pools[0].id
+    assert env["SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_URL"] == local_service.config.storage.blob_url
+    assert env["AZURE_STORAGE_CONNECTION_STRING"] == env["SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING"]
+    assert all(v.startswith("http://127.0.0.1:") for k, v in env.items() if k.endswith("_URL") or k.endswith("ENDPOINT"))
+
+    # env.sh: owner-only, and a shell that sources it sees exactly the same values.
+    env_file = local_service.root / "env.sh"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    shown = subprocess.run(
+        ["bash", "-c", f"source {shlex.quote(str(env_file))} && env -0"],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    sourced = dict(item.decode().split("=", 1) for item in shown if item)
+    assert {k: sourced[k] for k in EXPECTED_ENV} == env
+
+    # The exported Batch settings authenticate; the exported storage goes through the counting proxy.
+    pools = [p.id for p in local_service.batch_client().list_pools()]
+    assert env["SNAKEMAKE_AZBATCH_POOL_ID"] in pools
+    from azure.storage.blob import BlobServiceClient
+
+    before = local_service.metrics()["storage"].get("PutBlob", {"count": 0, "requestBytes": 0})
+    storage = BlobServiceClient.from_connection_string(env["AZURE_STORAGE_CONNECTION_STRING"])
+    container = storage.get_container_client("exported-settings")
+    if not container.exists():
+        container.create_container()
+    container.upload_blob("hello.txt", b"12345", overwrite=True)
+    after = local_service.metrics()["storage"]["PutBlob"]
+    assert after["count"] == before["count"] + 1
+    assert after["requestBytes"] == before["requestBytes"] + 5
+    assert local_service.metrics()["operations"]["Pools_ListPools"]["count"] >= 1
+
+
+def test_stop_writes_metrics_and_releases_everything(make_service) -> None:
+    service = make_service(pools=["solo:1:1"])
+    azurite_pid = service.service.azurite.process.pid
+    blob_url = service.config.storage.blob_url
+    container = service.blob_service_client().create_container("stopping")
+    container.upload_blob("a.txt", b"abc")
+    service.stop()
+
+    assert not alive(azurite_pid)
+    assert not port_open(service.account_url)
+    assert not port_open(blob_url)
+    metrics = json.loads((service.root / "metrics.json").read_text())
+    assert metrics["storage"]["PutBlob"]["requestBytes"] == 3
+    assert metrics["storage"]["CreateContainer"]["count"] == 1
+    service.stop()  # idempotent
+
+
+def test_failed_start_stops_what_had_started(make_service, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy_port = taken.getsockname()[1]
+        before = set(descendant_pids(os.getpid()))
+        with pytest.raises(OSError):
+            make_service(port=busy_port, root=tmp_path / "busy")
+    assert [pid for pid in descendant_pids(os.getpid()) if pid not in before] == []
+
+
+# -- the CLI as a subprocess ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_processes() -> Iterator[list[subprocess.Popen]]:
+    """CLI subprocesses; on teardown they and anything below them are killed even if the test failed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            below = descendant_pids(process.pid)
+            process.kill()
+            for pid in below:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _read_until(process: subprocess.Popen, marker: str) -> list[str]:
+    """stdout lines up to and including the first one starting with `marker`."""
+    lines: list[str] = []
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    buffer = b""
+    fd = process.stdout.fileno()
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if not ready:
+            if process.poll() is not None:
+                break
+            continue
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        buffer += data
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            lines.append(line.decode())
+            if lines[-1].startswith(marker):
+                return lines
+    stderr = process.stderr.read().decode() if process.poll() is not None else ""
+    raise AssertionError(f"no {marker!r} line from the CLI; stdout={lines} stderr={stderr}")
+
+
+def _exports(lines: list[str]) -> dict[str, str]:
+    exported = {}
+    for line in lines:
+        if line.startswith("export "):
+            name, value = shlex.split(line[len("export ") :])[0].split("=", 1)
+            exported[name] = value
+    return exported
+
+
+def _wait_for(predicate, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_serve_prints_settings_and_sigterm_leaves_no_process(tmp_path: Path, cli_processes) -> None:
+    from azure.batch import BatchClient, models
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    from spec_validation import SpecValidationPolicy
+
+    root = tmp_path / "serve-root"
+    process = subprocess.Popen(
+        [*CLI, "serve", "--root", str(root), "--pool", "cli:1:2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    cli_processes.append(process)
+    lines = _read_until(process, "# written to")
+    exported = _exports(lines)
+    assert set(exported) == EXPECTED_ENV
+    assert exported["SNAKEMAKE_AZBATCH_POOL_ID"] == "cli"
+    assert str(root / "env.sh") in lines[-1]
+    assert _exports((root / "env.sh").read_text().splitlines()) == exported
+
+    client = BatchClient(
+        exported["AZURE_BATCH_ENDPOINT"],
+        AzureNamedKeyCredential(exported["AZURE_BATCH_ACCOUNT"], exported["AZURE_BATCH_ACCESS_KEY"]),
+        per_call_policies=[SpecValidationPolicy()],
+    )
+    client.create_job(models.BatchJobCreateOptions(id="sigterm", pool_info=models.BatchPoolInfo(pool_id="cli")))
+    client.create_task("sigterm", models.BatchTaskCreateOptions(id="sleeper", command_line="sleep 300"))
+    _wait_for(lambda: client.get_task("sigterm", "sleeper").state == models.BatchTaskState.RUNNING, "task running")
+
+    below = descendant_pids(process.pid)
+    sleepers = [pid for pid in below if b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert sleepers, "the running task should be a process below the service"
+    assert any(b"azurite" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in below)
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert [pid for pid in below if alive(pid)] == []
+    assert not port_open(exported["AZURE_BATCH_ENDPOINT"])
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert metrics["operations"]["Tasks_CreateTask"]["count"] == 1
+
+
+def test_run_passes_settings_and_returns_the_exit_status(tmp_path: Path, cli_processes) -> None:
+    probe = (
+        "import json, os, sys, urllib.request;"
+        "m = json.load(urllib.request.urlopen(os.environ['AZBATCH_LOCAL_METRICS_URL']));"
+        "print('pool=' + os.environ['SNAKEMAKE_AZBATCH_POOL_ID']);"
+        "print('root=' + os.environ['AZBATCH_LOCAL_ROOT']);"
+        "print('keys=' + ','.join(sorted(m)));"
+        "sys.exit(7)"
+    )
+    process = subprocess.Popen(
+        [*CLI, "run", "--root", str(tmp_path / "run-root"), "--pool", "runpool:1:1", "--", sys.executable, "-c", probe],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    cli_processes.append(process)
+    stdout, stderr = process.communicate(timeout=STARTUP_TIMEOUT_S)
+    assert process.returncode == 7, stderr.decode()
+    assert stdout.decode().splitlines() == [
+        "pool=runpool",
+        f"root={(tmp_path / 'run-root').resolve()}",
+        "keys=operations,storage",
+    ]
+    assert (tmp_path / "run-root" / "metrics.json").is_file()
+
+
+def test_run_forwards_sigterm_to_the_command_then_stops(tmp_path: Path, cli_processes) -> None:
+    ready = tmp_path / "ready"
+    got = tmp_path / "got-signal"
+    script = (
+        "import signal, sys, time, pathlib;"
+        f"signal.signal(signal.SIGTERM, lambda s, f: (pathlib.Path({str(got)!r}).write_text(str(s)), sys.exit(5)));"
+        f"pathlib.Path({str(ready)!r}).write_text('x');"
+        "time.sleep(300)"
+    )
+    process = subprocess.Popen(
+        [*CLI, "run", "--root", str(tmp_path / "root"), "--pool", "p:1:1", "--", sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    cli_processes.append(process)
+    _wait_for(ready.exists, "the command to start", timeout=STARTUP_TIMEOUT_S)
+    below = descendant_pids(process.pid)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 5
+    assert got.read_text() == str(int(signal.SIGTERM))
+    assert [pid for pid in below if alive(pid)] == []
+
+
+def test_run_reports_a_missing_command(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*CLI, "run", "--root", str(tmp_path / "r"), "--pool", "p:1:1", "--", "no-such-command-azbatch"],
+        capture_output=True,
+        timeout=STARTUP_TIMEOUT_S,
+    )
+    assert result.returncode == 127
+    assert "cannot run 'no-such-command-azbatch'" in result.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["serve", "--pool", "bad:x"], "--pool 'bad:x': NODES and SLOTS must be whole numbers"),
+        (["serve", "--fail-status", "404"], "invalid choice: 404"),
+        (["serve", "--fail-fraction", "1.5"], "--fail-fraction and --preempt-fraction must be between 0 and 1"),
+        (["serve", "--app-package", "tools:1.0=/nonexistent.zip"], "no such zip file"),
+        (["serve", "--port", "70000"], "--port 70000"),
+        (["serve", "--account-key", "not base64!"], "--account-key: not valid base64"),
+        (["run"], "give the command to run after --"),
+        (["bogus"], "invalid choice: 'bogus'"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    result = subprocess.run([*CLI, *args], capture_output=True, timeout=60, cwd=tmp_path)
+    stderr = result.stderr.decode().strip()
+    assert result.returncode == 2
+    assert message in stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert not (tmp_path / ".azbatch-local").exists()
+
+
+def test_missing_azurite_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*CLI, "serve", "--root", str(tmp_path / "r")],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "AZURITE_BIN": str(tmp_path / "missing-azurite")},
+    )
+    stderr = result.stderr.decode().strip()
+    assert result.returncode == 2
+    assert "AZURITE_BIN" in stderr and len(stderr.splitlines()) == 1, stderr

@@ -14,7 +14,8 @@ $(BIN)/python:
 
 # Re-install only when the project's dependency declarations change.
 $(VENV)/.installed: pyproject.toml $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# compat mode: Snakemake finds plugins with pkgutil.iter_modules, which cannot see the default editable finder.
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

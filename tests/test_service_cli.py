@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
@@ -123,6 +124,14 @@ def test_failed_start_stops_what_had_started(make_service, tmp_path: Path) -> No
     assert [pid for pid in descendant_pids(os.getpid()) if pid not in before] == []
 
 
+def test_one_root_serves_one_service(local_service: ServiceHandle, make_service) -> None:
+    from snakemake_executor_plugin_azbatch.local.config import ConfigError
+
+    with pytest.raises(ConfigError, match="another azbatch-local is using this directory"):
+        make_service(root=local_service.root)
+    assert local_service.metrics()["operations"] is not None  # the first one is unharmed
+
+
 # -- the CLI as a subprocess ---------------------------------------------------------------------------------
 
 
@@ -238,13 +247,16 @@ def test_run_passes_settings_and_returns_the_exit_status(tmp_path: Path, cli_pro
         "m = json.load(urllib.request.urlopen(os.environ['AZBATCH_LOCAL_METRICS_URL']));"
         "print('pool=' + os.environ['SNAKEMAKE_AZBATCH_POOL_ID']);"
         "print('root=' + os.environ['AZBATCH_LOCAL_ROOT']);"
+        "print('key=' + os.environ['SNAKEMAKE_AZBATCH_ACCOUNT_KEY']);"
         "print('keys=' + ','.join(sorted(m)));"
         "sys.exit(7)"
     )
+    key = base64.b64encode(b"a key that stays off the command line").decode()
     process = subprocess.Popen(
         [*CLI, "run", "--root", str(tmp_path / "run-root"), "--pool", "runpool:1:1", "--", sys.executable, "-c", probe],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "AZBATCH_LOCAL_ACCOUNT_KEY": key},
     )
     cli_processes.append(process)
     stdout, stderr = process.communicate(timeout=STARTUP_TIMEOUT_S)
@@ -252,6 +264,7 @@ def test_run_passes_settings_and_returns_the_exit_status(tmp_path: Path, cli_pro
     assert stdout.decode().splitlines() == [
         "pool=runpool",
         f"root={(tmp_path / 'run-root').resolve()}",
+        f"key={key}",
         "keys=operations,storage",
     ]
     assert (tmp_path / "run-root" / "metrics.json").is_file()

@@ -46,6 +46,11 @@ STORAGE_OPERATIONS = (
 )
 
 
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True  # idle keep-alive connections must not hold up stop()
+    request_queue_size = 128  # many nodes and uploads connect at once; the default backlog of 5 drops them
+
+
 class StorageMetrics(Protocol):
     def record_storage(self, operation: str, status: int, request_bytes: int, response_bytes: int) -> None: ...
 
@@ -108,8 +113,7 @@ class BlobProxy:
 
     def start(self) -> None:
         handler = type("BoundProxyHandler", (_ProxyHandler,), {"proxy": self})
-        server = ThreadingHTTPServer((self.host, self.requested_port), handler)
-        server.daemon_threads = True
+        server = _ProxyServer((self.host, self.requested_port), handler)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="blob-proxy", daemon=True)
         self._thread.start()

@@ -27,6 +27,7 @@ from .service import LocalService
 
 PROG = "azbatch-local"
 DEFAULT_ROOT = Path(".azbatch-local")
+ACCOUNT_KEY_ENV = "AZBATCH_LOCAL_ACCOUNT_KEY"
 EXIT_USAGE = 2
 EXIT_START_FAILED = 1
 EXIT_COMMAND_NOT_FOUND = 127
@@ -67,7 +68,12 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         help="an application package the nodes can install (repeatable)",
     )
     parser.add_argument("--account-name", default=None, help="Batch account name (default: the dev account)")
-    parser.add_argument("--account-key", default=None, help="Batch account key, base64 (default: the dev key)")
+    parser.add_argument(
+        "--account-key",
+        default=os.environ.get(ACCOUNT_KEY_ENV),
+        help=f"Batch account key, base64 (default: ${ACCOUNT_KEY_ENV}, else the documented dev key); "
+        f"prefer the variable to keep a real key off the command line",
+    )
     parser.add_argument(
         "--fail-fraction", type=float, default=0.0, help="fraction of API requests answered with a fault (0-1)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -10,11 +11,12 @@ from types import TracebackType
 
 from .azurite import Azurite, free_port
 from .blob_proxy import BlobProxy
-from .config import ServiceConfig, StorageEndpoint
+from .config import ConfigError, ServiceConfig, StorageEndpoint
 
 log = logging.getLogger(__name__)
 
 ENV_FILE = "env.sh"
+LOCK_FILE = ".lock"
 METRICS_FILE = "metrics.json"
 METRICS_PATH = "/_local/metrics"
 
@@ -41,6 +43,7 @@ class LocalService:
         self.server = None
         self._server_thread: threading.Thread | None = None
         self._started = False
+        self._lock_fd: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -63,6 +66,7 @@ class LocalService:
 
         self.root = self.config.root = Path(self.config.root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_root()
         self.metrics = Metrics()
 
         self.azurite = Azurite(self.root / "azurite", host=self.config.host)
@@ -121,8 +125,23 @@ class LocalService:
         if metrics is not None:
             attempt("metrics file", lambda: metrics.write(self.root / METRICS_FILE))
         self._started = False
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
         if errors:
             raise errors[0]
+
+    def _lock_root(self) -> None:
+        """Two services on one root would share (and corrupt) Azurite's database and the node directories."""
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"--root {self.root}: another azbatch-local is using this directory; stop it or choose another --root"
+            ) from None
+        self._lock_fd = fd
 
     def __enter__(self) -> "LocalService":
         return self.start()

@@ -27,6 +27,11 @@ class BatchServiceError(Exception):
     """A Batch request failed; one line, no secrets."""
 
 
+def enum_text(value) -> str:
+    """SDK enums print as 'batchpoolstate.active'; the wire value is what we compare."""
+    return str(getattr(value, "value", value) or "").lower()
+
+
 def error_text(e: Exception) -> str:
     if isinstance(e, HttpResponseError):
         code = getattr(getattr(e, "error", None), "code", None)
@@ -90,7 +95,7 @@ class BatchService:
                 "--azbatch-account-key or sign in with `az login`"
             ) from None
 
-        state = str(pool.state or "").lower()
+        state = enum_text(pool.state)
         if state and state != "active":
             raise SettingsError(
                 f"azbatch: pool {pool_id!r} is {state}, not active; choose another pool with {setting}"
@@ -125,10 +130,10 @@ class BatchService:
         except HttpResponseError as e:
             raise BatchServiceError(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
 
-    def terminate_job(self, job_id: str) -> None:
+    def terminate_job(self, job_id: str, reason: str = "snakemake run ended") -> None:
         """Terminates the job, which terminates its running tasks; waits until it is completed."""
         try:
-            poller = self.client.begin_terminate_job(job_id, polling_interval=1)
+            poller = self.client.begin_terminate_job(job_id, {"terminateReason": reason[:64]}, polling_interval=1)
             poller.result(timeout=120)
         except ResourceNotFoundError:
             pass
@@ -167,7 +172,7 @@ class BatchService:
                 retry = {}
                 for item in response.result_values or []:
                     task_id = item.task_id
-                    status = str(item.status or "").lower()
+                    status = enum_text(item.status)
                     error = item.error
                     code = getattr(error, "code", None) if error else None
                     if status == "success" or code == "TaskExists":

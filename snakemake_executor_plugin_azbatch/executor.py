@@ -19,7 +19,7 @@ from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from . import task_spec
-from .batch_client import BatchService, BatchServiceError, PoolInfo, error_text
+from .batch_client import BatchService, BatchServiceError, PoolInfo, enum_text, error_text
 from .settings import Config, SettingsError, resolve
 from .staging import Staging, StagingError, redact
 
@@ -278,7 +278,7 @@ class Executor(RemoteExecutor):
     def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
         """Bring back what the task wrote; on failure, its Batch logs and a one-paragraph reason."""
         info = task.execution_info
-        result = str(getattr(info, "result", "") or "").lower()
+        result = enum_text(getattr(info, "result", None))
         exit_code = getattr(info, "exit_code", None)
         ok = result == "success" and (exit_code in (None, 0))
         prefix = job_info.aux["blob_prefix"]
@@ -313,7 +313,7 @@ class Executor(RemoteExecutor):
         parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
         if failure is not None:
             details = "; ".join(f"{d.name}={d.value}" for d in (failure.details or []))
-            parts.append(f"{failure.category} {failure.code}: {failure.message or ''}{' (' + details + ')' if details else ''}")
+            parts.append(f"{enum_text(failure.category)} {failure.code}: {failure.message or ''}{' (' + details + ')' if details else ''}")
         parts += problems
         message = ". ".join(redact(p) for p in parts) + "."
         if stderr_tail:

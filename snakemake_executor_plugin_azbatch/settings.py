@@ -9,7 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Mapping, Optional
 from urllib.parse import urlparse
 
-from snakemake_interface_common.exceptions import WorkflowError
+from snakemake.exceptions import ApiError
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
 
 ENV_PREFIX = "SNAKEMAKE_AZBATCH_"
@@ -28,8 +28,9 @@ _APP_PACKAGE_RE = re.compile(r"^([A-Za-z0-9_-]{1,64})(?::([A-Za-z0-9_.-]{1,64}))
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class SettingsError(WorkflowError):
-    """A bad setting; the message is one line naming the setting and what to do."""
+class SettingsError(ApiError):
+    """A bad setting; the message is one line naming the setting and what to do. (An ApiError, because Snakemake
+    prints those as one line, without a traceback.)"""
 
 
 def _setting(help: str, **metadata) -> dict:

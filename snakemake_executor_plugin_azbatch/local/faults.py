@@ -1,0 +1,53 @@
+"""Seeded fault injection for the local Batch API: a fraction of requests is answered with a transient error.
+
+The wire asks `FaultInjector.pick()` before executing each API request (never for /_local/...). A picked
+request is answered with the fault and NOT executed, so a client retry is always safe — that is what clients must
+cope with on real Batch (azure-core's RetryPolicy retries 500/503 and honours Retry-After on 429/503).
+Draws come from `random.Random(config.seed)`, so a run with the same seed and request sequence repeats.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+
+from .config import ServiceConfig
+
+
+@dataclass(frozen=True)
+class Fault:
+    status: int
+    code: str
+    message: str
+    retry_after: int | None  # seconds, sent as Retry-After
+
+
+_FAULTS = {
+    500: Fault(500, "InternalError", "Injected fault: the server encountered an internal error. Please retry the request.", None),
+    503: Fault(503, "ServerBusy", "Injected fault: the server is busy. Please retry the request.", 1),
+    429: Fault(429, "TooManyRequests", "Injected fault: too many requests. Please retry after the Retry-After delay.", 1),
+}
+
+
+class FaultInjector:
+    def __init__(self, config: ServiceConfig) -> None:
+        if config.fail_status not in _FAULTS:
+            raise ValueError(f"--fail-status {config.fail_status}: choose 500, 503 or 429")
+        if not 0.0 <= config.fail_fraction <= 1.0:
+            raise ValueError("--fail-fraction must be between 0 and 1")
+        self.fraction = config.fail_fraction
+        self.fault = _FAULTS[config.fail_status]
+        self._random = random.Random(config.seed)
+        self._lock = threading.Lock()
+        self.injected = 0
+
+    def pick(self) -> Fault | None:
+        """The fault to answer this request with, or None to execute it normally."""
+        if self.fraction <= 0.0:
+            return None
+        with self._lock:
+            if self._random.random() >= self.fraction:
+                return None
+            self.injected += 1
+        return self.fault

@@ -28,10 +28,11 @@ def copy_example(tmp_path: Path) -> Path:
 
 
 def run_demo(workdir: Path, service, *args: str) -> subprocess.CompletedProcess:
+    """Run run_demo.py as `make demo` does; its whole console output is kept in demo-output.txt next to workdir."""
     env = {**os.environ, **service.env}
     # Nodes run `python3`/`snakemake` from PATH: the test's own virtualenv first, as `make demo` arranges.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "run_demo.py", *args],
         cwd=workdir,
         env=env,
@@ -39,6 +40,8 @@ def run_demo(workdir: Path, service, *args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=540,
     )
+    (workdir.parent / "demo-output.txt").write_text(result.stdout + "\n----- stderr -----\n" + result.stderr)
+    return result
 
 
 def read_tsv(path: Path) -> list[dict[str, str]]:
@@ -66,7 +69,7 @@ def test_example_workflow_runs_through_the_executor(service, tmp_path):
     workdir = copy_example(tmp_path)
     result = run_demo(workdir, service, "--jobs", "12")
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
+    assert result.returncode == 0, f"run_demo.py failed; whole output in {tmp_path / 'demo-output.txt'}\n{output[-3000:]}"
 
     # The variant calls are exactly the SNPs planted in the reads (data/truth_variants.tsv).
     called = {(r["sample"], r["contig"], r["position"], r["ref"], r["alt"]) for r in read_tsv(workdir / "results/summary/variants.tsv")}

@@ -425,6 +425,28 @@ def test_sdk_conditional_delete_with_stale_etag_is_refused(client: BatchClient, 
     client.delete_task(job, "cond", etag=current.etag, match_condition=MatchConditions.IfNotModified)
 
 
+def test_urls_match_in_any_case_and_expand_is_accepted(client: BatchClient, raw: Raw, job: str) -> None:
+    client.create_task(job, m.BatchTaskCreateOptions(id="CaseTask", command_line="true", required_slots=NEVER_SCHEDULED))
+    listed = raw.request("GET", f"/JOBS/{job.upper()}/Tasks?api-version=2025-06-01.21.0")
+    assert listed.status_code == 200 and [t["id"] for t in listed.json()["value"]] == ["CaseTask"]
+    got = raw.request("GET", f"/Jobs/{job}/TASKS/casetask?api-version=2025-06-01.21.0")
+    assert got.status_code == 200 and got.json()["id"] == "CaseTask"
+    assert [j.id for j in client.list_jobs(filter=f"id eq '{job}'", expand=["stats"])] == [job]
+    assert [t.id for t in client.list_tasks(job, expand=["stats"])] == ["CaseTask"]
+
+
+def test_server_refuses_non_loopback_hosts(tmp_path: Any) -> None:
+    from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
+    from snakemake_executor_plugin_azbatch.local.faults import FaultInjector
+    from snakemake_executor_plugin_azbatch.local.metrics import Metrics
+    from snakemake_executor_plugin_azbatch.local.wire import make_server
+
+    for host in ("0.0.0.0", "192.0.2.10", "example.org"):
+        config = ServiceConfig(root=tmp_path, host=host)
+        with pytest.raises(ValueError, match="loopback"):
+            make_server(None, config, Metrics(), FaultInjector(config))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("version", ["2025-06-01.21.0", "2025-06-01", "2024-07-01.20.0", "2023-05-01.17.0"])
 def test_accepted_api_versions(raw: Raw, version: str) -> None:
     assert raw.request("GET", f"/pools?api-version={version}").status_code == 200

@@ -475,6 +475,40 @@ def test_request_errors_are_batch_error_bodies(raw: Raw, local_service: Any) -> 
     assert missing_job.status_code == 404 and error_of(missing_job)[0] == "JobNotFound"
 
 
+def test_chunked_bodies_and_bad_content_length(raw: Raw, local_service: Any) -> None:
+    import http.client
+
+    job_id = f"wire-chunked-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"id": job_id, "poolInfo": {"poolId": local_service.pool_id}}).encode()
+    url = f"{local_service.account_url}/jobs?api-version=2025-06-01.21.0"
+    headers = {"ocp-date": formatdate(usegmt=True), "Content-Type": JSON_TYPE}
+    headers["Authorization"] = authorization_header(
+        "POST", url, headers, local_service.config.account_name, local_service.config.account_key
+    )
+    chunks = (body[i : i + 7] for i in range(0, len(body), 7))  # a generator makes requests send chunked
+    created = requests.post(url, data=chunks, headers=headers, timeout=30)
+    assert created.status_code == 201, created.text
+    assert raw.request("GET", f"/jobs/{job_id}?api-version=2025-06-01.21.0").status_code == 200
+    raw.request("DELETE", f"/jobs/{job_id}?api-version=2025-06-01.21.0")
+
+    path = "/jobs?api-version=2025-06-01.21.0"
+    bad = {"ocp-date": formatdate(usegmt=True), "Content-Length": "twelve"}
+    bad["Authorization"] = authorization_header(
+        "POST", local_service.account_url + path, bad, local_service.config.account_name, local_service.config.account_key
+    )
+    connection = http.client.HTTPConnection(urlsplit(local_service.account_url).netloc, timeout=30)
+    try:
+        connection.putrequest("POST", path)
+        for name, value in bad.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        payload = response.read()
+    finally:
+        connection.close()
+    assert response.status == 400 and json.loads(payload)["code"] == "InvalidHeaderValue"
+
+
 def test_authentication_failures(local_service: Any, raw: Raw) -> None:
     before = local_service.metrics()
     other_key = "b3RoZXIta2V5LXRoYXQtaXMtbm90LXRoZS1zZXJ2ZXJzLWtleS0wMDAwMDAwMDAwMDA="

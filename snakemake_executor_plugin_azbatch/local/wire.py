@@ -737,6 +737,15 @@ def _file_response(request: Request, root: Path, file_path: str, base_url: str, 
 # ------------------------------------------------------------------------------------------------ HTTP server
 
 
+def _base_url(host_header: str | None, config: ServiceConfig) -> str:
+    """Where links point: the host the client used when it is a loopback name, else the configured URL."""
+    host = (host_header or "").strip()
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]", 1)[0]
+    if host and name in LOOPBACK_HOSTS:
+        return f"http://{host}"
+    return (config.account_url or f"http://{config.host}:{config.port}").rstrip("/")
+
+
 def _api_version_error(value: str | None) -> BatchError | None:
     if value is None or value == "":
         return BatchError(
@@ -755,6 +764,7 @@ def _api_version_error(value: str | None) -> BatchError | None:
 
 class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 300  # seconds a kept-alive connection may sit idle before its thread lets it go
     server: "BatchHTTPServer"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — base class signature
@@ -784,7 +794,14 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
                     return None
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline(1024)
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise BatchError(
+                400, "InvalidHeaderValue", "The Content-Length header is not a whole number.",
+                {"HeaderName": "Content-Length"},
+            ) from None
         if length > _DISCARD_LIMIT:
             self.close_connection = True
             return None
@@ -792,10 +809,19 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         raw_path, _, raw_query = self.path.partition("?")
+        body_error: BatchError | None = None
         try:
             body = self._read_body()
-        except (ValueError, OSError):
-            body, self.close_connection = None, True
+        except BatchError as exc:
+            body, body_error = b"", exc
+        except (ValueError, OSError):  # a broken chunked body or a dropped connection
+            body, self.close_connection = b"", True
+            body_error = BatchError(400, "InvalidRequestBody", "The request body could not be read.")
+        if body is None:
+            body_error = BatchError(
+                413, "RequestBodyTooLarge",
+                f"The request body is larger than {MAX_BODY_BYTES} bytes; send fewer tasks per request.",
+            )
         if raw_path.lower().startswith(LOCAL_PREFIX):
             self._send(self._local(raw_path.lower()), None, b"")
             return
@@ -803,8 +829,7 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
         path = raw_path.rstrip("/") or "/"
         found, groups, allowed = match_route(self.command, path)
         operation = found.operation if found else UNKNOWN_OPERATION
-        host = self.headers.get("Host") or server.config.account_url.split("://", 1)[-1]
-        base_url = f"http://{host}".rstrip("/")
+        base_url = _base_url(self.headers.get("Host"), server.config)
         request = Request(
             self.command,
             raw_path,
@@ -814,11 +839,11 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
             body or b"",
             base_url,
         )
-        response = self._respond(request, found, groups, allowed, body is None)
+        response = self._respond(request, found, groups, allowed, body_error)
         self._send(response, operation, request.body)
 
     def _respond(
-        self, request: Request, found: Route | None, groups: list[str], allowed: list[str], too_large: bool
+        self, request: Request, found: Route | None, groups: list[str], allowed: list[str], body_error: BatchError | None
     ) -> Response:
         server = self.server
         fault = server.faults.pick()
@@ -840,7 +865,9 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
             api_error = _api_version_error(request.query.get("api-version"))
             if api_error:
                 raise api_error
-            if too_large or len(request.body) > MAX_BODY_BYTES:
+            if body_error:
+                raise body_error
+            if len(request.body) > MAX_BODY_BYTES:
                 raise BatchError(
                     413, "RequestBodyTooLarge",
                     f"The request body is larger than {MAX_BODY_BYTES} bytes; send fewer tasks per request.",

@@ -182,6 +182,12 @@ def test_job_create_get_list_terminate_delete(client: BatchClient, raw: Raw, loc
     counts = client.get_job_task_counts(job_id)
     assert counts.task_counts.active == 0 and counts.task_slot_counts.completed == 0
 
+    client.update_job(job_id, m.BatchJobUpdateOptions(priority=5, all_tasks_complete_mode=m.BatchAllTasksCompleteMode.NO_ACTION))
+    assert client.get_job(job_id).priority == 5
+    with pytest.raises(HttpResponseError) as raised:
+        client.update_job(job_id, m.BatchJobUpdateOptions(pool_info=m.BatchPoolInfo(pool_id="elsewhere")))
+    assert raised.value.status_code == 400
+
     client.begin_terminate_job(job_id, m._models.BatchJobTerminateOptions(termination_reason="wire test"), polling_interval=0).result()
     done = client.get_job(job_id)
     assert done.state == m.BatchJobState.COMPLETED and done.execution_info.termination_reason == "wire test"
@@ -569,6 +575,7 @@ def test_every_operation_response_was_spec_validated(local_service: Any) -> None
         "Pools_ListPools", "Pools_GetPool", "Pools_PoolExists", "Nodes_ListNodes", "Nodes_GetNode",
         "Nodes_ListNodeFiles", "Pools_ListPoolNodeCounts", "Pools_ListSupportedImages",
         "Applications_ListApplications", "Jobs_CreateJob", "Jobs_GetJob", "Jobs_ListJobs", "Jobs_TerminateJob",
+        "Jobs_UpdateJob",
         "Jobs_DeleteJob", "Jobs_GetJobTaskCounts", "Jobs_ListJobPreparationAndReleaseTaskStatus",
         "Tasks_CreateTask", "Tasks_CreateTaskCollection", "Tasks_ListTasks", "Tasks_GetTask", "Tasks_DeleteTask",
         "Tasks_ListTaskFiles", "Tasks_GetTaskFile", "Tasks_GetTaskFileProperties",

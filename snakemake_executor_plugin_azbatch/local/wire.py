@@ -428,6 +428,16 @@ class BatchApi:
     def get_job(self, request: Request) -> Response:
         return self.entity(request, self.state.get_job(request.params["jobId"]), "jobs")
 
+    @route("PATCH", "/jobs/{}", "Jobs_UpdateJob")
+    def update_job(self, request: Request) -> Response:
+        changes = request.json_body("job changes")
+        if not isinstance(changes, dict):
+            raise BatchError(400, "InvalidRequestBody", "The job changes must be a JSON object.")
+        job = self.state.get_job(request.params["jobId"])
+        self.check_conditions(request, job.get("eTag"), parse_iso(str(job.get("lastModified", ""))), read=False)
+        job = self.state.update_job(request.params["jobId"], changes)
+        return Response(200, headers=[*self.entity_headers(job), ("DataServiceId", job.get("url", ""))])
+
     @route("DELETE", "/jobs/{}", "Jobs_DeleteJob")
     def delete_job(self, request: Request) -> Response:
         job = self.state.get_job(request.params["jobId"])
@@ -556,6 +566,7 @@ _PARAM_NAMES: dict[str, list[str]] = {
     "Nodes_GetNodeFile": ["poolId", "nodeId", "filePath"],
     "Nodes_GetNodeFileProperties": ["poolId", "nodeId", "filePath"],
     "Jobs_GetJob": ["jobId"],
+    "Jobs_UpdateJob": ["jobId"],
     "Jobs_DeleteJob": ["jobId"],
     "Jobs_TerminateJob": ["jobId"],
     "Jobs_GetJobTaskCounts": ["jobId"],

@@ -145,6 +145,10 @@ def main() -> int:
     if status == 0 and summary.exists():
         print("\nSummary table (" + RESULTS[0] + "):")
         print("  " + summary.read_text().rstrip().replace("\n", "\n  "))
+    hashes = HERE / RESULTS[3]
+    if status == 0 and hashes.exists():
+        print("\nThe az batch tutorial, as rules (" + RESULTS[3] + "):")
+        print("  " + hashes.read_text().rstrip().replace("\n", "\n  "))
     if status != 0:
         print(f"\nsnakemake failed (exit status {status}); see the logs above.", file=sys.stderr)
     return status

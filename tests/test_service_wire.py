@@ -268,6 +268,14 @@ def test_task_lifecycle_and_files(client: BatchClient, raw: Raw, job: str) -> No
     with pytest.raises(ResourceNotFoundError):  # streamed: the SDK does not read the error body
         b"".join(client.download_task_file(job, "writer", "absent.txt"))
 
+    # The same file through the node's file endpoints.
+    node_id = task.node_info.node_id
+    pool_id = task.node_info.pool_id
+    on_node = [f.name for f in client.list_node_files(pool_id, node_id, recursive=True) if f.name.endswith("/Writer/wd/data.txt")]
+    assert len(on_node) == 1
+    assert b"".join(client.download_node_file(pool_id, node_id, on_node[0])) == b"0123456789"
+    assert client.get_node_file_properties(pool_id, node_id, on_node[0]).content_length == 10
+
     client.delete_task(job, "writer")
     with pytest.raises(ResourceNotFoundError) as raised:
         client.get_task(job, "writer")
@@ -573,7 +581,7 @@ def test_every_operation_response_was_spec_validated(local_service: Any) -> None
     """Runs last in this module: the harness policy saw (and validated) each operation the SDK tests used."""
     expected = {
         "Pools_ListPools", "Pools_GetPool", "Pools_PoolExists", "Nodes_ListNodes", "Nodes_GetNode",
-        "Nodes_ListNodeFiles", "Pools_ListPoolNodeCounts", "Pools_ListSupportedImages",
+        "Nodes_ListNodeFiles", "Nodes_GetNodeFile", "Nodes_GetNodeFileProperties", "Pools_ListPoolNodeCounts", "Pools_ListSupportedImages",
         "Applications_ListApplications", "Jobs_CreateJob", "Jobs_GetJob", "Jobs_ListJobs", "Jobs_TerminateJob",
         "Jobs_UpdateJob",
         "Jobs_DeleteJob", "Jobs_GetJobTaskCounts", "Jobs_ListJobPreparationAndReleaseTaskStatus",

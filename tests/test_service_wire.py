@@ -562,7 +562,7 @@ def test_authentication_failures(local_service: Any, raw: Raw) -> None:
     assert statuses_after.get("401", 0) - statuses_before.get("401", 0) == 1
 
 
-def test_local_endpoints_and_metrics(local_service: Any, client: BatchClient) -> None:
+def test_local_endpoints_and_metrics(local_service: Any, client: BatchClient, raw: Raw) -> None:
     health = requests.get(local_service.account_url + "/_local/health", timeout=10)
     assert health.status_code == 200
     before = local_service.metrics()
@@ -573,10 +573,19 @@ def test_local_endpoints_and_metrics(local_service: Any, client: BatchClient) ->
     entry = after["operations"]["Pools_GetPool"]
     assert set(entry) == {"count", "statuses", "requestBytes", "responseBytes"}
     assert entry["count"] - op_count(before, "Pools_GetPool") == 3
-    old_ok = before["operations"].get("Pools_GetPool", {}).get("statuses", {}).get("200", 0)
-    assert entry["statuses"]["200"] - old_ok == 3
-    old_bytes = before["operations"].get("Pools_GetPool", {}).get("responseBytes", 0)
-    single = len(json.dumps(client.get_pool(local_service.pool_id).as_dict()))  # roughly one body
-    assert entry["responseBytes"] - old_bytes > 2 * single // 2
-    # /_local is neither authenticated nor counted
-    assert "Unknown" not in after["operations"] or after["operations"]["Unknown"] == before["operations"].get("Unknown")
+    assert entry["statuses"]["200"] - before["operations"].get("Pools_GetPool", {}).get("statuses", {}).get("200", 0) == 3
+
+    # Byte counts are exactly the bodies.
+    got = raw.request("GET", f"/pools/{local_service.pool_id}?api-version=2025-06-01.21.0")
+    job_body = {"id": f"wire-bytes-{uuid.uuid4().hex[:8]}", "poolInfo": {"poolId": local_service.pool_id}}
+    created = raw.request("POST", "/jobs?api-version=2025-06-01.21.0", body=job_body)
+    assert created.status_code == 201
+    final = local_service.metrics()["operations"]
+    assert final["Pools_GetPool"]["responseBytes"] - entry["responseBytes"] == len(got.content)
+    assert final["Pools_GetPool"]["requestBytes"] == entry["requestBytes"]
+    previous_create = after["operations"].get("Jobs_CreateJob", {"requestBytes": 0, "responseBytes": 0})
+    assert final["Jobs_CreateJob"]["requestBytes"] - previous_create["requestBytes"] == len(json.dumps(job_body))
+    assert final["Jobs_CreateJob"]["responseBytes"] == previous_create["responseBytes"]
+    # /_local requests are neither authenticated nor counted: only the two API calls above were added
+    assert sum(e["count"] for e in final.values()) == sum(e["count"] for e in after["operations"].values()) + 2
+    client.begin_delete_job(job_body["id"], polling_interval=0).result()

@@ -35,6 +35,9 @@ def _default_credential():
 
 
 class Executor(RemoteExecutor):
+    # The status thread starts before __post_init__ runs, so what it reads exists at class level.
+    status_rounds = 0
+
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
         self.workdir = os.getcwd()
@@ -252,15 +255,19 @@ class Executor(RemoteExecutor):
     async def check_active_jobs(
         self, active_jobs: List[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
+        if not active_jobs:
+            return
         completed: dict[str, object] = {}
-        failed_lists: set[str] = set()
-        for batch_job in sorted({j.aux["batch_job"] for j in active_jobs}):
+        batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
+        self.status_rounds += 1
+        self.logger.debug(f"azbatch: status round {self.status_rounds}: one task list for each of {len(batch_jobs)} Batch job(s)")
+        for batch_job in batch_jobs:
             async with self.status_rate_limiter:
                 try:
                     tasks = await asyncio.to_thread(self.batch.completed_tasks, batch_job)
                 except Exception as e:
+                    # Its jobs stay active and are checked again next round.
                     self.logger.warning(f"azbatch: listing tasks of {batch_job} failed, retrying: {error_text(e)}")
-                    failed_lists.add(batch_job)
                     continue
             for task in tasks:
                 completed[task.id] = task

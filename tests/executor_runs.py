@@ -1,0 +1,62 @@
+"""Helpers for the executor integration tests: run `snakemake --executor azbatch` as a subprocess against a local
+service, and read request/byte counts from its metrics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(content))
+    return root
+
+
+def snakemake_env(service, container: str, **extra: str) -> dict[str, str]:
+    env = {**os.environ, **service.env}
+    env["SNAKEMAKE_AZBATCH_STORAGE_CONTAINER"] = container
+    env["SNAKEMAKE_AZBATCH_STATUS_INTERVAL"] = "0.5"
+    env.update(extra)
+    return env
+
+
+def snakemake_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--executor", "azbatch", "--jobs", "20", "--latency-wait", "2", *args]
+
+
+def run_snakemake(service, workdir: Path, *args: str, container: str, timeout: float = 180, **extra_env: str):
+    return subprocess.run(
+        snakemake_command(*args),
+        cwd=workdir,
+        env=snakemake_env(service, container, **extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def output_of(result) -> str:
+    return f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+
+
+def count(metrics: dict[str, Any], section: str, name: str, field: str = "count") -> int:
+    return int(metrics.get(section, {}).get(name, {}).get(field, 0))
+
+
+def delta(before: dict, after: dict, section: str, name: str, field: str = "count") -> int:
+    return count(after, section, name, field) - count(before, section, name, field)
+
+
+def total(metrics: dict[str, Any], section: str) -> int:
+    return sum(int(op.get("count", 0)) for op in metrics.get(section, {}).values())
+
+
+def upload_bytes(metrics: dict[str, Any]) -> int:
+    return sum(count(metrics, "storage", op, "requestBytes") for op in ("PutBlob", "PutBlock"))

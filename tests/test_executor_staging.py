@@ -1,0 +1,113 @@
+"""Staging through Blob storage on the local service: sources and inputs go up, outputs (files, directories,
+nested, odd names) come back; contents go up once per container, intermediates are never uploaded again, an
+unchanged re-run sends nothing at all."""
+
+from __future__ import annotations
+
+import os
+
+from executor_runs import delta, output_of, run_snakemake, total, upload_bytes, write_files
+
+STAGING_WORKFLOW = {
+    "Snakefile": """
+        configfile: "config/config.yaml"
+
+        rule all:
+            input:
+                expand("results/{sample}/upper ü.txt", sample=config["samples"]),
+                "results/listing.txt",
+
+        rule upper:
+            input: "data/in put ü.txt"
+            output: "results/{sample}/upper ü.txt"
+            log: "logs/upper/{sample}.log"
+            script: "scripts/upper.py"
+
+        rule make_dir:
+            output: directory("results/tree")
+            shell: "mkdir -p {output}/a/b && echo one > {output}/a/one.txt && echo two > {output}/a/b/two.txt"
+
+        rule list_dir:
+            input: "results/tree"
+            output: "results/listing.txt"
+            shell: "cd {input} && find . -type f | sort | xargs cat > ../listing.txt"
+    """,
+    "config/config.yaml": "samples: [s1, 's 2']\n",
+    "scripts/upper.py": """
+        with open(snakemake.input[0]) as f, open(snakemake.output[0], "w") as out:
+            out.write(f.read().upper() + snakemake.wildcards.sample)
+        with open(snakemake.log[0], "w") as log:
+            log.write("done")
+    """,
+    "data/in put ü.txt": "hello wörld\n",
+}
+
+
+def test_sources_inputs_and_outputs_travel_through_blob_storage(local_service, tmp_path):
+    workdir = write_files(tmp_path / "staging", STAGING_WORKFLOW)
+    result = run_snakemake(local_service, workdir, container="staging-basic")
+    assert result.returncode == 0, output_of(result)
+    for sample in ("s1", "s 2"):
+        assert (workdir / f"results/{sample}/upper ü.txt").read_text() == f"HELLO WÖRLD\n{sample}"
+        assert (workdir / f"logs/upper/{sample}.log").read_text() == "done"
+    assert (workdir / "results/tree/a/one.txt").read_text() == "one\n"
+    assert (workdir / "results/tree/a/b/two.txt").read_text() == "two\n"
+    assert (workdir / "results/listing.txt").read_text() == "two\none\n"  # ./a/b/two.txt sorts first
+    # Downloads are atomic: no temporary files are left next to the outputs.
+    leftovers = [f for _, _, files in os.walk(workdir / "results") for f in files if f.endswith(".azbatch-part")]
+    assert leftovers == []
+
+
+REUSE_WORKFLOW = {
+    "Snakefile": """
+        rule all:
+            input: "final.txt"
+
+        rule make_big:
+            input: "input.bin"
+            output: "intermediate.bin"
+            shell: "cat {input} {input} > {output}"
+
+        rule consume:
+            input: "intermediate.bin"
+            output: "final.txt"
+            shell: "wc -c < {input} > {output}"
+    """,
+}
+INPUT_SIZE = 256 * 1024
+
+
+def test_contents_upload_once_intermediates_are_not_reuploaded_and_unchanged_reruns_send_nothing(
+    local_service, tmp_path
+):
+    workdir = write_files(tmp_path / "reuse", REUSE_WORKFLOW)
+    (workdir / "input.bin").write_bytes(os.urandom(INPUT_SIZE))
+    container = "staging-reuse"
+    intermediate = 2 * INPUT_SIZE
+    small = 64 * 1024  # sources, logs, stdout/stderr, final.txt, request overhead
+
+    before = local_service.metrics()
+    result = run_snakemake(local_service, workdir, container=container)
+    assert result.returncode == 0, output_of(result)
+    assert (workdir / "final.txt").read_text().strip() == str(intermediate)
+    first = local_service.metrics()
+    uploaded = upload_bytes(first) - upload_bytes(before)
+    # The input goes up once (plugin), the intermediate once (by the task); the downstream task reads the
+    # intermediate's blob in place instead of the plugin uploading the downloaded copy again.
+    assert INPUT_SIZE + intermediate <= uploaded < INPUT_SIZE + intermediate + small
+
+    # Nothing to do: no Batch request, no storage request, nothing created.
+    result = run_snakemake(local_service, workdir, container=container)
+    assert result.returncode == 0, output_of(result)
+    unchanged = local_service.metrics()
+    assert total(unchanged, "operations") == total(first, "operations")
+    assert total(unchanged, "storage") == total(first, "storage")
+
+    # Forced re-run: the input and sources are already stored (content-addressed, local hash record), so only
+    # the task's own outputs are uploaded again.
+    result = run_snakemake(local_service, workdir, "--forceall", container=container)
+    assert result.returncode == 0, output_of(result)
+    forced = local_service.metrics()
+    reuploaded = upload_bytes(forced) - upload_bytes(unchanged)
+    assert intermediate <= reuploaded < intermediate + small
+    assert delta(unchanged, forced, "operations", "Jobs_CreateJob") == 1

@@ -230,6 +230,8 @@ def test_task_lifecycle_and_files(client: BatchClient, raw: Raw, job: str) -> No
     wait_for(lambda: task_state(client, job, "writer") == "completed", "task writer to complete")
     task = client.get_task(job, "WRITER")
     assert task.id == "Writer" and task.execution_info.exit_code == 0
+    assert [t.id for t in client.list_tasks(job, filter="executionInfo/exitCode eq 0 and executionInfo/result eq 'success'")] == ["Writer"]
+    assert list(client.list_tasks(job, filter="executionInfo/exitCode ne 0")) == []
 
     top = {f.name: f for f in client.list_task_files(job, "writer")}
     assert {"stdout.txt", "stderr.txt", "wd"} <= set(top)
@@ -375,6 +377,8 @@ def test_task_collection_paging_filter_and_select(client: BatchClient, raw: Raw,
     # Filters through the SDK.
     assert sorted(t.id for t in client.list_tasks(job, filter="id eq 'PAGE-007' or id eq 'page-249'")) == ["page-007", "page-249"]
     assert list(client.list_tasks(job, filter="state eq 'completed'")) == []
+    assert len(list(client.list_tasks(job, filter="creationTime gt datetime'2020-01-01T00:00:00Z'"))) == 250
+    assert list(client.list_tasks(job, filter="creationTime lt datetime'2020-01-01T00:00:00Z'")) == []
     assert len(list(client.list_tasks(job, filter="state eq 'active' and not startswith(id,'page-2')"))) == 200
     with pytest.raises(HttpResponseError) as raised:
         list(client.list_tasks(job, filter="state eq"))

@@ -1,0 +1,161 @@
+"""Submission and status on the local service: bulk task submission, one list request per Batch job per status
+round, failures reported with exit code / Batch failure / stderr tail and logs, attempts with attempt-dependent
+resources, environment values only in environmentSettings."""
+
+from __future__ import annotations
+
+import re
+
+from executor_runs import delta, output_of, run_snakemake, write_files
+
+from snakemake_executor_plugin_azbatch.batch_client import BatchService
+from snakemake_executor_plugin_azbatch.settings import resolve
+from snakemake_executor_plugin_azbatch import task_spec
+
+FANOUT = 8
+
+
+def kept_jobs(client, label: str) -> list:
+    return [j for j in client.list_jobs() if j.id.startswith(f"sm-{label}-")]
+
+
+def delete_jobs(client, jobs) -> None:
+    for job in jobs:
+        client.begin_delete_job(job.id, polling_interval=1).result()
+
+
+def test_ready_jobs_are_submitted_in_one_request_and_each_status_round_is_one_list(local_service, tmp_path):
+    workdir = write_files(
+        tmp_path / "fanout",
+        {
+            "Snakefile": f"""
+                rule all:
+                    input: expand("out/{{i}}.txt", i=range({FANOUT}))
+
+                rule one:
+                    output: "out/{{i}}.txt"
+                    shell: "echo {{wildcards.i}} > {{output}}"
+            """
+        },
+    )
+    before = local_service.metrics()
+    result = run_snakemake(local_service, workdir, "--verbose", container="submission")
+    assert result.returncode == 0, output_of(result)
+    after = local_service.metrics()
+    assert [(workdir / f"out/{i}.txt").read_text() for i in range(FANOUT)] == [f"{i}\n" for i in range(FANOUT)]
+    # All ready jobs arrive in one run_jobs call → one addtaskcollection request (≤ ⌈tasks/100⌉).
+    assert delta(before, after, "operations", "Tasks_CreateTaskCollection") == 1
+    # No per-task polling: each status round lists the completed tasks of each Batch job once.
+    rounds = [int(n) for n in re.findall(r"one task list for each of (\d+) Batch job", result.stdout + result.stderr)]
+    assert rounds, output_of(result)
+    assert delta(before, after, "operations", "Tasks_ListTasks") == sum(rounds)
+    assert delta(before, after, "operations", "Tasks_GetTask") == 0
+
+
+def test_bulk_submission_sends_at_most_100_tasks_per_request(local_service):
+    service = BatchService(resolve(None, local_service.env), credential_factory=lambda: None)
+    job_id = task_spec.job_id("bulk", local_service.pool_id, "test")
+    service.create_job(task_spec.job_body(job_id, local_service.pool_id, "bulk test", workflow="none"))
+    try:
+        bodies = [
+            task_spec.task_body(task_spec.TaskRequest(id=f"t{i}", display_name=f"t{i}", script="true"))
+            for i in range(150)
+        ]
+        bodies.append({**bodies[0], "id": "bad id with spaces"})
+        before = local_service.metrics()
+        results = service.submit_tasks(job_id, bodies)
+        after = local_service.metrics()
+        assert delta(before, after, "operations", "Tasks_CreateTaskCollection") == 2  # ⌈151 / 100⌉
+        assert all(results[f"t{i}"] is None for i in range(150))
+        # A rejected task comes back as that task's error, not as a silent success.
+        assert results["bad id with spaces"] and "bad id with spaces" in results["bad id with spaces"]
+    finally:
+        service.terminate_job(job_id)
+        service.delete_job(job_id)
+
+
+def test_failed_job_reports_exit_code_stderr_tail_and_brings_logs_back(local_service, tmp_path):
+    workdir = write_files(
+        tmp_path / "failing",
+        {
+            "Snakefile": """
+                rule fail:
+                    output: "never.txt"
+                    log: "logs/fail.log"
+                    shell: "echo 'partial progress' > {log}; echo BOOM-marker-7 >&2; exit 3"
+            """
+        },
+    )
+    result = run_snakemake(local_service, workdir, container="submission")
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert re.search(r"Batch task fail-\d+-a1-\w+ failed \(exit code 1\)", text), output_of(result)
+    assert "BOOM-marker-7" in text  # the tail of stderr is part of the error
+    assert (workdir / "logs/fail.log").read_text() == "partial progress\n"  # logs come back on failure
+    stderr_files = list((workdir / ".snakemake/azbatch/logs").glob("fail-*/stderr.txt"))
+    assert len(stderr_files) == 1 and "BOOM-marker-7" in stderr_files[0].read_text()
+    assert not (workdir / "never.txt").exists()
+
+
+def test_retries_run_new_attempts_with_attempt_dependent_resources(local_service, tmp_path):
+    workdir = write_files(
+        tmp_path / "retrying",
+        {
+            "Snakefile": """
+                rule flaky:
+                    output: "done.txt"
+                    resources: mem_mb=lambda wildcards, attempt: 100 * attempt
+                    shell: "test {resources.mem_mb} -ge 200 && echo {resources.mem_mb} > {output}"
+            """
+        },
+    )
+    client = local_service.batch_client()
+    result = run_snakemake(local_service, workdir, "--retries", "1", container="submission", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+    jobs = kept_jobs(client, "retrying")
+    try:
+        assert result.returncode == 0, output_of(result)
+        assert (workdir / "done.txt").read_text() == "200\n"
+        assert len(jobs) == 1 and str(jobs[0].state.value if hasattr(jobs[0].state, "value") else jobs[0].state) == "completed"
+        tasks = {t.id: t for t in client.list_tasks(jobs[0].id)}
+        attempts = sorted(re.search(r"-a(\d)-", tid).group(1) for tid in tasks)
+        assert attempts == ["1", "2"]
+        results = {re.search(r"-a(\d)-", tid).group(1): t.execution_info.exit_code for tid, t in tasks.items()}
+        assert results["1"] != 0 and results["2"] == 0
+        # Batch never retries on its own: Snakemake's --retries drives attempts.
+        assert all(t.constraints.max_task_retry_count == 0 for t in tasks.values())
+    finally:
+        delete_jobs(client, jobs)
+
+
+def test_environment_values_are_task_environment_settings_never_in_command_lines(local_service, tmp_path):
+    secret = "s3cr3t-Value-4711"
+    workdir = write_files(
+        tmp_path / "envvars",
+        {
+            "Snakefile": """
+                envvars: "AZB_TEST_SECRET"
+
+                rule show:
+                    output: "seen.txt"
+                    shell: "echo $AZB_TEST_SECRET > {output}"
+            """
+        },
+    )
+    client = local_service.batch_client()
+    result = run_snakemake(
+        local_service, workdir, container="submission", AZB_TEST_SECRET=secret, SNAKEMAKE_AZBATCH_KEEP_JOB="1"
+    )
+    jobs = kept_jobs(client, "envvars")
+    try:
+        assert result.returncode == 0, output_of(result)
+        assert (workdir / "seen.txt").read_text() == f"{secret}\n"
+        tasks = list(client.list_tasks(jobs[0].id))
+        assert tasks
+        job = client.get_job(jobs[0].id)
+        command_lines = [t.command_line for t in tasks] + [job.job_preparation_task.command_line]
+        assert all(secret not in line for line in command_lines)
+        for task in tasks:
+            assert {e.name: e.value for e in task.environment_settings}["AZB_TEST_SECRET"] == secret
+            assert task.command_line.startswith("/bin/bash -c ")
+    finally:
+        delete_jobs(client, jobs)

@@ -11,6 +11,7 @@ import http.server
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from email.utils import formatdate
 
 import pytest
@@ -203,6 +204,32 @@ def test_track1_client_canonicalisation_verifies(capture: tuple[Capture, str]) -
     session.post(f"{url}/jobs?api-version=2023-05-01.17.0", json={"id": "j", "poolInfo": {"poolId": "local"}}, timeout=10)
     session.delete(f"{url}/jobs/j?api-version=2023-05-01.17.0", timeout=10)
     assert [d for _, _, d in cap.outcomes] == [None, None, None, None]
+
+
+def test_stale_or_missing_date_is_refused(capture: tuple[Capture, str]) -> None:
+    cap, url = capture
+    client = BatchClient(url, AzureNamedKeyCredential(DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY), retry_total=0)
+    stale = datetime.now(timezone.utc) - timedelta(minutes=20)
+    future = datetime.now(timezone.utc) + timedelta(minutes=20)
+    recent = datetime.now(timezone.utc) - timedelta(minutes=5)
+    for moment in (stale, future, recent):
+        try:
+            client.get_pool("local", ocp_date=moment)
+        except Exception:
+            pass
+    target = f"{url}/pools?api-version=2025-06-01"
+    undated: dict[str, str] = {}
+    undated["Authorization"] = authorization_header("GET", target, undated, DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY)
+    requests.get(target, headers=undated, timeout=10)
+    dated = {"Date": formatdate(usegmt=True)}  # plain Date works as well as ocp-date
+    dated["Authorization"] = authorization_header("GET", target, dated, DEV_ACCOUNT_NAME, DEV_ACCOUNT_KEY)
+    requests.get(target, headers=dated, timeout=10)
+    details = [d for _, _, d in cap.outcomes]
+    assert details[0] is not None and "clock" in details[0]
+    assert details[1] is not None and "clock" in details[1]
+    assert details[2] is None
+    assert details[3] is not None and "no ocp-date" in details[3]
+    assert details[4] is None
 
 
 def test_invalid_account_key_is_a_clear_configuration_error() -> None:

@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.utils
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, unquote, urlsplit
+
+# A signed request is accepted this long around its ocp-date / Date, as Azure's Shared Key services do; an older
+# captured request cannot be replayed.
+MAX_CLOCK_SKEW = timedelta(minutes=15)
 
 SIGNED_HEADERS = (
     "content-encoding",
@@ -111,9 +117,12 @@ def authorization_header(
 class SharedKeyVerifier:
     """Checks `Authorization: SharedKey ACCOUNT:SIGNATURE` against one account name and key."""
 
-    def __init__(self, account_name: str, account_key: str):
+    def __init__(
+        self, account_name: str, account_key: str, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    ):
         self.account_name = account_name
         self._key = decode_key(account_key)
+        self._now = now
 
     def verify(self, request: ReceivedRequest) -> None:
         """Return when the request is signed with this account's key; raise AuthenticationError otherwise."""
@@ -146,11 +155,30 @@ class SharedKeyVerifier:
         presented_bytes = presented.encode("utf-8", "replace")
         for candidate in self._candidate_strings(request, account):
             if hmac.compare_digest(signature(candidate, self._key).encode("ascii"), presented_bytes):
+                self._check_date(request)
                 return
         raise AuthenticationError(
             "The MAC signature found in the HTTP request is not the same as any computed signature. Check that the "
             "account key matches the server's and that the request is not altered after signing."
         )
+
+    def _check_date(self, request: ReceivedRequest) -> None:
+        dates = {name.lower(): value for name, value in request.headers if name.lower() in ("ocp-date", "date")}
+        text = dates.get("ocp-date") or dates.get("date")
+        if not text:
+            raise AuthenticationError("The request has no ocp-date (or Date) header; sign it with the current time.")
+        try:
+            sent = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            raise AuthenticationError(f"The ocp-date {text[:40]!r} is not an RFC 1123 date.") from None
+        if sent.tzinfo is None:
+            sent = sent.replace(tzinfo=timezone.utc)
+        skew = abs(self._now() - sent)
+        if skew > MAX_CLOCK_SKEW:
+            raise AuthenticationError(
+                f"The request's ocp-date is {int(skew.total_seconds())} s away from the server's clock (at most "
+                f"{int(MAX_CLOCK_SKEW.total_seconds())} s allowed); check the client's clock."
+            )
 
     @staticmethod
     def _candidate_strings(request: ReceivedRequest, account: str) -> list[str]:

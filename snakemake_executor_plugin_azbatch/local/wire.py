@@ -896,9 +896,10 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
                     f"{request.method} {request.raw_path} does not match any operation of the local Batch service.",
                 )
             names = _PARAM_NAMES.get(found.operation, [])
-            request.params = {name: unquote(value) for name, value in zip(names, groups)}
-            if "filePath" in request.params:
-                request.params["filePath"] = groups[names.index("filePath")]  # decoded per segment later
+            # IDs are one decoded segment; filePath stays raw (it may span segments) and is decoded when resolved.
+            request.params = {
+                name: value if name == "filePath" else unquote(value) for name, value in zip(names, groups)
+            }
             return found.handler(server.api, request)
         except BatchError as exc:
             return error_response(request.base_url, exc)

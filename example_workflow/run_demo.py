@@ -2,7 +2,8 @@
 
 Meant to run inside `azbatch-local run -- python run_demo.py` (what `make demo` does), which exports the
 SNAKEMAKE_AZBATCH_* settings of the local Batch service. Against real Azure, export those settings yourself (see
-README.md) and run `python run_demo.py` the same way. Extra arguments go to snakemake unchanged.
+README.md) and run `python run_demo.py` the same way (the summarize step needs matplotlib on the nodes). Extra
+arguments go to snakemake unchanged.
 Exits with snakemake's exit status.
 """
 
@@ -19,6 +20,8 @@ from pathlib import Path
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 
+from snakemake_executor_plugin_azbatch.settings import Config, SettingsError, resolve
+
 HERE = Path(__file__).resolve().parent
 RESULTS = [
     "results/summary/samples.tsv",
@@ -26,19 +29,17 @@ RESULTS = [
     "results/summary/coverage.png",
     "results/random_md5/all.txt",
 ]
-REQUIRED_ENV = ["SNAKEMAKE_AZBATCH_ACCOUNT_URL", "SNAKEMAKE_AZBATCH_POOL_ID"]
 
 
-def batch_client() -> BatchClient:
-    """A Batch client from the same settings the plugin reads (shared key; the local service uses one)."""
-    name = os.environ.get("SNAKEMAKE_AZBATCH_ACCOUNT_NAME", "")
-    key = os.environ.get("SNAKEMAKE_AZBATCH_ACCOUNT_KEY", "")
-    if not name or not key:
-        raise SystemExit(
-            "run_demo.py: the task table needs SNAKEMAKE_AZBATCH_ACCOUNT_NAME and SNAKEMAKE_AZBATCH_ACCOUNT_KEY; "
-            "`make demo` sets both"
-        )
-    return BatchClient(os.environ["SNAKEMAKE_AZBATCH_ACCOUNT_URL"], AzureNamedKeyCredential(name, key))
+def batch_client(config: Config) -> BatchClient:
+    """A Batch client with the plugin's own credentials: shared key when one is set, else Microsoft Entra ID."""
+    if config.account_key:
+        credential = AzureNamedKeyCredential(config.account_name, config.account_key)
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    return BatchClient(config.account_url, credential)
 
 
 def job_ids(client: BatchClient) -> set[str]:
@@ -104,16 +105,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10, help="how many Batch tasks may be queued at once")
     args, snakemake_args = parser.parse_known_args()
-    missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
-    if missing:
+    try:
+        # The plugin's own reading of SNAKEMAKE_AZBATCH_* and the Azure CLI variables.
+        config = resolve(None)
+    except SettingsError as error:
         print(
-            f"run_demo.py: {', '.join(missing)} not set; run `make demo` from the repository root, or "
+            f"run_demo.py: {error}. Run `make demo` from the repository root, or "
             "`azbatch-local run -- python run_demo.py` from example_workflow/",
             file=sys.stderr,
         )
         return 2
-
-    client = batch_client()
+    client = batch_client(config)
     jobs_before = job_ids(client)
     command = [
         sys.executable, "-m", "snakemake",

@@ -15,8 +15,9 @@ import pytest
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_workflow"
 SAMPLES = ["A", "B", "C"]
-# Jobs of the example: 5 per-sample rules x 3 samples, summarize, 10 random_md5 tasks and their gather.
-EXPECTED_TASKS = 5 * len(SAMPLES) + 1 + 10 + 1
+# Batch tasks of the example: 5 per-sample rules x 3 samples, summarize and 10 random_md5 tasks (their gather is a
+# local rule).
+EXPECTED_TASKS = 5 * len(SAMPLES) + 1 + 10
 
 
 def copy_example(tmp_path: Path) -> Path:
@@ -115,7 +116,7 @@ def test_example_workflow_runs_through_the_executor(service, tmp_path):
     assert len(rows) == EXPECTED_TASKS, result.stdout
     assert all(row[1] in node_ids and row[2] == "completed" and row[3] == "0" for row in rows), result.stdout
     rules = {row[4].split()[0] for row in rows}
-    assert rules == {"qc", "trim", "align", "coverage", "call_variants", "summarize", "random_md5", "gather_random_md5"}
+    assert rules == {"qc", "trim", "align", "coverage", "call_variants", "summarize", "random_md5"}
 
     # Secrets never reach the console.
     for secret in (service.config.account_key, service.config.storage.account_key):
@@ -132,3 +133,14 @@ def test_demo_exits_non_zero_and_shows_the_failed_task_when_a_job_fails(service,
     assert "snakemake failed" in result.stderr
     # The job's log file is brought back from the node even though the task failed.
     assert "simulated failure" in (workdir / "logs/trim/A.log").read_text()
+
+
+def test_demo_without_settings_says_what_to_set(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SNAKEMAKE_AZBATCH_", "AZURE_BATCH_", "AZURE_STORAGE_"))}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE / "run_demo.py")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SNAKEMAKE_AZBATCH_ACCOUNT_URL" in lines[0] and "make demo" in lines[0]
+    assert not (tmp_path / ".snakemake").exists()  # nothing ran

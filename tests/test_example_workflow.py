@@ -144,3 +144,21 @@ def test_demo_without_settings_says_what_to_set(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "SNAKEMAKE_AZBATCH_ACCOUNT_URL" in lines[0] and "make demo" in lines[0]
     assert not (tmp_path / ".snakemake").exists()  # nothing ran
+
+
+def test_readme_per_rule_pool_recipe_sends_a_rule_to_a_second_pool(make_service, tmp_path):
+    """README's `--set-resources "RULE:azbatch_pool='POOL'"` recipe: align runs in its own Batch job on `big`."""
+    service = make_service(pools=["local:1:1", "big:1:2"])
+    workdir = copy_example(tmp_path)
+    result = run_demo(workdir, service, "--set-resources", "align:azbatch_pool='big'", "--", "results/aligned/A.tsv")
+    assert result.returncode == 0, f"whole output in {tmp_path / 'demo-output.txt'}\n{result.stdout[-3000:]}"
+    client = service.batch_client()
+    nodes = {pool: {n.id for n in client.list_nodes(pool)} for pool in ("local", "big")}
+    tables = dict(re.findall(r"What ran where: Batch job (\S+), \d+ tasks\n(.*?)\n  Task output", result.stdout, re.S))
+    assert sorted(job_id.rsplit("-", 1)[1] for job_id in tables) == ["big", "local"]
+    for job_id, table in tables.items():
+        pool = job_id.rsplit("-", 1)[1]
+        (row,) = [line.split(maxsplit=4) for line in table.splitlines()[1:]]
+        assert row[4].split()[0] == ("align" if pool == "big" else "trim")
+        assert row[1] in nodes[pool] and row[2] == "completed" and row[3] == "0"
+    assert len(read_tsv(workdir / "results/aligned/A.tsv")) == 360

@@ -111,16 +111,33 @@ def test_every_flag_and_variable_mentioned_exists(document):
         assert variable in variables, f"{document} mentions {variable}, which the plugin does not read"
 
 
-def test_readme_profile_uses_real_settings():
-    profile_block = re.search(r"```yaml\n(.*?)```", section(README, "Using it on real Azure, step by step"), re.S)
-    profile = yaml.safe_load(profile_block.group(1))
-    assert profile["executor"] == "azbatch"
+@pytest.fixture
+def clean_environment(monkeypatch):
+    """Snakemake reads SNAKEMAKE_AZBATCH_* variables as defaults; the parse tests must see only the README's text."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("SNAKEMAKE_AZBATCH_", "AZURE_BATCH_", "AZURE_STORAGE_")):
+            monkeypatch.delenv(name)
+
+
+def test_readme_profile_loads_with_snakemake(tmp_path, clean_environment):
+    """The README's profile uses only real settings and Snakemake accepts it as `--profile`."""
+    from snakemake.cli import parse_args
+
+    block = re.search(r"```yaml\n(.*?)```", section(README, "Using it on real Azure, step by step"), re.S)
+    profile = yaml.safe_load(block.group(1))
     keys = {"--" + key for key in profile if key.startswith("azbatch-")}
     assert keys and keys <= set(plugin_settings()), f"profile keys not defined by the plugin: {keys - set(plugin_settings())}"
-    assert "azbatch-pool-id" in profile
+    (tmp_path / "azure").mkdir()
+    (tmp_path / "azure" / "config.yaml").write_text(block.group(1))
+    _, args = parse_args(["--profile", str(tmp_path / "azure")])
+    assert args.executor == "azbatch"
+    assert args.azbatch_pool_id == profile["azbatch-pool-id"]
+    assert args.azbatch_storage_container == profile["azbatch-storage-container"]
 
 
-def test_readme_run_command_parses_with_snakemake():
+def test_readme_run_command_parses_with_snakemake(clean_environment):
     """The documented `snakemake --executor azbatch ...` line is accepted by Snakemake's own argument parser."""
     from snakemake.cli import get_argument_parser
 

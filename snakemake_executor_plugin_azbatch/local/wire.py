@@ -922,7 +922,11 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, response: Response, operation: str | None, request_body: bytes) -> None:
         head_only = self.command == "HEAD"
-        sent = 0
+        if operation is not None:
+            # Recorded before anything is written, so a client that reads the metrics right after this response
+            # already sees it counted. Counts the planned body; a client that hangs up early is not subtracted.
+            planned = 0 if head_only else response.body_length
+            self.server.metrics.record_batch(operation, response.status, len(request_body), planned)
         try:
             self.send_response(response.status)
             self.send_header("request-id", str(uuid.uuid4()))
@@ -942,15 +946,11 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             if not head_only:
                 if response.file:
-                    sent = self._stream_file(*response.file)
+                    self._stream_file(*response.file)
                 else:
                     self.wfile.write(response.body)
-                    sent = len(response.body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        finally:
-            if operation is not None:
-                self.server.metrics.record_batch(operation, response.status, len(request_body), sent)
 
     def _stream_file(self, path: Path, offset: int, length: int) -> int:
         sent = 0

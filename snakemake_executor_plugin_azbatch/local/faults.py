@@ -24,9 +24,9 @@ class Fault:
 
 
 _FAULTS = {
-    500: Fault(500, "InternalError", "Injected fault: the server encountered an internal error. Please retry the request.", None),
+    500: Fault(500, "InternalError", "Injected fault: the server hit an internal error. Please retry the request.", None),
     503: Fault(503, "ServerBusy", "Injected fault: the server is busy. Please retry the request.", 1),
-    429: Fault(429, "TooManyRequests", "Injected fault: too many requests. Please retry after the Retry-After delay.", 1),
+    429: Fault(429, "TooManyRequests", "Injected fault: too many requests. Retry after the Retry-After delay.", 1),
 }
 
 

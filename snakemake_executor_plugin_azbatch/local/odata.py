@@ -94,7 +94,9 @@ def _parse_datetime(text: str, pos: int) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise ODataError(f"datetime literal at position {pos}: {text!r} is not ISO 8601 (e.g. 2024-05-01T12:00:00Z)") from None
+        raise ODataError(
+            f"datetime literal at position {pos}: {text!r} is not ISO 8601 (e.g. 2024-05-01T12:00:00Z)"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 

@@ -58,6 +58,7 @@ _STREAM_CHUNK = 256 * 1024
 
 LOCAL_PREFIX = "/_local/"
 ERROR_METADATA = "Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element"
+_CONDITION_NOT_MET = "The condition specified using HTTP conditional header(s) is not met."
 UNKNOWN_OPERATION = "Unknown"
 
 # Node states (BatchNodeState, lower-case) → BatchNodeCounts property names.
@@ -250,12 +251,12 @@ class BatchApi:
         """If-Match / If-None-Match / If-(Un)Modified-Since: 412 ConditionNotMet, or 304 on reads."""
         if_match = request.header("If-Match")
         if if_match and if_match != "*" and if_match.strip('"') != (etag or "").strip('"'):
-            raise BatchError(412, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.")
+            raise BatchError(412, "ConditionNotMet", _CONDITION_NOT_MET)
         if_none_match = request.header("If-None-Match")
         if if_none_match and (if_none_match == "*" or if_none_match.strip('"') == (etag or "").strip('"')):
             if read:
                 return Response(304)
-            raise BatchError(412, "ConditionNotMet", "The condition specified using HTTP conditional header(s) is not met.")
+            raise BatchError(412, "ConditionNotMet", _CONDITION_NOT_MET)
         modified_s = modified.replace(microsecond=0) if modified else None
         since = _parse_http_date(request.header("If-Modified-Since"))
         if since and modified_s and modified_s <= since:
@@ -288,7 +289,7 @@ class BatchApi:
         except ODataError as exc:
             raise _query_error("$select", select, str(exc)) from None
 
-    def listing(self, request: Request, items: list[dict[str, Any]], metadata_name: str, *, allow_filter: bool = True) -> Response:
+    def listing(self, request: Request, items: list[dict[str, Any]], metadata_name: str) -> Response:
         """Filter, order, page and project a list; `odata.nextLink` is absolute and carries `$skiptoken`."""
         raw_max = request.query.get("maxresults")
         max_results = MAX_RESULTS
@@ -300,7 +301,7 @@ class BatchApi:
             if not 1 <= max_results <= MAX_RESULTS:
                 raise _query_error("maxresults", raw_max, "must be from 1 to 1000", "OutOfRangeQueryParameterValue")
         filter_text = request.query.get("$filter")
-        if filter_text and allow_filter:
+        if filter_text:
             try:
                 predicate = parse_filter(filter_text)
             except ODataError as exc:
@@ -491,12 +492,14 @@ class BatchApi:
             raise BatchError(400, "InvalidRequestBody", 'The task collection must be a JSON object {"value": [...]}.')
         if "value" not in group:
             raise BatchError(
-                400, "MissingRequiredProperty", "The task collection has no 'value' list of tasks.", {"PropertyName": "value"}
+                400, "MissingRequiredProperty", "The task collection has no 'value' list of tasks.",
+                {"PropertyName": "value"},
             )
         tasks = group["value"]
         if not isinstance(tasks, list):
             raise BatchError(
-                400, "InvalidPropertyValue", "The task collection's 'value' must be a list of tasks.", {"PropertyName": "value"}
+                400, "InvalidPropertyValue", "The task collection's 'value' must be a list of tasks.",
+                {"PropertyName": "value"},
             )
         if len(tasks) > MAX_TASKS_PER_COLLECTION:
             raise BatchError(
@@ -693,7 +696,9 @@ def _byte_range(value: str, size: int, header: str) -> tuple[int, int]:
 def _resolve_file(root: Path, file_path: str) -> Path:
     relative = unquote(file_path).replace("\\", "/").strip("/")
     parts = [p for p in relative.split("/") if p not in ("", ".")]
-    not_found = BatchError(404, "FileNotFound", f"The file {relative[:256]!r} does not exist.", {"FilePath": relative[:256]})
+    not_found = BatchError(
+        404, "FileNotFound", f"The file {relative[:256]!r} does not exist.", {"FilePath": relative[:256]}
+    )
     if not parts or ".." in parts:
         raise not_found
     root = Path(root).resolve()

@@ -221,7 +221,10 @@ def test_task_lifecycle_and_files(client: BatchClient, raw: Raw, job: str) -> No
         job,
         m.BatchTaskCreateOptions(
             id="Writer",
-            command_line="/bin/sh -c 'printf 0123456789 > data.txt; mkdir -p sub/deeper; echo hi > sub/deeper/x.txt; echo out'",
+            command_line=(
+                "/bin/sh -c 'printf 0123456789 > data.txt; mkdir -p sub/deeper \"odd dir\"; echo hi > sub/deeper/x.txt; "
+                "echo odd > \"odd dir/ü+x 1.txt\"; ln -s /etc/hostname escape; echo out'"
+            ),
         ),
     )
     with pytest.raises(ResourceExistsError) as raised:
@@ -248,6 +251,11 @@ def test_task_lifecycle_and_files(client: BatchClient, raw: Raw, job: str) -> No
     assert b"".join(client.download_task_file(job, "writer", "wd/data.txt")) == b"0123456789"
     assert b"".join(client.download_task_file(job, "writer", "wd/data.txt", ocp_range="bytes=2-5")) == b"2345"
     assert b"".join(client.download_task_file(job, "writer", "wd\\sub\\deeper\\x.txt")) == b"hi\n"
+
+    assert b"".join(client.download_task_file(job, "writer", "wd/odd dir/ü+x 1.txt")) == b"odd\n"
+    assert "wd/odd dir/ü+x 1.txt" in everything and "wd/escape" not in everything
+    with pytest.raises(ResourceNotFoundError):  # a symlink out of the task directory is not served
+        b"".join(client.download_task_file(job, "writer", "wd/escape"))
 
     props = client.get_task_file_properties(job, "writer", "wd/data.txt")
     assert props.content_length == 10 and props.is_directory is False

@@ -650,11 +650,15 @@ def _list_files(root: Path, base_url: str, recursive: bool) -> list[dict[str, An
         )
     else:
         walker = sorted(root.iterdir())
+    real_root = root.resolve()
     for path in walker:
         try:
-            info = path.lstat() if path.is_symlink() and not path.exists() else path.stat()
-        except OSError:
-            continue  # vanished while listing
+            real = path.resolve(strict=True)
+            info = real.stat()
+        except (OSError, RuntimeError):
+            continue  # vanished while listing, or a dangling / looping symlink
+        if real != real_root and real_root not in real.parents:
+            continue  # a symlink out of the directory: neither listed nor served
         name = path.relative_to(root).as_posix()
         entries.append(
             {

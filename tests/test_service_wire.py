@@ -163,6 +163,25 @@ def test_applications_without_packages(client: BatchClient) -> None:
     assert sdk_error_code(raised.value) == "ApplicationNotFound"
 
 
+def test_applications_list_get_and_paging(make_service: Any, tmp_path: Any) -> None:
+    import zipfile
+
+    from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec
+
+    archive = tmp_path / "tools.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("bin/tool.sh", "echo tool\n")
+    specs = [AppPackageSpec("tools", "1.0", archive), AppPackageSpec("tools", "2.0", archive),
+             AppPackageSpec("Aligner", "0.7", archive)]
+    svc = make_service(app_packages=specs, pools=["apps:1:1"])
+    client = svc.batch_client()
+    apps = {a.id: a for a in client.list_applications(max_results=1)}  # one per page: the SDK follows nextLinks
+    assert set(apps) == {"tools", "Aligner"} and sorted(apps["tools"].versions) == ["1.0", "2.0"]
+    assert svc.metrics()["operations"]["Applications_ListApplications"]["count"] == 2
+    assert client.get_application("ALIGNER").versions == ["0.7"]
+    assert client.get_application("tools").display_name == "tools"
+
+
 # -- jobs -----------------------------------------------------------------------------------------------------
 
 

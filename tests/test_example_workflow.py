@@ -7,6 +7,7 @@ import csv
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,14 +34,23 @@ def run_demo(workdir: Path, service, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **service.env}
     # Nodes run `python3`/`snakemake` from PATH: the test's own virtualenv first, as `make demo` arranges.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    result = subprocess.run(
+    # Own process group, so a hung run is stopped with its snakemake child, not just run_demo.py.
+    process = subprocess.Popen(
         [sys.executable, "run_demo.py", *args],
         cwd=workdir,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=540,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=540)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     (workdir.parent / "demo-output.txt").write_text(result.stdout + "\n----- stderr -----\n" + result.stderr)
     return result
 

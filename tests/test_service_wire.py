@@ -401,6 +401,10 @@ def test_task_collection_paging_filter_and_select(client: BatchClient, raw: Raw,
     # pages are in creation order (the SDK submits in its own order); together they hold each match once
     assert sorted(seen) == [i for i in ids if i.startswith("page-1")] and len(set(seen)) == len(seen) and pages == 3
 
+    # The SDK's own nextLink handling keeps $filter / $select too.
+    sdk_walk = list(client.list_tasks(job, max_results=40, filter="startswith(id,'page-1')", select=["id", "state"]))
+    assert sorted(t.id for t in sdk_walk) == sorted(seen) and all(t.command_line is None for t in sdk_walk)
+
     # Filters through the SDK.
     assert sorted(t.id for t in client.list_tasks(job, filter="id eq 'PAGE-007' or id eq 'page-249'")) == ["page-007", "page-249"]
     assert list(client.list_tasks(job, filter="state eq 'completed'")) == []

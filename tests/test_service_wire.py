@@ -429,6 +429,17 @@ def test_task_collection_paging_filter_and_select(client: BatchClient, raw: Raw,
     assert bad_select.status_code == 400 and error_of(bad_select)[1]["QueryParameterName"] == "$select"
 
 
+def test_concurrent_task_collections(client: BatchClient, job: str, local_service: Any) -> None:
+    before = local_service.metrics()
+    tasks = [m.BatchTaskCreateOptions(id=f"c{i}", command_line="true", required_slots=NEVER_SCHEDULED) for i in range(400)]
+    result = client.create_tasks(job, tasks, max_concurrency=4)
+    assert len(result.result_values) == 400
+    assert all(r.status == m.BatchTaskAddStatus.SUCCESS for r in result.result_values)
+    assert client.get_job_task_counts(job).task_counts.active == 400
+    after = local_service.metrics()
+    assert op_count(after, "Tasks_CreateTaskCollection") - op_count(before, "Tasks_CreateTaskCollection") == 4
+
+
 def test_task_collection_limits(raw: Raw, job: str) -> None:
     api = "api-version=2025-06-01.21.0"
     too_many = {"value": [{"id": f"t{i}", "commandLine": "true"} for i in range(101)]}

@@ -131,6 +131,7 @@ def test_example_workflow_runs_through_the_executor(service, tmp_path):
     # Secrets never reach the console.
     for secret in (service.config.account_key, service.config.storage.account_key):
         assert secret not in output
+    assert "sig=" not in output  # no SAS URL either
 
 
 def test_demo_exits_non_zero_and_shows_the_failed_task_when_a_job_fails(service, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import threading
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -56,6 +57,7 @@ class Executor(RemoteExecutor):
         self.common_files: list[dict] | None = None  # sources and extra resource files, staged once per run
         self._submit_lock = threading.Lock()
         self._finalized = False
+        self._sigterm_installed = False
         interval = self.config.status_interval
         if interval is None:
             interval = max(1.0, float(self.workflow.remote_execution_settings.seconds_between_status_checks or 0))
@@ -215,7 +217,17 @@ class Executor(RemoteExecutor):
     def run_job(self, job: JobExecutorInterface):
         self.run_jobs([job])
 
+    def _cancel_on_sigterm(self) -> None:
+        """Snakemake treats SIGTERM as "finish running jobs first"; for Batch tasks that may run for hours we
+        want what Ctrl-C does (cancel: terminate tasks and job), so SIGTERM raises KeyboardInterrupt too. The
+        scheduler installs its handler after creating the executor, hence this is done on first submission."""
+        if self._sigterm_installed or threading.current_thread() is not threading.main_thread():
+            return
+        self._sigterm_installed = True
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
     def run_jobs(self, jobs: List[JobExecutorInterface]):
+        self._cancel_on_sigterm()
         for job in jobs:
             self.run_job_pre(job)
         with self._submit_lock:

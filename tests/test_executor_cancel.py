@@ -1,0 +1,85 @@
+"""Cancellation: Ctrl-C (SIGINT) or SIGTERM to a running `snakemake --executor azbatch` terminates the run's Batch
+job and with it every running task; nothing keeps running on the nodes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from executor_runs import snakemake_command, snakemake_env, write_files
+
+from snakemake_executor_plugin_azbatch.batch_client import enum_text
+
+SLEEP_MARKER = "617.25"  # a sleep duration no other test uses, to find leftover task processes
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f"sleep {marker}" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def wait_for(predicate, what: str, attempts: int = 240, pause: float = 0.5):
+    for _ in range(attempts):
+        value = predicate()
+        if value:
+            return value
+        time.sleep(pause)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_signal_terminates_every_task_and_the_job(local_service, tmp_path, signum):
+    label = f"cancel-{signum.name.lower()}"
+    workdir = write_files(
+        tmp_path / label,
+        {
+            "Snakefile": f"""
+                rule all:
+                    input: expand("slept/{{i}}.txt", i=range(2))
+
+                rule slow:
+                    output: "slept/{{i}}.txt"
+                    shell: "sleep {SLEEP_MARKER} && touch {{output}}"
+            """
+        },
+    )
+    client = local_service.batch_client()
+    env = snakemake_env(local_service, "cancel", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+    proc = subprocess.Popen(
+        snakemake_command(), cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    jobs = []
+    try:
+        def running_tasks():
+            nonlocal jobs
+            jobs = [j for j in client.list_jobs() if j.id.startswith(f"sm-{label}-")]
+            return jobs and [t for t in client.list_tasks(jobs[0].id) if enum_text(t.state) == "running"]
+
+        assert len(wait_for(running_tasks, "two running tasks") or []) >= 1
+        wait_for(lambda: len(processes_with(SLEEP_MARKER)) >= 1, "task processes on the node")
+        proc.send_signal(signum)
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode != 0, output
+
+        job = client.get_job(jobs[0].id)
+        assert enum_text(job.state) == "completed", output  # terminated
+        states = {t.id: enum_text(t.state) for t in client.list_tasks(job.id)}
+        assert states and all(state == "completed" for state in states.values()), states
+        wait_for(lambda: not processes_with(SLEEP_MARKER), "task processes to end")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for job in jobs:
+            client.begin_delete_job(job.id, polling_interval=1).result()

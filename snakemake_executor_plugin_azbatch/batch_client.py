@@ -72,12 +72,14 @@ class BatchService:
                 f"azbatch: pool {pool_id!r} does not exist in Batch account {self.config.account_url}; "
                 f"check {setting} (`az batch pool list` shows the pools)"
             ) from None
-        except ClientAuthenticationError:
-            raise SettingsError(
-                f"azbatch: Batch account {self.config.account_url} rejected the credentials; check "
-                "--azbatch-account-name / --azbatch-account-key (or `az login` for Entra ID)"
-            ) from None
         except HttpResponseError as e:
+            code = getattr(getattr(e, "error", None), "code", None)
+            if isinstance(e, ClientAuthenticationError) or code == "AuthenticationFailed":
+                # Batch answers a wrong shared key with 403 AuthenticationFailed.
+                raise SettingsError(
+                    f"azbatch: Batch account {self.config.account_url} rejected the credentials; check "
+                    "--azbatch-account-name / --azbatch-account-key (or `az login` for Entra ID)"
+                ) from None
             if e.status_code == 403:
                 raise SettingsError(
                     f"azbatch: access to pool {pool_id!r} denied (403); check --azbatch-account-key or the role "

@@ -1,0 +1,104 @@
+"""Pools and preflight on a local service with several pools: per-rule pools (one Batch job per pool used),
+application packages, and one clear line with nothing created for bad settings, unknown or empty pools."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+from executor_runs import delta, output_of, run_snakemake, write_files
+
+from snakemake_executor_plugin_azbatch.batch_client import enum_text
+from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec
+
+
+@pytest.fixture
+def pools_service(make_service, tmp_path):
+    package = tmp_path / "tools-1.0.zip"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("share/greeting.txt", "hello from the tools package\n")
+        archive.writestr("bin/README", "tools live here\n")
+    return make_service(
+        pools=["local:1:2", "big:1:2", "empty:0:1"],
+        app_packages=[AppPackageSpec("tools", "1.0", package)],
+    )
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in (result.stdout + result.stderr).splitlines() if "azbatch:" in line]
+
+
+def test_rules_pick_pools_and_tasks_get_application_packages(pools_service, tmp_path):
+    workdir = write_files(
+        tmp_path / "perpool",
+        {
+            "Snakefile": """
+                rule all:
+                    input: "small.txt", "big.txt"
+
+                rule small:
+                    output: "small.txt"
+                    shell: "cat $AZ_BATCH_APP_PACKAGE_tools_1_0/share/greeting.txt > {output}; echo $PATH >> {output}"
+
+                rule large:
+                    output: "big.txt"
+                    resources: azbatch_pool="big"
+                    shell: "echo $AZ_BATCH_POOL_ID > {output}"
+            """
+        },
+    )
+    client = pools_service.batch_client()
+    result = run_snakemake(
+        pools_service,
+        workdir,
+        container="pools",
+        SNAKEMAKE_AZBATCH_APPLICATION_PACKAGES="tools:1.0",
+        SNAKEMAKE_AZBATCH_KEEP_JOB="true",
+    )
+    jobs = list(client.list_jobs())
+    try:
+        assert result.returncode == 0, output_of(result)
+        greeting, path = (workdir / "small.txt").read_text().splitlines()
+        assert greeting == "hello from the tools package"
+        assert path.split(":")[0].endswith("/bin") and "tools" in path.split(":")[0]  # package bin/ first on PATH
+        assert (workdir / "big.txt").read_text().strip() == "big"
+        by_pool = {j.pool_info.pool_id: j for j in jobs}
+        assert sorted(by_pool) == ["big", "local"]  # one Batch job per pool used
+        big_tasks = [t.id for t in client.list_tasks(by_pool["big"].id)]
+        local_tasks = [t for t in client.list_tasks(by_pool["local"].id)]
+        assert len(big_tasks) == 1 and big_tasks[0].startswith("large-")
+        assert [t.id.split("-")[0] for t in local_tasks] == ["small"]
+        assert [r.application_id for r in local_tasks[0].application_package_references] == ["tools"]
+        # With application packages, they provide Snakemake: no job preparation task.
+        assert all(client.get_job(j.id).job_preparation_task is None for j in jobs)
+        assert all(enum_text(j.state) == "completed" for j in client.list_jobs())
+    finally:
+        for job in jobs:
+            client.begin_delete_job(job.id, polling_interval=1).result()
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"SNAKEMAKE_AZBATCH_POOL_ID": "nope"}, "pool 'nope' does not exist"),
+        ({"SNAKEMAKE_AZBATCH_POOL_ID": "empty"}, "pool 'empty' has no nodes and cannot grow"),
+        ({"SNAKEMAKE_AZBATCH_ACCOUNT_KEY": "d3Jvbmcta2V5", "AZURE_BATCH_ACCESS_KEY": "d3Jvbmcta2V5"},
+         "rejected the credentials"),
+        ({"SNAKEMAKE_AZBATCH_STORAGE_CONTAINER": "Bad_Name"}, "--azbatch-storage-container"),
+    ],
+    ids=["unknown-pool", "empty-pool", "wrong-key", "bad-container"],
+)
+def test_preflight_problems_end_with_one_line_and_nothing_created(pools_service, tmp_path, env, expected):
+    workdir = write_files(tmp_path / "preflight", {"Snakefile": 'rule a:\n    output: "a.txt"\n    shell: "touch {output}"\n'})
+    before = pools_service.metrics()
+    container = env.pop("SNAKEMAKE_AZBATCH_STORAGE_CONTAINER", "preflight")
+    result = run_snakemake(pools_service, workdir, container=container, **env)
+    after = pools_service.metrics()
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1 and expected in lines[0], output_of(result)
+    assert "Traceback" not in result.stdout + result.stderr
+    assert delta(before, after, "operations", "Jobs_CreateJob") == 0
+    assert delta(before, after, "operations", "Tasks_CreateTaskCollection") == 0
+    assert list(pools_service.batch_client().list_jobs()) == []
+    assert "d3Jvbmcta2V5" not in result.stdout + result.stderr

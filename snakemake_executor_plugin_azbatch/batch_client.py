@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.pipeline.policies import RetryPolicy
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -21,6 +22,15 @@ from .staging import redact, retry_kwargs
 
 MAX_TASKS_PER_REQUEST = 100
 COMPLETED_TASK_FIELDS = ["id", "state", "executionInfo"]
+
+
+class BatchRetryPolicy(RetryPolicy):
+    """azure-core retries POST only on 500/503/504; Batch answers throttling with 429 (+ Retry-After) on POSTs
+    too. Our POSTs are safe to repeat: a repeated create reports JobExists / TaskExists, which we accept."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._method_whitelist = frozenset(self._method_whitelist | {"POST", "PATCH"})
 
 
 class BatchServiceError(Exception):
@@ -59,7 +69,7 @@ class BatchService:
                 credential = AzureNamedKeyCredential(config.account_name, config.account_key)
             else:
                 credential = credential_factory()
-            client = BatchClient(config.account_url, credential, **retry_kwargs())
+            client = BatchClient(config.account_url, credential, retry_policy=BatchRetryPolicy(**retry_kwargs()))
         self.client = client
 
     # ---- preflight -------------------------------------------------------------------------------------------

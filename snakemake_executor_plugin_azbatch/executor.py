@@ -42,13 +42,12 @@ class Executor(RemoteExecutor):
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
         self.workdir = os.getcwd()
-        self.use_storage_provider = bool(self.workflow.storage_settings.default_storage_provider)
         self._credential = None
         self._credential_lock = threading.Lock()
         self.batch = BatchService(self.config, self._credential_factory)
-        self.staging = (
-            None if self.use_storage_provider else Staging(self.config, self._credential_factory, STATE_DIR, self.logger)
-        )
+        # Sources, local inputs and outputs always go through our container; files that belong to a storage
+        # provider (e.g. with --default-storage-provider) are left to it (task_spec.job_files skips them).
+        self.staging = Staging(self.config, self._credential_factory, STATE_DIR, self.logger)
         self.snakemake_version = snakemake.__version__
         self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
@@ -75,13 +74,17 @@ class Executor(RemoteExecutor):
     def preflight(self) -> None:
         """Credentials, pool and storage are checked before anything is created."""
         self.pool_info(self.config.pool_id)
-        if self.staging is not None:
-            self.staging.preflight()
+        self.staging.preflight()
 
     def pool_info(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         key = pool_id.lower()
         if key not in self.pools:
             info = self.batch.check_pool(pool_id, setting)
+            self.logger.info(
+                f"azbatch: pool {info.id}: {info.dedicated_nodes} dedicated + {info.low_priority_nodes} "
+                f"low-priority node(s), {info.slots_per_node} slot(s) per node, "
+                f"autoscale {'on' if info.autoscale else 'off'}"
+            )
             for warning in info.warnings:
                 self.logger.warning(warning)
             self.pools[key] = info
@@ -189,14 +192,11 @@ class Executor(RemoteExecutor):
     def _task_request(self, job: JobExecutorInterface, pool: PoolInfo) -> task_spec.TaskRequest:
         tid = task_spec.task_id(job)
         blob_prefix = f"{self.config.storage_prefix}runs/{self.run_token}/{tid}/"
-        if self.staging is not None:
-            files = task_spec.job_files(job)
-            resource_files = self._job_resource_files(files)
-            output_files = task_spec.output_file_specs(
-                files, blob_prefix, self.staging.output_container_url(), self.staging.identity
-            )
-        else:
-            resource_files, output_files = [], []
+        files = task_spec.job_files(job)
+        resource_files = self._job_resource_files(files)
+        output_files = task_spec.output_file_specs(
+            files, blob_prefix, self.staging.output_container_url(), self.staging.identity
+        )
         slots, warning = task_spec.required_slots(job.threads, pool.slots_per_node)
         if warning:
             self.logger.warning(f"azbatch: job {job.name} (task {tid}) {warning}")
@@ -302,32 +302,30 @@ class Executor(RemoteExecutor):
         ok = result == "success" and (exit_code in (None, 0))
         prefix = job_info.aux["blob_prefix"]
         problems = []
-        if self.staging is not None:
-            try:
-                self.staging.download_prefix(prefix + task_spec.TASK_FILES_DIR + "/", self.workdir)
-                if ok:
-                    for out in task_spec.job_files(job_info.job).outputs:
-                        if out.directory:
-                            os.makedirs(out.path, exist_ok=True)
-            except Exception as e:
-                ok = False
-                problems.append(redact(str(e)))
+        try:
+            self.staging.download_prefix(prefix + task_spec.TASK_FILES_DIR + "/", self.workdir)
+            if ok:
+                for out in task_spec.job_files(job_info.job).outputs:
+                    if out.directory:
+                        os.makedirs(out.path, exist_ok=True)  # an empty directory output has no blobs
+        except Exception as e:
+            ok = False
+            problems.append(redact(str(e)))
         if ok:
             return True, None, []
         tid = job_info.external_jobid
         aux_logs = []
         stderr_tail = ""
-        if self.staging is not None:
-            log_dir = LOG_DIR / tid
-            try:
-                for path in self.staging.download_prefix(prefix + task_spec.TASK_BATCH_DIR + "/", self.workdir, str(log_dir)):
-                    aux_logs.append(path)
-                stderr = log_dir / "stderr.txt"
-                if stderr.exists():
-                    lines = stderr.read_text(errors="replace").splitlines()
-                    stderr_tail = "\n".join(lines[-STDERR_TAIL_LINES:])
-            except Exception as e:
-                problems.append(f"fetching Batch logs failed: {redact(str(e))}")
+        log_dir = LOG_DIR / tid
+        try:
+            for path in self.staging.download_prefix(prefix + task_spec.TASK_BATCH_DIR + "/", self.workdir, str(log_dir)):
+                aux_logs.append(path)
+            stderr = log_dir / "stderr.txt"
+            if stderr.exists():
+                lines = stderr.read_text(errors="replace").splitlines()
+                stderr_tail = "\n".join(lines[-STDERR_TAIL_LINES:])
+        except Exception as e:
+            problems.append(f"fetching Batch logs failed: {redact(str(e))}")
         failure = getattr(info, "failure_info", None)
         parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
         if failure is not None:
@@ -365,5 +363,4 @@ class Executor(RemoteExecutor):
                     self.batch.delete_job(batch_job)
             except BatchServiceError as e:
                 self.logger.error(str(e))
-        if self.staging is not None:
-            self.staging.close()
+        self.staging.close()

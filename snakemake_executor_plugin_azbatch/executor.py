@@ -9,7 +9,7 @@ import secrets
 import signal
 import threading
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import AsyncGenerator, List
 
@@ -27,6 +27,7 @@ from .staging import Staging, StagingError, redact
 STATE_DIR = Path(".snakemake") / "azbatch"
 LOG_DIR = STATE_DIR / "logs"
 STDERR_TAIL_LINES = 20
+COMPLETION_MARGIN = timedelta(seconds=60)
 
 
 def _default_credential():
@@ -38,6 +39,7 @@ def _default_credential():
 class Executor(RemoteExecutor):
     # The status thread starts before __post_init__ runs, so what it reads exists at class level.
     status_rounds = 0
+    completed_since: dict = {}  # Batch job id -> lower bound for the next round's completed-task filter
 
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
@@ -56,6 +58,7 @@ class Executor(RemoteExecutor):
         self.common_files: list[dict] | None = None  # sources and extra resource files, staged once per run
         self._submit_lock = threading.Lock()
         self._finalized = False
+        self.completed_since = {}
         self._sigterm_installed = False
         interval = self.config.status_interval
         if interval is None:
@@ -276,13 +279,19 @@ class Executor(RemoteExecutor):
         for batch_job in batch_jobs:
             async with self.status_rate_limiter:
                 try:
-                    tasks = await asyncio.to_thread(self.batch.completed_tasks, batch_job)
+                    since = self.completed_since.get(batch_job)
+                    tasks = await asyncio.to_thread(self.batch.completed_tasks, batch_job, since)
                 except Exception as e:
                     # Its jobs stay active and are checked again next round.
                     self.logger.warning(f"azbatch: listing tasks of {batch_job} failed, retrying: {error_text(e)}")
                     continue
             for task in tasks:
                 completed[task.id] = task
+            stamps = [t.state_transition_time for t in tasks if t.state_transition_time is not None]
+            if stamps:
+                # A margin covers tasks whose completion becomes visible after later ones; repeats are ignored
+                # because only still-active jobs are looked up.
+                self.completed_since[batch_job] = max(stamps) - COMPLETION_MARGIN
         for job_info in active_jobs:
             task = completed.get(job_info.external_jobid)
             if task is None:

@@ -159,3 +159,36 @@ def test_environment_values_are_task_environment_settings_never_in_command_lines
             assert task.command_line.startswith("/bin/bash -c ")
     finally:
         delete_jobs(client, jobs)
+
+
+def test_managed_identity_replaces_sas_urls(local_service, tmp_path):
+    identity = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/pool-id"
+    workdir = write_files(
+        tmp_path / "identity",
+        {
+            "Snakefile": """
+                rule copy:
+                    input: "in.txt"
+                    output: "out.txt"
+                    shell: "cp {input} {output}"
+            """,
+            "in.txt": "via identity\n",
+        },
+    )
+    client = local_service.batch_client()
+    result = run_snakemake(
+        local_service, workdir, container="identity", SNAKEMAKE_AZBATCH_MANAGED_IDENTITY=identity,
+        SNAKEMAKE_AZBATCH_KEEP_JOB="true",
+    )
+    jobs = kept_jobs(client, "identity")
+    try:
+        assert result.returncode == 0, output_of(result)
+        assert (workdir / "out.txt").read_text() == "via identity\n"
+        (task,) = client.list_tasks(jobs[0].id)
+        assert task.resource_files and all("?" not in r.http_url for r in task.resource_files)
+        assert all(r.identity_reference.resource_id == identity for r in task.resource_files)
+        for out in task.output_files:
+            container = out.destination.container
+            assert "?" not in container.container_url and container.identity_reference.resource_id == identity
+    finally:
+        delete_jobs(client, jobs)

@@ -341,7 +341,7 @@ class NodeRunner:
     def _wait_no_running(self, job: JobRecord) -> None:
         with self.state.changed:
             while not self._stopping.is_set() and any(
-                t.state in ("running", "preparing") and t.node is not None for t in job.tasks.values()
+                t.node is not None and (job.key, t.key) in t.node.running_tasks for t in job.tasks.values()
             ):
                 self.state.changed.wait(timeout=0.2)
 

@@ -8,7 +8,7 @@ import re
 
 from executor_runs import delta, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.batch_client import BatchService
+from snakemake_executor_plugin_azbatch.batch_client import BatchService, enum_text
 from snakemake_executor_plugin_azbatch.settings import resolve
 from snakemake_executor_plugin_azbatch import task_spec
 
@@ -190,5 +190,45 @@ def test_managed_identity_replaces_sas_urls(local_service, tmp_path):
         for out in task.output_files:
             container = out.destination.container
             assert "?" not in container.container_url and container.identity_reference.resource_id == identity
+    finally:
+        delete_jobs(client, jobs)
+
+
+def test_per_rule_container_image_and_pip_bootstrap(local_service, tmp_path):
+    workdir = write_files(
+        tmp_path / "images",
+        {
+            "Snakefile": """
+                rule all:
+                    input: "plain.txt", "boxed.txt"
+
+                rule plain:
+                    output: "plain.txt"
+                    shell: "echo plain > {output}"
+
+                rule boxed:
+                    output: "boxed.txt"
+                    resources: azbatch_container_image="python:3.11-slim"
+                    shell: "echo boxed > {output}"
+            """
+        },
+    )
+    client = local_service.batch_client()
+    result = run_snakemake(local_service, workdir, container="images", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+    jobs = kept_jobs(client, "images")
+    try:
+        assert result.returncode == 0, output_of(result)
+        assert (workdir / "boxed.txt").read_text() == "boxed\n"
+        images = {t.id.split("-")[0]: t.container_settings for t in client.list_tasks(jobs[0].id)}
+        assert images["plain"] is None
+        assert images["boxed"].image_name == "python:3.11-slim"
+        # Default bootstrap: a job preparation task provides Snakemake once per node (here it finds the
+        # host's matching python3 and reuses it).
+        prep = client.get_job(jobs[0].id).job_preparation_task
+        assert prep is not None and prep.wait_for_success
+        statuses = list(client.list_job_preparation_and_release_task_status(jobs[0].id))
+        assert statuses and all(
+            enum_text(s.job_preparation_task_execution_info.result) == "success" for s in statuses
+        )
     finally:
         delete_jobs(client, jobs)

@@ -4,8 +4,9 @@ Fixtures
 - `local_service` (session): one shared service for tests that do not change service-wide settings.
 - `make_service(**ServiceConfig overrides)` (function): a private service, e.g. with fault injection or special
   pools (`pools=["big:2:4"]` strings are parsed like `--pool`). Stopped when the test ends.
-Both return a `ServiceHandle`. Every service is stopped even when a test fails, and at session end any process
-still descending from pytest is killed (and reported), so no run leaves Azurite or task processes behind.
+Both return a `ServiceHandle`. Every service is stopped even when a test fails (SIGTERM unwinds like Ctrl-C), and
+at session end any process still below pytest or running under the session's temp dir is killed and reported, so
+no run leaves Azurite or task processes behind.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -162,28 +164,42 @@ def descendant_pids(root_pid: int) -> list[int]:
     return found
 
 
-def _become_subreaper() -> None:
-    """Orphans of processes started by tests (e.g. Azurite after a killed `azbatch-local serve`) re-parent to
-    pytest instead of init, so the session finalizer below can still find and kill them. Linux only."""
-    try:
-        import ctypes
+def processes_using(directory: Path) -> list[int]:
+    """PIDs (ours, other than this process) whose command line or working directory lies under `directory`:
+    Azurite (--location ROOT/azurite) and task processes (cwd in ROOT/nodes) even after they were orphaned."""
+    marker = str(directory)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if marker in cmdline or cwd == marker or cwd.startswith(marker + "/"):
+            found.append(int(entry.name))
+    return found
 
-        pr_set_child_subreaper = 36
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_leftover_processes() -> Iterator[None]:
-    _become_subreaper()
+def _no_leftover_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # A CI timeout sends SIGTERM: unwind like Ctrl-C so fixtures still stop Azurite and the task processes.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     yield
     for handle in reversed(_started_services):
         try:
             handle.stop()
         except Exception as exc:  # keep cleaning up
             print(f"conftest: stopping a local service failed: {exc}", file=sys.stderr)
-    leftovers = descendant_pids(os.getpid())
+    leftovers = sorted(set(descendant_pids(os.getpid())) | set(processes_using(tmp_path_factory.getbasetemp())))
     if leftovers:
         print(f"conftest: killing processes left behind by tests: {leftovers}", file=sys.stderr)
         for pid in leftovers:
@@ -192,9 +208,3 @@ def _no_leftover_processes() -> Iterator[None]:
             except ProcessLookupError:
                 pass
         time.sleep(0.2)
-    # Reap what re-parented to us (see _become_subreaper); Popen-owned children have been waited for by now.
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
-    except ChildProcessError:
-        pass

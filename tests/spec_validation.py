@@ -34,6 +34,10 @@ REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
 _DATE_TIME_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
+_RFC7231_RE = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+    r"\d{2}:\d{2}:\d{2} GMT$"
+)
 _DURATION_RE = re.compile(
     r"^-?P(?=\d|T\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$"
 )
@@ -153,8 +157,7 @@ def find_operation(method: str, url_or_path: str) -> tuple[str, dict[str, Any]]:
     raise AssertionError(f"{method.upper()} {path}: no operation in the Batch spec matches this request")
 
 
-def _response_schema(operation_id: str, operation: dict[str, Any], status: int) -> dict[str, Any] | None:
-    """Schema for a status (None: the spec documents no body for it)."""
+def _documented_response(operation_id: str, operation: dict[str, Any], status: int) -> dict[str, Any]:
     responses = operation["responses"]
     response = responses.get(str(status))
     if response is None:
@@ -163,7 +166,30 @@ def _response_schema(operation_id: str, operation: dict[str, Any], status: int) 
                 f"{operation_id}: status {status} is not a documented response (documented: {sorted(responses)})"
             )
         response = responses["default"]
-    return response.get("schema")
+    return response
+
+
+def _response_schema(operation_id: str, operation: dict[str, Any], status: int) -> dict[str, Any] | None:
+    """Schema for a status (None: the spec documents no body for it)."""
+    return _documented_response(operation_id, operation, status).get("schema")
+
+
+def validate_headers(operation_id: str, operation: dict[str, Any], status: int, headers: Any) -> None:
+    """Documented response headers that are present must have the documented format (and JSON the JSON type)."""
+    documented = _documented_response(operation_id, operation, status).get("headers", {})
+    lowered = {name.lower(): value for name, value in headers.items()}
+    for name, spec in documented.items():
+        value = lowered.get(name.lower())
+        if value is None:
+            continue
+        kind = spec.get("format") or spec.get("type")
+        ok = {
+            "date-time-rfc7231": lambda v: bool(_RFC7231_RE.match(v)),
+            "int64": lambda v: v.isdigit(),
+            "boolean": lambda v: v.lower() in ("true", "false"),
+        }.get(kind, lambda v: True)(value)
+        if not ok:
+            raise AssertionError(f"{operation_id} {status}: header {name}: {value!r} is not a valid {kind}")
 
 
 @lru_cache(maxsize=None)
@@ -192,10 +218,22 @@ def validate_body(operation_id: str, status: int, body: Any, schema: dict[str, A
                              f"{first.message}{more}")
 
 
-def validate_response(method: str, url: str, status: int, body_bytes: bytes | None) -> str:
-    """Validate one HTTP response of the Batch API; returns the operationId it was validated as."""
+def validate_response(
+    method: str, url: str, status: int, body_bytes: bytes | None, headers: Any | None = None
+) -> str:
+    """Validate one HTTP response of the Batch API (headers too when given: a mapping of name -> value);
+    returns the operationId it was validated as."""
     operation_id, operation = find_operation(method, url)
     schema = _response_schema(operation_id, operation, status)
+    if headers is not None:
+        validate_headers(operation_id, operation, status, headers)
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        if body_bytes and schema is not None and schema.get("type") != "file":
+            if not content_type.lower().startswith("application/json"):
+                raise AssertionError(
+                    f"{operation_id} {status}: JSON body sent with Content-Type {content_type!r}, "
+                    "expected application/json"
+                )
     if schema is not None and schema.get("type") == "file":
         return operation_id
     if method.upper() == "HEAD":
@@ -228,9 +266,12 @@ class SpecValidationPolicy(SansIOHTTPPolicy):
         schema = _response_schema(operation_id, operation, http_response.status_code)
         if schema is not None and schema.get("type") == "file":
             # Streamed file content: reading it here would consume the stream.
+            validate_headers(operation_id, operation, http_response.status_code, http_response.headers)
             self.validated[operation_id] = self.validated.get(operation_id, 0) + 1
             return
         read = getattr(http_response, "read", None)
         body = read() if callable(read) else http_response.body()
-        validate_response(http_request.method, http_request.url, http_response.status_code, body)
+        validate_response(
+            http_request.method, http_request.url, http_response.status_code, body, http_response.headers
+        )
         self.validated[operation_id] = self.validated.get(operation_id, 0) + 1

@@ -267,3 +267,20 @@ def test_policy_validates_sdk_responses(canned_server: ThreadingHTTPServer) -> N
     _CannedBatch.body = json.dumps(corrupted).encode()
     with pytest.raises(AssertionError, match=r"Tasks_ListTasks 200: .*\$\.value\[1\]\.executionInfo.*retries"):
         list(client.list_tasks("job"))
+
+
+def test_documented_headers_and_content_type() -> None:
+    url = f"{BASE_URL}/jobs/j/tasks/t"
+    body = json.dumps(_task_list_body()["value"][0]).encode()
+    good = {"Content-Type": "application/json;odata=minimalmetadata", "Last-Modified": "Mon, 21 Nov 2016 22:43:31 GMT"}
+    assert validate_response("GET", url, 200, body, good) == "Tasks_GetTask"
+    with pytest.raises(AssertionError, match="Tasks_GetTask 200: header Last-Modified: .* date-time-rfc7231"):
+        validate_response("GET", url, 200, body, {**good, "Last-Modified": "2016-11-21T22:43:31Z"})
+    with pytest.raises(AssertionError, match="Content-Type 'text/plain'"):
+        validate_response("GET", url, 200, body, {**good, "Content-Type": "text/plain"})
+
+    file_url = f"{BASE_URL}/jobs/j/tasks/t/files/stdout.txt"
+    file_headers = {"ocp-batch-file-isdirectory": "False", "Content-Length": "12", "ocp-creation-time": good["Last-Modified"]}
+    validate_response("HEAD", file_url, 200, b"", file_headers)
+    with pytest.raises(AssertionError, match="header ocp-batch-file-isdirectory: 'no'"):
+        validate_response("HEAD", file_url, 200, b"", {**file_headers, "ocp-batch-file-isdirectory": "no"})

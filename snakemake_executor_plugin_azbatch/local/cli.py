@@ -31,7 +31,7 @@ ACCOUNT_KEY_ENV = "AZBATCH_LOCAL_ACCOUNT_KEY"
 EXIT_USAGE = 2
 EXIT_START_FAILED = 1
 EXIT_COMMAND_NOT_FOUND = 127
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal went away
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -291,3 +291,24 @@ def test_durations_and_app_package_names() -> None:
     assert duration_seconds(None) is None
     assert app_package_env_name("my-app.x", "1.0#b") == "AZ_BATCH_APP_PACKAGE_my_app_x_1_0_b"
     assert app_package_env_name("Tools", None) == "AZ_BATCH_APP_PACKAGE_Tools"
+
+
+def test_task_failure_with_exit_options_terminates_the_job(make_state) -> None:
+    state = make_state()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}, "onTaskFailure": "performexitoptionsjobaction"})
+    state.add_task(
+        "j",
+        {
+            "id": "tolerated",
+            "commandLine": "python -c 'raise SystemExit(3)'",
+            "exitConditions": {"exitCodes": [{"code": 3, "exitOptions": {"jobAction": "none"}}]},
+        },
+    )
+    wait_completed(state, "j", "tolerated")
+    assert state.get_job("j")["state"] == "active"
+    state.add_task("j", {"id": "fatal", "commandLine": "python -c 'raise SystemExit(1)'"})
+    wait_completed(state, "j", "fatal")
+    deadline = time.monotonic() + WAIT_SECONDS
+    while state.get_job("j")["state"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.get_job("j")["executionInfo"]["terminateReason"] == "TaskFailed"

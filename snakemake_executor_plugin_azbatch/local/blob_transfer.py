@@ -42,6 +42,14 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
+_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
+
+
+def redact_text(text: str) -> str:
+    """Any text with the query strings (SAS tokens) of the URLs in it removed."""
+    return _QUERY.sub(r"\1", text)
+
+
 def _check_loopback(url: str, code: str) -> None:
     host = urlsplit(url).hostname or ""
     if host not in LOOPBACK_HOSTS:

@@ -810,6 +810,9 @@ class BatchState:
         self.set_task_state(task, "completed")
         job = self.jobs.get(task.job_key)
         if job is not None and not task.deleted:
+            if failure and job.state == "active" and job.rest.get("onTaskFailure") == "performexitoptionsjobaction":
+                if exit_job_action(task.rest.get("exitConditions"), exit_code, failure) == "terminate":
+                    self._begin_terminate(job, "TaskFailed")
             self._maybe_complete_job(job)
         self.changed.notify_all()
 
@@ -825,6 +828,33 @@ class BatchState:
                 node.total_tasks_succeeded += 1
             if not node.running_tasks:
                 node.state_transition_time = iso_now()
+
+
+def exit_job_action(conditions: dict[str, Any] | None, exit_code: int | None, failure: dict[str, Any]) -> str:
+    """The jobAction of a failed task's exitConditions, defaulting to terminate as Batch does for failures.
+
+    `disable` is treated as `none` (jobs cannot be disabled here).
+    """
+    conditions = conditions or {}
+    options = None
+    if exit_code is not None and failure.get("code") in ("FailureExitCode", "MaxWallClockTimeExpiry", "TaskEnded"):
+        for entry in conditions.get("exitCodes") or []:
+            if entry.get("code") == exit_code:
+                options = entry.get("exitOptions")
+                break
+        if options is None:
+            for entry in conditions.get("exitCodeRanges") or []:
+                if entry.get("start", 0) <= exit_code <= entry.get("end", -1):
+                    options = entry.get("exitOptions")
+                    break
+    elif failure.get("code") == "FileUploadMiscError":
+        options = conditions.get("fileUploadError")
+    else:
+        options = conditions.get("preProcessingError")
+    if options is None:
+        options = conditions.get("default")
+    action = str((options or {}).get("jobAction") or "terminate").lower()
+    return "terminate" if action == "terminate" else "none"
 
 
 def ended_by_user() -> dict[str, Any]:

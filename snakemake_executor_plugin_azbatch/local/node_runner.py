@@ -38,7 +38,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .blob_transfer import TransferError, download_resource_files, upload_output_files
+from .blob_transfer import TransferError, download_resource_files, redact_text, upload_output_files
 from .model import JobRecord, NodeRecord, PrepRecord, TaskRecord, ended_by_user, iso_now, task_dir_on
 
 if TYPE_CHECKING:
@@ -404,7 +404,7 @@ class NodeRunner:
                     self.state.complete_task(
                         task, None,
                         {"category": "servererror", "code": "Unknown",
-                         "message": f"local node error: {type(err).__name__}: {err}"},
+                         "message": redact_text(f"local node error: {type(err).__name__}: {err}")},
                     )
             raise
 
@@ -567,6 +567,6 @@ def _launch_failure(err: Exception) -> dict[str, Any]:
         return {"category": "usererror", "code": "CommandProgramNotFound",
                 "message": f"The program specified in the task's command line was not found: {err.filename}"}
     return {"category": "usererror", "code": "CommandLaunchFailed",
-            "message": f"The task's command line could not be launched: {err}"}
+            "message": redact_text(f"The task's command line could not be launched: {err}")}
 
 

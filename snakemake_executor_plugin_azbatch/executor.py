@@ -12,6 +12,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import AsyncGenerator, List
+from urllib.parse import urlparse
 
 import snakemake
 from snakemake_interface_common.exceptions import WorkflowError
@@ -28,6 +29,10 @@ STATE_DIR = Path(".snakemake") / "azbatch"
 LOG_DIR = STATE_DIR / "logs"
 STDERR_TAIL_LINES = 20
 COMPLETION_MARGIN = timedelta(seconds=60)
+
+
+def is_loopback(url: str) -> bool:
+    return (urlparse(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
 def _default_credential():
@@ -62,7 +67,9 @@ class Executor(RemoteExecutor):
         self._sigterm_installed = False
         interval = self.config.status_interval
         if interval is None:
-            interval = max(1.0, float(self.workflow.remote_execution_settings.seconds_between_status_checks or 0))
+            snakemake_interval = float(self.workflow.remote_execution_settings.seconds_between_status_checks or 0)
+            # A loopback account is the local service: rounds are cheap there, and quick feedback matters.
+            interval = 1.0 if is_loopback(self.config.account_url) else max(1.0, snakemake_interval)
         self.next_seconds_between_status_checks = interval
         if len(self.workflow.dag) > 0:
             self.preflight()

@@ -197,7 +197,8 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=None,
         metadata=_setting(
             "Seconds between status rounds (one task-list request per Batch job each round); "
-            "default: Snakemake's --seconds-between-status-checks, at least 1.",
+            "default: Snakemake's --seconds-between-status-checks, at least 1 (1 for a loopback account URL, "
+            "i.e. the local service).",
             metavar="SECONDS",
         ),
     )

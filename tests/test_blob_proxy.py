@@ -97,6 +97,18 @@ def test_block_upload_and_ranged_download_count_every_byte(proxied: ProxiedStora
     assert delta["GetBlob"]["responseBytes"] == len(payload) + 5000
 
 
+def test_large_single_put_is_streamed_to_azurite(proxied: ProxiedStorage) -> None:
+    # Larger than the proxy's buffering limit, so the body is streamed on a fresh upstream connection.
+    payload = hashlib.sha256(b"large").digest() * (9 * 1024 * 1024 // 32)
+    container = proxied.client(max_single_put_size=16 * 1024 * 1024).create_container("proxy-large")
+    before = proxied.storage()
+    container.upload_blob("large.bin", payload)
+    assert container.download_blob("large.bin").readall() == payload
+    delta = _delta(before, proxied.storage())
+    assert delta["PutBlob"] == {"count": 1, "requestBytes": len(payload), "responseBytes": 0}
+    assert delta["GetBlob"]["responseBytes"] == len(payload)
+
+
 def test_sas_urls_and_keep_alive_pass_through(proxied: ProxiedStorage) -> None:
     from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 

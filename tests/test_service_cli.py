@@ -114,12 +114,14 @@ def test_stop_writes_metrics_and_releases_everything(make_service) -> None:
 
 
 def test_failed_start_stops_what_had_started(make_service, tmp_path: Path) -> None:
+    from snakemake_executor_plugin_azbatch.local.config import ConfigError
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy_port = taken.getsockname()[1]
         before = set(descendant_pids(os.getpid()))
-        with pytest.raises(OSError):
+        with pytest.raises(ConfigError, match=f"--port {busy_port}: already in use"):
             make_service(port=busy_port, root=tmp_path / "busy")
     assert [pid for pid in descendant_pids(os.getpid()) if pid not in before] == []
 
@@ -323,6 +325,26 @@ def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str, tmp_
     assert message in stderr
     assert len(stderr.splitlines()) == 1, stderr
     assert not (tmp_path / ".azbatch-local").exists()
+
+
+def test_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*CLI, "serve", "--root", str(tmp_path / "r"), "--port", str(port)], capture_output=True, timeout=120
+        )
+    stderr = result.stderr.decode().strip()
+    assert result.returncode == 2
+    assert f"--port {port}: already in use" in stderr and len(stderr.splitlines()) == 1, stderr
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "azbatch-local"
+    result = subprocess.run([str(script), "serve", "--help"], capture_output=True, timeout=60)
+    assert result.returncode == 0
+    assert b"./.azbatch-local" in result.stdout
 
 
 def test_missing_azurite_is_one_line_and_exit_2(tmp_path: Path) -> None:

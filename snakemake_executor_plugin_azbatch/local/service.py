@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -76,12 +77,26 @@ class LocalService:
         self.config.storage = StorageEndpoint(blob_url=self.proxy.account_url())
 
         # The state builds entity URLs from account_url, so the port is fixed before the state exists.
-        if not self.config.port:
-            self.config.port = free_port(self.config.host)
-        self.config.account_url = f"http://{self.config.host}:{self.config.port}"
-        self.state = BatchState(self.config)
-        faults = FaultInjector(self.config)
-        self.server = make_server(self.state, self.config, self.metrics, faults)
+        port_chosen_by_user = bool(self.config.port)
+        for attempt in range(3):
+            if not port_chosen_by_user:
+                self.config.port = free_port(self.config.host)
+            self.config.account_url = f"http://{self.config.host}:{self.config.port}"
+            self.state = BatchState(self.config)
+            faults = FaultInjector(self.config)
+            try:
+                self.server = make_server(self.state, self.config, self.metrics, faults)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                if port_chosen_by_user:
+                    raise ConfigError(
+                        f"--port {self.config.port}: already in use on {self.config.host}; "
+                        "choose another port, or 0 for a free one"
+                    ) from None
+                if attempt == 2:
+                    raise  # a free port was taken three times in a row between probing and binding
         bound_port = self.server.server_address[1]
         if bound_port != self.config.port:
             self.config.port = bound_port

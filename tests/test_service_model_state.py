@@ -312,3 +312,53 @@ def test_task_failure_with_exit_options_terminates_the_job(make_state) -> None:
     while state.get_job("j")["state"] != "completed" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert state.get_job("j")["executionInfo"]["terminateReason"] == "TaskFailed"
+
+
+def _wait_job_completed(state: BatchState, job_id: str) -> dict:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while state.get_job(job_id)["state"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return state.get_job(job_id)
+
+
+def test_job_max_wall_clock_time_terminates_running_tasks(make_state) -> None:
+    state = make_state()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}, "constraints": {"maxWallClockTime": "PT0.5S"}})
+    state.add_task("j", {"id": "long", "commandLine": "sleep 300"})
+    job = _wait_job_completed(state, "j")
+    assert job["executionInfo"]["terminateReason"] == "MaxWallClockTimeExpiry"
+    assert wait_completed(state, "j", "long")["executionInfo"]["failureInfo"]["code"] == "TaskEnded"
+
+
+def test_terminating_a_job_kills_a_running_preparation_task(make_state) -> None:
+    state = make_state(pools=["p:1:1"])
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}, "jobPreparationTask": {"commandLine": "sleep 300"}})
+    state.add_task("j", {"id": "waits", "commandLine": "true"})
+    deadline = time.monotonic() + WAIT_SECONDS
+    while state.get_task("j", "waits")["state"] != "preparing" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert state.get_task("j", "waits")["state"] == "preparing"
+    state.terminate_job("j", None)
+    assert _wait_job_completed(state, "j")["state"] == "completed"
+    task = state.get_task("j", "waits")
+    assert task["state"] == "completed" and task["executionInfo"]["failureInfo"]["code"] in (
+        "TaskEnded",
+        "JobPreparationTaskFailed",
+    )
+
+
+def test_higher_priority_jobs_are_scheduled_first(make_state) -> None:
+    state = make_state(pools=["p:1:1"])
+    state.create_job({"id": "block", "poolInfo": {"poolId": "p"}})
+    _hold_slots(state, "block", ["holder"])
+    _wait_running(state, "block", 1)
+    state.create_job({"id": "low", "poolInfo": {"poolId": "p"}, "priority": -10})
+    state.create_job({"id": "high", "poolInfo": {"poolId": "p"}, "priority": 100})
+    line = "/bin/sh -c 'echo {0} >> $AZ_BATCH_NODE_SHARED_DIR/prio'"
+    state.add_task("low", {"id": "l", "commandLine": line.format("low")})
+    state.add_task("high", {"id": "h", "commandLine": line.format("high")})
+    _release_all(state)
+    wait_completed(state, "low", "l")
+    wait_completed(state, "high", "h")
+    node = state.pools["p"].nodes[0]
+    assert (node.root / "shared" / "prio").read_text().split() == ["high", "low"]

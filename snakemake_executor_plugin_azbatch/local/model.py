@@ -12,6 +12,7 @@ Choices where Batch's behaviour is not documented (or would make a local service
   `InvalidPropertyValue` (not simulated) rather than silently ignored.
 - A task whose `requiredSlots` exceeds the pool's `taskSlotsPerNode` is accepted and stays `active`, as Batch treats
   a lack of free slots as a temporary scheduling failure.
+- A job's constraints.maxWallClockTime (from creation) terminates it with reason MaxWallClockTimeExpiry.
 - Terminating a job completes its running tasks (failureInfo `TaskEnded`); tasks that never started stay `active`
   and are never scheduled, as on Batch.
 """
@@ -22,6 +23,7 @@ import copy
 import itertools
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,6 +101,7 @@ class PrepRecord:
     done: threading.Event = field(default_factory=threading.Event)
     succeeded: bool = False
     run_lock: threading.Lock = field(default_factory=threading.Lock)
+    process: Any = None  # the prep/release process while it runs, so terminate/delete can kill it
 
 
 @dataclass
@@ -157,6 +160,7 @@ class JobRecord:
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     prep_by_node: dict[str, PrepRecord] = field(default_factory=dict)  # node id → record
     deleted: bool = False
+    created_monotonic: float = field(default_factory=time.monotonic)  # for the job's maxWallClockTime
 
     @property
     def id(self) -> str:
@@ -515,15 +519,16 @@ class BatchState:
                 raise BatchError(409, "JobBeingDeleted", "The specified job is being deleted.")
             if job.state == "terminating":
                 return
-            self._begin_terminate(job, reason or "UserTerminate")
+            self.begin_terminate(job, reason or "UserTerminate")
 
-    def _begin_terminate(self, job: JobRecord, reason: str) -> None:
+    def begin_terminate(self, job: JobRecord, reason: str) -> None:
         """Terminating: stop running tasks, run release tasks, then completed (in the runner's thread)."""
         self.set_job_state(job, "terminating")
         job.rest["executionInfo"]["terminateReason"] = reason
         for task in job.tasks.values():
             if task.state in ("running", "preparing"):
                 self.runner.kill_task(task, "terminated")
+        self.runner.kill_job_side_tasks(job)
         self.runner.finish_job_async(job)
         self.changed.notify_all()
 
@@ -540,7 +545,7 @@ class BatchState:
         if job.state != "active" or job.rest.get("onAllTasksComplete") != "terminatejob":
             return
         if all(t.state == "completed" for t in job.tasks.values()):
-            self._begin_terminate(job, "AllTasksComplete")
+            self.begin_terminate(job, "AllTasksComplete")
 
     def delete_job(self, job_id: str) -> None:
         with self.lock:
@@ -549,6 +554,7 @@ class BatchState:
             for task in job.tasks.values():
                 if task.state in ("running", "preparing"):
                     self.runner.kill_task(task, "deleted")
+            self.runner.kill_job_side_tasks(job)
             self.runner.delete_job_async(job)
             self.changed.notify_all()
 
@@ -812,7 +818,7 @@ class BatchState:
         if job is not None and not task.deleted:
             if failure and job.state == "active" and job.rest.get("onTaskFailure") == "performexitoptionsjobaction":
                 if exit_job_action(task.rest.get("exitConditions"), exit_code, failure) == "terminate":
-                    self._begin_terminate(job, "TaskFailed")
+                    self.begin_terminate(job, "TaskFailed")
             self._maybe_complete_job(job)
         self.changed.notify_all()
 

@@ -7,8 +7,8 @@ group, with the AZ_BATCH_* variables of a Batch node plus the job's commonEnviro
 environmentSettings. The "node image" is the host: PATH is the host's with the directory of this Python first.
 
 Choices where Batch is not documented, or where a local simulation differs:
-- Scheduling is FIFO by submission order over all jobs of a pool, skipping tasks that do not fit in the free slots
-  (backfill). `spread` places a task on the node with the most free slots, `pack` on the fullest node that fits.
+- Scheduling is by job priority, then FIFO by submission order over all jobs of a pool, skipping tasks that do not
+  fit in the free slots (backfill); a job's maxParallelTasks is honoured. `spread` places a task on the node with the most free slots, `pack` on the fullest node that fits.
 - A retry (non-zero exit with retries left) or a preemption puts the task back to `active`; it is scheduled again.
 - An exit caused by a signal is reported as exit code 128 + signal (the shell convention), e.g. 137 for SIGKILL.
 - maxWallClockTime expiry: the process group is killed, failureInfo code `MaxWallClockTimeExpiry`, no retry.
@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,6 +124,11 @@ class NodeRunner:
                 self.state.changed.wait(timeout=0.5)
 
     def _schedule_locked(self) -> None:
+        now = time.monotonic()
+        for job in list(self.state.jobs.values()):
+            limit = duration_seconds((job.rest.get("constraints") or {}).get("maxWallClockTime"))
+            if job.state == "active" and limit is not None and now - job.created_monotonic > limit:
+                self.state.begin_terminate(job, "MaxWallClockTimeExpiry")
         for pool in self.state.pools.values():
             candidates: list[tuple[int, JobRecord, TaskRecord]] = []
             running_per_job: dict[str, int] = {}
@@ -132,9 +138,9 @@ class NodeRunner:
                 running_per_job[job.key] = sum(1 for t in job.tasks.values() if t.state in ("running", "preparing"))
                 for task in job.tasks.values():
                     if task.state == "active" and not task.deleted:
-                        candidates.append((task.seq, job, task))
-            candidates.sort(key=lambda c: c[0])
-            for _, job, task in candidates:
+                        candidates.append((-int(job.rest.get("priority") or 0), task.seq, job, task))
+            candidates.sort(key=lambda c: c[:2])
+            for _, _, job, task in candidates:
                 limit = job.rest.get("maxParallelTasks", -1)
                 if limit is not None and limit >= 0 and running_per_job[job.key] >= limit:
                     continue
@@ -172,6 +178,12 @@ class NodeRunner:
         self._spawn(self._run_task, job, task, node, name=f"task-{job.id}-{task.rest['id']}")
 
     # ------------------------------------------------------------------ kills
+
+    def kill_job_side_tasks(self, job: JobRecord) -> None:
+        """Under the state lock: kill the job's running preparation processes (terminate/delete)."""
+        for rec in job.prep_by_node.values():
+            if rec.process is not None and rec.release is None:
+                _kill_group(rec.process)
 
     def kill_task(self, task: TaskRecord, reason: str) -> None:
         """Called under the state lock: mark why the task ends and kill its process group if it has one."""
@@ -236,7 +248,13 @@ class NodeRunner:
         return (128 - rc if rc < 0 else rc), timed_out
 
     def _run_simple(
-        self, command: str, tdir: Path, env: dict[str, str], resource_files: list, timeout: float | None
+        self,
+        command: str,
+        tdir: Path,
+        env: dict[str, str],
+        resource_files: list,
+        timeout: float | None,
+        holder: PrepRecord,
     ) -> tuple[int | None, dict[str, Any] | None]:
         """Run a prep/release command: resource files, then the process. Returns (exit code, failureInfo)."""
         (tdir / "wd").mkdir(parents=True, exist_ok=True)
@@ -252,11 +270,15 @@ class NodeRunner:
             return None, _launch_failure(err)
         with self.state.lock:
             self._live.add(proc)
+            holder.process = proc
+            if self._stopping.is_set():
+                _kill_group(proc)
         try:
             rc, timed_out = self._wait(proc, timeout)
         finally:
             with self.state.lock:
                 self._live.discard(proc)
+                holder.process = None
         if timed_out:
             return rc, {"category": "usererror", "code": "MaxWallClockTimeExpiry",
                         "message": "The task exceeded its maxWallClockTime constraint"}
@@ -293,7 +315,9 @@ class NodeRunner:
                     }
                     if retry:
                         rec.prep["lastRetryTime"] = rec.prep["startTime"]
-                rc, failure = self._run_simple(spec["commandLine"], tdir, env, spec.get("resourceFiles"), timeout)
+                rc, failure = self._run_simple(
+                    spec["commandLine"], tdir, env, spec.get("resourceFiles"), timeout, rec
+                )
                 retryable = failure is not None and failure.get("code") == "FailureExitCode"
                 if retryable and (max_retries == -1 or retry < max_retries) and not self._stopping.is_set():
                     retry += 1
@@ -329,7 +353,7 @@ class NodeRunner:
                 rec.release = {"state": "running", "startTime": iso_now(), "taskRootDirectory": rel,
                                "taskRootDirectoryUrl": f"{self.state.node_url(node)}/files/{rel}"}
             rc, failure = self._run_simple(spec["commandLine"], tdir, env, spec.get("resourceFiles"),
-                                           duration_seconds(spec.get("maxWallClockTime")) or 900)
+                                           duration_seconds(spec.get("maxWallClockTime")) or 900, rec)
             with self.state.lock:
                 rec.release.update({"state": "completed", "endTime": iso_now(),
                                     "result": "failure" if failure else "success"})

@@ -544,10 +544,15 @@ def test_output_files_patterns_conditions_and_paths(local_service) -> None:
         {
             "id": "failer",
             "commandLine": "/bin/sh -c 'echo bad > err.txt; exit 2'",
-            "outputFiles": [out("err.txt", "taskfailure", "failures/err.txt"), out("err.txt", "tasksuccess", "ok")],
+            "outputFiles": [
+                out("err.txt", "taskfailure", "failures/err.txt"),
+                out("err.txt", "tasksuccess", "ok"),
+                out("absent-*.txt", "taskcompletion", "absent"),  # a wildcard matching nothing is no error
+            ],
         },
     )
     assert failed.execution_info.exit_code == 2
+    assert failed.execution_info.failure_info.code == "FailureExitCode"
     assert "failures/err.txt" in blob_names(container) and "ok" not in blob_names(container)
 
 
@@ -566,6 +571,19 @@ def test_output_upload_failure_is_reported_like_batch(local_service) -> None:
                              "uploadOptions": {"uploadCondition": "taskcompletion"}}],
         },
     )
+    writable = container_url(local_service, container.container_name, read=True, write=True, create=True)
+    missing = run_task(
+        client,
+        job_id,
+        {
+            "id": "missing",
+            "commandLine": "true",
+            "outputFiles": [{"filePattern": "never-made.txt", "destination": {"container": {"containerUrl": writable}},
+                             "uploadOptions": {"uploadCondition": "taskcompletion"}}],
+        },
+    )
+    assert missing.execution_info.failure_info.code == "FileUploadMiscError"
+    assert "never-made.txt" in (task_root(local_service, missing) / "fileuploaderr.txt").read_text()
     info = task.execution_info
     assert info.exit_code == 0 and info.result == "failure"
     assert (info.failure_info.category, info.failure_info.code) == ("usererror", "FileUploadMiscError")

@@ -208,7 +208,10 @@ def upload_output_files(
         wildcard = glob.has_magic(pattern)
         matches = sorted(p for p in glob.glob(absolute, recursive=True) if os.path.isfile(p))
         if not matches:
-            outcome.log.append(f"pattern {pattern!r} matched no files")
+            if wildcard:  # a wildcard matching nothing is not an error; a named file that is missing is
+                outcome.log.append(f"pattern {pattern!r} matched no files")
+            else:
+                outcome.errors.append(f"{pattern}: file not found")
             continue
         dest_path = (dest.get("path") or "").strip("/")
         if wildcard:

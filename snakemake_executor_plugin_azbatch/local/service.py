@@ -9,10 +9,17 @@ import os
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Callable
 
 from .azurite import Azurite, free_port
 from .blob_proxy import BlobProxy
 from .config import ConfigError, ServiceConfig, StorageEndpoint
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
+    from .metrics import Metrics
+    from .model import BatchState
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +44,11 @@ class LocalService:
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self.root = Path(config.root)
-        self.metrics = None
+        self.metrics: Metrics | None = None
         self.azurite: Azurite | None = None
         self.proxy: BlobProxy | None = None
-        self.state = None
-        self.server = None
+        self.state: BatchState | None = None
+        self.server: ThreadingHTTPServer | None = None
         self._server_thread: threading.Thread | None = None
         self._started = False
         self._lock_fd: int | None = None
@@ -112,7 +119,7 @@ class LocalService:
         """Stop everything that was started, in reverse order; every step runs even if an earlier one fails."""
         errors: list[BaseException] = []
 
-        def attempt(step: str, action) -> None:
+        def attempt(step: str, action: Callable[[], object]) -> None:
             try:
                 action()
             except BaseException as exc:  # keep stopping the rest; report afterwards

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import socket
 import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -259,6 +260,16 @@ def test_unreachable_upstream_is_a_502_and_counted() -> None:
         finally:
             conn.close()
     assert metrics.snapshot()["storage"]["GetBlob"]["statuses"] == {"502": 1}
+
+
+def test_bad_content_length_is_a_400(recorder_proxy: tuple[BlobProxy, Metrics]) -> None:
+    proxy, metrics = recorder_proxy
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+        sock.sendall(b"PUT /devstoreaccount1/c/b HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n")
+        reply = sock.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.1 400 ") and reply.endswith(b"invalid Content-Length header")
+    assert _Recorder.seen == []
+    assert metrics.snapshot()["storage"]["PutBlob"]["statuses"] == {"400": 1}
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import http.client
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 _CHUNK = 256 * 1024
@@ -49,6 +49,10 @@ STORAGE_OPERATIONS = (
 class _ProxyServer(ThreadingHTTPServer):
     daemon_threads = True  # idle keep-alive connections must not hold up stop()
     request_queue_size = 128  # many nodes and uploads connect at once; the default backlog of 5 drops them
+
+
+class _BadRequest(ValueError):
+    pass
 
 
 class StorageMetrics(Protocol):
@@ -168,7 +172,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         counter = [0]
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked(counter), None, counter
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise _BadRequest("invalid Content-Length header") from None
         if length <= 0:
             return None, 0, counter
         if length <= _BUFFER_LIMIT:
@@ -267,19 +274,15 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.proxy.record(operation, status, counter[0], response_bytes)
 
         try:
-            body, length, counter = self._request_body()
+            try:
+                body, length, counter = self._request_body()
+            except _BadRequest as exc:
+                self._plain_error(400, f"blob proxy: {exc}", record)
+                return
             try:
                 response = self._send_upstream(body, length)
             except OSError as exc:
-                message = f"blob proxy: Azurite unreachable ({type(exc).__name__})".encode()
-                record(502, len(message))
-                self.send_response(502)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(message)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(message)
-                self.close_connection = True
+                self._plain_error(502, f"blob proxy: Azurite unreachable ({type(exc).__name__})", record)
                 return
             self._relay_response(response, record)
         except (ConnectionError, socket.timeout):
@@ -287,7 +290,18 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         finally:
             record(502, 0)  # no-op unless the exchange broke off before the response was relayed
 
-    def _relay_response(self, response: http.client.HTTPResponse, record) -> None:
+    def _plain_error(self, status: int, text: str, record: Callable[[int, int], None]) -> None:
+        message = text.encode()
+        record(status, len(message))
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(message)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(message)
+        self.close_connection = True
+
+    def _relay_response(self, response: http.client.HTTPResponse, record: Callable[[int, int], None]) -> None:
         """Relay status, headers and body. Metrics are recorded just before the last byte goes out, so a client
         that reads its response and then asks for the metrics always sees this request counted."""
         self.send_response_only(response.status, response.reason)

@@ -175,16 +175,20 @@ class Executor(RemoteExecutor):
             self.common_files = specs
         return self.common_files
 
-    def _job_resource_files(self, files: task_spec.JobFiles) -> list[dict]:
+    def _input_pairs(self, files: task_spec.JobFiles) -> list[tuple[str, str]]:
+        """(local path, node path) of every input file to stage; inputs under mounted paths are used in place."""
         pairs = []
         for path in files.inputs:
             if self._is_mounted(path):
                 continue
             for f in self._expand(path):
                 pairs.append((f, self._relative(f, "input file")))
+        return pairs
+
+    def _job_resource_files(self, pairs: list[tuple[str, str]], blobs: dict[str, str]) -> list[dict]:
         by_node_path = {spec["filePath"]: spec for spec in self._common_files()}
-        for spec in self._stage(pairs):
-            by_node_path[spec["filePath"]] = spec
+        for local, node in pairs:
+            by_node_path[node.replace(os.sep, "/")] = self.staging.resource_file(blobs[os.path.abspath(local)], node)
         return list(by_node_path.values())
 
     # ---- submission --------------------------------------------------------------------------------------------
@@ -199,11 +203,13 @@ class Executor(RemoteExecutor):
                 return str(value)
         return None
 
-    def _task_request(self, job: JobExecutorInterface, pool: PoolInfo) -> task_spec.TaskRequest:
+    def _task_request(
+        self, job: JobExecutorInterface, pool: PoolInfo, files: task_spec.JobFiles,
+        pairs: list[tuple[str, str]], blobs: dict[str, str],
+    ) -> task_spec.TaskRequest:
         tid = task_spec.task_id(job)
         blob_prefix = f"{self.config.storage_prefix}runs/{self.run_token}/{tid}/"
-        files = task_spec.job_files(job)
-        resource_files = self._job_resource_files(files)
+        resource_files = self._job_resource_files(pairs, blobs)
         output_files = task_spec.output_file_specs(
             files, blob_prefix, self.staging.output_container_url(), self.staging.identity
         )
@@ -224,6 +230,13 @@ class Executor(RemoteExecutor):
             application_packages=[p.reference() for p in self.config.application_packages],
         )
 
+    def _report_preparation_error(self, job: JobExecutorInterface, e: Exception) -> None:
+        if isinstance(e, (StagingError, BatchServiceError, SettingsError, WorkflowError)):
+            message = redact(str(e))
+        else:
+            message = f"azbatch: preparing the task failed: {error_text(e)}"
+        self.report_job_error(SubmittedJobInfo(job), msg=message)
+
     def run_job(self, job: JobExecutorInterface):
         self.run_jobs([job])
 
@@ -241,18 +254,32 @@ class Executor(RemoteExecutor):
         for job in jobs:
             self.run_job_pre(job)
         with self._submit_lock:
+            # Inputs of all ready jobs are staged together: one parallel hash/upload pass, one record save.
+            staged_inputs: dict[int, tuple[task_spec.JobFiles, list[tuple[str, str]]]] = {}
+            for job in list(jobs):
+                try:
+                    files = task_spec.job_files(job)
+                    staged_inputs[id(job)] = (files, self._input_pairs(files))
+                except Exception as e:
+                    self._report_preparation_error(job, e)
+            try:
+                self._common_files()
+                blobs = self.staging.stage_files(p for _, pairs in staged_inputs.values() for p, _ in pairs)
+            except Exception:
+                blobs = None  # stage job by job below, so a problem is reported for the job it belongs to
             by_job_id: dict[str, list[tuple[JobExecutorInterface, task_spec.TaskRequest]]] = defaultdict(list)
             for job in jobs:
+                if id(job) not in staged_inputs:
+                    continue
+                files, pairs = staged_inputs[id(job)]
                 try:
+                    job_blobs = blobs if blobs is not None else self.staging.stage_files(p for p, _ in pairs)
                     pool_id = self._resource(job, "azbatch_pool") or self.config.pool_id
                     pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
-                    request = self._task_request(job, pool)
+                    request = self._task_request(job, pool, files, pairs, job_blobs)
                     batch_job = self.batch_job_for(pool_id)
-                except (StagingError, BatchServiceError, SettingsError, WorkflowError) as e:
-                    self.report_job_error(SubmittedJobInfo(job), msg=redact(str(e)))
-                    continue
                 except Exception as e:
-                    self.report_job_error(SubmittedJobInfo(job), msg=f"azbatch: preparing the task failed: {error_text(e)}")
+                    self._report_preparation_error(job, e)
                     continue
                 by_job_id[batch_job].append((job, request))
             for batch_job, items in by_job_id.items():

@@ -175,3 +175,17 @@ def test_unchanged_files_are_not_rehashed(local_service, tmp_path):
     container = local_service.blob_service_client().get_container_client("staging-rehash")
     stored = container.download_blob(f"cas/sha256/{planted}").readall()
     assert stored == (workdir / "input.bin").read_bytes()
+
+
+def test_input_outside_the_working_directory_is_that_jobs_clear_error(local_service, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("x\n")
+    workdir = write_files(
+        tmp_path / "outside",
+        {"Snakefile": f'rule a:\n    input: "{outside}"\n    output: "a.txt"\n    shell: "cp {{input}} {{output}}"\n'},
+    )
+    result = run_snakemake(local_service, workdir, container="staging-outside")
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert f"azbatch: input file {outside} is outside the working directory" in text, output_of(result)
+    assert "--azbatch-mounted-paths" in text

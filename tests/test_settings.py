@@ -157,3 +157,18 @@ def test_secrets_never_appear_in_errors():
     with pytest.raises(SettingsError) as info:
         resolve_env(env)
     assert KEY not in str(info.value)
+
+
+def test_account_name_from_url():
+    from snakemake_executor_plugin_azbatch.settings import account_name_from_url
+
+    assert account_name_from_url("https://mybatch.westeurope.batch.azure.com") == "mybatch"
+    assert account_name_from_url("http://127.0.0.1:8080") is None
+    assert account_name_from_url("http://localhost:8080") is None
+
+
+def test_sas_signatures_are_redacted_from_messages():
+    from snakemake_executor_plugin_azbatch.staging import redact
+
+    text = "upload to http://h/c/blob?sv=2024&sp=r&sig=abc%2Bdef%3D&se=x failed; also 'sig=zzz'"
+    assert redact(text) == "upload to http://h/c/blob?sv=2024&sp=r&sig=REDACTED&se=x failed; also 'sig=REDACTED'"

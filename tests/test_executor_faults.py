@@ -31,3 +31,28 @@ def test_run_survives_injected_faults(make_service, tmp_path, status):
     operations = service.metrics()["operations"]
     faults = sum(int(op.get("statuses", {}).get(str(status), 0)) for op in operations.values())
     assert faults > 0  # the faults did happen and were retried
+
+
+def test_preempted_tasks_are_waited_for(make_service, tmp_path):
+    service = make_service(preempt_fraction=1.0, seed=3)
+    workdir = write_files(
+        tmp_path / "preempted",
+        {
+            "Snakefile": """
+                rule all:
+                    input: expand("out/{i}.txt", i=range(2))
+
+                rule one:
+                    output: "out/{i}.txt"
+                    shell: "sleep 1; echo {wildcards.i} > {output}"
+            """
+        },
+    )
+    result = run_snakemake(service, workdir, container="preempted", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+    assert result.returncode == 0, output_of(result)
+    assert [(workdir / f"out/{i}.txt").read_text() for i in range(2)] == ["0\n", "1\n"]
+    client = service.batch_client()
+    (job,) = client.list_jobs()
+    tasks = list(client.list_tasks(job.id))
+    assert len(tasks) == 2  # no duplicate submissions: Batch requeued the same tasks
+    assert all(t.execution_info.requeue_count >= 1 for t in tasks)

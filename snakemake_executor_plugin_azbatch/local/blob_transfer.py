@@ -208,10 +208,8 @@ def upload_output_files(
         wildcard = glob.has_magic(pattern)
         matches = sorted(p for p in glob.glob(absolute, recursive=True) if os.path.isfile(p))
         if not matches:
-            if wildcard:  # a wildcard matching nothing is not an error; a named file that is missing is
-                outcome.log.append(f"pattern {pattern!r} matched no files")
-            else:
-                outcome.errors.append(f"{pattern}: file not found")
+            # Batch's agent uploads "all files matching" each pattern, a plain path included: no match is no error.
+            outcome.log.append(f"pattern {pattern!r} matched no files")
             continue
         dest_path = (dest.get("path") or "").strip("/")
         if wildcard:

@@ -169,16 +169,12 @@ class Staging:
                     f"azbatch: storage {where} does not exist and cannot be created ({e.status_code}); create it "
                     "or set --azbatch-storage-container to an existing one"
                 ) from None
-        except ClientAuthenticationError:
-            raise SettingsError(
-                f"azbatch: storage credentials rejected by {self.service.url}; check --azbatch-storage-account-key "
-                "/ --azbatch-storage-connection-string (or `az login` for Entra ID)"
-            ) from None
         except HttpResponseError as e:
-            if e.status_code == 403:
+            if isinstance(e, ClientAuthenticationError) or e.status_code in (401, 403):
                 raise SettingsError(
-                    f"azbatch: access to storage {where} denied (403); check the storage key or the role "
-                    "assignment (Storage Blob Data Contributor) of your Entra ID identity"
+                    f"azbatch: access to storage {where} denied ({e.status_code}); check "
+                    "--azbatch-storage-account-key / --azbatch-storage-connection-string, or for Entra ID the "
+                    "role assignment (Storage Blob Data Contributor) of your identity"
                 ) from None
             raise SettingsError(f"azbatch: storage {where} is not reachable: {redact(e.reason or e)}") from None
         except Exception as e:  # connection errors carry the host only

@@ -3,6 +3,7 @@ application packages, and one clear line with nothing created for bad settings, 
 
 from __future__ import annotations
 
+import re
 import zipfile
 
 import pytest
@@ -25,7 +26,7 @@ def pools_service(make_service, tmp_path):
 
 
 def error_lines(result) -> list[str]:
-    return [line for line in (result.stdout + result.stderr).splitlines() if "azbatch:" in line]
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error: azbatch:")]
 
 
 def test_rules_pick_pools_and_tasks_get_application_packages(pools_service, tmp_path):
@@ -85,13 +86,21 @@ def test_rules_pick_pools_and_tasks_get_application_packages(pools_service, tmp_
         ({"SNAKEMAKE_AZBATCH_ACCOUNT_KEY": "d3Jvbmcta2V5", "AZURE_BATCH_ACCESS_KEY": "d3Jvbmcta2V5"},
          "rejected the credentials"),
         ({"SNAKEMAKE_AZBATCH_STORAGE_CONTAINER": "Bad_Name"}, "--azbatch-storage-container"),
+        ({"WRONG_STORAGE_KEY": "d3Jvbmcta2V5"}, "denied (403); check --azbatch-storage-account-key"),
     ],
-    ids=["unknown-pool", "empty-pool", "wrong-key", "bad-container"],
+    ids=["unknown-pool", "empty-pool", "wrong-key", "bad-container", "wrong-storage-key"],
 )
 def test_preflight_problems_end_with_one_line_and_nothing_created(pools_service, tmp_path, env, expected):
     workdir = write_files(tmp_path / "preflight", {"Snakefile": 'rule a:\n    output: "a.txt"\n    shell: "touch {output}"\n'})
     before = pools_service.metrics()
+    env = dict(env)
     container = env.pop("SNAKEMAKE_AZBATCH_STORAGE_CONTAINER", "preflight")
+    wrong_storage_key = env.pop("WRONG_STORAGE_KEY", None)
+    if wrong_storage_key:
+        good = pools_service.env["SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING"]
+        env["SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING"] = re.sub(
+            r"AccountKey=[^;]+", f"AccountKey={wrong_storage_key}", good
+        )
     result = run_snakemake(pools_service, workdir, container=container, **env)
     after = pools_service.metrics()
     assert result.returncode != 0

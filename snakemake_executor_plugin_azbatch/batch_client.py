@@ -220,11 +220,5 @@ class BatchService:
             query += f" and stateTransitionTime ge datetime'{stamp}'"
         return list(self.client.list_tasks(job_id, filter=query, select=COMPLETED_TASK_FIELDS))
 
-    def terminate_task(self, job_id: str, task_id: str) -> None:
-        try:
-            self.client.terminate_task(job_id, task_id)
-        except (ResourceNotFoundError, HttpResponseError):
-            pass
-
     def close(self) -> None:
         self.client.close()

@@ -407,3 +407,4 @@ class Executor(RemoteExecutor):
             except BatchServiceError as e:
                 self.logger.error(str(e))
         self.staging.close()
+        self.batch.close()

@@ -83,17 +83,16 @@ class StagingRecord:
         self.container_key = container_key
         self.lock = threading.Lock()
         self.hashes: dict[str, list] = {}  # abs path -> [size, mtime_ns, sha256]
-        self.produced: dict[str, list] = {}  # abs path -> [size, mtime_ns, blob name]
+        # container key -> abs path -> [size, mtime_ns, blob name]; blobs only make sense in their container.
+        self.produced_by_container: dict[str, dict[str, list]] = {}
         try:
             data = json.loads(path.read_text())
             if data.get("version") == RECORD_VERSION:
                 self.hashes = data.get("hashes", {})
-                self.produced = data.get("produced", {}).get(container_key, {})
-                self._other_produced = {k: v for k, v in data.get("produced", {}).items() if k != container_key}
+                self.produced_by_container = data.get("produced", {})
         except (OSError, ValueError):
-            pass
-        if not hasattr(self, "_other_produced"):
-            self._other_produced = {}
+            pass  # no or unreadable record: files are hashed again
+        self.produced = self.produced_by_container.setdefault(container_key, {})
 
     def known_hash(self, path: str, state: FileState) -> str | None:
         entry = self.hashes.get(path)
@@ -117,14 +116,11 @@ class StagingRecord:
 
     def save(self) -> None:
         with self.lock:
-            data = {
-                "version": RECORD_VERSION,
-                "hashes": self.hashes,
-                "produced": {**self._other_produced, self.container_key: self.produced},
-            }
+            data = {"version": RECORD_VERSION, "hashes": self.hashes, "produced": self.produced_by_container}
+            text = json.dumps(data)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(data))
+        tmp.write_text(text)
         os.replace(tmp, self.path)
 
 
@@ -334,15 +330,6 @@ class Staging:
                 os.unlink(tmp)
         self.record.remember_produced(os.path.abspath(local), FileState.of(local), blob)
         return local
-
-    def download_blob_text(self, blob: str, tail_bytes: int | None = None) -> str | None:
-        try:
-            data = self.container.download_blob(blob).readall()
-        except ResourceNotFoundError:
-            return None
-        if tail_bytes is not None:
-            data = data[-tail_bytes:]
-        return data.decode("utf-8", errors="replace")
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

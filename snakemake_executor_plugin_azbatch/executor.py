@@ -331,7 +331,10 @@ class Executor(RemoteExecutor):
             if task is None:
                 yield job_info
                 continue
-            ok, message, aux_logs = await asyncio.to_thread(self._collect, job_info, task)
+            try:
+                ok, message, aux_logs = await asyncio.to_thread(self._collect, job_info, task)
+            except Exception as e:  # never let one task stop the status thread (Snakemake would wait forever)
+                ok, message, aux_logs = False, f"azbatch: collecting task {job_info.external_jobid} failed: {error_text(e)}", []
             if ok:
                 self.report_job_success(job_info)
             else:

@@ -15,6 +15,7 @@ from typing import AsyncGenerator, List
 from urllib.parse import urlparse
 
 import snakemake
+from azure.core.exceptions import ResourceNotFoundError
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
@@ -307,6 +308,7 @@ class Executor(RemoteExecutor):
         if not active_jobs:
             return
         completed: dict[str, object] = {}
+        gone: set[str] = set()
         batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
         self.status_rounds += 1
         self.logger.debug(f"azbatch: status round {self.status_rounds}: one task list for each of {len(batch_jobs)} Batch job(s)")
@@ -315,6 +317,9 @@ class Executor(RemoteExecutor):
                 try:
                     since = self.completed_since.get(batch_job)
                     tasks = await asyncio.to_thread(self.batch.completed_tasks, batch_job, since)
+                except ResourceNotFoundError:
+                    gone.add(batch_job)
+                    continue
                 except Exception as e:
                     # Its jobs stay active and are checked again next round.
                     self.logger.warning(f"azbatch: listing tasks of {batch_job} failed, retrying: {error_text(e)}")
@@ -327,6 +332,11 @@ class Executor(RemoteExecutor):
                 # because only still-active jobs are looked up.
                 self.completed_since[batch_job] = max(stamps) - COMPLETION_MARGIN
         for job_info in active_jobs:
+            if job_info.aux["batch_job"] in gone:
+                self.report_job_error(
+                    job_info, msg=f"azbatch: Batch job {job_info.aux['batch_job']} was deleted outside this run"
+                )
+                continue
             task = completed.get(job_info.external_jobid)
             if task is None:
                 yield job_info

@@ -83,3 +83,31 @@ def test_signal_terminates_every_task_and_the_job(local_service, tmp_path, signu
             proc.communicate()
         for job in jobs:
             client.begin_delete_job(job.id, polling_interval=1).result()
+
+
+def test_batch_job_deleted_outside_the_run_fails_its_jobs_instead_of_waiting(local_service, tmp_path):
+    label = "deleted-outside"
+    workdir = write_files(
+        tmp_path / label,
+        {"Snakefile": f'rule slow:\n    output: "x.txt"\n    shell: "sleep {SLEEP_MARKER} && touch {{output}}"\n'},
+    )
+    client = local_service.batch_client()
+    proc = subprocess.Popen(
+        snakemake_command(), cwd=workdir, env=snakemake_env(local_service, "cancel"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        def running_job():
+            jobs = [j for j in client.list_jobs() if j.id.startswith(f"sm-{label}-")]
+            return jobs and any(enum_text(t.state) == "running" for t in client.list_tasks(jobs[0].id)) and jobs[0]
+
+        job = wait_for(running_job, "a running task")
+        client.begin_delete_job(job.id, polling_interval=1).result()
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode != 0
+        assert f"azbatch: Batch job {job.id} was deleted outside this run" in output, output
+        wait_for(lambda: not processes_with(SLEEP_MARKER), "task processes to end")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -242,6 +242,8 @@ def test_node_fill_type_places_tasks(make_state, fill: str, expected_nodes: int)
     running = _wait_running(state, "j", 2)
     assert len({t["nodeInfo"]["nodeId"] for t in running}) == expected_nodes
     nodes = state.list_nodes("p")
+    for node in nodes:
+        check_shape("BatchNode", node)  # with recentTasks while busy
     assert sum(n["runningTaskSlotsCount"] for n in nodes) == 2
     assert {n["state"] for n in nodes if n["runningTasksCount"]} == {"running"}
     _release_all(state)
@@ -362,3 +364,14 @@ def test_higher_priority_jobs_are_scheduled_first(make_state) -> None:
     wait_completed(state, "high", "h")
     node = state.pools["p"].nodes[0]
     assert (node.root / "shared" / "prio").read_text().split() == ["high", "low"]
+
+
+def test_max_parallel_tasks_limits_a_job(make_state) -> None:
+    state = make_state(pools=["p:2:2"])
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}, "maxParallelTasks": 1})
+    _hold_slots(state, "j", ["a", "b"])
+    _wait_running(state, "j", 1)
+    assert [t["state"] for t in state.list_tasks("j")] == ["running", "active"]
+    _release_all(state)
+    for task_id in ("a", "b"):
+        assert wait_completed(state, "j", task_id)["executionInfo"]["result"] == "success"

@@ -30,7 +30,7 @@ from azure.storage.blob import (
 from .settings import Config, SettingsError
 
 CAS_DIR = "cas/sha256/"
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 _HASH_CHUNK = 4 * 1024 * 1024
 _SIG_RE = re.compile(r"(sig=)[^&\s'\"]+", re.IGNORECASE)
 
@@ -105,14 +105,23 @@ class StagingRecord:
             self.hashes[path] = [state.size, state.mtime_ns, digest]
 
     def produced_blob(self, path: str, state: FileState) -> str | None:
+        """The blob a task wrote for this file, if the file is unchanged since it was downloaded. Snakemake may
+        touch outputs after a job (same content, new mtime): then the content hash decides."""
         entry = self.produced.get(path)
-        if entry and entry[0] == state.size and entry[1] == state.mtime_ns:
+        if not entry or entry[0] != state.size:
+            return None
+        if entry[1] == state.mtime_ns:
+            return entry[2]
+        if len(entry) > 3 and sha256_file(path) == entry[3]:
+            with self.lock:
+                entry[1] = state.mtime_ns
             return entry[2]
         return None
 
-    def remember_produced(self, path: str, state: FileState, blob: str) -> None:
+    def remember_produced(self, path: str, state: FileState, blob: str, digest: str) -> None:
         with self.lock:
-            self.produced[path] = [state.size, state.mtime_ns, blob]
+            self.produced[path] = [state.size, state.mtime_ns, blob, digest]
+            self.hashes[path] = [state.size, state.mtime_ns, digest]
 
     def save(self) -> None:
         with self.lock:
@@ -322,13 +331,14 @@ class Staging:
             got = os.path.getsize(tmp)
             if got != size:
                 raise StagingError(f"azbatch: download of {local} is incomplete ({got} of {size} bytes)")
+            digest = sha256_file(tmp)
             os.replace(tmp, local)
         except HttpResponseError as e:
             raise StagingError(f"azbatch: downloading {local} failed ({e.status_code}): {redact(e.reason)}") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        self.record.remember_produced(os.path.abspath(local), FileState.of(local), blob)
+        self.record.remember_produced(os.path.abspath(local), FileState.of(local), blob, digest)
         return local
 
     def close(self) -> None:

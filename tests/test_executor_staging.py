@@ -189,3 +189,19 @@ def test_input_outside_the_working_directory_is_that_jobs_clear_error(local_serv
     text = result.stdout + result.stderr
     assert f"azbatch: input file {outside} is outside the working directory" in text, output_of(result)
     assert "--azbatch-mounted-paths" in text
+
+
+def test_touched_intermediate_is_still_read_from_the_blob_its_task_wrote(local_service, tmp_path):
+    workdir = write_files(tmp_path / "touched", REUSE_WORKFLOW)
+    (workdir / "input.bin").write_bytes(os.urandom(INPUT_SIZE))
+    result = run_snakemake(local_service, workdir, "--until", "make_big", container="staging-touched")
+    assert result.returncode == 0, output_of(result)
+    # Same content, new modification time (as `touch` or Snakemake's own output touching does).
+    intermediate = workdir / "intermediate.bin"
+    stat = intermediate.stat()
+    os.utime(intermediate, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    before = local_service.metrics()
+    result = run_snakemake(local_service, workdir, "--forcerun", "consume", container="staging-touched")
+    assert result.returncode == 0, output_of(result)
+    assert (workdir / "final.txt").read_text().strip() == str(2 * INPUT_SIZE)
+    assert upload_bytes(local_service.metrics()) - upload_bytes(before) < INPUT_SIZE  # not uploaded again

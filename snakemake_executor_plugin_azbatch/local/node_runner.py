@@ -508,6 +508,8 @@ class NodeRunner:
             with self.state.lock:
                 self._live.discard(proc)
                 task.process = None
+        if self._stopping.is_set():  # the service is going away: no uploads, no state changes
+            return
         with self.state.lock:
             if task.kill_reason:
                 if self._handle_kill(task, rc):

@@ -375,3 +375,24 @@ def test_max_parallel_tasks_limits_a_job(make_state) -> None:
     _release_all(state)
     for task_id in ("a", "b"):
         assert wait_completed(state, "j", task_id)["executionInfo"]["result"] == "success"
+
+
+def test_deleting_a_terminating_job_removes_it(make_state) -> None:
+    state = make_state(pools=["p:1:1"])
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    _hold_slots(state, "j", ["held"])
+    _wait_running(state, "j", 1)
+    state.terminate_job("j", None)
+    state.delete_job("j")
+    state.delete_job("j")  # a second delete while deleting is accepted
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            state.get_job("j")
+        except BatchError as err:
+            assert err.code == "JobNotFound"
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"job was never removed: {state.get_job('j')}")
+    assert all(n["runningTasksCount"] == 0 for n in state.list_nodes("p"))

@@ -535,7 +535,7 @@ class BatchState:
     def complete_job(self, job: JobRecord) -> None:
         """Called by the runner once running tasks stopped and release tasks ran."""
         with self.lock:
-            if job.deleted or job.state == "completed":
+            if job.deleted or job.state != "terminating":  # deleted meanwhile, or already completed
                 return
             self.set_job_state(job, "completed")
             job.rest["executionInfo"]["endTime"] = iso_now()
@@ -550,6 +550,8 @@ class BatchState:
     def delete_job(self, job_id: str) -> None:
         with self.lock:
             job = self._job(job_id)
+            if job.state == "deleting":
+                return  # already on its way out; deleting again is accepted
             self.set_job_state(job, "deleting")
             for task in job.tasks.values():
                 if task.state in ("running", "preparing"):

@@ -396,3 +396,15 @@ def test_deleting_a_terminating_job_removes_it(make_state) -> None:
     else:
         raise AssertionError(f"job was never removed: {state.get_job('j')}")
     assert all(n["runningTasksCount"] == 0 for n in state.list_nodes("p"))
+
+
+def test_prep_failure_without_wait_for_success_does_not_fail_tasks(make_state) -> None:
+    state = make_state(pools=["p:1:1"])
+    state.create_job(
+        {"id": "j", "poolInfo": {"poolId": "p"},
+         "jobPreparationTask": {"commandLine": "false", "waitForSuccess": False}}
+    )
+    state.add_task("j", {"id": "t", "commandLine": "true"})
+    assert wait_completed(state, "j", "t")["executionInfo"]["result"] == "success"
+    prep = state.job_prep_release_status("j")[0]["jobPreparationTaskExecutionInfo"]
+    assert prep["result"] == "failure" and prep["exitCode"] == 1

@@ -523,6 +523,7 @@ def test_output_files_patterns_conditions_and_paths(local_service) -> None:
                 out("x?.dat", "taskcompletion", identity=True),
                 out("res/[ab].txt", "taskcompletion", "bracket"),
                 out("../std*.txt", "taskcompletion", "logs"),
+                out("$AZ_BATCH_TASK_DIR/stdout.t[x]t", "taskcompletion", "absolute"),  # env expanded, absolute
                 out("*.txt", "taskfailure", "never"),
             ],
         },
@@ -531,7 +532,7 @@ def test_output_files_patterns_conditions_and_paths(local_service) -> None:
     names = blob_names(container)
     assert {"tree/a.txt", "tree/deep/b.txt"} <= names
     assert "renamed/one.bam" in names and "x1.dat" in names and "bracket/a.txt" in names
-    assert {"logs/stdout.txt", "logs/stderr.txt"} <= names
+    assert {"logs/stdout.txt", "logs/stderr.txt", "absolute/stdout.txt"} <= names
     assert not any(n.startswith("never/") for n in names)
     assert not any(".hidden" in n or n.endswith(".log") for n in names)
     assert container.download_blob("logs/stdout.txt").readall() == b"hello\n"

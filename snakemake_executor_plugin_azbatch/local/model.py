@@ -7,9 +7,11 @@ simulated nodes lives in `node_runner.NodeRunner`, which works on the records he
 Choices where Batch's behaviour is not documented (or would make a local service useless):
 - Creating a job whose `poolInfo.poolId` does not exist is refused with 404 `PoolNotFound` (real Batch accepts the
   job and leaves its tasks waiting forever; an immediate error is more useful offline).
-- `usesTaskDependencies: true` and task `dependsOn` are refused with 400 `InvalidPropertyValue` (not simulated).
-- `jobManagerTask`, `multiInstanceSettings`, `affinityInfo` and `autoPoolSpecification` are refused with 400
-  `InvalidPropertyValue` (not simulated) rather than silently ignored.
+- `usesTaskDependencies: true` is refused with 400 `InvalidPropertyValue` (dependencies are not simulated), so a
+  task `dependsOn` gets Batch's `TaskDependenciesNotSpecifiedOnJob`.
+- `jobManagerTask`, `multiInstanceSettings` and `autoPoolSpecification` are refused with 400
+  `InvalidPropertyValue` (not simulated) rather than silently ignored; `affinityInfo` is accepted and ignored.
+- More than 100 tasks in one add-collection request: 413 `RequestBodyTooLarge`, nothing is added.
 - A task whose `requiredSlots` exceeds the pool's `taskSlotsPerNode` is accepted and stays `active`, as Batch treats
   a lack of free slots as a temporary scheduling failure.
 - A job's constraints.maxWallClockTime (from creation) terminates it with reason MaxWallClockTimeExpiry.

@@ -408,3 +408,19 @@ def test_prep_failure_without_wait_for_success_does_not_fail_tasks(make_state) -
     assert wait_completed(state, "j", "t")["executionInfo"]["result"] == "success"
     prep = state.job_prep_release_status("j")[0]["jobPreparationTaskExecutionInfo"]
     assert prep["result"] == "failure" and prep["exitCode"] == 1
+
+
+def test_deleting_an_active_job_runs_its_release_task(make_state) -> None:
+    state = make_state(pools=["p:1:1"])
+    state.create_job(
+        {"id": "j", "poolInfo": {"poolId": "p"}, "jobPreparationTask": {"commandLine": "true"},
+         "jobReleaseTask": {"commandLine": "/bin/sh -c 'echo r >> $AZ_BATCH_NODE_SHARED_DIR/released'"}}
+    )
+    state.add_task("j", {"id": "t", "commandLine": "true"})
+    wait_completed(state, "j", "t")
+    state.delete_job("j")
+    deadline = time.monotonic() + WAIT_SECONDS
+    while "j" in state.jobs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    node = state.pools["p"].nodes[0]
+    assert (node.root / "shared" / "released").read_text() == "r\n"

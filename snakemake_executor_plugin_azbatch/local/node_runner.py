@@ -17,7 +17,8 @@ Choices where Batch is not documented, or where a local simulation differs:
   waitForSuccess is true, the task that waited for it completes with failureInfo `JobPreparationTaskFailed`
   (Batch would keep it active for another node; failing keeps workflows on a one-node pool from hanging).
   With waitForSuccess false the prep task still runs first but its failure does not affect the task.
-- The job release task runs when the job terminates, on every node that ran the preparation task.
+- The job release task runs when the job terminates or is deleted, once on every node that ran the preparation
+  task.
 - containerSettings: there is no container engine here. The task runs on the host and a warning line is written
   at the top of stderr.txt, so pipelines written for container pools keep working locally.
 - Preemption (`preempt_fraction`, seeded): a chosen task is killed shortly after its command starts and requeued
@@ -344,23 +345,28 @@ class NodeRunner:
         for node, rec in targets:
             if self._stopping.is_set():
                 return
-            tdir = node.root / "workitems" / job.id / "job-1" / spec["id"]
-            rel = str(tdir.relative_to(node.root))
-            env = self._base_env(node, job, spec["id"], tdir)
-            for setting in spec.get("environmentSettings") or []:
-                env[setting["name"]] = setting.get("value") or ""
-            with self.state.lock:
-                rec.release = {"state": "running", "startTime": iso_now(), "taskRootDirectory": rel,
-                               "taskRootDirectoryUrl": f"{self.state.node_url(node)}/files/{rel}"}
-            rc, failure = self._run_simple(spec["commandLine"], tdir, env, spec.get("resourceFiles"),
-                                           duration_seconds(spec.get("maxWallClockTime")) or 900, rec)
-            with self.state.lock:
-                rec.release.update({"state": "completed", "endTime": iso_now(),
-                                    "result": "failure" if failure else "success"})
-                if rc is not None:
-                    rec.release["exitCode"] = rc
-                if failure:
-                    rec.release["failureInfo"] = failure
+            with rec.run_lock:  # terminate and delete may both ask; the release runs once per node
+                if rec.release is None:
+                    self._release_on(job, spec, node, rec)
+
+    def _release_on(self, job: JobRecord, spec: dict[str, Any], node: NodeRecord, rec: PrepRecord) -> None:
+        tdir = node.root / "workitems" / job.id / "job-1" / spec["id"]
+        rel = str(tdir.relative_to(node.root))
+        env = self._base_env(node, job, spec["id"], tdir)
+        for setting in spec.get("environmentSettings") or []:
+            env[setting["name"]] = setting.get("value") or ""
+        with self.state.lock:
+            rec.release = {"state": "running", "startTime": iso_now(), "taskRootDirectory": rel,
+                           "taskRootDirectoryUrl": f"{self.state.node_url(node)}/files/{rel}"}
+        rc, failure = self._run_simple(spec["commandLine"], tdir, env, spec.get("resourceFiles"),
+                                       duration_seconds(spec.get("maxWallClockTime")) or 900, rec)
+        with self.state.lock:
+            rec.release.update({"state": "completed", "endTime": iso_now(),
+                                "result": "failure" if failure else "success"})
+            if rc is not None:
+                rec.release["exitCode"] = rc
+            if failure:
+                rec.release["failureInfo"] = failure
 
     def _wait_no_running(self, job: JobRecord) -> None:
         with self.state.changed:
@@ -380,6 +386,7 @@ class NodeRunner:
     def delete_job_async(self, job: JobRecord) -> None:
         def delete() -> None:
             self._wait_no_running(job)
+            self._run_release(job)  # Batch runs the release task when an active job is deleted too
             self.state.forget_job(job)
 
         self._spawn(delete, name=f"delete-{job.id}")

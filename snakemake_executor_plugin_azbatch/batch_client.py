@@ -85,6 +85,12 @@ class BatchService:
             ) from None
         except HttpResponseError as e:
             code = getattr(getattr(e, "error", None), "code", None)
+            if isinstance(e, ClientAuthenticationError) and not self.config.account_key and e.response is None:
+                # azure-identity found no credential at all (no `az login`, no managed identity, ...).
+                raise SettingsError(
+                    f"azbatch: no Microsoft Entra ID credential for {self.config.account_url}; run `az login` "
+                    "or set --azbatch-account-key (or SNAKEMAKE_AZBATCH_ACCOUNT_KEY / AZURE_BATCH_ACCESS_KEY)"
+                ) from None
             if isinstance(e, ClientAuthenticationError) or code == "AuthenticationFailed":
                 # Batch answers a wrong shared key with 403 AuthenticationFailed.
                 raise SettingsError(

@@ -175,6 +175,11 @@ class Staging:
                     "or set --azbatch-storage-container to an existing one"
                 ) from None
         except HttpResponseError as e:
+            if isinstance(e, ClientAuthenticationError) and e.response is None:
+                raise SettingsError(
+                    f"azbatch: no Microsoft Entra ID credential for storage {self.service.url}; run `az login` or "
+                    "set --azbatch-storage-account-key / --azbatch-storage-connection-string"
+                ) from None
             if isinstance(e, ClientAuthenticationError) or e.status_code in (401, 403):
                 raise SettingsError(
                     f"azbatch: access to storage {where} denied ({e.status_code}); check "

@@ -96,8 +96,15 @@ def test_exported_settings_reach_batch_and_storage(local_service: ServiceHandle)
     assert local_service.metrics()["operations"]["Pools_ListPools"]["count"] >= 1
 
 
-def test_stop_writes_metrics_and_releases_everything(make_service) -> None:
-    service = make_service(pools=["solo:1:1"])
+def test_stop_writes_metrics_and_releases_everything(make_service, tmp_path: Path) -> None:
+    # A root with a space and a quote: env.sh must still source to the exact path.
+    service = make_service(pools=["solo:1:1"], root=tmp_path / "it's a root")
+    sourced = subprocess.run(
+        ["bash", "-c", f"source {shlex.quote(str(service.root / 'env.sh'))} && printf %s \"$AZBATCH_LOCAL_ROOT\""],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert sourced == str(service.root) == str((tmp_path / "it's a root").resolve())
     azurite_pid = service.service.azurite.process.pid
     blob_url = service.config.storage.blob_url
     container = service.blob_service_client().create_container("stopping")
@@ -345,6 +352,22 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "serve", "--help"], capture_output=True, timeout=60)
     assert result.returncode == 0
     assert b"./.azbatch-local" in result.stdout
+
+
+def test_azurite_that_fails_to_start_is_reported_with_its_output(tmp_path: Path) -> None:
+    broken = tmp_path / "azurite-blob"
+    broken.write_text("#!/bin/sh\necho 'azurite: cannot listen (simulated)'\nexit 3\n")
+    broken.chmod(0o755)
+    result = subprocess.run(
+        [*CLI, "serve", "--root", str(tmp_path / "r")],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "AZURITE_BIN": str(broken)},
+    )
+    stderr = result.stderr.decode().strip()
+    assert result.returncode == 1
+    assert "could not start the service: Azurite did not start" in stderr
+    assert "cannot listen (simulated)" in stderr and len(stderr.splitlines()) == 1, stderr
 
 
 def test_missing_azurite_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -302,6 +302,28 @@ def test_run_forwards_sigterm_to_the_command_then_stops(tmp_path: Path, cli_proc
     assert [pid for pid in below if alive(pid)] == []
 
 
+def test_run_second_signal_kills_a_command_that_ignores_the_first(tmp_path: Path, cli_processes) -> None:
+    ready = tmp_path / "ready"
+    script = (
+        "import signal, time, pathlib;"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN);"
+        f"pathlib.Path({str(ready)!r}).write_text('x');"
+        "time.sleep(300)"
+    )
+    process = subprocess.Popen(
+        [*CLI, "run", "--root", str(tmp_path / "root"), "--pool", "p:1:1", "--", sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    cli_processes.append(process)
+    _wait_for(ready.exists, "the command to start", timeout=STARTUP_TIMEOUT_S)
+    below = descendant_pids(process.pid)
+    process.send_signal(signal.SIGINT)  # forwarded and ignored by the command
+    process.send_signal(signal.SIGINT)  # escalates to SIGKILL
+    assert process.wait(timeout=60) == 128 + signal.SIGKILL
+    assert [pid for pid in below if alive(pid)] == []
+
+
 def test_run_reports_a_missing_command(tmp_path: Path) -> None:
     result = subprocess.run(
         [*CLI, "run", "--root", str(tmp_path / "r"), "--pool", "p:1:1", "--", "no-such-command-azbatch"],

@@ -91,7 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     serve = commands.add_parser("serve", help="start the service and print the export lines; Ctrl-C stops it")
     _add_service_options(serve)
-    run = commands.add_parser("run", help="start the service, run COMMAND with its settings, then stop")
+    run = commands.add_parser(
+        "run",
+        help="start the service, run COMMAND with its settings, then stop",
+        description="Start the service, run COMMAND with the exported settings in its environment, stop everything "
+        "when it exits and exit with its status. COMMAND runs in its own process group: SIGINT/SIGTERM (and "
+        "Ctrl-C) reach it once, forwarded by azbatch-local; a second signal kills it. It should not read the "
+        "terminal.",
+    )
     _add_service_options(run)
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the command to run")
     return parser

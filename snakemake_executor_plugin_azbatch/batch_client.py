@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -22,7 +23,25 @@ from .settings import Config, SettingsError
 from .staging import redact, retry_kwargs
 
 MAX_TASKS_PER_REQUEST = 100
+MAX_REQUEST_BYTES = 900_000  # Batch rejects task collections over 1 MB; leave room for the envelope
 COMPLETED_TASK_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo"]
+
+
+def request_chunks(bodies: list[dict], max_bytes: int = MAX_REQUEST_BYTES) -> list[list[dict]]:
+    """Consecutive chunks of at most 100 tasks whose serialized size stays under Batch's 1 MB request limit."""
+    chunks: list[list[dict]] = []
+    current: list[dict] = []
+    size = 0
+    for body in bodies:
+        body_size = len(json.dumps(body).encode("utf-8")) + 1
+        if current and (len(current) == MAX_TASKS_PER_REQUEST or size + body_size > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(body)
+        size += body_size
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 class BatchRetryPolicy(RetryPolicy):
@@ -174,10 +193,10 @@ class BatchService:
 
     # ---- tasks -------------------------------------------------------------------------------------------------
     def submit_tasks(self, job_id: str, bodies: list[dict]) -> dict[str, str | None]:
-        """Adds tasks in requests of at most 100. Returns task id → None (added) or a one-line error."""
+        """Adds tasks in requests of at most 100 tasks and under 1 MB. Returns task id → None (added) or a one-line
+        error."""
         results: dict[str, str | None] = {}
-        for start in range(0, len(bodies), MAX_TASKS_PER_REQUEST):
-            chunk = bodies[start : start + MAX_TASKS_PER_REQUEST]
+        for chunk in request_chunks(bodies):
             pending = {body["id"]: body for body in chunk}
             for _ in range(5):  # resubmit only tasks the service answered with a server error
                 try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -232,3 +233,15 @@ def test_job_body_has_pool_prep_task_and_workflow_metadata():
     assert body["jobPreparationTask"]["id"] == "p"
     assert body["metadata"] == [{"name": "snakemake-workflow", "value": "/w/Snakefile"}]
     assert body["onAllTasksComplete"] == "noaction"
+
+
+def test_task_collections_are_split_by_count_and_by_size():
+    from snakemake_executor_plugin_azbatch.batch_client import request_chunks
+
+    small = [{"id": f"t{i}"} for i in range(250)]
+    assert [len(c) for c in request_chunks(small)] == [100, 100, 50]
+    big = [{"id": f"t{i}", "resourceFiles": [{"httpUrl": "x" * 1000, "filePath": str(j)} for j in range(100)]}
+           for i in range(30)]
+    chunks = request_chunks(big)
+    assert sum(len(c) for c in chunks) == 30 and [b["id"] for c in chunks for b in c] == [b["id"] for b in big]
+    assert all(len(json.dumps(c)) < 1_000_000 for c in chunks) and len(chunks) > 1

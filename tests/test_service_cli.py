@@ -405,3 +405,21 @@ def test_missing_azurite_is_one_line_and_exit_2(tmp_path: Path) -> None:
     stderr = result.stderr.decode().strip()
     assert result.returncode == 2
     assert "AZURITE_BIN" in stderr and len(stderr.splitlines()) == 1, stderr
+
+
+def test_find_azurite_walks_up_to_node_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from snakemake_executor_plugin_azbatch.local.azurite import find_azurite
+    from snakemake_executor_plugin_azbatch.local.config import ConfigError
+
+    monkeypatch.delenv("AZURITE_BIN", raising=False)
+    binary = tmp_path / "project" / "node_modules" / ".bin" / "azurite-blob"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    nested = tmp_path / "project" / "a" / "b"
+    nested.mkdir(parents=True)
+    assert find_azurite([nested]) == binary
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(ConfigError, match=r"run `make install` \(or `npm ci`\)"):
+        find_azurite([tmp_path / "elsewhere"])

@@ -384,7 +384,10 @@ def test_deleting_a_terminating_job_removes_it(make_state) -> None:
     _wait_running(state, "j", 1)
     state.terminate_job("j", None)
     state.delete_job("j")
-    state.delete_job("j")  # a second delete while deleting is accepted
+    try:
+        state.delete_job("j")  # a second delete while the job is still deleting is accepted...
+    except BatchError as err:
+        assert err.code == "JobNotFound"  # ...and once it is gone, the job is simply not found
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         try:

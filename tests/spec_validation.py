@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 from azure.core.pipeline import PipelineRequest, PipelineResponse
@@ -101,27 +101,31 @@ def _is_uri(value: object) -> bool:
 # -- schema preparation -------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _strict_definitions() -> dict[str, Any]:
+@lru_cache(maxsize=2)
+def _strict_definitions(selected: bool = False) -> dict[str, Any]:
     definitions = load_spec()["definitions"]
     # `properties` is also a *field name* inside some definitions; only rewrite schema objects, i.e. each
     # definition and the schemas below its `properties` / `items` / `additionalProperties`.
-    return {name: _strict_schema(schema) for name, schema in definitions.items()}
+    return {name: _strict_schema(schema, selected) for name, schema in definitions.items()}
 
 
-def _strict_schema(schema: Any) -> Any:
+def _strict_schema(schema: Any, selected: bool = False) -> Any:
+    """Close every object schema; with `selected` ($select was sent) also drop `required`, since Batch then
+    returns only the selected properties, required or not."""
     if not isinstance(schema, dict):
         return schema
     result = dict(schema)
+    if selected:
+        result.pop("required", None)
     if isinstance(result.get("properties"), dict):
-        result["properties"] = {k: _strict_schema(v) for k, v in result["properties"].items()}
+        result["properties"] = {k: _strict_schema(v, selected) for k, v in result["properties"].items()}
         result.setdefault("additionalProperties", False)
     for key in ("items", "additionalProperties"):
         if isinstance(result.get(key), dict):
-            result[key] = _strict_schema(result[key])
+            result[key] = _strict_schema(result[key], selected)
     for key in ("allOf", "anyOf", "oneOf"):
         if isinstance(result.get(key), list):
-            result[key] = [_strict_schema(s) for s in result[key]]
+            result[key] = [_strict_schema(s, selected) for s in result[key]]
     return result
 
 
@@ -193,14 +197,17 @@ def validate_headers(operation_id: str, operation: dict[str, Any], status: int, 
 
 
 @lru_cache(maxsize=None)
-def _validator(schema_json: str) -> jsonschema.Draft4Validator:
-    schema = _strict_schema(json.loads(schema_json))
-    root = {"definitions": _strict_definitions(), "allOf": [schema]}
+def _validator(schema_json: str, selected: bool = False) -> jsonschema.Draft4Validator:
+    schema = _strict_schema(json.loads(schema_json), selected)
+    root = {"definitions": _strict_definitions(selected), "allOf": [schema]}
     return jsonschema.Draft4Validator(root, format_checker=FORMAT_CHECKER)
 
 
-def validate_body(operation_id: str, status: int, body: Any, schema: dict[str, Any] | None) -> None:
-    """Validate an already-parsed JSON body against `schema` (a response schema from the spec)."""
+def validate_body(
+    operation_id: str, status: int, body: Any, schema: dict[str, Any] | None, selected: bool = False
+) -> None:
+    """Validate an already-parsed JSON body against `schema` (a response schema from the spec); `selected`: the
+    request carried `$select`, so required properties may be absent."""
     if schema is None:
         raise AssertionError(f"{operation_id} {status}: the spec documents no response body, but one was sent")
     if isinstance(body, dict) and "odata.metadata" in body:
@@ -208,7 +215,7 @@ def validate_body(operation_id: str, status: int, body: Any, schema: dict[str, A
         metadata = body.pop("odata.metadata")
         if not isinstance(metadata, str):
             raise AssertionError(f"{operation_id} {status}: odata.metadata must be a string, got {metadata!r}")
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = _validator(json.dumps(schema, sort_keys=True), selected)
     errors = sorted(validator.iter_errors(body), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         first = errors[0]
@@ -248,7 +255,8 @@ def validate_response(
         body = json.loads(body_bytes)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AssertionError(f"{operation_id} {status}: response body is not JSON ({exc})") from None
-    validate_body(operation_id, status, body, schema)
+    selected = any(key.lower() == "$select" for key in parse_qs(urlsplit(url).query))
+    validate_body(operation_id, status, body, schema, selected and 200 <= status < 300)
     return operation_id
 
 

@@ -416,6 +416,10 @@ def test_task_collection_paging_filter_and_select(client: BatchClient, raw: Raw,
     assert raised.value.status_code == 400 and sdk_error_code(raised.value) == "InvalidQueryParameterValue"
     selected = client.get_task(job, "page-001", select=["id", "requiredSlots"])
     assert selected.id == "page-001" and selected.required_slots == NEVER_SCHEDULED and selected.state is None
+    # $select may leave out properties the spec calls required (a job's poolInfo): as on Batch.
+    jobs = list(client.list_jobs(filter=f"id eq '{job}'", select=["id", "state"]))
+    assert [(j.id, j.pool_info) for j in jobs] == [(job, None)]
+    assert client.get_job(job, select=["id"]).state is None
 
     for bad in ("0", "1001", "ten"):
         response = raw.request("GET", f"/jobs/{job}/tasks?{api}&maxresults={bad}")

@@ -284,3 +284,17 @@ def test_documented_headers_and_content_type() -> None:
     validate_response("HEAD", file_url, 200, b"", file_headers)
     with pytest.raises(AssertionError, match="header ocp-batch-file-isdirectory: 'no'"):
         validate_response("HEAD", file_url, 200, b"", {**file_headers, "ocp-batch-file-isdirectory": "no"})
+
+
+def test_select_relaxes_required_properties_only() -> None:
+    # A job trimmed by $select lacks the required poolInfo: valid only when the request carried $select.
+    job = {"id": "j", "state": "active"}
+    body = json.dumps(job).encode()
+    with pytest.raises(AssertionError, match="poolInfo"):
+        validate_response("GET", "http://127.0.0.1:1/jobs/j?api-version=2025-06-01.21.0", 200, body)
+    url = "http://127.0.0.1:1/jobs/j?api-version=2025-06-01.21.0&%24select=id%2Cstate"
+    assert validate_response("GET", url, 200, body) == "Jobs_GetJob"
+    # Unknown fields and wrong types still fail under $select.
+    for bad in ({"id": "j", "notInSpec": 1}, {"id": "j", "state": "running"}):
+        with pytest.raises(AssertionError):
+            validate_response("GET", url, 200, json.dumps(bad).encode())

@@ -250,6 +250,22 @@ def test_serve_prints_settings_and_sigterm_leaves_no_process(tmp_path: Path, cli
     assert metrics["operations"]["Tasks_CreateTask"]["count"] == 1
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signal is Linux-only")
+def test_killed_service_takes_azurite_with_it(tmp_path: Path, cli_processes) -> None:
+    # SIGKILL gives the service no chance to stop Azurite: the kernel's parent-death signal must.
+    root = tmp_path / "killed-root"
+    process = subprocess.Popen(
+        [*CLI, "serve", "--root", str(root), "--pool", "k:1:1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    cli_processes.append(process)
+    _read_until(process, "# written to")
+    azurite = [pid for pid in descendant_pids(process.pid) if b"azurite" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert azurite, "Azurite should run below the service"
+    process.kill()
+    process.wait(timeout=30)
+    _wait_for(lambda: not any(alive(pid) for pid in azurite), "Azurite to exit after its service was killed", 30)
+
+
 def test_run_passes_settings_and_returns_the_exit_status(tmp_path: Path, cli_processes) -> None:
     probe = (
         "import json, os, sys, urllib.request;"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,10 +17,20 @@ from .config import ConfigError
 
 AZURITE_BIN_ENV = "AZURITE_BIN"
 _RELATIVE_BIN = Path("node_modules") / ".bin" / "azurite-blob"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _START_ATTEMPTS = 3  # a free port can be taken between our probe and Azurite's bind; retry with another
 _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 10.0
 
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the service dies without stopping it, e.g. on SIGKILL,
+    so no Azurite outlives its service."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 class AzuriteError(RuntimeError):
     """Azurite could not be found or started: the message is one actionable line."""
@@ -70,6 +82,7 @@ class Azurite:
         return f"http://{self.host}:{self.port}/devstoreaccount1"
 
     def start(self) -> None:
+        """Start Azurite; call from a long-lived thread (on Linux it is stopped when the starting thread dies)."""
         binary = self.binary or find_azurite()
         self.location.mkdir(parents=True, exist_ok=True)
         last_error = ""
@@ -92,6 +105,7 @@ class Azurite:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # own process group: stop() kills node and anything it spawned
+                    preexec_fn=_terminate_with_parent if sys.platform == "linux" else None,
                 )
             if self._wait_ready():
                 return

@@ -12,6 +12,7 @@ import pytest
 import requests
 from azure.batch import models as m
 from azure.core.exceptions import HttpResponseError
+from spec_validation import validate_response
 
 from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
 from snakemake_executor_plugin_azbatch.local.faults import FaultInjector
@@ -64,6 +65,7 @@ def test_every_request_faulted_carries_retry_after_and_a_batch_error(make_servic
     headers["Authorization"] = authorization_header("GET", url, headers, svc.config.account_name, svc.config.account_key)
     response = requests.get(url, headers=headers, timeout=30)
     assert response.status_code == 429 and response.headers["Retry-After"] == "1"
+    validate_response("GET", url, response.status_code, response.content, response.headers)
     body = response.json()
     assert body["code"] == "TooManyRequests" and body["message"]["value"].startswith("Injected fault")
     assert body["odata.metadata"].endswith("$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element")

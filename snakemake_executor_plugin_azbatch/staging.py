@@ -210,31 +210,24 @@ class Staging:
         credential = self.service.credential
         account_key = getattr(credential, "account_key", None)
         if account_key:
-            sas = generate_container_sas(
-                self.service.account_name,
-                self.config.storage_container,
-                account_key=account_key,
-                permission=permission,
-                start=start,
-                expiry=expiry,
-            )
+            signing = {"account_key": account_key}
         else:
             try:
-                delegation = self.service.get_user_delegation_key(start, expiry)
+                signing = {"user_delegation_key": self.service.get_user_delegation_key(start, expiry)}
             except HttpResponseError as e:
                 raise SettingsError(
                     f"azbatch: cannot get a user-delegation key from {self.service.url} ({e.status_code}); your "
                     "Entra ID identity needs 'Storage Blob Delegator', or set --azbatch-storage-account-key "
                     "or --azbatch-managed-identity"
                 ) from None
-            sas = generate_container_sas(
-                self.service.account_name,
-                self.config.storage_container,
-                user_delegation_key=delegation,
-                permission=permission,
-                start=start,
-                expiry=expiry,
-            )
+        sas = generate_container_sas(
+            self.service.account_name,
+            self.config.storage_container,
+            permission=permission,
+            start=start,
+            expiry=expiry,
+            **signing,
+        )
         if read:
             self._read_sas = sas
         else:

@@ -202,14 +202,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
                 return
-            remaining = size
-            while remaining > 0:
-                chunk = self.rfile.read(min(_CHUNK, remaining))
-                if not chunk:
-                    raise ConnectionError("client closed the connection mid-body")
-                counter[0] += len(chunk)
-                remaining -= len(chunk)
-                yield chunk
+            yield from self._read_exact(size, counter)
             self.rfile.readline(3)  # CRLF after each chunk
 
     # -- forwarding -------------------------------------------------------------------------------------------

@@ -325,12 +325,7 @@ class NodeRunner:
                     continue
                 break
             with self.state.lock:
-                rec.prep.update({"state": "completed", "endTime": iso_now(),
-                                 "result": "failure" if failure else "success"})
-                if rc is not None:
-                    rec.prep["exitCode"] = rc
-                if failure:
-                    rec.prep["failureInfo"] = failure
+                _record_completion(rec.prep, rc, failure)
                 rec.succeeded = failure is None
                 rec.done.set()
         return rec
@@ -361,12 +356,7 @@ class NodeRunner:
         rc, failure = self._run_simple(spec["commandLine"], tdir, env, spec.get("resourceFiles"),
                                        duration_seconds(spec.get("maxWallClockTime")) or 900, rec)
         with self.state.lock:
-            rec.release.update({"state": "completed", "endTime": iso_now(),
-                                "result": "failure" if failure else "success"})
-            if rc is not None:
-                rec.release["exitCode"] = rc
-            if failure:
-                rec.release["failureInfo"] = failure
+            _record_completion(rec.release, rc, failure)
 
     def _wait_no_running(self, job: JobRecord) -> None:
         with self.state.changed:
@@ -581,6 +571,15 @@ class NodeRunner:
         with self.state.lock:
             if task.process is proc and task.kill_reason is None:
                 self.kill_task(task, "preempted")
+
+
+def _record_completion(info: dict[str, Any], rc: int | None, failure: dict | None) -> None:
+    """Complete a job preparation/release execution-info dict (callers hold the state lock)."""
+    info.update({"state": "completed", "endTime": iso_now(), "result": "failure" if failure else "success"})
+    if rc is not None:
+        info["exitCode"] = rc
+    if failure:
+        info["failureInfo"] = failure
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -148,3 +148,16 @@ def test_readme_run_command_parses_with_snakemake(clean_environment):
     args = get_argument_parser().parse_args(argv)
     assert args.executor == "azbatch"
     assert args.azbatch_pool_id == "mypool"
+
+
+def test_azbatch_local_options_table_matches_the_cli():
+    from snakemake_executor_plugin_azbatch.local import cli
+
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and "serve" in a.choices)
+    serve = subparsers.choices["serve"]
+    defined = {opt for action in serve._actions for opt in action.option_strings if opt.startswith("--")}
+    defined.discard("--help")
+    rows = markdown_table(section(README, "The local Batch service: `azbatch-local`"))
+    documented = {span.split()[0] for row in rows for span in code_spans(row["option"])}
+    assert documented == defined

@@ -295,6 +295,18 @@ def test_run_passes_settings_and_returns_the_exit_status(tmp_path: Path, cli_pro
     assert (tmp_path / "run-root" / "metrics.json").is_file()
 
 
+def _run_python(tmp_path: Path, script: str, ready: Path, cli_processes) -> tuple[subprocess.Popen, list[int]]:
+    """`azbatch-local run -- python -c SCRIPT`, once SCRIPT has written `ready`; with the pids below it."""
+    process = subprocess.Popen(
+        [*CLI, "run", "--root", str(tmp_path / "root"), "--pool", "p:1:1", "--", sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    cli_processes.append(process)
+    _wait_for(ready.exists, "the command to start", timeout=STARTUP_TIMEOUT_S)
+    return process, descendant_pids(process.pid)
+
+
 def test_run_forwards_sigterm_to_the_command_then_stops(tmp_path: Path, cli_processes) -> None:
     ready = tmp_path / "ready"
     got = tmp_path / "got-signal"
@@ -304,14 +316,7 @@ def test_run_forwards_sigterm_to_the_command_then_stops(tmp_path: Path, cli_proc
         f"pathlib.Path({str(ready)!r}).write_text('x');"
         "time.sleep(300)"
     )
-    process = subprocess.Popen(
-        [*CLI, "run", "--root", str(tmp_path / "root"), "--pool", "p:1:1", "--", sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    cli_processes.append(process)
-    _wait_for(ready.exists, "the command to start", timeout=STARTUP_TIMEOUT_S)
-    below = descendant_pids(process.pid)
+    process, below = _run_python(tmp_path, script, ready, cli_processes)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 5
     assert got.read_text() == str(int(signal.SIGTERM))
@@ -327,14 +332,7 @@ def test_run_second_signal_kills_a_command_that_ignores_the_first(tmp_path: Path
         f"pathlib.Path({str(ready)!r}).write_text('x');"
         "time.sleep(300)"
     )
-    process = subprocess.Popen(
-        [*CLI, "run", "--root", str(tmp_path / "root"), "--pool", "p:1:1", "--", sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    cli_processes.append(process)
-    _wait_for(ready.exists, "the command to start", timeout=STARTUP_TIMEOUT_S)
-    below = descendant_pids(process.pid)
+    process, below = _run_python(tmp_path, script, ready, cli_processes)
     process.send_signal(signal.SIGINT)  # forwarded; the command notes it and carries on
     # Identical signals sent back to back can merge into one, so the second waits for the first to arrive.
     _wait_for(got.exists, "the forwarded SIGINT")

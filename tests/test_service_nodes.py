@@ -278,8 +278,10 @@ def test_max_wall_clock_time_kills_the_process_group(local_service) -> None:
     child = read_pid(task_root(local_service, task) / "wd" / "child.pid")
     task = wait_task(client, job_id, "slow")
     info = task.execution_info
-    assert info.result == "failure" and info.failure_info.code == "MaxWallClockTimeExpiry"
-    assert info.exit_code == 137 and info.retry_count == 0  # killed tasks are not retried
+    # As Batch documents it: exit code 0xC000013A (as int32) and TaskEnded in the server-error category.
+    assert info.result == "failure" and info.failure_info.code == "TaskEnded"
+    assert info.failure_info.category == "servererror" and "maxWallClockTime" in info.failure_info.message
+    assert info.exit_code == -1073741510 and info.retry_count == 0  # ended tasks are not retried
     assert wait_pid_gone(child)
 
 

@@ -847,7 +847,7 @@ def exit_job_action(conditions: dict[str, Any] | None, exit_code: int | None, fa
     """
     conditions = conditions or {}
     options = None
-    if exit_code is not None and failure.get("code") in ("FailureExitCode", "MaxWallClockTimeExpiry", "TaskEnded"):
+    if exit_code is not None and failure.get("code") in ("FailureExitCode", "TaskEnded"):
         for entry in conditions.get("exitCodes") or []:
             if entry.get("code") == exit_code:
                 options = entry.get("exitOptions")

@@ -11,7 +11,8 @@ Choices where Batch is not documented, or where a local simulation differs:
   fit in the free slots (backfill); a job's maxParallelTasks is honoured. `spread` places a task on the node with the most free slots, `pack` on the fullest node that fits.
 - A retry (non-zero exit with retries left) or a preemption puts the task back to `active`; it is scheduled again.
 - An exit caused by a signal is reported as exit code 128 + signal (the shell convention), e.g. 137 for SIGKILL.
-- maxWallClockTime expiry: the process group is killed, failureInfo code `MaxWallClockTimeExpiry`, no retry.
+- maxWallClockTime expiry: the process group is killed and, as Batch documents, the task completes with exit code
+  0xC000013A (-1073741510 as the API's int32) and failureInfo {category servererror, code TaskEnded}; no retry.
 - Terminate: the process group is killed, failureInfo code `TaskEnded` ("Task Was Ended by User Request").
 - The job preparation task runs once per node per job, before that job's first task there. When it fails and
   waitForSuccess is true, the task that waited for it completes with failureInfo `JobPreparationTaskFailed`
@@ -281,8 +282,7 @@ class NodeRunner:
                 self._live.discard(proc)
                 holder.process = None
         if timed_out:
-            return rc, {"category": "usererror", "code": "MaxWallClockTimeExpiry",
-                        "message": "The task exceeded its maxWallClockTime constraint"}
+            return WALL_CLOCK_EXIT_CODE, _wall_clock_failure()
         if rc != 0:
             return rc, _exit_failure()
         return rc, None
@@ -513,8 +513,7 @@ class NodeRunner:
                     return
                 failure = ended_by_user()
             elif timed_out:
-                failure = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
-                           "message": "The task exceeded its maxWallClockTime constraint and was killed"}
+                rc, failure = WALL_CLOCK_EXIT_CODE, _wall_clock_failure()
             elif rc != 0:
                 max_retries = int(rest["constraints"].get("maxTaskRetryCount", 0))
                 info = rest["executionInfo"]
@@ -571,6 +570,15 @@ class NodeRunner:
         with self.state.lock:
             if task.process is proc and task.kill_reason is None:
                 self.kill_task(task, "preempted")
+
+
+# Batch's documented exit code for a task ended by its maxWallClockTime: 0xC000013A, as a signed int32.
+WALL_CLOCK_EXIT_CODE = 0xC000013A - 2**32
+
+
+def _wall_clock_failure() -> dict[str, Any]:
+    return {"category": "servererror", "code": "TaskEnded",
+            "message": "The task exceeded its maxWallClockTime constraint and was ended"}
 
 
 def _record_completion(info: dict[str, Any], rc: int | None, failure: dict | None) -> None:

@@ -14,8 +14,12 @@ import pytest
 from spec_validation import validate_body
 
 from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, PoolSpec, ServiceConfig
-from snakemake_executor_plugin_azbatch.local.model import BatchError, BatchState
-from snakemake_executor_plugin_azbatch.local.node_runner import app_package_env_name, duration_seconds
+from snakemake_executor_plugin_azbatch.local.api import task_add_results
+from snakemake_executor_plugin_azbatch.local.errors import BatchError
+from snakemake_executor_plugin_azbatch.local.model import BatchState
+from snakemake_executor_plugin_azbatch.local.node_layout import app_package_env_name
+from snakemake_executor_plugin_azbatch.local.service import make_backend
+from snakemake_executor_plugin_azbatch.local.timestamps import duration_seconds
 
 WAIT_SECONDS = 30
 
@@ -35,7 +39,7 @@ def make_state(tmp_path: Path) -> Iterator:
             account_url="http://127.0.0.1:9",
             **overrides,
         )
-        state = BatchState(config)
+        state = BatchState(config, make_backend(config))
         states.append(state)
         state.start()
         return state
@@ -88,14 +92,14 @@ def test_entities_match_the_spec_shapes(make_state) -> None:
     )
     check_shape("BatchJob", job)
     assert job["state"] == "active" and job["url"].endswith("/jobs/Shape-Job")
-    results = state.add_task_collection(
+    results = task_add_results(state.add_task_collection(
         "shape-job",
         [
             {"id": "ok", "commandLine": "true", "environmentSettings": [{"name": "B", "value": "2"}]},
             {"id": "bad", "commandLine": "false", "requiredSlots": 2},
             {"id": "OK", "commandLine": "true"},
         ],
-    )
+    ))
     for result in results:
         check_shape("BatchTaskCreateResult", result)
     assert [r["status"] for r in results] == ["success", "success", "clienterror"]
@@ -140,7 +144,7 @@ def test_create_job_refuses_bad_bodies(make_state, body: dict, status: int, code
     state = make_state()
     err = error_of(state.create_job, body)
     assert (err.status, err.code) == (status, code)
-    assert err.to_body()["message"]["value"]
+    assert err.message
 
 
 def test_job_ids_are_case_insensitive_and_unique(make_state) -> None:
@@ -158,7 +162,7 @@ def test_task_validation_and_collection_limits(make_state) -> None:
     err = error_of(state.add_task_collection, "j", [{"id": f"t{i}", "commandLine": "true"} for i in range(101)])
     assert (err.status, err.code) == (413, "RequestBodyTooLarge")
     assert state.list_tasks("j") == []  # nothing of a refused collection is added
-    results = state.add_task_collection(
+    results = task_add_results(state.add_task_collection(
         "j",
         [
             {"id": "jobpreparation", "commandLine": "true"},
@@ -167,7 +171,7 @@ def test_task_validation_and_collection_limits(make_state) -> None:
             {"id": "esc", "commandLine": "true", "resourceFiles": [{"httpUrl": "http://127.0.0.1/x",
                                                                       "filePath": "../x"}]},
         ],
-    )
+    ))
     assert [r["error"]["code"] for r in results] == [
         "TaskIdSameAsJobPreparationTask",
         "MissingRequiredProperty",

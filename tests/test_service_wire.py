@@ -508,7 +508,7 @@ def test_server_refuses_non_loopback_hosts(tmp_path: Any) -> None:
     from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
     from snakemake_executor_plugin_azbatch.local.faults import FaultInjector
     from snakemake_executor_plugin_azbatch.local.metrics import Metrics
-    from snakemake_executor_plugin_azbatch.local.wire import make_server
+    from snakemake_executor_plugin_azbatch.local.http_server import make_server
 
     for host in ("0.0.0.0", "192.0.2.10", "example.org"):
         config = ServiceConfig(root=tmp_path, host=host)

@@ -1,6 +1,6 @@
 """Seeded fault injection for the local Batch API: a fraction of requests is answered with a transient error.
 
-The wire asks `FaultInjector.pick()` before executing each API request (never for /_local/...). A picked
+The HTTP layer asks `FaultInjector.pick()` before executing each API request (never for /_local/...). A picked
 request is answered with the fault and NOT executed, so a client retry is always safe — that is what clients must
 cope with on real Batch (azure-core's RetryPolicy retries 500/503 and honours Retry-After on 429/503).
 Draws come from `random.Random(config.seed)`, so a run with the same seed and request sequence repeats.

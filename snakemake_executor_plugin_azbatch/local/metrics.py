@@ -42,7 +42,7 @@ class _Counter:
 
 
 class Metrics:
-    """Thread-safe counters; the wire records Batch requests, the blob proxy records storage requests."""
+    """Thread-safe counters; the HTTP layer records Batch requests, the blob proxy records storage requests."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

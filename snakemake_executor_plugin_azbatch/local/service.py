@@ -18,6 +18,7 @@ from .config import ConfigError, ServiceConfig, StorageEndpoint
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
+    from .execution import ExecutionBackend
     from .metrics import Metrics
     from .model import BatchState
 
@@ -29,6 +30,13 @@ METRICS_FILE = "metrics.json"
 METRICS_PATH = "/_local/metrics"
 
 
+def make_backend(config: ServiceConfig) -> "ExecutionBackend":
+    """The execution backend the model drives: today host processes (see `execution` for the protocol)."""
+    from .host_backend import HostProcessBackend
+
+    return HostProcessBackend(config)
+
+
 def shell_quote(value: str) -> str:
     """Single-quote for POSIX shells (`export K='V'`)."""
     return "'" + value.replace("'", "'\"'\"'") + "'"
@@ -37,7 +45,7 @@ def shell_quote(value: str) -> str:
 class LocalService:
     """The whole local Batch service in this process (HTTP server and node runners on threads).
 
-    start(): Azurite → blob proxy → BatchState.start() → wire server thread; fills `config.account_url` and
+    start(): Azurite → blob proxy → BatchState.start() (with its execution backend) → HTTP server thread; fills `config.account_url` and
     `config.storage`. stop(): the reverse, then writes ROOT/metrics.json. Either is safe after a partial start.
     """
 
@@ -69,8 +77,8 @@ class LocalService:
         # Imported here so the storage side (and the test harness) can load while the Batch side evolves.
         from .faults import FaultInjector
         from .metrics import Metrics
+        from .http_server import make_server
         from .model import BatchState
-        from .wire import make_server
 
         self.root = self.config.root = Path(self.config.root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -89,7 +97,7 @@ class LocalService:
             if not port_chosen_by_user:
                 self.config.port = free_port(self.config.host)
             self.config.account_url = f"http://{self.config.host}:{self.config.port}"
-            self.state = BatchState(self.config)
+            self.state = BatchState(self.config, make_backend(self.config))
             faults = FaultInjector(self.config)
             try:
                 self.server = make_server(self.state, self.config, self.metrics, faults)

@@ -1,0 +1,300 @@
+"""HTTP layer of the local Batch service: `Dispatcher.dispatch(Request) -> Response` and the socket server around it.
+
+Contract: Microsoft's Batch REST API 2025-06-01.21.0 (older api-versions are accepted too, as the Azure CLI sends
+them). Every API request goes: fault injection → Shared Key → api-version → body size → route → handler; any
+`BatchError` becomes Batch's error body here. `dispatch` needs no socket, so API tests can run in process.
+`/_local/metrics` and `/_local/health` need no auth and are not counted.
+"""
+
+from __future__ import annotations
+
+import http.server
+import ipaddress
+import json
+import logging
+import re
+import socket
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from .api import BatchApi
+from .config import LOOPBACK_HOSTS, ServiceConfig
+from .errors import (
+    BatchError,
+    DynamicError,
+    InternalError,
+    InvalidHeaderValue,
+    InvalidRequestBody,
+    InvalidUri,
+    MissingRequiredQueryParameter,
+    RequestBodyTooLarge,
+    UnsupportedHttpVerb,
+)
+from .faults import FaultInjector
+from .http_messages import Request, Response, error_response, query_error
+from .metrics import Metrics
+from .model import BatchState
+from .routes import match_route
+from .shared_key import AuthenticationError, ReceivedRequest, SharedKeyVerifier
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2025-06-01.21.0"
+_API_VERSION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.\d+\.\d+)?$")
+_OLDEST_API_DATE = "2016-07-01"
+_NEWEST_API_DATE = API_VERSION.split(".")[0]
+MAX_BODY_BYTES = 1024 * 1024  # Batch refuses bodies over 1 MB (RequestBodyTooLarge)
+_DISCARD_LIMIT = 64 * 1024 * 1024  # larger bodies are not even read: the connection is closed
+_STREAM_CHUNK = 256 * 1024
+LOCAL_PREFIX = "/_local/"
+UNKNOWN_OPERATION = "Unknown"
+_TOO_LARGE = f"The request body is larger than {MAX_BODY_BYTES} bytes; send fewer tasks per request."
+
+
+def base_url_for(host_header: str | None, config: ServiceConfig) -> str:
+    """Where links point: the host the client used when it is a loopback name, else the configured URL."""
+    host = (host_header or "").strip()
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]", 1)[0]
+    if host and name in LOOPBACK_HOSTS:
+        return f"http://{host}"
+    return (config.account_url or f"http://{config.host}:{config.port}").rstrip("/")
+
+
+def make_request(method: str, target: str, headers: Any, body: bytes, base_url: str) -> Request:
+    """A Request from an HTTP request line's target (path?query)."""
+    raw_path, _, raw_query = target.partition("?")
+    query = {k.lower(): v[0] for k, v in parse_qs(raw_query, keep_blank_values=True).items()}
+    return Request(method, raw_path, raw_query, query, headers, body, base_url)
+
+
+def check_api_version(value: str | None) -> None:
+    if value is None or value == "":
+        raise MissingRequiredQueryParameter(
+            f"The query parameter api-version is required, e.g. ?api-version={API_VERSION}.",
+            {"QueryParameterName": "api-version"},
+        )
+    m = _API_VERSION_RE.match(value)
+    if not m or not _OLDEST_API_DATE <= m.group(1) <= _NEWEST_API_DATE:
+        raise query_error(
+            "api-version", value, f"unsupported version; the local service speaks Batch API versions up to {API_VERSION}"
+        )
+
+
+class Dispatcher:
+    """Socket-free request handling: one Request in, one Response out (with `operation` set for metrics)."""
+
+    def __init__(self, state: BatchState, config: ServiceConfig, faults: FaultInjector) -> None:
+        self.api = BatchApi(state)
+        self.faults = faults
+        self.verifier = SharedKeyVerifier(config.account_name, config.account_key)
+
+    def dispatch(self, request: Request, body_error: BatchError | None = None) -> Response:
+        route, params, allowed = match_route(request.method, request.raw_path.rstrip("/") or "/")
+        response = self._respond(request, route, params, allowed, body_error)
+        response.operation = route.operation if route else UNKNOWN_OPERATION
+        return response
+
+    def _respond(self, request: Request, route, params: dict[str, str], allowed: list[str],
+                 body_error: BatchError | None) -> Response:
+        fault = self.faults.pick()
+        if fault:
+            headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
+            return error_response(request.base_url, DynamicError(fault.status, fault.code, fault.message), headers)
+        try:
+            self._authenticate(request)
+            check_api_version(request.query.get("api-version"))
+            if body_error:
+                raise body_error
+            if len(request.body) > MAX_BODY_BYTES:
+                raise RequestBodyTooLarge(_TOO_LARGE)
+            if route is None:
+                if allowed:
+                    raise UnsupportedHttpVerb(
+                        f"The local Batch service does not support {request.method} on {request.raw_path}; "
+                        f"it supports {', '.join(sorted(set(allowed)))}."
+                    )
+                raise InvalidUri(
+                    f"{request.method} {request.raw_path} does not match any operation of the local Batch service."
+                )
+            request.params = params
+            return getattr(self.api, route.handler)(request)
+        except BatchError as exc:
+            return error_response(request.base_url, exc)
+        except Exception:  # a bug in the service: answer like Batch does, keep the traceback in the log
+            log.exception("internal error handling %s %s", request.method, request.raw_path)
+            return error_response(request.base_url, InternalError())
+
+    def _authenticate(self, request: Request) -> None:
+        try:
+            self.verifier.verify(
+                ReceivedRequest(request.method, request.raw_path, request.raw_query, tuple(request.headers.items()))
+            )
+        except AuthenticationError as exc:
+            raise DynamicError(
+                exc.status,
+                "AuthenticationFailed",
+                "Server failed to authenticate the request. Make sure the value of the Authorization header is "
+                "formed correctly including the signature.",
+                {"AuthenticationErrorDetail": exc.detail},
+            ) from None
+
+
+def local_response(path: str, metrics: Metrics) -> Response:
+    """The service's own endpoints under /_local/ (no auth, not counted)."""
+    if path.rstrip("/") == "/_local/metrics":
+        return Response(200, json.dumps(metrics.snapshot()).encode(), content_type="application/json")
+    if path.rstrip("/") == "/_local/health":
+        return Response(200, b'{"status":"ok"}', content_type="application/json")
+    return Response(404, b'{"error":"unknown /_local endpoint; try /_local/metrics or /_local/health"}',
+                    content_type="application/json")
+
+
+class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 300  # seconds a kept-alive connection may sit idle before its thread lets it go
+    server: "BatchHTTPServer"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — base class signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None when it is too large to read (the connection is then closed)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks, total = [], 0
+            while True:
+                size_line = self.rfile.readline(1024)
+                size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                total += size
+                if total > _DISCARD_LIMIT:
+                    self.close_connection = True
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise InvalidHeaderValue(
+                "The Content-Length header is not a whole number.", {"HeaderName": "Content-Length"}
+            ) from None
+        if length > _DISCARD_LIMIT:
+            self.close_connection = True
+            return None
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _handle(self) -> None:
+        body_error: BatchError | None = None
+        try:
+            body = self._read_body()
+        except BatchError as exc:
+            body, body_error = b"", exc
+        except (ValueError, OSError):  # a broken chunked body or a dropped connection
+            body, self.close_connection = b"", True
+            body_error = InvalidRequestBody("The request body could not be read.")
+        if body is None:
+            body_error = RequestBodyTooLarge(_TOO_LARGE)
+        if self.path.lower().startswith(LOCAL_PREFIX):
+            self._send(local_response(self.path.partition("?")[0].lower(), self.server.metrics), b"", counted=False)
+            return
+        base_url = base_url_for(self.headers.get("Host"), self.server.config)
+        request = make_request(self.command, self.path, self.headers, body or b"", base_url)
+        self._send(self.server.dispatcher.dispatch(request, body_error), request.body, counted=True)
+
+    def _send(self, response: Response, request_body: bytes, *, counted: bool) -> None:
+        head_only = self.command == "HEAD"
+        if counted:
+            # Recorded before anything is written, so a client that reads the metrics right after this response
+            # already sees it counted. Counts the planned body; a client that hangs up early is not subtracted.
+            planned = 0 if head_only else response.body_length
+            self.server.metrics.record_batch(
+                response.operation or UNKNOWN_OPERATION, response.status, len(request_body), planned
+            )
+        try:
+            self.send_response(response.status)
+            self.send_header("request-id", str(uuid.uuid4()))
+            self.send_header("DataServiceVersion", "3.0")
+            client_request_id = self.headers.get("client-request-id") or self.headers.get("x-ms-client-request-id")
+            if client_request_id and (self.headers.get("return-client-request-id") or "").lower() == "true":
+                self.send_header("client-request-id", client_request_id)
+            explicit_length = any(name.lower() == "content-length" for name, _ in response.headers)
+            for name, value in response.headers:
+                self.send_header(name, value)
+            if response.content_type and (response.body or response.file or head_only):
+                self.send_header("Content-Type", response.content_type)
+            if not explicit_length:
+                self.send_header("Content-Length", "0" if head_only and not response.file else str(response.body_length))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if not head_only:
+                if response.file:
+                    self._stream_file(*response.file)
+                else:
+                    self.wfile.write(response.body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _stream_file(self, path: Path, offset: int, length: int) -> int:
+        sent = 0
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            while sent < length:
+                chunk = handle.read(min(_STREAM_CHUNK, length - sent))
+                if not chunk:
+                    break  # the file shrank; the client sees a short body
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        if sent < length:
+            self.close_connection = True
+        return sent
+
+
+class BatchHTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(
+        self, address: tuple[str, int], state: BatchState, config: ServiceConfig, metrics: Metrics,
+        faults: FaultInjector,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.dispatcher = Dispatcher(state, config, faults)
+        super().__init__(address, BatchRequestHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return  # the client went away; nothing to answer
+        log.exception("unhandled error serving %s", client_address)
+
+
+class _BatchHTTPServerV6(BatchHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def make_server(
+    state: BatchState, config: ServiceConfig, metrics: Metrics, faults: FaultInjector
+) -> http.server.ThreadingHTTPServer:
+    """The Batch API server bound to (config.host, config.port) — loopback only; call serve_forever() to run."""
+    host = config.host
+    if host not in LOOPBACK_HOSTS:
+        raise ValueError(f"host {host!r}: the local Batch service listens on loopback only; use 127.0.0.1")
+    address = "127.0.0.1" if host == "localhost" else host
+    if not ipaddress.ip_address(address).is_loopback:
+        raise ValueError(f"host {host!r} is not a loopback address; use 127.0.0.1")
+    server_class = _BatchHTTPServerV6 if ":" in address else BatchHTTPServer
+    return server_class((address, config.port), state, config, metrics, faults)

@@ -1,0 +1,99 @@
+"""Lists as Batch answers them: `$filter`, `$select`, `maxresults`, a stable order and `odata.nextLink` paging.
+
+Lists are ordered by (creationTime, id) — or id / name where there is no creationTime — and `odata.nextLink`
+carries `$skiptoken` = the last key returned, so a link stays valid while entities come and go. String
+comparisons in `$filter` ignore case (IDs are case-insensitive on Batch).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from .errors import OutOfRangeQueryParameterValue
+from .http_messages import Request, Response, json_response, query_error
+from .odata import ODataError, apply_select, parse_filter, parse_select
+from .timestamps import parse_iso
+
+MAX_RESULTS = 1000
+
+
+def sort_key(item: dict[str, Any]) -> list[str]:
+    created = parse_iso(str(item.get("creationTime", "")))
+    stamp = created.strftime("%Y-%m-%dT%H:%M:%S.%f") if created else ""
+    ident = (
+        item.get("id") or item.get("name") or item.get("nodeId") or item.get("poolId")
+        or item.get("nodeAgentSKUId") or ""
+    )
+    return [stamp, str(ident).lower()]
+
+
+def select_names(select: str) -> list[str]:
+    try:
+        return parse_select(select)
+    except ODataError as exc:
+        raise query_error("$select", select, str(exc)) from None
+
+
+def _max_results(request: Request) -> int:
+    raw = request.query.get("maxresults")
+    if raw is None:
+        return MAX_RESULTS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise query_error("maxresults", raw, "must be a whole number from 1 to 1000") from None
+    if not 1 <= value <= MAX_RESULTS:
+        raise query_error("maxresults", raw, "must be from 1 to 1000", OutOfRangeQueryParameterValue)
+    return value
+
+
+def listing(request: Request, items: list[dict[str, Any]], metadata_name: str) -> Response:
+    """Filter, order, page and project a list; `odata.nextLink` is absolute and carries `$skiptoken`."""
+    max_results = _max_results(request)
+    filter_text = request.query.get("$filter")
+    if filter_text:
+        try:
+            predicate = parse_filter(filter_text)
+        except ODataError as exc:
+            raise query_error("$filter", filter_text, str(exc)) from None
+        items = [item for item in items if predicate(item)]
+    select = request.query.get("$select")
+    names = select_names(select) if select else None
+    items = sorted(items, key=sort_key)
+    token = request.query.get("$skiptoken")
+    if token:
+        after = decode_token(token)
+        items = [item for item in items if sort_key(item) > after]
+    page, more = items[:max_results], len(items) > max_results
+    payload: dict[str, Any] = {
+        "odata.metadata": request.metadata(metadata_name),
+        "value": [apply_select(item, names) if names else item for item in page],
+    }
+    if more:
+        payload["odata.nextLink"] = next_link(request, encode_token(sort_key(page[-1])))
+    return json_response(200, payload)
+
+
+def encode_token(key: list[str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_token(token: str) -> list[str]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError):
+        key = None
+    if not (isinstance(key, list) and len(key) == 2 and all(isinstance(k, str) for k in key)):
+        raise query_error("$skiptoken", token, "not a continuation token from odata.nextLink; restart the listing")
+    return key
+
+
+def next_link(request: Request, token: str) -> str:
+    params = [(name, value) for name, value in parse_qs(request.raw_query, keep_blank_values=False).items()]
+    kept = [(name, values[0]) for name, values in params if name.lower() != "$skiptoken"]
+    kept.append(("$skiptoken", token))
+    return f"{request.base_url}{request.raw_path}?{urlencode(kept, quote_via=quote)}"

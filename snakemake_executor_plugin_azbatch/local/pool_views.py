@@ -1,0 +1,142 @@
+"""REST shapes of pools, nodes, node counts, supported images and applications, built from the records.
+
+Every local pool is a fixed-size Linux pool of `standard_d2s_v3`-shaped nodes on Ubuntu 22.04 as Batch reports it;
+the image is what the nodes claim to be, not what runs (see the execution backend).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from .config import AppPackageSpec
+from .records import NodeRecord, PoolRecord, Records
+
+VM_SIZE = "standard_d2s_v3"
+NODE_AGENT_SKU = "batch.node.ubuntu 22.04"
+IMAGE_REFERENCE = {
+    "publisher": "canonical",
+    "offer": "0001-com-ubuntu-server-jammy",
+    "sku": "22_04-lts",
+    "version": "latest",
+}
+# Node states (BatchNodeState, lower-case) → BatchNodeCounts property names.
+NODE_COUNT_FIELDS = {
+    name.lower(): name
+    for name in (
+        "creating", "idle", "offline", "preempted", "rebooting", "reimaging", "running", "starting",
+        "startTaskFailed", "leavingPool", "unknown", "unusable", "waitingForStartTask", "deallocated",
+        "deallocating", "upgradingOS",
+    )
+}
+
+
+def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
+    return {
+        "id": pool.id,
+        "url": f"{records.account_url}/pools/{pool.id}",
+        "eTag": pool.etag,
+        "lastModified": pool.creation_time,
+        "creationTime": pool.creation_time,
+        "state": "active",
+        "stateTransitionTime": pool.creation_time,
+        "allocationState": "steady",
+        "allocationStateTransitionTime": pool.creation_time,
+        "vmSize": VM_SIZE,
+        "resizeTimeout": "PT15M",
+        "currentDedicatedNodes": len(pool.nodes),
+        "currentLowPriorityNodes": 0,
+        "targetDedicatedNodes": pool.target_nodes,
+        "targetLowPriorityNodes": 0,
+        "enableAutoScale": False,
+        "enableInterNodeCommunication": False,
+        "taskSlotsPerNode": pool.slots,
+        "taskSchedulingPolicy": {"nodeFillType": pool.node_fill_type},
+        "virtualMachineConfiguration": {"imageReference": dict(IMAGE_REFERENCE), "nodeAgentSKUId": NODE_AGENT_SKU},
+        "targetNodeCommunicationMode": "default",
+        "currentNodeCommunicationMode": "simplified",
+    }
+
+
+def node_state(node: NodeRecord) -> str:
+    if not node.ready:
+        return "starting"
+    return "running" if node.running_tasks else "idle"
+
+
+def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
+    recent = []
+    for job_key, task_key in sorted(node.running_tasks):
+        job = records.jobs.get(job_key)
+        task = job.tasks.get(task_key) if job else None
+        if job is None or task is None:
+            continue
+        recent.append(
+            {
+                "taskUrl": task.rest["url"],
+                "jobId": job.id,
+                "taskId": task.rest["id"],
+                "taskState": task.state,
+                "executionInfo": copy.deepcopy(task.rest["executionInfo"]),
+            }
+        )
+    body: dict[str, Any] = {
+        "id": node.id,
+        "url": records.node_url(node),
+        "state": node_state(node),
+        "schedulingState": "enabled",
+        "stateTransitionTime": node.state_transition_time,
+        "lastBootTime": node.allocation_time,
+        "allocationTime": node.allocation_time,
+        "ipAddress": "127.0.0.1",
+        "affinityId": f"TVM:{node.id}",
+        "vmSize": VM_SIZE,
+        "totalTasksRun": node.total_tasks_run,
+        "runningTasksCount": len(node.running_tasks),
+        "runningTaskSlotsCount": node.used_slots,
+        "totalTasksSucceeded": node.total_tasks_succeeded,
+        "isDedicated": True,
+        "nodeAgentInfo": {"version": "1.11.0", "lastUpdateTime": node.allocation_time},
+        "virtualMachineInfo": {"imageReference": dict(IMAGE_REFERENCE)},
+    }
+    if recent:
+        body["recentTasks"] = recent
+    return body
+
+
+def node_counts_view(pool: PoolRecord) -> dict[str, Any]:
+    """BatchPoolNodeCounts: every node is dedicated."""
+    dedicated = dict.fromkeys(NODE_COUNT_FIELDS.values(), 0)
+    for node in pool.nodes:
+        dedicated[NODE_COUNT_FIELDS.get(node_state(node), "unknown")] += 1
+    dedicated["total"] = sum(dedicated.values())
+    low_priority = dict.fromkeys([*NODE_COUNT_FIELDS.values(), "total"], 0)
+    return {"poolId": pool.id, "dedicated": dedicated, "lowPriority": low_priority}
+
+
+def supported_images_view(pools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One BatchSupportedImage per distinct (node agent SKU, image) the pools use."""
+    images: dict[str, dict[str, Any]] = {}
+    for pool in pools:
+        vm = pool.get("virtualMachineConfiguration") or {}
+        sku = vm.get("nodeAgentSKUId")
+        if sku and vm.get("imageReference"):
+            key = json.dumps([sku, vm["imageReference"]], sort_keys=True)
+            images[key] = {
+                "nodeAgentSKUId": sku,
+                "imageReference": vm["imageReference"],
+                "osType": "linux",
+                "verificationType": "verified",
+            }
+    return list(images.values())
+
+
+def applications_view(specs: list[AppPackageSpec]) -> dict[str, dict[str, Any]]:
+    """BatchApplication entries by lower-cased id."""
+    apps: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        app = apps.setdefault(spec.name.lower(), {"id": spec.name, "displayName": spec.name, "versions": []})
+        if spec.version not in app["versions"]:
+            app["versions"].append(spec.version)
+    return apps

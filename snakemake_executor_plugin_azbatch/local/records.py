@@ -1,0 +1,196 @@
+"""The records of the local Batch account (pools, nodes, jobs, tasks) and the transitions each owns.
+
+A record keeps its REST dict (`rest`, shaped like the Batch REST API) plus what the service needs beside it. All
+records are guarded by `Records.lock`; nothing here takes it, callers hold it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .node_layout import NodeLayout
+from .timestamps import iso_now, new_etag
+
+TERMINAL_JOB_STATES = ("terminating", "completed", "deleting")
+
+
+def touch(rest: dict[str, Any]) -> None:
+    """A change: new eTag and lastModified."""
+    rest["eTag"] = new_etag()
+    rest["lastModified"] = iso_now()
+
+
+def move_state(rest: dict[str, Any], state: str) -> None:
+    """Move a job or task to `state`, keeping previousState and transition times as Batch reports them."""
+    if rest["state"] == state:
+        return
+    rest["previousState"] = rest["state"]
+    rest["previousStateTransitionTime"] = rest["stateTransitionTime"]
+    rest["state"] = state
+    rest["stateTransitionTime"] = iso_now()
+    touch(rest)
+
+
+@dataclass
+class NodeRecord:
+    layout: NodeLayout
+    index: int
+    slots: int
+    allocation_time: str
+    state_transition_time: str
+    ready: bool = False  # the backend reported the node started (start task done, when there is one)
+    used_slots: int = 0
+    running_tasks: set = field(default_factory=set)  # {(job_key, task_key)}
+    total_tasks_run: int = 0
+    total_tasks_succeeded: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.layout.node_id
+
+    @property
+    def pool_id(self) -> str:
+        return self.layout.pool_id
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - self.used_slots
+
+    def take_slots(self, ref: tuple[str, str], slots: int) -> None:
+        if not self.running_tasks:
+            self.state_transition_time = iso_now()
+        self.running_tasks.add(ref)
+        self.used_slots += slots
+        self.total_tasks_run += 1
+
+    def free_slots_of(self, ref: tuple[str, str], slots: int, succeeded: bool | None) -> None:
+        if ref not in self.running_tasks:
+            return
+        self.running_tasks.discard(ref)
+        self.used_slots -= slots
+        if succeeded:
+            self.total_tasks_succeeded += 1
+        if not self.running_tasks:
+            self.state_transition_time = iso_now()
+
+
+@dataclass
+class PoolRecord:
+    id: str
+    slots: int
+    target_nodes: int
+    creation_time: str
+    etag: str
+    nodes: list[NodeRecord] = field(default_factory=list)
+    node_fill_type: str = "spread"
+
+
+@dataclass
+class TaskRecord:
+    job_key: str
+    key: str
+    seq: int
+    rest: dict[str, Any]  # the REST dict, runtime fields included
+    node: NodeRecord | None = None
+    attempt: int = 0  # numbers the attempts, so a late report about an earlier attempt is ignored
+    launched: bool = False  # the current attempt was handed to the execution backend
+    kill_reason: str | None = None  # "terminated" | "preempted" | "deleted"
+    preempt_planned: bool = False
+    deleted: bool = False
+
+    @property
+    def state(self) -> str:
+        return self.rest["state"]
+
+    @property
+    def ref(self) -> tuple[str, str]:
+        return (self.job_key, self.key)
+
+    @property
+    def required_slots(self) -> int:
+        return int(self.rest.get("requiredSlots", 1))
+
+    @property
+    def holds_node(self) -> bool:
+        return self.node is not None and self.ref in self.node.running_tasks
+
+    def set_state(self, state: str) -> None:
+        move_state(self.rest, state)
+
+    def free_node(self, succeeded: bool | None = None) -> None:
+        if self.node is not None:
+            self.node.free_slots_of(self.ref, self.required_slots, succeeded)
+
+
+@dataclass
+class PrepRecord:
+    """Job preparation/release execution on one node (BatchJobPreparationAndReleaseTaskStatus)."""
+
+    prep: dict[str, Any] = field(default_factory=dict)  # BatchJobPreparationTaskExecutionInfo
+    release: dict[str, Any] | None = None  # BatchJobReleaseTaskExecutionInfo
+    done: bool = False
+    succeeded: bool = False
+    running: str | None = None  # "preparation" | "release" while one runs on the backend
+    run: int = 0  # numbers the runs, so a late report about an earlier run is ignored
+
+
+@dataclass
+class JobRecord:
+    key: str
+    rest: dict[str, Any]
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    prep_by_node: dict[str, PrepRecord] = field(default_factory=dict)  # node id → record
+    deleted: bool = False
+    releasing: bool = False  # release tasks were started (terminating or deleting)
+    created_monotonic: float = field(default_factory=time.monotonic)  # for the job's maxWallClockTime
+
+    @property
+    def id(self) -> str:
+        return self.rest["id"]
+
+    @property
+    def state(self) -> str:
+        return self.rest["state"]
+
+    @property
+    def pool_key(self) -> str:
+        return self.rest["poolInfo"]["poolId"].lower()
+
+    def set_state(self, state: str) -> None:
+        move_state(self.rest, state)
+
+    def has_running_tasks(self) -> bool:
+        return any(task.holds_node for task in self.tasks.values())
+
+
+class Records:
+    """Every record of the account, the lock guarding them and the condition signalled on every change."""
+
+    def __init__(self, account_url: str) -> None:
+        self.account_url = account_url
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.pools: dict[str, PoolRecord] = {}
+        self.jobs: dict[str, JobRecord] = {}
+
+    def node_url(self, node: NodeRecord) -> str:
+        return f"{self.account_url}/pools/{node.pool_id}/nodes/{node.id}"
+
+    def find_node(self, pool_key: str, node_id: str) -> NodeRecord | None:
+        pool = self.pools.get(pool_key.lower())
+        for node in pool.nodes if pool else []:
+            if node.id.lower() == node_id.lower():
+                return node
+        return None
+
+    def live_task(self, job_key: str, task_key: str) -> TaskRecord | None:
+        job = self.jobs.get(job_key)
+        return job.tasks.get(task_key) if job is not None else None

@@ -1,0 +1,76 @@
+"""How a task attempt ends, in Batch's words: exit codes, failureInfo shapes and the job action a failure asks for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Batch's documented exit code for a task ended by its maxWallClockTime: 0xC000013A, as a signed int32.
+WALL_CLOCK_EXIT_CODE = 0xC000013A - 2**32
+
+
+def exit_code_of(returncode: int) -> int:
+    """A process's exit status as Batch reports it; death by signal N is 128 + N (the shell convention)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def ended_by_user() -> dict[str, Any]:
+    return {"category": "usererror", "code": "TaskEnded", "message": "Task Was Ended by User Request"}
+
+
+def wall_clock_failure() -> dict[str, Any]:
+    return {"category": "servererror", "code": "TaskEnded",
+            "message": "The task exceeded its maxWallClockTime constraint and was ended"}
+
+
+def exit_failure() -> dict[str, Any]:
+    return {"category": "usererror", "code": "FailureExitCode",
+            "message": "The task exited with an exit code representing a failure"}
+
+
+def preparation_failed(node_id: str) -> dict[str, Any]:
+    return {
+        "category": "usererror",
+        "code": "JobPreparationTaskFailed",
+        "message": "Task cannot run because the job preparation task failed on node",
+        "details": [{"name": "NodeId", "value": node_id}],
+    }
+
+
+def upload_failure(first_error: str) -> dict[str, Any]:
+    return {
+        "category": "usererror",
+        "code": "FileUploadMiscError",
+        "message": "One or more output files failed to upload; see fileuploaderr.txt in the task directory",
+        "details": [{"name": "Message", "value": first_error}],
+    }
+
+
+def node_error(message: str) -> dict[str, Any]:
+    return {"category": "servererror", "code": "Unknown", "message": message}
+
+
+def exit_job_action(conditions: dict[str, Any] | None, exit_code: int | None, failure: dict[str, Any]) -> str:
+    """The jobAction of a failed task's exitConditions, defaulting to terminate as Batch does for failures.
+
+    `disable` is treated as `none` (jobs cannot be disabled here).
+    """
+    conditions = conditions or {}
+    options = None
+    if exit_code is not None and failure.get("code") in ("FailureExitCode", "TaskEnded"):
+        for entry in conditions.get("exitCodes") or []:
+            if entry.get("code") == exit_code:
+                options = entry.get("exitOptions")
+                break
+        if options is None:
+            for entry in conditions.get("exitCodeRanges") or []:
+                if entry.get("start", 0) <= exit_code <= entry.get("end", -1):
+                    options = entry.get("exitOptions")
+                    break
+    elif failure.get("code") == "FileUploadMiscError":
+        options = conditions.get("fileUploadError")
+    else:
+        options = conditions.get("preProcessingError")
+    if options is None:
+        options = conditions.get("default")
+    action = str((options or {}).get("jobAction") or "terminate").lower()
+    return "terminate" if action == "terminate" else "none"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from waiting import wait_for
 
 from conftest import ServiceHandle, descendant_pids
 
@@ -80,6 +81,7 @@ def test_exported_settings_reach_batch_and_storage(local_service: ServiceHandle)
     assert {k: sourced[k] for k in EXPECTED_ENV} == env
 
     # The exported Batch settings authenticate; the exported storage goes through the counting proxy.
+    lists_before = local_service.metrics()["operations"].get("Pools_ListPools", {"count": 0})["count"]
     pools = [p.id for p in local_service.batch_client().list_pools()]
     assert env["SNAKEMAKE_AZBATCH_POOL_ID"] in pools
     from azure.storage.blob import BlobServiceClient
@@ -93,7 +95,7 @@ def test_exported_settings_reach_batch_and_storage(local_service: ServiceHandle)
     after = local_service.metrics()["storage"]["PutBlob"]
     assert after["count"] == before["count"] + 1
     assert after["requestBytes"] == before["requestBytes"] + 5
-    assert local_service.metrics()["operations"]["Pools_ListPools"]["count"] >= 1
+    assert local_service.metrics()["operations"]["Pools_ListPools"]["count"] == lists_before + 1
 
 
 def test_stop_writes_metrics_and_releases_everything(make_service, tmp_path: Path) -> None:
@@ -198,16 +200,6 @@ def _exports(lines: list[str]) -> dict[str, str]:
     return exported
 
 
-def _wait_for(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_serve_prints_settings_and_sigterm_leaves_no_process(tmp_path: Path, cli_processes) -> None:
     from azure.batch import BatchClient, models
     from azure.core.credentials import AzureNamedKeyCredential
@@ -235,7 +227,7 @@ def test_serve_prints_settings_and_sigterm_leaves_no_process(tmp_path: Path, cli
     )
     client.create_job(models.BatchJobCreateOptions(id="sigterm", pool_info=models.BatchPoolInfo(pool_id="cli")))
     client.create_task("sigterm", models.BatchTaskCreateOptions(id="sleeper", command_line="sleep 300"))
-    _wait_for(lambda: client.get_task("sigterm", "sleeper").state == models.BatchTaskState.RUNNING, "task running")
+    wait_for(lambda: client.get_task("sigterm", "sleeper").state == models.BatchTaskState.RUNNING, 60, "task running")
 
     below = descendant_pids(process.pid)
     sleepers = [pid for pid in below if b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes()]
@@ -263,7 +255,7 @@ def test_killed_service_takes_azurite_with_it(tmp_path: Path, cli_processes) -> 
     assert azurite, "Azurite should run below the service"
     process.kill()
     process.wait(timeout=30)
-    _wait_for(lambda: not any(alive(pid) for pid in azurite), "Azurite to exit after its service was killed", 30)
+    wait_for(lambda: not any(alive(pid) for pid in azurite), 30, "Azurite did not exit after its service was killed")
 
 
 def test_run_passes_settings_and_returns_the_exit_status(tmp_path: Path, cli_processes) -> None:
@@ -303,7 +295,7 @@ def _run_python(tmp_path: Path, script: str, ready: Path, cli_processes) -> tupl
         stderr=subprocess.PIPE,
     )
     cli_processes.append(process)
-    _wait_for(ready.exists, "the command to start", timeout=STARTUP_TIMEOUT_S)
+    wait_for(ready.exists, STARTUP_TIMEOUT_S, "the command did not start")
     return process, descendant_pids(process.pid)
 
 
@@ -335,7 +327,7 @@ def test_run_second_signal_kills_a_command_that_ignores_the_first(tmp_path: Path
     process, below = _run_python(tmp_path, script, ready, cli_processes)
     process.send_signal(signal.SIGINT)  # forwarded; the command notes it and carries on
     # Identical signals sent back to back can merge into one, so the second waits for the first to arrive.
-    _wait_for(got.exists, "the forwarded SIGINT")
+    wait_for(got.exists, 60, "the forwarded SIGINT never arrived")
     process.send_signal(signal.SIGINT)  # escalates to SIGKILL
     assert process.wait(timeout=60) == 128 + signal.SIGKILL
     assert [pid for pid in below if alive(pid)] == []

@@ -6,12 +6,12 @@ the wire (dict shapes, BatchError codes) and the scheduler's placement rules, wh
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 from spec_validation import validate_body
+from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, PoolSpec, ServiceConfig
 from snakemake_executor_plugin_azbatch.local.api import task_add_results
@@ -52,13 +52,19 @@ def make_state(tmp_path: Path) -> Iterator:
 
 
 def wait_completed(state: BatchState, job_id: str, task_id: str) -> dict:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
+    def completed() -> dict | None:
         task = state.get_task(job_id, task_id)
-        if task["state"] == "completed":
-            return task
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} did not complete: {state.get_task(job_id, task_id)}")
+        return task if task["state"] == "completed" else None
+
+    return wait_for(completed, WAIT_SECONDS, lambda: f"task {task_id} did not complete: {state.get_task(job_id, task_id)}")
+
+
+def _wait_job_completed(state: BatchState, job_id: str) -> dict:
+    def completed() -> dict | None:
+        job = state.get_job(job_id)
+        return job if job["state"] == "completed" else None
+
+    return wait_for(completed, WAIT_SECONDS, lambda: f"job {job_id} did not complete: {state.get_job(job_id)}")
 
 
 def error_of(call, *args) -> BatchError:
@@ -116,9 +122,7 @@ def test_entities_match_the_spec_shapes(make_state) -> None:
     assert counts["taskCounts"] == {"active": 0, "running": 0, "completed": 2, "succeeded": 1, "failed": 1}
     assert counts["taskSlotCounts"]["failed"] == 2
     state.terminate_job("shape-job", None)
-    deadline = time.monotonic() + WAIT_SECONDS
-    while state.get_job("shape-job")["state"] != "completed" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_job_completed(state, "shape-job")
     job = state.get_job("shape-job")
     check_shape("BatchJob", job)
     assert job["executionInfo"]["terminateReason"] == "UserTerminate"
@@ -187,9 +191,7 @@ def test_tasks_cannot_be_added_to_ended_jobs(make_state) -> None:
     state.terminate_job("j", "done here")
     err = error_of(state.add_task, "j", {"id": "late", "commandLine": "true"})
     assert err.code in ("JobBeingTerminated", "JobCompleted") and err.status == 409
-    deadline = time.monotonic() + WAIT_SECONDS
-    while state.get_job("j")["state"] != "completed" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_job_completed(state, "j")
     assert state.get_job("j")["executionInfo"]["terminateReason"] == "done here"
     assert error_of(state.add_task, "j", {"id": "late", "commandLine": "true"}).code == "JobCompleted"
     assert error_of(state.terminate_job, "j", None).code == "JobCompleted"
@@ -202,9 +204,7 @@ def test_update_job_terminates_when_all_tasks_complete(make_state) -> None:
     wait_completed(state, "j", "t")
     assert state.get_job("j")["state"] == "active"  # noaction by default
     state.update_job("j", {"onAllTasksComplete": "terminatejob"})
-    deadline = time.monotonic() + WAIT_SECONDS
-    while state.get_job("j")["state"] != "completed" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_job_completed(state, "j")
     job = state.get_job("j")
     assert job["state"] == "completed" and job["executionInfo"]["terminateReason"] == "AllTasksComplete"
     assert error_of(state.update_job, "j", {"priority": 1}).code == "JobCompleted"
@@ -222,13 +222,11 @@ def _hold_slots(state: BatchState, job_id: str, ids: list[str], slots: int = 1) 
 
 
 def _wait_running(state: BatchState, job_id: str, count: int) -> list[dict]:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        running = [t for t in state.list_tasks(job_id) if t["state"] == "running"]
-        if len(running) >= count:
-            return running
-        time.sleep(0.02)
-    raise AssertionError(f"fewer than {count} running tasks: {state.list_tasks(job_id)}")
+    def running() -> list[dict] | None:
+        tasks = [t for t in state.list_tasks(job_id) if t["state"] == "running"]
+        return tasks if len(tasks) >= count else None
+
+    return wait_for(running, WAIT_SECONDS, lambda: f"fewer than {count} running tasks: {state.list_tasks(job_id)}")
 
 
 def _release_all(state: BatchState) -> None:
@@ -314,17 +312,8 @@ def test_task_failure_with_exit_options_terminates_the_job(make_state) -> None:
     assert state.get_job("j")["state"] == "active"
     state.add_task("j", {"id": "fatal", "commandLine": "python -c 'raise SystemExit(1)'"})
     wait_completed(state, "j", "fatal")
-    deadline = time.monotonic() + WAIT_SECONDS
-    while state.get_job("j")["state"] != "completed" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_job_completed(state, "j")
     assert state.get_job("j")["executionInfo"]["terminateReason"] == "TaskFailed"
-
-
-def _wait_job_completed(state: BatchState, job_id: str) -> dict:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while state.get_job(job_id)["state"] != "completed" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return state.get_job(job_id)
 
 
 def test_job_max_wall_clock_time_terminates_running_tasks(make_state) -> None:
@@ -340,10 +329,7 @@ def test_terminating_a_job_kills_a_running_preparation_task(make_state) -> None:
     state = make_state(pools=["p:1:1"])
     state.create_job({"id": "j", "poolInfo": {"poolId": "p"}, "jobPreparationTask": {"commandLine": "sleep 300"}})
     state.add_task("j", {"id": "waits", "commandLine": "true"})
-    deadline = time.monotonic() + WAIT_SECONDS
-    while state.get_task("j", "waits")["state"] != "preparing" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert state.get_task("j", "waits")["state"] == "preparing"
+    wait_for(lambda: state.get_task("j", "waits")["state"] == "preparing", WAIT_SECONDS, "task waits never preparing")
     state.terminate_job("j", None)
     assert _wait_job_completed(state, "j")["state"] == "completed"
     task = state.get_task("j", "waits")
@@ -392,16 +378,8 @@ def test_deleting_a_terminating_job_removes_it(make_state) -> None:
         state.delete_job("j")  # a second delete while the job is still deleting is accepted...
     except BatchError as err:
         assert err.code == "JobNotFound"  # ...and once it is gone, the job is simply not found
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            state.get_job("j")
-        except BatchError as err:
-            assert err.code == "JobNotFound"
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError(f"job was never removed: {state.get_job('j')}")
+    wait_for(lambda: "j" not in state.jobs, WAIT_SECONDS, lambda: f"job was never removed: {state.get_job('j')}")
+    assert error_of(state.get_job, "j").code == "JobNotFound"
     assert all(n["runningTasksCount"] == 0 for n in state.list_nodes("p"))
 
 
@@ -426,8 +404,6 @@ def test_deleting_an_active_job_runs_its_release_task(make_state) -> None:
     state.add_task("j", {"id": "t", "commandLine": "true"})
     wait_completed(state, "j", "t")
     state.delete_job("j")
-    deadline = time.monotonic() + WAIT_SECONDS
-    while "j" in state.jobs and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: "j" not in state.jobs, WAIT_SECONDS, "deleted job j was never removed")
     node = state.pools["p"].nodes[0]
     assert (node.root / "shared" / "released").read_text() == "r\n"

@@ -5,7 +5,6 @@ validated against the spec by the harness policy) and, where the SDK cannot expr
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
@@ -19,8 +18,11 @@ from azure.batch import models as m
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from spec_validation import validate_response
+from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.shared_key import authorization_header
+
+WAIT_SECONDS = 60
 
 JSON_TYPE = "application/json; odata=minimalmetadata"
 NEVER_SCHEDULED = 1000  # requiredSlots no node has: the task stays active, no process runs
@@ -75,17 +77,6 @@ def error_of(response: requests.Response) -> tuple[str, dict[str, str]]:
 
 def sdk_error_code(exc: HttpResponseError) -> str | None:
     return exc.error.code if exc.error else None
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def task_state(client: BatchClient, job_id: str, task_id: str) -> str:
@@ -249,7 +240,7 @@ def test_task_lifecycle_and_files(client: BatchClient, raw: Raw, job: str) -> No
     with pytest.raises(ResourceExistsError) as raised:
         client.create_task(job, m.BatchTaskCreateOptions(id="writer", command_line="true"))
     assert sdk_error_code(raised.value) == "TaskExists"
-    wait_for(lambda: task_state(client, job, "writer") == "completed", "task writer to complete")
+    wait_for(lambda: task_state(client, job, "writer") == "completed", WAIT_SECONDS, "task writer to complete")
     task = client.get_task(job, "WRITER")
     assert task.id == "Writer" and task.execution_info.exit_code == 0
     assert [t.id for t in client.list_tasks(job, filter="executionInfo/exitCode eq 0 and executionInfo/result eq 'success'")] == ["Writer"]
@@ -318,10 +309,10 @@ def test_task_lifecycle_and_files(client: BatchClient, raw: Raw, job: str) -> No
 
 def test_terminate_running_task_and_status_codes(client: BatchClient, raw: Raw, job: str) -> None:
     client.create_task(job, m.BatchTaskCreateOptions(id="sleeper", command_line="/bin/sh -c 'sleep 60'"))
-    wait_for(lambda: task_state(client, job, "sleeper") == "running", "task sleeper to run")
+    wait_for(lambda: task_state(client, job, "sleeper") == "running", WAIT_SECONDS, "task sleeper to run")
     terminated = raw.request("POST", f"/jobs/{job}/tasks/sleeper/terminate?api-version=2025-06-01.21.0")
     assert terminated.status_code == 204 and terminated.content == b""
-    wait_for(lambda: task_state(client, job, "sleeper") == "completed", "terminated task to complete")
+    wait_for(lambda: task_state(client, job, "sleeper") == "completed", WAIT_SECONDS, "terminated task to complete")
     created = raw.request(
         "POST", f"/jobs/{job}/tasks?api-version=2025-06-01.21.0", body={"id": "raw-task", "commandLine": "true"}
     )
@@ -350,7 +341,7 @@ def test_job_preparation_status_is_listed(client: BatchClient, local_service: An
     )
     try:
         client.create_task(job_id, m.BatchTaskCreateOptions(id="after-prep", command_line="true"))
-        wait_for(lambda: task_state(client, job_id, "after-prep") == "completed", "task after prep to complete")
+        wait_for(lambda: task_state(client, job_id, "after-prep") == "completed", WAIT_SECONDS, "task after prep to complete")
         statuses = list(client.list_job_preparation_and_release_task_status(job_id))
         assert statuses and statuses[0].pool_id == local_service.pool_id
         assert statuses[0].job_preparation_task_execution_info.exit_code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,9 +14,17 @@ from typing import Any, Iterator
 import pytest
 
 import spec_validation
-from spec_validation import REFERENCE_DIR, SpecValidationPolicy, find_operation, load_spec, validate_response
+from spec_validation import (
+    REFERENCE_DIR,
+    SPEC_PATH_ENV,
+    SpecValidationPolicy,
+    find_operation,
+    load_spec,
+    validate_response,
+)
 
-EXAMPLES_DIR = REFERENCE_DIR / "examples"
+# Next to the spec: AZBATCH_SPEC_PATH (a worktree elsewhere) or ../shared/reference.
+EXAMPLES_DIR = (Path(os.environ[SPEC_PATH_ENV]).parent if os.environ.get(SPEC_PATH_ENV) else REFERENCE_DIR) / "examples"
 BASE_URL = "https://account.region.batch.azure.com"
 
 

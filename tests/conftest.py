@@ -32,6 +32,15 @@ if TYPE_CHECKING:
 
 _started_services: list["ServiceHandle"] = []
 
+# Pure unit-test modules of the plugin (no service, no subprocess), in the quick loop without editing each file.
+QUICK_MODULES = {"test_settings.py", "test_task_spec.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in QUICK_MODULES:
+            item.add_marker(pytest.mark.quick)
+
 
 class ServiceHandle:
     """What the fixtures return: a started `LocalService` plus client helpers for tests."""

@@ -6,6 +6,8 @@ import pytest
 
 from snakemake_executor_plugin_azbatch.local.odata import ODataError, apply_select, parse_filter, parse_select
 
+pytestmark = pytest.mark.quick
+
 TASKS = [
     {
         "id": "Rule_a-1",

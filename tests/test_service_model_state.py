@@ -21,6 +21,8 @@ from snakemake_executor_plugin_azbatch.local.node_layout import app_package_env_
 from snakemake_executor_plugin_azbatch.local.service import make_backend
 from snakemake_executor_plugin_azbatch.local.timestamps import duration_seconds
 
+pytestmark = pytest.mark.quick
+
 WAIT_SECONDS = 30
 
 

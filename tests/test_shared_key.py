@@ -32,6 +32,8 @@ from snakemake_executor_plugin_azbatch.local.shared_key import (
     string_to_sign,
 )
 
+pytestmark = pytest.mark.quick
+
 OTHER_KEY = "b3RoZXIta2V5LXRoYXQtaXMtbm90LXRoZS1zZXJ2ZXJzLWtleS0wMDAwMDAwMDAwMDA="
 
 

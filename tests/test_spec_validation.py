@@ -23,6 +23,8 @@ from spec_validation import (
     validate_response,
 )
 
+pytestmark = pytest.mark.quick
+
 # Next to the spec: AZBATCH_SPEC_PATH (a worktree elsewhere) or ../shared/reference.
 EXAMPLES_DIR = (Path(os.environ[SPEC_PATH_ENV]).parent if os.environ.get(SPEC_PATH_ENV) else REFERENCE_DIR) / "examples"
 BASE_URL = "https://account.region.batch.azure.com"

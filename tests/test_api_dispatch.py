@@ -1,0 +1,142 @@
+"""The HTTP layer in process: signed requests through `Dispatcher.dispatch` (no socket, no Azurite, no process),
+each response validated against the Batch OpenAPI spec like every response the SDK tests see."""
+
+from __future__ import annotations
+
+import json
+from email.message import Message
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from fake_backend import FakeBackend
+from spec_validation import validate_response
+
+from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
+from snakemake_executor_plugin_azbatch.local.faults import FaultInjector
+from snakemake_executor_plugin_azbatch.local.http_messages import Response
+from snakemake_executor_plugin_azbatch.local.http_server import API_VERSION, Dispatcher, make_request
+from snakemake_executor_plugin_azbatch.local.model import BatchState
+from snakemake_executor_plugin_azbatch.local.routes import ROUTES, match_route
+from snakemake_executor_plugin_azbatch.local.shared_key import authorization_header
+
+pytestmark = pytest.mark.quick
+BASE = "http://127.0.0.1:9"
+
+
+class InProcessClient:
+    def __init__(self, config: ServiceConfig, dispatcher: Dispatcher) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+
+    def call(self, method: str, path: str, body: Any = None, *, query: str = f"api-version={API_VERSION}",
+             headers: dict[str, str] | None = None, sign: bool = True) -> Response:
+        data = json.dumps(body).encode() if body is not None else b""
+        target = f"{path}?{query}" if query else path
+        sent = {"ocp-date": formatdate(usegmt=True), **(headers or {})}
+        if data:
+            sent |= {"Content-Type": "application/json; odata=minimalmetadata", "Content-Length": str(len(data))}
+        if sign:
+            sent["Authorization"] = authorization_header(
+                method, BASE + target, sent, self.config.account_name, self.config.account_key
+            )
+        message = Message()
+        for name, value in sent.items():
+            message[name] = value
+        response = self.dispatcher.dispatch(make_request(method, target, message, data, BASE))
+        content = response.body
+        if response.file:
+            file_path, offset, length = response.file
+            content = file_path.read_bytes()[offset:offset + length]
+        headers_out = {**dict(response.headers), **({"Content-Type": response.content_type}
+                                                     if response.content_type and content else {})}
+        if response.status != 304:  # Not Modified has no body by HTTP, whatever the spec lists
+            validate_response(method, BASE + target, response.status, content or None, headers_out)
+        return response
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[InProcessClient, FakeBackend]]:
+    config = ServiceConfig(root=tmp_path, pools=[PoolSpec.parse("p:2:2")], account_url=BASE)
+    backend = FakeBackend()
+    state = BatchState(config, backend)
+    state.start()
+    try:
+        yield InProcessClient(config, Dispatcher(state, config, FaultInjector(config))), backend
+    finally:
+        state.stop()
+
+
+def test_every_route_names_its_handler_and_parameters() -> None:
+    from snakemake_executor_plugin_azbatch.local.api import BatchApi
+
+    for method, template, operation, handler in ROUTES:
+        assert callable(getattr(BatchApi, handler, None)), f"{operation}: no BatchApi.{handler}"
+        path = template.replace("{filePath:path}", "wd/a%20b.txt").replace("{", "").replace("}", "")
+        route, params, _ = match_route(method, path)
+        assert route is not None and route.operation == operation
+    route, params, _ = match_route("GET", "/jobs/My%20Job/tasks/t-1/files/wd/a%2Fb")
+    assert route.operation == "Tasks_GetTaskFile"
+    assert params == {"jobId": "My Job", "taskId": "t-1", "filePath": "wd/a%2Fb"}  # the file path stays raw
+
+
+def test_job_and_task_round_trip(api) -> None:
+    client, backend = api
+    created = client.call("POST", "/jobs", {"id": "j1", "poolInfo": {"poolId": "p"}})
+    assert created.status == 201 and created.header("Location") == f"{BASE}/jobs/j1"
+    assert client.call("POST", "/jobs/j1/tasks", {"id": "t1", "commandLine": "x"}).status == 201
+    result = client.call("POST", "/jobs/j1/addtaskcollection",
+                         {"value": [{"id": "t2", "commandLine": "x"}, {"id": "T1", "commandLine": "x"}]}).json()
+    assert [(r["taskId"], r["status"]) for r in result["value"]] == [("t2", "success"), ("T1", "clienterror")]
+    assert result["value"][1]["error"]["code"] == "TaskExists"
+    backend.finish(backend.attempt("t1"))
+    task = client.call("GET", "/jobs/j1/tasks/t1").json()
+    assert task["state"] == "completed" and task["executionInfo"]["result"] == "success"
+    counts = client.call("GET", "/jobs/j1/taskcounts").json()["taskCounts"]
+    assert counts["completed"] == 1 and counts["succeeded"] == 1
+
+
+def test_errors_carry_batch_codes_and_bodies(api) -> None:
+    client, _ = api
+    missing = client.call("GET", "/jobs/nope")
+    assert missing.status == 404 and missing.json()["code"] == "JobNotFound"
+    assert missing.json()["odata.metadata"].endswith("errors/@Element")
+    client.call("POST", "/jobs", {"id": "j", "poolInfo": {"poolId": "p"}})
+    exists = client.call("POST", "/jobs", {"id": "J", "poolInfo": {"poolId": "p"}})
+    assert (exists.status, exists.json()["code"]) == (409, "JobExists")
+    too_many = client.call("POST", "/jobs/j/addtaskcollection",
+                           {"value": [{"id": f"t{i}", "commandLine": "x"} for i in range(101)]})
+    assert (too_many.status, too_many.json()["code"]) == (413, "RequestBodyTooLarge")
+    unsigned = client.call("GET", "/jobs", sign=False)
+    assert (unsigned.status, unsigned.json()["code"]) == (403, "AuthenticationFailed")
+    no_version = client.call("GET", "/jobs", query="")
+    assert no_version.json()["code"] == "MissingRequiredQueryParameter"
+
+
+
+
+def test_listing_pages_with_next_link_and_conditions(api) -> None:
+    client, _ = api
+    for i in range(5):
+        client.call("POST", "/jobs", {"id": f"job{i}", "poolInfo": {"poolId": "p"}})
+    seen, query = [], f"api-version={API_VERSION}&maxresults=2"
+    while True:
+        page = client.call("GET", "/jobs", query=query).json()
+        seen += [job["id"] for job in page["value"]]
+        if "odata.nextLink" not in page:
+            break
+        query = page["odata.nextLink"].split("?", 1)[1]
+    assert seen == [f"job{i}" for i in range(5)]
+    etag = client.call("GET", "/jobs/job0").header("ETag")
+    assert client.call("GET", "/jobs/job0", headers={"If-None-Match": etag}).status == 304
+    stale = client.call("PATCH", "/jobs/job0", {"priority": 5}, headers={"If-Match": "0x1"})
+    assert (stale.status, stale.json()["code"]) == (412, "ConditionNotMet")
+
+
+def test_a_verb_the_path_does_not_support_is_405(api) -> None:
+    client, _ = api
+    response = client.dispatcher.dispatch(make_request("PUT", f"/jobs?api-version={API_VERSION}", Message(), b"", BASE))
+    assert response.operation == "Unknown" and response.json()["code"] == "AuthenticationFailed"  # auth first
+    route, _, allowed = match_route("PUT", "/jobs")
+    assert route is None and sorted(allowed) == ["GET", "POST"]

@@ -1,0 +1,177 @@
+"""The task state machine with a fake execution backend: retries, kills, wall clock, preparation and release
+order, stale reports. No process runs; every step is the test's decision, so the order of events is exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from fake_backend import FakeBackend
+from waiting import wait_for
+
+from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
+from snakemake_executor_plugin_azbatch.local.model import BatchState
+from snakemake_executor_plugin_azbatch.local.task_outcomes import WALL_CLOCK_EXIT_CODE
+
+pytestmark = pytest.mark.quick
+WAIT_SECONDS = 10
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Iterator:
+    made: list[BatchState] = []
+
+    def factory(pools: tuple[str, ...] = ("p:1:2",), **overrides: Any) -> tuple[BatchState, FakeBackend]:
+        config = ServiceConfig(root=tmp_path / f"s{len(made)}", pools=[PoolSpec.parse(p) for p in pools],
+                               account_url="http://127.0.0.1:9", **overrides)
+        backend = FakeBackend()
+        state = BatchState(config, backend)
+        made.append(state)
+        state.start()
+        return state, backend
+
+    yield factory
+    for state in made:
+        state.stop()
+
+
+def task_in(state: BatchState, job: str, task: str, *states: str) -> dict:
+    return wait_for(lambda: (t := state.get_task(job, task))["state"] in states and t, WAIT_SECONDS,
+                    lambda: f"{task} not in {states}: {state.get_task(job, task)}")
+
+
+def test_a_failed_attempt_is_retried_then_fails_and_frees_its_slots(model) -> None:
+    state, backend = model()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.add_task("j", {"id": "t", "commandLine": "x", "requiredSlots": 2, "constraints": {"maxTaskRetryCount": 1}})
+    first = backend.attempt("t")
+    assert state.list_nodes("p")[0]["runningTaskSlotsCount"] == 2
+    assert backend.finish(first, 3) is None  # retried: nothing to upload
+    second = backend.attempt("t", 2)
+    assert second.ref.attempt == first.ref.attempt + 1
+    assert backend.finish(second, 3) == (3, {"category": "usererror", "code": "FailureExitCode",
+                                             "message": "The task exited with an exit code representing a failure"})
+    task = state.get_task("j", "t")
+    assert task["state"] == "completed" and task["executionInfo"]["retryCount"] == 1
+    assert task["executionInfo"]["exitCode"] == 3
+    node = state.list_nodes("p")[0]
+    assert node["runningTaskSlotsCount"] == 0 and node["totalTasksRun"] == 2 and node["totalTasksSucceeded"] == 0
+
+
+def test_a_report_about_an_earlier_attempt_is_ignored(model) -> None:
+    state, backend = model()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.add_task("j", {"id": "t", "commandLine": "x", "constraints": {"maxTaskRetryCount": 1}})
+    first = backend.attempt("t")
+    backend.finish(first, 1)
+    second = backend.attempt("t", 2)
+    assert backend.events.attempt_started(first.ref) is False  # stale: the model moved on
+    assert backend.events.attempt_exited(first.ref, 0, False) is None
+    backend.finish(second, 0)
+    assert state.get_task("j", "t")["executionInfo"]["result"] == "success"
+
+
+def test_terminating_a_running_task_kills_its_attempt_and_keeps_the_exit_code(model) -> None:
+    state, backend = model()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.add_task("j", {"id": "t", "commandLine": "x"})
+    attempt = backend.attempt("t")
+    assert backend.events.attempt_started(attempt.ref)
+    state.terminate_task("j", "t")
+    assert backend.kills == [attempt.ref]
+    verdict = backend.events.attempt_exited(attempt.ref, 137, False)
+    assert verdict is not None and verdict[1]["code"] == "TaskEnded"  # outputs are still uploaded
+    backend.events.attempt_completed(attempt.ref, *verdict)
+    info = state.get_task("j", "t")["executionInfo"]
+    assert (info["exitCode"], info["failureInfo"]["category"]) == (137, "usererror")
+
+
+def test_wall_clock_expiry_reports_batch_exit_code_without_retry(model) -> None:
+    state, backend = model()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.add_task("j", {"id": "t", "commandLine": "x",
+                         "constraints": {"maxWallClockTime": "PT1S", "maxTaskRetryCount": 3}})
+    attempt = backend.attempt("t")
+    assert attempt.timeout == 1.0
+    backend.finish(attempt, 137, timed_out=True)
+    info = state.get_task("j", "t")["executionInfo"]
+    assert info["exitCode"] == WALL_CLOCK_EXIT_CODE and info["retryCount"] == 0
+    assert (info["failureInfo"]["category"], info["failureInfo"]["code"]) == ("servererror", "TaskEnded")
+
+
+def test_deleting_a_running_task_frees_its_slots_when_the_attempt_ends(model) -> None:
+    state, backend = model()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.add_task("j", {"id": "t", "commandLine": "x"})
+    attempt = backend.attempt("t")
+    backend.events.attempt_started(attempt.ref)
+    state.delete_task("j", "t")
+    assert backend.kills == [attempt.ref]
+    assert state.list_nodes("p")[0]["runningTasksCount"] == 1  # until the process is gone
+    assert backend.events.attempt_exited(attempt.ref, 137, False) is None
+    assert state.list_nodes("p")[0]["runningTasksCount"] == 0
+
+
+def test_tasks_wait_for_the_preparation_task_and_fail_when_it_fails(model) -> None:
+    state, backend = model(pools=("p:1:2",))
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"},
+                      "jobPreparationTask": {"commandLine": "prep", "constraints": {"maxTaskRetryCount": 1}}})
+    state.add_task("j", {"id": "a", "commandLine": "x"})
+    state.add_task("j", {"id": "b", "commandLine": "x"})
+    prep = backend.job_task("preparation")
+    task_in(state, "j", "a", "preparing")
+    task_in(state, "j", "b", "preparing")
+    assert backend.attempts == []  # nothing launched before the preparation ends
+    backend.finish_job_task(prep, 1)
+    retry = backend.job_task("preparation", 2)  # maxTaskRetryCount 1: one more run
+    backend.finish_job_task(retry, 1)
+    for task_id in ("a", "b"):
+        failure = task_in(state, "j", task_id, "completed")["executionInfo"]["failureInfo"]
+        assert failure["code"] == "JobPreparationTaskFailed"
+    status = state.job_prep_release_status("j")[0]["jobPreparationTaskExecutionInfo"]
+    assert (status["result"], status["retryCount"], status["exitCode"]) == ("failure", 1, 1)
+    assert backend.attempts == []
+
+
+def test_release_runs_after_the_running_tasks_end_and_then_the_job_completes(model) -> None:
+    state, backend = model()
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}, "jobPreparationTask": {"commandLine": "prep"},
+                      "jobReleaseTask": {"commandLine": "release"}})
+    state.add_task("j", {"id": "t", "commandLine": "x"})
+    backend.finish_job_task(backend.job_task("preparation"))
+    attempt = backend.attempt("t")
+    backend.events.attempt_started(attempt.ref)
+    state.terminate_job("j", None)
+    assert attempt.ref in backend.kills
+    assert [r.ref.kind for r in backend.job_tasks] == ["preparation"]  # the task still holds its node
+    verdict = backend.events.attempt_exited(attempt.ref, 137, False)
+    assert [r.ref.kind for r in backend.job_tasks] == ["preparation"]  # ...while it uploads its outputs
+    backend.events.attempt_completed(attempt.ref, *verdict)
+    release = backend.job_task("release")
+    assert state.get_job("j")["state"] == "terminating"
+    backend.finish_job_task(release)
+    wait_for(lambda: state.get_job("j")["state"] == "completed", WAIT_SECONDS, "job j never completed")
+    entry = state.job_prep_release_status("j")[0]
+    assert entry["jobReleaseTaskExecutionInfo"]["result"] == "success"
+
+
+def test_nodes_take_tasks_only_once_the_backend_reports_them_ready(model, tmp_path: Path) -> None:
+    class SlowNodes(FakeBackend):
+        def start_node(self, node) -> None:
+            self.nodes.append(node)  # ready later, when the test says so
+
+    config = ServiceConfig(root=tmp_path / "slow", pools=[PoolSpec.parse("p:1:1")], account_url="http://127.0.0.1:9")
+    backend = SlowNodes()
+    state = BatchState(config, backend)
+    state.start()
+    try:
+        assert state.list_nodes("p")[0]["state"] == "starting"
+        state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+        state.add_task("j", {"id": "t", "commandLine": "x"})
+        assert state.get_task("j", "t")["state"] == "active" and backend.attempts == []
+        node = backend.nodes[0]
+        backend.events.node_ready(node.pool_id, node.node_id)
+        assert backend.attempt("t").node == node
+    finally:
+        state.stop()

@@ -74,16 +74,13 @@ class BatchApi:
         return self.entity(request, self.state.get_node(request.params["poolId"], request.params["nodeId"]), "nodes")
 
     def list_node_files(self, request: Request) -> Response:
-        root, base = self._node_files_root(request)
-        return listing(request, list_files(root, base, recursive_flag(request)), "files")
+        return _files_listing(request, *self._node_files_root(request))
 
     def get_node_file(self, request: Request) -> Response:
-        root, base = self._node_files_root(request)
-        return file_response(request, root, request.params["filePath"], base, send_body=True)
+        return file_response(request, *self._node_files_root(request), send_body=True)
 
     def get_node_file_properties(self, request: Request) -> Response:
-        root, base = self._node_files_root(request)
-        return file_response(request, root, request.params["filePath"], base, send_body=False)
+        return file_response(request, *self._node_files_root(request), send_body=False)
 
     def _node_files_root(self, request: Request) -> tuple[Path, str]:
         node = self.state.get_node(request.params["poolId"], request.params["nodeId"])  # PoolNotFound / NodeNotFound
@@ -160,16 +157,13 @@ class BatchApi:
         return Response(204, headers=[*entity_headers(task), ("DataServiceId", task.get("url", ""))])
 
     def list_task_files(self, request: Request) -> Response:
-        root, base = self._task_files_root(request)
-        return listing(request, list_files(root, base, recursive_flag(request)), "files")
+        return _files_listing(request, *self._task_files_root(request))
 
     def get_task_file(self, request: Request) -> Response:
-        root, base = self._task_files_root(request)
-        return file_response(request, root, request.params["filePath"], base, send_body=True)
+        return file_response(request, *self._task_files_root(request), send_body=True)
 
     def get_task_file_properties(self, request: Request) -> Response:
-        root, base = self._task_files_root(request)
-        return file_response(request, root, request.params["filePath"], base, send_body=False)
+        return file_response(request, *self._task_files_root(request), send_body=False)
 
     def _task_files_root(self, request: Request) -> tuple[Path, str]:
         job_id, task_id = request.params["jobId"], request.params["taskId"]
@@ -178,6 +172,10 @@ class BatchApi:
         if root is None or not Path(root).is_dir():
             raise TaskFilesUnavailable(f"The task is {task.get('state', 'not started')} and has no files on a node yet.")
         return Path(root), f"{task['url']}/files"
+
+
+def _files_listing(request: Request, root: Path, base_url: str) -> Response:
+    return listing(request, list_files(root, base_url, recursive_flag(request)), "files")
 
 
 def task_add_results(results: list[tuple[str, dict | BatchError]]) -> list[dict[str, Any]]:

@@ -72,10 +72,6 @@ class BatchState:
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def lock(self):
-        return self.records.lock
-
-    @property
     def pools(self) -> dict[str, PoolRecord]:
         return self.records.pools
 

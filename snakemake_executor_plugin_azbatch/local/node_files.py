@@ -115,8 +115,9 @@ def resolve_file(root: Path, file_path: str) -> Path:
     return resolved
 
 
-def file_response(request: Request, root: Path, file_path: str, base_url: str, *, send_body: bool) -> Response:
-    path = resolve_file(root, file_path)
+def file_response(request: Request, root: Path, base_url: str, *, send_body: bool) -> Response:
+    """GET (send_body) or HEAD of the file `request.params["filePath"]` below `root`."""
+    path = resolve_file(root, request.params["filePath"])
     info = path.stat()
     is_dir = stat.S_ISDIR(info.st_mode)
     modified = datetime.fromtimestamp(info.st_mtime, timezone.utc)

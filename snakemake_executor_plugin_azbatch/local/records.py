@@ -15,9 +15,6 @@ from typing import Any
 from .node_layout import NodeLayout
 from .timestamps import iso_now, new_etag
 
-TERMINAL_JOB_STATES = ("terminating", "completed", "deleting")
-
-
 def touch(rest: dict[str, Any]) -> None:
     """A change: new eTag and lastModified."""
     rest["eTag"] = new_etag()

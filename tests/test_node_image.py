@@ -90,6 +90,20 @@ def test_the_cli_reuses_the_cached_image(image):
     assert "is up to date" in proc.stderr
 
 
+def test_the_readme_documents_every_node_image_build_option():
+    from test_readme import README, code_spans, markdown_table, section
+
+    from snakemake_executor_plugin_azbatch.local import cli
+
+    commands = next(a for a in cli.build_parser()._actions if a.choices and "node-image" in a.choices)
+    actions = next(a for a in commands.choices["node-image"]._actions if a.choices and "build" in a.choices)
+    build = actions.choices["build"]
+    defined = {opt for action in build._actions for opt in action.option_strings if opt != "--help"} - {"-h"}
+    defined |= {action.dest.upper() for action in build._actions if not action.option_strings}
+    rows = markdown_table(section(README, "Stock node image, node sandboxes and containers"))
+    assert {code_spans(row["option"])[0].split()[0] for row in rows} == defined
+
+
 def test_a_task_on_a_stock_node_sees_nothing_of_the_host(make_node):
     node = make_node()
     host_venv = Path(sys.prefix)
@@ -157,6 +171,7 @@ def test_admin_tasks_run_as_root_and_change_only_their_own_nodes_disk(make_node,
     other = second.run("command -v tool || echo absent")
     assert other.stdout.strip() == "absent"
     assert not (image.rootfs / "usr" / "local" / "bin" / "tool").exists()
+    assert node_image.content_digest(image.rootfs)[0] == image.content_digest  # the image itself is never written
     # Even root on a node cannot change the host's kernel settings or mount things.
     limits = first.run("{ echo 1 > /proc/sys/vm/drop_caches; } 2>&1; mount -t tmpfs x /mnt 2>&1; true", admin=True)
     assert "Read-only file system" in limits.stdout and "permission denied" in limits.stdout.lower()

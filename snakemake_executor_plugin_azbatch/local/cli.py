@@ -3,6 +3,8 @@
     azbatch-local serve [options]           start, print the `export` lines, run until Ctrl-C / SIGTERM
     azbatch-local run [options] -- CMD ...  start, run CMD with the settings in its environment, stop when it exits;
                                             exits with CMD's status
+    azbatch-local node-image build [DIR]    build (or reuse) the stock node image: Debian minimal with python3, no
+                                            pip/venv/Snakemake; --podman also imports it as a local podman image
 
 Everything lives under --root (default ./.azbatch-local): Azurite's data, the nodes' directories, env.sh (the
 export lines) and metrics.json (written at shutdown).
@@ -21,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
+from . import node_image as node_image_module
 from .azurite import AzuriteError
 from .config import AppPackageSpec, ConfigError, PoolSpec, ServiceConfig
 from .service import LocalService
@@ -101,7 +104,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_service_options(run)
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the command to run")
+    _add_node_image_commands(commands)
     return parser
+
+
+def _add_node_image_commands(commands: argparse._SubParsersAction) -> None:
+    node_image = commands.add_parser("node-image", help="the stock node image local nodes can run in")
+    actions = node_image.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
+    build = actions.add_parser(
+        "build",
+        help="build the stock node image (cached: instant when DIR already holds it)",
+        description="Build a root filesystem like a stock Azure Batch Linux node: Debian "
+        f"{node_image_module.SUITE} minbase from Debian's mirror with {', '.join(node_image_module.PACKAGES)}, "
+        "the non-admin task user _azbatch, and no pip, venv or Snakemake. Needs root and the Debian package "
+        "debootstrap. A second build of the same recipe returns at once.",
+    )
+    build.add_argument(
+        "dir",
+        nargs="?",
+        type=Path,
+        default=node_image_module.default_directory(DEFAULT_ROOT),
+        help=f"image directory (default: ./{node_image_module.default_directory(DEFAULT_ROOT)})",
+    )
+    build.add_argument(
+        "--mirror",
+        default=node_image_module.DEFAULT_MIRROR,
+        help=f"Debian mirror URL (default: {node_image_module.DEFAULT_MIRROR})",
+    )
+    build.add_argument(
+        "--podman",
+        action="store_true",
+        help="also import the image into a local podman store as a container image (no registry involved)",
+    )
+    build.add_argument(
+        "--podman-store",
+        type=Path,
+        default=None,
+        help="podman store for --podman (default: a 'podman' directory next to DIR)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:
@@ -142,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "node-image":
+        return _node_image_build(args)
     command: list[str] = []
     if args.command == "run":
         command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -155,6 +197,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(config)
     return _run(config, command)
+
+
+def _node_image_build(args: argparse.Namespace) -> int:
+    from .containers import PodmanEngine
+    from .containers import missing_packages as podman_missing
+
+    prog = f"{PROG} node-image build"
+
+    def say(line: str) -> None:
+        print(f"{prog}: {line}", file=sys.stderr)
+
+    try:
+        image = node_image_module.build(args.dir, node_image_module.Recipe(mirror=args.mirror), log=say)
+        print(image.directory)
+        if args.podman:
+            missing = podman_missing()
+            if missing:
+                raise node_image_module.NodeImageError(
+                    f"--podman needs {', '.join(missing)}: install the Debian package(s)"
+                )
+            engine = PodmanEngine(args.podman_store or image.directory.parent / "podman")
+            reference = node_image_module.import_into_podman(image, engine)
+            say(f"podman image {reference} in store {engine.store}")
+            print(reference)
+    except node_image_module.NodeImageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_START_FAILED
+    return 0
 
 
 def _start(config: ServiceConfig, command_name: str) -> LocalService | int:

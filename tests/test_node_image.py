@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -134,6 +135,35 @@ def test_a_task_on_a_stock_node_sees_nothing_of_the_host(make_node):
     assert "MY_SETTING" in names and "AZ_BATCH_TASK_WORKING_DIR" in names
     assert names <= allowed, f"unexpected variables: {names - allowed}"
     assert not any(name in names for name in os.environ if name not in allowed)
+
+
+def test_secrets_stay_off_command_lines_and_loader_variables_off_the_hosts_launchers(make_node):
+    node = make_node()
+    secret = "s3cr3t-value-that-must-not-reach-argv"
+    env = node.env(SECRET_SETTING=secret, LD_LIBRARY_PATH="/opt/task-libs", TMPDIR="/tmp")
+    launch = node.sandbox.launch(["sh", "-c", 'echo "$SECRET_SETTING $LD_LIBRARY_PATH $TMPDIR"'], cwd=node.wd,
+                                 env=env, admin=False)  # fmt: skip
+    assert secret not in " ".join(launch.argv) and launch.env["SECRET_SETTING"] == secret
+    assert "LD_LIBRARY_PATH" not in launch.env and "TMPDIR" not in launch.env  # nsenter/bwrap must not act on them
+    proc = subprocess.run(launch.argv, env=launch.env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout == f"{secret} /opt/task-libs /tmp\n", proc.stderr
+
+
+def test_a_node_root_below_a_private_directory_is_reachable(image, tmp_path):
+    """Service roots under /root (0700 in the image) still give non-admin tasks their absolute paths."""
+    skip_unless(isolation.missing_packages())
+    private = Path("/root") / f".azbatch-test-{os.getpid()}"
+    private.mkdir()
+    try:
+        node = Node(private, image)
+        try:
+            proc = node.run('echo ok > "$AZ_BATCH_TASK_WORKING_DIR/abs.txt" && echo written')
+            assert proc.stdout == "written\n", proc.stderr
+        finally:
+            node.sandbox.stop()
+    finally:
+        shutil.rmtree(private)
+    assert not (image.rootfs / "root").stat().st_mode & 0o001  # the image itself keeps /root private
 
 
 def test_non_admin_tasks_write_only_their_directories(make_node, image):

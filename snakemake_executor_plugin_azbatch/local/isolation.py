@@ -50,6 +50,12 @@ ADMIN_CAPABILITIES = (
 )  # fmt: skip
 _TOOLS = {"bwrap": "bubblewrap", "unshare": "util-linux", "nsenter": "util-linux", "mount": "mount"}
 _READY_TIMEOUT_S = 30.0
+# Variables the host-side launchers (nsenter, bwrap, podman, conmon, runc) would act on themselves (dynamic
+# loader, libc, temp/config/home lookups). They reach the task as explicit values (--setenv / --env K=V): they hold
+# paths and options, not secrets. Every other variable travels only in the environment, never in a command line.
+_LAUNCHER_VARIABLES = ("PATH", "HOME", "TMPDIR", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RES_OPTIONS",
+                       "LOCALDOMAIN", "TZDIR")  # fmt: skip
+_LAUNCHER_PREFIXES = ("LD_", "MALLOC_", "XDG_", "CONTAINERS_")
 
 # Runs in the node's new mount (and network) namespace: mount the overlay, report where the upper layer lives,
 # then wait until the service has opened the namespaces (it closes our stdin).
@@ -71,6 +77,15 @@ class IsolationError(RuntimeError):
     """A node sandbox cannot be set up: the message is one actionable line."""
 
 
+def split_launcher_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(variables safe in a host launcher's environment, variables to hand over explicitly): see above."""
+    inherited, explicit = {}, {}
+    for key, value in env.items():
+        launcher_owned = key in _LAUNCHER_VARIABLES or key.startswith(_LAUNCHER_PREFIXES)
+        (explicit if launcher_owned else inherited)[key] = value
+    return inherited, explicit
+
+
 def missing_packages() -> list[str]:
     """Debian packages the sandbox needs that are not installed."""
     return sorted({package for tool, package in _TOOLS.items() if not shutil.which(tool)})
@@ -78,7 +93,8 @@ def missing_packages() -> list[str]:
 
 @dataclass(frozen=True)
 class Launch:
-    """Start the process with `subprocess.Popen(launch.argv, env=launch.env)`: the env is exactly the task's."""
+    """Start the process with `subprocess.Popen(launch.argv, env=launch.env)`. The task gets exactly its variables;
+    `env` holds those the launchers may see, the rest (PATH, HOME, LD_*, ...) are `--setenv` arguments."""
 
     argv: list[str]
     env: dict[str, str]
@@ -226,15 +242,22 @@ class NodeSandbox:
             bwrap += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
             uid, gid = self.image.task_uid, self.image.task_gid
             command = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--", *argv]
-        return Launch([*nsenter, "--", *bwrap, "--", *command], self.task_env(env, admin=admin, cwd=cwd))
+        inherited, explicit = split_launcher_env(self.task_env(env, admin=admin, cwd=cwd))
+        for key, value in explicit.items():
+            bwrap += ["--setenv", key, value]
+        return Launch([*nsenter, "--", *bwrap, "--", *command], inherited)
 
     def _mount_point_dirs(self) -> list[str]:
-        """Directories leading to the node root, traversable by every user as /mnt/batch is on Batch (bwrap
-        would create missing ones 0700, so a non-admin task could not reach its files by absolute path)."""
+        """Directories leading to the node root, traversable by every user as /mnt/batch is on Batch: bwrap would
+        create missing ones 0700, and a root under e.g. /root (0700 in the image) would hide a non-admin task's
+        files from their absolute paths. Only the node's own disk changes, never the image."""
         args: list[str] = []
         for ancestor in reversed(self.node_root.parents[:-1]):  # from the top, without "/"
-            if not (self.image.rootfs / ancestor.relative_to("/")).exists():
+            in_image = self.image.rootfs / ancestor.relative_to("/")
+            if not in_image.exists():
                 args += ["--perms", "0755", "--dir", str(ancestor)]
+            elif in_image.is_dir() and not in_image.stat().st_mode & 0o001:
+                args += ["--chmod", "0755", str(ancestor)]
         return args
 
     def task_env(self, env: Mapping[str, str], *, admin: bool, cwd: Path) -> dict[str, str]:

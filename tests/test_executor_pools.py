@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from executor_runs import delta, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.batch_client import enum_text
+from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec
 
 
@@ -111,3 +111,4 @@ def test_preflight_problems_end_with_one_line_and_nothing_created(pools_service,
     assert delta(before, after, "operations", "Tasks_CreateTaskCollection") == 0
     assert list(pools_service.batch_client().list_jobs()) == []
     assert "d3Jvbmcta2V5" not in result.stdout + result.stderr
+

@@ -8,8 +8,9 @@ import re
 
 from executor_runs import delta, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.batch_client import BatchService, enum_text
-from snakemake_executor_plugin_azbatch.settings import resolve
+from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.batch_client import BatchService
+from snakemake_executor_plugin_azbatch.config import resolve
 from snakemake_executor_plugin_azbatch import task_spec
 
 FANOUT = 8

@@ -12,6 +12,8 @@ from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
 
 from snakemake_executor_plugin_azbatch import settings as settings_module
 
+pytestmark = pytest.mark.quick
+
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 DOCS = {name: (REPO / name).read_text() for name in ("README.md", "docs/intro.md", "docs/further.md")}

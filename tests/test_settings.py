@@ -7,12 +7,10 @@ import argparse
 import pytest
 from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
 
-from snakemake_executor_plugin_azbatch.settings import (
-    AppPackage,
-    ExecutorSettings,
-    SettingsError,
-    resolve,
-)
+from snakemake_executor_plugin_azbatch.config import AppPackage, SettingsError, account_name_from_url, resolve
+from snakemake_executor_plugin_azbatch.settings import ExecutorSettings
+
+pytestmark = pytest.mark.quick
 
 KEY = "a2V5LWtleS1rZXk="  # base64 of 'key-key-key'
 BASE_ENV = {
@@ -160,15 +158,14 @@ def test_secrets_never_appear_in_errors():
 
 
 def test_account_name_from_url():
-    from snakemake_executor_plugin_azbatch.settings import account_name_from_url
-
     assert account_name_from_url("https://mybatch.westeurope.batch.azure.com") == "mybatch"
     assert account_name_from_url("http://127.0.0.1:8080") is None
     assert account_name_from_url("http://localhost:8080") is None
 
 
 def test_sas_signatures_are_redacted_from_messages():
-    from snakemake_executor_plugin_azbatch.staging import redact
+    from snakemake_executor_plugin_azbatch.azure_sdk import redact
 
     text = "upload to http://h/c/blob?sv=2024&sp=r&sig=abc%2Bdef%3D&se=x failed; also 'sig=zzz'"
     assert redact(text) == "upload to http://h/c/blob?sv=2024&sp=r&sig=REDACTED&se=x failed; also 'sig=REDACTED'"
+

@@ -73,6 +73,25 @@ class PoolInfo:
     target_nodes: int
     autoscale: bool
     warnings: tuple[str, ...] = ()
+    container_enabled: bool = False  # virtualMachineConfiguration.containerConfiguration is set
+
+    def container_problem(self, rule: str, image: str | None) -> str | None:
+        """Batch requires containerSettings on every task of a container-enabled pool and forbids them on any
+        other pool; one line naming rule and pool when `image` (None: no container) does not fit."""
+        where = "virtualMachineConfiguration.containerConfiguration"
+        if image and not self.container_enabled:
+            return (
+                f"azbatch: rule {rule} runs in container image {image!r} but pool {self.id!r} has no container "
+                f"support ({where} is not set); give the rule a container-enabled pool (resource azbatch_pool) or "
+                "no image"
+            )
+        if not image and self.container_enabled:
+            return (
+                f"azbatch: rule {rule} has no container image but pool {self.id!r} is container-enabled ({where}), "
+                "where Batch runs every task in a container; set --azbatch-container-image or the rule's resource "
+                "azbatch_container_image, or give the rule another pool (resource azbatch_pool)"
+            )
+        return None
 
 
 class BatchService:
@@ -112,8 +131,8 @@ class BatchService:
                 ) from None
             if e.status_code == 403:
                 raise SettingsError(
-                    f"azbatch: access to pool {pool_id!r} denied (403); check --azbatch-account-key or the role "
-                    "assignment of your Entra ID identity on the Batch account"
+                    f"azbatch: access to pool {pool_id!r} denied (403); check --azbatch-account-key, or give your "
+                    "Entra ID identity Azure Batch Job Submitter on the Batch account"
                 ) from None
             raise SettingsError(f"azbatch: cannot read pool {pool_id!r}: {error_text(e)}") from None
         except ServiceRequestError as e:
@@ -151,7 +170,9 @@ class BatchService:
                 )
             else:
                 warnings.append(f"azbatch: pool {pool_id!r} has no nodes yet; it is resizing to {target}")
-        return PoolInfo(pool_id, slots, dedicated, low, target, autoscale, tuple(warnings))
+        vm = getattr(pool, "virtual_machine_configuration", None)
+        containers = getattr(vm, "container_configuration", None) is not None
+        return PoolInfo(pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers)
 
     # ---- job lifecycle -----------------------------------------------------------------------------------------
     def create_job(self, body: dict) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import snakemake
 from azure.core.exceptions import ResourceNotFoundError
+from snakemake.common.tbdstring import TBDString
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
@@ -25,6 +26,7 @@ from . import task_spec
 from .azure_sdk import enum_text, error_text, redact
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
+from .profile_overrides import override_warnings, snakemake_cli_argv
 from .settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError
 
@@ -51,6 +53,8 @@ class Executor(RemoteExecutor):
 
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
+        for warning in override_warnings(snakemake_cli_argv(), os.environ):
+            self.logger.warning(warning)
         self.workdir = os.getcwd()
         self._credential = None
         self._credential_lock = threading.Lock()
@@ -87,9 +91,27 @@ class Executor(RemoteExecutor):
             return self._credential
 
     def preflight(self) -> None:
-        """Credentials, pool and storage are checked before anything is created."""
+        """Credentials, pools and storage are checked before anything is created."""
         self.pool_info(self.config.pool_id)
+        self.check_rules_fit_their_pools()
         self.staging.preflight()
+
+    def check_rules_fit_their_pools(self) -> None:
+        """Every rule that will run remotely: its pool exists and takes its container image (or its lack of one).
+        Resources known only once inputs exist are checked again at submission."""
+        seen = set()
+        for job in self.workflow.dag.needrun_jobs():
+            if job.is_local:
+                continue
+            key = (job.rule.name, self._pool_id(job), self._image(job))
+            if key in seen or any(isinstance(value, TBDString) for value in key):
+                continue
+            seen.add(key)
+            rule, pool_id, image = key
+            pool = self.pool_info(pool_id, setting=f"the azbatch_pool resource of rule {rule}")
+            problem = pool.container_problem(rule, image)
+            if problem:
+                raise SettingsError(problem)
 
     def pool_info(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         key = pool_id.lower()
@@ -176,7 +198,7 @@ class Executor(RemoteExecutor):
             except Exception:
                 value = None
             if value not in (None, ""):
-                return str(value)
+                return value if isinstance(value, TBDString) else str(value)
         return None
 
     def _pool_id(self, job: JobExecutorInterface) -> str:
@@ -203,6 +225,9 @@ class Executor(RemoteExecutor):
         if warning:
             self.logger.warning(f"azbatch: job {job.name} (task {tid}) {warning}")
         image = self._image(job)
+        problem = pool.container_problem(job.name, image)
+        if problem:
+            raise SettingsError(problem)
         return task_spec.TaskRequest(
             id=tid,
             display_name=f"{job.name} {job.jobid} attempt {job.attempt}",

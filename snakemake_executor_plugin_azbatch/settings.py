@@ -36,7 +36,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=None,
         metadata=_setting(
             "Batch account URL, e.g. https://NAME.REGION.batch.azure.com. "
-            "Falls back to AZURE_BATCH_ENDPOINT.",
+            "Falls back to AZURE_BATCH_ENDPOINT (which, as in the Azure CLI, may omit https://).",
             metavar="URL",
         ),
     )
@@ -177,7 +177,9 @@ class ExecutorSettings(ExecutorSettingsBase):
     sas_hours: int = field(
         default=48,
         metadata=_setting(
-            "Validity in hours of the SAS URLs given to tasks; must cover the whole run.", metavar="HOURS"
+            "Validity in hours of the SAS URLs given to tasks; must cover the whole run. At most 168 with "
+            "Microsoft Entra ID (a user-delegation SAS lives at most 7 days).",
+            metavar="HOURS",
         ),
     )
     upload_concurrency: int = field(

@@ -169,3 +169,47 @@ def test_sas_signatures_are_redacted_from_messages():
     text = "upload to http://h/c/blob?sv=2024&sp=r&sig=abc%2Bdef%3D&se=x failed; also 'sig=zzz'"
     assert redact(text) == "upload to http://h/c/blob?sv=2024&sp=r&sig=REDACTED&se=x failed; also 'sig=REDACTED'"
 
+
+def test_a_scheme_less_endpoint_from_the_azure_cli_variable_gets_https():
+    """`az batch account show --query accountEndpoint -o tsv` prints the host only; the Azure CLI accepts that in
+    AZURE_BATCH_ENDPOINT and adds https://, so the plugin does the same for that variable."""
+    env = {**BASE_ENV, "AZURE_BATCH_ENDPOINT": "acct.eastus.batch.azure.com"}
+    del env["SNAKEMAKE_AZBATCH_ACCOUNT_URL"]
+    config = resolve_env(env)
+    assert config.account_url == "https://acct.eastus.batch.azure.com"
+    assert config.account_name == "acct"
+
+
+def test_the_plugins_own_url_setting_still_needs_a_scheme_and_says_so():
+    env = {**BASE_ENV, "SNAKEMAKE_AZBATCH_ACCOUNT_URL": "acct.eastus.batch.azure.com"}
+    with pytest.raises(SettingsError) as info:
+        resolve_env(env)
+    assert "(add https:// in front)" in str(info.value) and "--azbatch-account-url" in str(info.value)
+
+
+ENTRA_ENV = {
+    "SNAKEMAKE_AZBATCH_ACCOUNT_URL": "https://mybatch.westeurope.batch.azure.com",
+    "SNAKEMAKE_AZBATCH_POOL_ID": "pool1",
+    "SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_URL": "https://st.blob.core.windows.net",
+}
+
+
+def test_sas_lifetime_beyond_seven_days_is_refused_up_front_with_entra_id():
+    assert resolve_env(ENTRA_ENV, sas_hours=168).sas_hours == 168
+    with pytest.raises(SettingsError) as info:
+        resolve_env(ENTRA_ENV, sas_hours=169)
+    message = str(info.value)
+    assert "--azbatch-sas-hours" in message and "168 hours" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_KEY": KEY},
+        {"SNAKEMAKE_AZBATCH_MANAGED_IDENTITY": "/subscriptions/s/resourceGroups/g/providers/x/id"},
+        {"SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING": BASE_ENV["SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING"]},
+    ],
+    ids=["account-key", "managed-identity", "connection-string"],
+)
+def test_long_sas_lifetimes_are_fine_without_user_delegation(extra):
+    assert resolve_env({**ENTRA_ENV, **extra}, sas_hours=24 * 30).sas_hours == 720

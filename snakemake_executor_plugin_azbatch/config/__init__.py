@@ -13,7 +13,7 @@ from .bootstrap import resolve_bootstrap
 from .numbers import resolve_numbers
 from .packages import AppPackage, resolve_packages
 from .resource_files import ExtraResourceFile, resolve_resource_files
-from .storage import resolve_storage
+from .storage import check_sas_lifetime, resolve_storage
 from .values import SettingValues
 
 __all__ = ["AppPackage", "Config", "ExtraResourceFile", "SettingsError", "account_name_from_url", "resolve"]
@@ -54,4 +54,5 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
     resolved.update(resolve_bootstrap(values, has_packages=bool(resolved["application_packages"])))
     resolved.update(resolve_numbers(values))
     resolved["managed_identity"] = values.get("managed_identity") or None
+    check_sas_lifetime(resolved)
     return Config(**resolved)

@@ -24,6 +24,10 @@ def resolve_account(values: SettingValues) -> dict:
         raise SettingsError(
             f"azbatch: no Batch account URL; set {where('account_url')}, e.g. https://NAME.REGION.batch.azure.com"
         )
+    if values.source("account_url") == "cli-variable" and "://" not in account_url:
+        # The Azure CLI accepts its endpoint variable without a scheme and adds https:// itself; that is what
+        # `az batch account show --query accountEndpoint -o tsv` prints.
+        account_url = "https://" + account_url
     account_url = check_url("account_url", account_url)
     account_key = values.get("account_key") or None
     account_name = values.get("account_name") or account_name_from_url(account_url)

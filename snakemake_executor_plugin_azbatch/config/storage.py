@@ -8,6 +8,8 @@ from ..settings import DEFAULT_CONTAINER, SettingsError
 from .values import SettingValues, check_key, check_url, flag, where
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+# A user-delegation key, and so every SAS it signs, may expire at most 7 days after it is requested.
+MAX_USER_DELEGATION_HOURS = 7 * 24
 
 
 def resolve_storage(values: SettingValues) -> dict:
@@ -47,3 +49,20 @@ def resolve_storage(values: SettingValues) -> dict:
         "storage_prefix": prefix + "/" if prefix else "",
     }
 
+
+def uses_user_delegation_sas(resolved: dict) -> bool:
+    """Tasks get SAS URLs signed with a user-delegation key (Microsoft Entra ID) when neither a storage key, a
+    connection string nor the pool's managed identity is configured."""
+    return not (
+        resolved["managed_identity"] or resolved["storage_account_key"] or resolved["storage_connection_string"]
+    )
+
+
+def check_sas_lifetime(resolved: dict) -> None:
+    hours = resolved["sas_hours"]
+    if hours > MAX_USER_DELEGATION_HOURS and uses_user_delegation_sas(resolved):
+        raise SettingsError(
+            f"azbatch: {where('sas_hours')} {hours} is longer than a user-delegation SAS may live with Microsoft "
+            f"Entra ID (at most {MAX_USER_DELEGATION_HOURS} hours, 7 days); lower it, or set "
+            f"{flag('storage_account_key')} or {flag('managed_identity')}"
+        )

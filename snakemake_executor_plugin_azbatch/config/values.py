@@ -54,12 +54,18 @@ class SettingValues:
         return getattr(self.settings, name)
 
 
+EXAMPLE_URLS = {
+    "account_url": "https://NAME.REGION.batch.azure.com",
+    "storage_account_url": "https://NAME.blob.core.windows.net",
+}
+
+
 def check_url(name: str, url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise SettingsError(
-            f"azbatch: {flag(name)} {url!r} is not an http(s) URL; use e.g. https://NAME.REGION.batch.azure.com"
-        )
+        hint = " (add https:// in front)" if "://" not in url else ""
+        example = EXAMPLE_URLS.get(name, "https://HOST")
+        raise SettingsError(f"azbatch: {flag(name)} {url!r} is not an http(s) URL{hint}; use e.g. {example}")
     return url.rstrip("/")
 
 

@@ -74,8 +74,9 @@ class Staging:
                 pass
             except HttpResponseError as e:
                 raise SettingsError(
-                    f"azbatch: storage {where} does not exist and cannot be created ({e.status_code}); create it "
-                    "or set --azbatch-storage-container to an existing one"
+                    f"azbatch: storage {where} does not exist and cannot be created ({e.status_code}); create it, "
+                    "give your identity Storage Blob Data Contributor on the storage account, or set "
+                    "--azbatch-storage-container to an existing one"
                 ) from None
         except HttpResponseError as e:
             if isinstance(e, ClientAuthenticationError) and e.response is None:
@@ -118,10 +119,13 @@ class Staging:
             try:
                 signing = {"user_delegation_key": self.service.get_user_delegation_key(start, expiry)}
             except HttpResponseError as e:
+                # Requesting the key is an action on the storage account: a role scoped to the container does
+                # not allow it, whatever it allows on the blobs.
                 raise SettingsError(
                     f"azbatch: cannot get a user-delegation key from {self.service.url} ({e.status_code}); your "
-                    "Entra ID identity needs 'Storage Blob Delegator', or set --azbatch-storage-account-key "
-                    "or --azbatch-managed-identity"
+                    "Entra ID identity needs Storage Blob Data Contributor (or Storage Blob Delegator) on the storage "
+                    "account, its resource group or subscription, not only on the container; or set "
+                    "--azbatch-storage-account-key or --azbatch-managed-identity"
                 ) from None
         sas = generate_container_sas(
             self.service.account_name,

@@ -20,7 +20,7 @@ from pathlib import Path
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 
-from snakemake_executor_plugin_azbatch.settings import Config, SettingsError, resolve
+from snakemake_executor_plugin_azbatch.config import Config, SettingsError, resolve
 
 HERE = Path(__file__).resolve().parent
 RESULTS = [

@@ -19,8 +19,9 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from .settings import Config, SettingsError
-from .staging import redact, retry_kwargs
+from .azure_sdk import enum_text, error_code, error_text, redact, retry_kwargs
+from .config import Config
+from .settings import SettingsError
 
 MAX_TASKS_PER_REQUEST = 100
 MAX_REQUEST_BYTES = 900_000  # Batch rejects task collections over 1 MB; leave room for the envelope
@@ -46,28 +47,21 @@ def request_chunks(bodies: list[dict], max_bytes: int = MAX_REQUEST_BYTES) -> li
 
 class BatchRetryPolicy(RetryPolicy):
     """azure-core retries POST only on 500/503/504; Batch answers throttling with 429 (+ Retry-After) on POSTs
-    too. Our POSTs are safe to repeat: a repeated create reports JobExists / TaskExists, which we accept."""
+    too. Our POSTs are safe to repeat: a repeated create reports JobExists / TaskExists, which we accept.
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._method_whitelist = frozenset(self._method_whitelist | {"POST", "PATCH"})
+    azure-core reads the methods it may retry from the request option `retry_on_methods` in `configure_retries`
+    (a public method); a request that sets the option itself keeps its value. The option is not in azure-core's
+    docstrings, so tests/test_batch_retry.py pins the behaviour this relies on."""
+
+    RETRY_METHODS = frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST", "PATCH"})
+
+    def configure_retries(self, options):
+        options.setdefault("retry_on_methods", self.RETRY_METHODS)
+        return super().configure_retries(options)
 
 
 class BatchServiceError(Exception):
     """A Batch request failed; one line, no secrets."""
-
-
-def enum_text(value) -> str:
-    """SDK enums print as 'batchpoolstate.active'; the wire value is what we compare."""
-    return str(getattr(value, "value", value) or "").lower()
-
-
-def error_text(e: Exception) -> str:
-    if isinstance(e, HttpResponseError):
-        code = getattr(getattr(e, "error", None), "code", None)
-        message = getattr(getattr(e, "error", None), "message", None) or e.reason or ""
-        return redact(f"{e.status_code} {code or ''} {message}".strip())
-    return redact(f"{type(e).__name__}: {e}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +73,25 @@ class PoolInfo:
     target_nodes: int
     autoscale: bool
     warnings: tuple[str, ...] = ()
+    container_enabled: bool = False  # virtualMachineConfiguration.containerConfiguration is set
+
+    def container_problem(self, rule: str, image: str | None) -> str | None:
+        """Batch requires containerSettings on every task of a container-enabled pool and forbids them on any
+        other pool; one line naming rule and pool when `image` (None: no container) does not fit."""
+        where = "virtualMachineConfiguration.containerConfiguration"
+        if image and not self.container_enabled:
+            return (
+                f"azbatch: rule {rule} runs in container image {image!r} but pool {self.id!r} has no container "
+                f"support ({where} is not set); give the rule a container-enabled pool (resource azbatch_pool) or "
+                "no image"
+            )
+        if not image and self.container_enabled:
+            return (
+                f"azbatch: rule {rule} has no container image but pool {self.id!r} is container-enabled ({where}), "
+                "where Batch runs every task in a container; set --azbatch-container-image or the rule's resource "
+                "azbatch_container_image, or give the rule another pool (resource azbatch_pool)"
+            )
+        return None
 
 
 class BatchService:
@@ -103,7 +116,7 @@ class BatchService:
                 f"check {setting} (`az batch pool list` shows the pools)"
             ) from None
         except HttpResponseError as e:
-            code = getattr(getattr(e, "error", None), "code", None)
+            code = error_code(e)
             if isinstance(e, ClientAuthenticationError) and not self.config.account_key and e.response is None:
                 # azure-identity found no credential at all (no `az login`, no managed identity, ...).
                 raise SettingsError(
@@ -118,8 +131,8 @@ class BatchService:
                 ) from None
             if e.status_code == 403:
                 raise SettingsError(
-                    f"azbatch: access to pool {pool_id!r} denied (403); check --azbatch-account-key or the role "
-                    "assignment of your Entra ID identity on the Batch account"
+                    f"azbatch: access to pool {pool_id!r} denied (403); check --azbatch-account-key, or give your "
+                    "Entra ID identity Azure Batch Job Submitter on the Batch account"
                 ) from None
             raise SettingsError(f"azbatch: cannot read pool {pool_id!r}: {error_text(e)}") from None
         except ServiceRequestError as e:
@@ -157,7 +170,9 @@ class BatchService:
                 )
             else:
                 warnings.append(f"azbatch: pool {pool_id!r} has no nodes yet; it is resizing to {target}")
-        return PoolInfo(pool_id, slots, dedicated, low, target, autoscale, tuple(warnings))
+        vm = getattr(pool, "virtual_machine_configuration", None)
+        containers = getattr(vm, "container_configuration", None) is not None
+        return PoolInfo(pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers)
 
     # ---- job lifecycle -----------------------------------------------------------------------------------------
     def create_job(self, body: dict) -> None:
@@ -176,8 +191,7 @@ class BatchService:
         except ResourceNotFoundError:
             pass
         except HttpResponseError as e:
-            code = getattr(getattr(e, "error", None), "code", "") or ""
-            if code not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
+            if error_code(e) not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
                 raise BatchServiceError(f"azbatch: terminating Batch job {job_id} failed: {error_text(e)}") from None
 
     def delete_job(self, job_id: str) -> None:
@@ -187,8 +201,7 @@ class BatchService:
         except ResourceNotFoundError:
             pass
         except HttpResponseError as e:
-            code = getattr(getattr(e, "error", None), "code", "") or ""
-            if code != "JobBeingDeleted":
+            if error_code(e) != "JobBeingDeleted":
                 raise BatchServiceError(f"azbatch: deleting Batch job {job_id} failed: {error_text(e)}") from None
 
     # ---- tasks -------------------------------------------------------------------------------------------------

@@ -16,15 +16,19 @@ from urllib.parse import urlparse
 
 import snakemake
 from azure.core.exceptions import ResourceNotFoundError
+from snakemake.common.tbdstring import TBDString
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from . import task_spec
-from .batch_client import BatchService, BatchServiceError, PoolInfo, enum_text, error_text
-from .settings import Config, SettingsError, resolve
-from .staging import Staging, StagingError, redact
+from .azure_sdk import enum_text, error_text, redact
+from .batch_client import BatchService, BatchServiceError, PoolInfo
+from .config import Config, resolve
+from .profile_overrides import override_warnings, snakemake_cli_argv
+from .settings import SettingsError
+from .staging import BlobLayout, NodePaths, Staging, StagingError
 
 STATE_DIR = Path(".snakemake") / "azbatch"
 LOG_DIR = STATE_DIR / "logs"
@@ -49,6 +53,8 @@ class Executor(RemoteExecutor):
 
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
+        for warning in override_warnings(snakemake_cli_argv(), os.environ):
+            self.logger.warning(warning)
         self.workdir = os.getcwd()
         self._credential = None
         self._credential_lock = threading.Lock()
@@ -56,6 +62,8 @@ class Executor(RemoteExecutor):
         # Sources, local inputs and outputs always go through our container; files that belong to a storage
         # provider (e.g. with --default-storage-provider) are left to it (task_spec.job_files skips them).
         self.staging = Staging(self.config, self._credential_factory, STATE_DIR, self.logger)
+        self.layout: BlobLayout = self.staging.layout
+        self.node_paths = NodePaths(self.workdir, self.config.mounted_paths)
         self.snakemake_version = snakemake.__version__
         self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
@@ -83,9 +91,27 @@ class Executor(RemoteExecutor):
             return self._credential
 
     def preflight(self) -> None:
-        """Credentials, pool and storage are checked before anything is created."""
+        """Credentials, pools and storage are checked before anything is created."""
         self.pool_info(self.config.pool_id)
+        self.check_rules_fit_their_pools()
         self.staging.preflight()
+
+    def check_rules_fit_their_pools(self) -> None:
+        """Every rule that will run remotely: its pool exists and takes its container image (or its lack of one).
+        Resources known only once inputs exist are checked again at submission."""
+        seen = set()
+        for job in self.workflow.dag.needrun_jobs():
+            if job.is_local:
+                continue
+            key = (job.rule.name, self._pool_id(job), self._image(job))
+            if key in seen or any(isinstance(value, TBDString) for value in key):
+                continue
+            seen.add(key)
+            rule, pool_id, image = key
+            pool = self.pool_info(pool_id, setting=f"the azbatch_pool resource of rule {rule}")
+            problem = pool.container_problem(rule, image)
+            if problem:
+                raise SettingsError(problem)
 
     def pool_info(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         key = pool_id.lower()
@@ -134,25 +160,6 @@ class Executor(RemoteExecutor):
         return " && ".join(p for p in parts if p)
 
     # ---- staging -----------------------------------------------------------------------------------------------
-    def _relative(self, path: str, what: str) -> str:
-        absolute = os.path.abspath(path)
-        rel = os.path.relpath(absolute, self.workdir)
-        if rel == ".." or rel.startswith(".." + os.sep):
-            raise StagingError(
-                f"azbatch: {what} {path} is outside the working directory {self.workdir}; move it inside, or mount "
-                "its location on the nodes and list it in --azbatch-mounted-paths"
-            )
-        return rel
-
-    def _is_mounted(self, path: str) -> bool:
-        absolute = os.path.abspath(path)
-        return any(absolute == m or absolute.startswith(m.rstrip(os.sep) + os.sep) for m in self.config.mounted_paths)
-
-    def _expand(self, path: str) -> list[str]:
-        if os.path.isdir(path):
-            return [os.path.join(root, name) for root, _, names in os.walk(path) for name in sorted(names)]
-        return [path]
-
     def _stage(self, pairs: list[tuple[str, str]]) -> list[dict]:
         """Resource files for (local path, node path) pairs."""
         if not pairs:
@@ -164,9 +171,9 @@ class Executor(RemoteExecutor):
         if self.common_files is None:
             pairs = []
             for source in sorted(self.workflow.dag.get_sources()):
-                for f in self._expand(source):
+                for f in NodePaths.expand(source):
                     if os.path.isfile(f):
-                        pairs.append((f, self._relative(f, "workflow source")))
+                        pairs.append((f, self.node_paths.node_path(f, "workflow source")))
             specs = self._stage(pairs)
             local_extra = [(x.source, x.node_path) for x in self.config.resource_files if not x.is_url]
             specs += self._stage(local_extra)
@@ -175,16 +182,6 @@ class Executor(RemoteExecutor):
             ]
             self.common_files = specs
         return self.common_files
-
-    def _input_pairs(self, files: task_spec.JobFiles) -> list[tuple[str, str]]:
-        """(local path, node path) of every input file to stage; inputs under mounted paths are used in place."""
-        pairs = []
-        for path in files.inputs:
-            if self._is_mounted(path):
-                continue
-            for f in self._expand(path):
-                pairs.append((f, self._relative(f, "input file")))
-        return pairs
 
     def _job_resource_files(self, pairs: list[tuple[str, str]], blobs: dict[str, str]) -> list[dict]:
         by_node_path = {spec["filePath"]: spec for spec in self._common_files()}
@@ -201,23 +198,36 @@ class Executor(RemoteExecutor):
             except Exception:
                 value = None
             if value not in (None, ""):
-                return str(value)
+                return value if isinstance(value, TBDString) else str(value)
         return None
+
+    def _pool_id(self, job: JobExecutorInterface) -> str:
+        return self._resource(job, "azbatch_pool") or self.config.pool_id
+
+    def _image(self, job: JobExecutorInterface) -> str | None:
+        return self._resource(job, "azbatch_container_image") or self.config.container_image
 
     def _task_request(
         self, job: JobExecutorInterface, pool: PoolInfo, files: task_spec.JobFiles,
         pairs: list[tuple[str, str]], blobs: dict[str, str],
     ) -> task_spec.TaskRequest:
         tid = task_spec.task_id(job)
-        blob_prefix = f"{self.config.storage_prefix}runs/{self.run_token}/{tid}/"
+        task_prefix = self.layout.task_prefix(self.run_token, tid)
         resource_files = self._job_resource_files(pairs, blobs)
         output_files = task_spec.output_file_specs(
-            files, blob_prefix, self.staging.output_container_url(), self.staging.identity
+            files,
+            self.layout.task_files_dir(task_prefix),
+            self.layout.task_batch_logs_dir(task_prefix),
+            self.staging.output_container_url(),
+            self.staging.identity,
         )
         slots, warning = task_spec.required_slots(job.threads, pool.slots_per_node)
         if warning:
             self.logger.warning(f"azbatch: job {job.name} (task {tid}) {warning}")
-        image = self._resource(job, "azbatch_container_image") or self.config.container_image
+        image = self._image(job)
+        problem = pool.container_problem(job.name, image)
+        if problem:
+            raise SettingsError(problem)
         return task_spec.TaskRequest(
             id=tid,
             display_name=f"{job.name} {job.jobid} attempt {job.attempt}",
@@ -260,7 +270,7 @@ class Executor(RemoteExecutor):
             for job in list(jobs):
                 try:
                     files = task_spec.job_files(job)
-                    staged_inputs[id(job)] = (files, self._input_pairs(files))
+                    staged_inputs[id(job)] = (files, self.node_paths.pairs(files.inputs, "input file"))
                 except Exception as e:
                     self._report_preparation_error(job, e)
             try:
@@ -275,7 +285,7 @@ class Executor(RemoteExecutor):
                 files, pairs = staged_inputs[id(job)]
                 try:
                     job_blobs = blobs if blobs is not None else self.staging.stage_files(p for p, _ in pairs)
-                    pool_id = self._resource(job, "azbatch_pool") or self.config.pool_id
+                    pool_id = self._pool_id(job)
                     pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
                     request = self._task_request(job, pool, files, pairs, job_blobs)
                     batch_job = self.batch_job_for(pool_id)
@@ -293,7 +303,7 @@ class Executor(RemoteExecutor):
                     error = results.get(request.id, "no result from Batch")
                     aux = {
                         "batch_job": batch_job,
-                        "blob_prefix": f"{self.config.storage_prefix}runs/{self.run_token}/{request.id}/",
+                        "blob_prefix": self.layout.task_prefix(self.run_token, request.id),
                     }
                     info = SubmittedJobInfo(job, external_jobid=request.id, aux=aux)
                     if error is None:
@@ -359,7 +369,7 @@ class Executor(RemoteExecutor):
         prefix = job_info.aux["blob_prefix"]
         problems = []
         try:
-            self.staging.download_prefix(prefix + task_spec.TASK_FILES_DIR + "/", self.workdir)
+            self.staging.download_prefix(self.layout.task_files_dir(prefix) + "/", self.workdir)
             if ok:
                 for out in task_spec.job_files(job_info.job).outputs:
                     if out.directory:
@@ -374,7 +384,9 @@ class Executor(RemoteExecutor):
         stderr_tail = ""
         log_dir = LOG_DIR / tid
         try:
-            for path in self.staging.download_prefix(prefix + task_spec.TASK_BATCH_DIR + "/", self.workdir, str(log_dir)):
+            for path in self.staging.download_prefix(
+                self.layout.task_batch_logs_dir(prefix) + "/", self.workdir, str(log_dir)
+            ):
                 aux_logs.append(path)
             stderr = log_dir / "stderr.txt"
             if stderr.exists():

@@ -1,13 +1,8 @@
-"""Executor settings (`--azbatch-*` flags / `SNAKEMAKE_AZBATCH_*` variables) and their resolution into a checked
-configuration. Every problem is reported as one actionable line naming the setting to fix."""
+"""The settings Snakemake shows and parses: `ExecutorSettings` (`--azbatch-*` flags, profile keys,
+`SNAKEMAKE_AZBATCH_*` variables). `config/` turns them into a checked `Config`."""
 
-import base64
-import binascii
-import os
-import re
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Mapping, Optional
-from urllib.parse import urlparse
+from dataclasses import dataclass, field
+from typing import Optional
 
 from snakemake.exceptions import ApiError
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
@@ -22,10 +17,6 @@ CLI_FALLBACKS = {
 }
 BOOTSTRAP_MODES = ("auto", "pip", "container", "app-package", "none")
 DEFAULT_CONTAINER = "snakemake-azbatch"
-
-_CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
-_APP_PACKAGE_RE = re.compile(r"^([A-Za-z0-9_-]{1,64})(?::([A-Za-z0-9_.-]{1,64}))?$")
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class SettingsError(ApiError):
@@ -45,7 +36,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=None,
         metadata=_setting(
             "Batch account URL, e.g. https://NAME.REGION.batch.azure.com. "
-            "Falls back to AZURE_BATCH_ENDPOINT.",
+            "Falls back to AZURE_BATCH_ENDPOINT (which, as in the Azure CLI, may omit https://).",
             metavar="URL",
         ),
     )
@@ -186,7 +177,9 @@ class ExecutorSettings(ExecutorSettingsBase):
     sas_hours: int = field(
         default=48,
         metadata=_setting(
-            "Validity in hours of the SAS URLs given to tasks; must cover the whole run.", metavar="HOURS"
+            "Validity in hours of the SAS URLs given to tasks; must cover the whole run. At most 168 with "
+            "Microsoft Entra ID (a user-delegation SAS lives at most 7 days).",
+            metavar="HOURS",
         ),
     )
     upload_concurrency: int = field(
@@ -201,254 +194,4 @@ class ExecutorSettings(ExecutorSettingsBase):
             "i.e. the local service).",
             metavar="SECONDS",
         ),
-    )
-
-
-@dataclass(frozen=True)
-class AppPackage:
-    name: str
-    version: str | None
-
-    def reference(self) -> dict:
-        ref = {"applicationId": self.name}
-        if self.version:
-            ref["version"] = self.version
-        return ref
-
-    @property
-    def env_var(self) -> str:
-        # Batch on Linux exports AZ_BATCH_APP_PACKAGE_<id>[_<version>] with '.', '-' and '#' flattened to '_'.
-        name = f"AZ_BATCH_APP_PACKAGE_{self.name}" + (f"_{self.version}" if self.version else "")
-        return re.sub(r"[.#-]", "_", name)
-
-
-@dataclass(frozen=True)
-class ExtraResourceFile:
-    source: str  # local path or http(s) URL
-    node_path: str
-
-    @property
-    def is_url(self) -> bool:
-        return self.source.startswith(("http://", "https://"))
-
-
-@dataclass(frozen=True)
-class Config:
-    """Settings after fallbacks and validation."""
-
-    account_url: str
-    account_name: str | None
-    account_key: str | None
-    pool_id: str
-    storage_account_url: str | None
-    storage_account_key: str | None
-    storage_connection_string: str | None
-    storage_container: str
-    storage_prefix: str
-    keep_job: bool
-    container_image: str | None
-    application_packages: tuple[AppPackage, ...]
-    resource_files: tuple[ExtraResourceFile, ...]
-    precommand: str | None
-    bootstrap: str  # resolved: pip | container | app-package | none
-    mounted_paths: tuple[str, ...]
-    managed_identity: str | None
-    sas_hours: int
-    upload_concurrency: int
-    status_interval: float | None
-
-
-def _split_items(values: list[str] | str | None, separators: str = r"[,\s]+") -> list[str]:
-    """List settings also accept one comma-separated string (e.g. from an environment variable)."""
-    if not values:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    return [item.strip() for value in values for item in re.split(separators, value) if item.strip()]
-
-
-def _flag(name: str) -> str:
-    return f"--azbatch-{name.replace('_', '-')}"
-
-
-def _where(name: str) -> str:
-    fallback = CLI_FALLBACKS.get(name)
-    return f"{_flag(name)} (or {ENV_PREFIX}{name.upper()}" + (f" / {fallback})" if fallback else ")")
-
-
-def _check_url(name: str, url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise SettingsError(f"azbatch: {_flag(name)} {url!r} is not an http(s) URL; use e.g. https://NAME.REGION.batch.azure.com")
-    return url.rstrip("/")
-
-
-def _check_key(name: str, key: str) -> None:
-    try:
-        base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raise SettingsError(
-            f"azbatch: {_where(name)} is not a valid base64 account key; copy the key from the portal or "
-            "`az batch account keys list` / `az storage account keys list`"
-        ) from None
-
-
-def account_name_from_url(url: str) -> str | None:
-    host = urlparse(url).hostname or ""
-    if re.fullmatch(r"[\d.]+|localhost|\[?[0-9a-f:]+\]?", host):
-        return None  # an IP or localhost carries no account name
-    return host.split(".")[0] or None
-
-
-def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Apply env-var and Azure CLI fallbacks, validate, and return the configuration."""
-    environ = os.environ if environ is None else environ
-    settings = settings or ExecutorSettings()
-
-    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(ExecutorSettings)}
-
-    def value(name: str):
-        # Direct API users construct ExecutorSettings without argparse, so variables apply to unset (default) fields.
-        current = getattr(settings, name)
-        if current not in (None, "", []) and current != defaults[name]:
-            return current
-        env = environ.get(ENV_PREFIX + name.upper())
-        if env:
-            return env
-        fallback = CLI_FALLBACKS.get(name)
-        if fallback and environ.get(fallback):
-            return environ[fallback]
-        return current
-
-    account_url = value("account_url")
-    if not account_url:
-        raise SettingsError(
-            f"azbatch: no Batch account URL; set {_where('account_url')}, e.g. https://NAME.REGION.batch.azure.com"
-        )
-    account_url = _check_url("account_url", account_url)
-    account_key = value("account_key") or None
-    account_name = value("account_name") or account_name_from_url(account_url)
-    if account_key:
-        _check_key("account_key", account_key)
-        if not account_name:
-            raise SettingsError(
-                f"azbatch: cannot derive the Batch account name from {account_url}; set {_where('account_name')}"
-            )
-
-    pool_id = value("pool_id")
-    if not pool_id:
-        raise SettingsError(f"azbatch: no pool given; set {_where('pool_id')} to the id of a pre-created pool")
-    if not _ID_RE.match(pool_id):
-        raise SettingsError(f"azbatch: {_flag('pool_id')} {pool_id!r} is not a valid pool id (letters, digits, '-', '_', ≤ 64)")
-
-    storage_connection_string = value("storage_connection_string") or None
-    storage_account_url = value("storage_account_url") or None
-    storage_account_key = value("storage_account_key") or None
-    if storage_account_url:
-        storage_account_url = _check_url("storage_account_url", storage_account_url)
-    if storage_account_key:
-        _check_key("storage_account_key", storage_account_key)
-        if not storage_account_url:
-            raise SettingsError(
-                f"azbatch: {_flag('storage_account_key')} needs {_where('storage_account_url')} as well"
-            )
-    if storage_connection_string and "=" not in storage_connection_string:
-        raise SettingsError(
-            f"azbatch: {_where('storage_connection_string')} is not a connection string "
-            "(expected KEY=VALUE;... as shown by `az storage account show-connection-string`)"
-        )
-    if not storage_account_url and not storage_connection_string:
-        raise SettingsError(
-            f"azbatch: no staging storage; set {_where('storage_account_url')} (with a key or Entra ID) "
-            f"or {_where('storage_connection_string')}"
-        )
-
-    container = value("storage_container") or DEFAULT_CONTAINER
-    if not _CONTAINER_RE.match(container):
-        raise SettingsError(
-            f"azbatch: {_flag('storage_container')} {container!r} is not a valid container name "
-            "(3-63 lowercase letters, digits and single hyphens)"
-        )
-    prefix = (value("storage_prefix") or "").strip("/")
-    if prefix:
-        prefix += "/"
-
-    packages = []
-    for item in _split_items(value("application_packages")):
-        m = _APP_PACKAGE_RE.match(item)
-        if not m:
-            raise SettingsError(
-                f"azbatch: {_flag('application_packages')} {item!r}: expected NAME[:VERSION], e.g. tools:1.0"
-            )
-        packages.append(AppPackage(m.group(1), m.group(2)))
-
-    extra_files = []
-    for item in _split_items(value("resource_files"), r"[,\n]+"):
-        # [NODE_PATH=]SOURCE: a URL's query string has '=' too, so the node path comes first.
-        head, sep, tail = item.partition("=")
-        node_path, source = (head, tail) if sep and "://" not in head else ("", item)
-        node_path = node_path or os.path.basename(urlparse(source).path if "://" in source else source)
-        if not node_path or os.path.isabs(node_path) or ".." in node_path.split("/"):
-            raise SettingsError(
-                f"azbatch: {_flag('resource_files')} {item!r}: NODE_PATH must be a relative path inside the "
-                "task working directory, e.g. refs/genome.fa"
-            )
-        if "://" not in source and not os.path.isfile(source):
-            raise SettingsError(f"azbatch: {_flag('resource_files')} {item!r}: no such local file {source!r}")
-        extra_files.append(ExtraResourceFile(source, node_path))
-
-    mounted = []
-    for item in _split_items(value("mounted_paths"), r"[,\n]+"):
-        if not os.path.isabs(item):
-            raise SettingsError(
-                f"azbatch: {_flag('mounted_paths')} {item!r} must be an absolute path mounted on the nodes"
-            )
-        mounted.append(os.path.normpath(item))
-
-    image = value("container_image") or None
-    bootstrap = value("bootstrap") or "auto"
-    if bootstrap not in BOOTSTRAP_MODES:
-        raise SettingsError(f"azbatch: {_flag('bootstrap')} {bootstrap!r}: choose one of {', '.join(BOOTSTRAP_MODES)}")
-    if bootstrap == "auto":
-        bootstrap = "container" if image else "app-package" if packages else "pip"
-    if bootstrap == "container" and not image:
-        raise SettingsError(f"azbatch: {_flag('bootstrap')} container needs {_where('container_image')}")
-    if bootstrap == "app-package" and not packages:
-        raise SettingsError(f"azbatch: {_flag('bootstrap')} app-package needs {_where('application_packages')}")
-
-    def number(name: str, kind, minimum):
-        raw = value(name)
-        try:
-            number = kind(raw) if raw is not None else None
-        except (TypeError, ValueError):
-            raise SettingsError(f"azbatch: {_where(name)} {raw!r} is not a number") from None
-        if number is not None and number < minimum:
-            raise SettingsError(f"azbatch: {_where(name)} must be at least {minimum}")
-        return number
-
-    keep_job = value("keep_job")
-    if isinstance(keep_job, str):
-        keep_job = keep_job.strip().lower() in ("1", "true", "yes", "on")
-
-    return Config(
-        account_url=account_url,
-        account_name=account_name,
-        account_key=account_key,
-        pool_id=pool_id,
-        storage_account_url=storage_account_url,
-        storage_account_key=storage_account_key,
-        storage_connection_string=storage_connection_string,
-        storage_container=container,
-        storage_prefix=prefix,
-        keep_job=bool(keep_job),
-        container_image=image,
-        application_packages=tuple(packages),
-        resource_files=tuple(extra_files),
-        precommand=value("precommand") or None,
-        bootstrap=bootstrap,
-        mounted_paths=tuple(mounted),
-        managed_identity=value("managed_identity") or None,
-        sas_hours=number("sas_hours", int, 1),
-        upload_concurrency=number("upload_concurrency", int, 1),
-        status_interval=number("status_interval", float, 0.1),
     )

@@ -10,9 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 MAX_ID_LENGTH = 64
-# Blob layout below the configured prefix; tasks write under runs/<run>/<task>/files/ and .../batch/.
-TASK_FILES_DIR = "files"
-TASK_BATCH_DIR = "batch"
 BATCH_LOG_FILES = ("stdout.txt", "stderr.txt")
 
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
@@ -138,14 +135,14 @@ def output_file_spec(
 
 
 def output_file_specs(
-    files: JobFiles, task_blob_prefix: str, container_url: str, identity: dict | None = None
+    files: JobFiles, files_dir: str, batch_logs_dir: str, container_url: str, identity: dict | None = None
 ) -> list[dict]:
-    """Outputs on success; logs, benchmarks and Batch's stdout.txt / stderr.txt on completion."""
-    files_dir = f"{task_blob_prefix}{TASK_FILES_DIR}"
+    """Outputs on success; logs, benchmarks and Batch's stdout.txt / stderr.txt on completion. `files_dir` and
+    `batch_logs_dir` are the task's virtual blob directories (staging's BlobLayout)."""
     specs = [output_file_spec(o, files_dir, container_url, "tasksuccess", identity) for o in files.outputs]
     specs += [output_file_spec(o, files_dir, container_url, "taskcompletion", identity) for o in files.logs]
     for name in BATCH_LOG_FILES:
-        container: dict[str, Any] = {"containerUrl": container_url, "path": f"{task_blob_prefix}{TASK_BATCH_DIR}/{name}"}
+        container: dict[str, Any] = {"containerUrl": container_url, "path": f"{batch_logs_dir}/{name}"}
         if identity:
             container["identityReference"] = identity
         specs.append(

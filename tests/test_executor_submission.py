@@ -8,8 +8,9 @@ import re
 
 from executor_runs import delta, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.batch_client import BatchService, enum_text
-from snakemake_executor_plugin_azbatch.settings import resolve
+from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.batch_client import BatchService
+from snakemake_executor_plugin_azbatch.config import resolve
 from snakemake_executor_plugin_azbatch import task_spec
 
 FANOUT = 8
@@ -194,7 +195,33 @@ def test_managed_identity_replaces_sas_urls(local_service, tmp_path):
         delete_jobs(client, jobs)
 
 
-def test_per_rule_container_image_and_pip_bootstrap(local_service, tmp_path):
+def test_pip_bootstrap_prepares_each_node_once(local_service, tmp_path):
+    workdir = write_files(
+        tmp_path / "bootstrap",
+        {"Snakefile": 'rule plain:\n    output: "plain.txt"\n    shell: "echo plain > {output}"\n'},
+    )
+    client = local_service.batch_client()
+    result = run_snakemake(local_service, workdir, container="bootstrap", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+    jobs = kept_jobs(client, "bootstrap")
+    try:
+        assert result.returncode == 0, output_of(result)
+        assert (workdir / "plain.txt").read_text() == "plain\n"
+        assert [t.container_settings for t in client.list_tasks(jobs[0].id)] == [None]
+        # Default bootstrap: a job preparation task provides Snakemake once per node (here it finds the
+        # host's matching python3 and reuses it).
+        prep = client.get_job(jobs[0].id).job_preparation_task
+        assert prep is not None and prep.wait_for_success
+        statuses = list(client.list_job_preparation_and_release_task_status(jobs[0].id))
+        assert statuses and all(
+            enum_text(s.job_preparation_task_execution_info.result) == "success" for s in statuses
+        )
+    finally:
+        delete_jobs(client, jobs)
+
+
+def test_a_rule_image_on_a_pool_without_containers_is_refused_before_anything_is_created(local_service, tmp_path):
+    """Batch forbids containerSettings on a pool created without containerConfiguration (and requires them on one
+    created with it), so mixing container-image rules and plain rules on one pool cannot work: one line, up front."""
     workdir = write_files(
         tmp_path / "images",
         {
@@ -213,22 +240,17 @@ def test_per_rule_container_image_and_pip_bootstrap(local_service, tmp_path):
             """
         },
     )
-    client = local_service.batch_client()
-    result = run_snakemake(local_service, workdir, container="images", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
-    jobs = kept_jobs(client, "images")
-    try:
-        assert result.returncode == 0, output_of(result)
-        assert (workdir / "boxed.txt").read_text() == "boxed\n"
-        images = {t.id.split("-")[0]: t.container_settings for t in client.list_tasks(jobs[0].id)}
-        assert images["plain"] is None
-        assert images["boxed"].image_name == "python:3.11-slim"
-        # Default bootstrap: a job preparation task provides Snakemake once per node (here it finds the
-        # host's matching python3 and reuses it).
-        prep = client.get_job(jobs[0].id).job_preparation_task
-        assert prep is not None and prep.wait_for_success
-        statuses = list(client.list_job_preparation_and_release_task_status(jobs[0].id))
-        assert statuses and all(
-            enum_text(s.job_preparation_task_execution_info.result) == "success" for s in statuses
-        )
-    finally:
-        delete_jobs(client, jobs)
+    before = local_service.metrics()
+    result = run_snakemake(local_service, workdir, container="images")
+    after = local_service.metrics()
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if line.startswith("Error: azbatch:")]
+    assert lines == [
+        "Error: azbatch: rule boxed runs in container image 'python:3.11-slim' but pool "
+        f"'{local_service.pool_id}' has no container support (virtualMachineConfiguration.containerConfiguration "
+        "is not set); give the rule a container-enabled pool (resource azbatch_pool) or no image"
+    ], output_of(result)
+    assert "Traceback" not in output
+    assert delta(before, after, "operations", "Jobs_CreateJob") == 0
+    assert kept_jobs(local_service.batch_client(), "images") == []

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from snakemake_executor_plugin_azbatch import task_spec
-from snakemake_executor_plugin_azbatch.settings import AppPackage
+from snakemake_executor_plugin_azbatch.config import AppPackage
+from snakemake_executor_plugin_azbatch.staging import BlobLayout
+
+pytestmark = pytest.mark.quick
 
 
 class Path_(str):
@@ -137,7 +140,11 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
         outputs=[task_spec.OutputPath("out/x [1].txt"), task_spec.OutputPath("dir", directory=True)],
         logs=[task_spec.OutputPath("logs/a.log", required=False), task_spec.OutputPath("top.log", required=False)],
     )
-    specs = task_spec.output_file_specs(files, "pre/runs/r/t/", "http://h/c?sv=1&sig=x")
+    layout = BlobLayout("pre/")
+    task_prefix = layout.task_prefix("r", "t")
+    specs = task_spec.output_file_specs(
+        files, layout.task_files_dir(task_prefix), layout.task_batch_logs_dir(task_prefix), "http://h/c?sv=1&sig=x"
+    )
     by_pattern = {s["filePattern"]: s for s in specs}
     assert by_pattern["out/x [[]1].txt"]["uploadOptions"]["uploadCondition"] == "tasksuccess"
     assert by_pattern["dir/**/*"]["destination"]["container"]["path"] == "pre/runs/r/t/files/dir"
@@ -156,7 +163,7 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
 def test_output_files_with_managed_identity_carry_the_identity_reference():
     files = task_spec.JobFiles(outputs=[task_spec.OutputPath("x")])
     identity = {"resourceId": "/subscriptions/s/resourceGroups/g/providers/x/id"}
-    specs = task_spec.output_file_specs(files, "p/", "http://h/c", identity)
+    specs = task_spec.output_file_specs(files, "p/files", "p/batch", "http://h/c", identity)
     assert all(s["destination"]["container"]["identityReference"] == identity for s in specs)
 
 

@@ -3,13 +3,9 @@ atomic downloads of what tasks wrote."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
@@ -27,26 +23,11 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from .settings import Config, SettingsError
-
-CAS_DIR = "cas/sha256/"
-RECORD_VERSION = 2
-_HASH_CHUNK = 4 * 1024 * 1024
-_SIG_RE = re.compile(r"(sig=)[^&\s'\"]+", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """Hide SAS signatures in anything that may be logged."""
-    return _SIG_RE.sub(r"\1REDACTED", str(text))
-
-
-class StagingError(Exception):
-    """A staging problem; the message is one line without secrets."""
-
-
-def retry_kwargs() -> dict:
-    # azure-core retries 408/429/500/502/503/504 and honours Retry-After.
-    return {"retry_total": 10, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
+from ..azure_sdk import redact, retry_kwargs
+from ..config import Config
+from ..settings import SettingsError
+from .layout import BlobLayout, StagingError
+from .record import FileState, StagingRecord, sha256_file
 
 
 def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
@@ -63,93 +44,15 @@ def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
     return BlobServiceClient(config.storage_account_url, credential=credential, **retry_kwargs())
 
 
-@dataclass
-class FileState:
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path: str) -> "FileState":
-        st = os.stat(path)
-        return cls(st.st_size, st.st_mtime_ns)
-
-
-class StagingRecord:
-    """Local record (JSON) of file hashes and of blobs tasks wrote, so unchanged files are not re-hashed and
-    outputs read by later tasks are referenced in place."""
-
-    def __init__(self, path: Path, container_key: str):
-        self.path = path
-        self.container_key = container_key
-        self.lock = threading.Lock()
-        self.hashes: dict[str, list] = {}  # abs path -> [size, mtime_ns, sha256]
-        # container key -> abs path -> [size, mtime_ns, blob name]; blobs only make sense in their container.
-        self.produced_by_container: dict[str, dict[str, list]] = {}
-        try:
-            data = json.loads(path.read_text())
-            if data.get("version") == RECORD_VERSION:
-                self.hashes = data.get("hashes", {})
-                self.produced_by_container = data.get("produced", {})
-        except (OSError, ValueError):
-            pass  # no or unreadable record: files are hashed again
-        self.produced = self.produced_by_container.setdefault(container_key, {})
-
-    def known_hash(self, path: str, state: FileState) -> str | None:
-        entry = self.hashes.get(path)
-        if entry and entry[0] == state.size and entry[1] == state.mtime_ns:
-            return entry[2]
-        return None
-
-    def remember_hash(self, path: str, state: FileState, digest: str) -> None:
-        with self.lock:
-            self.hashes[path] = [state.size, state.mtime_ns, digest]
-
-    def produced_blob(self, path: str, state: FileState) -> str | None:
-        """The blob a task wrote for this file, if the file is unchanged since it was downloaded. Snakemake may
-        touch outputs after a job (same content, new mtime): then the content hash decides."""
-        entry = self.produced.get(path)
-        if not entry or entry[0] != state.size:
-            return None
-        if entry[1] == state.mtime_ns:
-            return entry[2]
-        if len(entry) > 3 and sha256_file(path) == entry[3]:
-            with self.lock:
-                entry[1] = state.mtime_ns
-            return entry[2]
-        return None
-
-    def remember_produced(self, path: str, state: FileState, blob: str, digest: str) -> None:
-        with self.lock:
-            self.produced[path] = [state.size, state.mtime_ns, blob, digest]
-            self.hashes[path] = [state.size, state.mtime_ns, digest]
-
-    def save(self) -> None:
-        with self.lock:
-            data = {"version": RECORD_VERSION, "hashes": self.hashes, "produced": self.produced_by_container}
-            text = json.dumps(data)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.path)
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class Staging:
     def __init__(self, config: Config, credential_factory, record_dir: Path, logger):
         self.config = config
         self.logger = logger
-        self.prefix = config.storage_prefix
+        self.layout = BlobLayout(config.storage_prefix)
         self.service = make_blob_service(config, credential_factory)
         self.container = self.service.get_container_client(config.storage_container)
         self.identity = {"resourceId": config.managed_identity} if config.managed_identity else None
-        key = f"{self.service.url.rstrip('/')}/{config.storage_container}/{self.prefix}"
+        key = f"{self.service.url.rstrip('/')}/{config.storage_container}/{self.layout.prefix}"
         self.record = StagingRecord(record_dir / "staging-record.json", key)
         self._cas: set[str] | None = None
         self._cas_lock = threading.Lock()
@@ -171,8 +74,9 @@ class Staging:
                 pass
             except HttpResponseError as e:
                 raise SettingsError(
-                    f"azbatch: storage {where} does not exist and cannot be created ({e.status_code}); create it "
-                    "or set --azbatch-storage-container to an existing one"
+                    f"azbatch: storage {where} does not exist and cannot be created ({e.status_code}); create it, "
+                    "give your identity Storage Blob Data Contributor on the storage account, or set "
+                    "--azbatch-storage-container to an existing one"
                 ) from None
         except HttpResponseError as e:
             if isinstance(e, ClientAuthenticationError) and e.response is None:
@@ -215,10 +119,13 @@ class Staging:
             try:
                 signing = {"user_delegation_key": self.service.get_user_delegation_key(start, expiry)}
             except HttpResponseError as e:
+                # Requesting the key is an action on the storage account: a role scoped to the container does
+                # not allow it, whatever it allows on the blobs.
                 raise SettingsError(
                     f"azbatch: cannot get a user-delegation key from {self.service.url} ({e.status_code}); your "
-                    "Entra ID identity needs 'Storage Blob Delegator', or set --azbatch-storage-account-key "
-                    "or --azbatch-managed-identity"
+                    "Entra ID identity needs Storage Blob Data Contributor (or Storage Blob Delegator) on the storage "
+                    "account, its resource group or subscription, not only on the container; or set "
+                    "--azbatch-storage-account-key or --azbatch-managed-identity"
                 ) from None
         sas = generate_container_sas(
             self.service.account_name,
@@ -255,7 +162,7 @@ class Staging:
         with self._cas_lock:
             if self._cas is None:
                 # One paged listing per run tells which contents are already in the container.
-                self._cas = {b.name for b in self.container.list_blobs(name_starts_with=self.prefix + CAS_DIR)}
+                self._cas = {b.name for b in self.container.list_blobs(name_starts_with=self.layout.cas_prefix)}
             return self._cas
 
     def _hash(self, path: str) -> tuple[str, FileState]:
@@ -287,7 +194,7 @@ class Staging:
         existing = self._existing_cas()
         uploads: dict[str, str] = {}  # blob -> one local path with that content
         for path, (digest, _) in zip(to_hash, hashed):
-            blob = f"{self.prefix}{CAS_DIR}{digest}"
+            blob = self.layout.cas_blob(digest)
             result[path] = blob
             if blob not in existing:
                 uploads.setdefault(blob, path)

@@ -1,0 +1,58 @@
+"""The checked configuration of a run: `resolve(ExecutorSettings, environ) -> Config`, one module per concern.
+Every problem is reported as one actionable line naming the setting to fix (`SettingsError`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..settings import ExecutorSettings, SettingsError
+from .account import account_name_from_url, resolve_account
+from .bootstrap import resolve_bootstrap
+from .numbers import resolve_numbers
+from .packages import AppPackage, resolve_packages
+from .resource_files import ExtraResourceFile, resolve_resource_files
+from .storage import check_sas_lifetime, resolve_storage
+from .values import SettingValues
+
+__all__ = ["AppPackage", "Config", "ExtraResourceFile", "SettingsError", "account_name_from_url", "resolve"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings after fallbacks and validation."""
+
+    account_url: str
+    account_name: str | None
+    account_key: str | None
+    pool_id: str
+    storage_account_url: str | None
+    storage_account_key: str | None
+    storage_connection_string: str | None
+    storage_container: str
+    storage_prefix: str
+    keep_job: bool
+    container_image: str | None
+    application_packages: tuple[AppPackage, ...]
+    resource_files: tuple[ExtraResourceFile, ...]
+    precommand: str | None
+    bootstrap: str  # resolved: pip | container | app-package | none
+    mounted_paths: tuple[str, ...]
+    managed_identity: str | None
+    sas_hours: int
+    upload_concurrency: int
+    status_interval: float | None
+
+
+def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Apply env-var and Azure CLI fallbacks, validate, and return the configuration."""
+    values = SettingValues(settings or ExecutorSettings(), os.environ if environ is None else environ)
+    # In this order, so the first problem reported is the same whatever else is wrong.
+    resolved = {**resolve_account(values), **resolve_storage(values), **resolve_packages(values)}
+    resolved.update(resolve_resource_files(values))
+    resolved.update(resolve_bootstrap(values, has_packages=bool(resolved["application_packages"])))
+    resolved.update(resolve_numbers(values))
+    resolved["managed_identity"] = values.get("managed_identity") or None
+    check_sas_lifetime(resolved)
+    return Config(**resolved)

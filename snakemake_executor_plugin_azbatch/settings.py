@@ -3,6 +3,7 @@ configuration. Every problem is reported as one actionable line naming the setti
 
 import base64
 import binascii
+import math
 import os
 import re
 from dataclasses import MISSING, dataclass, field, fields
@@ -22,6 +23,7 @@ CLI_FALLBACKS = {
 }
 BOOTSTRAP_MODES = ("auto", "pip", "container", "app-package", "none")
 DEFAULT_CONTAINER = "snakemake-azbatch"
+DEFAULT_REPORT_DIR = ".snakemake/azbatch/reports"
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
 _APP_PACKAGE_RE = re.compile(r"^([A-Za-z0-9_-]{1,64})(?::([A-Za-z0-9_.-]{1,64}))?$")
@@ -202,6 +204,48 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="SECONDS",
         ),
     )
+    # ---- run report and live progress (run_report/, progress.py) ----
+    report_dir: str = field(
+        default=DEFAULT_REPORT_DIR,
+        metadata=_setting(
+            "Directory for run reports: every run writes tasks.tsv, timeline.png, timeline.svg and report.html "
+            "into DIR/<run id>/.",
+            metavar="DIR",
+        ),
+    )
+    price_core_hour: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Price of one core-hour (a task's slots x its run time) for the report's cost estimate, as "
+            "DEDICATED[,LOW_PRIORITY]; one value prices both.",
+            metavar="PRICE[,LOW_PRIORITY_PRICE]",
+        ),
+    )
+    price_node_hour: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Price of one node-hour (the VM's hourly price; a task uses slots / slots-per-node of a node) for the "
+            "report's cost estimate, as DEDICATED[,LOW_PRIORITY]; one value prices both.",
+            metavar="PRICE[,LOW_PRIORITY_PRICE]",
+        ),
+    )
+    progress_interval: float = field(
+        default=10.0,
+        metadata=_setting(
+            "Seconds between live progress queries (one task-count request per Batch job and one pool "
+            "node-count request); a line is printed when the counts change and at least every 30 s while tasks "
+            "wait or run. 0 turns progress off; so does --quiet.",
+            metavar="SECONDS",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Prices:
+    """A price per hour for dedicated and for low-priority (Spot) nodes."""
+
+    dedicated: float
+    low_priority: float
 
 
 @dataclass(frozen=True)
@@ -256,6 +300,10 @@ class Config:
     sas_hours: int
     upload_concurrency: int
     status_interval: float | None
+    report_dir: str = DEFAULT_REPORT_DIR
+    price_core_hour: Prices | None = None
+    price_node_hour: Prices | None = None
+    progress_interval: float = 10.0
 
 
 def _split_items(values: list[str] | str | None, separators: str = r"[,\s]+") -> list[str]:
@@ -451,4 +499,24 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
         sas_hours=number("sas_hours", int, 1),
         upload_concurrency=number("upload_concurrency", int, 1),
         status_interval=number("status_interval", float, 0.1),
+        report_dir=value("report_dir") or DEFAULT_REPORT_DIR,
+        price_core_hour=_prices("price_core_hour", value("price_core_hour")),
+        price_node_hour=_prices("price_node_hour", value("price_node_hour")),
+        progress_interval=number("progress_interval", float, 0),
     )
+
+
+def _prices(name: str, raw) -> Prices | None:
+    """PRICE or DEDICATED,LOW_PRIORITY (non-negative numbers) into Prices."""
+    if raw in (None, ""):
+        return None
+    parts = [p.strip() for p in str(raw).split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or any(v < 0 or not math.isfinite(v) for v in values):
+        raise SettingsError(
+            f"azbatch: {_where(name)} {raw!r}: expected a price per hour as DEDICATED[,LOW_PRIORITY], e.g. 0.19,0.04"
+        )
+    return Prices(values[0], values[-1])

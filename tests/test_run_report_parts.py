@@ -4,6 +4,7 @@ HTML page; the progress line and when it is printed; the price settings."""
 from __future__ import annotations
 
 import csv
+import re
 import struct
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
@@ -193,7 +194,13 @@ def test_report_files_from_records(tmp_path: Path):
     assert "../../logs/c/stderr.txt" in hrefs and (out / "../../logs/c/stderr.txt").resolve().is_file()
     assert {"tasks.tsv", "timeline.svg"} <= hrefs
     cost = text.split('id="cost"', 1)[1].split("</div>", 1)[0]
-    assert "core-hour" in cost and "node-hour" not in cost.split("<tbody>", 1)[1]
+    assert "core-hour" in cost and "node-hour" not in cost.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    # Both prices: two alternative totals, never their sum.
+    run.price_node_hour = Prices(1.0, 0.5)
+    text = write_report(attempts, run, out).read_text()
+    totals = re.findall(r"total, priced per ([a-z-]+)</td><td class=\"n\">([\d.]+)<", text)
+    core_hours = (20 + 2 * 10 + 5) / 3600
+    assert totals == [("core-hour", f"{core_hours * 0.4:.4f}"), ("node-hour", f"{core_hours / 2 * 1.0:.4f}")]
 
 
 def test_report_without_any_started_task(tmp_path: Path):

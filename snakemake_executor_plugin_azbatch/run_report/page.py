@@ -111,7 +111,6 @@ def render_page(attempts: list[TaskAttempt], run: RunInfo, report_dir: Path, png
         wall=(last - first).total_seconds() if first and last else None,
         usage=usage,
         costs=costs,
-        cost_total=sum(c.cost for c in costs),
         failed=failed_tasks(attempts, run.log_root, report_dir),
         png=base64.b64encode(png).decode("ascii") if png else None,
     )

@@ -16,6 +16,7 @@ from .batch_client import error_text
 
 HEARTBEAT_SECONDS = 30.0
 WARN_AFTER_FAILURES = 3
+STOP_WAIT_SECONDS = 5.0
 # Node states folded into the line's categories (BatchNodeCounts attribute names).
 STARTING_STATES = ("creating", "starting", "waiting_for_start_task", "rebooting", "reimaging", "upgrading_os")
 UNUSABLE_STATES = ("unusable", "start_task_failed", "unknown", "offline")
@@ -121,9 +122,10 @@ class ProgressMonitor:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stops polling; a request still under way is not waited for long (its answer is dropped)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=60)
+            self._thread.join(timeout=STOP_WAIT_SECONDS)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -163,7 +165,7 @@ class ProgressMonitor:
         return progress_line(list(jobs), tasks, nodes), busy
 
     def _note_errors(self, errors: list[Exception]) -> None:
-        if not errors:
+        if not errors or self._stop.is_set():
             self.failures = 0
             return
         self.failures += 1

@@ -286,7 +286,7 @@ class Executor(RemoteExecutor):
             except Exception:
                 blobs = None  # stage job by job below, so a problem is reported for the job it belongs to
             by_job_id: dict[str, list[tuple[JobExecutorInterface, task_spec.TaskRequest]]] = defaultdict(list)
-            items_pool: dict[str, str] = {}  # Batch job id -> pool id
+            pool_of_job: dict[str, str] = {}  # Batch job id -> pool id
             for job in jobs:
                 if id(job) not in staged_inputs:
                     continue
@@ -301,7 +301,7 @@ class Executor(RemoteExecutor):
                     self._report_preparation_error(job, e)
                     continue
                 by_job_id[batch_job].append((job, request))
-                items_pool[batch_job] = pool.id
+                pool_of_job[batch_job] = pool.id
             for batch_job, items in by_job_id.items():
                 bodies = [task_spec.task_body(request) for _, request in items]
                 try:
@@ -317,7 +317,7 @@ class Executor(RemoteExecutor):
                     info = SubmittedJobInfo(job, external_jobid=request.id, aux=aux)
                     if error is None:
                         self.report_job_submission(info)
-                        self.reporting.task_submitted(job, request.id, batch_job, items_pool[batch_job], request.slots)
+                        self.reporting.task_submitted(job, request.id, batch_job, pool_of_job[batch_job], request.slots)
                     else:
                         self.report_job_error(info, msg=error)
 

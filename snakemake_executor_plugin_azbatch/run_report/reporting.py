@@ -6,6 +6,7 @@ pool used (dedicated or low-priority)."""
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +18,14 @@ from . import RunInfo, write_report
 from .records import RunRecorder
 
 NODE_FIELDS = ["id", "isDedicated"]
+
+
+def _preload_figure_libraries() -> None:
+    try:
+        from . import timeline  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+    except Exception:
+        pass  # write_report notes a missing matplotlib itself
 
 
 class RunReporting:
@@ -48,7 +57,11 @@ class RunReporting:
     # ---- during the run ------------------------------------------------------------------------------------
     def task_submitted(self, job: Any, task_id: str, batch_job: str, pool: str, slots: int) -> None:
         rule = job.name
+        first = not len(self.recorder)
         self.recorder.submitted(task_id, batch_job, pool, rule, job.jobid, getattr(job, "attempt", 1), slots)
+        if first:
+            # matplotlib takes a second or two to import; do it while tasks run, not when the run ends.
+            threading.Thread(target=_preload_figure_libraries, name="azbatch-report-import", daemon=True).start()
         if self.progress is not None:
             self.progress.start()
 

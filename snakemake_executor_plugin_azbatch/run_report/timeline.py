@@ -5,6 +5,7 @@ figure state are involved."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -95,72 +96,86 @@ def _lanes(attempts: list[TaskAttempt], at, end: datetime) -> tuple[list[tuple[s
     return lanes, y_of
 
 
+@dataclass
+class _Frame:
+    """The time axis shared by both panels."""
+
+    attempts: list[TaskAttempt]
+    origin: datetime
+    end: datetime
+    scale: float
+    unit: str
+
+    def at(self, t: datetime) -> float:
+        return (t - self.origin).total_seconds() / self.scale
+
+
+def _draw_occupancy(ax, frame: _Frame) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    times, queued, running = occupancy(frame.attempts, frame.origin, frame.end)
+    x = [t / frame.scale for t in times]
+    stacked = [q + r for q, r in zip(queued, running)]
+    ax.fill_between(x, 0, running, step="post", color=RUNNING_COLOUR, label="running", linewidth=0)
+    ax.fill_between(x, running, stacked, step="post", color=QUEUED_COLOUR, label="queued (waiting for a slot)", linewidth=0)
+    ax.set_ylabel("tasks")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, max(stacked + [1]) * 1.15)
+    ax.legend(loc="upper right", fontsize=8, frameon=False, ncols=2)
+    ax.set_title("Batch tasks over time: queued and running (top), per node (below)", loc="left", fontsize=10)
+
+
+def _draw_nodes(ax, frame: _Frame, lanes: list[tuple[str, int, int]], y_of: dict[int, float]) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    attempts, end = frame.attempts, frame.at(frame.end)
+    colours = rule_colours(sorted({a.rule for a in attempts}))
+    for i, a in enumerate(attempts):
+        if i not in y_of:
+            continue
+        left, right = frame.at(a.started), frame.at(a.ended or frame.end)
+        ax.barh(
+            y_of[i], max(right - left, 0.002 * max(end, 1e-9)), left=left, height=0.8, color=colours[a.rule],
+            edgecolor=FAILED_COLOUR if a.failed else "black", linewidth=1.4 if a.failed else 0.3,
+            hatch="xx" if a.failed else None,
+        )
+        if a.requeues:
+            ax.plot([left], [y_of[i]], marker="<", color="black", markersize=5)
+    for _, first, _ in lanes:
+        ax.axhline(first - 0.5, color="#dddddd", linewidth=0.6)
+    ax.set_yticks([first + (count - 1) / 2 for _, first, count in lanes], [label for label, _, _ in lanes])
+    ax.set_ylim(max(1, sum(count for _, _, count in lanes)) - 0.5, -0.5)
+    ax.set_xlim(0, max(end, 1e-9) * 1.01)
+    ax.set_xlabel(f"{frame.unit} since the first task was submitted ({frame.origin.strftime('%Y-%m-%d %H:%M:%S')} UTC)")
+    ax.set_ylabel("node")
+    handles = [Patch(facecolor=colours[r], edgecolor="black", linewidth=0.3, label=r) for r in sorted(colours)]
+    if any(a.failed for a in attempts):
+        handles.append(Patch(facecolor="white", edgecolor=FAILED_COLOUR, hatch="xx", label="failed"))
+    if any(a.requeues for a in attempts):
+        handles.append(Line2D([], [], marker="<", color="black", linestyle="", label="requeued by Batch"))
+    if not lanes:
+        ax.text(0.5, 0.5, "no task started on a node", transform=ax.transAxes, ha="center", va="center")
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, title="rule")
+
+
 def draw_timeline(attempts: list[TaskAttempt], png: Path, svg: Path, now: datetime | None = None) -> None:
     """Write the figure as PNG and SVG."""
     import matplotlib
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import MaxNLocator
 
     now = now or datetime.now(timezone.utc)
     origin, last = span(attempts)
     origin = origin or now
     end = max(last or now, origin)
-    scale, unit = _time_unit((end - origin).total_seconds())
-
-    def at(t: datetime) -> float:
-        return (t - origin).total_seconds() / scale
-
-    lanes, y_of = _lanes(attempts, at, end)
-    total_rows = max(1, sum(count for _, _, count in lanes))
-    height = min(MAX_HEIGHT_IN, 2.6 + LANE_HEIGHT_IN * total_rows)
-    colours = rule_colours(sorted({a.rule for a in attempts}))
-
+    frame = _Frame(attempts, origin, end, *_time_unit((end - origin).total_seconds()))
+    lanes, y_of = _lanes(attempts, frame.at, end)
+    height = min(MAX_HEIGHT_IN, 2.6 + LANE_HEIGHT_IN * max(1, sum(count for _, _, count in lanes)))
+    # Text stays text in the SVG (smaller, searchable); a fixed hash salt keeps its ids stable between runs.
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "azbatch-timeline", "font.size": 9}):
         fig = Figure(figsize=(11, height), dpi=100, layout="constrained")
-        top, bottom = fig.subplots(
-            2, 1, sharex=True, gridspec_kw={"height_ratios": [1.6, max(1.6, height - 2.2)]}
-        )
-        times, queued, running = occupancy(attempts, origin, end)
-        x = [t / scale for t in times]
-        stacked = [q + r for q, r in zip(queued, running)]
-        top.fill_between(x, 0, running, step="post", color=RUNNING_COLOUR, label="running", linewidth=0)
-        top.fill_between(x, running, stacked, step="post", color=QUEUED_COLOUR, label="queued (waiting for a slot)", linewidth=0)
-        top.set_ylabel("tasks")
-        top.yaxis.set_major_locator(MaxNLocator(integer=True))
-        top.set_ylim(0, max(stacked + [1]) * 1.15)
-        top.legend(loc="upper right", fontsize=8, frameon=False, ncols=2)
-        top.set_title("Batch tasks over time: queued and running (top), per node (below)", loc="left", fontsize=10)
-
-        for i, a in enumerate(attempts):
-            if i not in y_of:
-                continue
-            left, right = at(a.started), at(a.ended or end)
-            failed = a.failed
-            bottom.barh(
-                y_of[i], max(right - left, 0.002 * max(at(end), 1e-9)), left=left, height=0.8,
-                color=colours[a.rule], edgecolor=FAILED_COLOUR if failed else "black",
-                linewidth=1.4 if failed else 0.3, hatch="xx" if failed else None,
-            )
-            if a.requeues:
-                bottom.plot([left], [y_of[i]], marker="<", color="black", markersize=5)
-        for label, first, count in lanes:
-            bottom.axhline(first - 0.5, color="#dddddd", linewidth=0.6)
-        bottom.set_yticks([first + (count - 1) / 2 for _, first, count in lanes], [label for label, _, _ in lanes])
-        bottom.set_ylim(total_rows - 0.5, -0.5)
-        bottom.set_xlim(0, max(at(end), 1e-9) * 1.01)
-        bottom.set_xlabel(f"{unit} since the first task was submitted ({origin.strftime('%Y-%m-%d %H:%M:%S')} UTC)")
-        bottom.set_ylabel("node")
-        handles = [Patch(facecolor=colours[r], edgecolor="black", linewidth=0.3, label=r) for r in sorted(colours)]
-        if any(a.failed for a in attempts):
-            handles.append(Patch(facecolor="white", edgecolor=FAILED_COLOUR, hatch="xx", label="failed"))
-        if any(a.requeues for a in attempts):
-            from matplotlib.lines import Line2D
-
-            handles.append(Line2D([], [], marker="<", color="black", linestyle="", label="requeued by Batch"))
-        if not lanes:
-            bottom.text(0.5, 0.5, "no task started on a node", transform=bottom.transAxes, ha="center", va="center")
-        bottom.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False,
-                      title="rule")
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.6, max(1.6, height - 2.2)]})
+        _draw_occupancy(top, frame)
+        _draw_nodes(bottom, frame, lanes, y_of)
         fig.savefig(png, format="png")
         fig.savefig(svg, format="svg", metadata={"Date": None})

@@ -25,7 +25,8 @@ from .settings import SettingsError
 
 MAX_TASKS_PER_REQUEST = 100
 MAX_REQUEST_BYTES = 900_000  # Batch rejects task collections over 1 MB; leave room for the envelope
-COMPLETED_TASK_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo"]
+# creationTime, nodeInfo and requiredSlots feed the run report (no extra request per task).
+COMPLETED_TASK_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "creationTime", "nodeInfo", "requiredSlots"]
 
 
 def request_chunks(bodies: list[dict], max_bytes: int = MAX_REQUEST_BYTES) -> list[list[dict]]:

@@ -26,6 +26,7 @@ from . import task_spec
 from .azure_sdk import enum_text, error_text, redact
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
+from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
 from .settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError
@@ -50,6 +51,7 @@ class Executor(RemoteExecutor):
     # The status thread starts before __post_init__ runs, so what it reads exists at class level.
     status_rounds = 0
     completed_since: dict = {}  # Batch job id -> lower bound for the next round's completed-task filter
+    reporting: RunReporting | None = None
 
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
@@ -80,6 +82,10 @@ class Executor(RemoteExecutor):
             # A loopback account is the local service: rounds are cheap there, and quick feedback matters.
             interval = 1.0 if is_loopback(self.config.account_url) else max(1.0, snakemake_interval)
         self.next_seconds_between_status_checks = interval
+        self.reporting = RunReporting(  # live progress and the run report (run_report/, progress.py)
+            client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
+            workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
+        )
         if len(self.workflow.dag) > 0:
             self.preflight()
 
@@ -126,6 +132,17 @@ class Executor(RemoteExecutor):
                 self.logger.warning(warning)
             self.pools[key] = info
         return self.pools[key]
+
+    def _jobs_by_pool(self) -> dict[str, str]:
+        return {self.pools[key].id: job for key, job in list(self.batch_jobs.items())}
+
+    def _quiet_progress(self) -> bool:
+        """--quiet (progress, or all) silences the progress lines; the interface does not expose it, the
+        workflow does."""
+        from snakemake.settings.enums import Quietness
+
+        quiet = getattr(getattr(self.workflow, "output_settings", None), "quiet", None) or ()
+        return Quietness.PROGRESS in quiet or Quietness.ALL in quiet
 
     def batch_job_for(self, pool_id: str) -> str:
         """One Batch job per pool used by the run, created on first use."""
@@ -279,6 +296,7 @@ class Executor(RemoteExecutor):
             except Exception:
                 blobs = None  # stage job by job below, so a problem is reported for the job it belongs to
             by_job_id: dict[str, list[tuple[JobExecutorInterface, task_spec.TaskRequest]]] = defaultdict(list)
+            pool_of_job: dict[str, str] = {}  # Batch job id -> pool id
             for job in jobs:
                 if id(job) not in staged_inputs:
                     continue
@@ -293,6 +311,7 @@ class Executor(RemoteExecutor):
                     self._report_preparation_error(job, e)
                     continue
                 by_job_id[batch_job].append((job, request))
+                pool_of_job[batch_job] = pool.id
             for batch_job, items in by_job_id.items():
                 bodies = [task_spec.task_body(request) for _, request in items]
                 try:
@@ -308,6 +327,7 @@ class Executor(RemoteExecutor):
                     info = SubmittedJobInfo(job, external_jobid=request.id, aux=aux)
                     if error is None:
                         self.report_job_submission(info)
+                        self.reporting.task_submitted(job, request.id, batch_job, pool_of_job[batch_job], request.slots)
                     else:
                         self.report_job_error(info, msg=error)
 
@@ -336,6 +356,8 @@ class Executor(RemoteExecutor):
                     continue
             for task in tasks:
                 completed[task.id] = task
+            if self.reporting is not None:
+                self.reporting.tasks_listed(tasks)
             stamps = [t.state_transition_time for t in tasks if t.state_transition_time is not None]
             if stamps:
                 # A margin covers tasks whose completion becomes visible after later ones; repeats are ignored
@@ -408,6 +430,7 @@ class Executor(RemoteExecutor):
     # ---- end of run --------------------------------------------------------------------------------------------
     def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
         # Terminating a Batch job terminates all of its running tasks.
+        self.reporting.run_cancelled()
         for batch_job in list(self.batch_jobs.values()):
             try:
                 self.batch.terminate_job(batch_job)
@@ -422,14 +445,17 @@ class Executor(RemoteExecutor):
         if self._finalized:
             return
         self._finalized = True
+        self.reporting.stop_progress()
         for batch_job in list(self.batch_jobs.values()):
             try:
                 self.batch.terminate_job(batch_job)
+                self.reporting.job_terminated(batch_job, self.completed_since.get(batch_job))
                 if self.config.keep_job:
                     self.logger.info(f"azbatch: kept Batch job {batch_job} (terminated)")
                 else:
                     self.batch.delete_job(batch_job)
             except BatchServiceError as e:
                 self.logger.error(str(e))
+        self.reporting.finish({info.id: info.slots_per_node for info in self.pools.values()})
         self.staging.close()
         self.batch.close()

@@ -17,6 +17,7 @@ CLI_FALLBACKS = {
 }
 BOOTSTRAP_MODES = ("auto", "pip", "container", "app-package", "none")
 DEFAULT_CONTAINER = "snakemake-azbatch"
+DEFAULT_REPORT_DIR = ".snakemake/azbatch/reports"
 
 
 class SettingsError(ApiError):
@@ -192,6 +193,40 @@ class ExecutorSettings(ExecutorSettingsBase):
             "Seconds between status rounds (one task-list request per Batch job each round); "
             "default: Snakemake's --seconds-between-status-checks, at least 1 (1 for a loopback account URL, "
             "i.e. the local service).",
+            metavar="SECONDS",
+        ),
+    )
+    # ---- run report and live progress (run_report/, progress.py) ----
+    report_dir: str = field(
+        default=DEFAULT_REPORT_DIR,
+        metadata=_setting(
+            "Directory for run reports: every run writes tasks.tsv, timeline.png, timeline.svg and report.html "
+            "into DIR/<run id>/.",
+            metavar="DIR",
+        ),
+    )
+    price_core_hour: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Price of one core-hour (a task's slots x its run time) for the report's cost estimate, as "
+            "DEDICATED[,LOW_PRIORITY]; one value prices both.",
+            metavar="PRICE[,LOW_PRIORITY_PRICE]",
+        ),
+    )
+    price_node_hour: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Price of one node-hour (the VM's hourly price; a task uses slots / slots-per-node of a node) for the "
+            "report's cost estimate, as DEDICATED[,LOW_PRIORITY]; one value prices both.",
+            metavar="PRICE[,LOW_PRIORITY_PRICE]",
+        ),
+    )
+    progress_interval: float = field(
+        default=10.0,
+        metadata=_setting(
+            "Seconds between live progress queries (one task-count request per Batch job and one pool "
+            "node-count request); a line is printed when the counts change and at least every 30 s while tasks "
+            "wait or run. 0 turns progress off; so does --quiet.",
             metavar="SECONDS",
         ),
     )

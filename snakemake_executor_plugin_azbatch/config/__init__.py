@@ -7,16 +7,17 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..settings import ExecutorSettings, SettingsError
+from ..settings import DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
 from .account import account_name_from_url, resolve_account
 from .bootstrap import resolve_bootstrap
 from .numbers import resolve_numbers
 from .packages import AppPackage, resolve_packages
+from .reporting import Prices, resolve_reporting
 from .resource_files import ExtraResourceFile, resolve_resource_files
 from .storage import check_sas_lifetime, resolve_storage
 from .values import SettingValues
 
-__all__ = ["AppPackage", "Config", "ExtraResourceFile", "SettingsError", "account_name_from_url", "resolve"]
+__all__ = ["AppPackage", "Config", "ExtraResourceFile", "Prices", "SettingsError", "account_name_from_url", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class Config:
     sas_hours: int
     upload_concurrency: int
     status_interval: float | None
+    report_dir: str = DEFAULT_REPORT_DIR
+    price_core_hour: Prices | None = None
+    price_node_hour: Prices | None = None
+    progress_interval: float = 10.0
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -53,6 +58,7 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
     resolved.update(resolve_resource_files(values))
     resolved.update(resolve_bootstrap(values, has_packages=bool(resolved["application_packages"])))
     resolved.update(resolve_numbers(values))
+    resolved.update(resolve_reporting(values))
     resolved["managed_identity"] = values.get("managed_identity") or None
     check_sas_lifetime(resolved)
     return Config(**resolved)

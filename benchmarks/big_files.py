@@ -144,9 +144,11 @@ def bench_big_file(service: ServiceProcess, work: Path, size: int) -> tuple[list
         client.delete_task(job_id, "download")
         out_s, out_rss = _run_task(service, job_id, {
             "id": "upload", "commandLine": f"/bin/sh -c 'truncate -s {size} made.bin'",
-            "outputFiles": [{"filePattern": "made.bin",
-                             "destination": {"container": {"containerUrl": up["output_url"], "path": "bench/made.bin"}},
-                             "uploadOptions": {"uploadCondition": "tasksuccess"}}],
+            "outputFiles": [{
+                "filePattern": "made.bin",
+                "destination": {"container": {"containerUrl": up["output_url"], "path": "bench/made.bin"}},
+                "uploadOptions": {"uploadCondition": "tasksuccess"},
+            }],
         })
         client.begin_delete_job(job_id).result()
         down, down_plugin_rss = _run_worker(service, work, "download", "bench/", str(work / "back"))

@@ -2,15 +2,18 @@
 
 They do not reimplement the anchors; they make the same Batch requests the anchors make for the same tasks, so
 requests, bytes and wall time can be compared on one service and one workload. What each anchor requests was
-read from its sources (June 2026 snapshots):
+read from their sources: snakemake-executor-plugin-azure-batch 0.3.0 (commit ce1f23e, September 2024) and Nextflow
+at commit 2aad02f (August 2026):
 
-* snakemake-executor-plugin-azure-batch (`snakemake_executor_plugin_azure_batch/__init__.py`, 0.1.x): one job
+* snakemake-executor-plugin-azure-batch (`snakemake_executor_plugin_azure_batch/__init__.py`): one job
   (`maxTaskRetryCount` 0); one add-task request per Snakemake job (`run_job`); every status round, for *each*
   active job: a pool get (resize errors), a node list (unusable nodes, start-task failures) and a task get, through
   Snakemake's status rate limiter (`--max-status-checks-per-second`, default 10; the pool get takes one permit,
   the node list and task get another); for each completed task, stdout.txt and stderr.txt are downloaded (task
-  file get); at the end the job is deleted. Not replayed: it creates (and deletes) its own pool through the
-  management API, which this comparison leaves out (the pool exists), and its storage plugin's blob traffic.
+  file get); at the end the job is deleted (here with SDK 15's begin_delete_job, whose completion poll adds one
+  job get that its azure-batch 14 job delete does not make). Not replayed: it creates (and deletes) its own pool
+  through the management API, which this comparison leaves out (the pool exists), and its storage plugin's blob
+  traffic.
 * Nextflow's Azure Batch executor (`plugins/nf-azure`, `AzBatchService` / `AzBatchTaskHandler`): a pool get the
   first time a pool is used; one job per process and pool (`maxWallClockTime` 30 days by default); one add-task
   request per task; every polling round, one task get per active task (its state is cached for 1 s, so
@@ -87,6 +90,15 @@ def _completed(task: batch_models.BatchTask) -> bool:
     return str(getattr(task.state, "value", task.state)).lower() == "completed"
 
 
+def _submit_one_by_one(client: BatchClient, pool_id: str, job_id: str,
+                       constraints: batch_models.BatchJobConstraints, tasks: list[dict[str, Any]]) -> None:
+    """One job, then one add-task request per task, in order (both anchors submit this way)."""
+    client.create_job(batch_models.BatchJobCreateOptions(
+        id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id=pool_id), constraints=constraints))
+    for body in tasks:
+        client.create_task(job_id, batch_models.BatchTaskCreateOptions(body))
+
+
 def _poll(tasks: list[dict[str, Any]], interval: float, check_round: Callable[[list[str]], list[str]]) -> int:
     """Status rounds until no task is active: check, then sleep `interval`. Returns the number of rounds."""
     active = [body["id"] for body in tasks]
@@ -105,12 +117,7 @@ def replay_upstream_snakemake(client: BatchClient, pool_id: str, tasks: list[dic
     limiter = RateLimiter(status_checks_per_second)
     failed = 0
     start = time.perf_counter()
-    client.create_job(batch_models.BatchJobCreateOptions(
-        id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id=pool_id),
-        constraints=batch_models.BatchJobConstraints(max_task_retry_count=0),
-    ))
-    for body in tasks:
-        client.create_task(job_id, batch_models.BatchTaskCreateOptions(body))
+    _submit_one_by_one(client, pool_id, job_id, batch_models.BatchJobConstraints(max_task_retry_count=0), tasks)
 
     def check_round(active: list[str]) -> list[str]:
         nonlocal failed
@@ -142,12 +149,8 @@ def replay_nextflow(client: BatchClient, pool_id: str, tasks: list[dict[str, Any
     failed = 0
     start = time.perf_counter()
     client.get_pool(pool_id)
-    client.create_job(batch_models.BatchJobCreateOptions(
-        id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id=pool_id),
-        constraints=batch_models.BatchJobConstraints(max_wall_clock_time=timedelta(days=30)),
-    ))
-    for body in tasks:
-        client.create_task(job_id, batch_models.BatchTaskCreateOptions(body))
+    constraints = batch_models.BatchJobConstraints(max_wall_clock_time=timedelta(days=30))
+    _submit_one_by_one(client, pool_id, job_id, constraints, tasks)
 
     def check_round(active: list[str]) -> list[str]:
         nonlocal failed

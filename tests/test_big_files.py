@@ -100,8 +100,11 @@ def test_node_moves_a_large_resource_file_and_output_file_in_parallel_blocks(loc
         "commandLine": "/bin/sh -c 'sha256sum input.bin > input.sha256 && mv input.bin output.bin'",
         "resourceFiles": [{"httpUrl": f"{container.url}/in/input.bin?{sas}", "filePath": "input.bin"}],
         "outputFiles": [
-            {"filePattern": name, "destination": {"container": {"containerUrl": container_url, "path": f"out/{name}"}},
-             "uploadOptions": {"uploadCondition": "tasksuccess"}}
+            {
+                "filePattern": name,
+                "destination": {"container": {"containerUrl": container_url, "path": f"out/{name}"}},
+                "uploadOptions": {"uploadCondition": "tasksuccess"},
+            }
             for name in ("output.bin", "input.sha256")
         ],
     })

@@ -78,7 +78,6 @@ class RssSampler:
         self.process = psutil.Process(pid)
         self.interval = interval
         self.peak = self.process.memory_info().rss
-        self.baseline = self.peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -162,10 +161,10 @@ def bench_big_file(service: ServiceProcess, work: Path, size: int) -> tuple[list
 
     rows = [
         (f"big file: plugin hashes the {gib} input (sha256)", rate(up["hash_s"]), "MiB/s"),
-        (f"big file: plugin uploads it (parallel blocks)", rate(up["upload_s"]), "MiB/s"),
-        (f"big file: node downloads it as a resource file", rate(down_s), "MiB/s"),
+        ("big file: plugin uploads it (parallel blocks)", rate(up["upload_s"]), "MiB/s"),
+        ("big file: node downloads it as a resource file", rate(down_s), "MiB/s"),
         (f"big file: node uploads a {gib} output file", rate(out_s), "MiB/s"),
-        (f"big file: plugin downloads it (+ size check, sha256, rename)", rate(down["download_s"]), "MiB/s"),
+        ("big file: plugin downloads it (+ size check, sha256, rename)", rate(down["download_s"]), "MiB/s"),
         ("big file: plugin peak RSS, staging only (no transfer)", f"{baseline_rss:.0f}", "MiB"),
         ("big file: plugin peak RSS while uploading", f"{up_rss:.0f}", "MiB"),
         ("big file: plugin peak RSS while downloading", f"{down_plugin_rss:.0f}", "MiB"),

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import sys
@@ -65,6 +66,12 @@ def machine() -> dict[str, Any]:
         "snakemake": snakemake.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def cpu_s() -> float:
+    """CPU time of this benchmark and every process it started and reaped (Snakemake, services, nodes, Azurite)."""
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def per(value: float, n: int, digits: int = 1) -> str:
@@ -293,7 +300,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="azbatch-bench-") as tmp:
         work = Path(tmp)
         for section in args.sections:
-            section_start = time.perf_counter()
+            section_start, section_cpu = time.perf_counter(), cpu_s()
             print(f"benchmarks: {section} ...", file=sys.stderr, flush=True)
             if section == "rehearsal":
                 rows, side_by_side, figures = bench_rehearsal(work / section, n_rehearsal, cores)
@@ -308,9 +315,11 @@ def main() -> None:
                 with ServiceProcess(work / section / "service", [REHEARSAL_POOL]) as service:
                     rows, figures = big_files.bench_big_file(service, work / section / "files", big_mib * 1024**2)
             figures["section_wall_s"] = round(time.perf_counter() - section_start, 1)
+            figures["section_cpu_s"] = round(cpu_s() - section_cpu, 1)
             results["sections"][section] = {"rows": [list(r) for r in rows], "figures": figures}
             printed.append((section, rows))
     results["total_wall_s"] = round(time.perf_counter() - started, 1)
+    results["total_cpu_s"] = round(cpu_s(), 1)
     m = results["machine"]
     print(f"\nMachine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, load average at start "
           f"{m['load_average_at_start'][0]}; Python {m['python']}, Snakemake {m['snakemake']}; {m['date']}")
@@ -318,7 +327,8 @@ def main() -> None:
         print_rows(section, rows)
         if section == "rehearsal" and side_by_side:
             print_side_by_side(side_by_side)
-    print(f"\nTotal {results['total_wall_s']:.0f} s; JSON: {args.json}")
+    print(f"\nTotal {results['total_wall_s']:.0f} s wall, {results['total_cpu_s']:.0f} s CPU (the benchmark and all it "
+          f"started); JSON: {args.json}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
 

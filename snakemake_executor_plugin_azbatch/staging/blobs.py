@@ -29,11 +29,25 @@ from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
 from .record import FileState, StagingRecord, sha256_file
 
+# Files move as parallel block transfers streamed from / into the open file, so memory per file stays about
+# TRANSFER_CONCURRENCY x BLOCK_SIZE whatever its size. Blocks above the SDK's 4 MiB + 1 threshold take its streaming
+# upload path (no copy of each block); Azure's 50,000 blocks per blob then allow files up to 390 GiB.
+BLOCK_SIZE = 8 * 1024 * 1024
+TRANSFER_CONCURRENCY = 4
+TRANSFER_OPTIONS = {
+    "max_single_put_size": BLOCK_SIZE,
+    "max_block_size": BLOCK_SIZE,
+    "max_single_get_size": BLOCK_SIZE,
+    "max_chunk_get_size": BLOCK_SIZE,
+}
+
 
 def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
     if config.storage_connection_string:
         try:
-            return BlobServiceClient.from_connection_string(config.storage_connection_string, **retry_kwargs())
+            return BlobServiceClient.from_connection_string(
+                config.storage_connection_string, **retry_kwargs(), **TRANSFER_OPTIONS
+            )
         except ValueError:
             raise SettingsError(
                 "azbatch: --azbatch-storage-connection-string (or SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING / "
@@ -41,7 +55,7 @@ def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
                 "`az storage account show-connection-string`"
             ) from None
     credential = config.storage_account_key or credential_factory()
-    return BlobServiceClient(config.storage_account_url, credential=credential, **retry_kwargs())
+    return BlobServiceClient(config.storage_account_url, credential=credential, **retry_kwargs(), **TRANSFER_OPTIONS)
 
 
 class Staging:
@@ -208,7 +222,7 @@ class Staging:
     def _upload(self, blob: str, path: str) -> None:
         try:
             with open(path, "rb") as f:
-                self.container.upload_blob(blob, f, overwrite=True, max_concurrency=4)
+                self.container.upload_blob(blob, f, overwrite=True, max_concurrency=TRANSFER_CONCURRENCY)
         except HttpResponseError as e:
             raise StagingError(f"azbatch: uploading {path} failed ({e.status_code}): {redact(e.reason)}") from None
 
@@ -232,7 +246,7 @@ class Staging:
         tmp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.azbatch-part")
         try:
             with open(tmp, "wb") as f:
-                self.container.download_blob(blob, max_concurrency=4).readinto(f)
+                self.container.download_blob(blob, max_concurrency=TRANSFER_CONCURRENCY).readinto(f)
             got = os.path.getsize(tmp)
             if got != size:
                 raise StagingError(f"azbatch: download of {local} is incomplete ({got} of {size} bytes)")

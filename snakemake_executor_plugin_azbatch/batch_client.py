@@ -19,6 +19,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
+from .credentials import explained
 from .settings import Config, SettingsError
 from .staging import redact, retry_kwargs
 
@@ -96,7 +97,10 @@ class BatchService:
     def check_pool(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         """The pool exists, is active and has (or can get) nodes; raises SettingsError with one line otherwise."""
         try:
-            pool = self.client.get_pool(pool_id)
+            with explained(f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key)):
+                pool = self.client.get_pool(pool_id)
+        except SettingsError:
+            raise
         except ResourceNotFoundError:
             raise SettingsError(
                 f"azbatch: pool {pool_id!r} does not exist in Batch account {self.config.account_url}; "

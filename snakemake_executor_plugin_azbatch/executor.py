@@ -37,9 +37,9 @@ def is_loopback(url: str) -> bool:
 
 
 def _default_credential():
-    from azure.identity import DefaultAzureCredential
+    from .credentials import default_credential
 
-    return DefaultAzureCredential()
+    return default_credential()
 
 
 class Executor(RemoteExecutor):

@@ -27,6 +27,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
+from .credentials import explained
 from .settings import Config, SettingsError
 
 CAS_DIR = "cas/sha256/"
@@ -161,8 +162,12 @@ class Staging:
     def preflight(self) -> None:
         """The container is reachable (created when missing) and SAS URLs can be made."""
         where = f"container {self.config.storage_container!r} at {self.service.url}"
+        keyed = bool(self.config.storage_account_key or self.config.storage_connection_string)
         try:
-            self.container.get_container_properties()
+            with explained(f"storage {self.service.url}", keyed=keyed):
+                self.container.get_container_properties()
+        except SettingsError:
+            raise
         except ResourceNotFoundError:
             try:
                 self.container.create_container()
@@ -213,7 +218,8 @@ class Staging:
             signing = {"account_key": account_key}
         else:
             try:
-                signing = {"user_delegation_key": self.service.get_user_delegation_key(start, expiry)}
+                with explained(f"storage {self.service.url}", keyed=False):
+                    signing = {"user_delegation_key": self.service.get_user_delegation_key(start, expiry)}
             except HttpResponseError as e:
                 raise SettingsError(
                     f"azbatch: cannot get a user-delegation key from {self.service.url} ({e.status_code}); your "

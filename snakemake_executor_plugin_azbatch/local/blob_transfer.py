@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -54,6 +55,17 @@ def _check_loopback(url: str, code: str) -> None:
     host = urlsplit(url).hostname or ""
     if host not in LOOPBACK_HOSTS:
         raise TransferError(code, f"{redact(url)}: local Batch nodes can only reach 127.0.0.1 (loopback) URLs")
+
+
+def _client_options(storage: StorageEndpoint | None) -> dict[str, Any]:
+    """SDK client options: retries, and with --https the service's CA (the node agent trusts its storage)."""
+    if storage is not None and storage.ca_file:
+        return {**_RETRY, "connection_verify": storage.ca_file}
+    return _RETRY
+
+
+def _url_context(storage: StorageEndpoint | None) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cafile=storage.ca_file) if storage is not None and storage.ca_file else None
 
 
 def _credential(ref: dict[str, Any] | None, storage: StorageEndpoint | None) -> dict[str, str] | None:
@@ -121,10 +133,11 @@ def download_resource_files(
             target = _target(wd, rf["filePath"])
             try:
                 if cred:
-                    client = BlobClient.from_blob_url(redact(url), credential=cred, **_RETRY)
+                    client = BlobClient.from_blob_url(redact(url), credential=cred, **_client_options(storage))
                     size = _write(target, client.download_blob().chunks(), mode)
                 else:
-                    with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (loopback checked)
+                    context = _url_context(storage)
+                    with urllib.request.urlopen(url, timeout=60, context=context) as resp:  # noqa: S310 (loopback)
                         size = _write(target, iter(lambda: resp.read(1 << 20), b""), mode)
             except TransferError:
                 raise
@@ -138,9 +151,9 @@ def download_resource_files(
         base = _target(wd, rf.get("filePath") or ".")
         try:
             container = (
-                ContainerClient.from_container_url(redact(url), credential=cred, **_RETRY)
+                ContainerClient.from_container_url(redact(url), credential=cred, **_client_options(storage))
                 if cred
-                else ContainerClient.from_container_url(url, **_RETRY)
+                else ContainerClient.from_container_url(url, **_client_options(storage))
             )
             count = 0
             for blob in container.list_blobs(name_starts_with=prefix):
@@ -217,9 +230,9 @@ def upload_output_files(
             base = base_pattern if pattern.startswith("/") else os.path.normpath(os.path.join(wd, base_pattern))
         try:
             container = (
-                ContainerClient.from_container_url(redact(url), credential=cred, **_RETRY)
+                ContainerClient.from_container_url(redact(url), credential=cred, **_client_options(storage))
                 if cred
-                else ContainerClient.from_container_url(url, **_RETRY)
+                else ContainerClient.from_container_url(url, **_client_options(storage))
             )
         except (AzureError, ValueError) as err:
             outcome.errors.append(f"{redact(url)}: bad container URL ({type(err).__name__})")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .metrics import Metrics
     from .model import BatchState
+    from .secure_endpoints import SecureEndpoints
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class LocalService:
         self.metrics: Metrics | None = None
         self.azurite: Azurite | None = None
         self.proxy: BlobProxy | None = None
+        self.secure: SecureEndpoints | None = None  # TLS and Entra ID (--https, --entra)
         self.state: BatchState | None = None
         self.server: ThreadingHTTPServer | None = None
         self._server_thread: threading.Thread | None = None
@@ -70,6 +72,7 @@ class LocalService:
         from .faults import FaultInjector
         from .metrics import Metrics
         from .model import BatchState
+        from .secure_endpoints import SecureEndpoints
         from .wire import make_server
 
         self.root = self.config.root = Path(self.config.root).resolve()
@@ -77,18 +80,21 @@ class LocalService:
         self._lock_root()
         self.metrics = Metrics()
 
-        self.azurite = Azurite(self.root / "azurite", host=self.config.host)
+        self.secure = secure = SecureEndpoints(self.config, self.root).start()
+        self.azurite = Azurite(self.root / "azurite", host=self.config.host, **secure.azurite_options())
         self.azurite.start()
-        self.proxy = BlobProxy(self.config.host, self.azurite.port, self.metrics, host=self.config.host)
+        self.proxy = BlobProxy(
+            self.config.host, self.azurite.port, self.metrics, host=self.config.host, **secure.proxy_options()
+        )
         self.proxy.start()
-        self.config.storage = StorageEndpoint(blob_url=self.proxy.account_url())
+        self.config.storage = StorageEndpoint(blob_url=self.proxy.account_url(), ca_file=secure.ca_file)
 
         # The state builds entity URLs from account_url, so the port is fixed before the state exists.
         port_chosen_by_user = bool(self.config.port)
         for attempt in range(3):
             if not port_chosen_by_user:
                 self.config.port = free_port(self.config.host)
-            self.config.account_url = f"http://{self.config.host}:{self.config.port}"
+            self.config.account_url = f"{secure.scheme}://{self.config.host}:{self.config.port}"
             self.state = BatchState(self.config)
             faults = FaultInjector(self.config)
             try:
@@ -107,7 +113,8 @@ class LocalService:
         bound_port = self.server.server_address[1]
         if bound_port != self.config.port:
             self.config.port = bound_port
-            self.config.account_url = f"http://{self.config.host}:{bound_port}"
+            self.config.account_url = f"{secure.scheme}://{self.config.host}:{bound_port}"
+        secure.secure_batch_api(self.server)
         self.state.start()
         self._server_thread = threading.Thread(
             target=self.server.serve_forever, name="azbatch-local-http", daemon=True
@@ -143,6 +150,9 @@ class LocalService:
         azurite, self.azurite = self.azurite, None
         if azurite is not None:
             attempt("Azurite", azurite.stop)
+        secure, self.secure = self.secure, None
+        if secure is not None:
+            attempt("token authority", secure.stop)
         metrics, self.metrics = self.metrics, None
         if metrics is not None:
             attempt("metrics file", lambda: metrics.write(self.root / METRICS_FILE))
@@ -193,7 +203,7 @@ class LocalService:
         if not self.config.account_url or storage is None:
             raise RuntimeError("LocalService.env() called before start()")
         first_pool = self.config.pools[0].id if self.config.pools else ""
-        return {
+        env = {
             "SNAKEMAKE_AZBATCH_ACCOUNT_URL": self.config.account_url,
             "SNAKEMAKE_AZBATCH_ACCOUNT_NAME": self.config.account_name,
             "SNAKEMAKE_AZBATCH_ACCOUNT_KEY": self.config.account_key,
@@ -208,6 +218,7 @@ class LocalService:
             "AZBATCH_LOCAL_ROOT": str(self.root),
             "AZBATCH_LOCAL_METRICS_URL": self.metrics_url,
         }
+        return self.secure.exported(env) if self.secure else env
 
     def export_lines(self) -> list[str]:
         return [f"export {name}={shell_quote(value)}" for name, value in self.env().items()]

@@ -309,14 +309,21 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             record(502, 0)  # no-op unless the exchange broke off before the response was relayed
 
     def _plain_error(self, status: int, text: str, record: Callable[[int, int], None]) -> None:
-        message = text.encode()
-        record(status, len(message))
+        self._answer_and_close(status, text.encode(), "text/plain", record)
+
+    def _answer_and_close(
+        self, status: int, body: bytes, content_type: str, record: Callable[[int, int], None],
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        record(status, len(body))
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(message)))
+        self.send_header("Content-Type", content_type)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(message)
+        self.wfile.write(body)
         self.close_connection = True
 
     def _authentication_failed(self, detail: str, record: Callable[[int, int], None]) -> None:
@@ -330,15 +337,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             f"<Message>{escape(message)}</Message><AuthenticationErrorDetail>{escape(detail)}"
             "</AuthenticationErrorDetail></Error>"
         ).encode()
-        record(403, len(body))
-        self.send_response(403)
-        self.send_header("Content-Type", "application/xml")
-        self.send_header("x-ms-error-code", "AuthenticationFailed")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-        self.close_connection = True
+        self._answer_and_close(403, body, "application/xml", record, (("x-ms-error-code", "AuthenticationFailed"),))
 
     def _relay_response(self, response: http.client.HTTPResponse, record: Callable[[int, int], None]) -> None:
         """Relay status, headers and body. Metrics are recorded just before the last byte goes out, so a client

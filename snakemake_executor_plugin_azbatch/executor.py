@@ -23,6 +23,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from . import task_spec
 from .batch_client import BatchService, BatchServiceError, PoolInfo, enum_text, error_text
+from .credentials import explain
 from .settings import Config, SettingsError, resolve
 from .staging import Staging, StagingError, redact
 
@@ -322,7 +323,10 @@ class Executor(RemoteExecutor):
                     continue
                 except Exception as e:
                     # Its jobs stay active and are checked again next round.
-                    self.logger.warning(f"azbatch: listing tasks of {batch_job} failed, retrying: {error_text(e)}")
+                    # A token that can no longer be renewed (e.g. a revoked secret) is named in one line.
+                    why = explain(e, f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key))
+                    why = why.removeprefix("azbatch: ") if why else error_text(e)
+                    self.logger.warning(f"azbatch: listing tasks of {batch_job} failed, retrying: {why}")
                     continue
             for task in tasks:
                 completed[task.id] = task

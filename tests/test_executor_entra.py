@@ -1,6 +1,7 @@
 """The plugin over Microsoft Entra ID against `azbatch-local --entra`: a workflow with no key at all (bearer tokens
-to Batch over HTTPS, user-delegation SAS for the tasks, tokens renewed during the run), and one clear line for each
-credential problem (wrong secret, no credential, wrong audience, http URL, untrusted CA) with nothing created."""
+to Batch over HTTPS, user-delegation SAS for the tasks, tokens renewed during the run), one clear line for each
+credential problem (wrong secret, no credential, wrong audience, http URL, untrusted CA) with nothing created, and
+one line per status round while a credential stops working mid-run."""
 
 from __future__ import annotations
 
@@ -99,6 +100,42 @@ def test_a_workflow_runs_with_no_keys_over_https_and_outlives_its_tokens(entra_s
     finally:
         for job in jobs:
             client.begin_delete_job(job.id, polling_interval=1).result()
+
+
+def test_a_credential_revoked_during_a_run_is_named_in_one_line_and_the_run_recovers(entra_service, tmp_path):
+    """While the secret is refused, each status round says why in one line; once it works again, the run ends."""
+    service = entra_service
+    authority = service.authority
+    workdir = write_files(
+        tmp_path / "revoked",
+        {"Snakefile": 'rule a:\n    output: "a.txt"\n    shell: "sleep 20; echo done > {output}"\n'},
+    )
+    batch_tokens = f"token:{BATCH_AUDIENCE}"
+    before = authority.stats().get(batch_tokens, 0)
+    process = subprocess.Popen(
+        snakemake_command(), cwd=workdir, env=keyless_env(service, "revoked"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    secret = authority.config.client_secret
+    try:
+        # Pool check, job creation and submission take one token each; the next one is the first status round.
+        deadline = time.monotonic() + 120
+        while authority.stats().get(batch_tokens, 0) - before < 4:
+            assert time.monotonic() < deadline and process.poll() is None, "no status round"
+            time.sleep(0.1)
+        authority.config.client_secret = "rotated-" + secret  # as if the secret were revoked mid-run
+        time.sleep(6)
+    finally:
+        authority.config.client_secret = secret
+    output, _ = process.communicate(timeout=180)
+    assert process.returncode == 0, output
+    assert (workdir / "a.txt").read_text().strip() == "done"
+    warnings = [line for line in output.splitlines() if "failed, retrying:" in line]
+    assert warnings and all(
+        line.startswith("azbatch: listing tasks of sm-revoked-") and line.count("azbatch:") == 1
+        and "(AADSTS7000215): its client secret was rejected" in line for line in warnings
+    ), output
+    assert "Traceback" not in output and "rotated-" not in output
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,9 +14,18 @@ from typing import Any, Iterator
 import pytest
 
 import spec_validation
-from spec_validation import REFERENCE_DIR, SpecValidationPolicy, find_operation, load_spec, validate_response
+from spec_validation import (
+    REFERENCE_DIR,
+    SPEC_FILENAME,
+    SPEC_PATH_ENV,
+    SpecValidationPolicy,
+    find_operation,
+    load_spec,
+    validate_response,
+)
 
-EXAMPLES_DIR = REFERENCE_DIR / "examples"
+# Next to the spec: AZBATCH_SPEC_PATH, when set, locates the examples too (a checkout elsewhere than CI's layout).
+EXAMPLES_DIR = Path(os.environ.get(SPEC_PATH_ENV) or REFERENCE_DIR / SPEC_FILENAME).parent / "examples"
 BASE_URL = "https://account.region.batch.azure.com"
 
 

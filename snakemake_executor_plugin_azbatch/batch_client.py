@@ -22,6 +22,7 @@ from azure.core.exceptions import (
 from .azure_sdk import enum_text, error_code, error_text, redact, retry_kwargs
 from .config import Config
 from .settings import SettingsError
+from .credentials import explained
 
 MAX_TASKS_PER_REQUEST = 100
 MAX_REQUEST_BYTES = 900_000  # Batch rejects task collections over 1 MB; leave room for the envelope
@@ -110,7 +111,10 @@ class BatchService:
     def check_pool(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         """The pool exists, is active and has (or can get) nodes; raises SettingsError with one line otherwise."""
         try:
-            pool = self.client.get_pool(pool_id)
+            with explained(f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key)):
+                pool = self.client.get_pool(pool_id)
+        except SettingsError:
+            raise
         except ResourceNotFoundError:
             raise SettingsError(
                 f"azbatch: pool {pool_id!r} does not exist in Batch account {self.config.account_url}; "

@@ -30,6 +30,7 @@ from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
 from .settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError
+from .credentials import explain
 
 STATE_DIR = Path(".snakemake") / "azbatch"
 LOG_DIR = STATE_DIR / "logs"
@@ -42,9 +43,9 @@ def is_loopback(url: str) -> bool:
 
 
 def _default_credential():
-    from azure.identity import DefaultAzureCredential
+    from .credentials import default_credential
 
-    return DefaultAzureCredential()
+    return default_credential()
 
 
 class Executor(RemoteExecutor):
@@ -352,7 +353,10 @@ class Executor(RemoteExecutor):
                     continue
                 except Exception as e:
                     # Its jobs stay active and are checked again next round.
-                    self.logger.warning(f"azbatch: listing tasks of {batch_job} failed, retrying: {error_text(e)}")
+                    # A token that can no longer be renewed (e.g. a revoked secret) is named in one line.
+                    why = explain(e, f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key))
+                    why = why.removeprefix("azbatch: ") if why else error_text(e)
+                    self.logger.warning(f"azbatch: listing tasks of {batch_job} failed, retrying: {why}")
                     continue
             for task in tasks:
                 completed[task.id] = task

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -68,6 +69,18 @@ def _check_loopback(url: str, code: str) -> None:
         raise TransferError(code, f"{redact(url)}: local Batch nodes can only reach 127.0.0.1 (loopback) URLs")
 
 
+def _client_options(storage: StorageEndpoint | None) -> dict[str, Any]:
+    """SDK client options: retries, block sizes, and with --https the service's CA (the node agent trusts its
+    storage)."""
+    if storage is not None and storage.ca_file:
+        return {**_CLIENT, "connection_verify": storage.ca_file}
+    return _CLIENT
+
+
+def _url_context(storage: StorageEndpoint | None) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cafile=storage.ca_file) if storage is not None and storage.ca_file else None
+
+
 def _credential(ref: dict[str, Any] | None, storage: StorageEndpoint | None) -> dict[str, str] | None:
     if not ref:
         return None
@@ -122,11 +135,11 @@ def _copy(source: Any, fh: BinaryIO) -> int:
     return size
 
 
-def _container(url: str, cred: dict[str, str] | None) -> ContainerClient:
+def _container(url: str, cred: dict[str, str] | None, storage: StorageEndpoint | None) -> ContainerClient:
     """A container client: the SAS in the URL, or (identityReference) the account key without the URL's query."""
     if cred:
-        return ContainerClient.from_container_url(redact(url), credential=cred, **_CLIENT)
-    return ContainerClient.from_container_url(url, **_CLIENT)
+        return ContainerClient.from_container_url(redact(url), credential=cred, **_client_options(storage))
+    return ContainerClient.from_container_url(url, **_client_options(storage))
 
 
 def download_resource_files(
@@ -151,10 +164,13 @@ def download_resource_files(
             target = _target(wd, rf["filePath"])
             try:
                 if cred or _is_blob_url(url, storage):
-                    client = BlobClient.from_blob_url(redact(url) if cred else url, credential=cred, **_CLIENT)
+                    client = BlobClient.from_blob_url(
+                        redact(url) if cred else url, credential=cred, **_client_options(storage)
+                    )
                     size = _write(target, client.download_blob(max_concurrency=_CONCURRENCY).readinto, mode)
                 else:
-                    with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (loopback checked)
+                    context = _url_context(storage)
+                    with urllib.request.urlopen(url, timeout=60, context=context) as resp:  # noqa: S310 (loopback)
                         size = _write(target, lambda fh: _copy(resp, fh), mode)
             except TransferError:
                 raise
@@ -167,7 +183,7 @@ def download_resource_files(
         prefix = rf.get("blobPrefix") or None
         base = _target(wd, rf.get("filePath") or ".")
         try:
-            container = _container(url, cred)
+            container = _container(url, cred, storage)
             count = 0
             for blob in container.list_blobs(name_starts_with=prefix):
                 target = _target(wd, str(Path(rf.get("filePath") or ".") / blob.name))
@@ -243,7 +259,7 @@ def upload_output_files(
             base_pattern = _pattern_base(pattern)
             base = base_pattern if pattern.startswith("/") else os.path.normpath(os.path.join(wd, base_pattern))
         try:
-            container = _container(url, cred)
+            container = _container(url, cred, storage)
         except (AzureError, ValueError) as err:
             outcome.errors.append(f"{redact(url)}: bad container URL ({type(err).__name__})")
             continue

@@ -87,6 +87,19 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         "--preempt-fraction", type=float, default=0.0, help="fraction of running tasks preempted once (0-1)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for fault injection and preemption")
+    parser.add_argument(
+        "--https", action="store_true", help="serve the Batch API and storage over TLS (a generated CA, ROOT/ca.pem)"
+    )
+    parser.add_argument(
+        "--entra",
+        action="store_true",
+        help="Microsoft Entra ID: a local token authority with a service principal and a managed identity; bearer "
+        "tokens accepted next to Shared Key; exports the service principal instead of keys (implies --https)",
+    )
+    parser.add_argument(
+        "--token-lifetime", type=int, default=None, metavar="SECONDS",
+        help="lifetime of the tokens the authority issues (default: 3600); short ones rehearse token refresh",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +177,14 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         except (binascii.Error, ValueError):
             raise ConfigError("--account-key: not valid base64; pass a base64-encoded key") from None
         overrides["account_key"] = args.account_key
+    if args.token_lifetime is not None and not args.entra:
+        raise ConfigError("--token-lifetime: only meaningful with --entra; add --entra")
+    if args.entra:
+        from .token_authority import DEFAULT_TOKEN_LIFETIME, EntraConfig
+
+        overrides["entra"] = EntraConfig(
+            token_lifetime=DEFAULT_TOKEN_LIFETIME if args.token_lifetime is None else args.token_lifetime
+        )
     config = ServiceConfig(
         root=args.root,
         port=args.port,
@@ -172,6 +193,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         fail_status=args.fail_status,
         preempt_fraction=args.preempt_fraction,
         seed=args.seed,
+        https=args.https or args.entra,
         **overrides,  # type: ignore[arg-type]
     )
     config.validate()

@@ -6,6 +6,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .token_authority import EntraConfig
 
 # Fixed development credentials, documented in the README (like Azurite's devstoreaccount1). Not a secret: the
 # service only listens on loopback. Override with --account-name / --account-key.
@@ -84,14 +88,16 @@ class AppPackageSpec:
 
 @dataclass
 class StorageEndpoint:
-    blob_url: str  # http://127.0.0.1:PORT/devstoreaccount1 (through the counting proxy)
+    blob_url: str  # http(s)://127.0.0.1:PORT/devstoreaccount1 (through the counting proxy)
     account_name: str = AZURITE_ACCOUNT_NAME
     account_key: str = AZURITE_ACCOUNT_KEY
+    ca_file: str | None = None  # with --https: the CA that the service's own blob clients (nodes) trust
 
     @property
     def connection_string(self) -> str:
+        scheme = self.blob_url.split(":", 1)[0]
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={self.account_name};"
+            f"DefaultEndpointsProtocol={scheme};AccountName={self.account_name};"
             f"AccountKey={self.account_key};BlobEndpoint={self.blob_url};"
         )
 
@@ -109,9 +115,15 @@ class ServiceConfig:
     fail_status: int = 503
     preempt_fraction: float = 0.0
     seed: int = 0
+    https: bool = False  # TLS on the Batch API and storage (a generated CA; see tls.py)
+    entra: EntraConfig | None = None  # a local token authority and bearer tokens (implies https)
     # Filled in by LocalService once ports are bound.
     account_url: str = ""
     storage: StorageEndpoint | None = None
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.https or self.entra is not None
 
     def validate(self) -> None:
         if self.host not in LOOPBACK_HOSTS:
@@ -120,6 +132,8 @@ class ServiceConfig:
             raise ConfigError("--fail-fraction and --preempt-fraction must be between 0 and 1")
         if self.fail_status not in (429, 500, 503):
             raise ConfigError(f"--fail-status {self.fail_status}: choose 500, 503 or 429")
+        if self.entra is not None and self.entra.token_lifetime < 1:
+            raise ConfigError(f"--token-lifetime {self.entra.token_lifetime}: give a number of seconds of at least 1")
         ids = [p.id.lower() for p in self.pools]
         if len(set(ids)) != len(ids):
             raise ConfigError("--pool: pool ids must be unique (case-insensitive)")

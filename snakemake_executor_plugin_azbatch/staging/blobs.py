@@ -28,6 +28,7 @@ from ..config import Config
 from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
 from .record import FileState, StagingRecord, sha256_file
+from ..credentials import explained
 
 # Files move as parallel block transfers streamed from / into the open file, so memory per file stays about
 # TRANSFER_CONCURRENCY x BLOCK_SIZE whatever its size. Blocks above the SDK's 4 MiB + 1 threshold take its streaming
@@ -78,8 +79,12 @@ class Staging:
     def preflight(self) -> None:
         """The container is reachable (created when missing) and SAS URLs can be made."""
         where = f"container {self.config.storage_container!r} at {self.service.url}"
+        keyed = bool(self.config.storage_account_key or self.config.storage_connection_string)
         try:
-            self.container.get_container_properties()
+            with explained(f"storage {self.service.url}", keyed=keyed):
+                self.container.get_container_properties()
+        except SettingsError:
+            raise
         except ResourceNotFoundError:
             try:
                 self.container.create_container()
@@ -131,7 +136,8 @@ class Staging:
             signing = {"account_key": account_key}
         else:
             try:
-                signing = {"user_delegation_key": self.service.get_user_delegation_key(start, expiry)}
+                with explained(f"storage {self.service.url}", keyed=False):
+                    signing = {"user_delegation_key": self.service.get_user_delegation_key(start, expiry)}
             except HttpResponseError as e:
                 # Requesting the key is an action on the storage account: a role scoped to the container does
                 # not allow it, whatever it allows on the blobs.

@@ -101,7 +101,8 @@ class ServiceHandle:
         self.service.stop()
 
 
-def _start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
+def start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
+    """A started service whose every process is cleaned up at session end (also for module-scoped fixtures)."""
     from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
     from snakemake_executor_plugin_azbatch.local.service import LocalService
 
@@ -117,7 +118,7 @@ def _start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
 
 @pytest.fixture(scope="session")
 def local_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
-    handle = _start_service(tmp_path_factory.mktemp("azbatch-local"), {})
+    handle = start_service(tmp_path_factory.mktemp("azbatch-local"), {})
     try:
         yield handle
     finally:
@@ -131,7 +132,7 @@ def make_service(tmp_path: Path) -> Iterator[Callable[..., ServiceHandle]]:
     def factory(**overrides: Any) -> ServiceHandle:
         root = overrides.pop("root", None) or tmp_path / f"service{len(handles)}"
         try:
-            handle = _start_service(Path(root), overrides)
+            handle = start_service(Path(root), overrides)
         except BaseException:
             if _started_services and _started_services[-1] not in handles:
                 handles.append(_started_services[-1])

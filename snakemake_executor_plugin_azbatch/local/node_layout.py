@@ -46,6 +46,11 @@ class NodeLayout:
     def applications_dir(self) -> Path:
         return self.root / "applications"
 
+    @property
+    def startup_dir(self) -> Path:
+        """The start task's directory: wd/, stdout.txt, stderr.txt (node files `startup/...`)."""
+        return self.root / "startup"
+
     def task_dir(self, job_id: str, task_id: str) -> Path:
         """A task's directory (also used for the job preparation/release tasks, under their own ids)."""
         return self.root / "workitems" / job_id / "job-1" / task_id
@@ -95,6 +100,34 @@ class NodeLayout:
             env["AZ_BATCH_JOB_PREP_DIR"] = str(prep_dir)
             env["AZ_BATCH_JOB_PREP_WORKING_DIR"] = str(prep_dir / "wd")
         return env
+
+
+    def start_task_environment(self, account_name: str, account_url: str) -> dict[str, str]:
+        """The start task's variables: the node's and its own directories (no job, no task id, as on Batch)."""
+        env = self.node_environment(account_name, account_url)
+        env.update(
+            {
+                "AZ_BATCH_CERTIFICATES_DIR": str(self.startup_dir / "certs"),
+                "AZ_BATCH_TASK_DIR": str(self.startup_dir),
+                "AZ_BATCH_TASK_WORKING_DIR": str(self.startup_dir / "wd"),
+                "AZ_BATCH_TASK_USER": TASK_USER,
+                "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin",
+            }
+        )
+        return env
+
+
+def is_admin(user_identity: Mapping[str, Any] | None) -> bool:
+    """userIdentity asks for admin elevation (autoUser elevationLevel admin)."""
+    auto = (user_identity or {}).get("autoUser") or {}
+    return str(auto.get("elevationLevel", "nonadmin")).lower() == "admin"
+
+
+def user_identity_name(user_identity: Mapping[str, Any] | None) -> str:
+    """AZ_BATCH_TASK_USER_IDENTITY for an auto-user: PoolNonAdmin, PoolAdmin, TaskNonAdmin or TaskAdmin."""
+    auto = (user_identity or {}).get("autoUser") or {}
+    scope = "Task" if str(auto.get("scope", "pool")).lower() == "task" else "Pool"
+    return scope + ("Admin" if is_admin(user_identity) else "NonAdmin")
 
 
 def merge_settings(env: dict[str, str], *settings_lists: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:

@@ -141,6 +141,27 @@ class ServiceConfig:
             raise ConfigError(f"--node-network {self.node_network!r}: choose one of {', '.join(NODE_NETWORKS)}")
         if self.node_network != "host" and self.node_image is None:
             raise ConfigError("--node-network local-only needs --node-image DIR (host nodes share the host's network)")
+        self._check_node_prerequisites()
+
+    def _check_node_prerequisites(self) -> None:
+        """What --node-image and container pools need on this machine, checked before anything starts."""
+        from . import containers, isolation, node_image
+
+        if self.node_image is not None:
+            try:
+                node_image.load(Path(self.node_image))
+            except node_image.NodeImageError as exc:
+                raise ConfigError(f"--node-image: {exc}") from None
+            missing = isolation.missing_packages()
+            if missing:
+                raise ConfigError(f"--node-image needs {', '.join(missing)}: install the Debian package(s)")
+            if os.geteuid() != 0:
+                raise ConfigError("--node-image needs root (nodes mount their disk and namespaces): run as root")
+        container_pools = [p.id for p in self.pools if p.container_enabled]
+        missing = containers.missing_packages() if container_pools else []
+        if missing:
+            raise ConfigError(f"pool {container_pools[0]!r} is container-enabled, which needs podman: install the "
+                              f"Debian package(s) {' '.join(missing)}")
 
     def podman_store_dir(self) -> Path:
         """Where container pools keep their images: --podman-store, else `podman/` beside the node image (where

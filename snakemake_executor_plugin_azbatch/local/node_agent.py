@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from . import containers
 from .blob_transfer import TransferError, download_resource_files, redact_text, upload_output_files
-from .config import ConfigError, ServiceConfig
+from .config import ServiceConfig
 from .execution import (
     AttemptRef,
     ExecutionEvents,
@@ -133,14 +133,7 @@ class NodeAgent:
         self._app_locks: dict[Path, threading.Lock] = {}
         self._installed_apps: dict[tuple[Path, str], Path] = {}
         self.podman: containers.PodmanEngine | None = None
-        container_pools = [p.id for p in config.pools if p.container_enabled]
-        if container_pools:
-            missing = containers.missing_packages()
-            if missing:
-                raise ConfigError(
-                    f"pool {container_pools[0]!r} is container-enabled, which needs podman: install the Debian "
-                    f"package(s) {' '.join(missing)}"
-                )
+        if any(p.container_enabled for p in config.pools):  # podman is there: ServiceConfig.validate checked
             self.podman = containers.PodmanEngine(config.podman_store_dir())
 
     # ------------------------------------------------------------------ the seam subclasses fill

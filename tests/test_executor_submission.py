@@ -194,7 +194,9 @@ def test_managed_identity_replaces_sas_urls(local_service, tmp_path):
         delete_jobs(client, jobs)
 
 
-def test_per_rule_container_image_and_pip_bootstrap(local_service, tmp_path):
+def test_per_rule_container_image_on_a_pool_without_containers_fails_as_on_batch(local_service, tmp_path):
+    """The per-rule image becomes the task's containerSettings; the local pool has no containerConfiguration, so
+    Batch's answer comes back to the user (ContainerPoolNotSupported) while the plain rule runs (pip bootstrap)."""
     workdir = write_files(
         tmp_path / "images",
         {
@@ -214,11 +216,12 @@ def test_per_rule_container_image_and_pip_bootstrap(local_service, tmp_path):
         },
     )
     client = local_service.batch_client()
-    result = run_snakemake(local_service, workdir, container="images", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+    result = run_snakemake(local_service, workdir, "--keep-going", container="images", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
     jobs = kept_jobs(client, "images")
     try:
-        assert result.returncode == 0, output_of(result)
-        assert (workdir / "boxed.txt").read_text() == "boxed\n"
+        assert result.returncode != 0, output_of(result)
+        assert "usererror ContainerPoolNotSupported" in result.stderr, output_of(result)
+        assert (workdir / "plain.txt").read_text() == "plain\n" and not (workdir / "boxed.txt").exists()
         images = {t.id.split("-")[0]: t.container_settings for t in client.list_tasks(jobs[0].id)}
         assert images["plain"] is None
         assert images["boxed"].image_name == "python:3.11-slim"

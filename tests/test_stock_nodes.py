@@ -166,6 +166,19 @@ def test_an_admin_task_runs_as_root_on_its_node(svc: ServiceHandle) -> None:
     assert b"".join(client.download_task_file(job_id, "admin", "stdout.txt")) == b"0\nwrote\nPoolAdmin\n"
 
 
+def test_a_program_missing_on_the_node_is_command_program_not_found(svc: ServiceHandle) -> None:
+    """Looked up inside the node (the host has python3 in the venv too; the node has no `pip`)."""
+    client = svc.batch_client()
+    job_id = new_job(client, "stock")
+    for task_id, identity in (("plain", None), ("admin", ADMIN)):
+        body = {"id": task_id, "commandLine": "pip install snakemake"} | ({"userIdentity": identity} if identity else {})
+        info = run_task(client, job_id, body).execution_info
+        assert (info.result, info.failure_info.code, info.exit_code) == ("failure", "CommandProgramNotFound", None)
+        assert info.failure_info.message.endswith(": pip")
+    ran = run_task(client, job_id, {"id": "exits", "commandLine": "/bin/sh -c 'exit 127'"}).execution_info
+    assert ran.exit_code == 127 and ran.failure_info.code == "FailureExitCode"
+
+
 def test_the_pip_bootstrap_fails_on_a_stock_node_and_its_tasks_stay_active(svc: ServiceHandle) -> None:
     """What a real stock Batch node does to the plugin's default bootstrap: no venv module, so the preparation
     task fails, the node takes none of the job's tasks, and they wait (the failure is in the prep status)."""

@@ -18,8 +18,11 @@ Needs root and the Debian packages bubblewrap and util-linux (`ServiceConfig.val
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
+import subprocess
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,6 +34,37 @@ from .node_agent import Launch, NodeAgent, ProcessGroup, RunningProcess, start_p
 from .node_layout import NodeLayout, is_admin
 
 log = logging.getLogger(__name__)
+
+# What the sandbox's launcher (setpriv for non-admin tasks, bwrap for admin ones) prints, with its exit status,
+# when the task's program cannot be executed; the program itself never ran, so this is all of stderr.
+_EXEC_FAILED = re.compile(r"(?:setpriv: failed to execute|bwrap: execvp) (?P<program>.+): (?P<reason>[^\n:]+)\n")
+_EXEC_FAILED_STATUS = (1, 127)
+_ERRNOS = {os.strerror(errno.ENOENT): errno.ENOENT, os.strerror(errno.EACCES): errno.EACCES,
+           os.strerror(errno.ENOEXEC): errno.ENOEXEC}  # fmt: skip
+
+
+class SandboxProcess(ProcessGroup):
+    """A task in a node sandbox. The program is looked up inside the node, so "not found" can only be seen once
+    the launcher has tried: `wait` then raises the OSError the host's Popen would have raised (the node agent
+    reports CommandProgramNotFound / CommandLaunchFailed, as Batch does)."""
+
+    def __init__(self, popen: subprocess.Popen, program: str, stderr: Path) -> None:
+        super().__init__(popen)
+        self.program = program
+        self.stderr = stderr
+
+    def wait(self, timeout: float | None) -> int | None:
+        code = super().wait(timeout)
+        if code in _EXEC_FAILED_STATUS:
+            try:
+                text = self.stderr.read_text(errors="replace") if self.stderr.stat().st_size < 4096 else ""
+            except OSError:
+                text = ""
+            failed = _EXEC_FAILED.fullmatch(text)
+            if failed and failed["program"] == self.program:
+                number = _ERRNOS.get(failed["reason"], errno.EIO)
+                raise OSError(number, failed["reason"], self.program)
+        return code
 
 
 class StockNodeBackend(NodeAgent):
@@ -104,7 +138,7 @@ class StockNodeBackend(NodeAgent):
             command = sandbox.launch(launch.argv, cwd=launch.cwd, env=launch.env, admin=admin)
         except isolation.IsolationError as exc:
             raise OSError(str(exc)) from None
-        return ProcessGroup(start_process(command.argv, command.env, launch))
+        return SandboxProcess(start_process(command.argv, command.env, launch), launch.argv[0], launch.stderr)
 
 
 def _give_to(directory: Path, owner: tuple[int, int]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from node_sandbox import IMAGE_DIR, REPO, podman_engine, skip_unless, stock_image
+from node_sandbox import IMAGE_DIR, PODMAN_STORE, REPO, podman_engine, skip_unless, stock_image
 from test_service_nodes import blob_url, container_url, make_container
 from waiting import wait_for
 
@@ -273,3 +273,21 @@ def test_a_local_only_node_reaches_the_local_service_and_nothing_else(make_servi
     assert out[0] == "answered 401" or out[0].startswith("answered 40"), out  # the Batch API: no credentials
     assert out[1].startswith("answered 4"), out  # storage answers too (no SAS here)
     assert out[2] == "unreachable URLError", out  # nothing beyond the local service
+
+
+def test_a_container_pool_of_host_nodes_runs_tasks_in_podman_too(make_service, podman_reference) -> None:
+    """Without --node-image, container tasks still run in real containers (as the service's user here)."""
+    if podman_reference is None:
+        skip_unless(containers.missing_packages())
+    svc = make_service(pools=[PoolSpec("hostboxes", 1, 1, container_configuration={"type": "dockerCompatible"})],
+                       podman_store=PODMAN_STORE)
+    client = svc.batch_client()
+    job_id = new_job(client, "hostboxes")
+    task = run_task(client, job_id, {
+        "id": "boxed",
+        "commandLine": f"/bin/sh -c 'cat /etc/debian_version; test -e {REPO / 'pyproject.toml'} || echo boxed-in'",
+        "containerSettings": {"imageName": podman_reference},
+    })  # fmt: skip
+    assert task.execution_info.result == "success", task_stderr(svc, client, job_id, "boxed")
+    out = b"".join(client.download_task_file(job_id, "boxed", "stdout.txt")).decode().splitlines()
+    assert out == [(stock_image().rootfs / "etc" / "debian_version").read_text().strip(), "boxed-in"]

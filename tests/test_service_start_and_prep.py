@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from static_http import handler_for
 from waiting import wait_for
 
 from conftest import ServiceHandle, start_service
@@ -35,21 +36,9 @@ PREP_COMMAND = (
 )
 
 
-class _Files(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = SETUP_SCRIPT.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_for(SETUP_SCRIPT.encode()))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     setup = start_task(
         {

@@ -216,7 +216,9 @@ def test_per_rule_container_image_on_a_pool_without_containers_fails_as_on_batch
         },
     )
     client = local_service.batch_client()
-    result = run_snakemake(local_service, workdir, "--keep-going", container="images", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+    result = run_snakemake(
+        local_service, workdir, "--keep-going", container="images", SNAKEMAKE_AZBATCH_KEEP_JOB="true"
+    )
     jobs = kept_jobs(client, "images")
     try:
         assert result.returncode != 0, output_of(result)

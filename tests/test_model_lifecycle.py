@@ -23,7 +23,9 @@ WAIT_SECONDS = 10
 def model(tmp_path: Path) -> Iterator:
     made: list[BatchState] = []
 
-    def factory(pools: tuple[str, ...] | list[PoolSpec] = ("p:1:2",), **overrides: Any) -> tuple[BatchState, FakeBackend]:
+    def factory(
+        pools: tuple[str, ...] | list[PoolSpec] = ("p:1:2",), **overrides: Any
+    ) -> tuple[BatchState, FakeBackend]:
         config = ServiceConfig(root=tmp_path / f"s{len(made)}",
                                pools=[PoolSpec.parse(p) if isinstance(p, str) else p for p in pools],
                                account_url="http://127.0.0.1:9", **overrides)

@@ -171,7 +171,9 @@ def test_a_program_missing_on_the_node_is_command_program_not_found(svc: Service
     client = svc.batch_client()
     job_id = new_job(client, "stock")
     for task_id, identity in (("plain", None), ("admin", ADMIN)):
-        body = {"id": task_id, "commandLine": "pip install snakemake"} | ({"userIdentity": identity} if identity else {})
+        body = {"id": task_id, "commandLine": "pip install snakemake"}
+        if identity:
+            body["userIdentity"] = identity
         info = run_task(client, job_id, body).execution_info
         assert (info.result, info.failure_info.code, info.exit_code) == ("failure", "CommandProgramNotFound", None)
         assert info.failure_info.message.endswith(": pip")

@@ -24,6 +24,7 @@ here (nodes never pull: images come from the local podman store), so `containerR
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -163,15 +164,14 @@ def with_start_task(pools: list[PoolSpec], text: str) -> list[PoolSpec]:
     pool_id, sep, command = text.partition("=")
     matches = [p for p in pools if p.id.lower() == pool_id.lower()]
     if not sep or not command.strip():
-        raise ConfigError(f"--start-task {text!r}: expected POOL=COMMAND_LINE, e.g. --start-task local='/bin/sh -c ...'")
+        raise ConfigError(
+            f"--start-task {text!r}: expected POOL=COMMAND_LINE, e.g. --start-task local='/bin/sh -c ...'"
+        )
     if not matches:
         raise ConfigError(f"--start-task {text!r}: no pool {pool_id!r}; define it with --pool, --container-pool "
                           "or --pool-file")
     task = start_task({"commandLine": command}, f"--start-task {pool_id}")
-    return [
-        PoolSpec(p.id, p.nodes, p.slots, p.vm_size, p.container_configuration, task) if p.id.lower() == pool_id.lower() else p
-        for p in pools
-    ]
+    return [dataclasses.replace(p, start_task=task) if p.id.lower() == pool_id.lower() else p for p in pools]
 
 
 def container_pool(text: str) -> PoolSpec:

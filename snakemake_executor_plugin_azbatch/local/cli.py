@@ -87,6 +87,16 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         "--preempt-fraction", type=float, default=0.0, help="fraction of running tasks preempted once (0-1)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for fault injection and preemption")
+    parser.add_argument(
+        "--autoscale-min-interval", type=float, default=300.0, metavar="SECONDS",
+        help="shortest autoScaleEvaluationInterval accepted (Batch: 300 s; lower it for quick local autoscaling)",
+    )
+    parser.add_argument(
+        "--autoscale-sample-seconds", type=float, default=30.0, metavar="SECONDS",
+        help="seconds between the task-count samples autoscale formulas read (Batch: 30)",
+    )
+    parser.add_argument("--max-pool-nodes", type=int, default=32, metavar="N",
+                        help="most nodes of each kind (dedicated, Spot) one pool may have")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +182,9 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         fail_status=args.fail_status,
         preempt_fraction=args.preempt_fraction,
         seed=args.seed,
+        autoscale_min_interval=args.autoscale_min_interval,
+        autoscale_sample_seconds=args.autoscale_sample_seconds,
+        max_pool_nodes=args.max_pool_nodes,
         **overrides,  # type: ignore[arg-type]
     )
     config.validate()

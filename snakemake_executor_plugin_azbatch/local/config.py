@@ -109,6 +109,11 @@ class ServiceConfig:
     fail_status: int = 503
     preempt_fraction: float = 0.0
     seed: int = 0
+    # Pools that change (pool_management): Batch's autoscale interval minimum is 5 minutes and it samples task
+    # counts every 30 s; tests lower both. max_pool_nodes caps a pool's nodes of each kind (like a core quota).
+    autoscale_min_interval: float = 300.0
+    autoscale_sample_seconds: float = 30.0
+    max_pool_nodes: int = 32
     # Filled in by LocalService once ports are bound.
     account_url: str = ""
     storage: StorageEndpoint | None = None
@@ -120,6 +125,9 @@ class ServiceConfig:
             raise ConfigError("--fail-fraction and --preempt-fraction must be between 0 and 1")
         if self.fail_status not in (429, 500, 503):
             raise ConfigError(f"--fail-status {self.fail_status}: choose 500, 503 or 429")
+        if self.autoscale_min_interval < 0 or self.autoscale_sample_seconds <= 0 or self.max_pool_nodes < 1:
+            raise ConfigError("--autoscale-min-interval must be ≥ 0, --autoscale-sample-seconds > 0 and "
+                              "--max-pool-nodes ≥ 1")
         ids = [p.id.lower() for p in self.pools]
         if len(set(ids)) != len(ids):
             raise ConfigError("--pool: pool ids must be unique (case-insensitive)")

@@ -1,7 +1,8 @@
 """REST shapes of pools, nodes, node counts, supported images and applications, built from the records.
 
-Every local pool is a fixed-size Linux pool of `standard_d2s_v3`-shaped nodes on Ubuntu 22.04 as Batch reports it;
-the image is what the nodes claim to be, not what runs (see the execution backend).
+Pools from the service's --pool option are `standard_d2s_v3`-shaped Ubuntu 22.04 pools as Batch reports them;
+pools created over the API report the vmSize and image they were created with. The image is what the nodes claim
+to be, not what runs (see the execution backend).
 """
 
 from __future__ import annotations
@@ -33,33 +34,54 @@ NODE_COUNT_FIELDS = {
 
 
 def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
-    return {
+    """BatchPool: the creation body's fields as given, runtime fields from the record. Pools from the service's
+    --pool option look like fixed-size Ubuntu 22.04 pools."""
+    spec = copy.deepcopy(pool.spec)
+    vm = spec.pop("virtualMachineConfiguration", None) or {
+        "imageReference": dict(IMAGE_REFERENCE), "nodeAgentSKUId": NODE_AGENT_SKU}
+    body: dict[str, Any] = {
+        **spec,
         "id": pool.id,
         "url": f"{records.account_url}/pools/{pool.id}",
         "eTag": pool.etag,
-        "lastModified": pool.creation_time,
+        "lastModified": pool.last_modified,
         "creationTime": pool.creation_time,
-        "state": "active",
-        "stateTransitionTime": pool.creation_time,
-        "allocationState": "steady",
-        "allocationStateTransitionTime": pool.creation_time,
-        "vmSize": VM_SIZE,
-        "resizeTimeout": "PT15M",
-        "currentDedicatedNodes": len(pool.nodes),
-        "currentLowPriorityNodes": 0,
+        "state": pool.state,
+        "stateTransitionTime": pool.state_transition_time,
+        "allocationState": pool.allocation_state,
+        "allocationStateTransitionTime": pool.allocation_state_transition_time,
+        "vmSize": spec.get("vmSize", VM_SIZE),
+        "resizeTimeout": pool.resize_timeout,
+        "currentDedicatedNodes": sum(1 for n in pool.nodes if n.dedicated),
+        "currentLowPriorityNodes": sum(1 for n in pool.nodes if not n.dedicated),
         "targetDedicatedNodes": pool.target_nodes,
-        "targetLowPriorityNodes": 0,
-        "enableAutoScale": False,
-        "enableInterNodeCommunication": False,
+        "targetLowPriorityNodes": pool.target_low_priority,
+        "enableAutoScale": bool(pool.autoscale_formula),
+        "enableInterNodeCommunication": bool(spec.get("enableInterNodeCommunication", False)),
         "taskSlotsPerNode": pool.slots,
         "taskSchedulingPolicy": {"nodeFillType": pool.node_fill_type},
-        "virtualMachineConfiguration": {"imageReference": dict(IMAGE_REFERENCE), "nodeAgentSKUId": NODE_AGENT_SKU},
-        "targetNodeCommunicationMode": "default",
+        "virtualMachineConfiguration": vm,
+        "targetNodeCommunicationMode": spec.get("targetNodeCommunicationMode", "default"),
         "currentNodeCommunicationMode": "simplified",
     }
+    if pool.autoscale_formula:
+        body["autoScaleFormula"] = pool.autoscale_formula
+        body["autoScaleEvaluationInterval"] = pool.autoscale_interval
+    else:
+        body.pop("autoScaleFormula", None)
+        body.pop("autoScaleEvaluationInterval", None)
+    if pool.autoscale_run:
+        body["autoScaleRun"] = copy.deepcopy(pool.autoscale_run)
+    if pool.resize_errors and pool.allocation_state == "steady":  # Batch reports them once steady
+        body["resizeErrors"] = copy.deepcopy(pool.resize_errors)
+    return body
 
 
 def node_state(node: NodeRecord) -> str:
+    if node.preempted_at is not None:
+        return "preempted"
+    if node.leaving is not None and not node.running_tasks:
+        return "leavingpool"
     if not node.ready:
         return "starting"
     return "running" if node.running_tasks else "idle"
@@ -91,12 +113,12 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
         "allocationTime": node.allocation_time,
         "ipAddress": "127.0.0.1",
         "affinityId": f"TVM:{node.id}",
-        "vmSize": VM_SIZE,
+        "vmSize": _vm_size(records, node),
         "totalTasksRun": node.total_tasks_run,
         "runningTasksCount": len(node.running_tasks),
         "runningTaskSlotsCount": node.used_slots,
         "totalTasksSucceeded": node.total_tasks_succeeded,
-        "isDedicated": True,
+        "isDedicated": node.dedicated,
         "nodeAgentInfo": {"version": "1.11.0", "lastUpdateTime": node.allocation_time},
         "virtualMachineInfo": {"imageReference": dict(IMAGE_REFERENCE)},
     }
@@ -105,14 +127,19 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
     return body
 
 
+def _vm_size(records: Records, node: NodeRecord) -> str:
+    pool = records.pools.get(node.pool_id.lower())
+    return pool.spec.get("vmSize", VM_SIZE) if pool is not None else VM_SIZE
+
+
 def node_counts_view(pool: PoolRecord) -> dict[str, Any]:
-    """BatchPoolNodeCounts: every node is dedicated."""
-    dedicated = dict.fromkeys(NODE_COUNT_FIELDS.values(), 0)
+    """BatchPoolNodeCounts: dedicated and Spot (lowPriority) nodes by state."""
+    counts = {kind: dict.fromkeys(NODE_COUNT_FIELDS.values(), 0) for kind in ("dedicated", "lowPriority")}
     for node in pool.nodes:
-        dedicated[NODE_COUNT_FIELDS.get(node_state(node), "unknown")] += 1
-    dedicated["total"] = sum(dedicated.values())
-    low_priority = dict.fromkeys([*NODE_COUNT_FIELDS.values(), "total"], 0)
-    return {"poolId": pool.id, "dedicated": dedicated, "lowPriority": low_priority}
+        counts["dedicated" if node.dedicated else "lowPriority"][NODE_COUNT_FIELDS.get(node_state(node), "unknown")] += 1
+    for bucket in counts.values():
+        bucket["total"] = sum(bucket.values())
+    return {"poolId": pool.id, **counts}
 
 
 def supported_images_view(pools: list[dict[str, Any]]) -> list[dict[str, Any]]:

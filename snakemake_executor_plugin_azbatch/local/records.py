@@ -40,6 +40,9 @@ class NodeRecord:
     allocation_time: str
     state_transition_time: str
     ready: bool = False  # the backend reported the node started (start task done, when there is one)
+    dedicated: bool = True  # False: a Spot (low-priority) node
+    leaving: str | None = None  # the pool shrinks: the nodeDeallocationOption this node leaves with
+    preempted_at: float | None = None  # monotonic time a Spot node was preempted; it comes back later
     used_slots: int = 0
     running_tasks: set = field(default_factory=set)  # {(job_key, task_key)}
     total_tasks_run: int = 0
@@ -61,6 +64,11 @@ class NodeRecord:
     def free_slots(self) -> int:
         return self.slots - self.used_slots
 
+    @property
+    def schedulable(self) -> bool:
+        """New tasks may be placed here: started, not leaving the pool, not preempted."""
+        return self.ready and self.leaving is None and self.preempted_at is None
+
     def take_slots(self, ref: tuple[str, str], slots: int) -> None:
         if not self.running_tasks:
             self.state_transition_time = iso_now()
@@ -81,13 +89,46 @@ class NodeRecord:
 
 @dataclass
 class PoolRecord:
+    """A pool: its creation body (`spec`), targets, allocation state, autoscale settings and its nodes."""
+
     id: str
     slots: int
-    target_nodes: int
+    target_nodes: int  # targetDedicatedNodes
     creation_time: str
     etag: str
     nodes: list[NodeRecord] = field(default_factory=list)
     node_fill_type: str = "spread"
+    target_low_priority: int = 0
+    spec: dict[str, Any] = field(default_factory=dict)  # the Pools_AddPool body (vmSize, startTask, ...)
+    state: str = "active"  # active | deleting
+    state_transition_time: str = ""
+    allocation_state: str = "steady"  # steady | resizing | stopping
+    allocation_state_transition_time: str = ""
+    last_modified: str = ""
+    deallocation_option: str = "requeue"  # how nodes leave while shrinking
+    resize_timeout: str = "PT15M"
+    resize_errors: list[dict[str, Any]] = field(default_factory=list)
+    autoscale_formula: str | None = None  # set while autoscale is enabled
+    autoscale_interval: str = "PT15M"
+    autoscale_run: dict[str, Any] | None = None
+    next_evaluation: float = 0.0  # monotonic
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # autoscale samples (epoch, value)
+    last_sample: float = 0.0  # monotonic
+    next_node_index: int = 0
+
+    def __post_init__(self) -> None:
+        self.state_transition_time = self.state_transition_time or self.creation_time
+        self.allocation_state_transition_time = self.allocation_state_transition_time or self.creation_time
+        self.last_modified = self.last_modified or self.creation_time
+
+    def touch(self) -> None:
+        self.etag = new_etag()
+        self.last_modified = iso_now()
+
+    def set_allocation_state(self, state: str) -> None:
+        if self.allocation_state != state:
+            self.allocation_state = state
+            self.allocation_state_transition_time = iso_now()
 
 
 @dataclass

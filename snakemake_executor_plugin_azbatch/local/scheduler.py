@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from .lifecycle import TaskLifecycle
 from .records import JobRecord, PoolRecord, Records, TaskRecord
@@ -19,9 +20,11 @@ TICK_SECONDS = 0.5  # the longest a change can wait to be acted on if nobody sig
 
 
 class Scheduler:
-    def __init__(self, records: Records, lifecycle: TaskLifecycle) -> None:
+    def __init__(self, records: Records, lifecycle: TaskLifecycle,
+                 before_placing: Callable[[], None] | None = None) -> None:
         self.records = records
         self.lifecycle = lifecycle
+        self.before_placing = before_placing  # pools move toward their targets (pool_management.PoolManager.tick)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -50,6 +53,8 @@ class Scheduler:
             if job.state == "active" and limit is not None and now - job.created_monotonic > limit:
                 self.lifecycle.begin_terminate(job, "MaxWallClockTimeExpiry")
             self.lifecycle.advance_finishing(job)
+        if self.before_placing is not None:
+            self.before_placing()
         for pool in self.records.pools.values():
             self._place(pool)
 
@@ -68,7 +73,7 @@ class Scheduler:
             limit = job.rest.get("maxParallelTasks", -1)
             if limit is not None and limit >= 0 and running_per_job[job.key] >= limit:
                 continue
-            fitting = [n for n in pool.nodes if n.ready and n.free_slots >= task.required_slots]
+            fitting = [n for n in pool.nodes if n.schedulable and n.free_slots >= task.required_slots]
             if not fitting:
                 continue
             if pool.node_fill_type == "pack":

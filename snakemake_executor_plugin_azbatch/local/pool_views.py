@@ -120,11 +120,17 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
         "totalTasksSucceeded": node.total_tasks_succeeded,
         "isDedicated": node.dedicated,
         "nodeAgentInfo": {"version": "1.11.0", "lastUpdateTime": node.allocation_time},
-        "virtualMachineInfo": {"imageReference": dict(IMAGE_REFERENCE)},
+        "virtualMachineInfo": {"imageReference": _image(records, node)},
     }
     if recent:
         body["recentTasks"] = recent
     return body
+
+
+def _image(records: Records, node: NodeRecord) -> dict[str, Any]:
+    pool = records.pools.get(node.pool_id.lower())
+    vm = pool.spec.get("virtualMachineConfiguration") if pool is not None else None
+    return copy.deepcopy((vm or {}).get("imageReference") or IMAGE_REFERENCE)
 
 
 def _vm_size(records: Records, node: NodeRecord) -> str:

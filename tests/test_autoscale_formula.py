@@ -37,7 +37,7 @@ def run(formula: str, **kwargs):
 
 
 def test_fixed_targets_and_results_string() -> None:
-    out = run("$TargetDedicatedNodes = 2; $TargetLowPriorityNodes = 1 + 2 * 3;")
+    out = run("$TargetDedicatedNodes = 2; // two\n$TargetLowPriorityNodes = 1 + 2 * 3;")
     assert (out.target_dedicated, out.target_low_priority, out.deallocation_option) == (2, 7, "requeue")
     assert out.results == "$TargetDedicatedNodes=2;$TargetLowPriorityNodes=7;$NodeDeallocationOption=requeue"
 

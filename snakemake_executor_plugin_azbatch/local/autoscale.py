@@ -1,6 +1,6 @@
 """Batch's autoscale formula language (the subset common formulas use): a recursive-descent parser and evaluator.
 
-Supported: statements `$name = expression` separated by `;`; numbers; `+ - * / %`; comparisons (1 or 0);
+Supported: statements `$name = expression` separated by `;`, `//` comments; numbers; `+ - * / %`; comparisons (1 or 0);
 `&& || !`; the ternary `c ? a : b`; parentheses; `TimeInterval_*` constants (Zero, Second, Minute, Hour, Day,
 Week) and their arithmetic; functions `min max avg sum len ceil floor round val` over numbers and vectors (argument
 lists are flattened as Batch's doubleVecList); the sampled system variables `$PendingTasks $ActiveTasks
@@ -63,9 +63,12 @@ _TOKEN = re.compile(
 )
 
 
+_COMMENT = re.compile(r"//[^\n]*")
+
+
 def _tokens(text: str) -> list[tuple[str, str, int]]:
     out, pos = [], 0
-    text = text.rstrip()
+    text = _COMMENT.sub(lambda m: " " * len(m.group()), text).rstrip()  # `//` comments, positions kept
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m:

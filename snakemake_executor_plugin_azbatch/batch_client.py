@@ -193,8 +193,8 @@ class BatchService:
         except HttpResponseError as e:
             hint = ""
             if e.status_code == 403:
-                hint = (" (creating pools needs the Contributor role, or a custom role with "
-                        "Microsoft.Batch/batchAccounts/pools/write, on the Batch account)")
+                hint = (" (creating pools needs the Azure Batch Data Contributor role on the Batch account; Azure "
+                        "Batch Job Submitter is not enough)")
             raise SettingsError(f"azbatch: creating pool {body['id']!r} failed: {error_text(e)}{hint}") from None
 
     def delete_pool(self, pool_id: str) -> None:

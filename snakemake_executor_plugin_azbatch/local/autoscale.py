@@ -368,7 +368,7 @@ class _Evaluator:
             if count < 1 or len(samples) < count:
                 raise FormulaEvaluationError(
                     f"{name}.GetSample({count}): only {len(samples)} samples are available")
-            return [v for _, v in samples[-count:]]
+            return [float(v) for _, v in samples[-count:]]
         if not isinstance(args[0], Interval):
             raise FormulaEvaluationError(f"{name}.GetSample() takes a count or a time interval")
         chosen = _within(samples, self.inputs.now, args[0].seconds)
@@ -377,7 +377,7 @@ class _Evaluator:
         if not chosen or percent < wanted:
             raise FormulaEvaluationError(
                 f"{name}.GetSample(): {percent:g}% of the samples are available, {wanted:g}% were asked for")
-        return [v for _, v in chosen]
+        return [float(v) for _, v in chosen]
 
 
 def _within(samples: list[tuple[float, float]], now: float, seconds: float) -> list[tuple[float, float]]:

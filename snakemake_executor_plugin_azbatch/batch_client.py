@@ -179,6 +179,38 @@ class BatchService:
         containers = getattr(vm, "container_configuration", None) is not None
         return PoolInfo(pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers)
 
+    # ---- pools the run creates (pool_creation.py builds the body) ---------------------------------------------
+    def pool_exists(self, pool_id: str) -> bool:
+        try:
+            self.client.get_pool(pool_id, select=["id"])
+            return True
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as e:
+            raise SettingsError(f"azbatch: cannot read pool {pool_id!r}: {error_text(e)}") from None
+
+    def create_pool(self, body: dict) -> None:
+        try:
+            self.client.create_pool(body)
+        except ResourceExistsError:
+            pass  # a retried create after a lost response
+        except HttpResponseError as e:
+            hint = ""
+            if e.status_code == 403:
+                hint = (" (creating pools needs the Azure Batch Data Contributor role on the Batch account; Azure "
+                        "Batch Job Submitter is not enough)")
+            raise SettingsError(f"azbatch: creating pool {body['id']!r} failed: {error_text(e)}{hint}") from None
+
+    def delete_pool(self, pool_id: str) -> None:
+        """Deletes the pool; waits up to a minute for it to be gone (Batch goes on removing nodes after that)."""
+        try:
+            self.client.begin_delete_pool(pool_id, polling_interval=1).result(timeout=60)
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as e:
+            if error_code(e) != "PoolBeingDeleted":
+                raise BatchServiceError(f"azbatch: deleting pool {pool_id} failed: {error_text(e)}") from None
+
     # ---- job lifecycle -----------------------------------------------------------------------------------------
     def create_job(self, body: dict) -> None:
         try:

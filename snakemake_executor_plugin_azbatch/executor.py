@@ -22,7 +22,7 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import task_spec
+from . import pool_creation, task_spec
 from .azure_sdk import enum_text, error_text, redact
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
@@ -53,6 +53,7 @@ class Executor(RemoteExecutor):
     status_rounds = 0
     completed_since: dict = {}  # Batch job id -> lower bound for the next round's completed-task filter
     reporting: RunReporting | None = None
+    created_pool: str | None = None  # the pool this run created (pool_creation), deleted at the end unless kept
 
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
@@ -98,10 +99,46 @@ class Executor(RemoteExecutor):
             return self._credential
 
     def preflight(self) -> None:
-        """Credentials, pools and storage are checked before anything is created."""
-        self.pool_info(self.config.pool_id)
-        self.check_rules_fit_their_pools()
-        self.staging.preflight()
+        """Credentials, pools and storage are checked before anything else is created; a pool created here is
+        deleted again when a later check fails."""
+        self.create_pool_if_asked()
+        try:
+            self.pool_info(self.config.pool_id)
+            self.check_rules_fit_their_pools()
+            self.staging.preflight()
+        except BaseException:
+            self.delete_created_pool()
+            raise
+
+    def create_pool_if_asked(self) -> None:
+        creation, pool_id = self.config.pool_creation, self.config.pool_id
+        if creation is None:
+            return
+        if self.batch.pool_exists(pool_id):
+            self.logger.info(f"azbatch: pool {pool_id} exists; it is used as it is (never resized or deleted)")
+            return
+        prices = self.config.price_node_hour
+        self.logger.info(pool_creation.describe(creation, pool_id, prices.dedicated if prices else None,
+                                                prices.low_priority if prices else None))
+        images = (self.config.container_image,) if creation.containers and self.config.container_image else ()
+        self.batch.create_pool(pool_creation.pool_body(creation, pool_id, images))
+        self.created_pool = pool_id
+
+    def delete_created_pool(self) -> None:
+        """Never a pool the run did not create; kept with --azbatch-keep-pool."""
+        pool_id = self.created_pool
+        if pool_id is None:
+            return
+        self.created_pool = None
+        if self.config.pool_creation and self.config.pool_creation.keep:
+            self.logger.info(f"azbatch: kept pool {pool_id} (created by this run); delete it with "
+                             f"`az batch pool delete --pool-id {pool_id}`")
+            return
+        try:
+            self.batch.delete_pool(pool_id)
+            self.logger.info(f"azbatch: deleted pool {pool_id} (created by this run)")
+        except BatchServiceError as e:
+            self.logger.error(str(e))
 
     def check_rules_fit_their_pools(self) -> None:
         """Every rule that will run remotely: its pool exists and takes its container image (or its lack of one).
@@ -461,5 +498,6 @@ class Executor(RemoteExecutor):
             except BatchServiceError as e:
                 self.logger.error(str(e))
         self.reporting.finish({info.id: info.slots_per_node for info in self.pools.values()})
+        self.delete_created_pool()
         self.staging.close()
         self.batch.close()

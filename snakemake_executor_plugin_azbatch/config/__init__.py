@@ -7,11 +7,13 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..pool_creation import PoolCreation
 from ..settings import DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
 from .account import account_name_from_url, resolve_account
 from .bootstrap import resolve_bootstrap
 from .numbers import resolve_numbers
 from .packages import AppPackage, resolve_packages
+from .pool_creation import resolve_pool_creation
 from .reporting import Prices, resolve_reporting
 from .resource_files import ExtraResourceFile, resolve_resource_files
 from .storage import check_sas_lifetime, resolve_storage
@@ -48,6 +50,7 @@ class Config:
     price_core_hour: Prices | None = None
     price_node_hour: Prices | None = None
     progress_interval: float = 10.0
+    pool_creation: PoolCreation | None = None  # create --azbatch-pool-id when it does not exist
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -59,6 +62,7 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
     resolved.update(resolve_bootstrap(values, has_packages=bool(resolved["application_packages"])))
     resolved.update(resolve_numbers(values))
     resolved.update(resolve_reporting(values))
+    resolved.update(resolve_pool_creation(values))
     resolved["managed_identity"] = values.get("managed_identity") or None
     check_sas_lifetime(resolved)
     return Config(**resolved)

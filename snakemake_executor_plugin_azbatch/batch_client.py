@@ -195,6 +195,13 @@ class BatchService:
             if error_code(e) not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
                 raise BatchServiceError(f"azbatch: terminating Batch job {job_id} failed: {error_text(e)}") from None
 
+    def list_active_jobs(self, query: str, select: list[str]) -> list[Any]:
+        """One paged list of jobs (crash recovery looks for earlier runs' jobs with it)."""
+        try:
+            return list(self.client.list_jobs(filter=query, select=select))
+        except HttpResponseError as e:
+            raise BatchServiceError(f"azbatch: listing active Batch jobs failed: {error_text(e)}") from None
+
     def delete_job(self, job_id: str) -> None:
         try:
             poller = self.client.begin_delete_job(job_id, polling_interval=1)

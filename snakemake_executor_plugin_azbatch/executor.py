@@ -22,7 +22,7 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import task_spec
+from . import recovery, task_spec
 from .azure_sdk import enum_text, error_text, redact
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
@@ -69,6 +69,7 @@ class Executor(RemoteExecutor):
         self.snakemake_version = snakemake.__version__
         self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
+        self.workflow_key = recovery.workflow_key(self.workdir)
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id
         self.pools: dict[str, PoolInfo] = {}
         self.common_files: list[dict] | None = None  # sources and extra resource files, staged once per run
@@ -88,6 +89,10 @@ class Executor(RemoteExecutor):
         )
         if len(self.workflow.dag) > 0:
             self.preflight()
+            recovery.end_earlier_runs(
+                self.batch, self.workflow_key, self.run_token,
+                keep=self.config.keep_orphans, delete=not self.config.keep_job, logger=self.logger,
+            )
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _credential_factory(self):
@@ -157,6 +162,7 @@ class Executor(RemoteExecutor):
                 f"snakemake {self.workflow_label} ({self.workdir})",
                 workflow=os.path.abspath(self.workflow.main_snakefile),
                 prep_task=prep,
+                metadata=recovery.job_metadata(self.workflow_key, self.run_token),
             )
             self.batch.create_job(body)
             self.batch_jobs[key] = job_id

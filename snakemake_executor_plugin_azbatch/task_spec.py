@@ -246,6 +246,7 @@ def job_body(
     *,
     workflow: str,
     prep_task: dict | None = None,
+    metadata: list[dict] | None = None,
 ) -> dict:
     body: dict[str, Any] = {
         "id": job_id,
@@ -253,7 +254,7 @@ def job_body(
         "poolInfo": {"poolId": pool_id},
         "onAllTasksComplete": "noaction",
         "constraints": {"maxTaskRetryCount": 0},
-        "metadata": [{"name": "snakemake-workflow", "value": workflow}],
+        "metadata": [{"name": "snakemake-workflow", "value": workflow}, *(metadata or [])],
     }
     if prep_task:
         body["jobPreparationTask"] = prep_task

@@ -48,6 +48,7 @@ class Config:
     price_core_hour: Prices | None = None
     price_node_hour: Prices | None = None
     progress_interval: float = 10.0
+    keep_orphans: bool = False
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:

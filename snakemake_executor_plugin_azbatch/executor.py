@@ -24,6 +24,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from . import recovery, task_spec
 from .azure_sdk import enum_text, error_text, redact
+from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
 from .run_report.reporting import RunReporting
@@ -399,8 +400,13 @@ class Executor(RemoteExecutor):
         try:
             self.staging.download_prefix(self.layout.task_files_dir(prefix) + "/", self.workdir)
             if ok:
-                for out in task_spec.job_files(job_info.job).outputs:
-                    if out.directory:
+                outputs = task_spec.job_files(job_info.job).outputs
+                problem = output_problem(outputs, self.workdir)
+                if problem:
+                    ok = False
+                    problems.append(f"{problem}; rerun with --azbatch-keep-job to inspect the task's files")
+                for out in outputs:
+                    if ok and out.directory:
                         os.makedirs(out.path, exist_ok=True)  # an empty directory output has no blobs
         except Exception as e:
             ok = False
@@ -423,7 +429,10 @@ class Executor(RemoteExecutor):
         except Exception as e:
             problems.append(f"fetching Batch logs failed: {redact(str(e))}")
         failure = getattr(info, "failure_info", None)
-        parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
+        if result == "success" and exit_code in (None, 0):
+            parts = [f"azbatch: Batch task {tid} succeeded but its outputs are wrong"]
+        else:
+            parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
         if failure is not None:
             details = "; ".join(f"{d.name}={d.value}" for d in (failure.details or []))
             parts.append(f"{enum_text(failure.category)} {failure.code}: {failure.message or ''}{' (' + details + ')' if details else ''}")

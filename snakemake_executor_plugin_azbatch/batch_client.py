@@ -19,7 +19,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from .azure_sdk import enum_text, error_code, error_text, redact, retry_kwargs
+from .azure_sdk import enum_text, error_code, error_text, preflight_kwargs, redact, retry_kwargs
 from .config import Config
 from .settings import SettingsError
 
@@ -63,6 +63,10 @@ class BatchRetryPolicy(RetryPolicy):
 
 class BatchServiceError(Exception):
     """A Batch request failed; one line, no secrets."""
+
+
+class JobQuotaReached(BatchServiceError):
+    """409 ActiveJobAndScheduleQuotaReached: the account holds as many active jobs as it may (job_quota.py waits)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class BatchService:
     def check_pool(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         """The pool exists, is active and has (or can get) nodes; raises SettingsError with one line otherwise."""
         try:
-            pool = self.client.get_pool(pool_id)
+            pool = self.client.get_pool(pool_id, **preflight_kwargs())
         except ResourceNotFoundError:
             raise SettingsError(
                 f"azbatch: pool {pool_id!r} does not exist in Batch account {self.config.account_url}; "
@@ -179,10 +183,11 @@ class BatchService:
     def create_job(self, body: dict) -> None:
         try:
             self.client.create_job(body)
-        except ResourceExistsError:
-            pass  # a retried create after a lost response
         except HttpResponseError as e:
-            raise BatchServiceError(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
+            if isinstance(e, ResourceExistsError) and error_code(e) in ("JobExists", ""):
+                return  # a retried create after a lost response
+            kind = JobQuotaReached if error_code(e) == "ActiveJobAndScheduleQuotaReached" else BatchServiceError
+            raise kind(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
 
     def terminate_job(self, job_id: str, reason: str = "snakemake run ended") -> None:
         """Terminates the job, which terminates its running tasks; waits until it is completed."""

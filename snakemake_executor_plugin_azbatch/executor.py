@@ -24,6 +24,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from . import recovery, task_spec
 from .azure_sdk import enum_text, error_text, redact
+from .job_quota import create_job_waiting
 from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
@@ -165,7 +166,7 @@ class Executor(RemoteExecutor):
                 prep_task=prep,
                 metadata=recovery.job_metadata(self.workflow_key, self.run_token),
             )
-            self.batch.create_job(body)
+            create_job_waiting(self.batch, body, self.logger, interval=max(1.0, min(15.0, self.next_seconds_between_status_checks)))
             self.batch_jobs[key] = job_id
             self.logger.info(f"azbatch: Batch job {job_id} on pool {pool_id}")
         return self.batch_jobs[key]

@@ -87,6 +87,10 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         "--preempt-fraction", type=float, default=0.0, help="fraction of running tasks preempted once (0-1)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for fault injection and preemption")
+    parser.add_argument(
+        "--active-job-quota", type=int, default=0,
+        help="active jobs the account may hold; more answers 409 ActiveJobAndScheduleQuotaReached (0: no limit)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +176,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         fail_status=args.fail_status,
         preempt_fraction=args.preempt_fraction,
         seed=args.seed,
+        active_job_quota=args.active_job_quota,
         **overrides,  # type: ignore[arg-type]
     )
     config.validate()

@@ -109,6 +109,7 @@ class ServiceConfig:
     fail_status: int = 503
     preempt_fraction: float = 0.0
     seed: int = 0
+    active_job_quota: int = 0  # active jobs the account may hold (Batch: 100-300 by default); 0 = no limit
     # Filled in by LocalService once ports are bound.
     account_url: str = ""
     storage: StorageEndpoint | None = None
@@ -118,6 +119,8 @@ class ServiceConfig:
             raise ConfigError(f"host {self.host!r}: the local service listens on loopback only; use 127.0.0.1")
         if not 0.0 <= self.fail_fraction <= 1.0 or not 0.0 <= self.preempt_fraction <= 1.0:
             raise ConfigError("--fail-fraction and --preempt-fraction must be between 0 and 1")
+        if self.active_job_quota < 0:
+            raise ConfigError(f"--active-job-quota {self.active_job_quota}: give 0 (no limit) or a positive number")
         if self.fail_status not in (429, 500, 503):
             raise ConfigError(f"--fail-status {self.fail_status}: choose 500, 503 or 429")
         ids = [p.id.lower() for p in self.pools]

@@ -23,7 +23,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from ..azure_sdk import redact, retry_kwargs
+from ..azure_sdk import preflight_kwargs, redact, retry_kwargs
 from ..config import Config
 from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
@@ -65,7 +65,7 @@ class Staging:
         """The container is reachable (created when missing) and SAS URLs can be made."""
         where = f"container {self.config.storage_container!r} at {self.service.url}"
         try:
-            self.container.get_container_properties()
+            self.container.get_container_properties(**preflight_kwargs(storage=True))
         except ResourceNotFoundError:
             try:
                 self.container.create_container()

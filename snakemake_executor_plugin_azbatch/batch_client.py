@@ -79,6 +79,7 @@ class PoolInfo:
     autoscale: bool
     warnings: tuple[str, ...] = ()
     container_enabled: bool = False  # virtualMachineConfiguration.containerConfiguration is set
+    vm_size: str | None = None
 
     def container_problem(self, rule: str, image: str | None) -> str | None:
         """Batch requires containerSettings on every task of a container-enabled pool and forbids them on any
@@ -177,7 +178,9 @@ class BatchService:
                 warnings.append(f"azbatch: pool {pool_id!r} has no nodes yet; it is resizing to {target}")
         vm = getattr(pool, "virtual_machine_configuration", None)
         containers = getattr(vm, "container_configuration", None) is not None
-        return PoolInfo(pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers)
+        return PoolInfo(
+            pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers, pool.vm_size or None
+        )
 
     # ---- job lifecycle -----------------------------------------------------------------------------------------
     def create_job(self, body: dict) -> None:

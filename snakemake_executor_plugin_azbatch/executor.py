@@ -22,7 +22,7 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import recovery, task_spec
+from . import recovery, resource_check, task_spec, vm_sizes
 from .azure_sdk import enum_text, error_text, redact
 from .job_quota import create_job_waiting
 from .output_check import output_problem
@@ -79,6 +79,7 @@ class Executor(RemoteExecutor):
         self._finalized = False
         self.completed_since = {}
         self._sigterm_installed = False
+        self._threads_warned: set[tuple[str, str]] = set()
         interval = self.config.status_interval
         if interval is None:
             snakemake_interval = float(self.workflow.remote_execution_settings.seconds_between_status_checks or 0)
@@ -122,9 +123,27 @@ class Executor(RemoteExecutor):
             seen.add(key)
             rule, pool_id, image = key
             pool = self.pool_info(pool_id, setting=f"the azbatch_pool resource of rule {rule}")
-            problem = pool.container_problem(rule, image)
+            problem = pool.container_problem(rule, image) or self.resource_problem(job, pool)
             if problem:
                 raise SettingsError(problem)
+
+    def resource_problem(self, job: JobExecutorInterface, pool: PoolInfo) -> str | None:
+        """mem_mb / disk_mb / GPUs against the pool's VM size (Batch enforces none of them); threads warn."""
+        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.vm_sizes})
+        if size is None:
+            return None
+        resources = {name: self._resource_value(job, name) for name in resource_check.RESOURCE_NAMES}
+        warning = resource_check.threads_warning(job.name, pool.id, size, int(job.threads or 1))
+        if warning and (job.name, pool.id) not in self._threads_warned:
+            self._threads_warned.add((job.name, pool.id))
+            self.logger.warning(warning)
+        return resource_check.fit_problem(job.name, pool.id, size, resources)
+
+    def _resource_value(self, job: JobExecutorInterface, name: str):
+        try:
+            return job.resources.get(name)
+        except Exception:
+            return None
 
     def pool_info(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         key = pool_id.lower()
@@ -250,7 +269,7 @@ class Executor(RemoteExecutor):
         if warning:
             self.logger.warning(f"azbatch: job {job.name} (task {tid}) {warning}")
         image = self._image(job)
-        problem = pool.container_problem(job.name, image)
+        problem = pool.container_problem(job.name, image) or self.resource_problem(job, pool)
         if problem:
             raise SettingsError(problem)
         return task_spec.TaskRequest(

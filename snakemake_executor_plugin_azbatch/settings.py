@@ -119,6 +119,15 @@ class ExecutorSettings(ExecutorSettingsBase):
             "by default a run terminates them and their tasks before it submits (crash recovery)."
         ),
     )
+    vm_sizes: list[str] = field(
+        default_factory=list,
+        metadata=_setting(
+            "VM sizes the resource check does not know, or knows differently: NAME=CORES:MEM_MB:DISK_MB[:GPUS] "
+            "(DISK_MB: the temporary disk holding task directories).",
+            metavar="SIZE",
+            nargs="+",
+        ),
+    )
     container_image: Optional[str] = field(
         default=None,
         metadata=_setting(

@@ -16,6 +16,7 @@ from .reporting import Prices, resolve_reporting
 from .resource_files import ExtraResourceFile, resolve_resource_files
 from .storage import check_sas_lifetime, resolve_storage
 from .values import SettingValues
+from .machines import resolve_vm_sizes
 
 __all__ = ["AppPackage", "Config", "ExtraResourceFile", "Prices", "SettingsError", "account_name_from_url", "resolve"]
 
@@ -49,6 +50,7 @@ class Config:
     price_node_hour: Prices | None = None
     progress_interval: float = 10.0
     keep_orphans: bool = False
+    vm_sizes: tuple = ()  # vm_sizes.VmSize entries from --azbatch-vm-sizes
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -61,5 +63,6 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
     resolved.update(resolve_numbers(values))
     resolved.update(resolve_reporting(values))
     resolved["managed_identity"] = values.get("managed_identity") or None
+    resolved["vm_sizes"] = resolve_vm_sizes(values)
     check_sas_lifetime(resolved)
     return Config(**resolved)

@@ -46,34 +46,32 @@ def test_active_job_quota_is_waited_out_then_the_run_goes_on(make_service, tmp_p
     assert [j.id for j in client.list_jobs() if enum_text(j.state) == "active"] == []
 
 
-def test_unreachable_batch_endpoint_is_one_line_naming_it(local_service, tmp_path):
-    with socket.socket() as s:  # a loopback port nobody listens on
+def _free_loopback_port() -> int:
+    """A loopback port nobody listens on (connections are refused)."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    workdir = write_files(tmp_path / "unreachable", {"Snakefile": SNAKEFILE})
-    # The subprocess timeout is a guard, not a measurement: with the SDK's default back-off this took ~90 s.
-    result = run_snakemake(local_service, workdir, container="unreachable", timeout=60,
-                           SNAKEMAKE_AZBATCH_ACCOUNT_URL=url)
+        return s.getsockname()[1]
+
+
+def _fails_with_one_line_naming(service, tmp_path, label: str, name: str, **env: str) -> None:
+    workdir = write_files(tmp_path / label, {"Snakefile": SNAKEFILE})
+    # The subprocess timeout is a guard, not a measurement: with the SDKs' default back-off this took ~90 s.
+    result = run_snakemake(service, workdir, container="unreachable", timeout=60, **env)
     text = output_of(result)
     assert result.returncode != 0
     lines = [line for line in text.splitlines() if "not reachable" in line]
-    assert len(lines) == 1 and url in lines[0], text
+    assert len(lines) == 1 and name in lines[0], text
     assert "Traceback" not in text
+
+
+def test_unreachable_batch_endpoint_is_one_line_naming_it(local_service, tmp_path):
+    url = f"http://127.0.0.1:{_free_loopback_port()}"
+    _fails_with_one_line_naming(local_service, tmp_path, "unreachable", url, SNAKEMAKE_AZBATCH_ACCOUNT_URL=url)
 
 
 def test_unreachable_storage_endpoint_is_one_line_naming_it(local_service, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/devstoreaccount1"
+    url = f"http://127.0.0.1:{_free_loopback_port()}/devstoreaccount1"
     conn = local_service.env["SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING"]
     conn = ";".join(p if not p.startswith("BlobEndpoint=") else f"BlobEndpoint={url}" for p in conn.split(";"))
-    workdir = write_files(tmp_path / "unreachable-storage", {"Snakefile": SNAKEFILE})
-    result = run_snakemake(local_service, workdir, container="unreachable", timeout=60,
-                           SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING=conn)
-    text = output_of(result)
-    assert result.returncode != 0
-    lines = [line for line in text.splitlines() if "not reachable" in line]
-    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], text
-    assert "Traceback" not in text
+    _fails_with_one_line_naming(local_service, tmp_path, "unreachable-storage", url,
+                                SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING=conn)

@@ -19,7 +19,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from .azure_sdk import enum_text, error_code, error_text, redact, retry_kwargs
+from .azure_sdk import enum_text, error_code, error_text, preflight_kwargs, redact, retry_kwargs
 from .config import Config
 from .settings import SettingsError
 from .credentials import explained
@@ -66,6 +66,10 @@ class BatchServiceError(Exception):
     """A Batch request failed; one line, no secrets."""
 
 
+class JobQuotaReached(BatchServiceError):
+    """409 ActiveJobAndScheduleQuotaReached: the account holds as many active jobs as it may (job_quota.py waits)."""
+
+
 @dataclass(frozen=True)
 class PoolInfo:
     id: str
@@ -76,6 +80,7 @@ class PoolInfo:
     autoscale: bool
     warnings: tuple[str, ...] = ()
     container_enabled: bool = False  # virtualMachineConfiguration.containerConfiguration is set
+    vm_size: str | None = None
 
     def container_problem(self, rule: str, image: str | None) -> str | None:
         """Batch requires containerSettings on every task of a container-enabled pool and forbids them on any
@@ -112,7 +117,7 @@ class BatchService:
         """The pool exists, is active and has (or can get) nodes; raises SettingsError with one line otherwise."""
         try:
             with explained(f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key)):
-                pool = self.client.get_pool(pool_id)
+                pool = self.client.get_pool(pool_id, **preflight_kwargs())
         except SettingsError:
             raise
         except ResourceNotFoundError:
@@ -177,7 +182,9 @@ class BatchService:
                 warnings.append(f"azbatch: pool {pool_id!r} has no nodes yet; it is resizing to {target}")
         vm = getattr(pool, "virtual_machine_configuration", None)
         containers = getattr(vm, "container_configuration", None) is not None
-        return PoolInfo(pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers)
+        return PoolInfo(
+            pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers, pool.vm_size or None
+        )
 
     # ---- pools the run creates (pool_creation.py builds the body) ---------------------------------------------
     def pool_exists(self, pool_id: str) -> bool:
@@ -215,10 +222,11 @@ class BatchService:
     def create_job(self, body: dict) -> None:
         try:
             self.client.create_job(body)
-        except ResourceExistsError:
-            pass  # a retried create after a lost response
         except HttpResponseError as e:
-            raise BatchServiceError(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
+            if isinstance(e, ResourceExistsError) and error_code(e) in ("JobExists", ""):
+                return  # a retried create after a lost response
+            kind = JobQuotaReached if error_code(e) == "ActiveJobAndScheduleQuotaReached" else BatchServiceError
+            raise kind(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
 
     def terminate_job(self, job_id: str, reason: str = "snakemake run ended") -> None:
         """Terminates the job, which terminates its running tasks; waits until it is completed."""
@@ -230,6 +238,13 @@ class BatchService:
         except HttpResponseError as e:
             if error_code(e) not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
                 raise BatchServiceError(f"azbatch: terminating Batch job {job_id} failed: {error_text(e)}") from None
+
+    def list_active_jobs(self, query: str, select: list[str]) -> list[Any]:
+        """One paged list of jobs (crash recovery looks for earlier runs' jobs with it)."""
+        try:
+            return list(self.client.list_jobs(filter=query, select=select))
+        except HttpResponseError as e:
+            raise BatchServiceError(f"azbatch: listing active Batch jobs failed: {error_text(e)}") from None
 
     def delete_job(self, job_id: str) -> None:
         try:

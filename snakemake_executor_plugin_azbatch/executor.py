@@ -22,8 +22,10 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import pool_creation, task_spec
+from . import pool_creation, recovery, resource_check, task_spec, vm_sizes
 from .azure_sdk import enum_text, error_text, redact
+from .job_quota import create_job_waiting
+from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
 from .run_report.reporting import RunReporting
@@ -71,6 +73,7 @@ class Executor(RemoteExecutor):
         self.snakemake_version = snakemake.__version__
         self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
+        self.workflow_key = recovery.workflow_key(self.workdir)
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id
         self.pools: dict[str, PoolInfo] = {}
         self.common_files: list[dict] | None = None  # sources and extra resource files, staged once per run
@@ -78,6 +81,7 @@ class Executor(RemoteExecutor):
         self._finalized = False
         self.completed_since = {}
         self._sigterm_installed = False
+        self._threads_warned: set[tuple[str, str]] = set()
         interval = self.config.status_interval
         if interval is None:
             snakemake_interval = float(self.workflow.remote_execution_settings.seconds_between_status_checks or 0)
@@ -90,6 +94,10 @@ class Executor(RemoteExecutor):
         )
         if len(self.workflow.dag) > 0:
             self.preflight()
+            recovery.end_earlier_runs(
+                self.batch, self.workflow_key, self.run_token,
+                keep=self.config.keep_orphans, delete=not self.config.keep_job, logger=self.logger,
+            )
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _credential_factory(self):
@@ -153,9 +161,27 @@ class Executor(RemoteExecutor):
             seen.add(key)
             rule, pool_id, image = key
             pool = self.pool_info(pool_id, setting=f"the azbatch_pool resource of rule {rule}")
-            problem = pool.container_problem(rule, image)
+            problem = pool.container_problem(rule, image) or self.resource_problem(job, pool)
             if problem:
                 raise SettingsError(problem)
+
+    def resource_problem(self, job: JobExecutorInterface, pool: PoolInfo) -> str | None:
+        """mem_mb / disk_mb / GPUs against the pool's VM size (Batch enforces none of them); threads warn."""
+        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.vm_sizes})
+        if size is None:
+            return None
+        resources = {name: self._resource_value(job, name) for name in resource_check.RESOURCE_NAMES}
+        warning = resource_check.threads_warning(job.name, pool.id, size, int(job.threads or 1))
+        if warning and (job.name, pool.id) not in self._threads_warned:
+            self._threads_warned.add((job.name, pool.id))
+            self.logger.warning(warning)
+        return resource_check.fit_problem(job.name, pool.id, size, resources)
+
+    def _resource_value(self, job: JobExecutorInterface, name: str):
+        try:
+            return job.resources.get(name)
+        except Exception:
+            return None
 
     def pool_info(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         key = pool_id.lower()
@@ -195,8 +221,9 @@ class Executor(RemoteExecutor):
                 f"snakemake {self.workflow_label} ({self.workdir})",
                 workflow=os.path.abspath(self.workflow.main_snakefile),
                 prep_task=prep,
+                metadata=recovery.job_metadata(self.workflow_key, self.run_token),
             )
-            self.batch.create_job(body)
+            create_job_waiting(self.batch, body, self.logger, interval=max(1.0, min(15.0, self.next_seconds_between_status_checks)))
             self.batch_jobs[key] = job_id
             self.logger.info(f"azbatch: Batch job {job_id} on pool {pool_id}")
         return self.batch_jobs[key]
@@ -280,7 +307,7 @@ class Executor(RemoteExecutor):
         if warning:
             self.logger.warning(f"azbatch: job {job.name} (task {tid}) {warning}")
         image = self._image(job)
-        problem = pool.container_problem(job.name, image)
+        problem = pool.container_problem(job.name, image) or self.resource_problem(job, pool)
         if problem:
             raise SettingsError(problem)
         return task_spec.TaskRequest(
@@ -434,8 +461,13 @@ class Executor(RemoteExecutor):
         try:
             self.staging.download_prefix(self.layout.task_files_dir(prefix) + "/", self.workdir)
             if ok:
-                for out in task_spec.job_files(job_info.job).outputs:
-                    if out.directory:
+                outputs = task_spec.job_files(job_info.job).outputs
+                problem = output_problem(outputs, self.workdir)
+                if problem:
+                    ok = False
+                    problems.append(f"{problem}; rerun with --azbatch-keep-job to inspect the task's files")
+                for out in outputs:
+                    if ok and out.directory:
                         os.makedirs(out.path, exist_ok=True)  # an empty directory output has no blobs
         except Exception as e:
             ok = False
@@ -458,7 +490,10 @@ class Executor(RemoteExecutor):
         except Exception as e:
             problems.append(f"fetching Batch logs failed: {redact(str(e))}")
         failure = getattr(info, "failure_info", None)
-        parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
+        if result == "success" and exit_code in (None, 0):
+            parts = [f"azbatch: Batch task {tid} succeeded but its outputs are wrong"]
+        else:
+            parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
         if failure is not None:
             details = "; ".join(f"{d.name}={d.value}" for d in (failure.details or []))
             parts.append(f"{enum_text(failure.category)} {failure.code}: {failure.message or ''}{' (' + details + ')' if details else ''}")

@@ -1,7 +1,7 @@
 """Creating the run's pool when asked: the Pools_AddPool body, the autoscale formula, the preflight line.
 
 Pure (no network): `batch_client.BatchService` sends what this builds, `executor` decides when. Task slots per node
-come from the VM size's vCPUs (`VM_VCPUS`, a small table of common sizes; unknown sizes get 1 slot and a hint to
+come from the VM size's vCPUs (`vm_sizes.BUILT_IN`, the table of common sizes; unknown sizes get 1 slot and a hint to
 set --azbatch-pool-slots).
 """
 
@@ -10,18 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# vCPUs of common Batch VM sizes (lower-case). Kept in one place so it can merge with a fuller VM-size table.
-VM_VCPUS = {
-    **{f"standard_d{n}s_v3": n for n in (2, 4, 8, 16, 32, 48, 64)},
-    **{f"standard_d{n}_v3": n for n in (2, 4, 8, 16, 32, 48, 64)},
-    **{f"standard_d{n}s_v5": n for n in (2, 4, 8, 16, 32, 48, 64, 96)},
-    **{f"standard_d{n}ds_v5": n for n in (2, 4, 8, 16, 32, 48, 64, 96)},
-    **{f"standard_d{n}as_v5": n for n in (2, 4, 8, 16, 32, 48, 64, 96)},
-    **{f"standard_e{n}s_v5": n for n in (2, 4, 8, 16, 20, 32, 48, 64, 96)},
-    **{f"standard_e{n}as_v5": n for n in (2, 4, 8, 16, 20, 32, 48, 64, 96)},
-    **{f"standard_f{n}s_v2": n for n in (2, 4, 8, 16, 32, 48, 64, 72)},
-    "standard_a1_v2": 1, "standard_a2_v2": 2, "standard_a4_v2": 4, "standard_a8_v2": 8,
-}
+from . import vm_sizes
 
 # Named images: (publisher, offer, sku, node agent SKU id); container pools need Docker-compatible images.
 IMAGES = {
@@ -56,7 +45,9 @@ class PoolCreation:
 
 
 def slots_for(vm_size: str) -> int | None:
-    return VM_VCPUS.get(vm_size.lower())
+    """One task slot per vCPU of the VM size, from the one VM-size table (vm_sizes.BUILT_IN)."""
+    size = vm_sizes.BUILT_IN.get(vm_size.lower())
+    return size.cores if size else None
 
 
 def autoscale_formula(low: int, high: int, slots: int, spot: bool) -> str:

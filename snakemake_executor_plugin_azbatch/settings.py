@@ -112,6 +112,22 @@ class ExecutorSettings(ExecutorSettingsBase):
             "Keep the run's Batch job(s) after the run (terminated, not deleted) for inspection."
         ),
     )
+    keep_orphans: bool = field(
+        default=False,
+        metadata=_setting(
+            "Leave active Batch jobs of earlier runs of this workflow (same host and working directory) running; "
+            "by default a run terminates them and their tasks before it submits (crash recovery)."
+        ),
+    )
+    vm_sizes: list[str] = field(
+        default_factory=list,
+        metadata=_setting(
+            "VM sizes the resource check does not know, or knows differently: NAME=CORES:MEM_MB:DISK_MB[:GPUS] "
+            "(DISK_MB: the temporary disk holding task directories).",
+            metavar="SIZE",
+            nargs="+",
+        ),
+    )
     container_image: Optional[str] = field(
         default=None,
         metadata=_setting(

@@ -94,36 +94,53 @@ def job_files(job) -> JobFiles:
     return files
 
 
+_GLOB_CHARS = re.compile(r"([*?\[])")
+
+
 def glob_escape(path: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", path)
+    return _GLOB_CHARS.sub(r"[\1]", path)
 
 
 def _posix(path: str) -> str:
     return path.replace(os.sep, "/")
 
 
+def _fixed_part(pattern: str) -> str:
+    """The leading directories of a pattern without any wildcard: Batch names the blobs of a wildcard pattern
+    relative to them. An escaped character (`[[]`) is a wildcard too."""
+    fixed = []
+    for part in pattern.split("/")[:-1]:
+        if _GLOB_CHARS.search(part):
+            break
+        fixed.append(part)
+    return "/".join(fixed)
+
+
 def output_file_spec(
     out: OutputPath, blob_dir: str, container_url: str, condition: str, identity: dict | None
 ) -> dict:
     """One Batch OutputFile. The blob of `out.path` is always `<blob_dir>/<out.path>`: a plain pattern names the
-    blob itself; a wildcard pattern (directories, optional files) names the virtual directory of the pattern's
-    fixed part."""
+    blob itself; a wildcard pattern (directories, optional files, and any name holding `* ? [`, which must be
+    escaped as a one-character class and so makes the pattern a wildcard) names the virtual directory of the
+    pattern's fixed part."""
     path = _posix(os.path.normpath(out.path))
     if out.directory:
         pattern = f"{glob_escape(path)}/**/*"
-        destination = f"{blob_dir}/{path}"
     elif out.required:
         pattern = glob_escape(path)
-        destination = f"{blob_dir}/{path}"
     else:
         # A one-character class makes the pattern a wildcard that matches just this file, so a missing log is
-        # no upload error; the pattern's fixed part is the parent directory.
+        # no upload error.
         parent, name = os.path.split(path)
         escaped = glob_escape(name)
         if escaped == name:
             escaped = f"{name[:-1]}[{name[-1]}]"
         pattern = f"{glob_escape(parent)}/{escaped}" if parent else escaped
-        destination = f"{blob_dir}/{parent}" if parent else blob_dir
+    if pattern == path:
+        destination = f"{blob_dir}/{path}"
+    else:
+        fixed = _fixed_part(pattern)
+        destination = f"{blob_dir}/{fixed}" if fixed else blob_dir
     container: dict[str, Any] = {"containerUrl": container_url, "path": destination}
     if identity:
         container["identityReference"] = identity
@@ -246,6 +263,7 @@ def job_body(
     *,
     workflow: str,
     prep_task: dict | None = None,
+    metadata: list[dict] | None = None,
 ) -> dict:
     body: dict[str, Any] = {
         "id": job_id,
@@ -253,7 +271,7 @@ def job_body(
         "poolInfo": {"poolId": pool_id},
         "onAllTasksComplete": "noaction",
         "constraints": {"maxTaskRetryCount": 0},
-        "metadata": [{"name": "snakemake-workflow", "value": workflow}],
+        "metadata": [{"name": "snakemake-workflow", "value": workflow}, *(metadata or [])],
     }
     if prep_task:
         body["jobPreparationTask"] = prep_task

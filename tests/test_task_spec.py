@@ -147,6 +147,9 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
     )
     by_pattern = {s["filePattern"]: s for s in specs}
     assert by_pattern["out/x [[]1].txt"]["uploadOptions"]["uploadCondition"] == "tasksuccess"
+    # An escaped name makes the pattern a wildcard: the path is then the virtual directory of its fixed part,
+    # so the blob is still `files/out/x [1].txt` (not `files/out/x [1].txt/x [1].txt`).
+    assert by_pattern["out/x [[]1].txt"]["destination"]["container"]["path"] == "pre/runs/r/t/files/out"
     assert by_pattern["dir/**/*"]["destination"]["container"]["path"] == "pre/runs/r/t/files/dir"
     # Optional files: a one-character class keeps the pattern a wildcard, so a missing log is not an error.
     log = by_pattern["logs/a.lo[g]"]
@@ -158,6 +161,22 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
         assert spec["destination"]["container"]["path"] == f"pre/runs/r/t/batch/{name}"
         assert spec["uploadOptions"]["uploadCondition"] == "taskcompletion"
     assert all(s["destination"]["container"]["containerUrl"] == "http://h/c?sv=1&sig=x" for s in specs)
+
+
+@pytest.mark.parametrize(
+    "path, directory, pattern, destination",
+    [
+        ("plain.txt", False, "plain.txt", "f/plain.txt"),
+        ("a b/ü'\"#%.txt", False, "a b/ü'\"#%.txt", "f/a b/ü'\"#%.txt"),
+        ("q?/s*.txt", False, "q[?]/s[*].txt", "f"),
+        ("d[1]", True, "d[[]1]/**/*", "f"),
+        ("x/d", True, "x/d/**/*", "f/x/d"),
+    ],
+)
+def test_output_blob_is_always_the_path_under_the_files_dir(path, directory, pattern, destination):
+    spec = task_spec.output_file_spec(task_spec.OutputPath(path, directory=directory), "f", "http://h/c", "tasksuccess", None)
+    assert spec["filePattern"] == pattern
+    assert spec["destination"]["container"]["path"] == destination
 
 
 def test_output_files_with_managed_identity_carry_the_identity_reference():

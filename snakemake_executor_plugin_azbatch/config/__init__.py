@@ -18,6 +18,7 @@ from .reporting import Prices, resolve_reporting
 from .resource_files import ExtraResourceFile, resolve_resource_files
 from .storage import check_sas_lifetime, resolve_storage
 from .values import SettingValues
+from .machines import resolve_vm_sizes
 
 __all__ = ["AppPackage", "Config", "ExtraResourceFile", "Prices", "SettingsError", "account_name_from_url", "resolve"]
 
@@ -51,6 +52,8 @@ class Config:
     price_node_hour: Prices | None = None
     progress_interval: float = 10.0
     pool_creation: PoolCreation | None = None  # create --azbatch-pool-id when it does not exist
+    keep_orphans: bool = False
+    vm_sizes: tuple = ()  # vm_sizes.VmSize entries from --azbatch-vm-sizes
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -64,5 +67,6 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
     resolved.update(resolve_reporting(values))
     resolved.update(resolve_pool_creation(values))
     resolved["managed_identity"] = values.get("managed_identity") or None
+    resolved["vm_sizes"] = resolve_vm_sizes(values)
     check_sas_lifetime(resolved)
     return Config(**resolved)

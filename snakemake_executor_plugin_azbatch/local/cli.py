@@ -111,6 +111,10 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-pool-nodes", type=int, default=32, metavar="N",
                         help="most nodes of each kind (dedicated, Spot) one pool may have")
+    parser.add_argument(
+        "--active-job-quota", type=int, default=0,
+        help="active jobs the account may hold; more answers 409 ActiveJobAndScheduleQuotaReached (0: no limit)",
+    )
     _add_node_options(parser)
 
 
@@ -261,6 +265,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         autoscale_min_interval=args.autoscale_min_interval,
         autoscale_sample_seconds=args.autoscale_sample_seconds,
         max_pool_nodes=args.max_pool_nodes,
+        active_job_quota=args.active_job_quota,
         **overrides,  # type: ignore[arg-type]
     )
     config.validate()

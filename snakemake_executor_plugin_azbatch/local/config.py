@@ -136,6 +136,7 @@ class ServiceConfig:
     autoscale_min_interval: float = 300.0
     autoscale_sample_seconds: float = 30.0
     max_pool_nodes: int = 32
+    active_job_quota: int = 0  # active jobs the account may hold (Batch: 100-300 by default); 0 = no limit
     # Filled in by LocalService once ports are bound.
     account_url: str = ""
     storage: StorageEndpoint | None = None
@@ -149,6 +150,8 @@ class ServiceConfig:
             raise ConfigError(f"host {self.host!r}: the local service listens on loopback only; use 127.0.0.1")
         if not 0.0 <= self.fail_fraction <= 1.0 or not 0.0 <= self.preempt_fraction <= 1.0:
             raise ConfigError("--fail-fraction and --preempt-fraction must be between 0 and 1")
+        if self.active_job_quota < 0:
+            raise ConfigError(f"--active-job-quota {self.active_job_quota}: give 0 (no limit) or a positive number")
         if self.fail_status not in (429, 500, 503):
             raise ConfigError(f"--fail-status {self.fail_status}: choose 500, 503 or 429")
         if self.entra is not None and self.entra.token_lifetime < 1:

@@ -146,6 +146,11 @@ class JobExists(BatchError):
     default_message = "The specified job already exists."
 
 
+class ActiveJobAndScheduleQuotaReached(BatchError):
+    status, code = 409, "ActiveJobAndScheduleQuotaReached"
+    default_message = "The specified account has reached the maximum number of active jobs and job schedules."
+
+
 class TaskExists(BatchError):
     status, code = 409, "TaskExists"
     default_message = "The specified task already exists."

@@ -23,6 +23,7 @@ from typing import Any
 
 from .config import ServiceConfig
 from .errors import (
+    ActiveJobAndScheduleQuotaReached,
     ApplicationNotFound,
     BatchError,
     InvalidPropertyValue,
@@ -229,12 +230,21 @@ class BatchState:
             raise JobNotFound()
         return job
 
+    def _check_active_job_quota(self) -> None:
+        """Batch counts every job that has not completed against the account's active-job quota."""
+        quota = self.config.active_job_quota
+        if quota and sum(
+            1 for job in self.records.jobs.values() if not job.deleted and job.rest.get("state") != "completed"
+        ) >= quota:
+            raise ActiveJobAndScheduleQuotaReached()
+
     def create_job(self, body: dict) -> dict:
         job_id, pool_id = check_job_body(body)
         with self.records.lock:
             pool = self._pool_for_job(pool_id)
             if job_id.lower() in self.records.jobs:
                 raise JobExists()
+            self._check_active_job_quota()
             now = iso_now()
             rest: dict[str, Any] = {k: copy.deepcopy(v) for k, v in body.items() if k not in _RUNTIME_FIELDS}
             rest.update(

@@ -23,7 +23,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from ..azure_sdk import redact, retry_kwargs
+from ..azure_sdk import preflight_kwargs, redact, retry_kwargs
 from ..config import Config
 from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
@@ -82,7 +82,7 @@ class Staging:
         keyed = bool(self.config.storage_account_key or self.config.storage_connection_string)
         try:
             with explained(f"storage {self.service.url}", keyed=keyed):
-                self.container.get_container_properties()
+                self.container.get_container_properties(**preflight_kwargs(storage=True))
         except SettingsError:
             raise
         except ResourceNotFoundError:

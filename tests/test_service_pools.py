@@ -25,9 +25,9 @@ GROW_AND_SHRINK = (
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    from conftest import _start_service
+    from conftest import start_service
 
-    handle = _start_service(tmp_path_factory.mktemp("pools"),
+    handle = start_service(tmp_path_factory.mktemp("pools"),
                             {"autoscale_min_interval": 1.0, "autoscale_sample_seconds": 0.2, "max_pool_nodes": 4})
     yield handle
     handle.stop()

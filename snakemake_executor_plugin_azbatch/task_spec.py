@@ -208,8 +208,9 @@ def bootstrap_prefix(bootstrap: str, version: str, app_package_env_vars: Iterabl
     return "; ".join(parts)
 
 
-def preparation_script(version: str) -> str:
-    """Installs Snakemake `version` into the node's shared directory once per node; reuses a matching python3."""
+def bootstrap_preparation_script(version: str) -> str:
+    """Installs Snakemake `version` into the node's shared directory once per node; reuses a matching python3.
+    One part of the composed job preparation script (it may `exit 0` early: parts run in their own subshell)."""
     venv = node_snakemake_dir(version)
     return "\n".join(
         [
@@ -229,14 +230,27 @@ def preparation_script(version: str) -> str:
     )
 
 
-def preparation_task(version: str) -> dict:
-    return {
-        "id": "snakemake-bootstrap",
-        "commandLine": command_line(preparation_script(version)),
+PREPARATION_TASK_ID = "snakemake-prepare"
+
+
+def preparation_script(parts: Iterable[str]) -> str:
+    """One script from independent parts (bootstrap, sources, ...): each runs in its own subshell, so a part's
+    early `exit 0` ends only that part, and a failing part fails the whole preparation (`set -e`)."""
+    blocks = [f"(\n{part}\n)" for part in parts if part]
+    return "\n".join(["set -e", *blocks])
+
+
+def preparation_task(parts: Iterable[str], resource_files: list[dict] | None = None) -> dict:
+    body: dict[str, Any] = {
+        "id": PREPARATION_TASK_ID,
+        "commandLine": command_line(preparation_script(parts)),
         "waitForSuccess": True,
         "rerunOnNodeRebootAfterSuccess": False,
         "constraints": {"maxTaskRetryCount": 2},
     }
+    if resource_files:
+        body["resourceFiles"] = resource_files
+    return body
 
 
 def job_body(
@@ -274,12 +288,15 @@ class TaskRequest:
     max_wall_clock_seconds: int | None = None
     container_image: str | None = None
     application_packages: list[dict] = field(default_factory=list)
+    retention_seconds: int | None = None  # how long Batch keeps the task directory on its node
 
 
 def task_body(req: TaskRequest) -> dict:
     constraints: dict[str, Any] = {"maxTaskRetryCount": 0}  # Snakemake's --retries drives attempts
     if req.max_wall_clock_seconds:
         constraints["maxWallClockTime"] = iso_duration(req.max_wall_clock_seconds)
+    if req.retention_seconds:
+        constraints["retentionTime"] = iso_duration(req.retention_seconds)
     body: dict[str, Any] = {
         "id": req.id,
         "displayName": req.display_name[:1024],

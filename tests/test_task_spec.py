@@ -221,9 +221,11 @@ def test_bootstrap_prefix_and_preparation_task():
     assert '${AZ_BATCH_APP_PACKAGE_tools_1_0}/bin' in prefix
     assert "$AZ_BATCH_NODE_SHARED_DIR/snakemake-9.1.0/bin" in prefix
     assert task_spec.bootstrap_prefix("none", "9.1.0", []) == ""
-    prep = task_spec.preparation_task("9.1.0")
+    prep = task_spec.preparation_task([task_spec.bootstrap_preparation_script("9.1.0"), "echo sources"])
     script = shlex.split(prep["commandLine"])[2]
     assert prep["waitForSuccess"] is True
+    # Composed from parts, each in its own subshell: the bootstrap's early `exit 0` does not skip the sources.
+    assert script.startswith("set -e\n(\n") and script.endswith("\n)\n(\necho sources\n)")
     # A python3 that already has this Snakemake version is reused; otherwise one install per node.
     assert script.index("import sys, snakemake") < script.index("pip install")
     assert '"snakemake==9.1.0"' in script and "$AZ_BATCH_NODE_SHARED_DIR/snakemake-9.1.0" in script

@@ -14,6 +14,7 @@ from .numbers import resolve_numbers
 from .packages import AppPackage, resolve_packages
 from .reporting import Prices, resolve_reporting
 from .resource_files import ExtraResourceFile, resolve_resource_files
+from .scale import resolve_scale
 from .storage import check_sas_lifetime, resolve_storage
 from .values import SettingValues
 
@@ -48,6 +49,10 @@ class Config:
     price_core_hour: Prices | None = None
     price_node_hour: Prices | None = None
     progress_interval: float = 10.0
+    submit_concurrency: int = 4
+    input_manifest_threshold: int = 50
+    status_interval_max: float | None = None
+    task_retention_minutes: int = 60
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -59,6 +64,7 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
     resolved.update(resolve_bootstrap(values, has_packages=bool(resolved["application_packages"])))
     resolved.update(resolve_numbers(values))
     resolved.update(resolve_reporting(values))
+    resolved.update(resolve_scale(values))
     resolved["managed_identity"] = values.get("managed_identity") or None
     check_sas_lifetime(resolved)
     return Config(**resolved)

@@ -170,6 +170,7 @@ class Executor(RemoteExecutor):
                 f"snakemake {self.workflow_label} ({self.workdir})",
                 workflow=os.path.abspath(self.workflow.main_snakefile),
                 prep_task=prep,
+                common_env={task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
             )
             self.batch.create_job(body)
             self.batch_jobs[key] = job_id
@@ -180,17 +181,22 @@ class Executor(RemoteExecutor):
     def get_python_executable(self):
         return "python3"
 
-    def get_job_exec_prefix(self, job: JobExecutorInterface):
-        manifest = self.manifests.get(id(job))
+    def _job_wide_prefix(self) -> str:
+        """What every task runs before Snakemake, the same for the whole Batch job: it travels once, in the job's
+        common environment, and each task evaluates it (fewer bytes per task definition)."""
         parts = [
             task_spec.bootstrap_prefix(
                 self.config.bootstrap, self.snakemake_version, [p.env_var for p in self.config.application_packages]
             ),
-            node_commands.fetch_command(manifest) if manifest else "",
             node_commands.link_command(),  # the sources, extracted once per node by the preparation task
             self.config.precommand or "",
         ]
         return " && ".join(p for p in parts if p)
+
+    def get_job_exec_prefix(self, job: JobExecutorInterface):
+        manifest = self.manifests.get(id(job))
+        fetch = node_commands.fetch_command(manifest) + " && " if manifest else ""  # before the links: inputs win
+        return f'{fetch}eval "${task_spec.TASK_PREFIX_VARIABLE}"'
 
     # ---- staging -----------------------------------------------------------------------------------------------
     def _stage(self, pairs: list[tuple[str, str]]) -> list[dict]:

@@ -132,8 +132,7 @@ class Staging:
             self.service.account_name,
             self.config.storage_container,
             permission=permission,
-            start=start,
-            expiry=expiry,
+            expiry=expiry,  # no start time: valid at once, whatever a node's clock skew
             **signing,
         )
         if read:

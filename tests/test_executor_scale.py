@@ -88,3 +88,61 @@ def test_sources_are_one_archive_per_run_and_task_definitions_stay_small(local_s
         assert container.get_blob_client(archive_blob).get_blob_properties().last_modified == stamp
     finally:
         client.begin_delete_job(job.id, polling_interval=1).result()
+
+
+MANY = 3000
+
+
+def test_a_task_with_thousands_of_inputs_gets_them_through_a_checked_manifest(local_service, tmp_path):
+    files = {f"data/{i:04d}.txt": f"{i}\n" for i in range(MANY)}
+    files["Snakefile"] = f"""
+        rule gather:
+            input: expand("data/{{i:04d}}.txt", i=range({MANY}))
+            output: "total.txt"
+            shell: "cat {{input}} | awk '{{{{s += $1}}}} END {{{{print NR, s}}}}' > {{output}}"
+    """
+    workdir = write_files(tmp_path / "many", files)
+    client = local_service.batch_client()
+    before = local_service.metrics()
+    result = run_snakemake(
+        local_service, workdir, container="scale-many", SNAKEMAKE_AZBATCH_KEEP_JOB="true",
+        SNAKEMAKE_AZBATCH_INPUT_MANIFEST_THRESHOLD="100", timeout=400,
+    )
+    after = local_service.metrics()
+    job = kept_job(client, "many")
+    try:
+        assert result.returncode == 0, output_of(result)
+        assert (workdir / "total.txt").read_text().split() == [str(MANY), str(sum(range(MANY)))]
+        (task,) = client.list_tasks(job.id)
+        # One resource file (the manifest, named by its sha256) instead of 3000; the read URL is in the
+        # environment, never in the command line.
+        (manifest,) = task.resource_files
+        assert manifest.file_path.startswith(".azbatch/") and manifest.file_path.endswith(".manifest.json")
+        assert "?" not in task.command_line and "sig=" not in task.command_line
+        assert delta(before, after, "operations", "Tasks_CreateTaskCollection", "requestBytes") < 4096
+    finally:
+        client.begin_delete_job(job.id, polling_interval=1).result()
+
+
+def test_a_manifest_input_whose_blob_changed_fails_the_task_with_the_reason(local_service, tmp_path):
+    workdir = write_files(
+        tmp_path / "tamper",
+        {
+            "Snakefile": 'rule cat:\n    input: "a.txt", "b.txt"\n    output: "ab.txt"\n    shell: "cat {input} > {output}"\n',
+            "a.txt": "a\n",
+            "b.txt": "b\n",
+        },
+    )
+    env = {"SNAKEMAKE_AZBATCH_INPUT_MANIFEST_THRESHOLD": "1"}
+    result = run_snakemake(local_service, workdir, container="scale-tamper", **env)
+    assert result.returncode == 0, output_of(result)
+    assert (workdir / "ab.txt").read_text() == "a\nb\n"
+    # Someone overwrites b.txt's content-addressed blob: the node's sha256 check refuses it.
+    import hashlib
+
+    container = local_service.blob_service_client().get_container_client("scale-tamper")
+    digest = hashlib.sha256(b"b\n").hexdigest()
+    container.upload_blob(f"cas/sha256/{digest}", b"evil\n", overwrite=True)
+    result = run_snakemake(local_service, workdir, "--forceall", container="scale-tamper", **env)
+    assert result.returncode != 0
+    assert "input b.txt has sha256" in result.stdout + result.stderr, output_of(result)

@@ -299,13 +299,18 @@ class TaskRequest:
 
 def task_body(req: TaskRequest) -> dict:
     """Only what differs from Batch's defaults, so a collection of 100 stays small: no retries (the default 0;
-    Snakemake's --retries drives attempts), no display name (the id names rule, job and attempt)."""
+    Snakemake's --retries drives attempts), no empty lists. The display name stays: tools show it (run_demo.py's
+    task table, Batch Explorer)."""
     constraints: dict[str, Any] = {}
     if req.max_wall_clock_seconds:
         constraints["maxWallClockTime"] = iso_duration(req.max_wall_clock_seconds)
     if req.retention_seconds:
         constraints["retentionTime"] = iso_duration(req.retention_seconds)
-    body: dict[str, Any] = {"id": req.id, "commandLine": command_line(req.script)}
+    body: dict[str, Any] = {
+        "id": req.id,
+        "displayName": req.display_name[:1024],
+        "commandLine": command_line(req.script),
+    }
     if req.env:
         body["environmentSettings"] = [{"name": k, "value": str(v)} for k, v in sorted(req.env.items())]
     if req.resource_files:

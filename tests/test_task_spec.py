@@ -213,7 +213,7 @@ def test_task_body_runs_bash_keeps_env_out_of_the_command_line_and_disables_batc
 def test_task_body_omits_optional_parts():
     body = task_spec.task_body(task_spec.TaskRequest(id="t", display_name="t", script="true"))
     assert "requiredSlots" not in body and "containerSettings" not in body
-    assert "applicationPackageReferences" not in body and "constraints" not in body and "displayName" not in body
+    assert "applicationPackageReferences" not in body and "constraints" not in body
 
 
 def test_bootstrap_prefix_and_preparation_task():

@@ -28,10 +28,15 @@ from .job_quota import create_job_waiting
 from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
+from .polling import AdaptiveInterval, default_maximum
 from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
 from .settings import SettingsError
-from .staging import BlobLayout, NodePaths, Staging, StagingError
+from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
+from .staging.manifest import stage_manifest
+from .staging.node_helper import READ_URL_VARIABLE
+from .staging.sources_archive import PreparedSources, stage_sources
+from .submission import submit_in_parallel
 from .credentials import explain
 
 STATE_DIR = Path(".snakemake") / "azbatch"
@@ -56,6 +61,7 @@ class Executor(RemoteExecutor):
     completed_since: dict = {}  # Batch job id -> lower bound for the next round's completed-task filter
     reporting: RunReporting | None = None
     created_pool: str | None = None  # the pool this run created (pool_creation), deleted at the end unless kept
+    poll_interval: AdaptiveInterval | None = None
 
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
@@ -76,7 +82,8 @@ class Executor(RemoteExecutor):
         self.workflow_key = recovery.workflow_key(self.workdir)
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id
         self.pools: dict[str, PoolInfo] = {}
-        self.common_files: list[dict] | None = None  # sources and extra resource files, staged once per run
+        self.run_sources: PreparedSources | None = None  # the sources archive, staged once per run
+        self.manifests: dict[int, str] = {}  # id(job) -> sha256 of its input manifest, while its task is built
         self._submit_lock = threading.Lock()
         self._finalized = False
         self.completed_since = {}
@@ -88,6 +95,8 @@ class Executor(RemoteExecutor):
             # A loopback account is the local service: rounds are cheap there, and quick feedback matters.
             interval = 1.0 if is_loopback(self.config.account_url) else max(1.0, snakemake_interval)
         self.next_seconds_between_status_checks = interval
+        maximum = self.config.status_interval_max or default_maximum(interval)
+        self.poll_interval = AdaptiveInterval(interval, maximum)
         self.reporting = RunReporting(  # live progress and the run report (run_report/, progress.py)
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
@@ -214,7 +223,11 @@ class Executor(RemoteExecutor):
         if key not in self.batch_jobs:
             self.pool_info(pool_id, setting="the azbatch_pool resource")
             job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token)
-            prep = task_spec.preparation_task(self.snakemake_version) if self.config.bootstrap == "pip" else None
+            sources = self._run_sources()
+            bootstrap = (
+                task_spec.bootstrap_preparation_script(self.snakemake_version) if self.config.bootstrap == "pip" else ""
+            )
+            prep = task_spec.preparation_task([bootstrap, sources.script], sources.resource_files)
             body = task_spec.job_body(
                 job_id,
                 pool_id,
@@ -222,6 +235,7 @@ class Executor(RemoteExecutor):
                 workflow=os.path.abspath(self.workflow.main_snakefile),
                 prep_task=prep,
                 metadata=recovery.job_metadata(self.workflow_key, self.run_token),
+                common_env={task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
             )
             create_job_waiting(self.batch, body, self.logger, interval=max(1.0, min(15.0, self.next_seconds_between_status_checks)))
             self.batch_jobs[key] = job_id
@@ -232,14 +246,22 @@ class Executor(RemoteExecutor):
     def get_python_executable(self):
         return "python3"
 
-    def get_job_exec_prefix(self, job: JobExecutorInterface):
+    def _job_wide_prefix(self) -> str:
+        """What every task runs before Snakemake, the same for the whole Batch job: it travels once, in the job's
+        common environment, and each task evaluates it (fewer bytes per task definition)."""
         parts = [
             task_spec.bootstrap_prefix(
                 self.config.bootstrap, self.snakemake_version, [p.env_var for p in self.config.application_packages]
             ),
+            node_commands.link_command(),  # the sources, extracted once per node by the preparation task
             self.config.precommand or "",
         ]
         return " && ".join(p for p in parts if p)
+
+    def get_job_exec_prefix(self, job: JobExecutorInterface):
+        manifest = self.manifests.get(id(job))
+        fetch = node_commands.fetch_command(manifest) + " && " if manifest else ""  # before the links: inputs win
+        return f'{fetch}eval "${task_spec.TASK_PREFIX_VARIABLE}"'
 
     # ---- staging -----------------------------------------------------------------------------------------------
     def _stage(self, pairs: list[tuple[str, str]]) -> list[dict]:
@@ -249,27 +271,30 @@ class Executor(RemoteExecutor):
         blobs = self.staging.stage_files(p for p, _ in pairs)
         return [self.staging.resource_file(blobs[os.path.abspath(p)], node) for p, node in pairs]
 
-    def _common_files(self) -> list[dict]:
-        if self.common_files is None:
+    def _run_sources(self) -> PreparedSources:
+        """The run's sources and local extra files as one archive blob, extracted by each node's job preparation
+        task; URL extra files are downloaded there once per node too."""
+        if self.run_sources is None:
             pairs = []
             for source in sorted(self.workflow.dag.get_sources()):
                 for f in NodePaths.expand(source):
                     if os.path.isfile(f):
                         pairs.append((f, self.node_paths.node_path(f, "workflow source")))
-            specs = self._stage(pairs)
-            local_extra = [(x.source, x.node_path) for x in self.config.resource_files if not x.is_url]
-            specs += self._stage(local_extra)
-            specs += [
-                {"httpUrl": x.source, "filePath": x.node_path} for x in self.config.resource_files if x.is_url
-            ]
-            self.common_files = specs
-        return self.common_files
+            pairs += [(x.source, x.node_path) for x in self.config.resource_files if not x.is_url]
+            urls = [(x.source, x.node_path) for x in self.config.resource_files if x.is_url]
+            self.run_sources = stage_sources(self.staging, STATE_DIR / "sources.tar.gz", pairs, urls)
+        return self.run_sources
 
-    def _job_resource_files(self, pairs: list[tuple[str, str]], blobs: dict[str, str]) -> list[dict]:
-        by_node_path = {spec["filePath"]: spec for spec in self._common_files()}
-        for local, node in pairs:
-            by_node_path[node.replace(os.sep, "/")] = self.staging.resource_file(blobs[os.path.abspath(local)], node)
-        return list(by_node_path.values())
+    def _input_files(self, job, pairs: list[tuple[str, str]], blobs: dict[str, str]) -> tuple[list[dict], dict]:
+        """The task's input resource files and extra environment: one per input, or above the threshold one
+        manifest the task fetches itself (not with a managed identity: the node would need a token of its own)."""
+        if len(pairs) > self.config.input_manifest_threshold and not self.staging.identity:
+            spec, digest = stage_manifest(self.staging, pairs, blobs)
+            self.manifests[id(job)] = digest
+            return [spec], {READ_URL_VARIABLE: self.staging.read_container_url()}
+        files = {node.replace(os.sep, "/"): self.staging.resource_file(blobs[os.path.abspath(local)], node)
+                 for local, node in pairs}
+        return list(files.values()), {}
 
     # ---- submission --------------------------------------------------------------------------------------------
     def _resource(self, job: JobExecutorInterface, name: str):
@@ -295,7 +320,7 @@ class Executor(RemoteExecutor):
     ) -> task_spec.TaskRequest:
         tid = task_spec.task_id(job)
         task_prefix = self.layout.task_prefix(self.run_token, tid)
-        resource_files = self._job_resource_files(pairs, blobs)
+        resource_files, extra_env = self._input_files(job, pairs, blobs)
         output_files = task_spec.output_file_specs(
             files,
             self.layout.task_files_dir(task_prefix),
@@ -310,17 +335,22 @@ class Executor(RemoteExecutor):
         problem = pool.container_problem(job.name, image) or self.resource_problem(job, pool)
         if problem:
             raise SettingsError(problem)
+        try:
+            script = self.format_job_exec(job)
+        finally:
+            self.manifests.pop(id(job), None)
         return task_spec.TaskRequest(
             id=tid,
             display_name=f"{job.name} {job.jobid} attempt {job.attempt}",
-            script=self.format_job_exec(job),
-            env=self.envvars(),
+            script=script,
+            env={**self.envvars(), **extra_env},
             resource_files=resource_files,
             output_files=output_files,
             slots=slots,
             max_wall_clock_seconds=task_spec.runtime_seconds(job.resources),
             container_image=image,
             application_packages=[p.reference() for p in self.config.application_packages],
+            retention_seconds=self.config.task_retention_minutes * 60 or None,
         )
 
     def _report_preparation_error(self, job: JobExecutorInterface, e: Exception) -> None:
@@ -356,7 +386,7 @@ class Executor(RemoteExecutor):
                 except Exception as e:
                     self._report_preparation_error(job, e)
             try:
-                self._common_files()
+                self._run_sources()
                 blobs = self.staging.stage_files(p for _, pairs in staged_inputs.values() for p, _ in pairs)
             except Exception:
                 blobs = None  # stage job by job below, so a problem is reported for the job it belongs to
@@ -377,12 +407,9 @@ class Executor(RemoteExecutor):
                     continue
                 by_job_id[batch_job].append((job, request))
                 pool_of_job[batch_job] = pool.id
+            bodies_by_job = {bj: [task_spec.task_body(r) for _, r in items] for bj, items in by_job_id.items()}
+            results = submit_in_parallel(self.batch, bodies_by_job, self.config.submit_concurrency)
             for batch_job, items in by_job_id.items():
-                bodies = [task_spec.task_body(request) for _, request in items]
-                try:
-                    results = self.batch.submit_tasks(batch_job, bodies)
-                except Exception as e:
-                    results = {body["id"]: f"task submission failed: {error_text(e)}" for body in bodies}
                 for job, request in items:
                     error = results.get(request.id, "no result from Batch")
                     aux = {
@@ -406,6 +433,8 @@ class Executor(RemoteExecutor):
         gone: set[str] = set()
         batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
         self.status_rounds += 1
+        job_ids_active = {j.external_jobid: 1 for j in active_jobs}
+        finished = 0
         self.logger.debug(f"azbatch: status round {self.status_rounds}: one task list for each of {len(batch_jobs)} Batch job(s)")
         for batch_job in batch_jobs:
             async with self.status_rate_limiter:
@@ -424,6 +453,7 @@ class Executor(RemoteExecutor):
                     continue
             for task in tasks:
                 completed[task.id] = task
+                finished += job_ids_active.get(task.id, 0)
             if self.reporting is not None:
                 self.reporting.tasks_listed(tasks)
             stamps = [t.state_transition_time for t in tasks if t.state_transition_time is not None]
@@ -431,6 +461,9 @@ class Executor(RemoteExecutor):
                 # A margin covers tasks whose completion becomes visible after later ones; repeats are ignored
                 # because only still-active jobs are looked up.
                 self.completed_since[batch_job] = max(stamps) - COMPLETION_MARGIN
+        # Newly completed tasks (not repeats from the margin) keep the interval short; quiet rounds lengthen it.
+        if self.poll_interval is not None:
+            self.next_seconds_between_status_checks = self.poll_interval.after_round(finished)
         for job_info in active_jobs:
             if job_info.aux["batch_job"] in gone:
                 self.report_job_error(

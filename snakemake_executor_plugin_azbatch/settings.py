@@ -212,6 +212,39 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="SECONDS",
         ),
     )
+    # ---- scale: submission, inputs, polling, retention (config/scale.py) ----
+    submit_concurrency: int = field(
+        default=4,
+        metadata=_setting(
+            "Task-collection requests (up to 100 tasks each) sent in parallel when many jobs are ready.",
+            metavar="N",
+        ),
+    )
+    input_manifest_threshold: int = field(
+        default=50,
+        metadata=_setting(
+            "A task with more inputs than this gets them through one content-addressed manifest blob that it "
+            "fetches and checks (sha256) itself, instead of one resource file each (Batch refuses task "
+            "definitions over 1 MB).",
+            metavar="N",
+        ),
+    )
+    status_interval_max: Optional[float] = field(
+        default=None,
+        metadata=_setting(
+            "Longest wait between status rounds: the interval starts at --azbatch-status-interval, grows while "
+            "no task completes and drops back when one does; default 10 times the interval, at most 60.",
+            metavar="SECONDS",
+        ),
+    )
+    task_retention: int = field(
+        default=60,
+        metadata=_setting(
+            "Minutes Batch keeps a finished task's directory on its node (the task's retentionTime); outputs "
+            "and logs are already in Blob storage by then. 0 keeps Batch's default (7 days).",
+            metavar="MINUTES",
+        ),
+    )
     # ---- run report and live progress (run_report/, progress.py) ----
     report_dir: str = field(
         default=DEFAULT_REPORT_DIR,

@@ -11,6 +11,8 @@ from typing import Any, Iterable, Mapping
 
 MAX_ID_LENGTH = 64
 BATCH_LOG_FILES = ("stdout.txt", "stderr.txt")
+BATCH_LOGS_PATTERN = "../std*.txt"  # matches exactly BATCH_LOG_FILES in the task directory
+TASK_PREFIX_VARIABLE = "AZBATCH_TASK_PREFIX"  # the job-wide part of every task's script (job environment)
 
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -158,17 +160,18 @@ def output_file_specs(
     `batch_logs_dir` are the task's virtual blob directories (staging's BlobLayout)."""
     specs = [output_file_spec(o, files_dir, container_url, "tasksuccess", identity) for o in files.outputs]
     specs += [output_file_spec(o, files_dir, container_url, "taskcompletion", identity) for o in files.logs]
-    for name in BATCH_LOG_FILES:
-        container: dict[str, Any] = {"containerUrl": container_url, "path": f"{batch_logs_dir}/{name}"}
-        if identity:
-            container["identityReference"] = identity
-        specs.append(
-            {
-                "filePattern": f"../{name}",
-                "destination": {"container": container},
-                "uploadOptions": {"uploadCondition": "taskcompletion"},
-            }
-        )
+    # One pattern for both of Batch's logs (its fixed part is "..", so the blobs are <dir>/stdout.txt and
+    # <dir>/stderr.txt): one container URL with its SAS less per task definition.
+    container: dict[str, Any] = {"containerUrl": container_url, "path": batch_logs_dir}
+    if identity:
+        container["identityReference"] = identity
+    specs.append(
+        {
+            "filePattern": BATCH_LOGS_PATTERN,
+            "destination": {"container": container},
+            "uploadOptions": {"uploadCondition": "taskcompletion"},
+        }
+    )
     return specs
 
 
@@ -225,8 +228,9 @@ def bootstrap_prefix(bootstrap: str, version: str, app_package_env_vars: Iterabl
     return "; ".join(parts)
 
 
-def preparation_script(version: str) -> str:
-    """Installs Snakemake `version` into the node's shared directory once per node; reuses a matching python3."""
+def bootstrap_preparation_script(version: str) -> str:
+    """Installs Snakemake `version` into the node's shared directory once per node; reuses a matching python3.
+    One part of the composed job preparation script (it may `exit 0` early: parts run in their own subshell)."""
     venv = node_snakemake_dir(version)
     return "\n".join(
         [
@@ -246,14 +250,27 @@ def preparation_script(version: str) -> str:
     )
 
 
-def preparation_task(version: str) -> dict:
-    return {
-        "id": "snakemake-bootstrap",
-        "commandLine": command_line(preparation_script(version)),
+PREPARATION_TASK_ID = "snakemake-prepare"
+
+
+def preparation_script(parts: Iterable[str]) -> str:
+    """One script from independent parts (bootstrap, sources, ...): each runs in its own subshell, so a part's
+    early `exit 0` ends only that part, and a failing part fails the whole preparation (`set -e`)."""
+    blocks = [f"(\n{part}\n)" for part in parts if part]
+    return "\n".join(["set -e", *blocks])
+
+
+def preparation_task(parts: Iterable[str], resource_files: list[dict] | None = None) -> dict:
+    body: dict[str, Any] = {
+        "id": PREPARATION_TASK_ID,
+        "commandLine": command_line(preparation_script(parts)),
         "waitForSuccess": True,
         "rerunOnNodeRebootAfterSuccess": False,
         "constraints": {"maxTaskRetryCount": 2},
     }
+    if resource_files:
+        body["resourceFiles"] = resource_files
+    return body
 
 
 def job_body(
@@ -264,6 +281,7 @@ def job_body(
     workflow: str,
     prep_task: dict | None = None,
     metadata: list[dict] | None = None,
+    common_env: Mapping[str, str] | None = None,
 ) -> dict:
     body: dict[str, Any] = {
         "id": job_id,
@@ -275,6 +293,8 @@ def job_body(
     }
     if prep_task:
         body["jobPreparationTask"] = prep_task
+    if common_env:
+        body["commonEnvironmentSettings"] = [{"name": k, "value": str(v)} for k, v in sorted(common_env.items())]
     return body
 
 
@@ -292,21 +312,31 @@ class TaskRequest:
     max_wall_clock_seconds: int | None = None
     container_image: str | None = None
     application_packages: list[dict] = field(default_factory=list)
+    retention_seconds: int | None = None  # how long Batch keeps the task directory on its node
 
 
 def task_body(req: TaskRequest) -> dict:
-    constraints: dict[str, Any] = {"maxTaskRetryCount": 0}  # Snakemake's --retries drives attempts
+    """Only what differs from Batch's defaults, so a collection of 100 stays small: no retries (the default 0;
+    Snakemake's --retries drives attempts), no empty lists. The display name stays: tools show it (run_demo.py's
+    task table, Batch Explorer)."""
+    constraints: dict[str, Any] = {}
     if req.max_wall_clock_seconds:
         constraints["maxWallClockTime"] = iso_duration(req.max_wall_clock_seconds)
+    if req.retention_seconds:
+        constraints["retentionTime"] = iso_duration(req.retention_seconds)
     body: dict[str, Any] = {
         "id": req.id,
         "displayName": req.display_name[:1024],
         "commandLine": command_line(req.script),
-        "environmentSettings": [{"name": k, "value": str(v)} for k, v in sorted(req.env.items())],
-        "resourceFiles": req.resource_files,
-        "outputFiles": req.output_files,
-        "constraints": constraints,
     }
+    if req.env:
+        body["environmentSettings"] = [{"name": k, "value": str(v)} for k, v in sorted(req.env.items())]
+    if req.resource_files:
+        body["resourceFiles"] = req.resource_files
+    if req.output_files:
+        body["outputFiles"] = req.output_files
+    if constraints:
+        body["constraints"] = constraints
     if req.slots:
         body["requiredSlots"] = req.slots
     if req.container_image:

@@ -156,10 +156,10 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
     assert log["uploadOptions"]["uploadCondition"] == "taskcompletion"
     assert log["destination"]["container"]["path"] == "pre/runs/r/t/files/logs"
     assert by_pattern["top.lo[g]"]["destination"]["container"]["path"] == "pre/runs/r/t/files"
-    for name in ("stdout.txt", "stderr.txt"):
-        spec = by_pattern[f"../{name}"]
-        assert spec["destination"]["container"]["path"] == f"pre/runs/r/t/batch/{name}"
-        assert spec["uploadOptions"]["uploadCondition"] == "taskcompletion"
+    # Batch's stdout.txt and stderr.txt (next to the working directory): one wildcard spec, blobs batch/<name>.
+    spec = by_pattern["../std*.txt"]
+    assert spec["destination"]["container"]["path"] == "pre/runs/r/t/batch"
+    assert spec["uploadOptions"]["uploadCondition"] == "taskcompletion"
     assert all(s["destination"]["container"]["containerUrl"] == "http://h/c?sv=1&sig=x" for s in specs)
 
 
@@ -201,7 +201,7 @@ def test_runtime_minutes_become_max_wall_clock_time():
     assert task_spec.runtime_seconds({}) is None
     assert task_spec.runtime_seconds({"runtime": "1h"}) is None  # Snakemake normalises runtimes to minutes
     body = task_spec.task_body(task_spec.TaskRequest(id="t", display_name="t", script="true", max_wall_clock_seconds=5400))
-    assert body["constraints"] == {"maxTaskRetryCount": 0, "maxWallClockTime": "PT5400S"}
+    assert body["constraints"] == {"maxWallClockTime": "PT5400S"}  # no retries: Batch's default 0
 
 
 def test_task_body_runs_bash_keeps_env_out_of_the_command_line_and_disables_batch_retries():
@@ -223,7 +223,7 @@ def test_task_body_runs_bash_keeps_env_out_of_the_command_line_and_disables_batc
     assert shlex.split(body["commandLine"]) == ["/bin/bash", "-c", script]
     assert secret not in body["commandLine"]
     assert body["environmentSettings"] == [{"name": "A", "value": "1"}, {"name": "MY_TOKEN", "value": secret}]
-    assert body["constraints"]["maxTaskRetryCount"] == 0
+    assert "constraints" not in body  # Batch's default: no retries
     assert body["requiredSlots"] == 2
     assert body["containerSettings"]["imageName"] == "python:3.11"
     assert body["applicationPackageReferences"] == [{"applicationId": "tools", "version": "1.0"}, {"applicationId": "other"}]
@@ -232,7 +232,7 @@ def test_task_body_runs_bash_keeps_env_out_of_the_command_line_and_disables_batc
 def test_task_body_omits_optional_parts():
     body = task_spec.task_body(task_spec.TaskRequest(id="t", display_name="t", script="true"))
     assert "requiredSlots" not in body and "containerSettings" not in body
-    assert "applicationPackageReferences" not in body and "maxWallClockTime" not in body["constraints"]
+    assert "applicationPackageReferences" not in body and "constraints" not in body
 
 
 def test_bootstrap_prefix_and_preparation_task():
@@ -240,9 +240,11 @@ def test_bootstrap_prefix_and_preparation_task():
     assert '${AZ_BATCH_APP_PACKAGE_tools_1_0}/bin' in prefix
     assert "$AZ_BATCH_NODE_SHARED_DIR/snakemake-9.1.0/bin" in prefix
     assert task_spec.bootstrap_prefix("none", "9.1.0", []) == ""
-    prep = task_spec.preparation_task("9.1.0")
+    prep = task_spec.preparation_task([task_spec.bootstrap_preparation_script("9.1.0"), "echo sources"])
     script = shlex.split(prep["commandLine"])[2]
     assert prep["waitForSuccess"] is True
+    # Composed from parts, each in its own subshell: the bootstrap's early `exit 0` does not skip the sources.
+    assert script.startswith("set -e\n(\n") and script.endswith("\n)\n(\necho sources\n)")
     # A python3 that already has this Snakemake version is reused; otherwise one install per node.
     assert script.index("import sys, snakemake") < script.index("pip install")
     assert '"snakemake==9.1.0"' in script and "$AZ_BATCH_NODE_SHARED_DIR/snakemake-9.1.0" in script

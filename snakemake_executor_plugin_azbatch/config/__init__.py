@@ -16,6 +16,7 @@ from .packages import AppPackage, resolve_packages
 from .pool_creation import resolve_pool_creation
 from .reporting import Prices, resolve_reporting
 from .resource_files import ExtraResourceFile, resolve_resource_files
+from .scale import resolve_scale
 from .storage import check_sas_lifetime, resolve_storage
 from .values import SettingValues
 from .machines import resolve_vm_sizes
@@ -54,6 +55,10 @@ class Config:
     pool_creation: PoolCreation | None = None  # create --azbatch-pool-id when it does not exist
     keep_orphans: bool = False
     vm_sizes: tuple = ()  # vm_sizes.VmSize entries from --azbatch-vm-sizes
+    submit_concurrency: int = 4
+    input_manifest_threshold: int = 50
+    status_interval_max: float | None = None
+    task_retention_minutes: int = 60
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -66,6 +71,7 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
     resolved.update(resolve_numbers(values))
     resolved.update(resolve_reporting(values))
     resolved.update(resolve_pool_creation(values))
+    resolved.update(resolve_scale(values))
     resolved["managed_identity"] = values.get("managed_identity") or None
     resolved["vm_sizes"] = resolve_vm_sizes(values)
     check_sas_lifetime(resolved)

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..settings import DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
+from ..settings import DEFAULT_CONDA_INSTALLER, DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
 from .account import account_name_from_url, resolve_account
 from .bootstrap import resolve_bootstrap
 from .numbers import resolve_numbers
@@ -38,7 +38,7 @@ class Config:
     application_packages: tuple[AppPackage, ...]
     resource_files: tuple[ExtraResourceFile, ...]
     precommand: str | None
-    bootstrap: str  # resolved: pip | container | app-package | none
+    bootstrap: str  # resolved: pip | offline | container | app-package | none
     mounted_paths: tuple[str, ...]
     managed_identity: str | None
     sas_hours: int
@@ -48,6 +48,9 @@ class Config:
     price_core_hour: Prices | None = None
     price_node_hour: Prices | None = None
     progress_interval: float = 10.0
+    node_python: str | None = None  # X.Y, for the offline wheelhouse
+    node_provides: tuple[str, ...] = ()  # conda, apptainer
+    conda_installer: str = DEFAULT_CONDA_INSTALLER
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:

@@ -121,7 +121,8 @@ class ServiceHandle:
         self.service.stop()
 
 
-def _start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
+def start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
+    """A started service whose every process is cleaned up at session end (also for module-scoped fixtures)."""
     from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
     from snakemake_executor_plugin_azbatch.local.service import LocalService
 
@@ -137,7 +138,7 @@ def _start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
 
 @pytest.fixture(scope="session")
 def local_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
-    handle = _start_service(tmp_path_factory.mktemp("azbatch-local"), {})
+    handle = start_service(tmp_path_factory.mktemp("azbatch-local"), {})
     try:
         yield handle
     finally:
@@ -153,7 +154,7 @@ def entra_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceH
     """One shared service with `--entra` (hence HTTPS), whose tokens live ENTRA_TOKEN_LIFETIME_S seconds."""
     from snakemake_executor_plugin_azbatch.local.token_authority import EntraConfig
 
-    handle = _start_service(
+    handle = start_service(
         tmp_path_factory.mktemp("azbatch-local-entra"), {"entra": EntraConfig(token_lifetime=ENTRA_TOKEN_LIFETIME_S)}
     )
     try:
@@ -169,7 +170,7 @@ def make_service(tmp_path: Path) -> Iterator[Callable[..., ServiceHandle]]:
     def factory(**overrides: Any) -> ServiceHandle:
         root = overrides.pop("root", None) or tmp_path / f"service{len(handles)}"
         try:
-            handle = _start_service(Path(root), overrides)
+            handle = start_service(Path(root), overrides)
         except BaseException:
             if _started_services and _started_services[-1] not in handles:
                 handles.append(_started_services[-1])

@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import _start_service
+from conftest import start_service
 from executor_runs import delta, output_of, run_snakemake, snakemake_command, snakemake_env, write_files
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
@@ -49,7 +49,7 @@ WORKFLOW = """
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """Two nodes with one slot each, whatever the machine: six tasks at once must queue."""
-    handle = _start_service(tmp_path_factory.mktemp("report-service"), {"pools": ["local:2:1"]})
+    handle = start_service(tmp_path_factory.mktemp("report-service"), {"pools": ["local:2:1"]})
     try:
         yield handle
     finally:

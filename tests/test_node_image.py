@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from node_sandbox import IMAGE_DIR, REPO, Node, skip_unless, stock_image
+from static_http import handler_for
 
 from snakemake_executor_plugin_azbatch.local import isolation, node_image
 
@@ -220,21 +221,10 @@ def test_a_stopped_sandbox_launches_nothing(make_node):
         node.sandbox.launch(["true"], cwd=node.wd, env=node.env(), admin=False)
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"hello from the local service"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def loopback_servers():
-    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello) for _ in range(2)]
+    hello = handler_for(b"hello from the local service")
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), hello) for _ in range(2)]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     yield [server.server_address[1] for server in servers]

@@ -231,9 +231,15 @@ def upload_output_files(
     env: dict[str, str],
     succeeded: bool,
     storage: StorageEndpoint | None,
+    confine: Path | None = None,
 ) -> UploadOutcome:
-    """Upload the files matching each pattern whose uploadCondition applies; collect (not raise) errors."""
+    """Upload the files matching each pattern whose uploadCondition applies; collect (not raise) errors.
+
+    confine: a directory every uploaded file must really lie in (symlinks resolved). Stock nodes share only their
+    Batch directories with the host, so a file (or symlink) anywhere else is not the node's and is not uploaded.
+    """
     outcome = UploadOutcome([], [])
+    real_confine = Path(confine).resolve() if confine is not None else None
     for spec in output_files:
         condition = str(spec["uploadOptions"]["uploadCondition"]).lower()
         if condition == "tasksuccess" and not succeeded or condition == "taskfailure" and succeeded:
@@ -264,6 +270,9 @@ def upload_output_files(
             outcome.errors.append(f"{redact(url)}: bad container URL ({type(err).__name__})")
             continue
         for path in matches:
+            if real_confine is not None and not Path(path).resolve().is_relative_to(real_confine):
+                outcome.errors.append(f"{path} is not on the node's disk under {confine} (a symlink out of it?)")
+                continue
             if wildcard:
                 rel = os.path.relpath(path, base)
                 name = f"{dest_path}/{rel}" if dest_path else rel

@@ -25,7 +25,8 @@ from typing import NoReturn
 
 from . import node_image as node_image_module
 from .azurite import AzuriteError
-from .config import AppPackageSpec, ConfigError, PoolSpec, ServiceConfig
+from . import pool_file
+from .config import NODE_NETWORKS, AppPackageSpec, ConfigError, PoolSpec, ServiceConfig, default_pools
 from .service import LocalService
 
 PROG = "azbatch-local"
@@ -100,6 +101,55 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         "--token-lifetime", type=int, default=None, metavar="SECONDS",
         help="lifetime of the tokens the authority issues (default: 3600); short ones rehearse token refresh",
     )
+    _add_node_options(parser)
+
+
+def _add_node_options(parser: argparse.ArgumentParser) -> None:
+    """Pools beyond --pool (containers, start tasks, a pool file) and what the nodes run in."""
+    parser.add_argument(
+        "--container-pool",
+        action="append",
+        default=[],
+        metavar="ID[:NODES[:SLOTS]]",
+        help="a container-enabled pool (containerConfiguration dockerCompatible): tasks need containerSettings and "
+        "run in podman (repeatable)",
+    )
+    parser.add_argument(
+        "--pool-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="pools from a JSON or YAML file: id, nodes, slots, vmSize, containerConfiguration, startTask",
+    )
+    parser.add_argument(
+        "--start-task",
+        action="append",
+        default=[],
+        metavar="POOL=COMMAND",
+        help="a start task for POOL's nodes (waitForSuccess, non-admin; the pool file gives every property)",
+    )
+    parser.add_argument(
+        "--node-image",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run every node in the stock node image in DIR (`azbatch-local node-image build DIR`), isolated from "
+        "the host; needs root, bubblewrap and util-linux",
+    )
+    parser.add_argument(
+        "--node-network",
+        choices=NODE_NETWORKS,
+        default="host",
+        help="with --node-image: 'host' (nodes reach what this machine reaches) or 'local-only' (only the local "
+        "Batch service and storage)",
+    )
+    parser.add_argument(
+        "--podman-store",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="podman store of container pools (default: 'podman' next to --node-image's DIR, else ROOT/cache/podman)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,8 +212,9 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: choose 0 (any free port) or a port between 1 and 65535")
     overrides: dict[str, object] = {}
-    if args.pool:
-        overrides["pools"] = [PoolSpec.parse(text) for text in args.pool]
+    pools = _pools_from_args(args)
+    if pools:
+        overrides["pools"] = pools
     if args.account_name is not None:
         if not args.account_name.isalnum():
             raise ConfigError(f"--account-name {args.account_name!r}: use letters and digits only")
@@ -194,10 +245,26 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         preempt_fraction=args.preempt_fraction,
         seed=args.seed,
         https=args.https or args.entra,
+        node_image=args.node_image,
+        node_network=args.node_network,
+        podman_store=args.podman_store,
         **overrides,  # type: ignore[arg-type]
     )
     config.validate()
     return config
+
+
+def _pools_from_args(args: argparse.Namespace) -> list[PoolSpec]:
+    """--pool, --container-pool and --pool-file pools in that order, then --start-task applied to them."""
+    pools = [PoolSpec.parse(text) for text in args.pool]
+    pools += [pool_file.container_pool(text) for text in args.container_pool]
+    if args.pool_file is not None:
+        pools += pool_file.load_pool_file(args.pool_file)
+    if args.start_task and not pools:
+        pools = default_pools()
+    for text in args.start_task:
+        pools = pool_file.with_start_task(pools, text)
+    return pools
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ AZURITE_ACCOUNT_KEY = (
 )
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+NODE_NETWORKS = ("host", "local-only")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -36,24 +37,34 @@ class PoolSpec:
     id: str
     nodes: int
     slots: int
+    vm_size: str | None = None  # None: the service's default VM size
+    # BatchContainerConfiguration ({"type": "dockerCompatible", "containerImageNames": [...]}): container-enabled
+    container_configuration: dict | None = None
+    start_task: dict | None = None  # BatchStartTask, its defaults filled in (pool_file.start_task)
 
     @classmethod
-    def parse(cls, text: str) -> "PoolSpec":
+    def parse(cls, text: str, option: str = "--pool", **settings) -> "PoolSpec":
         """Parse `ID[:NODES[:SLOTS]]`; missing parts default to one node with the machine's cores as slots."""
         parts = text.split(":")
         if len(parts) > 3 or not _ID_RE.match(parts[0]):
             raise ConfigError(
-                f"--pool {text!r}: expected ID[:NODES[:SLOTS]] with an ID of letters, digits, '-' or '_' (≤ 64)"
+                f"{option} {text!r}: expected ID[:NODES[:SLOTS]] with an ID of letters, digits, '-' or '_' (≤ 64)"
             )
         try:
             nums = [int(p) for p in parts[1:]]
         except ValueError:
-            raise ConfigError(f"--pool {text!r}: NODES and SLOTS must be whole numbers, e.g. --pool big:2:4") from None
+            raise ConfigError(
+                f"{option} {text!r}: NODES and SLOTS must be whole numbers, e.g. {option} big:2:4"
+            ) from None
         if any(n < 0 for n in nums) or (len(nums) == 2 and nums[1] < 1):
-            raise ConfigError(f"--pool {text!r}: NODES must be ≥ 0 and SLOTS ≥ 1")
+            raise ConfigError(f"{option} {text!r}: NODES must be ≥ 0 and SLOTS ≥ 1")
         nodes = nums[0] if nums else 1
         slots = nums[1] if len(nums) > 1 else default_slots()
-        return cls(parts[0], nodes, slots)
+        return cls(parts[0], nodes, slots, **settings)
+
+    @property
+    def container_enabled(self) -> bool:
+        return self.container_configuration is not None
 
 
 def default_slots() -> int:
@@ -117,6 +128,9 @@ class ServiceConfig:
     seed: int = 0
     https: bool = False  # TLS on the Batch API and storage (a generated CA; see tls.py)
     entra: EntraConfig | None = None  # a local token authority and bearer tokens (implies https)
+    node_image: Path | None = None  # a stock node image directory: nodes run in it (stock_backend); None: the host
+    node_network: str = "host"  # "host" | "local-only" (stock nodes reach the local service and nothing else)
+    podman_store: Path | None = None  # podman store of container pools; None: next to the node image / ROOT/cache
     # Filled in by LocalService once ports are bound.
     account_url: str = ""
     storage: StorageEndpoint | None = None
@@ -137,3 +151,37 @@ class ServiceConfig:
         ids = [p.id.lower() for p in self.pools]
         if len(set(ids)) != len(ids):
             raise ConfigError("--pool: pool ids must be unique (case-insensitive)")
+        if self.node_network not in NODE_NETWORKS:
+            raise ConfigError(f"--node-network {self.node_network!r}: choose one of {', '.join(NODE_NETWORKS)}")
+        if self.node_network != "host" and self.node_image is None:
+            raise ConfigError("--node-network local-only needs --node-image DIR (host nodes share the host's network)")
+        self._check_node_prerequisites()
+
+    def _check_node_prerequisites(self) -> None:
+        """What --node-image and container pools need on this machine, checked before anything starts."""
+        from . import containers, isolation, node_image
+
+        if self.node_image is not None:
+            try:
+                node_image.load(Path(self.node_image))
+            except node_image.NodeImageError as exc:
+                raise ConfigError(f"--node-image: {exc}") from None
+            missing = isolation.missing_packages()
+            if missing:
+                raise ConfigError(f"--node-image needs {', '.join(missing)}: install the Debian package(s)")
+            if os.geteuid() != 0:
+                raise ConfigError("--node-image needs root (nodes mount their disk and namespaces): run as root")
+        container_pools = [p.id for p in self.pools if p.container_enabled]
+        missing = containers.missing_packages() if container_pools else []
+        if missing:
+            raise ConfigError(f"pool {container_pools[0]!r} is container-enabled, which needs podman: install the "
+                              f"Debian package(s) {' '.join(missing)}")
+
+    def podman_store_dir(self) -> Path:
+        """Where container pools keep their images: --podman-store, else `podman/` beside the node image (where
+        `azbatch-local node-image build --podman` imports it), else ROOT/cache/podman."""
+        if self.podman_store is not None:
+            return Path(self.podman_store)
+        if self.node_image is not None:
+            return Path(self.node_image).absolute().parent / "podman"
+        return Path(self.root) / "cache" / "podman"

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .loopback_forwarder import LoopbackForwarder
 from .node_image import NODE_PATH, NodeImage
+from .node_layout import split_launcher_env
 
 NETWORK_HOST = "host"
 NETWORK_LOCAL_ONLY = "local-only"
@@ -50,12 +51,6 @@ ADMIN_CAPABILITIES = (
 )  # fmt: skip
 _TOOLS = {"bwrap": "bubblewrap", "unshare": "util-linux", "nsenter": "util-linux", "mount": "mount"}
 _READY_TIMEOUT_S = 30.0
-# Variables the host-side launchers (nsenter, bwrap, podman, conmon, runc) would act on themselves (dynamic
-# loader, libc, temp/config/home lookups). They reach the task as explicit values (--setenv / --env K=V): they hold
-# paths and options, not secrets. Every other variable travels only in the environment, never in a command line.
-_LAUNCHER_VARIABLES = ("PATH", "HOME", "TMPDIR", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RES_OPTIONS",
-                       "LOCALDOMAIN", "TZDIR")  # fmt: skip
-_LAUNCHER_PREFIXES = ("LD_", "MALLOC_", "XDG_", "CONTAINERS_")
 
 # Runs in the node's new mount (and network) namespace: mount the overlay, report where the upper layer lives,
 # then wait until the service has opened the namespaces (it closes our stdin).
@@ -75,15 +70,6 @@ exec cat >/dev/null
 
 class IsolationError(RuntimeError):
     """A node sandbox cannot be set up: the message is one actionable line."""
-
-
-def split_launcher_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(variables safe in a host launcher's environment, variables to hand over explicitly): see above."""
-    inherited, explicit = {}, {}
-    for key, value in env.items():
-        launcher_owned = key in _LAUNCHER_VARIABLES or key.startswith(_LAUNCHER_PREFIXES)
-        (explicit if launcher_owned else inherited)[key] = value
-    return inherited, explicit
 
 
 def missing_packages() -> list[str]:

@@ -61,11 +61,13 @@ class BatchState:
         self._task_seq = itertools.count(1)
         now = iso_now()
         for spec in config.pools:
-            pool = PoolRecord(spec.id, spec.slots, spec.nodes, now, new_etag())
+            pool = PoolRecord(spec.id, spec.slots, spec.nodes, now, new_etag(), vm_size=spec.vm_size,
+                              container_configuration=copy.deepcopy(spec.container_configuration),
+                              start_task=copy.deepcopy(spec.start_task))
             for n in range(spec.nodes):
                 node_id = node_id_for(spec.id, n)
                 layout = NodeLayout(spec.id, node_id, self.nodes_root / spec.id / node_id)
-                pool.nodes.append(NodeRecord(layout, n, spec.slots, now, now))
+                pool.nodes.append(NodeRecord(layout, n, spec.slots, now, now, start_task=pool.start_task))
             self.records.pools[spec.id.lower()] = pool
         backend.bind(self.lifecycle)
 

@@ -1,7 +1,9 @@
 """REST shapes of pools, nodes, node counts, supported images and applications, built from the records.
 
-Every local pool is a fixed-size Linux pool of `standard_d2s_v3`-shaped nodes on Ubuntu 22.04 as Batch reports it;
-the image is what the nodes claim to be, not what runs (see the execution backend).
+Every local pool is a fixed-size Linux pool of `standard_d2s_v3`-shaped nodes (or the pool file's vmSize) on
+Ubuntu 22.04 as Batch reports it; the image is what the nodes claim to be, not what runs (see the execution
+backend). Container-enabled pools report their containerConfiguration, pools with a start task their startTask,
+and their nodes the start task's progress (startTaskInfo) and the node state it implies (`NodeRecord.state`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ NODE_COUNT_FIELDS = {
 
 
 def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "id": pool.id,
         "url": f"{records.account_url}/pools/{pool.id}",
         "eTag": pool.etag,
@@ -43,7 +45,7 @@ def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
         "stateTransitionTime": pool.creation_time,
         "allocationState": "steady",
         "allocationStateTransitionTime": pool.creation_time,
-        "vmSize": VM_SIZE,
+        "vmSize": pool.vm_size or VM_SIZE,
         "resizeTimeout": "PT15M",
         "currentDedicatedNodes": len(pool.nodes),
         "currentLowPriorityNodes": 0,
@@ -53,19 +55,25 @@ def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
         "enableInterNodeCommunication": False,
         "taskSlotsPerNode": pool.slots,
         "taskSchedulingPolicy": {"nodeFillType": pool.node_fill_type},
-        "virtualMachineConfiguration": {"imageReference": dict(IMAGE_REFERENCE), "nodeAgentSKUId": NODE_AGENT_SKU},
+        "virtualMachineConfiguration": vm_configuration(pool),
         "targetNodeCommunicationMode": "default",
         "currentNodeCommunicationMode": "simplified",
     }
+    if pool.start_task:
+        body["startTask"] = copy.deepcopy(pool.start_task)
+    return body
 
 
-def node_state(node: NodeRecord) -> str:
-    if not node.ready:
-        return "starting"
-    return "running" if node.running_tasks else "idle"
+def vm_configuration(pool: PoolRecord) -> dict[str, Any]:
+    config: dict[str, Any] = {"imageReference": dict(IMAGE_REFERENCE), "nodeAgentSKUId": NODE_AGENT_SKU}
+    if pool.container_configuration is not None:
+        config["containerConfiguration"] = copy.deepcopy(pool.container_configuration)
+    return config
 
 
 def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
+    pool = records.pools.get(node.pool_id.lower())
+    vm_size = (pool.vm_size if pool else None) or VM_SIZE
     recent = []
     for job_key, task_key in sorted(node.running_tasks):
         job = records.jobs.get(job_key)
@@ -84,14 +92,14 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": node.id,
         "url": records.node_url(node),
-        "state": node_state(node),
+        "state": node.state,
         "schedulingState": "enabled",
         "stateTransitionTime": node.state_transition_time,
         "lastBootTime": node.allocation_time,
         "allocationTime": node.allocation_time,
         "ipAddress": "127.0.0.1",
         "affinityId": f"TVM:{node.id}",
-        "vmSize": VM_SIZE,
+        "vmSize": vm_size,
         "totalTasksRun": node.total_tasks_run,
         "runningTasksCount": len(node.running_tasks),
         "runningTaskSlotsCount": node.used_slots,
@@ -102,6 +110,10 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
     }
     if recent:
         body["recentTasks"] = recent
+    if node.start_task:
+        body["startTask"] = copy.deepcopy(node.start_task)
+    if node.start_task_info:
+        body["startTaskInfo"] = copy.deepcopy(node.start_task_info)
     return body
 
 
@@ -109,7 +121,7 @@ def node_counts_view(pool: PoolRecord) -> dict[str, Any]:
     """BatchPoolNodeCounts: every node is dedicated."""
     dedicated = dict.fromkeys(NODE_COUNT_FIELDS.values(), 0)
     for node in pool.nodes:
-        dedicated[NODE_COUNT_FIELDS.get(node_state(node), "unknown")] += 1
+        dedicated[NODE_COUNT_FIELDS.get(node.state, "unknown")] += 1
     dedicated["total"] = sum(dedicated.values())
     low_priority = dict.fromkeys([*NODE_COUNT_FIELDS.values(), "total"], 0)
     return {"poolId": pool.id, "dedicated": dedicated, "lowPriority": low_priority}

@@ -39,7 +39,10 @@ class NodeRecord:
     slots: int
     allocation_time: str
     state_transition_time: str
-    ready: bool = False  # the backend reported the node started (start task done, when there is one)
+    ready: bool = False  # the backend reported the node up (its start task, if any, runs from then on)
+    start_task: dict[str, Any] | None = None  # the pool's startTask
+    start_task_info: dict[str, Any] | None = None  # BatchStartTaskInfo, once the start task was started
+    start_task_run: int = 0  # numbers the start task's runs, so a late report about an earlier run is ignored
     used_slots: int = 0
     running_tasks: set = field(default_factory=set)  # {(job_key, task_key)}
     total_tasks_run: int = 0
@@ -60,6 +63,32 @@ class NodeRecord:
     @property
     def free_slots(self) -> int:
         return self.slots - self.used_slots
+
+    @property
+    def waits_for_start_task(self) -> bool:
+        return bool(self.start_task) and bool(self.start_task.get("waitForSuccess", True))
+
+    @property
+    def state(self) -> str:
+        """BatchNodeState: starting → (waitingforstarttask → ) idle/running, or starttaskfailed."""
+        if not self.ready:
+            return "starting"
+        if self.waits_for_start_task:
+            info = self.start_task_info or {}
+            if info.get("state") != "completed":
+                return "waitingforstarttask"
+            if info.get("result") != "success":
+                return "starttaskfailed"
+        return "running" if self.running_tasks else "idle"
+
+    @property
+    def schedulable(self) -> bool:
+        """Tasks may be placed here (Batch keeps tasks off nodes whose start task, with waitForSuccess, has not
+        succeeded)."""
+        return self.state in ("idle", "running")
+
+    def state_changed(self) -> None:
+        self.state_transition_time = iso_now()
 
     def take_slots(self, ref: tuple[str, str], slots: int) -> None:
         if not self.running_tasks:
@@ -88,6 +117,9 @@ class PoolRecord:
     etag: str
     nodes: list[NodeRecord] = field(default_factory=list)
     node_fill_type: str = "spread"
+    vm_size: str | None = None  # None: the default of pool_views
+    container_configuration: dict[str, Any] | None = None  # set for container-enabled pools
+    start_task: dict[str, Any] | None = None
 
 
 @dataclass
@@ -166,6 +198,13 @@ class JobRecord:
 
     def has_running_tasks(self) -> bool:
         return any(task.holds_node for task in self.tasks.values())
+
+    def excludes_node(self, node_id: str) -> bool:
+        """Batch: once the job preparation task (waitForSuccess) has failed on a node, that node runs none of the
+        job's tasks (until reimaged, which local nodes never are); the tasks go to other nodes."""
+        prep = self.rest.get("jobPreparationTask")
+        rec = self.prep_by_node.get(node_id)
+        return bool(prep and prep.get("waitForSuccess", True) and rec and rec.done and not rec.succeeded)
 
 
 class Records:

@@ -3,6 +3,8 @@
 Choices where Batch is not documented: tasks are placed by job priority, then FIFO by submission order over all
 jobs of a pool, skipping tasks that do not fit in the free slots (backfill); a job's maxParallelTasks is honoured.
 `spread` places a task on the ready node with the most free slots, `pack` on the fullest ready node that fits.
+A node takes tasks once it is `idle` or `running` (not while starting, waiting for its start task or after the
+start task failed) and never a job's tasks after that job's preparation task failed there (Batch's rules).
 A job's constraints.maxWallClockTime (from creation) terminates it with reason MaxWallClockTimeExpiry.
 """
 
@@ -68,7 +70,10 @@ class Scheduler:
             limit = job.rest.get("maxParallelTasks", -1)
             if limit is not None and limit >= 0 and running_per_job[job.key] >= limit:
                 continue
-            fitting = [n for n in pool.nodes if n.ready and n.free_slots >= task.required_slots]
+            fitting = [
+                n for n in pool.nodes
+                if n.schedulable and n.free_slots >= task.required_slots and not job.excludes_node(n.id)
+            ]  # fmt: skip
             if not fitting:
                 continue
             if pool.node_fill_type == "pack":

@@ -32,7 +32,12 @@ METRICS_PATH = "/_local/metrics"
 
 
 def make_backend(config: ServiceConfig) -> "ExecutionBackend":
-    """The execution backend the model drives: today host processes (see `execution` for the protocol)."""
+    """The execution backend the model drives (see `execution` for the protocol): nodes in the stock node image
+    with --node-image, else processes on the host. ConfigError (one line) when the backend cannot work here."""
+    if config.node_image is not None:
+        from .stock_backend import StockNodeBackend
+
+        return StockNodeBackend(config)
     from .host_backend import HostProcessBackend
 
     return HostProcessBackend(config)

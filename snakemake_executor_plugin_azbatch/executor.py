@@ -25,7 +25,10 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from . import task_spec
 from .azure_sdk import enum_text, error_text, redact
 from .batch_client import BatchService, BatchServiceError, PoolInfo
+from .bootstrap.wheelhouse import WheelhouseError
 from .config import Config, resolve
+from .node_health import NodeHealth
+from .node_setup import NodeSetup
 from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
 from .settings import SettingsError
@@ -87,6 +90,12 @@ class Executor(RemoteExecutor):
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
         )
+        methods = getattr(self.workflow.deployment_settings, "deployment_method", None) or ()
+        self.node_setup = NodeSetup(  # what the nodes need: bootstrap (preparation task), task prefix, prefixes
+            self.config, frozenset(m.item_to_choice() for m in methods), self.snakemake_version,
+            stage=self._stage_node_files, log=self.logger.info,
+        )
+        self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR)
         if len(self.workflow.dag) > 0:
             self.preflight()
 
@@ -101,7 +110,17 @@ class Executor(RemoteExecutor):
         """Credentials, pools and storage are checked before anything is created."""
         self.pool_info(self.config.pool_id)
         self.check_rules_fit_their_pools()
+        self.node_setup.check(list(self.pools.values()))
+        if self.config.bootstrap == "app-package":
+            self.node_setup.check_applications(self.batch.missing_applications(self.config.application_packages))
         self.staging.preflight()
+        self._preparation_task(self.pools[self.config.pool_id.lower()])  # bootstrap files made and staged now
+
+    def _preparation_task(self, pool: PoolInfo) -> dict | None:
+        try:
+            return self.node_setup.preparation_task(pool)
+        except WheelhouseError as e:
+            raise SettingsError(str(e)) from None
 
     def check_rules_fit_their_pools(self) -> None:
         """Every rule that will run remotely: its pool exists and takes its container image (or its lack of one).
@@ -149,9 +168,9 @@ class Executor(RemoteExecutor):
         """One Batch job per pool used by the run, created on first use."""
         key = pool_id.lower()
         if key not in self.batch_jobs:
-            self.pool_info(pool_id, setting="the azbatch_pool resource")
+            pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
             job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token)
-            prep = task_spec.preparation_task(self.snakemake_version) if self.config.bootstrap == "pip" else None
+            prep = self._preparation_task(pool)
             body = task_spec.job_body(
                 job_id,
                 pool_id,
@@ -169,15 +188,17 @@ class Executor(RemoteExecutor):
         return "python3"
 
     def get_job_exec_prefix(self, job: JobExecutorInterface):
-        parts = [
-            task_spec.bootstrap_prefix(
-                self.config.bootstrap, self.snakemake_version, [p.env_var for p in self.config.application_packages]
-            ),
-            self.config.precommand or "",
-        ]
+        parts = [self.node_setup.exec_prefix(), self.config.precommand or ""]
         return " && ".join(p for p in parts if p)
 
+    def additional_general_args(self) -> str:
+        return self.node_setup.snakemake_args()
+
     # ---- staging -----------------------------------------------------------------------------------------------
+    def _stage_node_files(self, pairs: list[tuple[Path, str]]) -> list[dict]:
+        """The bootstrap's files (uv, wheelhouse), content-addressed like every staged file."""
+        return self._stage([(str(local), node) for local, node in pairs])
+
     def _stage(self, pairs: list[tuple[str, str]]) -> list[dict]:
         """Resource files for (local path, node path) pairs."""
         if not pairs:
@@ -308,6 +329,8 @@ class Executor(RemoteExecutor):
                     pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
                     request = self._task_request(job, pool, files, pairs, job_blobs)
                     batch_job = self.batch_job_for(pool_id)
+                    if batch_job in self.node_health.dead:
+                        raise WorkflowError(self.node_health.dead[batch_job])
                 except Exception as e:
                     self._report_preparation_error(job, e)
                     continue
@@ -341,6 +364,7 @@ class Executor(RemoteExecutor):
         completed: dict[str, object] = {}
         gone: set[str] = set()
         batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
+        dead = await self._check_nodes()
         self.status_rounds += 1
         self.logger.debug(f"azbatch: status round {self.status_rounds}: one task list for each of {len(batch_jobs)} Batch job(s)")
         for batch_job in batch_jobs:
@@ -368,6 +392,9 @@ class Executor(RemoteExecutor):
                 # because only still-active jobs are looked up.
                 self.completed_since[batch_job] = max(stamps) - COMPLETION_MARGIN
         for job_info in active_jobs:
+            if job_info.aux["batch_job"] in dead:
+                self.report_job_error(job_info, msg=dead[job_info.aux["batch_job"]])
+                continue
             if job_info.aux["batch_job"] in gone:
                 self.report_job_error(
                     job_info, msg=f"azbatch: Batch job {job_info.aux['batch_job']} was deleted outside this run"
@@ -385,6 +412,20 @@ class Executor(RemoteExecutor):
                 self.report_job_success(job_info)
             else:
                 self.report_job_error(job_info, msg=message, aux_logs=aux_logs)
+
+    async def _check_nodes(self) -> dict[str, str]:
+        """Batch job -> why no node can run its tasks (failed preparation / start tasks), at most every 30 s. A dead
+        job is terminated at once (its tasks could never run) and its waiting jobs are reported failed."""
+        if not self.batch_jobs or not self.node_health.due():
+            return dict(self.node_health.dead)
+        newly = await asyncio.to_thread(self.node_health.check, self._jobs_by_pool())
+        for batch_job, message in newly.items():
+            self.logger.error(message)
+            try:
+                await asyncio.to_thread(self.batch.terminate_job, batch_job, "nodes cannot be prepared")
+            except BatchServiceError as e:
+                self.logger.error(str(e))
+        return dict(self.node_health.dead)
 
     def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
         """Bring back what the task wrote; on failure, its Batch logs and a one-paragraph reason."""

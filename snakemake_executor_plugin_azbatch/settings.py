@@ -170,6 +170,15 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="X.Y",
         ),
     )
+    node_packages: list[str] = field(
+        default_factory=list,
+        metadata=_setting(
+            "More Python requirements (pip syntax, e.g. matplotlib==3.9.2) the bootstrap installs with Snakemake "
+            "into the node's environment (pip and offline modes), for the workflow's script: and run: code.",
+            metavar="REQUIREMENT",
+            nargs="+",
+        ),
+    )
     node_provides: list[str] = field(
         default_factory=list,
         metadata=_setting(

@@ -9,6 +9,7 @@ the installation, and an interrupted install is redone instead of half-used.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from dataclasses import dataclass
 
@@ -22,9 +23,13 @@ WHEELHOUSE_DIR = "azbatch-wheelhouse"
 FAILED_EXIT = 3
 
 
-def snakemake_dir(version: str) -> str:
-    """The node-wide environment holding Snakemake `version` (one per version, shared by every run)."""
-    return f"{SHARED}/snakemake-{version}"
+def snakemake_dir(version: str, extras: tuple[str, ...] = ()) -> str:
+    """The node-wide environment holding Snakemake `version` (and `extras`): one per version and set of extra
+    packages, shared by every run that asks for the same."""
+    if not extras:
+        return f"{SHARED}/snakemake-{version}"
+    tag = hashlib.sha256("\n".join(sorted(extras)).encode()).hexdigest()[:8]
+    return f"{SHARED}/snakemake-{version}-{tag}"
 
 
 def conda_dir() -> str:
@@ -48,13 +53,19 @@ def apptainer_images_dir() -> str:
 @dataclass(frozen=True)
 class SnakemakeInstall:
     """How the preparation task installs Snakemake: `uv_wheel` (file name in UV_WHEEL_DIR) gives the uv binary;
-    `offline` installs from the staged wheelhouse built for `python` (e.g. "3.13"), else from the package index."""
+    `offline` installs from the staged wheelhouse built for `python` (e.g. "3.13"), else from the package index;
+    `extras` are more requirements installed with Snakemake (e.g. libraries of the workflow's scripts)."""
 
     version: str
     uv_wheel: str
     uv_version: str
     offline: bool = False
     python: str | None = None
+    extras: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> str:
+        return snakemake_dir(self.version, self.extras)
 
 
 def _fail(message: str) -> str:
@@ -120,18 +131,21 @@ def uv_binary(install: SnakemakeInstall) -> tuple[str, list[str]]:
 def snakemake_part(install: SnakemakeInstall) -> str:
     """Snakemake `version` into the node's shared directory, unless the node's python3 already has exactly it (a
     node image or start task that provides it)."""
-    target = snakemake_dir(install.version)
+    target = install.target
+    requirements = " ".join(shlex.quote(r) for r in (f"snakemake=={install.version}", *install.extras))
     uv, uv_lines = uv_binary(install)
     source = f'--no-index --find-links "$PWD/{WHEELHOUSE_DIR}"' if install.offline else ""
     # uv makes the environment itself (stock nodes have no venv module and no pip) and never downloads a Python.
     body = [
         f'"{uv}" venv --quiet --no-python-downloads --python "$(command -v python3)" "{target}"',
         f'"{uv}" pip install --quiet --no-python-downloads --link-mode copy --python "{target}/bin/python" '
-        f'{source} "snakemake=={install.version}" || '
+        f'{source} {requirements} || '
         + _fail(f"installing snakemake {install.version} with uv failed (see the lines above)"
                 + ("" if install.offline else "; nodes without internet need --azbatch-bootstrap offline")),
     ]
     check = f"python3 -c \"import sys, snakemake; sys.exit(snakemake.__version__ != '{install.version}')\" 2>/dev/null"
+    if install.extras:
+        check = "false"  # extra packages always get the node-wide environment
     lines = [
         f"if {check}; then",
         f'  echo "azbatch bootstrap: the node python3 already has snakemake {install.version}"',
@@ -141,7 +155,7 @@ def snakemake_part(install: SnakemakeInstall) -> str:
         # The node's trust store, which the pool's start task controls (e.g. a TLS-inspecting proxy's CA).
         "  export UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1",
         *["  " + line for line in uv_lines],
-        *["  " + line for line in once(target, body, f"snakemake {install.version}")],
+        *["  " + line for line in once(target, body, f"snakemake {install.version}" + "".join(f" + {e}" for e in install.extras))],
         "fi",
     ]
     return "\n".join(lines)
@@ -183,11 +197,11 @@ def preparation_script(parts: list[str]) -> str:
     return "\n".join(["set -e", 'mkdir -p "$AZ_BATCH_NODE_SHARED_DIR/azbatch"', *[p for p in parts if p]])
 
 
-def task_path_dirs(snakemake_version: str | None, conda: bool, apptainer: bool) -> list[str]:
+def task_path_dirs(snakemake_target: str | None, conda: bool, apptainer: bool) -> list[str]:
     """Directories a task puts first on PATH (each only when its installation is complete)."""
     dirs = []
-    if snakemake_version:
-        dirs.append(snakemake_dir(snakemake_version))
+    if snakemake_target:
+        dirs.append(snakemake_target)
     if conda:
         dirs.append(conda_dir())
     if apptainer:

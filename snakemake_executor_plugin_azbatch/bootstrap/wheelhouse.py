@@ -12,6 +12,7 @@ them without running pip (and staging, content-addressed, uploads nothing again)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -105,10 +106,13 @@ def _pure_python(name: str) -> bool:
     return name.endswith("-none-any.whl")
 
 
-def wheelhouse(cache: Path, snakemake_version: str, python: str, run: Runner = subprocess.run,
-               log: Callable[[str], None] = lambda _: None) -> list[Path]:
-    """Every wheel the nodes need to install Snakemake `snakemake_version` on Python `python` without an index."""
+def wheelhouse(cache: Path, snakemake_version: str, python: str, extras: tuple[str, ...] = (),
+               run: Runner = subprocess.run, log: Callable[[str], None] = lambda _: None) -> list[Path]:
+    """Every wheel the nodes need to install Snakemake `snakemake_version` (and `extras`) on Python `python`
+    without an index."""
     key = f"snakemake-{snakemake_version}-py{python}-{UV_TARGET}"
+    if extras:
+        key += "-" + hashlib.sha256("\n".join(sorted(extras)).encode()).hexdigest()[:8]
     final = cache / "wheelhouses" / key
     if (final / MANIFEST).exists():
         manifest = json.loads((final / MANIFEST).read_text())
@@ -118,7 +122,7 @@ def wheelhouse(cache: Path, snakemake_version: str, python: str, run: Runner = s
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=key + ".", dir=final.parent))
     try:
-        _fill(tmp, snakemake_version, python, run)
+        _fill(tmp, [f"snakemake=={snakemake_version}", *extras], python, run)
         _publish(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -126,13 +130,13 @@ def wheelhouse(cache: Path, snakemake_version: str, python: str, run: Runner = s
     return [final / name for name in manifest["files"]]
 
 
-def _fill(directory: Path, snakemake_version: str, python: str, run: Runner) -> None:
+def _fill(directory: Path, requirements: list[str], python: str, run: Runner) -> None:
     from uv import find_uv_bin
 
-    requirement = f"snakemake=={snakemake_version}"
+    requirement = " ".join(requirements)
     compiled = _run(run, [find_uv_bin(), "pip", "compile", "-", "--quiet", "--no-header", "--no-annotate",
                           "--python-version", python, "--python-platform", UV_TARGET],
-                    f"resolving {requirement} for Python {python} on {UV_TARGET}", input=requirement + "\n")
+                    f"resolving {requirement} for Python {python} on {UV_TARGET}", input="\n".join(requirements) + "\n")
     pins = [line.strip() for line in compiled.stdout.splitlines() if line.strip() and not line.startswith("#")]
     (directory / "requirements.txt").write_text("\n".join(pins) + "\n")
     platforms = [arg for p in NODE_PLATFORMS for arg in ("--platform", p)]
@@ -153,6 +157,6 @@ def _fill(directory: Path, snakemake_version: str, python: str, run: Runner) -> 
         shutil.rmtree(built)
         sdist.unlink()
     files = sorted(p.name for p in directory.glob("*.whl"))
-    manifest = {"snakemake": snakemake_version, "python": python, "platform": UV_TARGET, "pins": pins,
+    manifest = {"requirements": requirements, "python": python, "platform": UV_TARGET, "pins": pins,
                 "files": files}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

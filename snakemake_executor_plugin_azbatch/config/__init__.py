@@ -50,6 +50,7 @@ class Config:
     progress_interval: float = 10.0
     node_python: str | None = None  # X.Y, for the offline wheelhouse
     node_provides: tuple[str, ...] = ()  # conda, apptainer
+    node_packages: tuple[str, ...] = ()  # more requirements installed with Snakemake by the bootstrap
     conda_installer: str = DEFAULT_CONDA_INSTALLER
 
 

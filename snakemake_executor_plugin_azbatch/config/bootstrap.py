@@ -28,6 +28,7 @@ def resolve_bootstrap(values: SettingValues, has_packages: bool) -> dict:
         "precommand": values.get("precommand") or None,
         "node_python": _node_python(values.get("node_python") or None),
         "node_provides": _node_provides(values.get("node_provides") or []),
+        "node_packages": _node_packages(values.get("node_packages") or [], bootstrap),
         "conda_installer": check_url("conda_installer", values.get("conda_installer")),
     }
 
@@ -54,3 +55,25 @@ def _node_provides(items) -> tuple[str, ...]:
             f"azbatch: {where('node_provides')} {unknown[0]!r}: name tools among {', '.join(NODE_TOOLS)}"
         )
     return tools
+
+
+def _node_packages(items, bootstrap: str) -> tuple[str, ...]:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if isinstance(items, str):
+        items = items.split()
+    packages = tuple(dict.fromkeys(str(i).strip() for i in items if str(i).strip()))
+    for package in packages:
+        try:
+            Requirement(package)
+        except InvalidRequirement:
+            raise SettingsError(
+                f"azbatch: {where('node_packages')} {package!r} is not a pip requirement; write e.g. matplotlib or "
+                "matplotlib==3.9.2"
+            ) from None
+    if packages and bootstrap not in ("pip", "offline"):
+        raise SettingsError(
+            f"azbatch: {flag('node_packages')} is installed by the pip and offline bootstraps, not by "
+            f"{flag('bootstrap')} {bootstrap}; put the packages into the image / application package instead"
+        )
+    return packages

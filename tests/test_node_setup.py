@@ -74,7 +74,7 @@ def test_pip_mode_installs_the_runs_snakemake_with_uv_from_the_index(no_download
     assert "python3 -m zipfile -e" in script and '/uv" venv' in script and " snakemake==9.1.0 " in script
     assert "--no-index" not in script and no_downloads == []
     # A python3 that already has exactly this Snakemake is used as it is; else python3 must be new enough.
-    assert script.index("import sys, snakemake") < script.index("sys.version_info < (3, 11)") < script.index("uv venv")
+    assert script.index("import sys, snakemake") < script.index("sys.version_info < (3, 11)") < script.index('/uv" venv')
     assert "flock 9" in script and script.count(".complete") >= 4
 
 

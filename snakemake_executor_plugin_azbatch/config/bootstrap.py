@@ -46,8 +46,7 @@ def _node_python(text: str | None) -> str | None:
 
 
 def _node_provides(items) -> tuple[str, ...]:
-    if isinstance(items, str):
-        items = items.replace(",", " ").split()
+    items = [part for item in ([items] if isinstance(items, str) else items) for part in str(item).replace(",", " ").split()]
     tools = tuple(dict.fromkeys(str(i).strip().lower() for i in items if str(i).strip()))
     unknown = [t for t in tools if t not in NODE_TOOLS]
     if unknown:
@@ -60,8 +59,8 @@ def _node_provides(items) -> tuple[str, ...]:
 def _node_packages(items, bootstrap: str) -> tuple[str, ...]:
     from packaging.requirements import InvalidRequirement, Requirement
 
-    if isinstance(items, str):
-        items = items.split()
+    # Separated by spaces (a variable arrives as one string), so a requirement is written without spaces.
+    items = [part for item in ([items] if isinstance(items, str) else items) for part in str(item).split()]
     packages = tuple(dict.fromkeys(str(i).strip() for i in items if str(i).strip()))
     for package in packages:
         try:

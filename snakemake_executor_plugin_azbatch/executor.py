@@ -93,7 +93,7 @@ class Executor(RemoteExecutor):
         methods = getattr(self.workflow.deployment_settings, "deployment_method", None) or ()
         self.node_setup = NodeSetup(  # what the nodes need: bootstrap (preparation task), task prefix, prefixes
             self.config, frozenset(m.item_to_choice() for m in methods), self.snakemake_version,
-            stage=self._stage_node_files, log=self.logger.info,
+            stage=lambda pairs: self._stage([(str(local), node) for local, node in pairs]), log=self.logger.info,
         )
         self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR)
         if len(self.workflow.dag) > 0:
@@ -195,10 +195,6 @@ class Executor(RemoteExecutor):
         return self.node_setup.snakemake_args()
 
     # ---- staging -----------------------------------------------------------------------------------------------
-    def _stage_node_files(self, pairs: list[tuple[Path, str]]) -> list[dict]:
-        """The bootstrap's files (uv, wheelhouse), content-addressed like every staged file."""
-        return self._stage([(str(local), node) for local, node in pairs])
-
     def _stage(self, pairs: list[tuple[str, str]]) -> list[dict]:
         """Resource files for (local path, node path) pairs."""
         if not pairs:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from executor_runs import output_of, run_snakemake, write_files
+from executor_runs import kept_jobs, output_of, run_snakemake, write_files
 
 SNAKEFILE = """
 rule tool:
@@ -17,10 +17,6 @@ rule tool:
     shell: "echo ran > {output}"
 """
 ENV_FILE = "channels: [conda-forge]\ndependencies: [python=3.12]\n"
-
-
-def kept_jobs(client, label: str) -> list:
-    return [j for j in client.list_jobs() if j.id.startswith(f"sm-{label}-")]
 
 
 def test_conda_rules_without_conda_on_the_nodes_stop_before_submitting(local_service, tmp_path):

@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from executor_runs import output_of, run_snakemake, upload_bytes
+from executor_runs import kept_jobs, output_of, run_snakemake, upload_bytes
 from node_sandbox import IMAGE_DIR, skip_unless, stock_image
 from test_example_workflow import copy_example, read_tsv
 
@@ -56,10 +56,6 @@ def stock_service(make_service, *, network: str = "host", pools: list[PoolSpec] 
     skip_unless(isolation.missing_packages())
     pools = pools or [PoolSpec("stock", 1, 2, start_task=site_ca_start_task())]
     return make_service(pools=pools, node_image=IMAGE_DIR, node_network=network)
-
-
-def kept_jobs(client, label: str) -> list:
-    return [j for j in client.list_jobs() if j.id.startswith(f"sm-{label}-")]
 
 
 def prep_outputs(client, job_id: str) -> list[tuple[str, str]]:

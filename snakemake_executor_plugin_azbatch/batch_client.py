@@ -81,6 +81,7 @@ class PoolInfo:
     warnings: tuple[str, ...] = ()
     container_enabled: bool = False  # virtualMachineConfiguration.containerConfiguration is set
     vm_size: str | None = None
+    image: tuple[str, str, str] | None = None  # imageReference (publisher, offer, sku), when it names one
 
     def container_problem(self, rule: str, image: str | None) -> str | None:
         """Batch requires containerSettings on every task of a container-enabled pool and forbids them on any
@@ -182,8 +183,11 @@ class BatchService:
                 warnings.append(f"azbatch: pool {pool_id!r} has no nodes yet; it is resizing to {target}")
         vm = getattr(pool, "virtual_machine_configuration", None)
         containers = getattr(vm, "container_configuration", None) is not None
+        ref = getattr(vm, "image_reference", None)
+        parts = tuple(str(getattr(ref, name, None) or "") for name in ("publisher", "offer", "sku"))
+        image = parts if all(parts) else None
         return PoolInfo(
-            pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers, pool.vm_size or None
+            pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers, pool.vm_size or None, image
         )
 
     # ---- pools the run creates (pool_creation.py builds the body) ---------------------------------------------
@@ -217,6 +221,21 @@ class BatchService:
         except HttpResponseError as e:
             if error_code(e) != "PoolBeingDeleted":
                 raise BatchServiceError(f"azbatch: deleting pool {pool_id} failed: {error_text(e)}") from None
+
+    def missing_applications(self, packages) -> list[str]:
+        """NAME[:VERSION] of each application package (config.AppPackage) the account does not have."""
+        missing = []
+        for package in packages:
+            try:
+                app = self.client.get_application(package.name)
+            except ResourceNotFoundError:
+                missing.append(package.name)
+                continue
+            except HttpResponseError:
+                continue  # not readable with these rights: Batch names it when a task uses it
+            if package.version and package.version not in (getattr(app, "versions", None) or []):
+                missing.append(f"{package.name}:{package.version}")
+        return missing
 
     # ---- job lifecycle -----------------------------------------------------------------------------------------
     def create_job(self, body: dict) -> None:

@@ -27,8 +27,11 @@ from .azure_sdk import enum_text, error_text, redact
 from .job_quota import create_job_waiting
 from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
+from .bootstrap.wheelhouse import WheelhouseError
 from .config import Config, resolve
 from .polling import AdaptiveInterval, default_maximum
+from .node_health import NodeHealth
+from .node_setup import NodeSetup
 from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
 from .settings import SettingsError
@@ -101,6 +104,12 @@ class Executor(RemoteExecutor):
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
         )
+        methods = getattr(self.workflow.deployment_settings, "deployment_method", None) or ()
+        self.node_setup = NodeSetup(  # what the nodes need: bootstrap (preparation task), task prefix, prefixes
+            self.config, frozenset(m.item_to_choice() for m in methods), self.snakemake_version,
+            stage=lambda pairs: self._stage([(str(local), node) for local, node in pairs]), log=self.logger.info,
+        )
+        self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR)
         if len(self.workflow.dag) > 0:
             self.preflight()
             recovery.end_earlier_runs(
@@ -122,7 +131,11 @@ class Executor(RemoteExecutor):
         try:
             self.pool_info(self.config.pool_id)
             self.check_rules_fit_their_pools()
+            self.node_setup.check(list(self.pools.values()))
+            if self.config.bootstrap == "app-package":
+                self.node_setup.check_applications(self.batch.missing_applications(self.config.application_packages))
             self.staging.preflight()
+            self._preparation_task(self.pools[self.config.pool_id.lower()])  # bootstrap files made and staged now
         except BaseException:
             self.delete_created_pool()
             raise
@@ -156,6 +169,15 @@ class Executor(RemoteExecutor):
             self.logger.info(f"azbatch: deleted pool {pool_id} (created by this run)")
         except BatchServiceError as e:
             self.logger.error(str(e))
+
+    def _preparation_task(self, pool: PoolInfo, sources: PreparedSources | None = None) -> dict | None:
+        """The bootstrap's parts, then (when given) the run's sources archive part."""
+        try:
+            if sources is None:
+                return self.node_setup.preparation_task(pool)
+            return self.node_setup.preparation_task(pool, [sources.script], sources.resource_files)
+        except WheelhouseError as e:
+            raise SettingsError(str(e)) from None
 
     def check_rules_fit_their_pools(self) -> None:
         """Every rule that will run remotely: its pool exists and takes its container image (or its lack of one).
@@ -221,13 +243,10 @@ class Executor(RemoteExecutor):
         """One Batch job per pool used by the run, created on first use."""
         key = pool_id.lower()
         if key not in self.batch_jobs:
-            self.pool_info(pool_id, setting="the azbatch_pool resource")
+            pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
             job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token)
             sources = self._run_sources()
-            bootstrap = (
-                task_spec.bootstrap_preparation_script(self.snakemake_version) if self.config.bootstrap == "pip" else ""
-            )
-            prep = task_spec.preparation_task([bootstrap, sources.script], sources.resource_files)
+            prep = self._preparation_task(pool, sources)
             body = task_spec.job_body(
                 job_id,
                 pool_id,
@@ -250,9 +269,7 @@ class Executor(RemoteExecutor):
         """What every task runs before Snakemake, the same for the whole Batch job: it travels once, in the job's
         common environment, and each task evaluates it (fewer bytes per task definition)."""
         parts = [
-            task_spec.bootstrap_prefix(
-                self.config.bootstrap, self.snakemake_version, [p.env_var for p in self.config.application_packages]
-            ),
+            self.node_setup.exec_prefix(),  # application packages and the node-wide installs on PATH
             node_commands.link_command(),  # the sources, extracted once per node by the preparation task
             self.config.precommand or "",
         ]
@@ -262,6 +279,9 @@ class Executor(RemoteExecutor):
         manifest = self.manifests.get(id(job))
         fetch = node_commands.fetch_command(manifest) + " && " if manifest else ""  # before the links: inputs win
         return f'{fetch}eval "${task_spec.TASK_PREFIX_VARIABLE}"'
+
+    def additional_general_args(self) -> str:
+        return self.node_setup.snakemake_args()
 
     # ---- staging -----------------------------------------------------------------------------------------------
     def _stage(self, pairs: list[tuple[str, str]]) -> list[dict]:
@@ -402,6 +422,8 @@ class Executor(RemoteExecutor):
                     pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
                     request = self._task_request(job, pool, files, pairs, job_blobs)
                     batch_job = self.batch_job_for(pool_id)
+                    if batch_job in self.node_health.dead:
+                        raise WorkflowError(self.node_health.dead[batch_job])
                 except Exception as e:
                     self._report_preparation_error(job, e)
                     continue
@@ -432,6 +454,7 @@ class Executor(RemoteExecutor):
         completed: dict[str, object] = {}
         gone: set[str] = set()
         batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
+        dead = await self._check_nodes()
         self.status_rounds += 1
         job_ids_active = {j.external_jobid: 1 for j in active_jobs}
         finished = 0
@@ -465,6 +488,9 @@ class Executor(RemoteExecutor):
         if self.poll_interval is not None:
             self.next_seconds_between_status_checks = self.poll_interval.after_round(finished)
         for job_info in active_jobs:
+            if job_info.aux["batch_job"] in dead:
+                self.report_job_error(job_info, msg=dead[job_info.aux["batch_job"]])
+                continue
             if job_info.aux["batch_job"] in gone:
                 self.report_job_error(
                     job_info, msg=f"azbatch: Batch job {job_info.aux['batch_job']} was deleted outside this run"
@@ -482,6 +508,20 @@ class Executor(RemoteExecutor):
                 self.report_job_success(job_info)
             else:
                 self.report_job_error(job_info, msg=message, aux_logs=aux_logs)
+
+    async def _check_nodes(self) -> dict[str, str]:
+        """Batch job -> why no node can run its tasks (failed preparation / start tasks), at most every 30 s. A dead
+        job is terminated at once (its tasks could never run) and its waiting jobs are reported failed."""
+        if not self.batch_jobs or not self.node_health.due():
+            return dict(self.node_health.dead)
+        newly = await asyncio.to_thread(self.node_health.check, self._jobs_by_pool())
+        for batch_job, message in newly.items():
+            self.logger.error(message)
+            try:
+                await asyncio.to_thread(self.batch.terminate_job, batch_job, "nodes cannot be prepared")
+            except BatchServiceError as e:
+                self.logger.error(str(e))
+        return dict(self.node_health.dead)
 
     def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
         """Bring back what the task wrote; on failure, its Batch logs and a one-paragraph reason."""

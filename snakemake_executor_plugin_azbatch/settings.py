@@ -15,7 +15,10 @@ CLI_FALLBACKS = {
     "account_key": "AZURE_BATCH_ACCESS_KEY",
     "storage_connection_string": "AZURE_STORAGE_CONNECTION_STRING",
 }
-BOOTSTRAP_MODES = ("auto", "pip", "container", "app-package", "none")
+BOOTSTRAP_MODES = ("auto", "pip", "offline", "container", "app-package", "none")
+NODE_TOOLS = ("conda", "apptainer")
+# Miniforge's documented stable download URL (always the latest release).
+DEFAULT_CONDA_INSTALLER = "https://github.com/conda-forge/miniforge/releases/latest/download/Miniforge3-Linux-x86_64.sh"
 DEFAULT_CONTAINER = "snakemake-azbatch"
 DEFAULT_REPORT_DIR = ".snakemake/azbatch/reports"
 
@@ -165,13 +168,50 @@ class ExecutorSettings(ExecutorSettingsBase):
     bootstrap: str = field(
         default="auto",
         metadata=_setting(
-            "How Python and Snakemake get onto the nodes: 'pip' (a job preparation task installs the same "
-            "Snakemake version into the node's shared directory once per node, unless it is already "
-            "there), 'container' (the container image provides it), 'app-package' (the application "
-            "packages provide it), 'none' (the node image provides it), or 'auto' (container when an "
-            "image is set, app-package when packages are set, else pip).",
+            "How Python and Snakemake get onto the nodes: 'pip' (a job preparation task installs the run's "
+            "Snakemake version with uv from the package index into the node's shared directory, once per node; "
+            "the node needs python3 >= 3.11 and internet), 'offline' (the same from a wheelhouse the plugin builds "
+            "here and uploads once; nodes need no internet), 'container' (the container image provides it), "
+            "'app-package' (the application packages provide it), 'none' (the node image provides it), or 'auto' "
+            "(container when an image is set, app-package when packages are set, else pip).",
             choices=list(BOOTSTRAP_MODES),
             metavar="MODE",
+        ),
+    )
+    node_python: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Python version (X.Y) of the nodes' python3, for which the offline wheelhouse is built; default: "
+            "from the pool's image when known (e.g. Ubuntu 24.04: 3.12), else 3.12.",
+            metavar="X.Y",
+        ),
+    )
+    node_packages: list[str] = field(
+        default_factory=list,
+        metadata=_setting(
+            "More Python requirements (pip syntax, e.g. matplotlib==3.9.2) the bootstrap installs with Snakemake "
+            "into the node's environment (pip and offline modes), for the workflow's script: and run: code.",
+            metavar="REQUIREMENT",
+            nargs="+",
+        ),
+    )
+    node_provides: list[str] = field(
+        default_factory=list,
+        metadata=_setting(
+            "Tools the pool's nodes already have from their image or start task (conda, apptainer), so the "
+            "bootstrap does not install them; needed for --software-deployment-method conda / apptainer with "
+            "bootstrap modes that cannot install them.",
+            metavar="TOOL",
+            nargs="+",
+        ),
+    )
+    conda_installer: str = field(
+        default=DEFAULT_CONDA_INSTALLER,
+        metadata=_setting(
+            "URL of the conda installer (Miniforge) the nodes download once when the workflow uses "
+            "--software-deployment-method conda (or apptainer, installed from conda-forge); e.g. a mirror the "
+            "nodes reach.",
+            metavar="URL",
         ),
     )
     mounted_paths: list[str] = field(

@@ -212,64 +212,23 @@ def path_prefix(dirs: Iterable[str]) -> str:
     return 'export PATH="' + ":".join(dirs) + ':$PATH"'
 
 
-def node_snakemake_dir(version: str) -> str:
-    return f"$AZ_BATCH_NODE_SHARED_DIR/snakemake-{version}"
-
-
-def bootstrap_prefix(bootstrap: str, version: str, app_package_env_vars: Iterable[str]) -> str:
-    """Shell snippet run before Snakemake in every task."""
-    parts = []
-    dirs = [f"${{{var}}}/bin" for var in app_package_env_vars]
-    if dirs:
-        parts.append(path_prefix(dirs))
-    if bootstrap == "pip":
-        venv = node_snakemake_dir(version)
-        parts.append(f'if [ -e "{venv}/.complete" ]; then export PATH="{venv}/bin:$PATH"; fi')
-    return "; ".join(parts)
-
-
-def bootstrap_preparation_script(version: str) -> str:
-    """Installs Snakemake `version` into the node's shared directory once per node; reuses a matching python3.
-    One part of the composed job preparation script (it may `exit 0` early: parts run in their own subshell)."""
-    venv = node_snakemake_dir(version)
-    return "\n".join(
-        [
-            "set -e",
-            f"if python3 -c \"import sys, snakemake; sys.exit(snakemake.__version__ != '{version}')\" 2>/dev/null; then",
-            f"  echo 'snakemake {version} already available'; exit 0",
-            "fi",
-            f'if [ -e "{venv}/.complete" ]; then exit 0; fi',
-            # Several jobs may prepare the same node at once.
-            f'exec 9>"{venv}.lock"; flock 9 2>/dev/null || true',
-            f'if [ ! -e "{venv}/.complete" ]; then',
-            f'  rm -rf "{venv}"; python3 -m venv "{venv}"',
-            f'  "{venv}/bin/python3" -m pip install --quiet "snakemake=={version}"',
-            f'  touch "{venv}/.complete"',
-            "fi",
-        ]
-    )
-
-
 PREPARATION_TASK_ID = "snakemake-prepare"
 
 
-def preparation_script(parts: Iterable[str]) -> str:
-    """One script from independent parts (bootstrap, sources, ...): each runs in its own subshell, so a part's
-    early `exit 0` ends only that part, and a failing part fails the whole preparation (`set -e`)."""
-    blocks = [f"(\n{part}\n)" for part in parts if part]
-    return "\n".join(["set -e", *blocks])
-
-
-def preparation_task(parts: Iterable[str], resource_files: list[dict] | None = None) -> dict:
+def preparation_task(script: str, resource_files: list[dict], container_image: str | None = None) -> dict:
+    """The job preparation task running `script` (composed of parts: bootstrap, ...) once per node and job; the
+    job's tasks wait for its success. In a container image when the tasks run in one (Batch requires container
+    settings for every task of a container-enabled pool), so what it installs fits the tasks' Python."""
     body: dict[str, Any] = {
         "id": PREPARATION_TASK_ID,
-        "commandLine": command_line(preparation_script(parts)),
+        "commandLine": command_line(script),
+        "resourceFiles": resource_files,
         "waitForSuccess": True,
         "rerunOnNodeRebootAfterSuccess": False,
-        "constraints": {"maxTaskRetryCount": 2},
+        "constraints": {"maxTaskRetryCount": 1},
     }
-    if resource_files:
-        body["resourceFiles"] = resource_files
+    if container_image:
+        body["containerSettings"] = {"imageName": container_image, "workingDirectory": "taskWorkingDirectory"}
     return body
 
 

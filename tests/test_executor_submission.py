@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from executor_runs import delta, output_of, run_snakemake, write_files
+from executor_runs import delta, kept_jobs, output_of, run_snakemake, write_files
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.batch_client import BatchService
@@ -14,10 +14,6 @@ from snakemake_executor_plugin_azbatch.config import resolve
 from snakemake_executor_plugin_azbatch import task_spec
 
 FANOUT = 8
-
-
-def kept_jobs(client, label: str) -> list:
-    return [j for j in client.list_jobs() if j.id.startswith(f"sm-{label}-")]
 
 
 def delete_jobs(client, jobs) -> None:

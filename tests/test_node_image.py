@@ -214,6 +214,13 @@ def test_exit_codes_and_signals_come_back_as_on_a_plain_process(make_node):
     assert node.run("kill -9 $$").returncode == 137
 
 
+def test_non_admin_tasks_have_a_world_writable_dev_shm_as_on_a_linux_node(make_node):
+    """Python's multiprocessing locks are POSIX semaphores in /dev/shm (the example workflow's align step uses them)."""
+    node = make_node()
+    proc = node.run("python3 -c 'import multiprocessing; multiprocessing.Lock(); print(\"locked\")'")
+    assert proc.returncode == 0 and proc.stdout == "locked\n", proc.stderr
+
+
 def test_a_stopped_sandbox_launches_nothing(make_node):
     node = make_node()
     node.sandbox.stop()

@@ -235,19 +235,14 @@ def test_task_body_omits_optional_parts():
     assert "applicationPackageReferences" not in body and "constraints" not in body
 
 
-def test_bootstrap_prefix_and_preparation_task():
-    prefix = task_spec.bootstrap_prefix("pip", "9.1.0", ["AZ_BATCH_APP_PACKAGE_tools_1_0"])
-    assert '${AZ_BATCH_APP_PACKAGE_tools_1_0}/bin' in prefix
-    assert "$AZ_BATCH_NODE_SHARED_DIR/snakemake-9.1.0/bin" in prefix
-    assert task_spec.bootstrap_prefix("none", "9.1.0", []) == ""
-    prep = task_spec.preparation_task([task_spec.bootstrap_preparation_script("9.1.0"), "echo sources"])
-    script = shlex.split(prep["commandLine"])[2]
-    assert prep["waitForSuccess"] is True
-    # Composed from parts, each in its own subshell: the bootstrap's early `exit 0` does not skip the sources.
-    assert script.startswith("set -e\n(\n") and script.endswith("\n)\n(\necho sources\n)")
-    # A python3 that already has this Snakemake version is reused; otherwise one install per node.
-    assert script.index("import sys, snakemake") < script.index("pip install")
-    assert '"snakemake==9.1.0"' in script and "$AZ_BATCH_NODE_SHARED_DIR/snakemake-9.1.0" in script
+def test_preparation_task_runs_its_script_once_per_node_and_in_the_tasks_image():
+    prep = task_spec.preparation_task("set -e\necho part", [{"httpUrl": "u", "filePath": "f"}])
+    assert shlex.split(prep["commandLine"])[:2] == ["/bin/bash", "-c"]
+    assert shlex.split(prep["commandLine"])[2] == "set -e\necho part"
+    assert prep["waitForSuccess"] is True and prep["resourceFiles"] == [{"httpUrl": "u", "filePath": "f"}]
+    assert "containerSettings" not in prep
+    boxed = task_spec.preparation_task("true", [], "python:3.12-slim")
+    assert boxed["containerSettings"]["imageName"] == "python:3.12-slim"
 
 
 def test_app_package_env_var_follows_batch_linux_naming():

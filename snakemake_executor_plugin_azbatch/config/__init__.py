@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..pool_creation import PoolCreation
-from ..settings import DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
+from ..settings import DEFAULT_CONDA_INSTALLER, DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
 from .account import account_name_from_url, resolve_account
 from .bootstrap import resolve_bootstrap
 from .numbers import resolve_numbers
@@ -42,7 +42,7 @@ class Config:
     application_packages: tuple[AppPackage, ...]
     resource_files: tuple[ExtraResourceFile, ...]
     precommand: str | None
-    bootstrap: str  # resolved: pip | container | app-package | none
+    bootstrap: str  # resolved: pip | offline | container | app-package | none
     mounted_paths: tuple[str, ...]
     managed_identity: str | None
     sas_hours: int
@@ -59,6 +59,10 @@ class Config:
     input_manifest_threshold: int = 50
     status_interval_max: float | None = None
     task_retention_minutes: int = 60
+    node_python: str | None = None  # X.Y, for the offline wheelhouse
+    node_provides: tuple[str, ...] = ()  # conda, apptainer
+    node_packages: tuple[str, ...] = ()  # more requirements installed with Snakemake by the bootstrap
+    conda_installer: str = DEFAULT_CONDA_INSTALLER
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:

@@ -209,6 +209,8 @@ class NodeSandbox:
             "--proc", "/proc",
             "--ro-bind", "/proc/sys", "/proc/sys",
             "--dev", "/dev",
+            # As on a Linux node: a world-writable /dev/shm (POSIX semaphores, e.g. Python's multiprocessing locks).
+            "--perms", "1777", "--tmpfs", "/dev/shm",
             *self._mount_point_dirs(),
             "--bind", str(self.node_root), str(self.node_root),
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",

@@ -22,18 +22,18 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import pool_creation, recovery, resource_check, task_spec, vm_sizes
+from . import recovery, task_spec
 from .azure_sdk import enum_text, error_text, redact
 from .job_quota import create_job_waiting
 from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
-from .bootstrap.wheelhouse import WheelhouseError
 from .config import Config, resolve
 from .polling import AdaptiveInterval, default_maximum
 from .node_health import NodeHealth
 from .node_setup import NodeSetup
 from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
+from .run_pools import RunPools
 from .settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
 from .staging.manifest import stage_manifest
@@ -58,7 +58,7 @@ def _default_credential():
     return default_credential()
 
 
-class Executor(RemoteExecutor):
+class Executor(RunPools, RemoteExecutor):
     # The status thread starts before __post_init__ runs, so what it reads exists at class level.
     status_rounds = 0
     completed_since: dict = {}  # Batch job id -> lower bound for the next round's completed-task filter
@@ -123,110 +123,6 @@ class Executor(RemoteExecutor):
             if self._credential is None:
                 self._credential = _default_credential()
             return self._credential
-
-    def preflight(self) -> None:
-        """Credentials, pools and storage are checked before anything else is created; a pool created here is
-        deleted again when a later check fails."""
-        self.create_pool_if_asked()
-        try:
-            self.pool_info(self.config.pool_id)
-            self.check_rules_fit_their_pools()
-            self.node_setup.check(list(self.pools.values()))
-            if self.config.bootstrap == "app-package":
-                self.node_setup.check_applications(self.batch.missing_applications(self.config.application_packages))
-            self.staging.preflight()
-            self._preparation_task(self.pools[self.config.pool_id.lower()])  # bootstrap files made and staged now
-        except BaseException:
-            self.delete_created_pool()
-            raise
-
-    def create_pool_if_asked(self) -> None:
-        creation, pool_id = self.config.pool_creation, self.config.pool_id
-        if creation is None:
-            return
-        if self.batch.pool_exists(pool_id):
-            self.logger.info(f"azbatch: pool {pool_id} exists; it is used as it is (never resized or deleted)")
-            return
-        prices = self.config.price_node_hour
-        self.logger.info(pool_creation.describe(creation, pool_id, prices.dedicated if prices else None,
-                                                prices.low_priority if prices else None))
-        images = (self.config.container_image,) if creation.containers and self.config.container_image else ()
-        self.batch.create_pool(pool_creation.pool_body(creation, pool_id, images))
-        self.created_pool = pool_id
-
-    def delete_created_pool(self) -> None:
-        """Never a pool the run did not create; kept with --azbatch-keep-pool."""
-        pool_id = self.created_pool
-        if pool_id is None:
-            return
-        self.created_pool = None
-        if self.config.pool_creation and self.config.pool_creation.keep:
-            self.logger.info(f"azbatch: kept pool {pool_id} (created by this run); delete it with "
-                             f"`az batch pool delete --pool-id {pool_id}`")
-            return
-        try:
-            self.batch.delete_pool(pool_id)
-            self.logger.info(f"azbatch: deleted pool {pool_id} (created by this run)")
-        except BatchServiceError as e:
-            self.logger.error(str(e))
-
-    def _preparation_task(self, pool: PoolInfo, sources: PreparedSources | None = None) -> dict | None:
-        """The bootstrap's parts, then (when given) the run's sources archive part."""
-        try:
-            if sources is None:
-                return self.node_setup.preparation_task(pool)
-            return self.node_setup.preparation_task(pool, [sources.script], sources.resource_files)
-        except WheelhouseError as e:
-            raise SettingsError(str(e)) from None
-
-    def check_rules_fit_their_pools(self) -> None:
-        """Every rule that will run remotely: its pool exists and takes its container image (or its lack of one).
-        Resources known only once inputs exist are checked again at submission."""
-        seen = set()
-        for job in self.workflow.dag.needrun_jobs():
-            if job.is_local:
-                continue
-            key = (job.rule.name, self._pool_id(job), self._image(job))
-            if key in seen or any(isinstance(value, TBDString) for value in key):
-                continue
-            seen.add(key)
-            rule, pool_id, image = key
-            pool = self.pool_info(pool_id, setting=f"the azbatch_pool resource of rule {rule}")
-            problem = pool.container_problem(rule, image) or self.resource_problem(job, pool)
-            if problem:
-                raise SettingsError(problem)
-
-    def resource_problem(self, job: JobExecutorInterface, pool: PoolInfo) -> str | None:
-        """mem_mb / disk_mb / GPUs against the pool's VM size (Batch enforces none of them); threads warn."""
-        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.vm_sizes})
-        if size is None:
-            return None
-        resources = {name: self._resource_value(job, name) for name in resource_check.RESOURCE_NAMES}
-        warning = resource_check.threads_warning(job.name, pool.id, size, int(job.threads or 1))
-        if warning and (job.name, pool.id) not in self._threads_warned:
-            self._threads_warned.add((job.name, pool.id))
-            self.logger.warning(warning)
-        return resource_check.fit_problem(job.name, pool.id, size, resources)
-
-    def _resource_value(self, job: JobExecutorInterface, name: str):
-        try:
-            return job.resources.get(name)
-        except Exception:
-            return None
-
-    def pool_info(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
-        key = pool_id.lower()
-        if key not in self.pools:
-            info = self.batch.check_pool(pool_id, setting)
-            self.logger.info(
-                f"azbatch: pool {info.id}: {info.dedicated_nodes} dedicated + {info.low_priority_nodes} "
-                f"low-priority node(s), {info.slots_per_node} slot(s) per node, "
-                f"autoscale {'on' if info.autoscale else 'off'}"
-            )
-            for warning in info.warnings:
-                self.logger.warning(warning)
-            self.pools[key] = info
-        return self.pools[key]
 
     def _jobs_by_pool(self) -> dict[str, str]:
         return {self.pools[key].id: job for key, job in list(self.batch_jobs.items())}

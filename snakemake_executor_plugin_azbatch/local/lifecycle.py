@@ -67,8 +67,7 @@ class TaskLifecycle:
 
     def assign(self, job: JobRecord, task: TaskRecord, node: NodeRecord) -> None:
         """Start an attempt of an active task on a node whose free slots fit it."""
-        node.take_slots(task.ref, task.required_slots)
-        task.node = node
+        task.take_node(node)
         task.kill_reason = None
         task.attempt += 1
         task.launched = False
@@ -86,6 +85,7 @@ class TaskLifecycle:
             prep = job.prep_by_node.get(node.id)
             if prep is None or not prep.done:
                 task.set_state("preparing")
+                job.waiting_for_prep.setdefault(node.id, {})[task.key] = task
                 if prep is None:
                     self._start_preparation(job, node)
                 return  # launched by _after_preparation
@@ -190,7 +190,7 @@ class TaskLifecycle:
         with self.records.lock:
             node = self.records.find_node(pool_id, node_id)
             if node is not None:
-                node.ready = True
+                node.mark_ready()
                 self._notify()
 
     def attempt_started(self, ref: AttemptRef) -> bool:
@@ -352,7 +352,8 @@ class TaskLifecycle:
 
     def _after_preparation(self, job: JobRecord, node: NodeRecord, rec: PrepRecord) -> None:
         """Launch (or fail) the tasks that waited on this node for the preparation task."""
-        waiting = [t for t in job.tasks.values() if t.node is node and t.state == "preparing" and not t.launched]
+        candidates = job.waiting_for_prep.pop(node.id, {}).values()
+        waiting = [t for t in candidates if t.node is node and t.state == "preparing" and not t.launched]
         for task in sorted(waiting, key=lambda t: t.seq):
             if not task.holds_node:
                 continue
@@ -389,7 +390,7 @@ class TaskLifecycle:
         """onAllTasksComplete=terminatejob: terminate once every task completed."""
         if job.state != "active" or job.rest.get("onAllTasksComplete") != "terminatejob":
             return
-        if all(t.state == "completed" for t in job.tasks.values()):
+        if job.all_tasks_completed():
             self.begin_terminate(job, "AllTasksComplete")
 
     def advance_finishing(self, job: JobRecord) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ class BatchState:
             for n in range(spec.nodes):
                 node_id = node_id_for(spec.id, n)
                 layout = NodeLayout(spec.id, node_id, self.nodes_root / spec.id / node_id)
-                pool.nodes.append(NodeRecord(layout, n, spec.slots, now, now))
+                pool.add_node(NodeRecord(layout, n, spec.slots, now, now))
             self.records.pools[spec.id.lower()] = pool
         backend.bind(self.lifecycle)
 
@@ -253,19 +254,14 @@ class BatchState:
 
     def job_task_counts(self, job_id: str) -> dict:
         with self.records.lock:
-            job = self._job(job_id)
-            counts = dict.fromkeys(("active", "running", "completed", "succeeded", "failed"), 0)
-            slots = dict(counts)
-            for task in job.tasks.values():
-                n = task.required_slots
-                bucket = "running" if task.state == "preparing" else task.state
-                counts[bucket] += 1
-                slots[bucket] += n
-                if task.state == "completed":
-                    result = "succeeded" if task.rest["executionInfo"].get("result") == "success" else "failed"
-                    counts[result] += 1
-                    slots[result] += n
-            return {"taskCounts": counts, "taskSlotCounts": slots}
+            book = self._job(job_id).book  # kept up to date by every transition: no scan of the tasks
+
+            def shape(counter: Counter[str]) -> dict[str, int]:
+                counts = {name: counter[name] for name in ("active", "running", "completed", "succeeded", "failed")}
+                counts["running"] += counter["preparing"]  # Batch has no preparing count: such tasks run
+                return counts
+
+            return {"taskCounts": shape(book.tasks), "taskSlotCounts": shape(book.slots)}
 
     def job_prep_release_status(self, job_id: str) -> list[dict]:
         with self.records.lock:
@@ -313,7 +309,7 @@ class BatchState:
         )
         touch(rest)
         task = TaskRecord(job.key, task_id.lower(), next(self._task_seq), rest)
-        job.tasks[task.key] = task
+        job.add_task(task)
         return task
 
     def add_task(self, job_id: str, body: dict) -> dict:
@@ -368,7 +364,7 @@ class BatchState:
             task.deleted = True
             if task.state in ("running", "preparing"):
                 self.lifecycle.kill(task, "deleted")
-            del job.tasks[task.key]
+            job.remove_task(task)
             self.lifecycle.maybe_complete_job(job)
             self.records.changed.notify_all()
 

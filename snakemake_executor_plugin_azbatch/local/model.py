@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -350,9 +351,19 @@ class BatchState:
             return copy.deepcopy(self._task(job_id, task_id)[1].rest)
 
     def list_tasks(self, job_id: str) -> list[dict]:
+        """Copies of every task of the job, in submission order."""
+        return self.list_task_page(job_id, lambda rests: (rests, False))[0]
+
+    def list_task_page(
+        self, job_id: str, cut: Callable[[list[dict]], tuple[list[dict], Any]]
+    ) -> tuple[list[dict], Any]:
+        """`cut(the live task dicts, in submission order)` runs under the lock and returns (chosen dicts, anything
+        else); this returns copies of the chosen ones and the rest. A page of a 20,000-task job copies the page,
+        not every task. `cut` only reads."""
         with self.records.lock:
             job = self._job(job_id)
-            return [copy.deepcopy(t.rest) for t in sorted(job.tasks.values(), key=lambda t: t.seq)]
+            chosen, extra = cut([t.rest for t in job.tasks.values()])  # dict order is submission order
+            return [copy.deepcopy(rest) for rest in chosen], extra
 
     def terminate_task(self, job_id: str, task_id: str) -> None:
         with self.records.lock:

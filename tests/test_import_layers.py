@@ -84,6 +84,8 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
         ("scheduler", {"http_server", "api", "host_backend", "node_agent", "model", "service"}),
         ("node_agent", {"model", "lifecycle", "scheduler", "records", "api", "http_server"}),
         ("host_backend", {"model", "lifecycle", "scheduler", "records", "api", "http_server"}),
+        ("simulated_backend", {"model", "lifecycle", "scheduler", "records", "api", "http_server", "node_agent",
+                               "host_backend"}),
         ("api", {"http_server", "host_backend", "node_agent", "lifecycle", "records"}),
         ("errors", {"http_messages", "http_server", "api"}),
     ],

@@ -86,7 +86,22 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preempt-fraction", type=float, default=0.0, help="fraction of running tasks preempted once (0-1)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for fault injection and preemption")
+    parser.add_argument(
+        "--simulate",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run no processes: every task passes through Batch's states on simulated nodes and completes after "
+        "SECONDS; outputs with a literal filePattern are uploaded as small placeholder blobs",
+    )
+    parser.add_argument(
+        "--simulate-fail",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="with --simulate: this fraction of tasks fail with exit code 1 (chosen from --seed and the task's ids)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for fault injection, preemption and --simulate-fail")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +187,8 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         fail_status=args.fail_status,
         preempt_fraction=args.preempt_fraction,
         seed=args.seed,
+        simulate=args.simulate,
+        simulate_fail=args.simulate_fail,
         **overrides,  # type: ignore[arg-type]
     )
     config.validate()

@@ -109,6 +109,8 @@ class ServiceConfig:
     fail_status: int = 503
     preempt_fraction: float = 0.0
     seed: int = 0
+    simulate: float | None = None  # seconds each task "runs" on simulated nodes (no process); None: real processes
+    simulate_fail: float = 0.0  # fraction of simulated tasks that fail (exit code 1), chosen by seed and task
     # Filled in by LocalService once ports are bound.
     account_url: str = ""
     storage: StorageEndpoint | None = None
@@ -118,6 +120,12 @@ class ServiceConfig:
             raise ConfigError(f"host {self.host!r}: the local service listens on loopback only; use 127.0.0.1")
         if not 0.0 <= self.fail_fraction <= 1.0 or not 0.0 <= self.preempt_fraction <= 1.0:
             raise ConfigError("--fail-fraction and --preempt-fraction must be between 0 and 1")
+        if self.simulate is not None and not 0.0 <= self.simulate < float("inf"):
+            raise ConfigError(f"--simulate {self.simulate}: give the seconds each task takes, 0 or more")
+        if not 0.0 <= self.simulate_fail <= 1.0:
+            raise ConfigError(f"--simulate-fail {self.simulate_fail}: give a fraction between 0 and 1")
+        if self.simulate_fail and self.simulate is None:
+            raise ConfigError("--simulate-fail needs --simulate SECONDS (it applies to simulated tasks only)")
         if self.fail_status not in (429, 500, 503):
             raise ConfigError(f"--fail-status {self.fail_status}: choose 500, 503 or 429")
         ids = [p.id.lower() for p in self.pools]

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .blob_transfer import TransferError, download_resource_files, redact_text, upload_output_files
+from .blob_transfer import TransferError, download_resource_files, record_uploads, redact_text, upload_output_files
 from .config import ServiceConfig
 from .execution import AttemptRef, ExecutionEvents, JobTaskRef, JobTaskRun, TaskAttempt
 from .node_layout import NodeLayout, app_package_env_name, merge_settings
-from .task_outcomes import node_error, upload_failure
+from .task_outcomes import node_error
 
 log = logging.getLogger(__name__)
 
@@ -216,13 +216,9 @@ class NodeAgent:
             return
         exit_code, failure = verdict
         outputs = spec.get("outputFiles") or []
-        upload = upload_output_files(outputs, wd, env, failure is None, self.config.storage)
         if outputs:
-            (tdir / "fileuploadout.txt").write_text("".join(line + "\n" for line in upload.log))
-            if upload.errors:
-                (tdir / "fileuploaderr.txt").write_text("".join(line + "\n" for line in upload.errors))
-        if upload.errors and failure is None:
-            failure = upload_failure(upload.errors[0])
+            upload = upload_output_files(outputs, wd, env, failure is None, self.config.storage)
+            failure = record_uploads(tdir, upload, failure)
         events.attempt_completed(attempt.ref, exit_code, failure)
 
     # ------------------------------------------------------------------ job preparation / release

@@ -31,7 +31,12 @@ METRICS_PATH = "/_local/metrics"
 
 
 def make_backend(config: ServiceConfig) -> "ExecutionBackend":
-    """The execution backend the model drives: today host processes (see `execution` for the protocol)."""
+    """The execution backend the model drives (see `execution` for the protocol): simulated nodes with
+    `--simulate`, else host processes."""
+    if config.simulate is not None:
+        from .simulated_backend import SimulatedBackend
+
+        return SimulatedBackend(config)
     from .host_backend import HostProcessBackend
 
     return HostProcessBackend(config)

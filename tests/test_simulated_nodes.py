@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from conftest import ServiceHandle, _start_service
+from executor_runs import delta, output_of, run_snakemake, write_files
 from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.simulated_backend import IO_THREADS, chosen_to_fail
@@ -296,3 +297,30 @@ def test_a_pool_of_2000_simulated_nodes_is_cheap_and_lists_in_pages(simulated) -
     assert node_dirs(simulated, "big") == used  # directories only where a task ran
     busy = [n for n in client.list_nodes("big", filter="totalTasksRun gt 0")]
     assert {n.id for n in busy} == used
+
+
+# ---------------------------------------------------------------------------------------------------- the plugin
+
+
+def test_the_plugin_runs_a_workflow_on_simulated_nodes_and_downloads_placeholders(simulated, tmp_path: Path) -> None:
+    workdir = write_files(tmp_path / "fanout", {"Snakefile": """
+        rule all:
+            input: "gathered.txt"
+
+        rule part:
+            output: "parts/{i}.txt"
+            shell: "echo {wildcards.i} > {output}"
+
+        rule gather:
+            input: expand("parts/{i}.txt", i=range(4))
+            output: "gathered.txt"
+            shell: "cat {input} > {output}"
+    """})
+    before = simulated.metrics()
+    result = run_snakemake(simulated, workdir, container="simulated-plugin")
+    assert result.returncode == 0, output_of(result)
+    after = simulated.metrics()
+    for path in [*(f"parts/{i}.txt" for i in range(4)), "gathered.txt"]:
+        content = (workdir / path).read_text()
+        assert "placeholder written by azbatch-local --simulate" in content and path in content  # no command ran
+    assert delta(before, after, "operations", "Tasks_CreateTaskCollection") == 2  # the parts, then the gather

@@ -71,11 +71,14 @@ def cut_page(request: Request, items: list[dict[str, Any]]) -> tuple[list[dict[s
         select_names(select)  # checked before $skiptoken, so errors come in the same order on every page
     token = request.query.get("$skiptoken")
     after = decode_token(token) if token else None
-    keyed = [(sort_key(item), item) for item in items]
-    if after is not None:  # first, as comparing keys is cheaper than a $filter: later pages get cheaper
-        keyed = [pair for pair in keyed if pair[0] > after]
-    if predicate is not None:
-        keyed = [pair for pair in keyed if predicate(pair[1])]
+    # The cheaper cut first: past the $skiptoken (later pages get cheaper), else the $filter (a status poll
+    # for the few tasks that changed computes few keys).
+    if after is not None:
+        keyed = [(key, item) for item in items if (key := sort_key(item)) > after]
+        if predicate is not None:
+            keyed = [pair for pair in keyed if predicate(pair[1])]
+    else:
+        keyed = [(sort_key(item), item) for item in items if predicate is None or predicate(item)]
     keyed.sort(key=lambda pair: pair[0])
     return [item for _, item in keyed[:max_results]], len(keyed) > max_results
 

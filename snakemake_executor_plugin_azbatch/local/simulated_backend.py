@@ -145,8 +145,8 @@ class SimulatedBackend:
             note = (f"simulated failure: azbatch-local --simulate-fail {self.config.simulate_fail} "
                     f"--seed {self.config.seed} chose this task; exit code {SIMULATED_FAILURE_EXIT_CODE}\n")
             self._task_files(attempt.node, attempt.job_id, attempt.task_id, note if fails else "")
+            events.attempt_launched(attempt.ref)  # before its end is scheduled: with SECONDS 0 that comes at once
             self._schedule(attempt.ref, attempt, SIMULATED_FAILURE_EXIT_CODE if fails else 0, attempt.timeout)
-            events.attempt_launched(attempt.ref)
         except Exception as err:  # a bug here must not leave the task running forever
             log.exception("simulated node error starting task %s/%s", attempt.job_id, attempt.task_id)
             self._unpend(attempt.ref)

@@ -2,9 +2,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# The Azure CLI, in an environment of its own, that tests/test_docs_az_commands.py checks the docs' az lines with.
+AZCLI_VENV := .venv-azcli
 DEMO_ROOT := .azbatch-local/demo
 
-.PHONY: all install demo test bench clean
+.PHONY: all install azcli demo test bench clean
 
 all: install
 
@@ -24,17 +26,28 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed
 
+# azure-cli pins azure-core and azure-batch versions of its own, so it cannot share .venv. Without byte-compiling,
+# its install takes about a minute.
+$(AZCLI_VENV)/.installed: tests/azure-cli-requirements.txt
+	$(PYTHON) -m venv $(AZCLI_VENV)
+	$(AZCLI_VENV)/bin/python -m pip install --quiet --no-compile -r tests/azure-cli-requirements.txt
+	touch $@
+
+azcli: $(AZCLI_VENV)/.installed
+
 # Start Azurite and the local Batch service, run example_workflow/ through the azbatch executor, stop everything.
 demo: install
 	rm -rf $(DEMO_ROOT)
 	cd example_workflow && PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/azbatch-local run --root ../$(DEMO_ROOT) -- \
 		../$(BIN)/python run_demo.py
 
-test: install
+test: install azcli
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
+# The benchmark table (and .azbatch-local/bench/results.json); `make bench BENCH_ARGS=--quick` for a smoke run.
+BENCH_ARGS ?=
 bench: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .azbatch-local .pytest_cache
+	rm -rf $(VENV) $(AZCLI_VENV) node_modules .azbatch-local .pytest_cache

@@ -1,8 +1,19 @@
-"""Benchmarks: the local Batch service and the azbatch executor on it, printed as a table.
+"""Benchmarks: this plugin on the local Batch service, side by side with the anchors' request patterns.
 
-Run with `make bench` (or `python benchmarks/run.py [--quick]`). Everything runs on loopback against a private
-local service under a temporary root. Times are wall-clock on this machine; counts come from the service's metrics.
-Speed is measured here, never asserted in tests.
+Run with `make bench` (or `.venv/bin/python benchmarks/run.py [--quick] [--json PATH] [--sections ...]`). Every
+figure comes from one run on this machine: times are wall-clock, CPU and peak RSS come from `os.wait4` on the
+measured process, request and byte counts from the local service's metrics (/_local/metrics). The table is printed
+and written as JSON (default .azbatch-local/bench/results.json). Speed is measured here, never asserted in tests.
+
+Sections (issue 11):
+  rehearsal  N tasks (60; --quick 10) through this plugin, then the same tasks replayed with the request patterns
+             of snakemake-executor-plugin-azure-batch and of Nextflow's Azure Batch executor (reference_clients.py);
+             the same DAG under `--executor local` and `--executor touch`
+  example    example_workflow/ through the plugin: Blob requests and bytes per task against the minimum
+  service    N `/bin/true` tasks in collections of 100 straight to the service (submit, run, list)
+  scale      20,000 tasks (fan-out + gather) on the service's simulated backend (`--scale-service-options`); a row
+             of "n/a" while `azbatch-local serve` has no such option
+  big-file   one 4 GiB file (--quick 256 MiB) through the plugin's staging and a node (big_files.py)
 """
 
 from __future__ import annotations
@@ -10,153 +21,316 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import platform
+import resource
+import shlex
+import shutil
 import sys
 import tempfile
-import textwrap
 import time
-import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from azure.batch import BatchClient
 from azure.batch import models as batch_models
-from azure.core.credentials import AzureNamedKeyCredential
 
-from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
-from snakemake_executor_plugin_azbatch.local.service import LocalService
+import big_files
+import blob_minimum
+import reference_clients
+import workloads
+from service_process import ServiceProcess, Traffic, supports
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_JSON = REPO / ".azbatch-local" / "bench" / "results.json"
+SECTIONS = ("rehearsal", "example", "service", "scale", "big-file")
+# The rehearsal's pool: two nodes of four slots (as a small pool of 4-core VMs); tasks there run real processes.
+REHEARSAL_POOL = "local:2:4"
+DEFAULT_SCALE_OPTIONS = "--simulate 1 --pool local:1000:4"
+STATUS_INTERVAL_S = 1.0
+EXAMPLE_SOURCES = ["Snakefile", "config.yaml", "scripts"]
 
 Row = tuple[str, str, str]
 
 
-def metrics(service: LocalService) -> dict:
-    with urllib.request.urlopen(service.metrics_url, timeout=10) as response:
-        return json.load(response)
+def machine() -> dict[str, Any]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    import snakemake
+
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "snakemake": snakemake.__version__,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
-def op_count(snapshot: dict, section: str, name: str, field: str = "count") -> int:
-    return int(snapshot.get(section, {}).get(name, {}).get(field, 0))
+def cpu_s() -> float:
+    """CPU time of this benchmark and every process it started and reaped (Snakemake, services, nodes, Azurite)."""
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def section_total(snapshot: dict, section: str, field: str = "count") -> int:
-    return sum(int(op.get(field, 0)) for op in snapshot.get(section, {}).values())
+def per(value: float, n: int, digits: int = 1) -> str:
+    return f"{value / n:.{digits}f}" if n else "n/a"
 
 
-def batch_client(service: LocalService) -> BatchClient:
-    cfg = service.config
-    return BatchClient(service.account_url, AzureNamedKeyCredential(cfg.account_name, cfg.account_key))
+# ---------------------------------------------------------------------------------------------------- rehearsal
+
+def _new_job(client: Any, before: set[str]) -> str:
+    jobs = {job.id for job in client.list_jobs(select=["id"])} - before
+    if len(jobs) != 1:
+        sys.exit(f"benchmarks: expected one Batch job kept by the plugin run, found {sorted(jobs)}")
+    return jobs.pop()
 
 
-def bench_service_tasks(service: LocalService, n_tasks: int) -> list[Row]:
+def _client_row(name: str, traffic: Traffic, tasks: int, wall_s: float) -> dict[str, Any]:
+    return {
+        "client": name,
+        "tasks": tasks,
+        "batch_requests": traffic.total("operations"),
+        "batch_bytes": traffic.bytes("operations"),
+        "blob_requests": traffic.total("storage"),
+        "blob_bytes": traffic.bytes("storage"),
+        "wall_s": round(wall_s, 2),
+        "batch_operations": traffic.by_operation("operations"),
+    }
+
+
+def bench_rehearsal(work: Path, n: int, cores: int) -> tuple[list[Row], list[dict[str, Any]], dict[str, Any]]:
+    """The N-task rehearsal: plugin vs --executor local vs touch, and the plugin vs the anchors' request patterns."""
+    plugin_dir = workloads.make_fan_out(work / "plugin", n, input_bytes=64 * 1024)
+    local_dir = workloads.fresh_copy(plugin_dir, "local")
+    touch_dir = workloads.fresh_copy(plugin_dir, "touch")
+    side_by_side = []
+    with ServiceProcess(work / "service", [REHEARSAL_POOL]) as service:
+        client = service.batch_client()
+        jobs_before = {job.id for job in client.list_jobs(select=["id"])}
+        env = workloads.plugin_env(service.env, "bench", STATUS_INTERVAL_S, SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+        before = service.metrics()
+        plugin = workloads.snakemake(plugin_dir, "azbatch", n, env, work / "plugin.log", timeout_s=1800)
+        workloads.require_success(plugin, "the rehearsal workflow on the azbatch executor")
+        side_by_side.append(_client_row("this plugin (snakemake --executor azbatch)",
+                                        Traffic(before, service.metrics()), n, plugin.wall_s))
+        # The same tasks, as the plugin defined them, submitted and watched with the anchors' request patterns.
+        job_id = _new_job(client, jobs_before)
+        tasks = reference_clients.captured_tasks(client, job_id)
+        client.begin_delete_job(job_id).result()
+        for replay in (reference_clients.replay_upstream_snakemake, reference_clients.replay_nextflow):
+            before = service.metrics()
+            result = replay(client, service.pool_id, tasks, f"replay-{replay.__name__[7:]}-{os.getpid()}",
+                            STATUS_INTERVAL_S)
+            traffic = Traffic(before, service.metrics())
+            if result.failed:
+                sys.exit(f"benchmarks: {result.failed} task(s) failed in {result.client}")
+            side_by_side.append({**_client_row(result.client, traffic, result.tasks, result.wall_s),
+                                 "status_rounds": result.rounds})
+            if replay is reference_clients.replay_nextflow:  # Nextflow leaves its job (terminated) behind
+                client.begin_delete_job(result.job_id).result()
+    local = workloads.snakemake(local_dir, "local", cores, dict(os.environ), work / "local.log", timeout_s=1800)
+    workloads.require_success(local, "the rehearsal workflow on --executor local")
+    touch = workloads.snakemake(touch_dir, "touch", n, dict(os.environ), work / "touch.log", timeout_s=600)
+    workloads.require_success(touch, "the rehearsal workflow on --executor touch")
+    rows = [
+        (f"{n}-task rehearsal: wall time on the local service (azbatch)", f"{plugin.wall_s:.1f}", "s"),
+        (f"{n}-task rehearsal: wall time with --executor local ({cores} cores)", f"{local.wall_s:.1f}", "s"),
+        (f"{n}-task rehearsal: local service / --executor local", f"{plugin.wall_s / local.wall_s:.1f}", "x"),
+        (f"{n}-task rehearsal: plugin process CPU per task", per(plugin.cpu_s * 1000, n, 0), "ms"),
+        (f"{n}-task rehearsal: --executor touch CPU per task (same DAG)", per(touch.cpu_s * 1000, n, 0), "ms"),
+        (f"{n}-task rehearsal: plugin CPU / touch CPU", f"{plugin.cpu_s / touch.cpu_s:.2f}", "x"),
+        (f"{n}-task rehearsal: plugin process peak RSS", f"{plugin.peak_rss_mib:.0f}", "MiB"),
+    ]
+    figures = {"tasks": n, "pool": REHEARSAL_POOL, "status_interval_s": STATUS_INTERVAL_S,
+               "azbatch": plugin.as_dict(), "local": local.as_dict(), "touch": touch.as_dict()}
+    return rows, side_by_side, figures
+
+
+# ---------------------------------------------------------------------------------------------------- example
+
+def bench_example(work: Path) -> tuple[list[Row], dict[str, Any]]:
+    workdir = work / "example_workflow"
+    shutil.copytree(REPO / "example_workflow", workdir,
+                    ignore=shutil.ignore_patterns("results", "logs", "benchmarks", ".snakemake", "__pycache__"))
+    with ServiceProcess(work / "service", [REHEARSAL_POOL]) as service:
+        env = workloads.plugin_env(service.env, "example", STATUS_INTERVAL_S)
+        before = service.metrics()
+        run = workloads.snakemake(workdir, "azbatch", 10, env, work / "example.log", timeout_s=1800)
+        workloads.require_success(run, "example_workflow on the azbatch executor")
+        traffic = Traffic(before, service.metrics())
+    nodes = int(REHEARSAL_POOL.split(":")[1])
+    minimum = blob_minimum.minimum_traffic(workdir, Path(run.log).read_text(), EXAMPLE_SOURCES, nodes)
+    n = minimum.tasks
+    blob_requests, blob_bytes = traffic.total("storage"), traffic.bytes("storage")
+    rows = [
+        ("example workflow: Batch tasks", str(n), "tasks"),
+        ("example workflow: wall time", f"{run.wall_s:.1f}", "s"),
+        ("example workflow: Batch API requests per task", per(traffic.total("operations"), n), "requests"),
+        ("example workflow: Blob requests per task (minimum)",
+         f"{per(blob_requests, n)} ({per(minimum.requests, n)})", "requests"),
+        ("example workflow: Blob bytes per task (minimum)",
+         f"{per(blob_bytes / 1024, n)} ({per(minimum.bytes / 1024, n)})", "KiB"),
+        ("example workflow: task definitions sent per task",
+         per(traffic.total("operations", "requestBytes") / 1024, n), "KiB"),
+    ]
+    figures = {"tasks": n, "wall_s": run.wall_s, "blob_requests": blob_requests, "blob_bytes": blob_bytes,
+               "minimum_blob_requests": minimum.requests, "minimum_blob_bytes": minimum.bytes,
+               "batch_operations": traffic.by_operation("operations"),
+               "blob_operations": traffic.by_operation("storage")}
+    return rows, figures
+
+
+# ---------------------------------------------------------------------------------------------------- service
+
+def bench_service(work: Path, n: int) -> tuple[list[Row], dict[str, Any]]:
     """Submit n trivial tasks in collections of 100, wait until all completed, then time paged listing."""
-    client = batch_client(service)
-    pool = service.config.pools[0].id
-    job_id = f"bench-{int(time.time())}"
-    client.create_job(batch_models.BatchJobCreateOptions(id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id=pool)))
-    tasks = [batch_models.BatchTaskCreateOptions(id=f"t{i:05d}", command_line="/bin/true") for i in range(n_tasks)]
-    before = metrics(service)
-    start = time.perf_counter()
-    for i in range(0, n_tasks, 100):
-        client.create_task_collection(job_id, batch_models.BatchTaskGroup(task_values=tasks[i : i + 100]))
-    submitted = time.perf_counter() - start
-    while True:
-        counts = client.get_job_task_counts(job_id).task_counts
-        if counts.completed == n_tasks:
-            break
-        time.sleep(0.2)
-    finished = time.perf_counter() - start
-    after = metrics(service)
-    list_start = time.perf_counter()
-    rounds = 5
-    for _ in range(rounds):
-        listed = sum(1 for _ in client.list_tasks(job_id, filter="state eq 'completed'", select=["id", "state"]))
-    list_time = (time.perf_counter() - list_start) / rounds
-    client.begin_delete_job(job_id).result()
-    client.close()
-    return [
-        (f"service: submit {n_tasks} tasks (addtaskcollection)", f"{submitted:.2f}", "s"),
-        ("service: addtaskcollection requests", str(op_count(after, "operations", "Tasks_CreateTaskCollection")
-                                                 - op_count(before, "operations", "Tasks_CreateTaskCollection")), "requests"),
-        (f"service: {n_tasks} tasks run to completion", f"{finished:.2f}", "s"),
-        ("service: task throughput", f"{n_tasks / finished:.0f}", "tasks/s"),
-        (f"service: list {listed} completed tasks ($filter/$select, paged)", f"{list_time * 1000:.0f}", "ms"),
+    with ServiceProcess(work / "service", [REHEARSAL_POOL]) as service:
+        client = service.batch_client()
+        job_id = f"bench-{os.getpid()}"
+        client.create_job(batch_models.BatchJobCreateOptions(
+            id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id=service.pool_id)))
+        tasks = [batch_models.BatchTaskCreateOptions(id=f"t{i:05d}", command_line="/bin/true") for i in range(n)]
+        start = time.perf_counter()
+        for i in range(0, n, 100):
+            client.create_task_collection(job_id, batch_models.BatchTaskGroup(task_values=tasks[i: i + 100]))
+        submitted = time.perf_counter() - start
+        while client.get_job_task_counts(job_id).task_counts.completed < n:
+            time.sleep(0.2)
+        finished = time.perf_counter() - start
+        list_start = time.perf_counter()
+        rounds = 5
+        for _ in range(rounds):
+            listed = sum(1 for _ in client.list_tasks(job_id, filter="state eq 'completed'", select=["id", "state"]))
+        list_s = (time.perf_counter() - list_start) / rounds
+        client.begin_delete_job(job_id).result()
+    rows = [
+        (f"service: submit {n} tasks (add-task-collection of 100)", f"{submitted:.2f}", "s"),
+        (f"service: {n} /bin/true tasks run to completion", f"{finished:.1f}", "s"),
+        ("service: task throughput (real processes)", f"{n / finished:.0f}", "tasks/s"),
+        (f"service: list {listed} completed tasks ($filter, $select, paged)", f"{list_s * 1000:.0f}", "ms"),
     ]
+    return rows, {"tasks": n, "submit_s": submitted, "complete_s": finished, "list_s": list_s}
 
 
-SNAKEFILE = """
-N = {n}
-rule all:
-    input: expand("out/{{i}}.txt", i=range(N))
-rule make:
-    input: "data/{{i}}.in"
-    output: "out/{{i}}.txt"
-    shell: "wc -c < {{input}} > {{output}}"
-"""
+# ---------------------------------------------------------------------------------------------------- scale
 
-
-def run_snakemake(service: LocalService, workdir: Path, container: str) -> tuple[float, subprocess.CompletedProcess]:
-    env = {**os.environ, **service.env(), "SNAKEMAKE_AZBATCH_STORAGE_CONTAINER": container,
-           "SNAKEMAKE_AZBATCH_STATUS_INTERVAL": "0.5"}
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--executor", "azbatch", "--jobs", "100", "--latency-wait", "2"],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
-    )
-    return time.perf_counter() - start, result
-
-
-def bench_executor(service: LocalService, work: Path, n_jobs: int, input_kib: int) -> list[Row]:
-    """A fan-out workflow of n jobs, each with its own input; then an unchanged re-run with nothing to do."""
-    workdir = work / "workflow"
-    (workdir / "data").mkdir(parents=True)
-    (workdir / "Snakefile").write_text(textwrap.dedent(SNAKEFILE.format(n=n_jobs)))
-    for i in range(n_jobs):
-        (workdir / "data" / f"{i}.in").write_bytes(os.urandom(input_kib * 1024))
-    before = metrics(service)
-    elapsed, result = run_snakemake(service, workdir, "bench")
-    if result.returncode != 0:
-        sys.exit(f"benchmark workflow failed:\n{result.stderr[-4000:]}")
-    after = metrics(service)
-    rerun_elapsed, rerun = run_snakemake(service, workdir, "bench")
-    after_rerun = metrics(service)
-
-    def delta(a: dict, b: dict, section: str, field: str = "count") -> int:
-        return section_total(b, section, field) - section_total(a, section, field)
-
-    uploaded = sum(op_count(after, "storage", op, "requestBytes") - op_count(before, "storage", op, "requestBytes")
-                   for op in ("PutBlob", "PutBlock"))
-    return [
-        (f"executor: {n_jobs} jobs ({input_kib} KiB input each), first run", f"{elapsed:.1f}", "s"),
-        ("executor: Batch API requests, first run", str(delta(before, after, "operations")), "requests"),
-        ("executor: storage requests, first run", str(delta(before, after, "storage")), "requests"),
-        ("executor: bytes uploaded, first run", str(uploaded), "bytes"),
-        ("executor: unchanged re-run", f"{rerun_elapsed:.1f}", "s"),
-        ("executor: Batch API requests, unchanged re-run", str(delta(after, after_rerun, "operations")), "requests"),
-        ("executor: storage requests, unchanged re-run", str(delta(after, after_rerun, "storage")), "requests"),
+def bench_scale(work: Path, n: int, options: list[str]) -> tuple[list[Row], dict[str, Any]]:
+    """n fan-out tasks and a gather over all their outputs, on the service started with `options`."""
+    label = f"{n} tasks (fan-out + gather) on {' '.join(options) or 'the default backend'}"
+    missing = [opt for opt in options if opt.startswith("--") and not supports(opt)]
+    if missing:
+        reason = f"n/a (no simulated backend: azbatch-local serve has no {' '.join(missing)})"
+        return [(f"scale: {label}", reason, "")], {"tasks": n, "options": options, "skipped": reason}
+    plugin_dir = workloads.make_fan_out_gather(work / "plugin", n)
+    touch_dir = workloads.fresh_copy(plugin_dir, "touch")
+    with ServiceProcess(work / "service", [], options) as service:
+        env = workloads.plugin_env(service.env, "scale", STATUS_INTERVAL_S)
+        before = service.metrics()
+        plugin = workloads.snakemake(plugin_dir, "azbatch", n, env, work / "plugin.log", timeout_s=3600)
+        traffic = Traffic(before, service.metrics())
+    if plugin.returncode != 0:
+        reason = f"failed (exit {plugin.returncode}; log {plugin.log})"
+        return [(f"scale: {label}", reason, "")], {"tasks": n, "options": options, "failed": plugin.as_dict()}
+    touch = workloads.snakemake(touch_dir, "touch", n, dict(os.environ), work / "touch.log", timeout_s=3600)
+    workloads.require_success(touch, "the scale workflow on --executor touch")
+    tasks = n + 1
+    requests = traffic.total("operations") + traffic.total("storage")
+    rows = [
+        (f"scale: {label}: wall time", f"{plugin.wall_s:.1f}", "s"),
+        ("scale: plugin CPU per task", per(plugin.cpu_s * 1000, tasks, 2), "ms"),
+        ("scale: --executor touch CPU per task (same DAG)", per(touch.cpu_s * 1000, tasks, 2), "ms"),
+        ("scale: plugin CPU / touch CPU", f"{plugin.cpu_s / touch.cpu_s:.2f}", "x"),
+        ("scale: Batch requests per task", per(traffic.total("operations"), tasks, 2), "requests"),
+        ("scale: requests per task, Batch + Blob (plugin and nodes)", per(requests, tasks, 2), "requests"),
+        ("scale: plugin process peak RSS", f"{plugin.peak_rss_mib:.0f}", "MiB"),
     ]
+    figures = {"tasks": tasks, "options": options, "azbatch": plugin.as_dict(), "touch": touch.as_dict(),
+               "batch_operations": traffic.by_operation("operations"),
+               "blob_operations": traffic.by_operation("storage")}
+    return rows, figures
 
 
-def print_table(rows: list[Row]) -> None:
+# ---------------------------------------------------------------------------------------------------- output
+
+def print_rows(title: str, rows: list[Row]) -> None:
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
-    print(f"{'benchmark':<{width}}  {'value':>{value_width}}  unit")
-    print(f"{'-' * width}  {'-' * value_width}  ----")
+    print(f"\n{title}")
     for name, value, unit in rows:
-        print(f"{name:<{width}}  {value:>{value_width}}  {unit}")
+        print(f"  {name:<{width}}  {value:>{value_width}}  {unit}")
+
+
+def print_side_by_side(entries: list[dict[str, Any]]) -> None:
+    header = ("client", "Batch req", "req/task", "Batch KiB/task", "Blob req", "wall s")
+    table = [header] + [
+        (e["client"], str(e["batch_requests"]), per(e["batch_requests"], e["tasks"], 2),
+         per(e["batch_bytes"] / 1024, e["tasks"]), str(e["blob_requests"]), f"{e['wall_s']:.1f}")
+        for e in entries
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    print(f"\nSide by side: the same {entries[0]['tasks']} tasks on the same service, status rounds every "
+          f"{STATUS_INTERVAL_S:g} s. The replays' wall time runs from job creation (no Snakemake, no staging); their "
+          "Blob requests are the nodes' alone (inputs already staged, outputs not downloaded).")
+    for row in table:
+        print("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                               enumerate(zip(row, widths))))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run of a couple of minutes)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write the results (default "
+                        f"{DEFAULT_JSON.relative_to(REPO)})")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="what to run")
+    parser.add_argument("--scale-tasks", type=int, default=None, help="fan-out tasks of the scale row (20000)")
+    parser.add_argument("--scale-service-options", default=DEFAULT_SCALE_OPTIONS,
+                        help=f"azbatch-local serve options of the scale row (default {DEFAULT_SCALE_OPTIONS!r})")
+    parser.add_argument("--big-file-mib", type=int, default=None, help="size of the big file (4096; --quick 256)")
     args = parser.parse_args()
-    n_tasks, n_jobs = (200, 10) if args.quick else (1000, 60)
-    rows: list[Row] = []
+    n_rehearsal, n_service = (10, 100) if args.quick else (60, 500)
+    n_scale = args.scale_tasks or (1000 if args.quick else 20000)
+    big_mib = args.big_file_mib or (256 if args.quick else 4096)
+    cores = len(os.sched_getaffinity(0))
+    results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "sections": {}}
+    printed: list[tuple[str, list[Row]]] = []
+    side_by_side: list[dict[str, Any]] = []
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="azbatch-bench-") as tmp:
-        cores = os.cpu_count() or 1
-        config = ServiceConfig(root=Path(tmp) / "service", pools=[PoolSpec("local", 2, max(2, cores * 4))])
-        with LocalService(config) as service:
-            rows += bench_service_tasks(service, n_tasks)
-            rows += bench_executor(service, Path(tmp), n_jobs, input_kib=64)
-    print_table(rows)
+        work = Path(tmp)
+        for section in args.sections:
+            section_start, section_cpu = time.perf_counter(), cpu_s()
+            print(f"benchmarks: {section} ...", file=sys.stderr, flush=True)
+            if section == "rehearsal":
+                rows, side_by_side, figures = bench_rehearsal(work / section, n_rehearsal, cores)
+                figures["side_by_side"] = side_by_side
+            elif section == "example":
+                rows, figures = bench_example(work / section)
+            elif section == "service":
+                rows, figures = bench_service(work / section, n_service)
+            elif section == "scale":
+                rows, figures = bench_scale(work / section, n_scale, shlex.split(args.scale_service_options))
+            else:
+                with ServiceProcess(work / section / "service", [REHEARSAL_POOL]) as service:
+                    rows, figures = big_files.bench_big_file(service, work / section / "files", big_mib * 1024**2)
+            figures["section_wall_s"] = round(time.perf_counter() - section_start, 1)
+            figures["section_cpu_s"] = round(cpu_s() - section_cpu, 1)
+            results["sections"][section] = {"rows": [list(r) for r in rows], "figures": figures}
+            printed.append((section, rows))
+    results["total_wall_s"] = round(time.perf_counter() - started, 1)
+    results["total_cpu_s"] = round(cpu_s(), 1)
+    m = results["machine"]
+    print(f"\nMachine: {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, load average at start "
+          f"{m['load_average_at_start'][0]}; Python {m['python']}, Snakemake {m['snakemake']}; {m['date']}")
+    for section, rows in printed:
+        print_rows(section, rows)
+        if section == "rehearsal" and side_by_side:
+            print_side_by_side(side_by_side)
+    print(f"\nTotal {results['total_wall_s']:.0f} s wall, {results['total_cpu_s']:.0f} s CPU (the benchmark and all it "
+          f"started); JSON: {args.json}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 
-from snakemake_executor_plugin_azbatch.settings import Config, SettingsError, resolve
+from snakemake_executor_plugin_azbatch.config import Config, SettingsError, resolve
 
 HERE = Path(__file__).resolve().parent
 RESULTS = [
@@ -101,6 +102,13 @@ def print_traffic() -> None:
     )
 
 
+def run_report(started: float) -> Path | None:
+    """The report.html the plugin wrote for this run (it also prints `azbatch: run report: PATH`)."""
+    reports = HERE / ".snakemake" / "azbatch" / "reports"
+    found = [p for p in reports.glob("*/report.html") if p.stat().st_mtime >= started]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10, help="how many Batch tasks may be queued at once")
@@ -127,7 +135,9 @@ def main() -> int:
         *snakemake_args,
     ]
     print("Running:", " ".join(command[1:]), flush=True)
+    started = time.time()
     status = subprocess.run(command, cwd=HERE).returncode
+    report = run_report(started)
 
     new_jobs = sorted(job_ids(client) - jobs_before)
     print_task_table(client, new_jobs)
@@ -141,6 +151,8 @@ def main() -> int:
     print(f"  benchmarks:       {HERE / 'benchmarks'}")
     print(f"  snakemake's log:  {HERE / '.snakemake' / 'log'} (newest file)")
     print(f"  failed tasks' Batch stdout/stderr: {HERE / '.snakemake' / 'azbatch' / 'logs'}/TASK_ID/")
+    if report is not None:
+        print(f"  run report:       {report} (timeline, per-rule table; tasks.tsv next to it)")
     if os.environ.get("AZBATCH_LOCAL_ROOT"):
         print(f"  local service:    {os.environ['AZBATCH_LOCAL_ROOT']} (nodes' task directories, metrics.json)")
     summary = HERE / RESULTS[0]

@@ -19,12 +19,15 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from .settings import Config, SettingsError
-from .staging import redact, retry_kwargs
+from .azure_sdk import enum_text, error_code, error_text, preflight_kwargs, redact, retry_kwargs
+from .config import Config
+from .settings import SettingsError
+from .credentials import explained
 
 MAX_TASKS_PER_REQUEST = 100
 MAX_REQUEST_BYTES = 900_000  # Batch rejects task collections over 1 MB; leave room for the envelope
-COMPLETED_TASK_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo"]
+# creationTime, nodeInfo and requiredSlots feed the run report (no extra request per task).
+COMPLETED_TASK_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "creationTime", "nodeInfo", "requiredSlots"]
 
 
 def request_chunks(bodies: list[dict], max_bytes: int = MAX_REQUEST_BYTES) -> list[list[dict]]:
@@ -46,28 +49,25 @@ def request_chunks(bodies: list[dict], max_bytes: int = MAX_REQUEST_BYTES) -> li
 
 class BatchRetryPolicy(RetryPolicy):
     """azure-core retries POST only on 500/503/504; Batch answers throttling with 429 (+ Retry-After) on POSTs
-    too. Our POSTs are safe to repeat: a repeated create reports JobExists / TaskExists, which we accept."""
+    too. Our POSTs are safe to repeat: a repeated create reports JobExists / TaskExists, which we accept.
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._method_whitelist = frozenset(self._method_whitelist | {"POST", "PATCH"})
+    azure-core reads the methods it may retry from the request option `retry_on_methods` in `configure_retries`
+    (a public method); a request that sets the option itself keeps its value. The option is not in azure-core's
+    docstrings, so tests/test_batch_retry.py pins the behaviour this relies on."""
+
+    RETRY_METHODS = frozenset({"HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST", "PATCH"})
+
+    def configure_retries(self, options):
+        options.setdefault("retry_on_methods", self.RETRY_METHODS)
+        return super().configure_retries(options)
 
 
 class BatchServiceError(Exception):
     """A Batch request failed; one line, no secrets."""
 
 
-def enum_text(value) -> str:
-    """SDK enums print as 'batchpoolstate.active'; the wire value is what we compare."""
-    return str(getattr(value, "value", value) or "").lower()
-
-
-def error_text(e: Exception) -> str:
-    if isinstance(e, HttpResponseError):
-        code = getattr(getattr(e, "error", None), "code", None)
-        message = getattr(getattr(e, "error", None), "message", None) or e.reason or ""
-        return redact(f"{e.status_code} {code or ''} {message}".strip())
-    return redact(f"{type(e).__name__}: {e}")
+class JobQuotaReached(BatchServiceError):
+    """409 ActiveJobAndScheduleQuotaReached: the account holds as many active jobs as it may (job_quota.py waits)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,27 @@ class PoolInfo:
     target_nodes: int
     autoscale: bool
     warnings: tuple[str, ...] = ()
+    container_enabled: bool = False  # virtualMachineConfiguration.containerConfiguration is set
+    vm_size: str | None = None
+    image: tuple[str, str, str] | None = None  # imageReference (publisher, offer, sku), when it names one
+
+    def container_problem(self, rule: str, image: str | None) -> str | None:
+        """Batch requires containerSettings on every task of a container-enabled pool and forbids them on any
+        other pool; one line naming rule and pool when `image` (None: no container) does not fit."""
+        where = "virtualMachineConfiguration.containerConfiguration"
+        if image and not self.container_enabled:
+            return (
+                f"azbatch: rule {rule} runs in container image {image!r} but pool {self.id!r} has no container "
+                f"support ({where} is not set); give the rule a container-enabled pool (resource azbatch_pool) or "
+                "no image"
+            )
+        if not image and self.container_enabled:
+            return (
+                f"azbatch: rule {rule} has no container image but pool {self.id!r} is container-enabled ({where}), "
+                "where Batch runs every task in a container; set --azbatch-container-image or the rule's resource "
+                "azbatch_container_image, or give the rule another pool (resource azbatch_pool)"
+            )
+        return None
 
 
 class BatchService:
@@ -96,14 +117,17 @@ class BatchService:
     def check_pool(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         """The pool exists, is active and has (or can get) nodes; raises SettingsError with one line otherwise."""
         try:
-            pool = self.client.get_pool(pool_id)
+            with explained(f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key)):
+                pool = self.client.get_pool(pool_id, **preflight_kwargs())
+        except SettingsError:
+            raise
         except ResourceNotFoundError:
             raise SettingsError(
                 f"azbatch: pool {pool_id!r} does not exist in Batch account {self.config.account_url}; "
                 f"check {setting} (`az batch pool list` shows the pools)"
             ) from None
         except HttpResponseError as e:
-            code = getattr(getattr(e, "error", None), "code", None)
+            code = error_code(e)
             if isinstance(e, ClientAuthenticationError) and not self.config.account_key and e.response is None:
                 # azure-identity found no credential at all (no `az login`, no managed identity, ...).
                 raise SettingsError(
@@ -118,8 +142,8 @@ class BatchService:
                 ) from None
             if e.status_code == 403:
                 raise SettingsError(
-                    f"azbatch: access to pool {pool_id!r} denied (403); check --azbatch-account-key or the role "
-                    "assignment of your Entra ID identity on the Batch account"
+                    f"azbatch: access to pool {pool_id!r} denied (403); check --azbatch-account-key, or give your "
+                    "Entra ID identity Azure Batch Job Submitter on the Batch account"
                 ) from None
             raise SettingsError(f"azbatch: cannot read pool {pool_id!r}: {error_text(e)}") from None
         except ServiceRequestError as e:
@@ -157,16 +181,71 @@ class BatchService:
                 )
             else:
                 warnings.append(f"azbatch: pool {pool_id!r} has no nodes yet; it is resizing to {target}")
-        return PoolInfo(pool_id, slots, dedicated, low, target, autoscale, tuple(warnings))
+        vm = getattr(pool, "virtual_machine_configuration", None)
+        containers = getattr(vm, "container_configuration", None) is not None
+        ref = getattr(vm, "image_reference", None)
+        parts = tuple(str(getattr(ref, name, None) or "") for name in ("publisher", "offer", "sku"))
+        image = parts if all(parts) else None
+        return PoolInfo(
+            pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers, pool.vm_size or None, image
+        )
+
+    # ---- pools the run creates (pool_creation.py builds the body) ---------------------------------------------
+    def pool_exists(self, pool_id: str) -> bool:
+        try:
+            self.client.get_pool(pool_id, select=["id"])
+            return True
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as e:
+            raise SettingsError(f"azbatch: cannot read pool {pool_id!r}: {error_text(e)}") from None
+
+    def create_pool(self, body: dict) -> None:
+        try:
+            self.client.create_pool(body)
+        except ResourceExistsError:
+            pass  # a retried create after a lost response
+        except HttpResponseError as e:
+            hint = ""
+            if e.status_code == 403:
+                hint = (" (creating pools needs the Azure Batch Data Contributor role on the Batch account; Azure "
+                        "Batch Job Submitter is not enough)")
+            raise SettingsError(f"azbatch: creating pool {body['id']!r} failed: {error_text(e)}{hint}") from None
+
+    def delete_pool(self, pool_id: str) -> None:
+        """Deletes the pool; waits up to a minute for it to be gone (Batch goes on removing nodes after that)."""
+        try:
+            self.client.begin_delete_pool(pool_id, polling_interval=1).result(timeout=60)
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as e:
+            if error_code(e) != "PoolBeingDeleted":
+                raise BatchServiceError(f"azbatch: deleting pool {pool_id} failed: {error_text(e)}") from None
+
+    def missing_applications(self, packages) -> list[str]:
+        """NAME[:VERSION] of each application package (config.AppPackage) the account does not have."""
+        missing = []
+        for package in packages:
+            try:
+                app = self.client.get_application(package.name)
+            except ResourceNotFoundError:
+                missing.append(package.name)
+                continue
+            except HttpResponseError:
+                continue  # not readable with these rights: Batch names it when a task uses it
+            if package.version and package.version not in (getattr(app, "versions", None) or []):
+                missing.append(f"{package.name}:{package.version}")
+        return missing
 
     # ---- job lifecycle -----------------------------------------------------------------------------------------
     def create_job(self, body: dict) -> None:
         try:
             self.client.create_job(body)
-        except ResourceExistsError:
-            pass  # a retried create after a lost response
         except HttpResponseError as e:
-            raise BatchServiceError(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
+            if isinstance(e, ResourceExistsError) and error_code(e) in ("JobExists", ""):
+                return  # a retried create after a lost response
+            kind = JobQuotaReached if error_code(e) == "ActiveJobAndScheduleQuotaReached" else BatchServiceError
+            raise kind(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
 
     def terminate_job(self, job_id: str, reason: str = "snakemake run ended") -> None:
         """Terminates the job, which terminates its running tasks; waits until it is completed."""
@@ -176,9 +255,15 @@ class BatchService:
         except ResourceNotFoundError:
             pass
         except HttpResponseError as e:
-            code = getattr(getattr(e, "error", None), "code", "") or ""
-            if code not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
+            if error_code(e) not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
                 raise BatchServiceError(f"azbatch: terminating Batch job {job_id} failed: {error_text(e)}") from None
+
+    def list_active_jobs(self, query: str, select: list[str]) -> list[Any]:
+        """One paged list of jobs (crash recovery looks for earlier runs' jobs with it)."""
+        try:
+            return list(self.client.list_jobs(filter=query, select=select))
+        except HttpResponseError as e:
+            raise BatchServiceError(f"azbatch: listing active Batch jobs failed: {error_text(e)}") from None
 
     def delete_job(self, job_id: str) -> None:
         try:
@@ -187,8 +272,7 @@ class BatchService:
         except ResourceNotFoundError:
             pass
         except HttpResponseError as e:
-            code = getattr(getattr(e, "error", None), "code", "") or ""
-            if code != "JobBeingDeleted":
+            if error_code(e) != "JobBeingDeleted":
                 raise BatchServiceError(f"azbatch: deleting Batch job {job_id} failed: {error_text(e)}") from None
 
     # ---- tasks -------------------------------------------------------------------------------------------------

@@ -1,13 +1,8 @@
-"""Executor settings (`--azbatch-*` flags / `SNAKEMAKE_AZBATCH_*` variables) and their resolution into a checked
-configuration. Every problem is reported as one actionable line naming the setting to fix."""
+"""The settings Snakemake shows and parses: `ExecutorSettings` (`--azbatch-*` flags, profile keys,
+`SNAKEMAKE_AZBATCH_*` variables). `config/` turns them into a checked `Config`."""
 
-import base64
-import binascii
-import os
-import re
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Mapping, Optional
-from urllib.parse import urlparse
+from dataclasses import dataclass, field
+from typing import Optional
 
 from snakemake.exceptions import ApiError
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
@@ -20,12 +15,12 @@ CLI_FALLBACKS = {
     "account_key": "AZURE_BATCH_ACCESS_KEY",
     "storage_connection_string": "AZURE_STORAGE_CONNECTION_STRING",
 }
-BOOTSTRAP_MODES = ("auto", "pip", "container", "app-package", "none")
+BOOTSTRAP_MODES = ("auto", "pip", "offline", "container", "app-package", "none")
+NODE_TOOLS = ("conda", "apptainer")
+# Miniforge's documented stable download URL (always the latest release).
+DEFAULT_CONDA_INSTALLER = "https://github.com/conda-forge/miniforge/releases/latest/download/Miniforge3-Linux-x86_64.sh"
 DEFAULT_CONTAINER = "snakemake-azbatch"
-
-_CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
-_APP_PACKAGE_RE = re.compile(r"^([A-Za-z0-9_-]{1,64})(?::([A-Za-z0-9_.-]{1,64}))?$")
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_REPORT_DIR = ".snakemake/azbatch/reports"
 
 
 class SettingsError(ApiError):
@@ -45,7 +40,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=None,
         metadata=_setting(
             "Batch account URL, e.g. https://NAME.REGION.batch.azure.com. "
-            "Falls back to AZURE_BATCH_ENDPOINT.",
+            "Falls back to AZURE_BATCH_ENDPOINT (which, as in the Azure CLI, may omit https://).",
             metavar="URL",
         ),
     )
@@ -120,6 +115,22 @@ class ExecutorSettings(ExecutorSettingsBase):
             "Keep the run's Batch job(s) after the run (terminated, not deleted) for inspection."
         ),
     )
+    keep_orphans: bool = field(
+        default=False,
+        metadata=_setting(
+            "Leave active Batch jobs of earlier runs of this workflow (same host and working directory) running; "
+            "by default a run terminates them and their tasks before it submits (crash recovery)."
+        ),
+    )
+    vm_sizes: list[str] = field(
+        default_factory=list,
+        metadata=_setting(
+            "VM sizes the resource check does not know, or knows differently: NAME=CORES:MEM_MB:DISK_MB[:GPUS] "
+            "(DISK_MB: the temporary disk holding task directories).",
+            metavar="SIZE",
+            nargs="+",
+        ),
+    )
     container_image: Optional[str] = field(
         default=None,
         metadata=_setting(
@@ -157,13 +168,50 @@ class ExecutorSettings(ExecutorSettingsBase):
     bootstrap: str = field(
         default="auto",
         metadata=_setting(
-            "How Python and Snakemake get onto the nodes: 'pip' (a job preparation task installs the same "
-            "Snakemake version into the node's shared directory once per node, unless it is already "
-            "there), 'container' (the container image provides it), 'app-package' (the application "
-            "packages provide it), 'none' (the node image provides it), or 'auto' (container when an "
-            "image is set, app-package when packages are set, else pip).",
+            "How Python and Snakemake get onto the nodes: 'pip' (a job preparation task installs the run's "
+            "Snakemake version with uv from the package index into the node's shared directory, once per node; "
+            "the node needs python3 >= 3.11 and internet), 'offline' (the same from a wheelhouse the plugin builds "
+            "here and uploads once; nodes need no internet), 'container' (the container image provides it), "
+            "'app-package' (the application packages provide it), 'none' (the node image provides it), or 'auto' "
+            "(container when an image is set, app-package when packages are set, else pip).",
             choices=list(BOOTSTRAP_MODES),
             metavar="MODE",
+        ),
+    )
+    node_python: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Python version (X.Y) of the nodes' python3, for which the offline wheelhouse is built; default: "
+            "from the pool's image when known (e.g. Ubuntu 24.04: 3.12), else 3.12.",
+            metavar="X.Y",
+        ),
+    )
+    node_packages: list[str] = field(
+        default_factory=list,
+        metadata=_setting(
+            "More Python requirements (pip syntax, e.g. matplotlib==3.9.2) the bootstrap installs with Snakemake "
+            "into the node's environment (pip and offline modes), for the workflow's script: and run: code.",
+            metavar="REQUIREMENT",
+            nargs="+",
+        ),
+    )
+    node_provides: list[str] = field(
+        default_factory=list,
+        metadata=_setting(
+            "Tools the pool's nodes already have from their image or start task (conda, apptainer), so the "
+            "bootstrap does not install them; needed for --software-deployment-method conda / apptainer with "
+            "bootstrap modes that cannot install them.",
+            metavar="TOOL",
+            nargs="+",
+        ),
+    )
+    conda_installer: str = field(
+        default=DEFAULT_CONDA_INSTALLER,
+        metadata=_setting(
+            "URL of the conda installer (Miniforge) the nodes download once when the workflow uses "
+            "--software-deployment-method conda (or apptainer, installed from conda-forge); e.g. a mirror the "
+            "nodes reach.",
+            metavar="URL",
         ),
     )
     mounted_paths: list[str] = field(
@@ -186,7 +234,9 @@ class ExecutorSettings(ExecutorSettingsBase):
     sas_hours: int = field(
         default=48,
         metadata=_setting(
-            "Validity in hours of the SAS URLs given to tasks; must cover the whole run.", metavar="HOURS"
+            "Validity in hours of the SAS URLs given to tasks; must cover the whole run. At most 168 with "
+            "Microsoft Entra ID (a user-delegation SAS lives at most 7 days).",
+            metavar="HOURS",
         ),
     )
     upload_concurrency: int = field(
@@ -202,253 +252,139 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="SECONDS",
         ),
     )
-
-
-@dataclass(frozen=True)
-class AppPackage:
-    name: str
-    version: str | None
-
-    def reference(self) -> dict:
-        ref = {"applicationId": self.name}
-        if self.version:
-            ref["version"] = self.version
-        return ref
-
-    @property
-    def env_var(self) -> str:
-        # Batch on Linux exports AZ_BATCH_APP_PACKAGE_<id>[_<version>] with '.', '-' and '#' flattened to '_'.
-        name = f"AZ_BATCH_APP_PACKAGE_{self.name}" + (f"_{self.version}" if self.version else "")
-        return re.sub(r"[.#-]", "_", name)
-
-
-@dataclass(frozen=True)
-class ExtraResourceFile:
-    source: str  # local path or http(s) URL
-    node_path: str
-
-    @property
-    def is_url(self) -> bool:
-        return self.source.startswith(("http://", "https://"))
-
-
-@dataclass(frozen=True)
-class Config:
-    """Settings after fallbacks and validation."""
-
-    account_url: str
-    account_name: str | None
-    account_key: str | None
-    pool_id: str
-    storage_account_url: str | None
-    storage_account_key: str | None
-    storage_connection_string: str | None
-    storage_container: str
-    storage_prefix: str
-    keep_job: bool
-    container_image: str | None
-    application_packages: tuple[AppPackage, ...]
-    resource_files: tuple[ExtraResourceFile, ...]
-    precommand: str | None
-    bootstrap: str  # resolved: pip | container | app-package | none
-    mounted_paths: tuple[str, ...]
-    managed_identity: str | None
-    sas_hours: int
-    upload_concurrency: int
-    status_interval: float | None
-
-
-def _split_items(values: list[str] | str | None, separators: str = r"[,\s]+") -> list[str]:
-    """List settings also accept one comma-separated string (e.g. from an environment variable)."""
-    if not values:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    return [item.strip() for value in values for item in re.split(separators, value) if item.strip()]
-
-
-def _flag(name: str) -> str:
-    return f"--azbatch-{name.replace('_', '-')}"
-
-
-def _where(name: str) -> str:
-    fallback = CLI_FALLBACKS.get(name)
-    return f"{_flag(name)} (or {ENV_PREFIX}{name.upper()}" + (f" / {fallback})" if fallback else ")")
-
-
-def _check_url(name: str, url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise SettingsError(f"azbatch: {_flag(name)} {url!r} is not an http(s) URL; use e.g. https://NAME.REGION.batch.azure.com")
-    return url.rstrip("/")
-
-
-def _check_key(name: str, key: str) -> None:
-    try:
-        base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raise SettingsError(
-            f"azbatch: {_where(name)} is not a valid base64 account key; copy the key from the portal or "
-            "`az batch account keys list` / `az storage account keys list`"
-        ) from None
-
-
-def account_name_from_url(url: str) -> str | None:
-    host = urlparse(url).hostname or ""
-    if re.fullmatch(r"[\d.]+|localhost|\[?[0-9a-f:]+\]?", host):
-        return None  # an IP or localhost carries no account name
-    return host.split(".")[0] or None
-
-
-def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Apply env-var and Azure CLI fallbacks, validate, and return the configuration."""
-    environ = os.environ if environ is None else environ
-    settings = settings or ExecutorSettings()
-
-    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(ExecutorSettings)}
-
-    def value(name: str):
-        # Direct API users construct ExecutorSettings without argparse, so variables apply to unset (default) fields.
-        current = getattr(settings, name)
-        if current not in (None, "", []) and current != defaults[name]:
-            return current
-        env = environ.get(ENV_PREFIX + name.upper())
-        if env:
-            return env
-        fallback = CLI_FALLBACKS.get(name)
-        if fallback and environ.get(fallback):
-            return environ[fallback]
-        return current
-
-    account_url = value("account_url")
-    if not account_url:
-        raise SettingsError(
-            f"azbatch: no Batch account URL; set {_where('account_url')}, e.g. https://NAME.REGION.batch.azure.com"
-        )
-    account_url = _check_url("account_url", account_url)
-    account_key = value("account_key") or None
-    account_name = value("account_name") or account_name_from_url(account_url)
-    if account_key:
-        _check_key("account_key", account_key)
-        if not account_name:
-            raise SettingsError(
-                f"azbatch: cannot derive the Batch account name from {account_url}; set {_where('account_name')}"
-            )
-
-    pool_id = value("pool_id")
-    if not pool_id:
-        raise SettingsError(f"azbatch: no pool given; set {_where('pool_id')} to the id of a pre-created pool")
-    if not _ID_RE.match(pool_id):
-        raise SettingsError(f"azbatch: {_flag('pool_id')} {pool_id!r} is not a valid pool id (letters, digits, '-', '_', ≤ 64)")
-
-    storage_connection_string = value("storage_connection_string") or None
-    storage_account_url = value("storage_account_url") or None
-    storage_account_key = value("storage_account_key") or None
-    if storage_account_url:
-        storage_account_url = _check_url("storage_account_url", storage_account_url)
-    if storage_account_key:
-        _check_key("storage_account_key", storage_account_key)
-        if not storage_account_url:
-            raise SettingsError(
-                f"azbatch: {_flag('storage_account_key')} needs {_where('storage_account_url')} as well"
-            )
-    if storage_connection_string and "=" not in storage_connection_string:
-        raise SettingsError(
-            f"azbatch: {_where('storage_connection_string')} is not a connection string "
-            "(expected KEY=VALUE;... as shown by `az storage account show-connection-string`)"
-        )
-    if not storage_account_url and not storage_connection_string:
-        raise SettingsError(
-            f"azbatch: no staging storage; set {_where('storage_account_url')} (with a key or Entra ID) "
-            f"or {_where('storage_connection_string')}"
-        )
-
-    container = value("storage_container") or DEFAULT_CONTAINER
-    if not _CONTAINER_RE.match(container):
-        raise SettingsError(
-            f"azbatch: {_flag('storage_container')} {container!r} is not a valid container name "
-            "(3-63 lowercase letters, digits and single hyphens)"
-        )
-    prefix = (value("storage_prefix") or "").strip("/")
-    if prefix:
-        prefix += "/"
-
-    packages = []
-    for item in _split_items(value("application_packages")):
-        m = _APP_PACKAGE_RE.match(item)
-        if not m:
-            raise SettingsError(
-                f"azbatch: {_flag('application_packages')} {item!r}: expected NAME[:VERSION], e.g. tools:1.0"
-            )
-        packages.append(AppPackage(m.group(1), m.group(2)))
-
-    extra_files = []
-    for item in _split_items(value("resource_files"), r"[,\n]+"):
-        # [NODE_PATH=]SOURCE: a URL's query string has '=' too, so the node path comes first.
-        head, sep, tail = item.partition("=")
-        node_path, source = (head, tail) if sep and "://" not in head else ("", item)
-        node_path = node_path or os.path.basename(urlparse(source).path if "://" in source else source)
-        if not node_path or os.path.isabs(node_path) or ".." in node_path.split("/"):
-            raise SettingsError(
-                f"azbatch: {_flag('resource_files')} {item!r}: NODE_PATH must be a relative path inside the "
-                "task working directory, e.g. refs/genome.fa"
-            )
-        if "://" not in source and not os.path.isfile(source):
-            raise SettingsError(f"azbatch: {_flag('resource_files')} {item!r}: no such local file {source!r}")
-        extra_files.append(ExtraResourceFile(source, node_path))
-
-    mounted = []
-    for item in _split_items(value("mounted_paths"), r"[,\n]+"):
-        if not os.path.isabs(item):
-            raise SettingsError(
-                f"azbatch: {_flag('mounted_paths')} {item!r} must be an absolute path mounted on the nodes"
-            )
-        mounted.append(os.path.normpath(item))
-
-    image = value("container_image") or None
-    bootstrap = value("bootstrap") or "auto"
-    if bootstrap not in BOOTSTRAP_MODES:
-        raise SettingsError(f"azbatch: {_flag('bootstrap')} {bootstrap!r}: choose one of {', '.join(BOOTSTRAP_MODES)}")
-    if bootstrap == "auto":
-        bootstrap = "container" if image else "app-package" if packages else "pip"
-    if bootstrap == "container" and not image:
-        raise SettingsError(f"azbatch: {_flag('bootstrap')} container needs {_where('container_image')}")
-    if bootstrap == "app-package" and not packages:
-        raise SettingsError(f"azbatch: {_flag('bootstrap')} app-package needs {_where('application_packages')}")
-
-    def number(name: str, kind, minimum):
-        raw = value(name)
-        try:
-            number = kind(raw) if raw is not None else None
-        except (TypeError, ValueError):
-            raise SettingsError(f"azbatch: {_where(name)} {raw!r} is not a number") from None
-        if number is not None and number < minimum:
-            raise SettingsError(f"azbatch: {_where(name)} must be at least {minimum}")
-        return number
-
-    keep_job = value("keep_job")
-    if isinstance(keep_job, str):
-        keep_job = keep_job.strip().lower() in ("1", "true", "yes", "on")
-
-    return Config(
-        account_url=account_url,
-        account_name=account_name,
-        account_key=account_key,
-        pool_id=pool_id,
-        storage_account_url=storage_account_url,
-        storage_account_key=storage_account_key,
-        storage_connection_string=storage_connection_string,
-        storage_container=container,
-        storage_prefix=prefix,
-        keep_job=bool(keep_job),
-        container_image=image,
-        application_packages=tuple(packages),
-        resource_files=tuple(extra_files),
-        precommand=value("precommand") or None,
-        bootstrap=bootstrap,
-        mounted_paths=tuple(mounted),
-        managed_identity=value("managed_identity") or None,
-        sas_hours=number("sas_hours", int, 1),
-        upload_concurrency=number("upload_concurrency", int, 1),
-        status_interval=number("status_interval", float, 0.1),
+    # ---- scale: submission, inputs, polling, retention (config/scale.py) ----
+    submit_concurrency: int = field(
+        default=4,
+        metadata=_setting(
+            "Task-collection requests (up to 100 tasks each) sent in parallel when many jobs are ready.",
+            metavar="N",
+        ),
+    )
+    input_manifest_threshold: int = field(
+        default=50,
+        metadata=_setting(
+            "A task with more inputs than this gets them through one content-addressed manifest blob that it "
+            "fetches and checks (sha256) itself, instead of one resource file each (Batch refuses task "
+            "definitions over 1 MB).",
+            metavar="N",
+        ),
+    )
+    status_interval_max: Optional[float] = field(
+        default=None,
+        metadata=_setting(
+            "Longest wait between status rounds: the interval starts at --azbatch-status-interval, grows while "
+            "no task completes and drops back when one does; default 10 times the interval, at most 60.",
+            metavar="SECONDS",
+        ),
+    )
+    task_retention: int = field(
+        default=60,
+        metadata=_setting(
+            "Minutes Batch keeps a finished task's directory on its node (the task's retentionTime); outputs "
+            "and logs are already in Blob storage by then. 0 keeps Batch's default (7 days).",
+            metavar="MINUTES",
+        ),
+    )
+    # ---- run report and live progress (run_report/, progress.py) ----
+    report_dir: str = field(
+        default=DEFAULT_REPORT_DIR,
+        metadata=_setting(
+            "Directory for run reports: every run writes tasks.tsv, timeline.png, timeline.svg and report.html "
+            "into DIR/<run id>/.",
+            metavar="DIR",
+        ),
+    )
+    price_core_hour: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Price of one core-hour (a task's slots x its run time) for the report's cost estimate, as "
+            "DEDICATED[,LOW_PRIORITY]; one value prices both.",
+            metavar="PRICE[,LOW_PRIORITY_PRICE]",
+        ),
+    )
+    price_node_hour: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Price of one node-hour (the VM's hourly price; a task uses slots / slots-per-node of a node) for the "
+            "report's cost estimate, as DEDICATED[,LOW_PRIORITY]; one value prices both.",
+            metavar="PRICE[,LOW_PRIORITY_PRICE]",
+        ),
+    )
+    progress_interval: float = field(
+        default=10.0,
+        metadata=_setting(
+            "Seconds between live progress queries (one task-count request per Batch job and one pool "
+            "node-count request); a line is printed when the counts change and at least every 30 s while tasks "
+            "wait or run. 0 turns progress off; so does --quiet.",
+            metavar="SECONDS",
+        ),
+    )
+    # ---- pool creation (config/pool_creation.py, pool_creation.py) ----
+    pool_vm_size: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Create the pool --azbatch-pool-id with this VM size (e.g. standard_d4s_v3) when it does not exist. "
+            "Unset: never create a pool.",
+            metavar="VM_SIZE",
+        ),
+    )
+    pool_image: str = field(
+        default="ubuntu-22.04",
+        metadata=_setting(
+            "Image of a created pool: ubuntu-22.04, ubuntu-24.04, or PUBLISHER:OFFER:SKU[:VERSION] together with "
+            "--azbatch-pool-node-agent.",
+            metavar="IMAGE",
+        ),
+    )
+    pool_node_agent: Optional[str] = field(
+        default=None,
+        metadata=_setting("Node agent SKU id for a PUBLISHER:OFFER:SKU image, e.g. 'batch.node.ubuntu 22.04'.",
+                          metavar="SKU_ID"),
+    )
+    pool_nodes: Optional[str] = field(
+        default=None,
+        metadata=_setting("Fixed size of a created pool: DEDICATED[,SPOT] nodes, e.g. 0,4.",
+                          metavar="DEDICATED[,SPOT]"),
+    )
+    pool_autoscale: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Autoscale a created pool between MIN and MAX nodes on its pending tasks (grows from zero, shrinks "
+            "when idle, lets running tasks finish). Default when neither this nor --azbatch-pool-nodes is given: 0-4.",
+            metavar="MIN-MAX",
+        ),
+    )
+    pool_spot: bool = field(
+        default=False,
+        metadata=_setting("The autoscaled nodes of a created pool are Spot (low-priority) nodes."),
+    )
+    pool_autoscale_formula: Optional[str] = field(
+        default=None,
+        metadata=_setting("Your own autoscale formula for a created pool (replaces the generated one).",
+                          metavar="FORMULA"),
+    )
+    pool_autoscale_interval: float = field(
+        default=5.0,
+        metadata=_setting("Minutes between autoscale evaluations of a created pool (Batch's minimum is 5).",
+                          metavar="MINUTES"),
+    )
+    pool_slots: Optional[int] = field(
+        default=None,
+        metadata=_setting("Task slots per node of a created pool; default: the VM size's vCPUs (1 if unknown).",
+                          metavar="N"),
+    )
+    pool_start_task: Optional[str] = field(
+        default=None,
+        metadata=_setting("Start task command line of a created pool (runs on every node as it joins, as admin).",
+                          metavar="COMMAND"),
+    )
+    pool_containers: bool = field(
+        default=False,
+        metadata=_setting("A created pool runs container tasks (containerConfiguration; named images become "
+                          "Microsoft's container-ready Ubuntu HPC images)."),
+    )
+    keep_pool: bool = field(
+        default=False,
+        metadata=_setting("Keep a pool this run created (default: delete it at the end; a pool the run did not "
+                          "create is never deleted)."),
     )

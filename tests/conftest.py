@@ -4,6 +4,7 @@ Fixtures
 - `local_service` (session): one shared service for tests that do not change service-wide settings.
 - `make_service(**ServiceConfig overrides)` (function): a private service, e.g. with fault injection or special
   pools (`pools=["big:2:4"]` strings are parsed like `--pool`). Stopped when the test ends.
+- `entra_service` (session): a shared service with Microsoft Entra ID (`--entra`, so HTTPS) and short-lived tokens.
 Both return a `ServiceHandle`. Every service is stopped even when a test fails (SIGTERM unwinds like Ctrl-C), and
 at session end any process still below pytest or running under the session's temp dir is killed and reported, so
 no run leaves Azurite or task processes behind.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -72,36 +74,55 @@ class ServiceHandle:
     def pool_id(self) -> str:
         return self.config.pools[0].id
 
+    @property
+    def authority(self) -> Any:
+        """The token authority (`TokenAuthority`) of a service started with `entra=EntraConfig(...)`."""
+        assert self.service.secure is not None and self.service.secure.authority is not None, "no --entra"
+        return self.service.secure.authority
+
     def batch_client(self, **kwargs: Any) -> "BatchClient":
         """Real azure.batch.BatchClient with shared key auth; every response is validated against the spec.
 
-        kwargs go to BatchClient (e.g. retry_total=0); `per_call_policies` are added before the validator.
+        kwargs go to BatchClient (e.g. retry_total=0); `per_call_policies` are added before the validator;
+        `credential` replaces the shared key (e.g. an azure-identity credential for a service with Entra ID).
         """
         from azure.batch import BatchClient
         from azure.core.credentials import AzureNamedKeyCredential
 
         policies = list(kwargs.pop("per_call_policies", []))
         policies.append(kwargs.pop("spec_policy", self.spec_policy))
-        credential = AzureNamedKeyCredential(self.config.account_name, self.config.account_key)
-        return BatchClient(self.account_url, credential, per_call_policies=policies, **kwargs)
+        credential = kwargs.pop("credential", None) or AzureNamedKeyCredential(
+            self.config.account_name, self.config.account_key
+        )
+        return BatchClient(self.account_url, credential, per_call_policies=policies, **self._tls(kwargs))
 
     def blob_service_client(self, **kwargs: Any) -> "BlobServiceClient":
         """azure-storage-blob client on the service's storage endpoint (through the counting proxy)."""
         from azure.storage.blob import BlobServiceClient
 
         assert self.config.storage is not None
-        return BlobServiceClient.from_connection_string(self.config.storage.connection_string, **kwargs)
+        return BlobServiceClient.from_connection_string(self.config.storage.connection_string, **self._tls(kwargs))
+
+    @property
+    def ca_file(self) -> str | None:
+        """With https: the service's CA (clients of these helpers trust it; `.env` exports it too)."""
+        return self.config.storage.ca_file if self.config.storage else None
+
+    def _tls(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {"connection_verify": self.ca_file, **kwargs} if self.ca_file else kwargs
 
     def metrics(self) -> dict[str, Any]:
         """GET /_local/metrics."""
-        with urllib.request.urlopen(self.service.metrics_url, timeout=30) as response:
+        context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+        with urllib.request.urlopen(self.service.metrics_url, timeout=30, context=context) as response:
             return json.loads(response.read())
 
     def stop(self) -> None:
         self.service.stop()
 
 
-def _start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
+def start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
+    """A started service whose every process is cleaned up at session end (also for module-scoped fixtures)."""
     from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
     from snakemake_executor_plugin_azbatch.local.service import LocalService
 
@@ -117,7 +138,25 @@ def _start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
 
 @pytest.fixture(scope="session")
 def local_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
-    handle = _start_service(tmp_path_factory.mktemp("azbatch-local"), {})
+    handle = start_service(tmp_path_factory.mktemp("azbatch-local"), {})
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+# Tokens of the shared Entra ID service live this long, so a run that outlasts it must renew them.
+ENTRA_TOKEN_LIFETIME_S = 8
+
+
+@pytest.fixture(scope="session")
+def entra_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
+    """One shared service with `--entra` (hence HTTPS), whose tokens live ENTRA_TOKEN_LIFETIME_S seconds."""
+    from snakemake_executor_plugin_azbatch.local.token_authority import EntraConfig
+
+    handle = start_service(
+        tmp_path_factory.mktemp("azbatch-local-entra"), {"entra": EntraConfig(token_lifetime=ENTRA_TOKEN_LIFETIME_S)}
+    )
     try:
         yield handle
     finally:
@@ -131,7 +170,7 @@ def make_service(tmp_path: Path) -> Iterator[Callable[..., ServiceHandle]]:
     def factory(**overrides: Any) -> ServiceHandle:
         root = overrides.pop("root", None) or tmp_path / f"service{len(handles)}"
         try:
-            handle = _start_service(Path(root), overrides)
+            handle = start_service(Path(root), overrides)
         except BaseException:
             if _started_services and _started_services[-1] not in handles:
                 handles.append(_started_services[-1])

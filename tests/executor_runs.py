@@ -42,6 +42,11 @@ def run_snakemake(service, workdir: Path, *args: str, container: str, timeout: f
     )
 
 
+def kept_jobs(client, label: str) -> list:
+    """The Batch jobs a run in working directory `label` created (kept with SNAKEMAKE_AZBATCH_KEEP_JOB)."""
+    return [j for j in client.list_jobs() if j.id.startswith(f"sm-{label}-")]
+
+
 def output_of(result) -> str:
     return f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
 

@@ -16,6 +16,7 @@ from snakemake_executor_plugin_azbatch.local.execution import (
     ExecutionEvents,
     JobTaskRef,
     JobTaskRun,
+    StartTaskRun,
     TaskAttempt,
 )
 from snakemake_executor_plugin_azbatch.local.node_layout import NodeLayout
@@ -29,6 +30,7 @@ class FakeBackend:
         self.nodes: list[NodeLayout] = []
         self.attempts: list[TaskAttempt] = []
         self.job_tasks: list[JobTaskRun] = []
+        self.start_tasks: list[StartTaskRun] = []
         self.kills: list[AttemptRef | JobTaskRef] = []
         self.stopped = False
         self._lock = threading.Lock()
@@ -65,6 +67,10 @@ class FakeBackend:
         with self._lock:
             self.kills.append(ref)
 
+    def run_start_task(self, run: StartTaskRun) -> None:
+        with self._lock:
+            self.start_tasks.append(run)
+
     # -- driving it from a test ----------------------------------------------------------------------------
 
     def attempt(self, task_id: str, number: int = 1) -> TaskAttempt:
@@ -84,6 +90,20 @@ class FakeBackend:
             return mine[number - 1] if len(mine) >= number else None
 
         return wait_for(found, WAIT_SECONDS, lambda: f"{kind} run {number} never started: {self.job_tasks}")
+
+    def start_task(self, node_id: str, number: int = 1) -> StartTaskRun:
+        """The `number`-th start task run handed over for node `node_id`."""
+
+        def found() -> StartTaskRun | None:
+            with self._lock:
+                mine = [r for r in self.start_tasks if r.ref.node_id == node_id]
+            return mine[number - 1] if len(mine) >= number else None
+
+        return wait_for(found, WAIT_SECONDS, lambda: f"start task run {number} on {node_id} never started")
+
+    def finish_start_task(self, run: StartTaskRun, exit_code: int | None = 0, failure: dict | None = None) -> None:
+        assert self.events is not None
+        self.events.start_task_finished(run.ref, exit_code, failure)
 
     def finish(self, attempt: TaskAttempt, exit_code: int = 0, *, timed_out: bool = False,
                upload_failure: dict[str, Any] | None = None) -> tuple[int, dict | None] | None:

@@ -122,6 +122,10 @@ def test_example_workflow_runs_through_the_executor(service, tmp_path):
     for name in ("results/summary/samples.tsv", "results/summary/coverage.png", "results/random_md5/all.txt"):
         assert f"{workdir / name}" in result.stdout
     assert f"{workdir / 'logs'}" in result.stdout
+    # The run report: its path as the plugin prints it and as the demo lists it; one row per Batch task.
+    report = re.search(r"run report: +(\S+report\.html)", result.stdout)
+    assert report and f"azbatch: run report: {report.group(1)}" in result.stderr, result.stdout[-2000:]
+    assert len(read_tsv(Path(report.group(1)).parent / "tasks.tsv")) == EXPECTED_TASKS
     rows = task_table(result.stdout)
     assert len(rows) == EXPECTED_TASKS, result.stdout
     assert all(row[1] in node_ids and row[2] == "completed" and row[3] == "0" for row in rows), result.stdout

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from executor_runs import snakemake_command, snakemake_env, write_files
+from waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.batch_client import enum_text
+from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 
 SLEEP_MARKER = "617.25"  # a sleep duration no other test uses, to find leftover task processes
 
@@ -27,15 +27,6 @@ def processes_with(marker: str) -> list[int]:
             if f"sleep {marker}" in cmdline:
                 found.append(int(entry.name))
     return found
-
-
-def wait_for(predicate, what: str, attempts: int = 240, pause: float = 0.5):
-    for _ in range(attempts):
-        value = predicate()
-        if value:
-            return value
-        time.sleep(pause)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
@@ -59,15 +50,20 @@ def test_signal_terminates_every_task_and_the_job(local_service, tmp_path, signu
     proc = subprocess.Popen(
         snakemake_command(), cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    # Both tasks run at once where the pool has two free slots (the default pool does on a machine with 2+ cores).
+    pool = client.get_pool(local_service.pool_id)
+    expected = min(2, int(pool.current_dedicated_nodes or 0) * int(pool.task_slots_per_node or 1))
     jobs = []
     try:
         def running_tasks():
             nonlocal jobs
             jobs = [j for j in client.list_jobs() if j.id.startswith(f"sm-{label}-")]
-            return jobs and [t for t in client.list_tasks(jobs[0].id) if enum_text(t.state) == "running"]
+            running = jobs and [t for t in client.list_tasks(jobs[0].id) if enum_text(t.state) == "running"]
+            return running if running and len(running) == expected else None
 
-        assert len(wait_for(running_tasks, "two running tasks") or []) >= 1
-        wait_for(lambda: len(processes_with(SLEEP_MARKER)) >= 1, "task processes on the node")
+        wait_for(running_tasks, 120, f"{expected} running tasks", interval=0.5)
+        # Each task shows up at least once (the shell that runs `sleep ... && touch` carries the marker too).
+        wait_for(lambda: len(processes_with(SLEEP_MARKER)) >= expected, 120, f"{expected} task processes on the node", interval=0.5)
         proc.send_signal(signum)
         output, _ = proc.communicate(timeout=120)
         assert proc.returncode != 0, output
@@ -75,8 +71,8 @@ def test_signal_terminates_every_task_and_the_job(local_service, tmp_path, signu
         job = client.get_job(jobs[0].id)
         assert enum_text(job.state) == "completed", output  # terminated
         states = {t.id: enum_text(t.state) for t in client.list_tasks(job.id)}
-        assert states and all(state == "completed" for state in states.values()), states
-        wait_for(lambda: not processes_with(SLEEP_MARKER), "task processes to end")
+        assert len(states) == 2 and all(state == "completed" for state in states.values()), states
+        wait_for(lambda: not processes_with(SLEEP_MARKER), 120, "task processes to end", interval=0.5)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -101,12 +97,12 @@ def test_batch_job_deleted_outside_the_run_fails_its_jobs_instead_of_waiting(loc
             jobs = [j for j in client.list_jobs() if j.id.startswith(f"sm-{label}-")]
             return jobs and any(enum_text(t.state) == "running" for t in client.list_tasks(jobs[0].id)) and jobs[0]
 
-        job = wait_for(running_job, "a running task")
+        job = wait_for(running_job, 120, "a running task", interval=0.5)
         client.begin_delete_job(job.id, polling_interval=1).result()
         output, _ = proc.communicate(timeout=120)
         assert proc.returncode != 0
         assert f"azbatch: Batch job {job.id} was deleted outside this run" in output, output
-        wait_for(lambda: not processes_with(SLEEP_MARKER), "task processes to end")
+        wait_for(lambda: not processes_with(SLEEP_MARKER), 120, "task processes to end", interval=0.5)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 from executor_runs import delta, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.batch_client import enum_text
+from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec
 
 
@@ -70,8 +70,9 @@ def test_rules_pick_pools_and_tasks_get_application_packages(pools_service, tmp_
         assert len(big_tasks) == 1 and big_tasks[0].startswith("large-")
         assert [t.id.split("-")[0] for t in local_tasks] == ["small"]
         assert [r.application_id for r in local_tasks[0].application_package_references] == ["tools"]
-        # With application packages, they provide Snakemake: no job preparation task.
-        assert all(client.get_job(j.id).job_preparation_task is None for j in jobs)
+        # With application packages, they provide Snakemake: the job preparation task only unpacks the sources.
+        preps = [client.get_job(j.id).job_preparation_task for j in jobs]
+        assert preps and all(p is not None and "pip install" not in p.command_line for p in preps)
         assert all(enum_text(j.state) == "completed" for j in client.list_jobs())
     finally:
         for job in jobs:
@@ -87,8 +88,14 @@ def test_rules_pick_pools_and_tasks_get_application_packages(pools_service, tmp_
          "rejected the credentials"),
         ({"SNAKEMAKE_AZBATCH_STORAGE_CONTAINER": "Bad_Name"}, "--azbatch-storage-container"),
         ({"WRONG_STORAGE_KEY": "d3Jvbmcta2V5"}, "denied (403); check --azbatch-storage-account-key"),
+        ({"SNAKEMAKE_AZBATCH_CONTAINER_IMAGE": "python:3.11-slim"},
+         "rule a runs in container image 'python:3.11-slim' but pool 'local' has no container support"),
+        ({"SNAKEMAKE_AZBATCH_SAS_HOURS": "200", "SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING": "",
+          "AZURE_STORAGE_CONNECTION_STRING": "", "SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_KEY": ""},
+         "--azbatch-sas-hours (or SNAKEMAKE_AZBATCH_SAS_HOURS) 200 is longer than a user-delegation SAS may live"),
     ],
-    ids=["unknown-pool", "empty-pool", "wrong-key", "bad-container", "wrong-storage-key"],
+    ids=["unknown-pool", "empty-pool", "wrong-key", "bad-container", "wrong-storage-key", "image-on-plain-pool",
+         "sas-longer-than-user-delegation"],
 )
 def test_preflight_problems_end_with_one_line_and_nothing_created(pools_service, tmp_path, env, expected):
     workdir = write_files(tmp_path / "preflight", {"Snakefile": 'rule a:\n    output: "a.txt"\n    shell: "touch {output}"\n'})
@@ -111,3 +118,26 @@ def test_preflight_problems_end_with_one_line_and_nothing_created(pools_service,
     assert delta(before, after, "operations", "Tasks_CreateTaskCollection") == 0
     assert list(pools_service.batch_client().list_jobs()) == []
     assert "d3Jvbmcta2V5" not in result.stdout + result.stderr
+
+
+def test_a_variable_that_overrides_a_profile_key_is_named_in_one_warning(pools_service, tmp_path):
+    """ConfigArgParse lets SNAKEMAKE_AZBATCH_POOL_ID (exported here, as by `azbatch-local serve`) beat the profile's
+    `azbatch-pool-id`; the run says so once, and profile keys no variable touches stay silent."""
+    workdir = write_files(
+        tmp_path / "overrides",
+        {
+            "Snakefile": 'rule a:\n    output: "a.txt"\n    shell: "touch {output}"\n',
+            "profiles/azure/profile.yaml": "executor: azbatch\nazbatch-pool-id: big\nazbatch-storage-prefix: fromprofile\n",
+        },
+    )
+    result = run_snakemake(pools_service, workdir, "--profile", "profiles/azure", container="overrides")
+    assert result.returncode == 0, output_of(result)
+    output = result.stdout + result.stderr
+    warnings = [line for line in output.splitlines() if line.startswith("azbatch: environment variable")]
+    assert warnings == [
+        "azbatch: environment variable SNAKEMAKE_AZBATCH_POOL_ID overrides 'azbatch-pool-id' from the profile "
+        "profiles/azure/profile.yaml (a variable beats a profile key); unset it to use the profile's value"
+    ], output_of(result)
+    assert re.search(r"Batch job \S+ on pool local\b", output), output_of(result)  # the variable won
+    blobs = [b.name for b in pools_service.blob_service_client().get_container_client("overrides").list_blobs()]
+    assert blobs and all(name.startswith("fromprofile/") for name in blobs)  # the untouched profile key applies

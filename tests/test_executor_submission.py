@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import re
 
-from executor_runs import delta, output_of, run_snakemake, write_files
+from executor_runs import delta, kept_jobs, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.batch_client import BatchService, enum_text
-from snakemake_executor_plugin_azbatch.settings import resolve
+from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.batch_client import BatchService
+from snakemake_executor_plugin_azbatch.config import resolve
 from snakemake_executor_plugin_azbatch import task_spec
 
 FANOUT = 8
-
-
-def kept_jobs(client, label: str) -> list:
-    return [j for j in client.list_jobs() if j.id.startswith(f"sm-{label}-")]
 
 
 def delete_jobs(client, jobs) -> None:
@@ -194,7 +191,33 @@ def test_managed_identity_replaces_sas_urls(local_service, tmp_path):
         delete_jobs(client, jobs)
 
 
-def test_per_rule_container_image_and_pip_bootstrap(local_service, tmp_path):
+def test_pip_bootstrap_prepares_each_node_once(local_service, tmp_path):
+    workdir = write_files(
+        tmp_path / "bootstrap",
+        {"Snakefile": 'rule plain:\n    output: "plain.txt"\n    shell: "echo plain > {output}"\n'},
+    )
+    client = local_service.batch_client()
+    result = run_snakemake(local_service, workdir, container="bootstrap", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+    jobs = kept_jobs(client, "bootstrap")
+    try:
+        assert result.returncode == 0, output_of(result)
+        assert (workdir / "plain.txt").read_text() == "plain\n"
+        assert [t.container_settings for t in client.list_tasks(jobs[0].id)] == [None]
+        # Default bootstrap: a job preparation task provides Snakemake once per node (here it finds the
+        # host's matching python3 and reuses it).
+        prep = client.get_job(jobs[0].id).job_preparation_task
+        assert prep is not None and prep.wait_for_success
+        statuses = list(client.list_job_preparation_and_release_task_status(jobs[0].id))
+        assert statuses and all(
+            enum_text(s.job_preparation_task_execution_info.result) == "success" for s in statuses
+        )
+    finally:
+        delete_jobs(client, jobs)
+
+
+def test_a_rule_image_on_a_pool_without_containers_is_refused_before_anything_is_created(local_service, tmp_path):
+    """Batch forbids containerSettings on a pool created without containerConfiguration (and requires them on one
+    created with it), so mixing container-image rules and plain rules on one pool cannot work: one line, up front."""
     workdir = write_files(
         tmp_path / "images",
         {
@@ -213,22 +236,64 @@ def test_per_rule_container_image_and_pip_bootstrap(local_service, tmp_path):
             """
         },
     )
-    client = local_service.batch_client()
-    result = run_snakemake(local_service, workdir, container="images", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
-    jobs = kept_jobs(client, "images")
+    before = local_service.metrics()
+    result = run_snakemake(local_service, workdir, container="images")
+    after = local_service.metrics()
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if line.startswith("Error: azbatch:")]
+    assert lines == [
+        "Error: azbatch: rule boxed runs in container image 'python:3.11-slim' but pool "
+        f"'{local_service.pool_id}' has no container support (virtualMachineConfiguration.containerConfiguration "
+        "is not set); give the rule a container-enabled pool (resource azbatch_pool) or no image"
+    ], output_of(result)
+    assert "Traceback" not in output
+    assert delta(before, after, "operations", "Jobs_CreateJob") == 0
+    assert kept_jobs(local_service.batch_client(), "images") == []
+
+
+def test_collections_go_out_in_parallel_bounded_by_the_setting(local_service):
+    """450 ready tasks → 5 collections; a barrier inside submit_tasks only opens when two requests are in flight
+    at the same time, so sequential submission fails this test (BrokenBarrierError), and in-flight never exceeds
+    the bound."""
+    import threading
+
+    from snakemake_executor_plugin_azbatch.submission import submit_in_parallel
+
+    class Counting(BatchService):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.lock, self.in_flight, self.most, self.calls = threading.Lock(), 0, 0, 0
+            self.barrier = threading.Barrier(2, timeout=20)
+
+        def submit_tasks(self, job_id, bodies):
+            with self.lock:
+                self.in_flight += 1
+                self.most = max(self.most, self.in_flight)
+                self.calls += 1
+                first_two = self.calls <= 2
+            try:
+                if first_two:
+                    self.barrier.wait()
+                return super().submit_tasks(job_id, bodies)
+            finally:
+                with self.lock:
+                    self.in_flight -= 1
+
+    service = Counting(resolve(None, local_service.env), credential_factory=lambda: None)
+    job_id = task_spec.job_id("parallel", local_service.pool_id, "test")
+    service.create_job(task_spec.job_body(job_id, local_service.pool_id, "parallel test", workflow="none"))
     try:
-        assert result.returncode == 0, output_of(result)
-        assert (workdir / "boxed.txt").read_text() == "boxed\n"
-        images = {t.id.split("-")[0]: t.container_settings for t in client.list_tasks(jobs[0].id)}
-        assert images["plain"] is None
-        assert images["boxed"].image_name == "python:3.11-slim"
-        # Default bootstrap: a job preparation task provides Snakemake once per node (here it finds the
-        # host's matching python3 and reuses it).
-        prep = client.get_job(jobs[0].id).job_preparation_task
-        assert prep is not None and prep.wait_for_success
-        statuses = list(client.list_job_preparation_and_release_task_status(jobs[0].id))
-        assert statuses and all(
-            enum_text(s.job_preparation_task_execution_info.result) == "success" for s in statuses
-        )
+        bodies = [
+            task_spec.task_body(task_spec.TaskRequest(id=f"p{i}", display_name=f"p{i}", script="true"))
+            for i in range(450)
+        ]
+        before = local_service.metrics()
+        results = submit_in_parallel(service, {job_id: bodies}, workers=3)
+        after = local_service.metrics()
+        assert all(results[f"p{i}"] is None for i in range(450))
+        assert delta(before, after, "operations", "Tasks_CreateTaskCollection") == 5  # ⌈450 / 100⌉
+        assert 2 <= service.most <= 3
     finally:
-        delete_jobs(client, jobs)
+        service.terminate_job(job_id)
+        service.delete_job(job_id)

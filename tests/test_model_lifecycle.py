@@ -12,6 +12,7 @@ from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
 from snakemake_executor_plugin_azbatch.local.model import BatchState
+from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 from snakemake_executor_plugin_azbatch.local.task_outcomes import WALL_CLOCK_EXIT_CODE
 
 pytestmark = pytest.mark.quick
@@ -22,8 +23,11 @@ WAIT_SECONDS = 10
 def model(tmp_path: Path) -> Iterator:
     made: list[BatchState] = []
 
-    def factory(pools: tuple[str, ...] = ("p:1:2",), **overrides: Any) -> tuple[BatchState, FakeBackend]:
-        config = ServiceConfig(root=tmp_path / f"s{len(made)}", pools=[PoolSpec.parse(p) for p in pools],
+    def factory(
+        pools: tuple[str, ...] | list[PoolSpec] = ("p:1:2",), **overrides: Any
+    ) -> tuple[BatchState, FakeBackend]:
+        config = ServiceConfig(root=tmp_path / f"s{len(made)}",
+                               pools=[PoolSpec.parse(p) if isinstance(p, str) else p for p in pools],
                                account_url="http://127.0.0.1:9", **overrides)
         backend = FakeBackend()
         state = BatchState(config, backend)
@@ -113,25 +117,55 @@ def test_deleting_a_running_task_frees_its_slots_when_the_attempt_ends(model) ->
     assert state.list_nodes("p")[0]["runningTasksCount"] == 0
 
 
-def test_tasks_wait_for_the_preparation_task_and_fail_when_it_fails(model) -> None:
-    state, backend = model(pools=("p:1:2",))
+def test_a_failed_preparation_sends_its_tasks_to_another_node(model) -> None:
+    """Batch: the node whose preparation task failed takes none of the job's tasks; they go back to active and
+    run where the preparation task succeeded."""
+    state, backend = model(pools=("p:2:1",))
     state.create_job({"id": "j", "poolInfo": {"poolId": "p"},
                       "jobPreparationTask": {"commandLine": "prep", "constraints": {"maxTaskRetryCount": 1}}})
     state.add_task("j", {"id": "a", "commandLine": "x"})
     state.add_task("j", {"id": "b", "commandLine": "x"})
-    prep = backend.job_task("preparation")
+    first, second = backend.job_task("preparation", 1), backend.job_task("preparation", 2)
+    bad, good = first.node.node_id, second.node.node_id
+    assert bad != good
     task_in(state, "j", "a", "preparing")
     task_in(state, "j", "b", "preparing")
     assert backend.attempts == []  # nothing launched before the preparation ends
-    backend.finish_job_task(prep, 1)
-    retry = backend.job_task("preparation", 2)  # maxTaskRetryCount 1: one more run
+    backend.finish_job_task(first, 1)
+    retry = backend.job_task("preparation", 3)  # maxTaskRetryCount 1: one more run on the same node
+    assert retry.node.node_id == bad
     backend.finish_job_task(retry, 1)
-    for task_id in ("a", "b"):
-        failure = task_in(state, "j", task_id, "completed")["executionInfo"]["failureInfo"]
-        assert failure["code"] == "JobPreparationTaskFailed"
-    status = state.job_prep_release_status("j")[0]["jobPreparationTaskExecutionInfo"]
-    assert (status["result"], status["retryCount"], status["exitCode"]) == ("failure", 1, 1)
-    assert backend.attempts == []
+    waiting = task_in(state, "j", "a", "active")
+    assert "failureInfo" not in waiting["executionInfo"] and waiting["previousState"] == "preparing"
+    assert state.get_node("p", bad)["runningTasksCount"] == 0
+    backend.finish_job_task(second)
+    assert backend.finish(backend.attempt("b")) == (0, None)
+    moved = backend.attempt("a")
+    assert moved.node.node_id == good
+    assert backend.finish(moved) == (0, None)
+    assert task_in(state, "j", "a", "completed")["nodeInfo"]["nodeId"] == good
+    statuses = {s["nodeId"]: s["jobPreparationTaskExecutionInfo"] for s in state.job_prep_release_status("j")}
+    assert (statuses[bad]["result"], statuses[bad]["retryCount"], statuses[bad]["exitCode"]) == ("failure", 1, 1)
+    assert statuses[bad]["failureInfo"]["code"] == "FailureExitCode"
+    assert statuses[good]["result"] == "success"
+    assert [r.node.node_id for r in backend.job_tasks].count(bad) == 2  # never prepared again for this job
+
+
+def test_tasks_stay_active_when_the_preparation_failed_on_every_node(model) -> None:
+    state, backend = model(pools=("p:1:2",))
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}, "jobPreparationTask": {"commandLine": "prep"}})
+    state.add_task("j", {"id": "a", "commandLine": "x"})
+    backend.finish_job_task(backend.job_task("preparation"), 2)
+    task_in(state, "j", "a", "active")
+    state.add_task("j", {"id": "late", "commandLine": "x"})
+    with state.records.lock:
+        state.scheduler.tick()  # a placement round: nothing fits anywhere
+    assert state.get_task("j", "late")["state"] == "active" and state.get_task("j", "a")["state"] == "active"
+    assert backend.attempts == [] and len(backend.job_tasks) == 1
+    assert state.list_nodes("p")[0]["state"] == "idle"  # the node stays usable for other jobs
+    state.create_job({"id": "other", "poolInfo": {"poolId": "p"}})
+    state.add_task("other", {"id": "t", "commandLine": "x"})
+    assert backend.finish(backend.attempt("t")) == (0, None)
 
 
 def test_release_runs_after_the_running_tasks_end_and_then_the_job_completes(model) -> None:
@@ -230,3 +264,73 @@ def test_task_counts_and_placement_follow_every_transition(model) -> None:
     assert counts["taskCounts"] == {"active": 0, "running": 0, "completed": 5, "succeeded": 3, "failed": 2}
     assert counts["taskSlotCounts"]["completed"] == 8
     assert all(n["runningTaskSlotsCount"] == 0 for n in state.list_nodes("p"))
+
+
+def pool_with_start_task(nodes: int, **task: Any) -> PoolSpec:
+    return PoolSpec("p", nodes, 1, start_task=start_task({"commandLine": "setup", **task}, "test"))
+
+
+def test_start_task_node_states_and_a_failed_start_task_keeps_tasks_off_its_node(model) -> None:
+    state, backend = model(pools=[pool_with_start_task(2, maxTaskRetryCount=1)])
+    nodes = [n["id"] for n in state.list_nodes("p")]
+    assert [n["state"] for n in state.list_nodes("p")] == ["waitingforstarttask"] * 2
+    info = state.get_node("p", nodes[0])["startTaskInfo"]
+    assert info["state"] == "running" and info["retryCount"] == 0 and "endTime" not in info
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.add_task("j", {"id": "t", "commandLine": "x"})
+    with state.records.lock:
+        state.scheduler.tick()
+    assert backend.attempts == []  # no node has finished its start task yet
+    backend.finish_start_task(backend.start_task(nodes[0]), 5)
+    retry = backend.start_task(nodes[0], 2)  # maxTaskRetryCount 1
+    assert state.get_node("p", nodes[0])["startTaskInfo"]["retryCount"] == 1
+    backend.finish_start_task(retry, 5)
+    failed = state.get_node("p", nodes[0])
+    assert failed["state"] == "starttaskfailed"
+    assert {k: failed["startTaskInfo"][k] for k in ("state", "result", "exitCode", "retryCount")} == {
+        "state": "completed", "result": "failure", "exitCode": 5, "retryCount": 1}
+    assert failed["startTaskInfo"]["failureInfo"]["code"] == "FailureExitCode"
+    assert state.list_node_counts()[0]["dedicated"]["startTaskFailed"] == 1
+    with state.records.lock:
+        state.scheduler.tick()
+    assert backend.attempts == []  # the failed node takes nothing; the other still waits
+    backend.finish_start_task(backend.start_task(nodes[1]))
+    assert state.get_node("p", nodes[1])["startTaskInfo"]["result"] == "success"
+    attempt = backend.attempt("t")
+    assert attempt.node.node_id == nodes[1]
+    assert state.get_node("p", nodes[1])["state"] == "running"
+    backend.finish(attempt)
+    assert state.get_node("p", nodes[1])["state"] == "idle"
+
+
+def test_a_start_task_that_cannot_start_is_not_retried(model) -> None:
+    state, backend = model(pools=[pool_with_start_task(1, maxTaskRetryCount=3)])
+    node = state.list_nodes("p")[0]["id"]
+    failure = {"category": "usererror", "code": "BlobNotFound", "message": "no such blob"}
+    backend.finish_start_task(backend.start_task(node), None, failure)
+    view = state.get_node("p", node)
+    assert view["state"] == "starttaskfailed" and view["startTaskInfo"]["failureInfo"] == failure
+    assert "exitCode" not in view["startTaskInfo"] and len(backend.start_tasks) == 1
+
+
+def test_without_wait_for_success_a_node_takes_tasks_while_its_start_task_runs(model) -> None:
+    state, backend = model(pools=[pool_with_start_task(1, waitForSuccess=False)])
+    node = state.list_nodes("p")[0]
+    assert node["state"] == "idle" and node["startTaskInfo"]["state"] == "running"
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.add_task("j", {"id": "t", "commandLine": "x"})
+    assert backend.finish(backend.attempt("t")) == (0, None)
+    backend.finish_start_task(backend.start_task(node["id"]), 1)
+    assert state.get_node("p", node["id"])["state"] == "idle"  # a failure does not stop the node either
+    assert state.get_node("p", node["id"])["startTaskInfo"]["result"] == "failure"
+
+
+def test_a_late_start_task_report_is_ignored(model) -> None:
+    state, backend = model(pools=[pool_with_start_task(1, maxTaskRetryCount=1)])
+    node = state.list_nodes("p")[0]["id"]
+    first = backend.start_task(node)
+    backend.finish_start_task(first, 1)
+    backend.finish_start_task(first, 0)  # about the first run, which was already retried
+    assert state.get_node("p", node)["state"] == "waitingforstarttask"
+    backend.finish_start_task(backend.start_task(node, 2), 0)
+    assert state.get_node("p", node)["state"] == "idle"

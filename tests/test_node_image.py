@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from node_sandbox import IMAGE_DIR, REPO, Node, skip_unless, stock_image
+from static_http import handler_for
 
 from snakemake_executor_plugin_azbatch.local import isolation, node_image
 
@@ -136,6 +138,35 @@ def test_a_task_on_a_stock_node_sees_nothing_of_the_host(make_node):
     assert not any(name in names for name in os.environ if name not in allowed)
 
 
+def test_secrets_stay_off_command_lines_and_loader_variables_off_the_hosts_launchers(make_node):
+    node = make_node()
+    secret = "s3cr3t-value-that-must-not-reach-argv"
+    env = node.env(SECRET_SETTING=secret, LD_LIBRARY_PATH="/opt/task-libs", TMPDIR="/tmp")
+    launch = node.sandbox.launch(["sh", "-c", 'echo "$SECRET_SETTING $LD_LIBRARY_PATH $TMPDIR"'], cwd=node.wd,
+                                 env=env, admin=False)  # fmt: skip
+    assert secret not in " ".join(launch.argv) and launch.env["SECRET_SETTING"] == secret
+    assert "LD_LIBRARY_PATH" not in launch.env and "TMPDIR" not in launch.env  # nsenter/bwrap must not act on them
+    proc = subprocess.run(launch.argv, env=launch.env, capture_output=True, text=True, timeout=60)
+    assert proc.stdout == f"{secret} /opt/task-libs /tmp\n", proc.stderr
+
+
+def test_a_node_root_below_a_private_directory_is_reachable(image, tmp_path):
+    """Service roots under /root (0700 in the image) still give non-admin tasks their absolute paths."""
+    skip_unless(isolation.missing_packages())
+    private = Path("/root") / f".azbatch-test-{os.getpid()}"
+    private.mkdir()
+    try:
+        node = Node(private, image)
+        try:
+            proc = node.run('echo ok > "$AZ_BATCH_TASK_WORKING_DIR/abs.txt" && echo written')
+            assert proc.stdout == "written\n", proc.stderr
+        finally:
+            node.sandbox.stop()
+    finally:
+        shutil.rmtree(private)
+    assert not (image.rootfs / "root").stat().st_mode & 0o001  # the image itself keeps /root private
+
+
 def test_non_admin_tasks_write_only_their_directories(make_node, image):
     node = make_node()
     proc = node.run(
@@ -183,6 +214,13 @@ def test_exit_codes_and_signals_come_back_as_on_a_plain_process(make_node):
     assert node.run("kill -9 $$").returncode == 137
 
 
+def test_non_admin_tasks_have_a_world_writable_dev_shm_as_on_a_linux_node(make_node):
+    """Python's multiprocessing locks are POSIX semaphores in /dev/shm (the example workflow's align step uses them)."""
+    node = make_node()
+    proc = node.run("python3 -c 'import multiprocessing; multiprocessing.Lock(); print(\"locked\")'")
+    assert proc.returncode == 0 and proc.stdout == "locked\n", proc.stderr
+
+
 def test_a_stopped_sandbox_launches_nothing(make_node):
     node = make_node()
     node.sandbox.stop()
@@ -190,21 +228,10 @@ def test_a_stopped_sandbox_launches_nothing(make_node):
         node.sandbox.launch(["true"], cwd=node.wd, env=node.env(), admin=False)
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"hello from the local service"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def loopback_servers():
-    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello) for _ in range(2)]
+    hello = handler_for(b"hello from the local service")
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), hello) for _ in range(2)]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     yield [server.server_address[1] for server in servers]

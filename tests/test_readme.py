@@ -132,7 +132,7 @@ def test_readme_profile_loads_with_snakemake(tmp_path, clean_environment):
     keys = {"--" + key for key in profile if key.startswith("azbatch-")}
     assert keys and keys <= set(plugin_settings()), f"profile keys not defined by the plugin: {keys - set(plugin_settings())}"
     (tmp_path / "azure").mkdir()
-    (tmp_path / "azure" / "config.yaml").write_text(block.group(1))
+    (tmp_path / "azure" / "profile.yaml").write_text(block.group(1))
     _, args = parse_args(["--profile", str(tmp_path / "azure")])
     assert args.executor == "azbatch"
     assert args.azbatch_pool_id == profile["azbatch-pool-id"]

@@ -229,9 +229,12 @@ def test_serve_prints_settings_and_sigterm_leaves_no_process(tmp_path: Path, cli
     client.create_task("sigterm", models.BatchTaskCreateOptions(id="sleeper", command_line="sleep 300"))
     wait_for(lambda: client.get_task("sigterm", "sleeper").state == models.BatchTaskState.RUNNING, 60, "task running")
 
+    def sleeper_pids() -> list[int]:
+        # "running" is reported as the node starts the task; its process follows a moment later
+        return [pid for pid in descendant_pids(process.pid) if b"sleep" in _cmdline(pid)]
+
+    sleepers = wait_for(sleeper_pids, 10, "the running task should be a process below the service")
     below = descendant_pids(process.pid)
-    sleepers = [pid for pid in below if b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    assert sleepers, "the running task should be a process below the service"
     assert any(b"azurite" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in below)
 
     process.send_signal(signal.SIGTERM)
@@ -355,6 +358,12 @@ def test_run_reports_a_missing_command(tmp_path: Path) -> None:
         (["serve", "--simulate", "-1"], "--simulate -1.0: give the seconds each task takes, 0 or more"),
         (["serve", "--simulate", "1", "--simulate-fail", "2"], "--simulate-fail 2.0: give a fraction between 0 and 1"),
         (["serve", "--simulate-fail", "0.5"], "--simulate-fail needs --simulate SECONDS"),
+        (["serve", "--node-image", "no-image-here"], "--node-image: no node image in"),
+        (["serve", "--node-network", "local-only"], "--node-network local-only needs --node-image DIR"),
+        (["serve", "--start-task", "nopool=true"], "--start-task 'nopool=true': no pool 'nopool'"),
+        (["serve", "--start-task", "local"], "expected POOL=COMMAND_LINE"),
+        (["serve", "--pool-file", "missing.yaml"], "--pool-file missing.yaml: cannot read it"),
+        (["serve", "--container-pool", "c:x"], "--container-pool 'c:x': NODES and SLOTS must be whole numbers"),
         (["run"], "give the command to run after --"),
         (["bogus"], "invalid choice: 'bogus'"),
     ],
@@ -432,3 +441,74 @@ def test_find_azurite_walks_up_to_node_modules(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     with pytest.raises(ConfigError, match=r"run `make install` \(or `npm ci`\)"):
         find_azurite([tmp_path / "elsewhere"])
+
+
+# -- pools from options and pool files (parsed in-process) ----------------------------------------------------
+
+
+def _config(tmp_path: Path, *args: str):
+    from snakemake_executor_plugin_azbatch.local import cli
+
+    return cli.config_from_args(cli.build_parser().parse_args(["serve", "--root", str(tmp_path / "root"), *args]))
+
+
+@pytest.mark.quick
+def test_pools_come_from_options_and_a_pool_file(tmp_path: Path) -> None:
+    pool_file = tmp_path / "pools.yaml"
+    pool_file.write_text(
+        "pools:\n"
+        "  - id: tools\n"
+        "    nodes: 2\n"
+        "    slots: 4\n"
+        "    vmSize: standard_e8s_v5\n"
+        "    containerConfiguration: {type: dockerCompatible, containerImageNames: [localhost/tools:1]}\n"
+        "    startTask:\n"
+        "      commandLine: /bin/sh -c 'apt-get install -y python3-venv'\n"
+        "      userIdentity: {autoUser: {elevationLevel: admin}}\n"
+        "      maxTaskRetryCount: 2\n"
+    )
+    config = _config(tmp_path, "--pool", "plain:1:1", "--container-pool", "boxes:1:2", "--pool-file", str(pool_file),
+                     "--start-task", "plain=/bin/sh -c true")
+    plain, boxes, tools = config.pools
+    assert (plain.id, plain.nodes, plain.slots, plain.container_configuration) == ("plain", 1, 1, None)
+    assert plain.start_task == {"commandLine": "/bin/sh -c true", "waitForSuccess": True, "maxTaskRetryCount": 0,
+                                "userIdentity": {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}}
+    assert boxes.container_configuration == {"type": "dockerCompatible", "containerImageNames": []}
+    assert (tools.nodes, tools.slots, tools.vm_size) == (2, 4, "standard_e8s_v5")
+    assert tools.container_configuration["containerImageNames"] == ["localhost/tools:1"]
+    assert tools.start_task["userIdentity"] == {"autoUser": {"scope": "pool", "elevationLevel": "admin"}}
+    assert tools.start_task["maxTaskRetryCount"] == 2 and tools.start_task["waitForSuccess"] is True
+    assert _config(tmp_path, "--start-task", "local=setup").pools[0].start_task["commandLine"] == "setup"
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[{id: a, nodes: 1, size: 3}]", "pool 'a': unknown property 'size'"),
+        ("[{id: a, slots: 0}]", "pool 'a': slots: must be a whole number ≥ 1"),
+        ("[{id: 'a b'}]", "expected ID[:NODES[:SLOTS]]"),
+        ("[{id: a, startTask: {waitForSuccess: true}}]", "pool 'a': startTask: commandLine is required"),
+        ("[{id: a, startTask: {commandLine: x, userIdentity: {username: bob}}}]", "only autoUser identities"),
+        ("[{id: a, containerConfiguration: {type: rkt}}]", "type 'rkt': choose dockerCompatible or criCompatible"),
+        ("[{id: a, containerConfiguration: {containerRegistries: [{registryServer: r}]}}]", "never pull"),
+        ("pools: [", "not valid JSON or YAML"),
+        ("{}", "expected a list of pools"),
+    ],
+)
+def test_pool_file_mistakes_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    from snakemake_executor_plugin_azbatch.local.config import ConfigError
+
+    path = tmp_path / "pools.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        _config(tmp_path, "--pool-file", str(path))
+    assert message in str(error.value) and str(path) in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""

@@ -335,10 +335,7 @@ def test_terminating_a_job_kills_a_running_preparation_task(make_state) -> None:
     state.terminate_job("j", None)
     assert _wait_job_completed(state, "j")["state"] == "completed"
     task = state.get_task("j", "waits")
-    assert task["state"] == "completed" and task["executionInfo"]["failureInfo"]["code"] in (
-        "TaskEnded",
-        "JobPreparationTaskFailed",
-    )
+    assert task["state"] == "completed" and task["executionInfo"]["failureInfo"]["code"] == "TaskEnded"
 
 
 def test_higher_priority_jobs_are_scheduled_first(make_state) -> None:

@@ -298,7 +298,8 @@ def test_terminate_task_kills_the_process_group(local_service) -> None:
     assert wait_task(client, job_id, "huge").execution_info.failure_info.code == "TaskEnded"
 
 
-def test_container_settings_run_on_the_host_with_a_warning(local_service) -> None:
+def test_container_settings_on_a_pool_without_containers_fail_as_on_batch(local_service) -> None:
+    """Batch accepts the task and then fails it (ContainerPoolNotSupported) without running its command."""
     client = local_service.batch_client()
     job_id = new_job(local_service, client, "container")
     task = run_task(
@@ -306,15 +307,14 @@ def test_container_settings_run_on_the_host_with_a_warning(local_service) -> Non
         job_id,
         {
             "id": "boxed",
-            "commandLine": "python -c 'print(42)'",
+            "commandLine": "/bin/sh -c 'touch ran'",
             "containerSettings": {"imageName": "quay.io/biocontainers/samtools:1.17", "containerRunOptions": "--rm"},
         },
     )
-    assert task.execution_info.result == "success"
-    root = task_root(local_service, task)
-    assert (root / "stdout.txt").read_text() == "42\n"
-    warning = (root / "stderr.txt").read_text()
-    assert "no container engine" in warning and "samtools:1.17" in warning
+    info = task.execution_info
+    assert info.result == "failure" and info.exit_code is None
+    assert (info.failure_info.category, info.failure_info.code) == ("usererror", "ContainerPoolNotSupported")
+    assert not (task_root(local_service, task) / "wd" / "ran").exists()
 
 
 # ---------------------------------------------------------------------------------------------------- jobs
@@ -351,19 +351,6 @@ def test_job_preparation_runs_once_per_node_and_release_at_job_end(make_service)
     assert (node_root / "shared" / "released").read_text() == "released\n"
     release = list(client.list_job_preparation_and_release_task_status(job_id))[0].job_release_task_execution_info
     assert release.state == "completed" and release.exit_code == 0
-
-
-def test_failed_job_preparation_fails_the_task(local_service) -> None:
-    client = local_service.batch_client()
-    job_id = new_job(
-        local_service, client, "prepfail", jobPreparationTask={"commandLine": "python -c 'raise SystemExit(4)'"}
-    )
-    task = run_task(client, job_id, {"id": "never", "commandLine": "/bin/sh -c 'touch ran'"})
-    failure = task.execution_info.failure_info
-    assert task.execution_info.result == "failure" and failure.code == "JobPreparationTaskFailed"
-    assert not (task_root(local_service, task) / "wd" / "ran").exists()
-    prep = list(client.list_job_preparation_and_release_task_status(job_id))[0].job_preparation_task_execution_info
-    assert prep.exit_code == 4 and prep.result == "failure" and prep.failure_info.code == "FailureExitCode"
 
 
 def test_terminate_and_delete_job_stop_running_tasks(local_service) -> None:

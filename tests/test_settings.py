@@ -7,12 +7,10 @@ import argparse
 import pytest
 from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
 
-from snakemake_executor_plugin_azbatch.settings import (
-    AppPackage,
-    ExecutorSettings,
-    SettingsError,
-    resolve,
-)
+from snakemake_executor_plugin_azbatch.config import AppPackage, SettingsError, account_name_from_url, resolve
+from snakemake_executor_plugin_azbatch.settings import ExecutorSettings
+
+pytestmark = pytest.mark.quick
 
 KEY = "a2V5LWtleS1rZXk="  # base64 of 'key-key-key'
 BASE_ENV = {
@@ -160,15 +158,58 @@ def test_secrets_never_appear_in_errors():
 
 
 def test_account_name_from_url():
-    from snakemake_executor_plugin_azbatch.settings import account_name_from_url
-
     assert account_name_from_url("https://mybatch.westeurope.batch.azure.com") == "mybatch"
     assert account_name_from_url("http://127.0.0.1:8080") is None
     assert account_name_from_url("http://localhost:8080") is None
 
 
 def test_sas_signatures_are_redacted_from_messages():
-    from snakemake_executor_plugin_azbatch.staging import redact
+    from snakemake_executor_plugin_azbatch.azure_sdk import redact
 
     text = "upload to http://h/c/blob?sv=2024&sp=r&sig=abc%2Bdef%3D&se=x failed; also 'sig=zzz'"
     assert redact(text) == "upload to http://h/c/blob?sv=2024&sp=r&sig=REDACTED&se=x failed; also 'sig=REDACTED'"
+
+
+def test_a_scheme_less_endpoint_from_the_azure_cli_variable_gets_https():
+    """`az batch account show --query accountEndpoint -o tsv` prints the host only; the Azure CLI accepts that in
+    AZURE_BATCH_ENDPOINT and adds https://, so the plugin does the same for that variable."""
+    env = {**BASE_ENV, "AZURE_BATCH_ENDPOINT": "acct.eastus.batch.azure.com"}
+    del env["SNAKEMAKE_AZBATCH_ACCOUNT_URL"]
+    config = resolve_env(env)
+    assert config.account_url == "https://acct.eastus.batch.azure.com"
+    assert config.account_name == "acct"
+
+
+def test_the_plugins_own_url_setting_still_needs_a_scheme_and_says_so():
+    env = {**BASE_ENV, "SNAKEMAKE_AZBATCH_ACCOUNT_URL": "acct.eastus.batch.azure.com"}
+    with pytest.raises(SettingsError) as info:
+        resolve_env(env)
+    assert "(add https:// in front)" in str(info.value) and "--azbatch-account-url" in str(info.value)
+
+
+ENTRA_ENV = {
+    "SNAKEMAKE_AZBATCH_ACCOUNT_URL": "https://mybatch.westeurope.batch.azure.com",
+    "SNAKEMAKE_AZBATCH_POOL_ID": "pool1",
+    "SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_URL": "https://st.blob.core.windows.net",
+}
+
+
+def test_sas_lifetime_beyond_seven_days_is_refused_up_front_with_entra_id():
+    assert resolve_env(ENTRA_ENV, sas_hours=168).sas_hours == 168
+    with pytest.raises(SettingsError) as info:
+        resolve_env(ENTRA_ENV, sas_hours=169)
+    message = str(info.value)
+    assert "--azbatch-sas-hours" in message and "168 hours" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_KEY": KEY},
+        {"SNAKEMAKE_AZBATCH_MANAGED_IDENTITY": "/subscriptions/s/resourceGroups/g/providers/x/id"},
+        {"SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING": BASE_ENV["SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING"]},
+    ],
+    ids=["account-key", "managed-identity", "connection-string"],
+)
+def test_long_sas_lifetimes_are_fine_without_user_delegation(extra):
+    assert resolve_env({**ENTRA_ENV, **extra}, sas_hours=24 * 30).sas_hours == 720

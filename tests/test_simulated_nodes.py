@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-from conftest import ServiceHandle, _start_service
+from conftest import ServiceHandle, start_service
 from executor_runs import delta, output_of, run_snakemake, write_files
 from waiting import wait_for
 
@@ -28,7 +28,7 @@ IDENTITY = {"resourceId": "/subscriptions/0/resourceGroups/rg/providers/Microsof
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
     """One simulated service for this module: a small pool, and a pool of 2000 nodes."""
-    handle = _start_service(tmp_path_factory.mktemp("simulated"),
+    handle = start_service(tmp_path_factory.mktemp("simulated"),
                             {"pools": ["sim:2:1", "big:2000:2"], "simulate": SECONDS})
     try:
         yield handle

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from snakemake_executor_plugin_azbatch import task_spec
-from snakemake_executor_plugin_azbatch.settings import AppPackage
+from snakemake_executor_plugin_azbatch.config import AppPackage
+from snakemake_executor_plugin_azbatch.staging import BlobLayout
+
+pytestmark = pytest.mark.quick
 
 
 class Path_(str):
@@ -137,26 +140,49 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
         outputs=[task_spec.OutputPath("out/x [1].txt"), task_spec.OutputPath("dir", directory=True)],
         logs=[task_spec.OutputPath("logs/a.log", required=False), task_spec.OutputPath("top.log", required=False)],
     )
-    specs = task_spec.output_file_specs(files, "pre/runs/r/t/", "http://h/c?sv=1&sig=x")
+    layout = BlobLayout("pre/")
+    task_prefix = layout.task_prefix("r", "t")
+    specs = task_spec.output_file_specs(
+        files, layout.task_files_dir(task_prefix), layout.task_batch_logs_dir(task_prefix), "http://h/c?sv=1&sig=x"
+    )
     by_pattern = {s["filePattern"]: s for s in specs}
     assert by_pattern["out/x [[]1].txt"]["uploadOptions"]["uploadCondition"] == "tasksuccess"
+    # An escaped name makes the pattern a wildcard: the path is then the virtual directory of its fixed part,
+    # so the blob is still `files/out/x [1].txt` (not `files/out/x [1].txt/x [1].txt`).
+    assert by_pattern["out/x [[]1].txt"]["destination"]["container"]["path"] == "pre/runs/r/t/files/out"
     assert by_pattern["dir/**/*"]["destination"]["container"]["path"] == "pre/runs/r/t/files/dir"
     # Optional files: a one-character class keeps the pattern a wildcard, so a missing log is not an error.
     log = by_pattern["logs/a.lo[g]"]
     assert log["uploadOptions"]["uploadCondition"] == "taskcompletion"
     assert log["destination"]["container"]["path"] == "pre/runs/r/t/files/logs"
     assert by_pattern["top.lo[g]"]["destination"]["container"]["path"] == "pre/runs/r/t/files"
-    for name in ("stdout.txt", "stderr.txt"):
-        spec = by_pattern[f"../{name}"]
-        assert spec["destination"]["container"]["path"] == f"pre/runs/r/t/batch/{name}"
-        assert spec["uploadOptions"]["uploadCondition"] == "taskcompletion"
+    # Batch's stdout.txt and stderr.txt (next to the working directory): one wildcard spec, blobs batch/<name>.
+    spec = by_pattern["../std*.txt"]
+    assert spec["destination"]["container"]["path"] == "pre/runs/r/t/batch"
+    assert spec["uploadOptions"]["uploadCondition"] == "taskcompletion"
     assert all(s["destination"]["container"]["containerUrl"] == "http://h/c?sv=1&sig=x" for s in specs)
+
+
+@pytest.mark.parametrize(
+    "path, directory, pattern, destination",
+    [
+        ("plain.txt", False, "plain.txt", "f/plain.txt"),
+        ("a b/ü'\"#%.txt", False, "a b/ü'\"#%.txt", "f/a b/ü'\"#%.txt"),
+        ("q?/s*.txt", False, "q[?]/s[*].txt", "f"),
+        ("d[1]", True, "d[[]1]/**/*", "f"),
+        ("x/d", True, "x/d/**/*", "f/x/d"),
+    ],
+)
+def test_output_blob_is_always_the_path_under_the_files_dir(path, directory, pattern, destination):
+    spec = task_spec.output_file_spec(task_spec.OutputPath(path, directory=directory), "f", "http://h/c", "tasksuccess", None)
+    assert spec["filePattern"] == pattern
+    assert spec["destination"]["container"]["path"] == destination
 
 
 def test_output_files_with_managed_identity_carry_the_identity_reference():
     files = task_spec.JobFiles(outputs=[task_spec.OutputPath("x")])
     identity = {"resourceId": "/subscriptions/s/resourceGroups/g/providers/x/id"}
-    specs = task_spec.output_file_specs(files, "p/", "http://h/c", identity)
+    specs = task_spec.output_file_specs(files, "p/files", "p/batch", "http://h/c", identity)
     assert all(s["destination"]["container"]["identityReference"] == identity for s in specs)
 
 
@@ -175,7 +201,7 @@ def test_runtime_minutes_become_max_wall_clock_time():
     assert task_spec.runtime_seconds({}) is None
     assert task_spec.runtime_seconds({"runtime": "1h"}) is None  # Snakemake normalises runtimes to minutes
     body = task_spec.task_body(task_spec.TaskRequest(id="t", display_name="t", script="true", max_wall_clock_seconds=5400))
-    assert body["constraints"] == {"maxTaskRetryCount": 0, "maxWallClockTime": "PT5400S"}
+    assert body["constraints"] == {"maxWallClockTime": "PT5400S"}  # no retries: Batch's default 0
 
 
 def test_task_body_runs_bash_keeps_env_out_of_the_command_line_and_disables_batch_retries():
@@ -197,7 +223,7 @@ def test_task_body_runs_bash_keeps_env_out_of_the_command_line_and_disables_batc
     assert shlex.split(body["commandLine"]) == ["/bin/bash", "-c", script]
     assert secret not in body["commandLine"]
     assert body["environmentSettings"] == [{"name": "A", "value": "1"}, {"name": "MY_TOKEN", "value": secret}]
-    assert body["constraints"]["maxTaskRetryCount"] == 0
+    assert "constraints" not in body  # Batch's default: no retries
     assert body["requiredSlots"] == 2
     assert body["containerSettings"]["imageName"] == "python:3.11"
     assert body["applicationPackageReferences"] == [{"applicationId": "tools", "version": "1.0"}, {"applicationId": "other"}]
@@ -206,20 +232,17 @@ def test_task_body_runs_bash_keeps_env_out_of_the_command_line_and_disables_batc
 def test_task_body_omits_optional_parts():
     body = task_spec.task_body(task_spec.TaskRequest(id="t", display_name="t", script="true"))
     assert "requiredSlots" not in body and "containerSettings" not in body
-    assert "applicationPackageReferences" not in body and "maxWallClockTime" not in body["constraints"]
+    assert "applicationPackageReferences" not in body and "constraints" not in body
 
 
-def test_bootstrap_prefix_and_preparation_task():
-    prefix = task_spec.bootstrap_prefix("pip", "9.1.0", ["AZ_BATCH_APP_PACKAGE_tools_1_0"])
-    assert '${AZ_BATCH_APP_PACKAGE_tools_1_0}/bin' in prefix
-    assert "$AZ_BATCH_NODE_SHARED_DIR/snakemake-9.1.0/bin" in prefix
-    assert task_spec.bootstrap_prefix("none", "9.1.0", []) == ""
-    prep = task_spec.preparation_task("9.1.0")
-    script = shlex.split(prep["commandLine"])[2]
-    assert prep["waitForSuccess"] is True
-    # A python3 that already has this Snakemake version is reused; otherwise one install per node.
-    assert script.index("import sys, snakemake") < script.index("pip install")
-    assert '"snakemake==9.1.0"' in script and "$AZ_BATCH_NODE_SHARED_DIR/snakemake-9.1.0" in script
+def test_preparation_task_runs_its_script_once_per_node_and_in_the_tasks_image():
+    prep = task_spec.preparation_task("set -e\necho part", [{"httpUrl": "u", "filePath": "f"}])
+    assert shlex.split(prep["commandLine"])[:2] == ["/bin/bash", "-c"]
+    assert shlex.split(prep["commandLine"])[2] == "set -e\necho part"
+    assert prep["waitForSuccess"] is True and prep["resourceFiles"] == [{"httpUrl": "u", "filePath": "f"}]
+    assert "containerSettings" not in prep
+    boxed = task_spec.preparation_task("true", [], "python:3.12-slim")
+    assert boxed["containerSettings"]["imageName"] == "python:3.12-slim"
 
 
 def test_app_package_env_var_follows_batch_linux_naming():

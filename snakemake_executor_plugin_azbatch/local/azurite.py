@@ -12,8 +12,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import ConfigError
+
+if TYPE_CHECKING:
+    from .tls import TlsFiles
 
 AZURITE_BIN_ENV = "AZURITE_BIN"
 _RELATIVE_BIN = Path("node_modules") / ".bin" / "azurite-blob"
@@ -66,12 +70,26 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class Azurite:
-    """One Azurite blob process in its own process group, with data under `location`."""
+    """One Azurite blob process in its own process group, with data under `location`.
 
-    def __init__(self, location: Path, host: str = "127.0.0.1", binary: Path | None = None) -> None:
+    With `tls`, Azurite serves HTTPS with that certificate; `oauth` adds its `--oauth basic` bearer-token check
+    (which Azurite allows over HTTPS only). That check is loose: Azurite reads the token's lifetime, issuer prefix
+    (https://sts.windows.net/...) and audience (https://storage.azure.com, ...) but not its signature or tenant,
+    so the blob proxy in front of it checks those (see bearer_auth.storage_bearer_check)."""
+
+    def __init__(
+        self,
+        location: Path,
+        host: str = "127.0.0.1",
+        binary: Path | None = None,
+        tls: TlsFiles | None = None,
+        oauth: bool = False,
+    ) -> None:
         self.location = Path(location)
         self.host = host
         self.binary = binary
+        self.tls = tls
+        self.oauth = oauth and tls is not None
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.location / "azurite.log"
@@ -79,7 +97,7 @@ class Azurite:
     @property
     def blob_url(self) -> str:
         """Direct (un-proxied) account URL."""
-        return f"http://{self.host}:{self.port}/devstoreaccount1"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/devstoreaccount1"
 
     def start(self) -> None:
         """Start Azurite; call from a long-lived thread (on Linux it is stopped when the starting thread dies)."""
@@ -100,6 +118,7 @@ class Azurite:
                         "--disableTelemetry",
                         "--loose",
                         "--blobKeepAliveTimeout", "120",
+                        *self._tls_args(),
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -115,6 +134,11 @@ class Azurite:
             f"Azurite did not start on {self.host} (see {self.log_path}): {last_error or 'no output'}"
         )
 
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--cert", str(self.tls.cert), "--key", str(self.tls.key), *(["--oauth", "basic"] if self.oauth else [])]
+
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -122,7 +146,11 @@ class Azurite:
             if self.process.poll() is not None:
                 return False
             try:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
+                conn = (
+                    http.client.HTTPSConnection(self.host, self.port, timeout=2, context=self.tls.client_context())
+                    if self.tls
+                    else http.client.HTTPConnection(self.host, self.port, timeout=2)
+                )
                 try:
                     # Any HTTP answer (even 400/403) means Azurite is serving.
                     conn.request("GET", "/devstoreaccount1?comp=list")

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 import threading
+import uuid
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator, Protocol
 from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import escape
+
+from .tls import serve_tls
 
 _CHUNK = 256 * 1024
 # Bodies up to this size are buffered so a request on a stale keep-alive upstream connection can be re-sent.
@@ -89,7 +95,10 @@ def classify(method: str, target: str) -> str:
 
 
 class BlobProxy:
-    """Threaded proxy on a free loopback port forwarding to `upstream_host:upstream_port`."""
+    """Threaded proxy on a free loopback port forwarding to `upstream_host:upstream_port`.
+
+    With `server_tls` it serves HTTPS, with `upstream_tls` it talks HTTPS to Azurite; `check_bearer(authorization)`
+    returns why a bearer token is refused (answered like Storage: 403 AuthenticationFailed), or None."""
 
     def __init__(
         self,
@@ -98,12 +107,18 @@ class BlobProxy:
         metrics: StorageMetrics | None,
         host: str = "127.0.0.1",
         port: int = 0,
+        server_tls: ssl.SSLContext | None = None,
+        upstream_tls: ssl.SSLContext | None = None,
+        check_bearer: Callable[[str | None], str | None] | None = None,
     ) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.metrics = metrics
         self.host = host
         self.requested_port = port
+        self.server_tls = server_tls
+        self.upstream_tls = upstream_tls
+        self.check_bearer = check_bearer
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -113,11 +128,13 @@ class BlobProxy:
         return self._server.server_address[1]
 
     def account_url(self, account_name: str = "devstoreaccount1") -> str:
-        return f"http://{self.host}:{self.port}/{account_name}"
+        return f"{'https' if self.server_tls else 'http'}://{self.host}:{self.port}/{account_name}"
 
     def start(self) -> None:
         handler = type("BoundProxyHandler", (_ProxyHandler,), {"proxy": self})
         server = _ProxyServer((self.host, self.requested_port), handler)
+        if self.server_tls is not None:
+            serve_tls(server, self.server_tls)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="blob-proxy", daemon=True)
         self._thread.start()
@@ -214,8 +231,12 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.upstream_conn.close()
             self.upstream_conn = None
         if self.upstream_conn is None:
-            self.upstream_conn = http.client.HTTPConnection(
-                self.proxy.upstream_host, self.proxy.upstream_port, timeout=_UPSTREAM_TIMEOUT_S
+            upstream = (self.proxy.upstream_host, self.proxy.upstream_port)
+            tls = self.proxy.upstream_tls
+            self.upstream_conn = (
+                http.client.HTTPSConnection(*upstream, timeout=_UPSTREAM_TIMEOUT_S, context=tls)
+                if tls is not None
+                else http.client.HTTPConnection(*upstream, timeout=_UPSTREAM_TIMEOUT_S)
             )
             return self.upstream_conn, False
         return self.upstream_conn, True
@@ -268,6 +289,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self.proxy.record(operation, status, counter[0], response_bytes)
 
         try:
+            refused = self.proxy.check_bearer(self.headers.get("Authorization")) if self.proxy.check_bearer else None
+            if refused:
+                self._authentication_failed(refused, record)
+                return
             try:
                 body, length, counter = self._request_body()
             except _BadRequest as exc:
@@ -285,15 +310,35 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             record(502, 0)  # no-op unless the exchange broke off before the response was relayed
 
     def _plain_error(self, status: int, text: str, record: Callable[[int, int], None]) -> None:
-        message = text.encode()
-        record(status, len(message))
+        self._answer_and_close(status, text.encode(), "text/plain", record)
+
+    def _answer_and_close(
+        self, status: int, body: bytes, content_type: str, record: Callable[[int, int], None],
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        record(status, len(body))
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(message)))
+        self.send_header("Content-Type", content_type)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(message)
+        self.wfile.write(body)
         self.close_connection = True
+
+    def _authentication_failed(self, detail: str, record: Callable[[int, int], None]) -> None:
+        """Storage's answer to a bad bearer token; the connection is closed as the body was not read."""
+        message = (
+            "Server failed to authenticate the request. Make sure the value of Authorization header is formed "
+            f"correctly including the signature.\nRequestId:{uuid.uuid4()}\nTime:{formatdate(usegmt=True)}"
+        )
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthenticationFailed</Code>'
+            f"<Message>{escape(message)}</Message><AuthenticationErrorDetail>{escape(detail)}"
+            "</AuthenticationErrorDetail></Error>"
+        ).encode()
+        self._answer_and_close(403, body, "application/xml", record, (("x-ms-error-code", "AuthenticationFailed"),))
 
     def _relay_response(self, response: http.client.HTTPResponse, record: Callable[[int, int], None]) -> None:
         """Relay status, headers and body. Metrics are recorded just before the last byte goes out, so a client

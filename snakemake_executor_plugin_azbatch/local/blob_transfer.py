@@ -11,12 +11,12 @@ from __future__ import annotations
 import glob
 import os
 import re
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
@@ -27,6 +27,18 @@ from .task_outcomes import upload_failure
 
 DEFAULT_FILE_MODE = "0770"
 _RETRY = {"retry_total": 1, "retry_backoff_factor": 0.1, "connection_timeout": 10, "read_timeout": 60}
+# Parallel block transfers streamed from / into the open file, as Batch's node agent moves large files: memory per
+# transfer stays about _CONCURRENCY x _BLOCK whatever the file size (blocks above the SDK's 4 MiB + 1 threshold take
+# its streaming upload path).
+_BLOCK = 8 * 1024 * 1024
+_CONCURRENCY = 4
+_CLIENT = {
+    **_RETRY,
+    "max_single_put_size": _BLOCK,
+    "max_block_size": _BLOCK,
+    "max_single_get_size": _BLOCK,
+    "max_chunk_get_size": _BLOCK,
+}
 
 
 class TransferError(Exception):
@@ -58,6 +70,18 @@ def _check_loopback(url: str, code: str) -> None:
         raise TransferError(code, f"{redact(url)}: local Batch nodes can only reach 127.0.0.1 (loopback) URLs")
 
 
+def _client_options(storage: StorageEndpoint | None) -> dict[str, Any]:
+    """SDK client options: retries, block sizes, and with --https the service's CA (the node agent trusts its
+    storage)."""
+    if storage is not None and storage.ca_file:
+        return {**_CLIENT, "connection_verify": storage.ca_file}
+    return _CLIENT
+
+
+def _url_context(storage: StorageEndpoint | None) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cafile=storage.ca_file) if storage is not None and storage.ca_file else None
+
+
 def _credential(ref: dict[str, Any] | None, storage: StorageEndpoint | None) -> dict[str, str] | None:
     if not ref:
         return None
@@ -85,20 +109,38 @@ def _target(wd: Path, file_path: str) -> Path:
     return target
 
 
-def _write(path: Path, data_chunks, mode: str | None) -> int:
+def _write(path: Path, fill: Callable[[BinaryIO], int], mode: str | None) -> int:
+    """Create `path`, let `fill` write the content into it (returning the byte count), apply the file mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    size = 0
     try:
         with open(path, "wb") as fh:
-            for chunk in data_chunks:
-                fh.write(chunk)
-                size += len(chunk)
+            size = fill(fh)
         os.chmod(path, int(mode or DEFAULT_FILE_MODE, 8))
     except ValueError:
         raise TransferError("ResourceFileWriteFailed", f"fileMode {mode!r} is not an octal mode like 0755") from None
     except OSError as err:
         raise TransferError("ResourceFileWriteFailed", f"{path.name}: {err.strerror}") from None
     return size
+
+
+def _is_blob_url(url: str, storage: StorageEndpoint | None) -> bool:
+    """A blob of the service's own storage account (parallel ranged reads); other http(s) URLs are read plainly."""
+    return storage is not None and url.startswith(storage.blob_url.rstrip("/") + "/")
+
+
+def _copy(source: Any, fh: BinaryIO) -> int:
+    size = 0
+    while chunk := source.read(1 << 20):
+        fh.write(chunk)
+        size += len(chunk)
+    return size
+
+
+def _container(url: str, cred: dict[str, str] | None, storage: StorageEndpoint | None) -> ContainerClient:
+    """A container client: the SAS in the URL, or (identityReference) the account key without the URL's query."""
+    if cred:
+        return ContainerClient.from_container_url(redact(url), credential=cred, **_client_options(storage))
+    return ContainerClient.from_container_url(url, **_client_options(storage))
 
 
 def download_resource_files(
@@ -122,12 +164,15 @@ def download_resource_files(
             _check_loopback(url, "BlobDownloadMiscError")
             target = _target(wd, rf["filePath"])
             try:
-                if cred:
-                    client = BlobClient.from_blob_url(redact(url), credential=cred, **_RETRY)
-                    size = _write(target, client.download_blob().chunks(), mode)
+                if cred or _is_blob_url(url, storage):
+                    client = BlobClient.from_blob_url(
+                        redact(url) if cred else url, credential=cred, **_client_options(storage)
+                    )
+                    size = _write(target, client.download_blob(max_concurrency=_CONCURRENCY).readinto, mode)
                 else:
-                    with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (loopback checked)
-                        size = _write(target, iter(lambda: resp.read(1 << 20), b""), mode)
+                    context = _url_context(storage)
+                    with urllib.request.urlopen(url, timeout=60, context=context) as resp:  # noqa: S310 (loopback)
+                        size = _write(target, lambda fh: _copy(resp, fh), mode)
             except TransferError:
                 raise
             except (AzureError, urllib.error.URLError, OSError) as err:
@@ -139,15 +184,12 @@ def download_resource_files(
         prefix = rf.get("blobPrefix") or None
         base = _target(wd, rf.get("filePath") or ".")
         try:
-            container = (
-                ContainerClient.from_container_url(redact(url), credential=cred, **_RETRY)
-                if cred
-                else ContainerClient.from_container_url(url, **_RETRY)
-            )
+            container = _container(url, cred, storage)
             count = 0
             for blob in container.list_blobs(name_starts_with=prefix):
                 target = _target(wd, str(Path(rf.get("filePath") or ".") / blob.name))
-                _write(target, container.download_blob(blob.name).chunks(), mode)
+                downloader = container.download_blob(blob.name, max_concurrency=_CONCURRENCY)
+                _write(target, downloader.readinto, mode)
                 count += 1
         except TransferError:
             raise
@@ -213,11 +255,7 @@ def _destinations(
             outcome.errors.append(err.message)
             continue
         try:
-            container = (
-                ContainerClient.from_container_url(redact(url), credential=cred, **_RETRY)
-                if cred
-                else ContainerClient.from_container_url(url, **_RETRY)
-            )
+            container = _container(url, cred, storage)
         except (AzureError, ValueError) as err:
             outcome.errors.append(f"{redact(url)}: bad container URL ({type(err).__name__})")
             continue
@@ -226,7 +264,7 @@ def _destinations(
 
 def _upload(destination: _Destination, name: str, data: Any, source: str, size: int, outcome: UploadOutcome) -> None:
     try:
-        destination.container.upload_blob(name, data, overwrite=True)
+        destination.container.upload_blob(name, data, overwrite=True, max_concurrency=_CONCURRENCY)
     except (AzureError, OSError) as err:
         status = getattr(err, "status_code", None)
         outcome.errors.append(
@@ -243,9 +281,15 @@ def upload_output_files(
     env: dict[str, str],
     succeeded: bool,
     storage: StorageEndpoint | None,
+    confine: Path | None = None,
 ) -> UploadOutcome:
-    """Upload the files matching each pattern whose uploadCondition applies; collect (not raise) errors."""
+    """Upload the files matching each pattern whose uploadCondition applies; collect (not raise) errors.
+
+    confine: a directory every uploaded file must really lie in (symlinks resolved). Stock nodes share only their
+    Batch directories with the host, so a file (or symlink) anywhere else is not the node's and is not uploaded.
+    """
     outcome = UploadOutcome([], [])
+    real_confine = Path(confine).resolve() if confine is not None else None
     for dest in _destinations(output_files, env, succeeded, storage, outcome):
         pattern = dest.pattern
         absolute = pattern if pattern.startswith("/") else os.path.normpath(os.path.join(wd, pattern))
@@ -259,6 +303,9 @@ def upload_output_files(
             base_pattern = _pattern_base(pattern)
             base = base_pattern if pattern.startswith("/") else os.path.normpath(os.path.join(wd, base_pattern))
         for path in matches:
+            if real_confine is not None and not Path(path).resolve().is_relative_to(real_confine):
+                outcome.errors.append(f"{path} is not on the node's disk under {confine} (a symlink out of it?)")
+                continue
             if wildcard:
                 rel = os.path.relpath(path, base)
                 name = f"{dest.path}/{rel}" if dest.path else rel

@@ -25,7 +25,8 @@ from typing import NoReturn
 
 from . import node_image as node_image_module
 from .azurite import AzuriteError
-from .config import AppPackageSpec, ConfigError, PoolSpec, ServiceConfig
+from . import pool_file
+from .config import NODE_NETWORKS, AppPackageSpec, ConfigError, PoolSpec, ServiceConfig, default_pools
 from .service import LocalService
 
 PROG = "azbatch-local"
@@ -102,6 +103,82 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         help="with --simulate: this fraction of tasks fail with exit code 1 (chosen from --seed and the task's ids)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for fault injection, preemption and --simulate-fail")
+    parser.add_argument(
+        "--https", action="store_true", help="serve the Batch API and storage over TLS (a generated CA, ROOT/ca.pem)"
+    )
+    parser.add_argument(
+        "--entra",
+        action="store_true",
+        help="Microsoft Entra ID: a local token authority with a service principal and a managed identity; bearer "
+        "tokens accepted next to Shared Key; exports the service principal instead of keys (implies --https)",
+    )
+    parser.add_argument(
+        "--token-lifetime", type=int, default=None, metavar="SECONDS",
+        help="lifetime of the tokens the authority issues (default: 3600); short ones rehearse token refresh",
+    )
+    parser.add_argument(
+        "--autoscale-min-interval", type=float, default=300.0, metavar="SECONDS",
+        help="shortest autoScaleEvaluationInterval accepted (Batch: 300 s; lower it for quick local autoscaling)",
+    )
+    parser.add_argument(
+        "--autoscale-sample-seconds", type=float, default=30.0, metavar="SECONDS",
+        help="seconds between the task-count samples autoscale formulas read (Batch: 30)",
+    )
+    parser.add_argument("--max-pool-nodes", type=int, default=32, metavar="N",
+                        help="most nodes of each kind (dedicated, Spot) one pool may have")
+    parser.add_argument(
+        "--active-job-quota", type=int, default=0,
+        help="active jobs the account may hold; more answers 409 ActiveJobAndScheduleQuotaReached (0: no limit)",
+    )
+    _add_node_options(parser)
+
+
+def _add_node_options(parser: argparse.ArgumentParser) -> None:
+    """Pools beyond --pool (containers, start tasks, a pool file) and what the nodes run in."""
+    parser.add_argument(
+        "--container-pool",
+        action="append",
+        default=[],
+        metavar="ID[:NODES[:SLOTS]]",
+        help="a container-enabled pool (containerConfiguration dockerCompatible): tasks need containerSettings and "
+        "run in podman (repeatable)",
+    )
+    parser.add_argument(
+        "--pool-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="pools from a JSON or YAML file: id, nodes, slots, vmSize, containerConfiguration, startTask",
+    )
+    parser.add_argument(
+        "--start-task",
+        action="append",
+        default=[],
+        metavar="POOL=COMMAND",
+        help="a start task for POOL's nodes (waitForSuccess, non-admin; the pool file gives every property)",
+    )
+    parser.add_argument(
+        "--node-image",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run every node in the stock node image in DIR (`azbatch-local node-image build DIR`), isolated from "
+        "the host; needs root, bubblewrap and util-linux",
+    )
+    parser.add_argument(
+        "--node-network",
+        choices=NODE_NETWORKS,
+        default="host",
+        help="with --node-image: 'host' (nodes reach what this machine reaches) or 'local-only' (only the local "
+        "Batch service and storage)",
+    )
+    parser.add_argument(
+        "--podman-store",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="podman store of container pools (default: 'podman' next to --node-image's DIR, else ROOT/cache/podman)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,8 +241,9 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: choose 0 (any free port) or a port between 1 and 65535")
     overrides: dict[str, object] = {}
-    if args.pool:
-        overrides["pools"] = [PoolSpec.parse(text) for text in args.pool]
+    pools = _pools_from_args(args)
+    if pools:
+        overrides["pools"] = pools
     if args.account_name is not None:
         if not args.account_name.isalnum():
             raise ConfigError(f"--account-name {args.account_name!r}: use letters and digits only")
@@ -179,6 +257,14 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         except (binascii.Error, ValueError):
             raise ConfigError("--account-key: not valid base64; pass a base64-encoded key") from None
         overrides["account_key"] = args.account_key
+    if args.token_lifetime is not None and not args.entra:
+        raise ConfigError("--token-lifetime: only meaningful with --entra; add --entra")
+    if args.entra:
+        from .token_authority import DEFAULT_TOKEN_LIFETIME, EntraConfig
+
+        overrides["entra"] = EntraConfig(
+            token_lifetime=DEFAULT_TOKEN_LIFETIME if args.token_lifetime is None else args.token_lifetime
+        )
     config = ServiceConfig(
         root=args.root,
         port=args.port,
@@ -189,10 +275,31 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         seed=args.seed,
         simulate=args.simulate,
         simulate_fail=args.simulate_fail,
+        https=args.https or args.entra,
+        node_image=args.node_image,
+        node_network=args.node_network,
+        podman_store=args.podman_store,
+        autoscale_min_interval=args.autoscale_min_interval,
+        autoscale_sample_seconds=args.autoscale_sample_seconds,
+        max_pool_nodes=args.max_pool_nodes,
+        active_job_quota=args.active_job_quota,
         **overrides,  # type: ignore[arg-type]
     )
     config.validate()
     return config
+
+
+def _pools_from_args(args: argparse.Namespace) -> list[PoolSpec]:
+    """--pool, --container-pool and --pool-file pools in that order, then --start-task applied to them."""
+    pools = [PoolSpec.parse(text) for text in args.pool]
+    pools += [pool_file.container_pool(text) for text in args.container_pool]
+    if args.pool_file is not None:
+        pools += pool_file.load_pool_file(args.pool_file)
+    if args.start_task and not pools:
+        pools = default_pools()
+    for text in args.start_task:
+        pools = pool_file.with_start_task(pools, text)
+    return pools
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .token_authority import EntraConfig
 
 # Fixed development credentials, documented in the README (like Azurite's devstoreaccount1). Not a secret: the
 # service only listens on loopback. Override with --account-name / --account-key.
@@ -19,6 +23,7 @@ AZURITE_ACCOUNT_KEY = (
 )
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+NODE_NETWORKS = ("host", "local-only")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -32,24 +37,34 @@ class PoolSpec:
     id: str
     nodes: int
     slots: int
+    vm_size: str | None = None  # None: the service's default VM size
+    # BatchContainerConfiguration ({"type": "dockerCompatible", "containerImageNames": [...]}): container-enabled
+    container_configuration: dict | None = None
+    start_task: dict | None = None  # BatchStartTask, its defaults filled in (pool_file.start_task)
 
     @classmethod
-    def parse(cls, text: str) -> "PoolSpec":
+    def parse(cls, text: str, option: str = "--pool", **settings) -> "PoolSpec":
         """Parse `ID[:NODES[:SLOTS]]`; missing parts default to one node with the machine's cores as slots."""
         parts = text.split(":")
         if len(parts) > 3 or not _ID_RE.match(parts[0]):
             raise ConfigError(
-                f"--pool {text!r}: expected ID[:NODES[:SLOTS]] with an ID of letters, digits, '-' or '_' (≤ 64)"
+                f"{option} {text!r}: expected ID[:NODES[:SLOTS]] with an ID of letters, digits, '-' or '_' (≤ 64)"
             )
         try:
             nums = [int(p) for p in parts[1:]]
         except ValueError:
-            raise ConfigError(f"--pool {text!r}: NODES and SLOTS must be whole numbers, e.g. --pool big:2:4") from None
+            raise ConfigError(
+                f"{option} {text!r}: NODES and SLOTS must be whole numbers, e.g. {option} big:2:4"
+            ) from None
         if any(n < 0 for n in nums) or (len(nums) == 2 and nums[1] < 1):
-            raise ConfigError(f"--pool {text!r}: NODES must be ≥ 0 and SLOTS ≥ 1")
+            raise ConfigError(f"{option} {text!r}: NODES must be ≥ 0 and SLOTS ≥ 1")
         nodes = nums[0] if nums else 1
         slots = nums[1] if len(nums) > 1 else default_slots()
-        return cls(parts[0], nodes, slots)
+        return cls(parts[0], nodes, slots, **settings)
+
+    @property
+    def container_enabled(self) -> bool:
+        return self.container_configuration is not None
 
 
 def default_slots() -> int:
@@ -84,14 +99,16 @@ class AppPackageSpec:
 
 @dataclass
 class StorageEndpoint:
-    blob_url: str  # http://127.0.0.1:PORT/devstoreaccount1 (through the counting proxy)
+    blob_url: str  # http(s)://127.0.0.1:PORT/devstoreaccount1 (through the counting proxy)
     account_name: str = AZURITE_ACCOUNT_NAME
     account_key: str = AZURITE_ACCOUNT_KEY
+    ca_file: str | None = None  # with --https: the CA that the service's own blob clients (nodes) trust
 
     @property
     def connection_string(self) -> str:
+        scheme = self.blob_url.split(":", 1)[0]
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={self.account_name};"
+            f"DefaultEndpointsProtocol={scheme};AccountName={self.account_name};"
             f"AccountKey={self.account_key};BlobEndpoint={self.blob_url};"
         )
 
@@ -111,9 +128,24 @@ class ServiceConfig:
     seed: int = 0
     simulate: float | None = None  # seconds each task "runs" on simulated nodes (no process); None: real processes
     simulate_fail: float = 0.0  # fraction of simulated tasks that fail (exit code 1), chosen by seed and task
+    https: bool = False  # TLS on the Batch API and storage (a generated CA; see tls.py)
+    entra: EntraConfig | None = None  # a local token authority and bearer tokens (implies https)
+    node_image: Path | None = None  # a stock node image directory: nodes run in it (stock_backend); None: the host
+    node_network: str = "host"  # "host" | "local-only" (stock nodes reach the local service and nothing else)
+    podman_store: Path | None = None  # podman store of container pools; None: next to the node image / ROOT/cache
+    # Pools that change (pool_management): Batch's autoscale interval minimum is 5 minutes and it samples task
+    # counts every 30 s; tests lower both. max_pool_nodes caps a pool's nodes of each kind (like a core quota).
+    autoscale_min_interval: float = 300.0
+    autoscale_sample_seconds: float = 30.0
+    max_pool_nodes: int = 32
+    active_job_quota: int = 0  # active jobs the account may hold (Batch: 100-300 by default); 0 = no limit
     # Filled in by LocalService once ports are bound.
     account_url: str = ""
     storage: StorageEndpoint | None = None
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.https or self.entra is not None
 
     def validate(self) -> None:
         if self.host not in LOOPBACK_HOSTS:
@@ -126,8 +158,51 @@ class ServiceConfig:
             raise ConfigError(f"--simulate-fail {self.simulate_fail}: give a fraction between 0 and 1")
         if self.simulate_fail and self.simulate is None:
             raise ConfigError("--simulate-fail needs --simulate SECONDS (it applies to simulated tasks only)")
+        if self.simulate is not None and self.node_image is not None:
+            raise ConfigError("--simulate runs no processes, so --node-image has nothing to run: give one of them")
+        if self.active_job_quota < 0:
+            raise ConfigError(f"--active-job-quota {self.active_job_quota}: give 0 (no limit) or a positive number")
         if self.fail_status not in (429, 500, 503):
             raise ConfigError(f"--fail-status {self.fail_status}: choose 500, 503 or 429")
+        if self.entra is not None and self.entra.token_lifetime < 1:
+            raise ConfigError(f"--token-lifetime {self.entra.token_lifetime}: give a number of seconds of at least 1")
+        if self.autoscale_min_interval < 0 or self.autoscale_sample_seconds <= 0 or self.max_pool_nodes < 1:
+            raise ConfigError("--autoscale-min-interval must be ≥ 0, --autoscale-sample-seconds > 0 and "
+                              "--max-pool-nodes ≥ 1")
         ids = [p.id.lower() for p in self.pools]
         if len(set(ids)) != len(ids):
             raise ConfigError("--pool: pool ids must be unique (case-insensitive)")
+        if self.node_network not in NODE_NETWORKS:
+            raise ConfigError(f"--node-network {self.node_network!r}: choose one of {', '.join(NODE_NETWORKS)}")
+        if self.node_network != "host" and self.node_image is None:
+            raise ConfigError("--node-network local-only needs --node-image DIR (host nodes share the host's network)")
+        self._check_node_prerequisites()
+
+    def _check_node_prerequisites(self) -> None:
+        """What --node-image and container pools need on this machine, checked before anything starts."""
+        from . import containers, isolation, node_image
+
+        if self.node_image is not None:
+            try:
+                node_image.load(Path(self.node_image))
+            except node_image.NodeImageError as exc:
+                raise ConfigError(f"--node-image: {exc}") from None
+            missing = isolation.missing_packages()
+            if missing:
+                raise ConfigError(f"--node-image needs {', '.join(missing)}: install the Debian package(s)")
+            if os.geteuid() != 0:
+                raise ConfigError("--node-image needs root (nodes mount their disk and namespaces): run as root")
+        container_pools = [p.id for p in self.pools if p.container_enabled]
+        missing = containers.missing_packages() if container_pools else []
+        if missing:
+            raise ConfigError(f"pool {container_pools[0]!r} is container-enabled, which needs podman: install the "
+                              f"Debian package(s) {' '.join(missing)}")
+
+    def podman_store_dir(self) -> Path:
+        """Where container pools keep their images: --podman-store, else `podman/` beside the node image (where
+        `azbatch-local node-image build --podman` imports it), else ROOT/cache/podman."""
+        if self.podman_store is not None:
+            return Path(self.podman_store)
+        if self.node_image is not None:
+            return Path(self.node_image).absolute().parent / "podman"
+        return Path(self.root) / "cache" / "podman"

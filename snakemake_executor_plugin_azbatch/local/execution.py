@@ -4,9 +4,10 @@ The model (`lifecycle.TaskLifecycle`) decides what runs where and when; a backen
 through `ExecutionEvents`, the model's public report methods. Every call into a backend is non-blocking; reports
 may come from any thread. A backend never sees a model record, only the value objects below.
 
-Backends: `host_backend.HostProcessBackend` (processes on the host, today's behaviour). Backends that run real
-processes share the Batch semantics of `node_agent.NodeAgent` (resource files, application packages, output files,
-wall clock) and override only `NodeAgent.launch` — how to run argv with env in cwd on a node as a user.
+Backends: `host_backend.HostProcessBackend` (processes on the host) and `stock_backend.StockNodeBackend` (processes
+in the stock node image, `--node-image`). Backends that run real processes share the Batch semantics of
+`node_agent.NodeAgent` (resource files, application packages, output files, wall clock, start tasks, containers on
+container-enabled pools) and override only `NodeAgent.launch` — how to run argv with env in cwd on a node as a user.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class TaskAttempt:
     job_environment: list[dict[str, Any]]  # the job's commonEnvironmentSettings
     preparation_task_id: str | None  # set when the job has a preparation task (AZ_BATCH_JOB_PREP_DIR)
     timeout: float | None  # seconds of wall clock (maxWallClockTime), None for unlimited
+    container_pool: bool = False  # the node's pool is container-enabled (containerConfiguration)
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,31 @@ class JobTaskRun:
     job_environment: list[dict[str, Any]]
     preparation_task_id: str | None
     timeout: float | None
+    container_pool: bool = False
+
+
+@dataclass(frozen=True)
+class StartTaskRef:
+    pool_id: str
+    node_id: str
+    run: int  # numbers the runs (retries), so a late report about an earlier run is ignored
+
+
+@dataclass(frozen=True)
+class StartTaskRun:
+    """One run of the pool's start task on one node (directory `startup/`, no job)."""
+
+    ref: StartTaskRef
+    node: NodeLayout
+    spec: dict[str, Any]  # the pool's startTask (a copy), Batch's defaults filled in
+    container_pool: bool = False
 
 
 class ExecutionEvents(Protocol):
     """The model's report methods: the only way a backend changes the model."""
 
     def node_ready(self, pool_id: str, node_id: str) -> None:
-        """The node can take tasks (a start task would run before this)."""
+        """The node is up; the model then runs the pool's start task on it, if there is one."""
 
     def attempt_started(self, ref: AttemptRef) -> bool:
         """The attempt begins on the node (state running, startTime). False: stop, it was ended meanwhile."""
@@ -89,6 +109,9 @@ class ExecutionEvents(Protocol):
     ) -> None:
         """A preparation/release run ended (exit code None when it never started)."""
 
+    def start_task_finished(self, ref: StartTaskRef, exit_code: int | None, failure: dict[str, Any] | None) -> None:
+        """A start task run ended (exit code None when it never started; failureInfo for that)."""
+
 
 class ExecutionBackend(Protocol):
     """Runs what the model asks on the nodes. All methods return at once; results come through the events."""
@@ -102,7 +125,7 @@ class ExecutionBackend(Protocol):
         """Kill everything still running; report nothing afterwards."""
 
     def start_node(self, node: NodeLayout) -> None:
-        """Bring a node up (directories; later a start task); report `node_ready` when it can take tasks."""
+        """Bring a node up (directories, its system); report `node_ready` when it is up."""
 
     def start_attempt(self, attempt: TaskAttempt) -> None: ...
 
@@ -112,3 +135,6 @@ class ExecutionBackend(Protocol):
     def run_job_task(self, run: JobTaskRun) -> None: ...
 
     def kill_job_task(self, ref: JobTaskRef) -> None: ...
+
+    def run_start_task(self, run: StartTaskRun) -> None:
+        """Run the start task on run.node; report `start_task_finished` (retries are the model's decision)."""

@@ -59,7 +59,8 @@ def base_url_for(host_header: str | None, config: ServiceConfig) -> str:
     host = (host_header or "").strip()
     name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]", 1)[0]
     if host and name in LOOPBACK_HOSTS:
-        return f"http://{host}"
+        scheme = "https" if config.account_url.startswith("https:") else "http"
+        return f"{scheme}://{host}"
     return (config.account_url or f"http://{config.host}:{config.port}").rstrip("/")
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .loopback_forwarder import LoopbackForwarder
 from .node_image import NODE_PATH, NodeImage
+from .node_layout import split_launcher_env
 
 NETWORK_HOST = "host"
 NETWORK_LOCAL_ONLY = "local-only"
@@ -78,7 +79,8 @@ def missing_packages() -> list[str]:
 
 @dataclass(frozen=True)
 class Launch:
-    """Start the process with `subprocess.Popen(launch.argv, env=launch.env)`: the env is exactly the task's."""
+    """Start the process with `subprocess.Popen(launch.argv, env=launch.env)`. The task gets exactly its variables;
+    `env` holds those the launchers may see, the rest (PATH, HOME, LD_*, ...) are `--setenv` arguments."""
 
     argv: list[str]
     env: dict[str, str]
@@ -207,6 +209,8 @@ class NodeSandbox:
             "--proc", "/proc",
             "--ro-bind", "/proc/sys", "/proc/sys",
             "--dev", "/dev",
+            # As on a Linux node: a world-writable /dev/shm (POSIX semaphores, e.g. Python's multiprocessing locks).
+            "--perms", "1777", "--tmpfs", "/dev/shm",
             *self._mount_point_dirs(),
             "--bind", str(self.node_root), str(self.node_root),
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -226,15 +230,22 @@ class NodeSandbox:
             bwrap += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
             uid, gid = self.image.task_uid, self.image.task_gid
             command = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--", *argv]
-        return Launch([*nsenter, "--", *bwrap, "--", *command], self.task_env(env, admin=admin, cwd=cwd))
+        inherited, explicit = split_launcher_env(self.task_env(env, admin=admin, cwd=cwd))
+        for key, value in explicit.items():
+            bwrap += ["--setenv", key, value]
+        return Launch([*nsenter, "--", *bwrap, "--", *command], inherited)
 
     def _mount_point_dirs(self) -> list[str]:
-        """Directories leading to the node root, traversable by every user as /mnt/batch is on Batch (bwrap
-        would create missing ones 0700, so a non-admin task could not reach its files by absolute path)."""
+        """Directories leading to the node root, traversable by every user as /mnt/batch is on Batch: bwrap would
+        create missing ones 0700, and a root under e.g. /root (0700 in the image) would hide a non-admin task's
+        files from their absolute paths. Only the node's own disk changes, never the image."""
         args: list[str] = []
         for ancestor in reversed(self.node_root.parents[:-1]):  # from the top, without "/"
-            if not (self.image.rootfs / ancestor.relative_to("/")).exists():
+            in_image = self.image.rootfs / ancestor.relative_to("/")
+            if not in_image.exists():
                 args += ["--perms", "0755", "--dir", str(ancestor)]
+            elif in_image.is_dir() and not in_image.stat().st_mode & 0o001:
+                args += ["--chmod", "0755", str(ancestor)]
         return args
 
     def task_env(self, env: Mapping[str, str], *, admin: bool, cwd: Path) -> dict[str, str]:

@@ -11,10 +11,15 @@ Choices where Batch is not documented, or where a local simulation differs:
 - maxWallClockTime expiry: as Batch documents, the task completes with exit code 0xC000013A (-1073741510 as the
   API's int32) and failureInfo {category servererror, code TaskEnded}; no retry.
 - Terminate: failureInfo code `TaskEnded` ("Task Was Ended by User Request").
-- The job preparation task runs once per node per job, before that job's first task there. When it fails and
-  waitForSuccess is true, the tasks that waited for it complete with failureInfo `JobPreparationTaskFailed`
-  (Batch would keep them active for another node; failing keeps workflows on a one-node pool from hanging).
-  With waitForSuccess false the preparation task still runs first but its failure does not affect the tasks.
+- The job preparation task runs once per node per job, before that job's first task there. When it fails (after
+  its retries) and waitForSuccess is true, as Batch documents: the tasks that waited for it on that node go back
+  to `active`, that node takes none of the job's tasks any more (`JobRecord.excludes_node`), and they run on other
+  nodes — on a pool where every node failed they stay `active`. With waitForSuccess false the preparation task
+  still runs first but its failure does not affect the tasks.
+- Start tasks: a node is `starting` until the backend reports it up, then runs the pool's start task (retried on
+  a non-zero exit up to maxTaskRetryCount); with waitForSuccess it is `waitingforstarttask` meanwhile and takes
+  tasks only after success, `starttaskfailed` (no tasks, ever) after the last failure; without waitForSuccess it
+  is `idle` and takes tasks at once.
 - The job release task runs when the job terminates or is deleted, once on every node that ran the preparation
   task, after the job's running tasks and preparation tasks have ended.
 - Preemption (`preempt_fraction`, seeded): a chosen task is killed shortly after its command starts and requeued
@@ -26,17 +31,25 @@ from __future__ import annotations
 import copy
 import random
 import threading
+import time
 from typing import Any
 
 from .config import ServiceConfig
-from .execution import AttemptRef, ExecutionBackend, JobTaskRef, JobTaskRun, TaskAttempt
+from .execution import (
+    AttemptRef,
+    ExecutionBackend,
+    JobTaskRef,
+    JobTaskRun,
+    StartTaskRef,
+    StartTaskRun,
+    TaskAttempt,
+)
 from .records import JobRecord, NodeRecord, PrepRecord, Records, TaskRecord
 from .task_outcomes import (
     WALL_CLOCK_EXIT_CODE,
     ended_by_user,
     exit_failure,
     exit_job_action,
-    preparation_failed,
     wall_clock_failure,
 )
 from .timestamps import duration_seconds, iso_now
@@ -88,10 +101,7 @@ class TaskLifecycle:
                 job.waiting_for_prep.setdefault(node.id, {})[task.key] = task
                 if prep is None:
                     self._start_preparation(job, node)
-                return  # launched by _after_preparation
-            if not prep.succeeded and job.rest["jobPreparationTask"].get("waitForSuccess", True):
-                self._complete(task, None, preparation_failed(node.id))
-                return
+                return  # launched (or sent back to active) by _after_preparation
         task.set_state("running")
         self._launch(job, task, node)
 
@@ -110,8 +120,13 @@ class TaskLifecycle:
                 job_environment=copy.deepcopy(job.rest.get("commonEnvironmentSettings") or []),
                 preparation_task_id=prep["id"] if prep else None,
                 timeout=duration_seconds(task.rest["constraints"].get("maxWallClockTime")),
+                container_pool=self._container_pool(node),
             )
         )
+
+    def _container_pool(self, node: NodeRecord) -> bool:
+        pool = self.records.pools.get(node.pool_id.lower())
+        return pool is not None and pool.container_configuration is not None
 
     def _ref(self, task: TaskRecord) -> AttemptRef:
         return AttemptRef(task.job_key, task.key, task.attempt)
@@ -119,7 +134,7 @@ class TaskLifecycle:
     # ------------------------------------------------------------------ ending attempts (model commands)
 
     def kill(self, task: TaskRecord, reason: str) -> None:
-        """End the task's attempt: "terminated", "deleted" or "preempted"."""
+        """End the task's attempt: "terminated", "deleted", "preempted" or "requeued" (its node leaves the pool)."""
         task.kill_reason = reason
         if task.launched:
             self.backend.kill_attempt(self._ref(task))
@@ -131,7 +146,7 @@ class TaskLifecycle:
         command ran); False for a terminated command, which still uploads its output files."""
         reason = task.kill_reason
         task.launched = False
-        if reason == "preempted" and not self._stopping:
+        if reason in ("preempted", "requeued") and not self._stopping:
             info = task.rest["executionInfo"]
             info["requeueCount"] = info.get("requeueCount", 0) + 1
             info["lastRequeueTime"] = iso_now()
@@ -189,9 +204,47 @@ class TaskLifecycle:
     def node_ready(self, pool_id: str, node_id: str) -> None:
         with self.records.lock:
             node = self.records.find_node(pool_id, node_id)
-            if node is not None:
-                node.mark_ready()
+            if node is not None and not node.ready:
+                node.ready = True
+                node.state_changed()
+                if node.start_task and not self._stopping:
+                    self._run_start_task(node)
                 self._notify()
+
+    # ------------------------------------------------------------------ start tasks
+
+    def _run_start_task(self, node: NodeRecord) -> None:
+        assert node.start_task is not None
+        now = iso_now()
+        retry = node.start_task_info["retryCount"] + 1 if node.start_task_info else 0
+        node.start_task_info = {"state": "running", "startTime": now, "retryCount": retry}
+        if retry:
+            node.start_task_info["lastRetryTime"] = now
+        node.start_task_run += 1
+        self.backend.run_start_task(
+            StartTaskRun(
+                ref=StartTaskRef(node.pool_id, node.id, node.start_task_run),
+                node=node.layout,
+                spec=copy.deepcopy(node.start_task),
+                container_pool=self._container_pool(node),
+            )
+        )
+
+    def start_task_finished(self, ref: StartTaskRef, exit_code: int | None, failure: dict[str, Any] | None) -> None:
+        with self.records.lock:
+            node = self.records.find_node(ref.pool_id, ref.node_id)
+            if node is None or node.start_task is None or node.start_task_run != ref.run or self._stopping:
+                return
+            if failure is None and exit_code not in (0, None):
+                failure = exit_failure()
+            max_retries = int(node.start_task.get("maxTaskRetryCount", 0))
+            retryable = failure is not None and failure.get("code") == "FailureExitCode"
+            if retryable and (max_retries == -1 or node.start_task_info["retryCount"] < max_retries):
+                self._run_start_task(node)  # Batch retries application failures, not pre-processing errors
+                return
+            _record_completion(node.start_task_info, exit_code, failure)
+            node.state_changed()
+            self._notify()
 
     def attempt_started(self, ref: AttemptRef) -> bool:
         with self.records.lock:
@@ -223,10 +276,22 @@ class TaskLifecycle:
         timer.start()
 
     def _preempt(self, ref: AttemptRef) -> None:
+        """On a Spot node the whole node is preempted (all its tasks requeued; pool_management starts it again
+        later); on a dedicated node only the chosen task, as the fault option always did."""
         with self.records.lock:
             task = self._attempts.get(ref)
-            if task is not None and task.kill_reason is None and not self._stopping:
+            if task is None or task.kill_reason is not None or self._stopping:
+                return
+            node = task.node
+            if node is None or node.dedicated:
                 self.kill(task, "preempted")
+                return
+            node.preempted_at = time.monotonic()
+            node.state_transition_time = iso_now()
+            for job_key, task_key in sorted(node.running_tasks):
+                victim = self.records.live_task(job_key, task_key)
+                if victim is not None and victim.kill_reason is None:
+                    self.kill(victim, "preempted")
 
     def attempt_failed(self, ref: AttemptRef, failure: dict[str, Any]) -> None:
         with self.records.lock:
@@ -312,6 +377,7 @@ class TaskLifecycle:
                 job_environment=copy.deepcopy(job.rest.get("commonEnvironmentSettings") or []),
                 preparation_task_id=prep["id"] if prep else None,
                 timeout=timeout,
+                container_pool=self._container_pool(node),
             )
         )
 
@@ -351,7 +417,8 @@ class TaskLifecycle:
             self._notify()
 
     def _after_preparation(self, job: JobRecord, node: NodeRecord, rec: PrepRecord) -> None:
-        """Launch (or fail) the tasks that waited on this node for the preparation task."""
+        """Launch the tasks that waited on this node for the preparation task, or — when it failed and they must
+        wait for success — send them back to `active` for other nodes (this node is now excluded for the job)."""
         candidates = job.waiting_for_prep.pop(node.id, {}).values()
         waiting = [t for t in candidates if t.node is node and t.state == "preparing" and not t.launched]
         for task in sorted(waiting, key=lambda t: t.seq):
@@ -359,8 +426,9 @@ class TaskLifecycle:
                 continue
             if task.kill_reason:
                 self._end_killed(task, None)
-            elif not rec.succeeded and job.rest["jobPreparationTask"].get("waitForSuccess", True):
-                self._complete(task, None, preparation_failed(node.id))
+            elif job.excludes_node(node.id):
+                task.free_node()
+                task.set_state("active")
             elif job.state == "active":
                 self._launch(job, task, node)
 

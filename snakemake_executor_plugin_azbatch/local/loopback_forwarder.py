@@ -120,9 +120,10 @@ class LoopbackForwarder:
         finally:
             for server in self._servers:
                 server.close()
-            for task in asyncio.all_tasks(loop):
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
                 task.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:

@@ -1,28 +1,47 @@
 """`NodeAgent`: the Batch semantics a node agent applies around a task's process, shared by process backends.
 
-For each attempt (and each job preparation/release run) it creates the task directory, builds the environment
-(`node_layout`), installs application packages once per node, downloads resource files, starts the command
-WITHOUT a shell (split with `shlex`, as Batch does) through `launch`, enforces the wall clock, and uploads output
-files; it reports through the model's `ExecutionEvents`. Subclasses choose only how a process is started on a node:
-`launch(Launch) -> RunningProcess` and the node's base environment (`base_environment`).
+For each attempt (and each job preparation/release run and start task run) it creates the task directory, builds
+the environment (`node_layout`), checks that the task and its pool agree about containers (Batch's
+ContainerPoolNotSupported / ContainerTaskSettingsNotFound), installs application packages once per node, downloads
+resource files, starts the command WITHOUT a shell (split with `shlex`, as Batch does) through `launch`, enforces
+the wall clock, and uploads output files; it reports through the model's `ExecutionEvents`. Subclasses choose only
+how a process is started on a node: `launch(Launch) -> RunningProcess` and the node's base environment
+(`base_environment`, not given to containers: a container keeps its image's PATH and HOME). Tasks with
+containerSettings on a container-enabled pool run in podman (`launch_container`), from the store
+`config.podman_store_dir()`; a pool that is container-enabled needs the Debian packages podman and runc.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import signal
+import subprocess
 import threading
+import uuid
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import containers
 from .blob_transfer import TransferError, download_resource_files, record_uploads, redact_text, upload_output_files
 from .config import ServiceConfig
-from .execution import AttemptRef, ExecutionEvents, JobTaskRef, JobTaskRun, TaskAttempt
-from .node_layout import NodeLayout, app_package_env_name, merge_settings
-from .task_outcomes import node_error
+from .execution import (
+    AttemptRef,
+    ExecutionEvents,
+    JobTaskRef,
+    JobTaskRun,
+    StartTaskRef,
+    StartTaskRun,
+    TaskAttempt,
+)
+from .node_layout import NodeLayout, app_package_env_name, merge_settings, user_identity_name
+from .task_outcomes import exit_code_of, node_error
+
+ProcessKey = AttemptRef | JobTaskRef | StartTaskRef
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +68,47 @@ class RunningProcess(Protocol):
         """Kill the command and everything it started."""
 
 
+class ProcessGroup:
+    """A `RunningProcess` over a Popen started in a new session (so kill reaches its whole process group)."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self.popen = popen
+
+    def wait(self, timeout: float | None) -> int | None:
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return exit_code_of(self.popen.returncode)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class ContainerProcess(ProcessGroup):
+    """`podman run` of a task: killing it removes the container first (the podman client alone would leave it)."""
+
+    def __init__(self, popen: subprocess.Popen, engine: containers.PodmanEngine, name: str) -> None:
+        super().__init__(popen)
+        self.engine = engine
+        self.name = name
+
+    def kill(self) -> None:
+        subprocess.run(self.engine.remove_argv(self.name), env=self.engine.env(), capture_output=True, timeout=60)
+        super().kill()
+
+
+def start_process(argv: list[str], env: dict[str, str], launch: Launch) -> subprocess.Popen:
+    """Popen with the task's output files, no stdin, in a session of its own."""
+    with open(launch.stdout, "ab") as out, open(launch.stderr, "ab") as err:
+        return subprocess.Popen(
+            argv, cwd=launch.cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+
 def launch_failure(err: Exception) -> dict[str, Any]:
     if isinstance(err, FileNotFoundError):
         return {"category": "usererror", "code": "CommandProgramNotFound",
@@ -60,16 +120,21 @@ def launch_failure(err: Exception) -> dict[str, Any]:
 class NodeAgent:
     """An `ExecutionBackend` that runs real processes; subclasses implement `launch` and `base_environment`."""
 
+    confine_outputs = False  # True: output files must lie under the node's root (its host-visible directories)
+
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self.events: ExecutionEvents | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._processes: dict[AttemptRef | JobTaskRef, RunningProcess] = {}
-        self._kills: set[AttemptRef | JobTaskRef] = set()  # asked to die, perhaps before their process started
+        self._processes: dict[ProcessKey, RunningProcess] = {}
+        self._kills: set[ProcessKey] = set()  # asked to die, perhaps before their process started
         self._threads: list[threading.Thread] = []
         self._app_locks: dict[Path, threading.Lock] = {}
         self._installed_apps: dict[tuple[Path, str], Path] = {}
+        self.podman: containers.PodmanEngine | None = None
+        if any(p.container_enabled for p in config.pools):  # podman is there: ServiceConfig.validate checked
+            self.podman = containers.PodmanEngine(config.podman_store_dir())
 
     # ------------------------------------------------------------------ the seam subclasses fill
 
@@ -77,8 +142,20 @@ class NodeAgent:
         raise NotImplementedError
 
     def base_environment(self, node: NodeLayout) -> dict[str, str]:
-        """Variables of the node image (PATH, HOME, locale) under the Batch ones."""
+        """Variables of the node image (PATH, HOME, locale) under the Batch ones (not given to containers)."""
         return {}
+
+    def launch_container(self, launch: Launch, *, user: tuple[int, int], network: str) -> RunningProcess:
+        """Run `launch` in its containerSettings' image with podman, as `user` (uid, gid), on `network`
+        ("host" or a network namespace path). ContainerTaskFailure when the image is absent or settings are bad."""
+        assert self.podman is not None and launch.container is not None  # checked against the pool first
+        containers.check_image(self.podman, launch.container.get("imageName") or "")
+        name = f"azbatch-{launch.node.node_id}-{uuid.uuid4().hex[:12]}"
+        command = containers.container_launch(
+            self.podman, launch.container, launch.argv, env=launch.env, node_root=launch.node.root, user=user,
+            name=name, network=network,
+        )  # fmt: skip
+        return ContainerProcess(start_process(command.argv, command.env, launch), self.podman, name)
 
     # ------------------------------------------------------------------ ExecutionBackend
 
@@ -86,7 +163,8 @@ class NodeAgent:
         self.events = events
 
     def start(self) -> None:
-        pass
+        if self.podman is not None:
+            self.podman.prepare()
 
     def stop(self) -> None:
         """Kill every process this agent started; report nothing afterwards."""
@@ -112,6 +190,9 @@ class NodeAgent:
     def kill_job_task(self, ref: JobTaskRef) -> None:
         self._kill(ref)
 
+    def run_start_task(self, run: StartTaskRun) -> None:
+        self._spawn(self._run_start_task, run, name=f"starttask-{run.node.node_id}")
+
     # ------------------------------------------------------------------ processes
 
     def _report(self) -> ExecutionEvents:
@@ -125,7 +206,7 @@ class NodeAgent:
         self._threads.append(thread)
         thread.start()
 
-    def _kill(self, key: AttemptRef | JobTaskRef) -> None:
+    def _kill(self, key: ProcessKey) -> None:
         with self._lock:
             self._kills.add(key)
             process = self._processes.get(key)
@@ -138,8 +219,10 @@ class NodeAgent:
         for process in processes:
             process.kill()
 
-    def _run(self, key: AttemptRef | JobTaskRef, launch: Launch, timeout: float | None) -> tuple[int, bool]:
+    def _run(self, key: ProcessKey, launch: Launch, timeout: float | None) -> tuple[int, bool]:
         """Launch, register for kills, wait with the wall clock. (exit code, timed out); OSError if no start."""
+        if launch.container is None:
+            launch = replace(launch, env={**self.base_environment(launch.node), **launch.env})
         process = self.launch(launch)
         with self._lock:
             self._processes[key] = process
@@ -163,8 +246,7 @@ class NodeAgent:
     def _environment(
         self, node: NodeLayout, job_id: str, task_id: str, prep_id: str | None, job_env: list[dict[str, Any]]
     ) -> dict[str, str]:
-        env = self.base_environment(node)
-        env.update(node.task_environment(self.config.account_name, self._account_url(), job_id, task_id, prep_id))
+        env = node.task_environment(self.config.account_name, self._account_url(), job_id, task_id, prep_id)
         return merge_settings(env, job_env)
 
     def _account_url(self) -> str:
@@ -176,6 +258,35 @@ class NodeAgent:
         (tdir / "stdout.txt").write_bytes(b"")
         (tdir / "stderr.txt").write_bytes(b"")
         return tdir / "wd"
+
+    def _execute(
+        self, key: ProcessKey, node: NodeLayout, tdir: Path, spec: dict[str, Any], env: dict[str, str],
+        *, container_pool: bool, ordinary: bool, timeout: float | None,
+    ) -> tuple[int | None, dict[str, Any] | None, bool]:
+        """What the node agent does for any task: fresh directory, container/pool check, application packages,
+        resource files, environment settings, then the command. (exit code, None, timed out) when it ran;
+        (None, failureInfo, False) when it could not (nothing of the command ran)."""
+        wd = self._fresh_task_dir(tdir)
+        settings = spec.get("containerSettings")
+        env["AZ_BATCH_TASK_USER_IDENTITY"] = user_identity_name(spec.get("userIdentity"))
+        try:
+            containers.check_pool_support(container_pool, settings, ordinary_task=ordinary)
+            self._install_apps(node, spec.get("applicationPackageReferences") or [], env)
+            download_resource_files(spec.get("resourceFiles") or [], wd, self.config.storage)
+        except containers.ContainerTaskFailure as err:
+            return None, err.failure_info, False
+        except TransferError as err:
+            return None, {"category": "usererror", "code": err.code, "message": err.message}, False
+        merge_settings(env, spec.get("environmentSettings"))
+        try:
+            launch = Launch(node, shlex.split(spec["commandLine"]), env, wd, tdir / "stdout.txt", tdir / "stderr.txt",
+                            spec.get("userIdentity"), settings)
+            exit_code, timed_out = self._run(key, launch, timeout)
+        except containers.ContainerTaskFailure as err:
+            return None, err.failure_info, False
+        except (OSError, ValueError) as err:
+            return None, launch_failure(err), False
+        return exit_code, None, timed_out
 
     # ------------------------------------------------------------------ one attempt of a task
 
@@ -192,22 +303,14 @@ class NodeAgent:
             return
         spec, node = attempt.spec, attempt.node
         tdir = node.task_dir(attempt.job_id, attempt.task_id)
-        wd = self._fresh_task_dir(tdir)
         env = self._environment(node, attempt.job_id, attempt.task_id, attempt.preparation_task_id,
                                 attempt.job_environment)
-        try:
-            self._install_apps(node, spec.get("applicationPackageReferences") or [], env)
-            download_resource_files(spec.get("resourceFiles") or [], wd, self.config.storage)
-        except TransferError as err:
-            events.attempt_failed(attempt.ref, {"category": "usererror", "code": err.code, "message": err.message})
-            return
-        merge_settings(env, spec.get("environmentSettings"))
-        try:
-            launch = Launch(node, shlex.split(spec["commandLine"]), env, wd, tdir / "stdout.txt", tdir / "stderr.txt",
-                            spec.get("userIdentity"), spec.get("containerSettings"))
-            exit_code, timed_out = self._run(attempt.ref, launch, attempt.timeout)
-        except (OSError, ValueError) as err:
-            events.attempt_failed(attempt.ref, launch_failure(err))
+        exit_code, failure, timed_out = self._execute(
+            attempt.ref, node, tdir, spec, env, container_pool=attempt.container_pool, ordinary=True,
+            timeout=attempt.timeout,
+        )  # fmt: skip
+        if exit_code is None:
+            events.attempt_failed(attempt.ref, failure or node_error("the task did not start"))
             return
         if self._stopping.is_set():  # the service is going away: no uploads, no state changes
             return
@@ -217,38 +320,42 @@ class NodeAgent:
         exit_code, failure = verdict
         outputs = spec.get("outputFiles") or []
         if outputs:
-            upload = upload_output_files(outputs, wd, env, failure is None, self.config.storage)
+            upload = upload_output_files(outputs, tdir / "wd", env, failure is None, self.config.storage,
+                                         confine=node.root if self.confine_outputs else None)
             failure = record_uploads(tdir, upload, failure)
         events.attempt_completed(attempt.ref, exit_code, failure)
 
-    # ------------------------------------------------------------------ job preparation / release
+    # ------------------------------------------------------------------ job preparation / release, start tasks
 
     def _run_job_task(self, run: JobTaskRun) -> None:
         events = self._report()
         try:
-            exit_code, failure, timed_out = self._job_task(run)
+            tdir = run.node.task_dir(run.job_id, run.task_id)
+            env = self._environment(run.node, run.job_id, run.task_id, run.preparation_task_id, run.job_environment)
+            exit_code, failure, timed_out = self._execute(
+                run.ref, run.node, tdir, run.spec, env, container_pool=run.container_pool, ordinary=False,
+                timeout=run.timeout,
+            )  # fmt: skip
         except Exception as err:  # as for tasks: report instead of leaving the job waiting
             log.exception("local node error running the %s task of job %s", run.ref.kind, run.job_id)
             exit_code, failure, timed_out = None, node_error(f"local node error: {type(err).__name__}"), False
         if not self._stopping.is_set():
             events.job_task_finished(run.ref, exit_code, failure, timed_out)
 
-    def _job_task(self, run: JobTaskRun) -> tuple[int | None, dict[str, Any] | None, bool]:
-        tdir = run.node.task_dir(run.job_id, run.task_id)
-        wd = self._fresh_task_dir(tdir)
-        env = self._environment(run.node, run.job_id, run.task_id, run.preparation_task_id, run.job_environment)
-        merge_settings(env, run.spec.get("environmentSettings"))
+    def _run_start_task(self, run: StartTaskRun) -> None:
+        """The pool's start task in the node's `startup/` directory (no wall clock: Batch gives it none)."""
+        events = self._report()
         try:
-            download_resource_files(run.spec.get("resourceFiles") or [], wd, self.config.storage)
-        except TransferError as err:
-            return None, {"category": "usererror", "code": err.code, "message": err.message}, False
-        try:
-            launch = Launch(run.node, shlex.split(run.spec["commandLine"]), env, wd, tdir / "stdout.txt",
-                            tdir / "stderr.txt", run.spec.get("userIdentity"), None)
-            exit_code, timed_out = self._run(run.ref, launch, run.timeout)
-        except (OSError, ValueError) as err:
-            return None, launch_failure(err), False
-        return exit_code, None, timed_out
+            env = run.node.start_task_environment(self.config.account_name, self._account_url())
+            exit_code, failure, _ = self._execute(
+                run.ref, run.node, run.node.startup_dir, run.spec, env, container_pool=run.container_pool,
+                ordinary=False, timeout=None,
+            )  # fmt: skip
+        except Exception as err:  # a node left waiting for its start task forever would be worse
+            log.exception("local node error running the start task on %s", run.node.node_id)
+            exit_code, failure = None, node_error(f"local node error: {type(err).__name__}")
+        if not self._stopping.is_set():
+            events.start_task_finished(run.ref, exit_code, failure)
 
     # ------------------------------------------------------------------ application packages
 

@@ -35,10 +35,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .containers import PodmanEngine
 
 SUITE = "trixie"  # Debian 13, Debian stable since 2025-08-09
 DEFAULT_MIRROR = "http://deb.debian.org/debian"  # the mirror apt uses on Debian hosts (and on this project's CI)
@@ -348,8 +344,8 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def import_into_podman(image: NodeImage, engine: "PodmanEngine") -> str:
-    """Make the image a local podman image (no registry involved); returns its reference. Idempotent."""
+def import_into_podman(image: NodeImage, engine) -> str:
+    """`engine` is a `containers.PodmanEngine` (not imported: containers builds on this module). Make the image a local podman image (no registry involved); returns its reference. Idempotent."""
     reference = image.podman_reference
     if engine.image_exists(reference):
         return reference

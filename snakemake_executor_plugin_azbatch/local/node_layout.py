@@ -46,6 +46,11 @@ class NodeLayout:
     def applications_dir(self) -> Path:
         return self.root / "applications"
 
+    @property
+    def startup_dir(self) -> Path:
+        """The start task's directory: wd/, stdout.txt, stderr.txt (node files `startup/...`)."""
+        return self.root / "startup"
+
     def task_dir(self, job_id: str, task_id: str) -> Path:
         """A task's directory (also used for the job preparation/release tasks, under their own ids)."""
         return self.root / "workitems" / job_id / "job-1" / task_id
@@ -97,6 +102,34 @@ class NodeLayout:
         return env
 
 
+    def start_task_environment(self, account_name: str, account_url: str) -> dict[str, str]:
+        """The start task's variables: the node's and its own directories (no job, no task id, as on Batch)."""
+        env = self.node_environment(account_name, account_url)
+        env.update(
+            {
+                "AZ_BATCH_CERTIFICATES_DIR": str(self.startup_dir / "certs"),
+                "AZ_BATCH_TASK_DIR": str(self.startup_dir),
+                "AZ_BATCH_TASK_WORKING_DIR": str(self.startup_dir / "wd"),
+                "AZ_BATCH_TASK_USER": TASK_USER,
+                "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin",
+            }
+        )
+        return env
+
+
+def is_admin(user_identity: Mapping[str, Any] | None) -> bool:
+    """userIdentity asks for admin elevation (autoUser elevationLevel admin)."""
+    auto = (user_identity or {}).get("autoUser") or {}
+    return str(auto.get("elevationLevel", "nonadmin")).lower() == "admin"
+
+
+def user_identity_name(user_identity: Mapping[str, Any] | None) -> str:
+    """AZ_BATCH_TASK_USER_IDENTITY for an auto-user: PoolNonAdmin, PoolAdmin, TaskNonAdmin or TaskAdmin."""
+    auto = (user_identity or {}).get("autoUser") or {}
+    scope = "Task" if str(auto.get("scope", "pool")).lower() == "task" else "Pool"
+    return scope + ("Admin" if is_admin(user_identity) else "NonAdmin")
+
+
 def merge_settings(env: dict[str, str], *settings_lists: Iterable[Mapping[str, Any]] | None) -> dict[str, str]:
     """Apply Batch environmentSettings lists (`[{name, value}]`) in order; later lists win. Returns `env`."""
     for settings in settings_lists:
@@ -109,3 +142,20 @@ def app_package_env_name(name: str, version: str | None) -> str:
     """Batch's Linux naming: case preserved, '.', '-' and '#' flattened to '_'."""
     flat = re.sub(r"[.#-]", "_", name)
     return f"AZ_BATCH_APP_PACKAGE_{flat}" + (f"_{re.sub(r'[.#-]', '_', version)}" if version else "")
+
+
+# Variables the host-side launchers (nsenter, bwrap, podman, conmon, runc) would act on themselves (dynamic
+# loader, libc, temp/config/home lookups). They reach the task as explicit values (--setenv / --env K=V): they hold
+# paths and options, not secrets. Every other variable travels only in the environment, never in a command line.
+_LAUNCHER_VARIABLES = ("PATH", "HOME", "TMPDIR", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RES_OPTIONS",
+                       "LOCALDOMAIN", "TZDIR")  # fmt: skip
+_LAUNCHER_PREFIXES = ("LD_", "MALLOC_", "XDG_", "CONTAINERS_")
+
+
+def split_launcher_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(variables safe in a host launcher's environment, variables to hand over explicitly): see above."""
+    inherited, explicit = {}, {}
+    for key, value in env.items():
+        launcher_owned = key in _LAUNCHER_VARIABLES or key.startswith(_LAUNCHER_PREFIXES)
+        (explicit if launcher_owned else inherited)[key] = value
+    return inherited, explicit

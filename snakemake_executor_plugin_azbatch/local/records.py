@@ -4,7 +4,7 @@ A record keeps its REST dict (`rest`, shaped like the Batch REST API) plus what 
 records are guarded by `Records.lock`; nothing here takes it, callers hold it.
 
 Beside the records, indexes kept up to date by the transitions themselves, so that nothing done per task or per
-request scans every task or node (a pool of thousands of nodes, a job of 20,000 tasks): each pool's ready nodes by
+request scans every task or node (a pool of thousands of nodes, a job of 20,000 tasks): each pool's nodes by
 free slots (`FreeSlotIndex`, for placement), and each job's `TaskBook` (tasks and slots per state and result, tasks
 holding a node, active tasks queued by requiredSlots and submission order).
 """
@@ -16,9 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from sortedcontainers import SortedDict, SortedList
+from sortedcontainers import SortedDict, SortedKeyList
 
 from .node_layout import NodeLayout
 from .timestamps import iso_now, new_etag
@@ -41,37 +42,45 @@ def move_state(rest: dict[str, Any], state: str) -> None:
 
 
 class FreeSlotIndex:
-    """A pool's ready nodes by free slots, then node index: the placement choices in O(log n)."""
+    """A pool's nodes by free slots, then node index: the placement walks in O(log n) to the first candidate.
+
+    It holds every node of the pool, whatever its state; whether a node may take tasks now (`NodeRecord.schedulable`,
+    a job's exclusions) changes in many places, so placement checks it on the nodes it walks instead of the index
+    tracking it."""
 
     def __init__(self) -> None:
-        self._by_free: SortedDict = SortedDict()  # free slots → SortedList of node indexes
+        self._by_free: SortedDict = SortedDict()  # free slots → nodes sorted by index
 
-    def add(self, index: int, free: int) -> None:
-        self._by_free.setdefault(free, SortedList()).add(index)
+    def add(self, node: NodeRecord, free: int) -> None:
+        self._by_free.setdefault(free, SortedKeyList(key=_node_index)).add(node)
 
-    def move(self, index: int, old_free: int, new_free: int) -> None:
-        bucket = self._by_free[old_free]
-        bucket.remove(index)
-        if not bucket:
-            del self._by_free[old_free]
-        self.add(index, new_free)
+    def discard(self, node: NodeRecord, free: int) -> None:
+        bucket = self._by_free.get(free)
+        if bucket is not None and node in bucket:
+            bucket.remove(node)
+            if not bucket:
+                del self._by_free[free]
+
+    def move(self, node: NodeRecord, old_free: int, new_free: int) -> None:
+        self.discard(node, old_free)
+        self.add(node, new_free)
 
     def max_free(self) -> int:
         return self._by_free.peekitem(-1)[0] if self._by_free else 0
 
-    def spread(self, required: int) -> int | None:
-        """The node with the most free slots (the lowest index among equals), if it fits `required`."""
-        if not self._by_free:
-            return None
-        free, bucket = self._by_free.peekitem(-1)
-        return bucket[0] if free >= required else None
+    def spreading(self, required: int) -> Iterator[NodeRecord]:
+        """Nodes that fit `required`, most free slots first (the lowest index among equals)."""
+        for free in self._by_free.irange(minimum=required, reverse=True):
+            yield from self._by_free[free]
 
-    def pack(self, required: int) -> int | None:
-        """The fullest node that still fits `required` (the lowest index among equals)."""
-        position = self._by_free.bisect_left(required)
-        if position == len(self._by_free):
-            return None
-        return self._by_free.peekitem(position)[1][0]
+    def packing(self, required: int) -> Iterator[NodeRecord]:
+        """Nodes that fit `required`, fullest first (the lowest index among equals)."""
+        for free in self._by_free.irange(minimum=required):
+            yield from self._by_free[free]
+
+
+def _node_index(node: NodeRecord) -> int:
+    return node.index
 
 
 @dataclass(eq=False)
@@ -81,12 +90,18 @@ class NodeRecord:
     slots: int
     allocation_time: str
     state_transition_time: str
-    ready: bool = False  # the backend reported the node started (start task done, when there is one)
+    ready: bool = False  # the backend reported the node up (its start task, if any, runs from then on)
+    start_task: dict[str, Any] | None = None  # the pool's startTask
+    start_task_info: dict[str, Any] | None = None  # BatchStartTaskInfo, once the start task was started
+    start_task_run: int = 0  # numbers the start task's runs, so a late report about an earlier run is ignored
+    dedicated: bool = True  # False: a Spot (low-priority) node
+    leaving: str | None = None  # the pool shrinks: the nodeDeallocationOption this node leaves with
+    preempted_at: float | None = None  # monotonic time a Spot node was preempted; it comes back later
     used_slots: int = 0
     running_tasks: set = field(default_factory=set)  # {(job_key, task_key)}
     total_tasks_run: int = 0
     total_tasks_succeeded: int = 0
-    slot_index: FreeSlotIndex | None = None  # the pool's index, which holds the node once it is ready
+    slot_index: FreeSlotIndex | None = None  # the index of the pool the node belongs to
 
     @property
     def id(self) -> str:
@@ -104,17 +119,42 @@ class NodeRecord:
     def free_slots(self) -> int:
         return self.slots - self.used_slots
 
-    def mark_ready(self) -> None:
-        if not self.ready:
-            self.ready = True
-            if self.slot_index is not None:
-                self.slot_index.add(self.index, self.free_slots)
-
     def _use(self, slots: int) -> None:
         before = self.free_slots
         self.used_slots += slots
-        if self.ready and self.slot_index is not None:
-            self.slot_index.move(self.index, before, self.free_slots)
+        if self.slot_index is not None:
+            self.slot_index.move(self, before, self.free_slots)
+
+    @property
+    def waits_for_start_task(self) -> bool:
+        return bool(self.start_task) and bool(self.start_task.get("waitForSuccess", True))
+
+    @property
+    def state(self) -> str:
+        """BatchNodeState: starting → (waitingforstarttask → ) idle/running, or starttaskfailed; a Spot node may be
+        preempted, and a node leaving a shrinking pool is leavingpool once its tasks are done."""
+        if self.preempted_at is not None:
+            return "preempted"
+        if self.leaving is not None and not self.running_tasks:
+            return "leavingpool"
+        if not self.ready:
+            return "starting"
+        if self.waits_for_start_task:
+            info = self.start_task_info or {}
+            if info.get("state") != "completed":
+                return "waitingforstarttask"
+            if info.get("result") != "success":
+                return "starttaskfailed"
+        return "running" if self.running_tasks else "idle"
+
+    @property
+    def schedulable(self) -> bool:
+        """Tasks may be placed here: not leaving the pool, not preempted, and (Batch keeps tasks off nodes whose
+        start task, with waitForSuccess, has not succeeded) idle or running."""
+        return self.leaving is None and self.preempted_at is None and self.state in ("idle", "running")
+
+    def state_changed(self) -> None:
+        self.state_transition_time = iso_now()
 
     def take_slots(self, ref: tuple[str, str], slots: int) -> None:
         if not self.running_tasks:
@@ -138,28 +178,71 @@ class NodeRecord:
 
 @dataclass(eq=False)
 class PoolRecord:
+    """A pool: its creation body (`spec`), targets, allocation state, autoscale settings and its nodes."""
+
     id: str
     slots: int
-    target_nodes: int
+    target_nodes: int  # targetDedicatedNodes
     creation_time: str
     etag: str
-    nodes: list[NodeRecord] = field(default_factory=list)  # nodes[i].index == i
+    nodes: list[NodeRecord] = field(default_factory=list)
     node_fill_type: str = "spread"
+    vm_size: str | None = None  # None: the default of pool_views
+    container_configuration: dict[str, Any] | None = None  # set for container-enabled pools
+    start_task: dict[str, Any] | None = None
+    target_low_priority: int = 0
+    spec: dict[str, Any] = field(default_factory=dict)  # the Pools_AddPool body (vmSize, startTask, ...)
+    state: str = "active"  # active | deleting
+    state_transition_time: str = ""
+    allocation_state: str = "steady"  # steady | resizing | stopping
+    allocation_state_transition_time: str = ""
+    last_modified: str = ""
+    deallocation_option: str = "requeue"  # how nodes leave while shrinking
+    resize_timeout: str = "PT15M"
+    resize_errors: list[dict[str, Any]] = field(default_factory=list)
+    autoscale_formula: str | None = None  # set while autoscale is enabled
+    autoscale_interval: str = "PT15M"
+    autoscale_run: dict[str, Any] | None = None
+    next_evaluation: float = 0.0  # monotonic
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # autoscale samples (epoch, value)
+    last_sample: float = 0.0  # monotonic
+    next_node_index: int = 0
     nodes_by_id: dict[str, NodeRecord] = field(default_factory=dict)  # lower-cased node id → node
     free_index: FreeSlotIndex = field(default_factory=FreeSlotIndex)
+
+    def __post_init__(self) -> None:
+        self.state_transition_time = self.state_transition_time or self.creation_time
+        self.allocation_state_transition_time = self.allocation_state_transition_time or self.creation_time
+        self.last_modified = self.last_modified or self.creation_time
+
+    def touch(self) -> None:
+        self.etag = new_etag()
+        self.last_modified = iso_now()
+
+    def set_allocation_state(self, state: str) -> None:
+        if self.allocation_state != state:
+            self.allocation_state = state
+            self.allocation_state_transition_time = iso_now()
 
     def add_node(self, node: NodeRecord) -> None:
         node.slot_index = self.free_index
         self.nodes.append(node)
         self.nodes_by_id[node.id.lower()] = node
+        self.free_index.add(node, node.free_slots)
 
-    def place(self, required_slots: int) -> NodeRecord | None:
-        """The ready node a task needing `required_slots` goes to (spread or pack), None when none fits."""
-        if self.node_fill_type == "pack":
-            index = self.free_index.pack(required_slots)
-        else:
-            index = self.free_index.spread(required_slots)
-        return None if index is None else self.nodes[index]
+    def remove_node(self, node: NodeRecord) -> None:
+        self.nodes.remove(node)
+        self.nodes_by_id.pop(node.id.lower(), None)
+        self.free_index.discard(node, node.free_slots)
+        node.slot_index = None
+
+    def place(self, required_slots: int, accepts: Callable[[NodeRecord], bool]) -> NodeRecord | None:
+        """The node a task needing `required_slots` goes to (spread or pack) among those `accepts` takes, None when
+        none fits. The index holds every node of the pool; nodes that cannot take tasks now (starting, start task
+        pending or failed, leaving, preempted, excluded for the job) are skipped as the walk meets them."""
+        candidates = self.free_index.packing(required_slots) if self.node_fill_type == "pack" \
+            else self.free_index.spreading(required_slots)
+        return next((node for node in candidates if node.schedulable and accepts(node)), None)
 
 
 class TaskBook:
@@ -305,6 +388,13 @@ class JobRecord:
 
     def all_tasks_completed(self) -> bool:
         return self.book.tasks["completed"] == len(self.tasks)
+
+    def excludes_node(self, node_id: str) -> bool:
+        """Batch: once the job preparation task (waitForSuccess) has failed on a node, that node runs none of the
+        job's tasks (until reimaged, which local nodes never are); the tasks go to other nodes."""
+        prep = self.rest.get("jobPreparationTask")
+        rec = self.prep_by_node.get(node_id)
+        return bool(prep and prep.get("waitForSuccess", True) and rec and rec.done and not rec.succeeded)
 
 
 class Records:

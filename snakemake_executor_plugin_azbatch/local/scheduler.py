@@ -3,6 +3,8 @@
 Choices where Batch is not documented: tasks are placed by job priority, then FIFO by submission order over all
 jobs of a pool, skipping tasks that do not fit in the free slots (backfill); a job's maxParallelTasks is honoured.
 `spread` places a task on the ready node with the most free slots, `pack` on the fullest ready node that fits.
+A node takes tasks once it is `idle` or `running` (not while starting, waiting for its start task or after the
+start task failed) and never a job's tasks after that job's preparation task failed there (Batch's rules).
 A job's constraints.maxWallClockTime (from creation) terminates it with reason MaxWallClockTimeExpiry.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from collections.abc import Callable
 
 from .lifecycle import TaskLifecycle
 from .records import JobRecord, PoolRecord, Records
@@ -20,9 +23,11 @@ TICK_SECONDS = 0.5  # the longest a change can wait to be acted on if nobody sig
 
 
 class Scheduler:
-    def __init__(self, records: Records, lifecycle: TaskLifecycle) -> None:
+    def __init__(self, records: Records, lifecycle: TaskLifecycle,
+                 before_placing: Callable[[], None] | None = None) -> None:
         self.records = records
         self.lifecycle = lifecycle
+        self.before_placing = before_placing  # pools move toward their targets (pool_management.PoolManager.tick)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -51,6 +56,8 @@ class Scheduler:
             if job.state == "active" and limit is not None and now - job.created_monotonic > limit:
                 self.lifecycle.begin_terminate(job, "MaxWallClockTimeExpiry")
             self.lifecycle.advance_finishing(job)
+        if self.before_placing is not None:
+            self.before_placing()
         for pool in self.records.pools.values():
             self._place(pool)
 
@@ -81,7 +88,7 @@ class Scheduler:
             limit = job.rest.get("maxParallelTasks", -1)
             if job.state != "active" or limit is not None and 0 <= limit <= running[job_key]:
                 continue
-            node = pool.place(slots)
+            node = pool.place(slots, lambda n: not job.excludes_node(n.id))
             if node is None:
                 continue
             queue = job.book.queues[slots]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .execution import ExecutionBackend
     from .metrics import Metrics
     from .model import BatchState
+    from .secure_endpoints import SecureEndpoints
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,16 @@ METRICS_PATH = "/_local/metrics"
 
 def make_backend(config: ServiceConfig) -> "ExecutionBackend":
     """The execution backend the model drives (see `execution` for the protocol): simulated nodes with
-    `--simulate`, else host processes."""
+    --simulate, nodes in the stock node image with --node-image, else processes on the host. ConfigError (one line)
+    when the backend cannot work here."""
     if config.simulate is not None:
         from .simulated_backend import SimulatedBackend
 
         return SimulatedBackend(config)
+    if config.node_image is not None:
+        from .stock_backend import StockNodeBackend
+
+        return StockNodeBackend(config)
     from .host_backend import HostProcessBackend
 
     return HostProcessBackend(config)
@@ -60,6 +66,7 @@ class LocalService:
         self.metrics: Metrics | None = None
         self.azurite: Azurite | None = None
         self.proxy: BlobProxy | None = None
+        self.secure: SecureEndpoints | None = None  # TLS and Entra ID (--https, --entra)
         self.state: BatchState | None = None
         self.server: ThreadingHTTPServer | None = None
         self._server_thread: threading.Thread | None = None
@@ -84,24 +91,28 @@ class LocalService:
         from .metrics import Metrics
         from .http_server import make_server
         from .model import BatchState
+        from .secure_endpoints import SecureEndpoints
 
         self.root = self.config.root = Path(self.config.root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_root()
         self.metrics = Metrics()
 
-        self.azurite = Azurite(self.root / "azurite", host=self.config.host)
+        self.secure = secure = SecureEndpoints(self.config, self.root).start()
+        self.azurite = Azurite(self.root / "azurite", host=self.config.host, **secure.azurite_options())
         self.azurite.start()
-        self.proxy = BlobProxy(self.config.host, self.azurite.port, self.metrics, host=self.config.host)
+        self.proxy = BlobProxy(
+            self.config.host, self.azurite.port, self.metrics, host=self.config.host, **secure.proxy_options()
+        )
         self.proxy.start()
-        self.config.storage = StorageEndpoint(blob_url=self.proxy.account_url())
+        self.config.storage = StorageEndpoint(blob_url=self.proxy.account_url(), ca_file=secure.ca_file)
 
         # The state builds entity URLs from account_url, so the port is fixed before the state exists.
         port_chosen_by_user = bool(self.config.port)
         for attempt in range(3):
             if not port_chosen_by_user:
                 self.config.port = free_port(self.config.host)
-            self.config.account_url = f"http://{self.config.host}:{self.config.port}"
+            self.config.account_url = f"{secure.scheme}://{self.config.host}:{self.config.port}"
             self.state = BatchState(self.config, make_backend(self.config))
             faults = FaultInjector(self.config)
             try:
@@ -120,7 +131,8 @@ class LocalService:
         bound_port = self.server.server_address[1]
         if bound_port != self.config.port:
             self.config.port = bound_port
-            self.config.account_url = f"http://{self.config.host}:{bound_port}"
+            self.config.account_url = f"{secure.scheme}://{self.config.host}:{bound_port}"
+        secure.secure_batch_api(self.server)
         self.state.start()
         self._server_thread = threading.Thread(
             target=self.server.serve_forever, name="azbatch-local-http", daemon=True
@@ -156,6 +168,9 @@ class LocalService:
         azurite, self.azurite = self.azurite, None
         if azurite is not None:
             attempt("Azurite", azurite.stop)
+        secure, self.secure = self.secure, None
+        if secure is not None:
+            attempt("token authority", secure.stop)
         metrics, self.metrics = self.metrics, None
         if metrics is not None:
             attempt("metrics file", lambda: metrics.write(self.root / METRICS_FILE))
@@ -206,7 +221,7 @@ class LocalService:
         if not self.config.account_url or storage is None:
             raise RuntimeError("LocalService.env() called before start()")
         first_pool = self.config.pools[0].id if self.config.pools else ""
-        return {
+        env = {
             "SNAKEMAKE_AZBATCH_ACCOUNT_URL": self.config.account_url,
             "SNAKEMAKE_AZBATCH_ACCOUNT_NAME": self.config.account_name,
             "SNAKEMAKE_AZBATCH_ACCOUNT_KEY": self.config.account_key,
@@ -221,6 +236,7 @@ class LocalService:
             "AZBATCH_LOCAL_ROOT": str(self.root),
             "AZBATCH_LOCAL_METRICS_URL": self.metrics_url,
         }
+        return self.secure.exported(env) if self.secure else env
 
     def export_lines(self) -> list[str]:
         return [f"export {name}={shell_quote(value)}" for name, value in self.env().items()]

@@ -48,7 +48,7 @@ SIGNED_HEADERS = (
 
 class AuthenticationError(Exception):
     """The request is not authenticated. `detail` is safe to return (never contains a key or signature);
-    `status` is 403 for Shared Key failures and 401 for schemes the local service does not support."""
+    `status` is 403 for Shared Key failures and 401 for bearer tokens (refused, or not enabled)."""
 
     def __init__(self, detail: str, status: int = 403):
         super().__init__(detail)
@@ -137,8 +137,8 @@ class SharedKeyVerifier:
         scheme, _, credentials = values[0].strip().partition(" ")
         if scheme.lower() == "bearer":
             raise AuthenticationError(
-                "Bearer tokens (Microsoft Entra ID) are not supported by the local Batch service; use Shared Key "
-                "with the local account name and key.",
+                "Bearer tokens (Microsoft Entra ID) are accepted only when the local Batch service runs with "
+                "--entra; use Shared Key with the local account name and key.",
                 status=401,
             )
         if scheme != "SharedKey":

@@ -9,7 +9,8 @@ What a simulated node does with what it is given:
   every run, whatever the timing;
 - a wall clock shorter than SECONDS ends the attempt as timed out; a kill (terminate, delete, preemption) ends it at
   once with 137, as SIGKILL ends a process;
-- job preparation and release tasks also take SECONDS and succeed;
+- job preparation and release tasks also take SECONDS and succeed, and so does a pool's start task (its
+  `startup/` directory holds stdout.txt and stderr.txt), after which the node takes tasks;
 - the task directory holds stdout.txt (one line saying nothing ran) and stderr.txt (empty, or the simulated failure),
   so the file API answers as for a real task;
 - each output file whose filePattern is a literal path (no wildcard) is uploaded as a small placeholder blob under
@@ -38,7 +39,7 @@ from typing import Any
 
 from .blob_transfer import record_uploads, redact_text, upload_placeholder_outputs
 from .config import ServiceConfig
-from .execution import AttemptRef, ExecutionEvents, JobTaskRef, JobTaskRun, TaskAttempt
+from .execution import AttemptRef, ExecutionEvents, JobTaskRef, JobTaskRun, StartTaskRef, StartTaskRun, TaskAttempt
 from .node_layout import NodeLayout, merge_settings
 from .task_outcomes import node_error
 
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 IO_THREADS = 4  # task files and placeholder uploads; uploads wait on the blob endpoint, not on the CPU
 KILLED_EXIT_CODE = 137  # 128 + SIGKILL, what a killed process reports
 SIMULATED_FAILURE_EXIT_CODE = 1
+
+RunKey = AttemptRef | JobTaskRef | StartTaskRef
 
 
 def chosen_to_fail(seed: int, job_id: str, task_id: str, fraction: float) -> bool:
@@ -59,10 +62,10 @@ def chosen_to_fail(seed: int, job_id: str, task_id: str, fraction: float) -> boo
 
 @dataclass
 class _Run:
-    """An attempt or a preparation/release run whose simulated command is "running"."""
+    """An attempt, a preparation/release run or a start task run whose simulated command is "running"."""
 
-    key: AttemptRef | JobTaskRef
-    work: TaskAttempt | JobTaskRun
+    key: RunKey
+    work: TaskAttempt | JobTaskRun | StartTaskRun
     exit_code: int
     timed_out: bool  # the wall clock ends it before SECONDS
     due: float
@@ -78,11 +81,11 @@ class SimulatedBackend:
         self.seconds = float(config.simulate or 0.0)
         self.events: ExecutionEvents | None = None
         self._cond = threading.Condition()
-        self._due: list[tuple[float, int, int, AttemptRef | JobTaskRef]] = []  # (due, tiebreak, generation, key)
+        self._due: list[tuple[float, int, int, RunKey]] = []  # (due, tiebreak, generation, key)
         self._order = itertools.count()
-        self._running: dict[AttemptRef | JobTaskRef, _Run] = {}
-        self._pending: set[AttemptRef | JobTaskRef] = set()  # handed over, not yet scheduled
-        self._kills: set[AttemptRef | JobTaskRef] = set()  # pending ones asked to die before they were scheduled
+        self._running: dict[RunKey, _Run] = {}
+        self._pending: set[RunKey] = set()  # handed over, not yet scheduled
+        self._kills: set[RunKey] = set()  # pending ones asked to die before they were scheduled
         self._nodes_made: set[str] = set()
         self._stopping = False
         self._timer: threading.Thread | None = None
@@ -120,6 +123,9 @@ class SimulatedBackend:
     def kill_job_task(self, ref: JobTaskRef) -> None:
         self._kill(ref)
 
+    def run_start_task(self, run: StartTaskRun) -> None:
+        self._submit(self._begin_start_task, run, pending=run.ref)
+
     # ------------------------------------------------------------------ starting
 
     def _report(self) -> ExecutionEvents:
@@ -127,7 +133,7 @@ class SimulatedBackend:
             raise RuntimeError("SimulatedBackend used before bind()")
         return self.events
 
-    def _submit(self, target: Callable[..., None], *args: Any, pending: AttemptRef | JobTaskRef | None = None) -> None:
+    def _submit(self, target: Callable[..., None], *args: Any, pending: RunKey | None = None) -> None:
         with self._cond:
             if self._stopping:
                 return
@@ -164,11 +170,29 @@ class SimulatedBackend:
             self._report().job_task_finished(run.ref, None, node_error(f"local node error: {type(err).__name__}"),
                                              False)
 
-    def _task_files(self, node: NodeLayout, job_id: str, task_id: str, stderr: str) -> None:
-        """The task directory with its two output files; the node's own directories on its first task."""
+    def _begin_start_task(self, run: StartTaskRun) -> None:
+        try:
+            if self._stopping:
+                return
+            self._make_node(run.node)
+            startup = run.node.startup_dir
+            (startup / "wd").mkdir(parents=True, exist_ok=True)
+            (startup / "stdout.txt").write_text(f"azbatch-local --simulate {self.seconds:g}: no start task ran\n")
+            (startup / "stderr.txt").write_text("")
+            self._schedule(run.ref, run, 0, None)
+        except Exception as err:  # report instead of leaving the node waiting for its start task
+            log.exception("simulated node error starting the start task of node %s", run.ref.node_id)
+            self._unpend(run.ref)
+            self._report().start_task_finished(run.ref, None, node_error(f"local node error: {type(err).__name__}"))
+
+    def _make_node(self, node: NodeLayout) -> None:
         if node.node_id not in self._nodes_made:  # a set read is atomic; creating twice is harmless
             node.create()
             self._nodes_made.add(node.node_id)
+
+    def _task_files(self, node: NodeLayout, job_id: str, task_id: str, stderr: str) -> None:
+        """The task directory with its two output files; the node's own directories on its first task."""
+        self._make_node(node)
         # Plain os calls: at thousands of tasks a second, pathlib's and open()'s extra system calls show.
         tdir = str(node.task_dir(job_id, task_id))
         os.makedirs(f"{tdir}/wd", exist_ok=True)
@@ -180,7 +204,7 @@ class SimulatedBackend:
             finally:
                 os.close(fd)
 
-    def _schedule(self, key: AttemptRef | JobTaskRef, work: TaskAttempt | JobTaskRun, exit_code: int,
+    def _schedule(self, key: RunKey, work: TaskAttempt | JobTaskRun | StartTaskRun, exit_code: int,
                   timeout: float | None) -> None:
         timed_out = timeout is not None and timeout < self.seconds
         run = _Run(key, work, exit_code, timed_out, time.monotonic() + (timeout if timed_out else self.seconds))
@@ -195,7 +219,7 @@ class SimulatedBackend:
 
     # ------------------------------------------------------------------ killing
 
-    def _kill(self, key: AttemptRef | JobTaskRef) -> None:
+    def _kill(self, key: RunKey) -> None:
         with self._cond:
             run = self._running.get(key)
             if run is None:
@@ -208,7 +232,7 @@ class SimulatedBackend:
             heapq.heappush(self._due, (run.due, next(self._order), run.generation, key))
             self._cond.notify()
 
-    def _unpend(self, key: AttemptRef | JobTaskRef) -> None:
+    def _unpend(self, key: RunKey) -> None:
         """It will not be scheduled (never started, or failed to start): forget it."""
         with self._cond:
             self._pending.discard(key)
@@ -248,6 +272,9 @@ class SimulatedBackend:
             return
         if isinstance(run.key, JobTaskRef):
             events.job_task_finished(run.key, exit_code, None, timed_out)
+            return
+        if isinstance(run.key, StartTaskRef):
+            events.start_task_finished(run.key, exit_code, None)
             return
         verdict = events.attempt_exited(run.key, exit_code, timed_out)
         if verdict is None:

@@ -27,15 +27,6 @@ def exit_failure() -> dict[str, Any]:
             "message": "The task exited with an exit code representing a failure"}
 
 
-def preparation_failed(node_id: str) -> dict[str, Any]:
-    return {
-        "category": "usererror",
-        "code": "JobPreparationTaskFailed",
-        "message": "Task cannot run because the job preparation task failed on node",
-        "details": [{"name": "NodeId", "value": node_id}],
-    }
-
-
 def upload_failure(first_error: str) -> dict[str, Any]:
     return {
         "category": "usererror",

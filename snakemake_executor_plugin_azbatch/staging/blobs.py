@@ -4,12 +4,9 @@ atomic downloads of what tasks wrote."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
@@ -27,32 +24,32 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from .settings import Config, SettingsError
+from ..azure_sdk import preflight_kwargs, redact, retry_kwargs
+from ..config import Config
+from ..settings import SettingsError
+from .layout import BlobLayout, StagingError
+from .record import FileState, StagingRecord, sha256_file
+from ..credentials import explained
 
-CAS_DIR = "cas/sha256/"
-RECORD_VERSION = 2
-_HASH_CHUNK = 4 * 1024 * 1024
-_SIG_RE = re.compile(r"(sig=)[^&\s'\"]+", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """Hide SAS signatures in anything that may be logged."""
-    return _SIG_RE.sub(r"\1REDACTED", str(text))
-
-
-class StagingError(Exception):
-    """A staging problem; the message is one line without secrets."""
-
-
-def retry_kwargs() -> dict:
-    # azure-core retries 408/429/500/502/503/504 and honours Retry-After.
-    return {"retry_total": 10, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
+# Files move as parallel block transfers streamed from / into the open file, so memory per file stays about
+# TRANSFER_CONCURRENCY x BLOCK_SIZE whatever its size. Blocks above the SDK's 4 MiB + 1 threshold take its streaming
+# upload path (no copy of each block); Azure's 50,000 blocks per blob then allow files up to 390 GiB.
+BLOCK_SIZE = 8 * 1024 * 1024
+TRANSFER_CONCURRENCY = 4
+TRANSFER_OPTIONS = {
+    "max_single_put_size": BLOCK_SIZE,
+    "max_block_size": BLOCK_SIZE,
+    "max_single_get_size": BLOCK_SIZE,
+    "max_chunk_get_size": BLOCK_SIZE,
+}
 
 
 def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
     if config.storage_connection_string:
         try:
-            return BlobServiceClient.from_connection_string(config.storage_connection_string, **retry_kwargs())
+            return BlobServiceClient.from_connection_string(
+                config.storage_connection_string, **retry_kwargs(), **TRANSFER_OPTIONS
+            )
         except ValueError:
             raise SettingsError(
                 "azbatch: --azbatch-storage-connection-string (or SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING / "
@@ -60,96 +57,18 @@ def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
                 "`az storage account show-connection-string`"
             ) from None
     credential = config.storage_account_key or credential_factory()
-    return BlobServiceClient(config.storage_account_url, credential=credential, **retry_kwargs())
-
-
-@dataclass
-class FileState:
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path: str) -> "FileState":
-        st = os.stat(path)
-        return cls(st.st_size, st.st_mtime_ns)
-
-
-class StagingRecord:
-    """Local record (JSON) of file hashes and of blobs tasks wrote, so unchanged files are not re-hashed and
-    outputs read by later tasks are referenced in place."""
-
-    def __init__(self, path: Path, container_key: str):
-        self.path = path
-        self.container_key = container_key
-        self.lock = threading.Lock()
-        self.hashes: dict[str, list] = {}  # abs path -> [size, mtime_ns, sha256]
-        # container key -> abs path -> [size, mtime_ns, blob name]; blobs only make sense in their container.
-        self.produced_by_container: dict[str, dict[str, list]] = {}
-        try:
-            data = json.loads(path.read_text())
-            if data.get("version") == RECORD_VERSION:
-                self.hashes = data.get("hashes", {})
-                self.produced_by_container = data.get("produced", {})
-        except (OSError, ValueError):
-            pass  # no or unreadable record: files are hashed again
-        self.produced = self.produced_by_container.setdefault(container_key, {})
-
-    def known_hash(self, path: str, state: FileState) -> str | None:
-        entry = self.hashes.get(path)
-        if entry and entry[0] == state.size and entry[1] == state.mtime_ns:
-            return entry[2]
-        return None
-
-    def remember_hash(self, path: str, state: FileState, digest: str) -> None:
-        with self.lock:
-            self.hashes[path] = [state.size, state.mtime_ns, digest]
-
-    def produced_blob(self, path: str, state: FileState) -> str | None:
-        """The blob a task wrote for this file, if the file is unchanged since it was downloaded. Snakemake may
-        touch outputs after a job (same content, new mtime): then the content hash decides."""
-        entry = self.produced.get(path)
-        if not entry or entry[0] != state.size:
-            return None
-        if entry[1] == state.mtime_ns:
-            return entry[2]
-        if len(entry) > 3 and sha256_file(path) == entry[3]:
-            with self.lock:
-                entry[1] = state.mtime_ns
-            return entry[2]
-        return None
-
-    def remember_produced(self, path: str, state: FileState, blob: str, digest: str) -> None:
-        with self.lock:
-            self.produced[path] = [state.size, state.mtime_ns, blob, digest]
-            self.hashes[path] = [state.size, state.mtime_ns, digest]
-
-    def save(self) -> None:
-        with self.lock:
-            data = {"version": RECORD_VERSION, "hashes": self.hashes, "produced": self.produced_by_container}
-            text = json.dumps(data)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.path)
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return BlobServiceClient(config.storage_account_url, credential=credential, **retry_kwargs(), **TRANSFER_OPTIONS)
 
 
 class Staging:
     def __init__(self, config: Config, credential_factory, record_dir: Path, logger):
         self.config = config
         self.logger = logger
-        self.prefix = config.storage_prefix
+        self.layout = BlobLayout(config.storage_prefix)
         self.service = make_blob_service(config, credential_factory)
         self.container = self.service.get_container_client(config.storage_container)
         self.identity = {"resourceId": config.managed_identity} if config.managed_identity else None
-        key = f"{self.service.url.rstrip('/')}/{config.storage_container}/{self.prefix}"
+        key = f"{self.service.url.rstrip('/')}/{config.storage_container}/{self.layout.prefix}"
         self.record = StagingRecord(record_dir / "staging-record.json", key)
         self._cas: set[str] | None = None
         self._cas_lock = threading.Lock()
@@ -161,8 +80,12 @@ class Staging:
     def preflight(self) -> None:
         """The container is reachable (created when missing) and SAS URLs can be made."""
         where = f"container {self.config.storage_container!r} at {self.service.url}"
+        keyed = bool(self.config.storage_account_key or self.config.storage_connection_string)
         try:
-            self.container.get_container_properties()
+            with explained(f"storage {self.service.url}", keyed=keyed):
+                self.container.get_container_properties(**preflight_kwargs(storage=True))
+        except SettingsError:
+            raise
         except ResourceNotFoundError:
             try:
                 self.container.create_container()
@@ -171,8 +94,9 @@ class Staging:
                 pass
             except HttpResponseError as e:
                 raise SettingsError(
-                    f"azbatch: storage {where} does not exist and cannot be created ({e.status_code}); create it "
-                    "or set --azbatch-storage-container to an existing one"
+                    f"azbatch: storage {where} does not exist and cannot be created ({e.status_code}); create it, "
+                    "give your identity Storage Blob Data Contributor on the storage account, or set "
+                    "--azbatch-storage-container to an existing one"
                 ) from None
         except HttpResponseError as e:
             if isinstance(e, ClientAuthenticationError) and e.response is None:
@@ -213,19 +137,22 @@ class Staging:
             signing = {"account_key": account_key}
         else:
             try:
-                signing = {"user_delegation_key": self.service.get_user_delegation_key(start, expiry)}
+                with explained(f"storage {self.service.url}", keyed=False):
+                    signing = {"user_delegation_key": self.service.get_user_delegation_key(start, expiry)}
             except HttpResponseError as e:
+                # Requesting the key is an action on the storage account: a role scoped to the container does
+                # not allow it, whatever it allows on the blobs.
                 raise SettingsError(
                     f"azbatch: cannot get a user-delegation key from {self.service.url} ({e.status_code}); your "
-                    "Entra ID identity needs 'Storage Blob Delegator', or set --azbatch-storage-account-key "
-                    "or --azbatch-managed-identity"
+                    "Entra ID identity needs Storage Blob Data Contributor (or Storage Blob Delegator) on the storage "
+                    "account, its resource group or subscription, not only on the container; or set "
+                    "--azbatch-storage-account-key or --azbatch-managed-identity"
                 ) from None
         sas = generate_container_sas(
             self.service.account_name,
             self.config.storage_container,
             permission=permission,
-            start=start,
-            expiry=expiry,
+            expiry=expiry,  # no start time: valid at once, whatever a node's clock skew
             **signing,
         )
         if read:
@@ -241,6 +168,10 @@ class Staging:
         url = self.blob_url(blob)
         return url if self.identity else f"{url}?{self._sas(read=True)}"
 
+    def read_container_url(self) -> str:
+        """The container's URL with the read SAS (for a node fetching a manifest's blobs itself)."""
+        return f"{self.container.url}?{self._sas(read=True)}"
+
     def output_container_url(self) -> str:
         return self.container.url if self.identity else f"{self.container.url}?{self._sas(read=False)}"
 
@@ -255,7 +186,7 @@ class Staging:
         with self._cas_lock:
             if self._cas is None:
                 # One paged listing per run tells which contents are already in the container.
-                self._cas = {b.name for b in self.container.list_blobs(name_starts_with=self.prefix + CAS_DIR)}
+                self._cas = {b.name for b in self.container.list_blobs(name_starts_with=self.layout.cas_prefix)}
             return self._cas
 
     def _hash(self, path: str) -> tuple[str, FileState]:
@@ -287,7 +218,7 @@ class Staging:
         existing = self._existing_cas()
         uploads: dict[str, str] = {}  # blob -> one local path with that content
         for path, (digest, _) in zip(to_hash, hashed):
-            blob = f"{self.prefix}{CAS_DIR}{digest}"
+            blob = self.layout.cas_blob(digest)
             result[path] = blob
             if blob not in existing:
                 uploads.setdefault(blob, path)
@@ -298,10 +229,34 @@ class Staging:
         self.record.save()
         return result
 
+    def stage_bytes(self, data: bytes) -> tuple[str, str]:
+        """(blob, sha256) of content-addressed `data` (small: manifests), uploaded only when not stored yet."""
+        digest = hashlib.sha256(data).hexdigest()
+        blob = self.layout.cas_blob(digest)
+        existing = self._existing_cas()
+        if blob not in existing:
+            try:
+                self.container.upload_blob(blob, data, overwrite=True)
+            except HttpResponseError as e:
+                raise StagingError(f"azbatch: uploading {blob} failed ({e.status_code}): {redact(e.reason)}") from None
+            with self._cas_lock:
+                existing.add(blob)
+        return blob, digest
+
+    def content_digest(self, path: str, blob: str) -> str:
+        """sha256 of what `blob` (as returned by stage_files for `path`) holds: its name for content-addressed
+        blobs, the digest recorded at download for blobs tasks wrote."""
+        if blob.startswith(self.layout.cas_prefix):
+            return blob[len(self.layout.cas_prefix):]
+        entry = self.record.produced.get(os.path.abspath(path))
+        if entry and len(entry) > 3 and entry[2] == blob:
+            return entry[3]
+        return sha256_file(path)
+
     def _upload(self, blob: str, path: str) -> None:
         try:
             with open(path, "rb") as f:
-                self.container.upload_blob(blob, f, overwrite=True, max_concurrency=4)
+                self.container.upload_blob(blob, f, overwrite=True, max_concurrency=TRANSFER_CONCURRENCY)
         except HttpResponseError as e:
             raise StagingError(f"azbatch: uploading {path} failed ({e.status_code}): {redact(e.reason)}") from None
 
@@ -325,7 +280,7 @@ class Staging:
         tmp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.azbatch-part")
         try:
             with open(tmp, "wb") as f:
-                self.container.download_blob(blob, max_concurrency=4).readinto(f)
+                self.container.download_blob(blob, max_concurrency=TRANSFER_CONCURRENCY).readinto(f)
             got = os.path.getsize(tmp)
             if got != size:
                 raise StagingError(f"azbatch: download of {local} is incomplete ({got} of {size} bytes)")

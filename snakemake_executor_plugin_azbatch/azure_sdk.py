@@ -1,0 +1,48 @@
+"""How the plugin's calls through the Azure SDKs behave and read: retry settings, error text without secrets, enum
+values. Shared by the Batch client and staging, so neither imports the other."""
+
+from __future__ import annotations
+
+import re
+
+from azure.core.exceptions import HttpResponseError
+
+_SIG_RE = re.compile(r"(sig=)[^&\s'\"]+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Hide SAS signatures in anything that may be logged."""
+    return _SIG_RE.sub(r"\1REDACTED", str(text))
+
+
+def retry_kwargs() -> dict:
+    # azure-core retries 408/429/500/502/503/504 and honours Retry-After.
+    return {"retry_total": 10, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
+
+
+def preflight_kwargs(storage: bool = False) -> dict:
+    """Per-request options for preflight checks: an unreachable endpoint is reported within seconds (a short
+    connect timeout, short back-off) instead of after the run's ~90 s of retries. Storage's own retry policy
+    waits 15 s and more between attempts and takes no back-off option, so there a refused connection is not
+    retried at all."""
+    if storage:
+        return {"retry_total": 2, "retry_connect": 0, "connection_timeout": 5}
+    return {"retry_total": 2, "retry_connect": 1, "retry_backoff_max": 2, "connection_timeout": 5}
+
+
+def enum_text(value) -> str:
+    """SDK enums print as 'batchpoolstate.active'; the wire value is what we compare."""
+    return str(getattr(value, "value", value) or "").lower()
+
+
+def error_code(e: Exception) -> str:
+    """The service's error code ('JobExists', 'AuthenticationFailed', ...) or ''."""
+    return getattr(getattr(e, "error", None), "code", None) or ""
+
+
+def error_text(e: Exception) -> str:
+    """One line: status, service error code and message; SAS signatures redacted."""
+    if isinstance(e, HttpResponseError):
+        message = getattr(getattr(e, "error", None), "message", None) or e.reason or ""
+        return redact(f"{e.status_code} {error_code(e)} {message}".strip())
+    return redact(f"{type(e).__name__}: {e}")

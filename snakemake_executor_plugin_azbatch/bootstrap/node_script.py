@@ -1,0 +1,214 @@
+"""What runs on a node to give it the run's Snakemake (and conda / apptainer when the workflow needs them): pure
+shell text, no network. The job preparation task's script is composed of parts (`preparation_script(parts)`), so
+other concerns (e.g. unpacking sources) add a part of their own.
+
+Everything lives in the node's shared directory and is installed once per node, under `flock`, with a `.complete`
+marker written last: several jobs may prepare one node at once, a later run (or job) finds the marker and reuses
+the installation, and an interrupted install is redone instead of half-used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from dataclasses import dataclass
+
+MIN_PYTHON = (3, 11)  # Snakemake 9's own floor
+SHARED = "$AZ_BATCH_NODE_SHARED_DIR"
+AZBATCH_DIR = f"{SHARED}/azbatch"
+# Resource-file paths of the preparation task (relative to its working directory).
+UV_WHEEL_DIR = "azbatch-uv"
+WHEELHOUSE_DIR = "azbatch-wheelhouse"
+# A failed bootstrap says so in one line on stderr and exits with this code; the plugin shows both.
+FAILED_EXIT = 3
+
+
+def snakemake_dir(version: str, extras: tuple[str, ...] = ()) -> str:
+    """The node-wide environment holding Snakemake `version` (and `extras`): one per version and set of extra
+    packages, shared by every run that asks for the same."""
+    if not extras:
+        return f"{SHARED}/snakemake-{version}"
+    tag = hashlib.sha256("\n".join(sorted(extras)).encode()).hexdigest()[:8]
+    return f"{SHARED}/snakemake-{version}-{tag}"
+
+
+def conda_dir() -> str:
+    return f"{AZBATCH_DIR}/miniforge"
+
+
+def conda_envs_dir() -> str:
+    """Snakemake's --conda-prefix on the node: each environment is built once per node, reused by every task."""
+    return f"{AZBATCH_DIR}/conda-envs"
+
+
+def apptainer_dir() -> str:
+    return f"{AZBATCH_DIR}/apptainer"
+
+
+def apptainer_images_dir() -> str:
+    """Snakemake's --apptainer-prefix on the node: each image is pulled once per node."""
+    return f"{AZBATCH_DIR}/apptainer-images"
+
+
+@dataclass(frozen=True)
+class SnakemakeInstall:
+    """How the preparation task installs Snakemake: `uv_wheel` (file name in UV_WHEEL_DIR) gives the uv binary;
+    `offline` installs from the staged wheelhouse built for `python` (e.g. "3.13"), else from the package index;
+    `extras` are more requirements installed with Snakemake (e.g. libraries of the workflow's scripts)."""
+
+    version: str
+    uv_wheel: str
+    uv_version: str
+    offline: bool = False
+    python: str | None = None
+    extras: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> str:
+        return snakemake_dir(self.version, self.extras)
+
+
+def _fail(message: str) -> str:
+    """A shell statement printing one line to stderr and ending the script with FAILED_EXIT."""
+    return f'{{ echo "azbatch bootstrap on node $AZ_BATCH_NODE_ID: {message}" >&2; exit {FAILED_EXIT}; }}'
+
+
+def python_check(install: SnakemakeInstall) -> list[str]:
+    """python3 exists, is new enough, and (offline) matches the wheelhouse: else one line naming what to change."""
+    floor = ".".join(map(str, MIN_PYTHON))
+    instead = "use a pool image with python3 >= 3.11 (e.g. Ubuntu 24.04), install it in the pool's start task, or use --azbatch-bootstrap container / app-package"
+    lines = [
+        f"command -v python3 >/dev/null || {_fail('no python3 on this node; ' + instead)}",
+        f"python3 -c 'import sys; sys.exit(sys.version_info < {MIN_PYTHON})' || "
+        + _fail(f"python3 is $(python3 -V 2>&1 | cut -d' ' -f2), Snakemake {install.version} needs >= {floor}; {instead}"),
+    ]
+    if install.offline and install.python:
+        wanted = tuple(int(p) for p in install.python.split("."))
+        lines.append(
+            f"python3 -c 'import sys; sys.exit(sys.version_info[:2] != {wanted})' || "
+            + _fail(
+                f"python3 is $(python3 -V 2>&1 | cut -d' ' -f2) but the offline wheelhouse is for Python "
+                f"{install.python}; set --azbatch-node-python to the node's version"
+            )
+        )
+    return lines
+
+
+def once(target: str, body: list[str], what: str) -> list[str]:
+    """Run `body` (which installs into `target`) unless `target/.complete` exists; one node-wide lock per target."""
+    indented = ["    " + line for line in body]
+    return [
+        f'if [ ! -e "{target}/.complete" ]; then',
+        f'  mkdir -p "$(dirname "{target}")"',
+        f'  exec 9>"{target}.lock"',
+        f"  flock 9 || {_fail('flock failed on ' + target + '.lock')}",
+        f'  if [ ! -e "{target}/.complete" ]; then',
+        f'    echo "azbatch bootstrap: installing {what} into {target}"',
+        f'    rm -rf "{target}"',
+        *indented,
+        f'    touch "{target}/.complete"',
+        "  fi",
+        "  exec 9>&-",
+        "else",
+        f'  echo "azbatch bootstrap: {what} already on this node"',
+        "fi",
+    ]
+
+
+def uv_binary(install: SnakemakeInstall) -> tuple[str, list[str]]:
+    """The uv binary's path and the lines that unpack it once per node from the staged wheel (python3's zipfile:
+    stock nodes have no unzip)."""
+    target = f"{AZBATCH_DIR}/uv-{install.uv_version}"
+    wheel = f"{UV_WHEEL_DIR}/{install.uv_wheel}"
+    body = [
+        f'python3 -m zipfile -e "{wheel}" "{target}.unpack"',
+        f'mkdir -p "{target}" && mv "{target}.unpack/uv-{install.uv_version}.data/scripts/uv" "{target}/uv"',
+        f'rm -rf "{target}.unpack"; chmod 755 "{target}/uv"',
+    ]
+    return f"{target}/uv", once(target, body, f"uv {install.uv_version}")
+
+
+def snakemake_part(install: SnakemakeInstall) -> str:
+    """Snakemake `version` into the node's shared directory, unless the node's python3 already has exactly it (a
+    node image or start task that provides it)."""
+    target = install.target
+    requirements = " ".join(shlex.quote(r) for r in (f"snakemake=={install.version}", *install.extras))
+    uv, uv_lines = uv_binary(install)
+    source = f'--no-index --find-links "$PWD/{WHEELHOUSE_DIR}"' if install.offline else ""
+    # uv makes the environment itself (stock nodes have no venv module and no pip) and never downloads a Python.
+    body = [
+        f'"{uv}" venv --quiet --no-python-downloads --python "$(command -v python3)" "{target}"',
+        f'"{uv}" pip install --quiet --no-python-downloads --link-mode copy --python "{target}/bin/python" '
+        f'{source} {requirements} || '
+        + _fail(f"installing snakemake {install.version} with uv failed (see the lines above)"
+                + ("" if install.offline else "; nodes without internet need --azbatch-bootstrap offline")),
+    ]
+    check = f"python3 -c \"import sys, snakemake; sys.exit(snakemake.__version__ != '{install.version}')\" 2>/dev/null"
+    if install.extras:
+        check = "false"  # extra packages always get the node-wide environment
+    lines = [
+        f"if {check}; then",
+        f'  echo "azbatch bootstrap: the node python3 already has snakemake {install.version}"',
+        "else",
+        *["  " + line for line in python_check(install)],
+        f'  export UV_CACHE_DIR="{AZBATCH_DIR}/uv-cache"',
+        # The node's trust store, which the pool's start task controls (e.g. a TLS-inspecting proxy's CA).
+        "  export UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1",
+        *["  " + line for line in uv_lines],
+        *["  " + line for line in once(target, body, f"snakemake {install.version}" + "".join(f" + {e}" for e in install.extras))],
+        "fi",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CondaInstall:
+    """Miniforge from `installer_url` (a shell installer), once per node; `apptainer` also installs apptainer from
+    conda-forge into its own environment."""
+
+    installer_url: str
+    conda: bool = True
+    apptainer: bool = False
+
+
+def conda_part(install: CondaInstall) -> str:
+    target = conda_dir()
+    url = shlex.quote(install.installer_url)
+    body = [
+        f'curl -fsSL --retry 3 -o "{target}.sh" {url} || '
+        + _fail(f"downloading the conda installer {install.installer_url} failed; the nodes need internet (or set --azbatch-conda-installer to a URL they reach, or list conda in --azbatch-node-provides)"),
+        f'bash "{target}.sh" -b -p "{target}" >/dev/null || {_fail("the conda installer failed (see the lines above)")}',
+        f'rm -f "{target}.sh"',
+    ]
+    lines = once(target, body, "Miniforge (conda)")
+    if install.apptainer:
+        app = apptainer_dir()
+        lines += once(
+            app,
+            [f'"{target}/bin/conda" create --quiet --yes -p "{app}" -c conda-forge apptainer >/dev/null || '
+             + _fail("installing apptainer from conda-forge failed (see the lines above)")],
+            "apptainer (conda-forge)",
+        )
+    return "\n".join(lines)
+
+
+def preparation_script(parts: list[str]) -> str:
+    """The job preparation task's script: every part in order, stopping at the first failure."""
+    return "\n".join(["set -e", 'mkdir -p "$AZ_BATCH_NODE_SHARED_DIR/azbatch"', *[p for p in parts if p]])
+
+
+def task_path_dirs(snakemake_target: str | None, conda: bool, apptainer: bool) -> list[str]:
+    """Directories a task puts first on PATH (each only when its installation is complete)."""
+    dirs = []
+    if snakemake_target:
+        dirs.append(snakemake_target)
+    if conda:
+        dirs.append(conda_dir())
+    if apptainer:
+        dirs.append(apptainer_dir())
+    return dirs
+
+
+def task_prefix(dirs: list[str]) -> str:
+    """Shell run before Snakemake in every task: the node-wide installations onto PATH."""
+    return "; ".join(f'if [ -e "{d}/.complete" ]; then export PATH="{d}/bin:$PATH"; fi' for d in dirs)

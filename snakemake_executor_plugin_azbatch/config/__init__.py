@@ -1,0 +1,82 @@
+"""The checked configuration of a run: `resolve(ExecutorSettings, environ) -> Config`, one module per concern.
+Every problem is reported as one actionable line naming the setting to fix (`SettingsError`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..pool_creation import PoolCreation
+from ..settings import DEFAULT_CONDA_INSTALLER, DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
+from .account import account_name_from_url, resolve_account
+from .bootstrap import resolve_bootstrap
+from .numbers import resolve_numbers
+from .packages import AppPackage, resolve_packages
+from .pool_creation import resolve_pool_creation
+from .reporting import Prices, resolve_reporting
+from .resource_files import ExtraResourceFile, resolve_resource_files
+from .scale import resolve_scale
+from .storage import check_sas_lifetime, resolve_storage
+from .values import SettingValues
+from .machines import resolve_vm_sizes
+
+__all__ = ["AppPackage", "Config", "ExtraResourceFile", "Prices", "SettingsError", "account_name_from_url", "resolve"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings after fallbacks and validation."""
+
+    account_url: str
+    account_name: str | None
+    account_key: str | None
+    pool_id: str
+    storage_account_url: str | None
+    storage_account_key: str | None
+    storage_connection_string: str | None
+    storage_container: str
+    storage_prefix: str
+    keep_job: bool
+    container_image: str | None
+    application_packages: tuple[AppPackage, ...]
+    resource_files: tuple[ExtraResourceFile, ...]
+    precommand: str | None
+    bootstrap: str  # resolved: pip | offline | container | app-package | none
+    mounted_paths: tuple[str, ...]
+    managed_identity: str | None
+    sas_hours: int
+    upload_concurrency: int
+    status_interval: float | None
+    report_dir: str = DEFAULT_REPORT_DIR
+    price_core_hour: Prices | None = None
+    price_node_hour: Prices | None = None
+    progress_interval: float = 10.0
+    pool_creation: PoolCreation | None = None  # create --azbatch-pool-id when it does not exist
+    keep_orphans: bool = False
+    vm_sizes: tuple = ()  # vm_sizes.VmSize entries from --azbatch-vm-sizes
+    submit_concurrency: int = 4
+    input_manifest_threshold: int = 50
+    status_interval_max: float | None = None
+    task_retention_minutes: int = 60
+    node_python: str | None = None  # X.Y, for the offline wheelhouse
+    node_provides: tuple[str, ...] = ()  # conda, apptainer
+    node_packages: tuple[str, ...] = ()  # more requirements installed with Snakemake by the bootstrap
+    conda_installer: str = DEFAULT_CONDA_INSTALLER
+
+
+def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Apply env-var and Azure CLI fallbacks, validate, and return the configuration."""
+    values = SettingValues(settings or ExecutorSettings(), os.environ if environ is None else environ)
+    # In this order, so the first problem reported is the same whatever else is wrong.
+    resolved = {**resolve_account(values), **resolve_storage(values), **resolve_packages(values)}
+    resolved.update(resolve_resource_files(values))
+    resolved.update(resolve_bootstrap(values, has_packages=bool(resolved["application_packages"])))
+    resolved.update(resolve_numbers(values))
+    resolved.update(resolve_reporting(values))
+    resolved.update(resolve_pool_creation(values))
+    resolved.update(resolve_scale(values))
+    resolved["managed_identity"] = values.get("managed_identity") or None
+    resolved["vm_sizes"] = resolve_vm_sizes(values)
+    check_sas_lifetime(resolved)
+    return Config(**resolved)

@@ -1,0 +1,183 @@
+"""What this run needs on its nodes and how they get it: the checks before anything is submitted (bootstrap mode vs
+pool, conda / apptainer rules vs what can reach the node), the job preparation task (bootstrap part and its staged
+files), the prefix every task runs before Snakemake, and the arguments that point the node's Snakemake at the
+node-wide conda and apptainer prefixes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import task_spec
+from .batch_client import PoolInfo
+from .bootstrap import node_script, wheelhouse
+from .config import Config
+from .settings import SettingsError
+
+DEFAULT_NODE_PYTHON = "3.12"  # Ubuntu 24.04, Batch's current Ubuntu image
+# python3 of Batch's common Linux images, by (publisher, offer prefix, sku prefix); lower-case.
+IMAGE_PYTHON = (
+    (("canonical", "ubuntu-24_04", ""), "3.12"),
+    (("canonical", "0001-com-ubuntu-server-noble", ""), "3.12"),
+    (("canonical", "0001-com-ubuntu-server-jammy", ""), "3.10"),
+    (("canonical", "0001-com-ubuntu-server-focal", ""), "3.8"),
+    (("microsoft-azure-batch", "ubuntu-server-container", "20-04"), "3.8"),
+    (("debian", "debian-13", ""), "3.13"),
+    (("debian", "debian-12", ""), "3.11"),
+    (("debian", "debian-11", ""), "3.9"),
+    (("almalinux", "", "8"), "3.6"),
+    (("almalinux", "", "9"), "3.9"),
+)
+
+
+def image_python(image: tuple[str, str, str] | None) -> str | None:
+    if not image:
+        return None
+    publisher, offer, sku = (part.lower() for part in image)
+    for (p, o, s), python in IMAGE_PYTHON:
+        if publisher == p and offer.startswith(o) and sku.startswith(s):
+            return python
+    return None
+
+
+def _too_old(python: str) -> bool:
+    return tuple(int(p) for p in python.split(".")) < node_script.MIN_PYTHON
+
+
+@dataclass
+class NodeSetup:
+    """`methods`: Snakemake's software deployment methods of the run ("conda", "apptainer", ...); `stage(paths) ->
+    {abs path: resource file dict}` stages local files (content-addressed)."""
+
+    config: Config
+    methods: frozenset[str]
+    snakemake_version: str
+    stage: Callable[[list[tuple[Path, str]]], list[dict]]
+    log: Callable[[str], None] = lambda _: None
+    cache: Path = field(default_factory=wheelhouse.cache_root)
+    _prep: dict = field(default_factory=dict)
+
+    # ---- what the nodes need ------------------------------------------------------------------------------------
+    @property
+    def installs_snakemake(self) -> bool:
+        return self.config.bootstrap in ("pip", "offline")
+
+    def _has(self, tool: str) -> bool:
+        return tool in self.config.node_provides
+
+    @property
+    def installs_conda(self) -> bool:
+        return self.installs_snakemake and not self._has("conda") and (
+            "conda" in self.methods or self.installs_apptainer
+        )
+
+    @property
+    def installs_apptainer(self) -> bool:
+        return self.installs_snakemake and "apptainer" in self.methods and not self._has("apptainer")
+
+    def check(self, pools: list[PoolInfo]) -> None:
+        """One line when this run's needs cannot be met on its nodes; before anything is submitted."""
+        mode = self.config.bootstrap
+        for tool, method in (("conda", "conda"), ("apptainer", "apptainer")):
+            if method not in self.methods or self._has(tool) or mode == "pip":
+                continue
+            if mode == "container":
+                continue  # the image is the user's statement of what the tasks have
+            why = "offline nodes cannot download it" if mode == "offline" else f"--azbatch-bootstrap {mode} installs nothing"
+            raise SettingsError(
+                f"azbatch: --software-deployment-method {method} needs {tool} on the nodes, but {why}; use "
+                f"--azbatch-bootstrap pip (nodes with internet install it once), or install it in the pool's start "
+                f"task or image and add --azbatch-node-provides {tool}"
+            )
+        for pool in pools:
+            self._check_pool(pool)
+
+    def _check_pool(self, pool: PoolInfo) -> None:
+        # Container images vs container support are checked per rule (PoolInfo.container_problem).
+        mode = self.config.bootstrap
+        if mode == "offline" and self.config.node_python is None:
+            python = image_python(pool.image)
+            if python and _too_old(python):
+                raise SettingsError(
+                    f"azbatch: pool {pool.id!r} runs {'/'.join(pool.image or ())}, whose python3 is {python}, older "
+                    "than Snakemake 9 needs (3.11); use a pool image with a newer python3 (e.g. Ubuntu 24.04), a "
+                    "container image, or set --azbatch-node-python if the start task installs a newer python3"
+                )
+
+    def check_applications(self, missing: list[str]) -> None:
+        if self.config.bootstrap == "app-package" and missing:
+            raise SettingsError(
+                f"azbatch: --azbatch-bootstrap app-package: application package {missing[0]} does not exist in the "
+                "Batch account; publish it (`az batch application package create`) or fix --azbatch-application-packages"
+            )
+
+    # ---- the job preparation task -------------------------------------------------------------------------------
+    def node_python(self, pool: PoolInfo) -> str:
+        return self.config.node_python or image_python(pool.image) or DEFAULT_NODE_PYTHON
+
+    def preparation_parts(self, pool: PoolInfo) -> tuple[list[str], list[tuple[Path, str]]]:
+        """The bootstrap's script parts and the (local file, node path) pairs they need."""
+        if not self.installs_snakemake:
+            return [], []
+        uv = wheelhouse.uv_version()
+        uv_wheel = wheelhouse.uv_wheel(self.cache, uv)
+        files = [(uv_wheel, f"{node_script.UV_WHEEL_DIR}/{uv_wheel.name}")]
+        offline = self.config.bootstrap == "offline"
+        python = self.node_python(pool)
+        if offline:
+            if self.config.node_python is None:
+                self.log(f"azbatch: offline wheelhouse for the nodes' Python {python} (from the pool's image or the "
+                         "default); set --azbatch-node-python if the nodes have another")
+            wheels = wheelhouse.wheelhouse(self.cache, self.snakemake_version, python, self.config.node_packages,
+                                           log=self.log)
+            files += [(w, f"{node_script.WHEELHOUSE_DIR}/{w.name}") for w in wheels]
+        install = node_script.SnakemakeInstall(self.snakemake_version, uv_wheel.name, uv, offline, python,
+                                               self.config.node_packages)
+        parts = [node_script.snakemake_part(install)]
+        if self.installs_conda:
+            parts.append(node_script.conda_part(node_script.CondaInstall(
+                self.config.conda_installer, apptainer=self.installs_apptainer)))
+        return parts, files
+
+    def preparation_task(
+        self, pool: PoolInfo, extra_parts: list[str] = (), extra_files: list[dict] = ()
+    ) -> dict | None:
+        """The job preparation task for a Batch job on `pool` (None when nothing is prepared): the bootstrap's parts,
+        then `extra_parts` (e.g. the sources archive's) with their resource files; bootstrap files are staged once
+        per run."""
+        key = self.node_python(pool)
+        if key not in self._prep:
+            parts, files = self.preparation_parts(pool)
+            self._prep[key] = (parts, self.stage(files) if files else [])
+        parts, resource_files = self._prep[key]
+        parts = [*parts, *(p for p in extra_parts if p)]
+        resource_files = [*resource_files, *extra_files]
+        if not parts:
+            return None
+        script = node_script.preparation_script(parts)
+        image = self.config.container_image if self.installs_snakemake else None
+        return task_spec.preparation_task(script, resource_files, image)
+
+    # ---- every task ---------------------------------------------------------------------------------------------
+    def exec_prefix(self) -> str:
+        """Shell before Snakemake in every task: application packages' bin/ and the node-wide installs on PATH."""
+        parts = []
+        dirs = [f"${{{p.env_var}}}/bin" for p in self.config.application_packages]
+        if dirs:
+            parts.append(task_spec.path_prefix(dirs))
+        if self.installs_snakemake:
+            target = node_script.snakemake_dir(self.snakemake_version, self.config.node_packages)
+            parts.append(node_script.task_prefix(node_script.task_path_dirs(
+                target, self.installs_conda, self.installs_apptainer)))
+        return "; ".join(parts)
+
+    def snakemake_args(self) -> str:
+        """Node-wide prefixes for the node's Snakemake, so each conda env / apptainer image is made once per node
+        (after Snakemake's own general arguments, so these win over a local --conda-prefix)."""
+        args = []
+        if "conda" in self.methods:
+            args.append(f'--conda-prefix "{node_script.conda_envs_dir()}"')
+        if "apptainer" in self.methods:
+            args.append(f'--apptainer-prefix "{node_script.apptainer_images_dir()}"')
+        return " ".join(args)

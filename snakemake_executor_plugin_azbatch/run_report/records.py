@@ -1,0 +1,151 @@
+"""One record per task attempt, built from what the run already knows: the submission (rule, Snakemake job id,
+slots) and the task as Batch lists it in the status rounds (creationTime, executionInfo, nodeInfo). No request
+of its own."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+# Batch's results, plus what a task that never completed is reported as.
+SUCCESS = "success"
+FAILURE = "failure"
+NOT_STARTED = "not started"  # still queued (active) when the run ended
+UNFINISHED = "unfinished"  # running when the run ended and never reported as completed
+
+
+def _enum(value: Any) -> str:
+    return str(getattr(value, "value", value) or "").lower()
+
+
+@dataclass
+class TaskAttempt:
+    """A Batch task: one attempt of one Snakemake job (Snakemake's --retries submit a new task per attempt).
+
+    Times are Batch's (UTC). `requeues` counts Batch's own requeues of this task (node preempted or lost): its
+    `started` is the last start, so its queue wait includes the time lost to the requeue."""
+
+    task_id: str
+    batch_job: str
+    rule: str
+    jobid: str
+    attempt: int
+    pool: str
+    slots: int
+    submitted: datetime | None
+    node: str | None = None
+    node_type: str = ""  # dedicated | low-priority | unknown; filled in at the end of the run
+    started: datetime | None = None
+    ended: datetime | None = None
+    exit_code: int | None = None
+    result: str = NOT_STARTED
+    failure: str = ""  # Batch's failureInfo code
+    retries: int = 0
+    requeues: int = 0
+
+    @property
+    def queue_wait(self) -> float | None:
+        if self.submitted is None or self.started is None:
+            return None
+        return max(0.0, (self.started - self.submitted).total_seconds())
+
+    @property
+    def run_time(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return max(0.0, (self.ended - self.started).total_seconds())
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result == SUCCESS and self.exit_code in (None, 0)
+
+    @property
+    def failed(self) -> bool:
+        return self.result == FAILURE or (self.result == SUCCESS and self.exit_code not in (None, 0))
+
+    @property
+    def core_hours(self) -> float:
+        return self.slots * (self.run_time or 0.0) / 3600
+
+
+ATTEMPT_FIELDS = [f.name for f in fields(TaskAttempt)]
+
+
+def update_from_task(attempt: TaskAttempt, task: Any) -> None:
+    """Copy what Batch reports about a task (an azure.batch BatchTask, possibly with a $select) into `attempt`."""
+    created = getattr(task, "creation_time", None)
+    if created is not None:
+        attempt.submitted = created
+    slots = getattr(task, "required_slots", None)
+    if slots:
+        attempt.slots = int(slots)
+    node = getattr(task, "node_info", None)
+    if node is not None and getattr(node, "node_id", None):
+        attempt.node = node.node_id
+        attempt.pool = getattr(node, "pool_id", None) or attempt.pool
+    info = getattr(task, "execution_info", None)
+    state = _enum(getattr(task, "state", None))
+    if info is not None:
+        attempt.started = getattr(info, "start_time", None) or attempt.started
+        attempt.retries = int(getattr(info, "retry_count", 0) or 0)
+        attempt.requeues = int(getattr(info, "requeue_count", 0) or 0)
+    if state == "completed" and info is not None:
+        attempt.ended = getattr(info, "end_time", None)
+        attempt.exit_code = getattr(info, "exit_code", None)
+        attempt.result = _enum(getattr(info, "result", None)) or FAILURE
+        failure = getattr(info, "failure_info", None)
+        attempt.failure = str(getattr(failure, "code", "") or "") if failure is not None else ""
+    elif state in ("running", "preparing"):
+        attempt.result = UNFINISHED
+    elif state == "active":
+        # Requeued: back in the queue, so a start seen before no longer holds.
+        attempt.result, attempt.started, attempt.node = NOT_STARTED, None, None
+
+
+class RunRecorder:
+    """Attempts of one run, keyed by Batch task id; fed from the submission and the status thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._attempts: dict[str, TaskAttempt] = {}
+
+    def submitted(
+        self, task_id: str, batch_job: str, pool: str, rule: str, jobid: Any, attempt: int, slots: int
+    ) -> None:
+        record = TaskAttempt(
+            task_id=task_id, batch_job=batch_job, rule=rule, jobid=str(jobid), attempt=int(attempt or 1),
+            pool=pool, slots=int(slots or 1), submitted=datetime.now(timezone.utc),
+        )
+        with self._lock:
+            self._attempts[task_id] = record
+
+    def observe(self, tasks: Iterable[Any]) -> None:
+        """Tasks as a status round (or the final listing) returned them; tasks of other runs are ignored."""
+        with self._lock:
+            for task in tasks:
+                record = self._attempts.get(getattr(task, "id", None) or "")
+                if record is not None:
+                    update_from_task(record, task)
+
+    def unfinished_jobs(self) -> set[str]:
+        """Batch jobs with a task not yet seen completed."""
+        with self._lock:
+            return {a.batch_job for a in self._attempts.values() if a.result not in (SUCCESS, FAILURE)}
+
+    def set_node_types(self, pool: str, dedicated: dict[str, bool]) -> None:
+        with self._lock:
+            for a in self._attempts.values():
+                if a.node and a.pool.lower() == pool.lower():
+                    value = dedicated.get(a.node)
+                    a.node_type = "unknown" if value is None else "dedicated" if value else "low-priority"
+
+    def attempts(self) -> list[TaskAttempt]:
+        """Copies, in submission order."""
+        with self._lock:
+            return [TaskAttempt(**{name: getattr(a, name) for name in ATTEMPT_FIELDS}) for a in self._attempts.values()]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._attempts)

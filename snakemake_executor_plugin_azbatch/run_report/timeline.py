@@ -1,0 +1,181 @@
+"""timeline.png / timeline.svg with matplotlib: on top, how many tasks were queued and running over time (queue
+waits are the grey band); below, one lane per node with a bar per task, coloured by rule, failures outlined red
+and hatched, requeued tasks marked. Uses matplotlib's object API (no pyplot), so no GUI backend and no global
+figure state are involved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .records import TaskAttempt
+from .summary import span
+
+QUEUED_COLOUR = "#b8b8b8"
+RUNNING_COLOUR = "#4c9a5b"
+FAILED_COLOUR = "#c62828"
+LANE_HEIGHT_IN = 0.28
+MAX_HEIGHT_IN = 40.0
+
+
+def _time_unit(total_seconds: float) -> tuple[float, str]:
+    if total_seconds <= 300:
+        return 1.0, "seconds"
+    if total_seconds <= 300 * 60:
+        return 60.0, "minutes"
+    return 3600.0, "hours"
+
+
+def pack_rows(intervals: list[tuple[float, float]]) -> list[int]:
+    """Greedy interval packing: the first row free at each start, so overlapping tasks on a node (several slots)
+    get their own row and the lane stays as tall as the node's busiest moment."""
+    order = sorted(range(len(intervals)), key=lambda i: intervals[i])
+    row_ends: list[float] = []
+    rows = [0] * len(intervals)
+    for i in order:
+        start, end = intervals[i]
+        for r, row_end in enumerate(row_ends):
+            if row_end <= start:
+                rows[i], row_ends[r] = r, end
+                break
+        else:
+            rows[i] = len(row_ends)
+            row_ends.append(end)
+    return rows
+
+
+def occupancy(attempts: list[TaskAttempt], origin: datetime, end: datetime) -> tuple[list[float], list[int], list[int]]:
+    """Step series (seconds since origin, queued count, running count) over the run."""
+    events: list[tuple[float, int, int]] = []
+
+    def at(t: datetime) -> float:
+        return (t - origin).total_seconds()
+
+    for a in attempts:
+        if a.submitted is None:
+            continue
+        queued_until = a.started or a.ended or end
+        events += [(at(a.submitted), 1, 0), (at(queued_until), -1, 0)]
+        if a.started is not None:
+            events += [(at(a.started), 0, 1), (at(a.ended or end), 0, -1)]
+    events.sort()
+    times, queued, running = [0.0], [0], [0]
+    for t, dq, dr in events:
+        if t != times[-1]:
+            times.append(t)
+            queued.append(queued[-1])
+            running.append(running[-1])
+        queued[-1] += dq
+        running[-1] += dr
+    return times, queued, running
+
+
+def rule_colours(rules: list[str]) -> dict[str, tuple]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(rules) <= 10 else "tab20"]
+    return {rule: cmap(i % cmap.N) for i, rule in enumerate(sorted(rules))}
+
+
+def _lanes(attempts: list[TaskAttempt], at, end: datetime) -> tuple[list[tuple[str, int, int]], dict[int, float]]:
+    """Lanes (label, first row, row count) per node and the y position (row) of each drawn attempt by index."""
+    by_node: dict[tuple[str, str], list[int]] = {}
+    for i, a in enumerate(attempts):
+        if a.node and a.started is not None:
+            by_node.setdefault((a.pool, a.node), []).append(i)
+    several_pools = len({pool for pool, _ in by_node}) > 1
+    lanes, y_of, next_row = [], {}, 0
+    for (pool, node), indices in sorted(by_node.items()):
+        rows = pack_rows([(at(attempts[i].started), at(attempts[i].ended or end)) for i in indices])
+        for i, r in zip(indices, rows):
+            y_of[i] = next_row + r
+        count = max(rows) + 1
+        lanes.append((f"{pool}/{node}" if several_pools else node, next_row, count))
+        next_row += count
+    return lanes, y_of
+
+
+@dataclass
+class _Frame:
+    """The time axis shared by both panels."""
+
+    attempts: list[TaskAttempt]
+    origin: datetime
+    end: datetime
+    scale: float
+    unit: str
+
+    def at(self, t: datetime) -> float:
+        return (t - self.origin).total_seconds() / self.scale
+
+
+def _draw_occupancy(ax, frame: _Frame) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    times, queued, running = occupancy(frame.attempts, frame.origin, frame.end)
+    x = [t / frame.scale for t in times]
+    stacked = [q + r for q, r in zip(queued, running)]
+    ax.fill_between(x, 0, running, step="post", color=RUNNING_COLOUR, label="running", linewidth=0)
+    ax.fill_between(x, running, stacked, step="post", color=QUEUED_COLOUR, label="queued (waiting for a slot)", linewidth=0)
+    ax.set_ylabel("tasks")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, max(stacked + [1]) * 1.15)
+    ax.legend(loc="upper right", fontsize=8, frameon=False, ncols=2)
+    ax.set_title("Batch tasks over time: queued and running (top), per node (below)", loc="left", fontsize=10)
+
+
+def _draw_nodes(ax, frame: _Frame, lanes: list[tuple[str, int, int]], y_of: dict[int, float]) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    attempts, end = frame.attempts, frame.at(frame.end)
+    colours = rule_colours(sorted({a.rule for a in attempts}))
+    for i, a in enumerate(attempts):
+        if i not in y_of:
+            continue
+        left, right = frame.at(a.started), frame.at(a.ended or frame.end)
+        ax.barh(
+            y_of[i], max(right - left, 0.002 * max(end, 1e-9)), left=left, height=0.8, color=colours[a.rule],
+            edgecolor=FAILED_COLOUR if a.failed else "black", linewidth=1.4 if a.failed else 0.3,
+            hatch="xx" if a.failed else None,
+        )
+        if a.requeues:
+            ax.plot([left], [y_of[i]], marker="<", color="black", markersize=5)
+    for _, first, _ in lanes:
+        ax.axhline(first - 0.5, color="#dddddd", linewidth=0.6)
+    ax.set_yticks([first + (count - 1) / 2 for _, first, count in lanes], [label for label, _, _ in lanes])
+    ax.set_ylim(max(1, sum(count for _, _, count in lanes)) - 0.5, -0.5)
+    ax.set_xlim(0, max(end, 1e-9) * 1.01)
+    ax.set_xlabel(f"{frame.unit} since the first task was submitted ({frame.origin.strftime('%Y-%m-%d %H:%M:%S')} UTC)")
+    ax.set_ylabel("node")
+    handles = [Patch(facecolor=colours[r], edgecolor="black", linewidth=0.3, label=r) for r in sorted(colours)]
+    if any(a.failed for a in attempts):
+        handles.append(Patch(facecolor="white", edgecolor=FAILED_COLOUR, hatch="xx", label="failed"))
+    if any(a.requeues for a in attempts):
+        handles.append(Line2D([], [], marker="<", color="black", linestyle="", label="requeued by Batch"))
+    if not lanes:
+        ax.text(0.5, 0.5, "no task started on a node", transform=ax.transAxes, ha="center", va="center")
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, title="rule")
+
+
+def draw_timeline(attempts: list[TaskAttempt], png: Path, svg: Path, now: datetime | None = None) -> None:
+    """Write the figure as PNG and SVG."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    now = now or datetime.now(timezone.utc)
+    origin, last = span(attempts)
+    origin = origin or now
+    end = max(last or now, origin)
+    frame = _Frame(attempts, origin, end, *_time_unit((end - origin).total_seconds()))
+    lanes, y_of = _lanes(attempts, frame.at, end)
+    height = min(MAX_HEIGHT_IN, 2.6 + LANE_HEIGHT_IN * max(1, sum(count for _, _, count in lanes)))
+    # Text stays text in the SVG (smaller, searchable); a fixed hash salt keeps its ids stable between runs.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "azbatch-timeline", "font.size": 9}):
+        fig = Figure(figsize=(11, height), dpi=100, layout="constrained")
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.6, max(1.6, height - 2.2)]})
+        _draw_occupancy(top, frame)
+        _draw_nodes(bottom, frame, lanes, y_of)
+        fig.savefig(png, format="png")
+        fig.savefig(svg, format="svg", metadata={"Date": None})

@@ -86,6 +86,8 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
         ("scheduler", {"http_server", "api", "host_backend", "stock_backend", "node_agent", "model", "service"}),
         ("node_agent", {"model", "lifecycle", "scheduler", "records", "api", "http_server"}),
         ("host_backend", {"model", "lifecycle", "scheduler", "records", "api", "http_server"}),
+        ("simulated_backend", {"model", "lifecycle", "scheduler", "records", "api", "http_server", "node_agent",
+                               "host_backend", "stock_backend", "containers", "isolation"}),
         ("stock_backend", {"model", "lifecycle", "scheduler", "records", "api", "http_server", "host_backend"}),
         ("isolation", {"model", "lifecycle", "node_agent", "service", "api"}),
         ("containers", {"model", "lifecycle", "node_agent", "isolation", "service", "api"}),

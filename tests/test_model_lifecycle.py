@@ -211,6 +211,61 @@ def test_nodes_take_tasks_only_once_the_backend_reports_them_ready(model, tmp_pa
         state.stop()
 
 
+def recount(state: BatchState, job_id: str) -> dict:
+    """Task counts recounted from the listed tasks, the slow way, to check the ones the model keeps as it goes."""
+    counts = dict.fromkeys(("active", "running", "completed", "succeeded", "failed"), 0)
+    slots = dict(counts)
+    for task in state.list_tasks(job_id):
+        n = task.get("requiredSlots", 1)
+        buckets = ["running" if task["state"] == "preparing" else task["state"]]
+        if task["state"] == "completed":
+            buckets.append("succeeded" if task["executionInfo"]["result"] == "success" else "failed")
+        for bucket in buckets:
+            counts[bucket] += 1
+            slots[bucket] += n
+    return {"taskCounts": counts, "taskSlotCounts": slots}
+
+
+def test_task_counts_and_placement_follow_every_transition(model) -> None:
+    """The counts, the active queues and the free-slot index are kept up to date by the transitions themselves:
+    after retries, failures, deletes and terminates they agree with a recount, and placement still backfills
+    (spread, FIFO, a retried task keeps its place)."""
+    state, backend = model(pools=("p:2:2",))
+    state.create_job({"id": "j", "poolInfo": {"poolId": "p"}})
+    state.add_task_collection("j", [
+        {"id": "ok", "commandLine": "x"},
+        {"id": "retried", "commandLine": "x", "constraints": {"maxTaskRetryCount": 1}},
+        {"id": "wide", "commandLine": "x", "requiredSlots": 2},  # no node keeps two slots free: waits
+        {"id": "deleted", "commandLine": "x"},  # backfills past "wide"
+        {"id": "small", "commandLine": "x"},
+    ])
+    node0, node1 = (n.layout for n in state.pools["p"].nodes)
+    ok, retried = backend.attempt("ok"), backend.attempt("retried")
+    deleted, small = backend.attempt("deleted"), backend.attempt("small")
+    assert (ok.node, retried.node, deleted.node, small.node) == (node0, node1, node0, node1)
+    assert state.get_task("j", "wide")["state"] == "active"
+    assert state.job_task_counts("j") == recount(state, "j")
+    backend.finish(ok)
+    assert backend.finish(retried, 3) is None  # active again, ahead of "wide" (submission order)
+    again = backend.attempt("retried", 2)
+    assert again.node == node0 and state.get_task("j", "wide")["state"] == "active"
+    backend.events.attempt_started(deleted.ref)
+    state.delete_task("j", "deleted")
+    backend.events.attempt_exited(deleted.ref, 137, False)
+    assert state.job_task_counts("j") == recount(state, "j")
+    backend.finish(small)
+    assert backend.attempt("wide").node == node1  # the node whose two slots are free now
+    backend.finish(again, 4)  # fails for good
+    backend.finish(backend.attempt("wide"))
+    state.add_task("j", {"id": "never-fits", "commandLine": "x", "requiredSlots": 3})
+    state.terminate_task("j", "never-fits")  # an active task completes at once
+    counts = state.job_task_counts("j")
+    assert counts == recount(state, "j")
+    assert counts["taskCounts"] == {"active": 0, "running": 0, "completed": 5, "succeeded": 3, "failed": 2}
+    assert counts["taskSlotCounts"]["completed"] == 8
+    assert all(n["runningTaskSlotsCount"] == 0 for n in state.list_nodes("p"))
+
+
 def pool_with_start_task(nodes: int, **task: Any) -> PoolSpec:
     return PoolSpec("p", nodes, 1, start_task=start_task({"commandLine": "setup", **task}, "test"))
 

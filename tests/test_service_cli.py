@@ -229,9 +229,12 @@ def test_serve_prints_settings_and_sigterm_leaves_no_process(tmp_path: Path, cli
     client.create_task("sigterm", models.BatchTaskCreateOptions(id="sleeper", command_line="sleep 300"))
     wait_for(lambda: client.get_task("sigterm", "sleeper").state == models.BatchTaskState.RUNNING, 60, "task running")
 
+    def sleeper_pids() -> list[int]:
+        # "running" is reported as the node starts the task; its process follows a moment later
+        return [pid for pid in descendant_pids(process.pid) if b"sleep" in _cmdline(pid)]
+
+    sleepers = wait_for(sleeper_pids, 10, "the running task should be a process below the service")
     below = descendant_pids(process.pid)
-    sleepers = [pid for pid in below if b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    assert sleepers, "the running task should be a process below the service"
     assert any(b"azurite" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in below)
 
     process.send_signal(signal.SIGTERM)
@@ -352,6 +355,9 @@ def test_run_reports_a_missing_command(tmp_path: Path) -> None:
         (["serve", "--app-package", "tools:1.0=/nonexistent.zip"], "no such zip file"),
         (["serve", "--port", "70000"], "--port 70000"),
         (["serve", "--account-key", "not base64!"], "--account-key: not valid base64"),
+        (["serve", "--simulate", "-1"], "--simulate -1.0: give the seconds each task takes, 0 or more"),
+        (["serve", "--simulate", "1", "--simulate-fail", "2"], "--simulate-fail 2.0: give a fraction between 0 and 1"),
+        (["serve", "--simulate-fail", "0.5"], "--simulate-fail needs --simulate SECONDS"),
         (["serve", "--node-image", "no-image-here"], "--node-image: no node image in"),
         (["serve", "--node-network", "local-only"], "--node-network local-only needs --node-image DIR"),
         (["serve", "--start-task", "nopool=true"], "--start-task 'nopool=true': no pool 'nopool'"),
@@ -499,3 +505,10 @@ def test_pool_file_mistakes_are_one_line(tmp_path: Path, text: str, message: str
         _config(tmp_path, "--pool-file", str(path))
     assert message in str(error.value) and str(path) in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""

@@ -15,7 +15,7 @@ from .http_messages import Request, Response, error_body, json_response
 from .model import BatchState
 from .node_files import file_response, list_files, recursive_flag
 from .odata import apply_select
-from .paging import listing, select_names
+from .paging import cut_page, listing, render_page, select_names
 from .pool_views import supported_images_view
 from .validation import check_job_changes, check_task_collection, terminate_reason
 
@@ -170,7 +170,8 @@ class BatchApi:
         return Response(201, headers=entity_headers(task, created=True))
 
     def list_tasks(self, request: Request) -> Response:
-        return listing(request, self.state.list_tasks(request.params["jobId"]), "tasks")
+        page, more = self.state.list_task_page(request.params["jobId"], lambda tasks: cut_page(request, tasks))
+        return render_page(request, page, more, "tasks")
 
     def add_task_collection(self, request: Request) -> Response:
         tasks = check_task_collection(request.json_body("task collection"))

@@ -23,6 +23,7 @@ from azure.core.exceptions import AzureError, ClientAuthenticationError, Resourc
 from azure.storage.blob import BlobClient, ContainerClient
 
 from .config import LOOPBACK_HOSTS, StorageEndpoint
+from .task_outcomes import upload_failure
 
 DEFAULT_FILE_MODE = "0770"
 _RETRY = {"retry_total": 1, "retry_backoff_factor": 0.1, "connection_timeout": 10, "read_timeout": 60}
@@ -225,6 +226,55 @@ class UploadOutcome:
     errors: list[str]
 
 
+@dataclass
+class _Destination:
+    """Where one outputFiles entry goes, once its uploadCondition applies and its pattern is expanded."""
+
+    pattern: str
+    url: str  # the container URL as given (with its SAS, if any): never logged
+    path: str  # destination.container.path without surrounding '/'
+    container: ContainerClient
+
+
+def _destinations(
+    output_files: list[dict[str, Any]], env: dict[str, str], succeeded: bool, storage: StorageEndpoint | None,
+    outcome: UploadOutcome,
+):
+    """The entries to upload now (uploadCondition against the result), with their container clients; an entry
+    that cannot be uploaded (not loopback, bad URL) becomes an error in `outcome`."""
+    for spec in output_files:
+        condition = str(spec["uploadOptions"]["uploadCondition"]).lower()
+        if condition == "tasksuccess" and not succeeded or condition == "taskfailure" and succeeded:
+            continue
+        dest = spec["destination"]["container"]
+        url = dest["containerUrl"]
+        try:
+            _check_loopback(url, "FileUploadMiscError")
+            cred = _credential(dest.get("identityReference"), storage)
+        except TransferError as err:
+            outcome.errors.append(err.message)
+            continue
+        try:
+            container = _container(url, cred, storage)
+        except (AzureError, ValueError) as err:
+            outcome.errors.append(f"{redact(url)}: bad container URL ({type(err).__name__})")
+            continue
+        yield _Destination(expand_vars(spec["filePattern"], env), url, (dest.get("path") or "").strip("/"), container)
+
+
+def _upload(destination: _Destination, name: str, data: Any, source: str, size: int, outcome: UploadOutcome) -> None:
+    try:
+        destination.container.upload_blob(name, data, overwrite=True, max_concurrency=_CONCURRENCY)
+    except (AzureError, OSError) as err:
+        status = getattr(err, "status_code", None)
+        outcome.errors.append(
+            f"upload of {source} to {redact(destination.url)}/{name} failed"
+            f" ({type(err).__name__}{f' HTTP {status}' if status else ''})"
+        )
+        return
+    outcome.log.append(f"uploaded {source} -> {redact(destination.url)}/{name} ({size} bytes)")
+
+
 def upload_output_files(
     output_files: list[dict[str, Any]],
     wd: Path,
@@ -240,19 +290,8 @@ def upload_output_files(
     """
     outcome = UploadOutcome([], [])
     real_confine = Path(confine).resolve() if confine is not None else None
-    for spec in output_files:
-        condition = str(spec["uploadOptions"]["uploadCondition"]).lower()
-        if condition == "tasksuccess" and not succeeded or condition == "taskfailure" and succeeded:
-            continue
-        pattern = expand_vars(spec["filePattern"], env)
-        dest = spec["destination"]["container"]
-        url = dest["containerUrl"]
-        try:
-            _check_loopback(url, "FileUploadMiscError")
-            cred = _credential(dest.get("identityReference"), storage)
-        except TransferError as err:
-            outcome.errors.append(err.message)
-            continue
+    for dest in _destinations(output_files, env, succeeded, storage, outcome):
+        pattern = dest.pattern
         absolute = pattern if pattern.startswith("/") else os.path.normpath(os.path.join(wd, pattern))
         wildcard = glob.has_magic(pattern)
         matches = sorted(p for p in glob.glob(absolute, recursive=True) if os.path.isfile(p))
@@ -260,34 +299,61 @@ def upload_output_files(
             # Batch's agent uploads "all files matching" each pattern, a plain path included: no match is no error.
             outcome.log.append(f"pattern {pattern!r} matched no files")
             continue
-        dest_path = (dest.get("path") or "").strip("/")
         if wildcard:
             base_pattern = _pattern_base(pattern)
             base = base_pattern if pattern.startswith("/") else os.path.normpath(os.path.join(wd, base_pattern))
-        try:
-            container = _container(url, cred, storage)
-        except (AzureError, ValueError) as err:
-            outcome.errors.append(f"{redact(url)}: bad container URL ({type(err).__name__})")
-            continue
         for path in matches:
             if real_confine is not None and not Path(path).resolve().is_relative_to(real_confine):
                 outcome.errors.append(f"{path} is not on the node's disk under {confine} (a symlink out of it?)")
                 continue
             if wildcard:
                 rel = os.path.relpath(path, base)
-                name = f"{dest_path}/{rel}" if dest_path else rel
+                name = f"{dest.path}/{rel}" if dest.path else rel
             else:
-                name = dest_path or os.path.basename(path)
+                name = dest.path or os.path.basename(path)
             try:
                 with open(path, "rb") as fh:
-                    container.upload_blob(name, fh, overwrite=True, max_concurrency=_CONCURRENCY)
-            except (AzureError, OSError) as err:
-                status = getattr(err, "status_code", None)
-                outcome.errors.append(
-                    f"upload of {path} to {redact(url)}/{name} failed"
-                    f" ({type(err).__name__}{f' HTTP {status}' if status else ''})"
-                )
-                continue
-            outcome.log.append(f"uploaded {path} -> {redact(url)}/{name} ({os.path.getsize(path)} bytes)")
+                    _upload(dest, name, fh, path, os.path.getsize(path), outcome)
+            except OSError as err:  # unreadable or vanished before the upload
+                outcome.errors.append(f"upload of {path} to {redact(dest.url)}/{name} failed ({type(err).__name__})")
     return outcome
 
+
+def upload_placeholder_outputs(
+    output_files: list[dict[str, Any]],
+    wd: Path,
+    env: dict[str, str],
+    succeeded: bool,
+    storage: StorageEndpoint | None,
+    placeholder: Callable[[str], bytes],
+) -> UploadOutcome:
+    """For simulated nodes, where no command wrote anything: each entry whose pattern is a literal path (no
+    wildcard) is uploaded under the blob name a real file at that path would get — the file itself when it exists in
+    the task directory (stdout.txt, stderr.txt), else `placeholder(pattern)`; a wildcard pattern matches nothing.
+    Destinations, credentials and errors as in `upload_output_files`."""
+    outcome = UploadOutcome([], [])
+    task_dir = wd.resolve().parent
+    for dest in _destinations(output_files, env, succeeded, storage, outcome):
+        pattern = dest.pattern
+        if glob.has_magic(pattern):
+            outcome.log.append(f"pattern {pattern!r} matched no files (simulated node)")
+            continue
+        name = dest.path or os.path.basename(pattern)
+        path = Path(os.path.normpath(os.path.join(wd, pattern)))
+        if path.is_relative_to(task_dir) and path.is_file():
+            _upload(dest, name, path.read_bytes(), str(path), path.stat().st_size, outcome)
+        else:
+            data = placeholder(pattern)
+            _upload(dest, name, data, f"placeholder for {pattern}", len(data), outcome)
+    return outcome
+
+
+def record_uploads(task_dir: Path, outcome: UploadOutcome, failure: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Write the agent's upload logs beside stdout.txt, as Batch does (fileuploadout.txt, fileuploaderr.txt); an
+    upload error turns a success into a FileUploadMiscError failure. Returns the attempt's final failureInfo."""
+    task_dir.joinpath("fileuploadout.txt").write_text("".join(line + "\n" for line in outcome.log))
+    if outcome.errors:
+        task_dir.joinpath("fileuploaderr.txt").write_text("".join(line + "\n" for line in outcome.errors))
+        if failure is None:
+            return upload_failure(outcome.errors[0])
+    return failure

@@ -87,7 +87,22 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preempt-fraction", type=float, default=0.0, help="fraction of running tasks preempted once (0-1)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for fault injection and preemption")
+    parser.add_argument(
+        "--simulate",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run no processes: every task passes through Batch's states on simulated nodes and completes after "
+        "SECONDS; outputs with a literal filePattern are uploaded as small placeholder blobs",
+    )
+    parser.add_argument(
+        "--simulate-fail",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="with --simulate: this fraction of tasks fail with exit code 1 (chosen from --seed and the task's ids)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for fault injection, preemption and --simulate-fail")
     parser.add_argument(
         "--https", action="store_true", help="serve the Batch API and storage over TLS (a generated CA, ROOT/ca.pem)"
     )
@@ -258,6 +273,8 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         fail_status=args.fail_status,
         preempt_fraction=args.preempt_fraction,
         seed=args.seed,
+        simulate=args.simulate,
+        simulate_fail=args.simulate_fail,
         https=args.https or args.entra,
         node_image=args.node_image,
         node_network=args.node_network,

@@ -126,6 +126,8 @@ class ServiceConfig:
     fail_status: int = 503
     preempt_fraction: float = 0.0
     seed: int = 0
+    simulate: float | None = None  # seconds each task "runs" on simulated nodes (no process); None: real processes
+    simulate_fail: float = 0.0  # fraction of simulated tasks that fail (exit code 1), chosen by seed and task
     https: bool = False  # TLS on the Batch API and storage (a generated CA; see tls.py)
     entra: EntraConfig | None = None  # a local token authority and bearer tokens (implies https)
     node_image: Path | None = None  # a stock node image directory: nodes run in it (stock_backend); None: the host
@@ -150,6 +152,14 @@ class ServiceConfig:
             raise ConfigError(f"host {self.host!r}: the local service listens on loopback only; use 127.0.0.1")
         if not 0.0 <= self.fail_fraction <= 1.0 or not 0.0 <= self.preempt_fraction <= 1.0:
             raise ConfigError("--fail-fraction and --preempt-fraction must be between 0 and 1")
+        if self.simulate is not None and not 0.0 <= self.simulate < float("inf"):
+            raise ConfigError(f"--simulate {self.simulate}: give the seconds each task takes, 0 or more")
+        if not 0.0 <= self.simulate_fail <= 1.0:
+            raise ConfigError(f"--simulate-fail {self.simulate_fail}: give a fraction between 0 and 1")
+        if self.simulate_fail and self.simulate is None:
+            raise ConfigError("--simulate-fail needs --simulate SECONDS (it applies to simulated tasks only)")
+        if self.simulate is not None and self.node_image is not None:
+            raise ConfigError("--simulate runs no processes, so --node-image has nothing to run: give one of them")
         if self.active_job_quota < 0:
             raise ConfigError(f"--active-job-quota {self.active_job_quota}: give 0 (no limit) or a positive number")
         if self.fail_status not in (429, 500, 503):

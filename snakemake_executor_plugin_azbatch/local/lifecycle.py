@@ -80,8 +80,7 @@ class TaskLifecycle:
 
     def assign(self, job: JobRecord, task: TaskRecord, node: NodeRecord) -> None:
         """Start an attempt of an active task on a node whose free slots fit it."""
-        node.take_slots(task.ref, task.required_slots)
-        task.node = node
+        task.take_node(node)
         task.kill_reason = None
         task.attempt += 1
         task.launched = False
@@ -99,6 +98,7 @@ class TaskLifecycle:
             prep = job.prep_by_node.get(node.id)
             if prep is None or not prep.done:
                 task.set_state("preparing")
+                job.waiting_for_prep.setdefault(node.id, {})[task.key] = task
                 if prep is None:
                     self._start_preparation(job, node)
                 return  # launched (or sent back to active) by _after_preparation
@@ -419,7 +419,8 @@ class TaskLifecycle:
     def _after_preparation(self, job: JobRecord, node: NodeRecord, rec: PrepRecord) -> None:
         """Launch the tasks that waited on this node for the preparation task, or — when it failed and they must
         wait for success — send them back to `active` for other nodes (this node is now excluded for the job)."""
-        waiting = [t for t in job.tasks.values() if t.node is node and t.state == "preparing" and not t.launched]
+        candidates = job.waiting_for_prep.pop(node.id, {}).values()
+        waiting = [t for t in candidates if t.node is node and t.state == "preparing" and not t.launched]
         for task in sorted(waiting, key=lambda t: t.seq):
             if not task.holds_node:
                 continue
@@ -457,7 +458,7 @@ class TaskLifecycle:
         """onAllTasksComplete=terminatejob: terminate once every task completed."""
         if job.state != "active" or job.rest.get("onAllTasksComplete") != "terminatejob":
             return
-        if all(t.state == "completed" for t in job.tasks.values()):
+        if job.all_tasks_completed():
             self.begin_terminate(job, "AllTasksComplete")
 
     def advance_finishing(self, job: JobRecord) -> None:

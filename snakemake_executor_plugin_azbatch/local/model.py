@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -337,19 +339,14 @@ class BatchState:
 
     def job_task_counts(self, job_id: str) -> dict:
         with self.records.lock:
-            job = self._job(job_id)
-            counts = dict.fromkeys(("active", "running", "completed", "succeeded", "failed"), 0)
-            slots = dict(counts)
-            for task in job.tasks.values():
-                n = task.required_slots
-                bucket = "running" if task.state == "preparing" else task.state
-                counts[bucket] += 1
-                slots[bucket] += n
-                if task.state == "completed":
-                    result = "succeeded" if task.rest["executionInfo"].get("result") == "success" else "failed"
-                    counts[result] += 1
-                    slots[result] += n
-            return {"taskCounts": counts, "taskSlotCounts": slots}
+            book = self._job(job_id).book  # kept up to date by every transition: no scan of the tasks
+
+            def shape(counter: Counter[str]) -> dict[str, int]:
+                counts = {name: counter[name] for name in ("active", "running", "completed", "succeeded", "failed")}
+                counts["running"] += counter["preparing"]  # Batch has no preparing count: such tasks run
+                return counts
+
+            return {"taskCounts": shape(book.tasks), "taskSlotCounts": shape(book.slots)}
 
     def job_prep_release_status(self, job_id: str) -> list[dict]:
         with self.records.lock:
@@ -397,7 +394,7 @@ class BatchState:
         )
         touch(rest)
         task = TaskRecord(job.key, task_id.lower(), next(self._task_seq), rest)
-        job.tasks[task.key] = task
+        job.add_task(task)
         return task
 
     def add_task(self, job_id: str, body: dict) -> dict:
@@ -438,9 +435,19 @@ class BatchState:
             return copy.deepcopy(self._task(job_id, task_id)[1].rest)
 
     def list_tasks(self, job_id: str) -> list[dict]:
+        """Copies of every task of the job, in submission order."""
+        return self.list_task_page(job_id, lambda rests: (rests, False))[0]
+
+    def list_task_page(
+        self, job_id: str, cut: Callable[[list[dict]], tuple[list[dict], Any]]
+    ) -> tuple[list[dict], Any]:
+        """`cut(the live task dicts, in submission order)` runs under the lock and returns (chosen dicts, anything
+        else); this returns copies of the chosen ones and the rest. A page of a 20,000-task job copies the page,
+        not every task. `cut` only reads."""
         with self.records.lock:
             job = self._job(job_id)
-            return [copy.deepcopy(t.rest) for t in sorted(job.tasks.values(), key=lambda t: t.seq)]
+            chosen, extra = cut([t.rest for t in job.tasks.values()])  # dict order is submission order
+            return [copy.deepcopy(rest) for rest in chosen], extra
 
     def terminate_task(self, job_id: str, task_id: str) -> None:
         with self.records.lock:
@@ -452,7 +459,7 @@ class BatchState:
             task.deleted = True
             if task.state in ("running", "preparing"):
                 self.lifecycle.kill(task, "deleted")
-            del job.tasks[task.key]
+            job.remove_task(task)
             self.lifecycle.maybe_complete_job(job)
             self.records.changed.notify_all()
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import containers
-from .blob_transfer import TransferError, download_resource_files, redact_text, upload_output_files
+from .blob_transfer import TransferError, download_resource_files, record_uploads, redact_text, upload_output_files
 from .config import ServiceConfig
 from .execution import (
     AttemptRef,
@@ -39,7 +39,7 @@ from .execution import (
     TaskAttempt,
 )
 from .node_layout import NodeLayout, app_package_env_name, merge_settings, user_identity_name
-from .task_outcomes import exit_code_of, node_error, upload_failure
+from .task_outcomes import exit_code_of, node_error
 
 ProcessKey = AttemptRef | JobTaskRef | StartTaskRef
 
@@ -319,14 +319,10 @@ class NodeAgent:
             return
         exit_code, failure = verdict
         outputs = spec.get("outputFiles") or []
-        upload = upload_output_files(outputs, tdir / "wd", env, failure is None, self.config.storage,
-                                     confine=node.root if self.confine_outputs else None)
         if outputs:
-            (tdir / "fileuploadout.txt").write_text("".join(line + "\n" for line in upload.log))
-            if upload.errors:
-                (tdir / "fileuploaderr.txt").write_text("".join(line + "\n" for line in upload.errors))
-        if upload.errors and failure is None:
-            failure = upload_failure(upload.errors[0])
+            upload = upload_output_files(outputs, tdir / "wd", env, failure is None, self.config.storage,
+                                         confine=node.root if self.confine_outputs else None)
+            failure = record_uploads(tdir, upload, failure)
         events.attempt_completed(attempt.ref, exit_code, failure)
 
     # ------------------------------------------------------------------ job preparation / release, start tasks

@@ -22,8 +22,12 @@ MAX_RESULTS = 1000
 
 
 def sort_key(item: dict[str, Any]) -> list[str]:
-    created = parse_iso(str(item.get("creationTime", "")))
-    stamp = created.strftime("%Y-%m-%dT%H:%M:%S.%f") if created else ""
+    created_text = str(item.get("creationTime", ""))
+    if len(created_text) == 27 and created_text[-1] == "Z" and created_text[10] == "T":
+        stamp = created_text[:-1]  # the service's own shape (iso_now) is already the key: no parsing per item
+    else:
+        created = parse_iso(created_text)
+        stamp = created.strftime("%Y-%m-%dT%H:%M:%S.%f") if created else ""
     ident = (
         item.get("id") or item.get("name") or item.get("nodeId") or item.get("poolId")
         or item.get("nodeAgentSKUId") or ""
@@ -51,24 +55,43 @@ def _max_results(request: Request) -> int:
     return value
 
 
-def listing(request: Request, items: list[dict[str, Any]], metadata_name: str) -> Response:
-    """Filter, order, page and project a list; `odata.nextLink` is absolute and carries `$skiptoken`."""
+def cut_page(request: Request, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The page a list request asks for — `$filter`, order, `$skiptoken`, `maxresults` — and whether more follow.
+    Only reads the items, so a model can cut a page from its live records and copy just that page."""
     max_results = _max_results(request)
     filter_text = request.query.get("$filter")
+    predicate = None
     if filter_text:
         try:
             predicate = parse_filter(filter_text)
         except ODataError as exc:
             raise query_error("$filter", filter_text, str(exc)) from None
-        items = [item for item in items if predicate(item)]
+    select = request.query.get("$select")
+    if select:
+        select_names(select)  # checked before $skiptoken, so errors come in the same order on every page
+    token = request.query.get("$skiptoken")
+    after = decode_token(token) if token else None
+    # The cheaper cut first: past the $skiptoken (later pages get cheaper), else the $filter (a status poll
+    # for the few tasks that changed computes few keys).
+    if after is not None:
+        keyed = [(key, item) for item in items if (key := sort_key(item)) > after]
+        if predicate is not None:
+            keyed = [pair for pair in keyed if predicate(pair[1])]
+    else:
+        keyed = [(sort_key(item), item) for item in items if predicate is None or predicate(item)]
+    keyed.sort(key=lambda pair: pair[0])
+    return [item for _, item in keyed[:max_results]], len(keyed) > max_results
+
+
+def listing(request: Request, items: list[dict[str, Any]], metadata_name: str) -> Response:
+    """Filter, order, page and project a list; `odata.nextLink` is absolute and carries `$skiptoken`."""
+    return render_page(request, *cut_page(request, items), metadata_name)
+
+
+def render_page(request: Request, page: list[dict[str, Any]], more: bool, metadata_name: str) -> Response:
+    """A page from `cut_page` as the list response: `$select` applied, `odata.nextLink` when more follow."""
     select = request.query.get("$select")
     names = select_names(select) if select else None
-    items = sorted(items, key=sort_key)
-    token = request.query.get("$skiptoken")
-    if token:
-        after = decode_token(token)
-        items = [item for item in items if sort_key(item) > after]
-    page, more = items[:max_results], len(items) > max_results
     payload: dict[str, Any] = {
         "odata.metadata": request.metadata(metadata_name),
         "value": [apply_select(item, names) if names else item for item in page],

@@ -56,7 +56,7 @@ class PoolManager:
         layout = NodeLayout(pool.id, node_id, self.nodes_root / pool.id / node_id)
         now = iso_now()
         node = NodeRecord(layout, index, pool.slots, now, now, dedicated=dedicated, start_task=pool.start_task)
-        pool.nodes.append(node)
+        pool.add_node(node)
         if self.started:
             self.backend.start_node(layout)
         return node
@@ -227,7 +227,7 @@ class PoolManager:
                 if node.leaving in ("requeue", "terminate"):
                     self._stop_tasks(node, "requeued" if node.leaving == "requeue" else "terminated")
         for node in [n for n in pool.nodes if n.leaving is not None and not self._busy(n)]:
-            pool.nodes.remove(node)
+            pool.remove_node(node)
         if any(n.leaving is not None for n in pool.nodes):
             return
         if pool.state == "deleting":

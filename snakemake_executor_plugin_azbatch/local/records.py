@@ -2,6 +2,11 @@
 
 A record keeps its REST dict (`rest`, shaped like the Batch REST API) plus what the service needs beside it. All
 records are guarded by `Records.lock`; nothing here takes it, callers hold it.
+
+Beside the records, indexes kept up to date by the transitions themselves, so that nothing done per task or per
+request scans every task or node (a pool of thousands of nodes, a job of 20,000 tasks): each pool's nodes by
+free slots (`FreeSlotIndex`, for placement), and each job's `TaskBook` (tasks and slots per state and result, tasks
+holding a node, active tasks queued by requiredSlots and submission order).
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from sortedcontainers import SortedDict, SortedKeyList
 
 from .node_layout import NodeLayout
 from .timestamps import iso_now, new_etag
@@ -32,7 +41,49 @@ def move_state(rest: dict[str, Any], state: str) -> None:
     touch(rest)
 
 
-@dataclass
+class FreeSlotIndex:
+    """A pool's nodes by free slots, then node index: the placement walks in O(log n) to the first candidate.
+
+    It holds every node of the pool, whatever its state; whether a node may take tasks now (`NodeRecord.schedulable`,
+    a job's exclusions) changes in many places, so placement checks it on the nodes it walks instead of the index
+    tracking it."""
+
+    def __init__(self) -> None:
+        self._by_free: SortedDict = SortedDict()  # free slots → nodes sorted by index
+
+    def add(self, node: NodeRecord, free: int) -> None:
+        self._by_free.setdefault(free, SortedKeyList(key=_node_index)).add(node)
+
+    def discard(self, node: NodeRecord, free: int) -> None:
+        bucket = self._by_free.get(free)
+        if bucket is not None and node in bucket:
+            bucket.remove(node)
+            if not bucket:
+                del self._by_free[free]
+
+    def move(self, node: NodeRecord, old_free: int, new_free: int) -> None:
+        self.discard(node, old_free)
+        self.add(node, new_free)
+
+    def max_free(self) -> int:
+        return self._by_free.peekitem(-1)[0] if self._by_free else 0
+
+    def spreading(self, required: int) -> Iterator[NodeRecord]:
+        """Nodes that fit `required`, most free slots first (the lowest index among equals)."""
+        for free in self._by_free.irange(minimum=required, reverse=True):
+            yield from self._by_free[free]
+
+    def packing(self, required: int) -> Iterator[NodeRecord]:
+        """Nodes that fit `required`, fullest first (the lowest index among equals)."""
+        for free in self._by_free.irange(minimum=required):
+            yield from self._by_free[free]
+
+
+def _node_index(node: NodeRecord) -> int:
+    return node.index
+
+
+@dataclass(eq=False)
 class NodeRecord:
     layout: NodeLayout
     index: int
@@ -50,6 +101,7 @@ class NodeRecord:
     running_tasks: set = field(default_factory=set)  # {(job_key, task_key)}
     total_tasks_run: int = 0
     total_tasks_succeeded: int = 0
+    slot_index: FreeSlotIndex | None = None  # the index of the pool the node belongs to
 
     @property
     def id(self) -> str:
@@ -66,6 +118,12 @@ class NodeRecord:
     @property
     def free_slots(self) -> int:
         return self.slots - self.used_slots
+
+    def _use(self, slots: int) -> None:
+        before = self.free_slots
+        self.used_slots += slots
+        if self.slot_index is not None:
+            self.slot_index.move(self, before, self.free_slots)
 
     @property
     def waits_for_start_task(self) -> bool:
@@ -102,21 +160,23 @@ class NodeRecord:
         if not self.running_tasks:
             self.state_transition_time = iso_now()
         self.running_tasks.add(ref)
-        self.used_slots += slots
+        self._use(slots)
         self.total_tasks_run += 1
 
-    def free_slots_of(self, ref: tuple[str, str], slots: int, succeeded: bool | None) -> None:
+    def free_slots_of(self, ref: tuple[str, str], slots: int, succeeded: bool | None) -> bool:
+        """Free the slots `ref` holds; False when it held none."""
         if ref not in self.running_tasks:
-            return
+            return False
         self.running_tasks.discard(ref)
-        self.used_slots -= slots
+        self._use(-slots)
         if succeeded:
             self.total_tasks_succeeded += 1
         if not self.running_tasks:
             self.state_transition_time = iso_now()
+        return True
 
 
-@dataclass
+@dataclass(eq=False)
 class PoolRecord:
     """A pool: its creation body (`spec`), targets, allocation state, autoscale settings and its nodes."""
 
@@ -147,6 +207,8 @@ class PoolRecord:
     samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # autoscale samples (epoch, value)
     last_sample: float = 0.0  # monotonic
     next_node_index: int = 0
+    nodes_by_id: dict[str, NodeRecord] = field(default_factory=dict)  # lower-cased node id → node
+    free_index: FreeSlotIndex = field(default_factory=FreeSlotIndex)
 
     def __post_init__(self) -> None:
         self.state_transition_time = self.state_transition_time or self.creation_time
@@ -162,8 +224,67 @@ class PoolRecord:
             self.allocation_state = state
             self.allocation_state_transition_time = iso_now()
 
+    def add_node(self, node: NodeRecord) -> None:
+        node.slot_index = self.free_index
+        self.nodes.append(node)
+        self.nodes_by_id[node.id.lower()] = node
+        self.free_index.add(node, node.free_slots)
 
-@dataclass
+    def remove_node(self, node: NodeRecord) -> None:
+        self.nodes.remove(node)
+        self.nodes_by_id.pop(node.id.lower(), None)
+        self.free_index.discard(node, node.free_slots)
+        node.slot_index = None
+
+    def place(self, required_slots: int, accepts: Callable[[NodeRecord], bool]) -> NodeRecord | None:
+        """The node a task needing `required_slots` goes to (spread or pack) among those `accepts` takes, None when
+        none fits. The index holds every node of the pool; nodes that cannot take tasks now (starting, start task
+        pending or failed, leaving, preempted, excluded for the job) are skipped as the walk meets them."""
+        candidates = self.free_index.packing(required_slots) if self.node_fill_type == "pack" \
+            else self.free_index.spreading(required_slots)
+        return next((node for node in candidates if node.schedulable and accepts(node)), None)
+
+
+class TaskBook:
+    """One job's tasks in numbers kept as they change: tasks and slots per state and per result of completed ones
+    (the task counts), how many hold a node's slots, and the active ones queued for placement, per requiredSlots
+    value, by submission order."""
+
+    def __init__(self) -> None:
+        self.tasks: Counter[str] = Counter()  # state, "succeeded", "failed" → tasks
+        self.slots: Counter[str] = Counter()  # the same → slots
+        self.holding = 0
+        self.queues: dict[int, SortedDict] = {}  # requiredSlots → {seq: active TaskRecord}
+
+    def add(self, task: TaskRecord) -> None:
+        self._count(task, task.state, 1)
+
+    def remove(self, task: TaskRecord) -> None:
+        if task.holds_node:
+            self.holding -= 1
+        self._count(task, task.state, -1)
+
+    def moved(self, task: TaskRecord, old: str, new: str) -> None:
+        self._count(task, old, -1)
+        self._count(task, new, 1)
+
+    def _count(self, task: TaskRecord, state: str, sign: int) -> None:
+        slots = task.required_slots
+        self.tasks[state] += sign
+        self.slots[state] += sign * slots
+        if state == "completed":  # final: its result never changes afterwards
+            result = "succeeded" if task.rest["executionInfo"].get("result") == "success" else "failed"
+            self.tasks[result] += sign
+            self.slots[result] += sign * slots
+        elif state == "active":
+            queue = self.queues.setdefault(slots, SortedDict())
+            if sign > 0:
+                queue[task.seq] = task
+            else:
+                queue.pop(task.seq, None)
+
+
+@dataclass(eq=False)
 class TaskRecord:
     job_key: str
     key: str
@@ -175,6 +296,8 @@ class TaskRecord:
     kill_reason: str | None = None  # "terminated" | "preempted" | "deleted"
     preempt_planned: bool = False
     deleted: bool = False
+    book: TaskBook | None = None  # its job's, while the task belongs to the job
+
 
     @property
     def state(self) -> str:
@@ -193,11 +316,21 @@ class TaskRecord:
         return self.node is not None and self.ref in self.node.running_tasks
 
     def set_state(self, state: str) -> None:
+        old = self.rest["state"]
         move_state(self.rest, state)
+        if self.book is not None and old != state:
+            self.book.moved(self, old, state)
+
+    def take_node(self, node: NodeRecord) -> None:
+        node.take_slots(self.ref, self.required_slots)
+        self.node = node
+        if self.book is not None:
+            self.book.holding += 1
 
     def free_node(self, succeeded: bool | None = None) -> None:
-        if self.node is not None:
-            self.node.free_slots_of(self.ref, self.required_slots, succeeded)
+        if self.node is not None and self.node.free_slots_of(self.ref, self.required_slots, succeeded):
+            if self.book is not None:
+                self.book.holding -= 1
 
 
 @dataclass
@@ -212,12 +345,14 @@ class PrepRecord:
     run: int = 0  # numbers the runs, so a late report about an earlier run is ignored
 
 
-@dataclass
+@dataclass(eq=False)
 class JobRecord:
     key: str
     rest: dict[str, Any]
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
     prep_by_node: dict[str, PrepRecord] = field(default_factory=dict)  # node id → record
+    waiting_for_prep: dict[str, dict[str, TaskRecord]] = field(default_factory=dict)  # node id → tasks preparing
+    book: TaskBook = field(default_factory=TaskBook)
     deleted: bool = False
     releasing: bool = False  # release tasks were started (terminating or deleting)
     created_monotonic: float = field(default_factory=time.monotonic)  # for the job's maxWallClockTime
@@ -237,8 +372,22 @@ class JobRecord:
     def set_state(self, state: str) -> None:
         move_state(self.rest, state)
 
+    def add_task(self, task: TaskRecord) -> None:
+        self.tasks[task.key] = task
+        task.book = self.book
+        self.book.add(task)
+
+    def remove_task(self, task: TaskRecord) -> None:
+        """The task leaves the job (deleted); an attempt still ending frees its node without counting here."""
+        del self.tasks[task.key]
+        self.book.remove(task)
+        task.book = None
+
     def has_running_tasks(self) -> bool:
-        return any(task.holds_node for task in self.tasks.values())
+        return self.book.holding > 0
+
+    def all_tasks_completed(self) -> bool:
+        return self.book.tasks["completed"] == len(self.tasks)
 
     def excludes_node(self, node_id: str) -> bool:
         """Batch: once the job preparation task (waitForSuccess) has failed on a node, that node runs none of the
@@ -263,10 +412,7 @@ class Records:
 
     def find_node(self, pool_key: str, node_id: str) -> NodeRecord | None:
         pool = self.pools.get(pool_key.lower())
-        for node in pool.nodes if pool else []:
-            if node.id.lower() == node_id.lower():
-                return node
-        return None
+        return pool.nodes_by_id.get(node_id.lower()) if pool else None
 
     def live_task(self, job_key: str, task_key: str) -> TaskRecord | None:
         job = self.jobs.get(job_key)

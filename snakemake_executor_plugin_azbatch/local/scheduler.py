@@ -10,12 +10,13 @@ A job's constraints.maxWallClockTime (from creation) terminates it with reason M
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Callable
 
 from .lifecycle import TaskLifecycle
-from .records import JobRecord, PoolRecord, Records, TaskRecord
+from .records import JobRecord, PoolRecord, Records
 from .timestamps import duration_seconds
 
 TICK_SECONDS = 0.5  # the longest a change can wait to be acted on if nobody signals it
@@ -61,29 +62,39 @@ class Scheduler:
             self._place(pool)
 
     def _place(self, pool: PoolRecord) -> None:
-        candidates: list[tuple[int, int, JobRecord, TaskRecord]] = []
-        running_per_job: dict[str, int] = {}
+        """Place active tasks in (job priority, submission order), skipping those that do not fit (backfill).
+
+        Each job keeps its active tasks queued per requiredSlots value (`TaskBook.queues`), so the next candidate
+        is the best head of a few queues (a heap) and the node comes from the pool's free-slot index: the cost
+        is the number of tasks placed, not the number waiting. Free slots only shrink during a round, so a queue
+        whose head finds no node is done for this round, as is a job at its maxParallelTasks."""
+        if pool.free_index.max_free() <= 0:
+            return
+        heads: list[tuple[int, int, int, str]] = []  # (-job priority, seq of the queue's head, slots, job key)
+        jobs: dict[str, JobRecord] = {}
+        running: dict[str, int] = {}
         for job in self.records.jobs.values():
             if job.deleted or job.state != "active" or job.pool_key != pool.id.lower():
                 continue
-            running_per_job[job.key] = sum(1 for t in job.tasks.values() if t.state in ("running", "preparing"))
-            for task in job.tasks.values():
-                if task.state == "active" and not task.deleted:
-                    candidates.append((-int(job.rest.get("priority") or 0), task.seq, job, task))
-        candidates.sort(key=lambda c: c[:2])
-        for _, _, job, task in candidates:
+            jobs[job.key] = job
+            running[job.key] = job.book.tasks["running"] + job.book.tasks["preparing"]
+            for slots, queue in job.book.queues.items():
+                if queue:
+                    heads.append((-int(job.rest.get("priority") or 0), queue.peekitem(0)[0], slots, job.key))
+        heapq.heapify(heads)
+        while heads:
+            neg_priority, seq, slots, job_key = heapq.heappop(heads)
+            job = jobs[job_key]
             limit = job.rest.get("maxParallelTasks", -1)
-            if limit is not None and limit >= 0 and running_per_job[job.key] >= limit:
+            if job.state != "active" or limit is not None and 0 <= limit <= running[job_key]:
                 continue
-            fitting = [
-                n for n in pool.nodes
-                if n.schedulable and n.free_slots >= task.required_slots and not job.excludes_node(n.id)
-            ]  # fmt: skip
-            if not fitting:
+            node = pool.place(slots, lambda n: not job.excludes_node(n.id))
+            if node is None:
                 continue
-            if pool.node_fill_type == "pack":
-                node = min(fitting, key=lambda n: (n.free_slots, n.index))
-            else:
-                node = max(fitting, key=lambda n: (n.free_slots, -n.index))
-            self.lifecycle.assign(job, task, node)
-            running_per_job[job.key] += 1
+            queue = job.book.queues[slots]
+            task = queue.get(seq)
+            if task is not None:
+                self.lifecycle.assign(job, task, node)  # the task leaves the active queue
+                running[job_key] += 1
+            if queue and queue.peekitem(0)[0] != seq:
+                heapq.heappush(heads, (neg_priority, queue.peekitem(0)[0], slots, job_key))

@@ -32,8 +32,13 @@ METRICS_PATH = "/_local/metrics"
 
 
 def make_backend(config: ServiceConfig) -> "ExecutionBackend":
-    """The execution backend the model drives (see `execution` for the protocol): nodes in the stock node image
-    with --node-image, else processes on the host. ConfigError (one line) when the backend cannot work here."""
+    """The execution backend the model drives (see `execution` for the protocol): simulated nodes with
+    --simulate, nodes in the stock node image with --node-image, else processes on the host. ConfigError (one line)
+    when the backend cannot work here."""
+    if config.simulate is not None:
+        from .simulated_backend import SimulatedBackend
+
+        return SimulatedBackend(config)
     if config.node_image is not None:
         from .stock_backend import StockNodeBackend
 

@@ -20,6 +20,16 @@ def retry_kwargs() -> dict:
     return {"retry_total": 10, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
 
 
+def preflight_kwargs(storage: bool = False) -> dict:
+    """Per-request options for preflight checks: an unreachable endpoint is reported within seconds (a short
+    connect timeout, short back-off) instead of after the run's ~90 s of retries. Storage's own retry policy
+    waits 15 s and more between attempts and takes no back-off option, so there a refused connection is not
+    retried at all."""
+    if storage:
+        return {"retry_total": 2, "retry_connect": 0, "connection_timeout": 5}
+    return {"retry_total": 2, "retry_connect": 1, "retry_backoff_max": 2, "connection_timeout": 5}
+
+
 def enum_text(value) -> str:
     """SDK enums print as 'batchpoolstate.active'; the wire value is what we compare."""
     return str(getattr(value, "value", value) or "").lower()

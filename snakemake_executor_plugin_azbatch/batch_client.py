@@ -19,7 +19,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from .azure_sdk import enum_text, error_code, error_text, redact, retry_kwargs
+from .azure_sdk import enum_text, error_code, error_text, preflight_kwargs, redact, retry_kwargs
 from .config import Config
 from .settings import SettingsError
 from .credentials import explained
@@ -66,6 +66,10 @@ class BatchServiceError(Exception):
     """A Batch request failed; one line, no secrets."""
 
 
+class JobQuotaReached(BatchServiceError):
+    """409 ActiveJobAndScheduleQuotaReached: the account holds as many active jobs as it may (job_quota.py waits)."""
+
+
 @dataclass(frozen=True)
 class PoolInfo:
     id: str
@@ -76,6 +80,7 @@ class PoolInfo:
     autoscale: bool
     warnings: tuple[str, ...] = ()
     container_enabled: bool = False  # virtualMachineConfiguration.containerConfiguration is set
+    vm_size: str | None = None
     image: tuple[str, str, str] | None = None  # imageReference (publisher, offer, sku), when it names one
 
     def container_problem(self, rule: str, image: str | None) -> str | None:
@@ -113,7 +118,7 @@ class BatchService:
         """The pool exists, is active and has (or can get) nodes; raises SettingsError with one line otherwise."""
         try:
             with explained(f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key)):
-                pool = self.client.get_pool(pool_id)
+                pool = self.client.get_pool(pool_id, **preflight_kwargs())
         except SettingsError:
             raise
         except ResourceNotFoundError:
@@ -181,7 +186,41 @@ class BatchService:
         ref = getattr(vm, "image_reference", None)
         parts = tuple(str(getattr(ref, name, None) or "") for name in ("publisher", "offer", "sku"))
         image = parts if all(parts) else None
-        return PoolInfo(pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers, image)
+        return PoolInfo(
+            pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers, pool.vm_size or None, image
+        )
+
+    # ---- pools the run creates (pool_creation.py builds the body) ---------------------------------------------
+    def pool_exists(self, pool_id: str) -> bool:
+        try:
+            self.client.get_pool(pool_id, select=["id"])
+            return True
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as e:
+            raise SettingsError(f"azbatch: cannot read pool {pool_id!r}: {error_text(e)}") from None
+
+    def create_pool(self, body: dict) -> None:
+        try:
+            self.client.create_pool(body)
+        except ResourceExistsError:
+            pass  # a retried create after a lost response
+        except HttpResponseError as e:
+            hint = ""
+            if e.status_code == 403:
+                hint = (" (creating pools needs the Azure Batch Data Contributor role on the Batch account; Azure "
+                        "Batch Job Submitter is not enough)")
+            raise SettingsError(f"azbatch: creating pool {body['id']!r} failed: {error_text(e)}{hint}") from None
+
+    def delete_pool(self, pool_id: str) -> None:
+        """Deletes the pool; waits up to a minute for it to be gone (Batch goes on removing nodes after that)."""
+        try:
+            self.client.begin_delete_pool(pool_id, polling_interval=1).result(timeout=60)
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as e:
+            if error_code(e) != "PoolBeingDeleted":
+                raise BatchServiceError(f"azbatch: deleting pool {pool_id} failed: {error_text(e)}") from None
 
     def missing_applications(self, packages) -> list[str]:
         """NAME[:VERSION] of each application package (config.AppPackage) the account does not have."""
@@ -202,10 +241,11 @@ class BatchService:
     def create_job(self, body: dict) -> None:
         try:
             self.client.create_job(body)
-        except ResourceExistsError:
-            pass  # a retried create after a lost response
         except HttpResponseError as e:
-            raise BatchServiceError(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
+            if isinstance(e, ResourceExistsError) and error_code(e) in ("JobExists", ""):
+                return  # a retried create after a lost response
+            kind = JobQuotaReached if error_code(e) == "ActiveJobAndScheduleQuotaReached" else BatchServiceError
+            raise kind(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
 
     def terminate_job(self, job_id: str, reason: str = "snakemake run ended") -> None:
         """Terminates the job, which terminates its running tasks; waits until it is completed."""
@@ -217,6 +257,13 @@ class BatchService:
         except HttpResponseError as e:
             if error_code(e) not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
                 raise BatchServiceError(f"azbatch: terminating Batch job {job_id} failed: {error_text(e)}") from None
+
+    def list_active_jobs(self, query: str, select: list[str]) -> list[Any]:
+        """One paged list of jobs (crash recovery looks for earlier runs' jobs with it)."""
+        try:
+            return list(self.client.list_jobs(filter=query, select=select))
+        except HttpResponseError as e:
+            raise BatchServiceError(f"azbatch: listing active Batch jobs failed: {error_text(e)}") from None
 
     def delete_job(self, job_id: str) -> None:
         try:

@@ -22,17 +22,24 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import task_spec
+from . import pool_creation, recovery, resource_check, task_spec, vm_sizes
 from .azure_sdk import enum_text, error_text, redact
+from .job_quota import create_job_waiting
+from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .bootstrap.wheelhouse import WheelhouseError
 from .config import Config, resolve
+from .polling import AdaptiveInterval, default_maximum
 from .node_health import NodeHealth
 from .node_setup import NodeSetup
 from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
 from .settings import SettingsError
-from .staging import BlobLayout, NodePaths, Staging, StagingError
+from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
+from .staging.manifest import stage_manifest
+from .staging.node_helper import READ_URL_VARIABLE
+from .staging.sources_archive import PreparedSources, stage_sources
+from .submission import submit_in_parallel
 from .credentials import explain
 
 STATE_DIR = Path(".snakemake") / "azbatch"
@@ -56,6 +63,8 @@ class Executor(RemoteExecutor):
     status_rounds = 0
     completed_since: dict = {}  # Batch job id -> lower bound for the next round's completed-task filter
     reporting: RunReporting | None = None
+    created_pool: str | None = None  # the pool this run created (pool_creation), deleted at the end unless kept
+    poll_interval: AdaptiveInterval | None = None
 
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
@@ -73,19 +82,24 @@ class Executor(RemoteExecutor):
         self.snakemake_version = snakemake.__version__
         self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
+        self.workflow_key = recovery.workflow_key(self.workdir)
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id
         self.pools: dict[str, PoolInfo] = {}
-        self.common_files: list[dict] | None = None  # sources and extra resource files, staged once per run
+        self.run_sources: PreparedSources | None = None  # the sources archive, staged once per run
+        self.manifests: dict[int, str] = {}  # id(job) -> sha256 of its input manifest, while its task is built
         self._submit_lock = threading.Lock()
         self._finalized = False
         self.completed_since = {}
         self._sigterm_installed = False
+        self._threads_warned: set[tuple[str, str]] = set()
         interval = self.config.status_interval
         if interval is None:
             snakemake_interval = float(self.workflow.remote_execution_settings.seconds_between_status_checks or 0)
             # A loopback account is the local service: rounds are cheap there, and quick feedback matters.
             interval = 1.0 if is_loopback(self.config.account_url) else max(1.0, snakemake_interval)
         self.next_seconds_between_status_checks = interval
+        maximum = self.config.status_interval_max or default_maximum(interval)
+        self.poll_interval = AdaptiveInterval(interval, maximum)
         self.reporting = RunReporting(  # live progress and the run report (run_report/, progress.py)
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
@@ -98,6 +112,10 @@ class Executor(RemoteExecutor):
         self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR)
         if len(self.workflow.dag) > 0:
             self.preflight()
+            recovery.end_earlier_runs(
+                self.batch, self.workflow_key, self.run_token,
+                keep=self.config.keep_orphans, delete=not self.config.keep_job, logger=self.logger,
+            )
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _credential_factory(self):
@@ -107,18 +125,57 @@ class Executor(RemoteExecutor):
             return self._credential
 
     def preflight(self) -> None:
-        """Credentials, pools and storage are checked before anything is created."""
-        self.pool_info(self.config.pool_id)
-        self.check_rules_fit_their_pools()
-        self.node_setup.check(list(self.pools.values()))
-        if self.config.bootstrap == "app-package":
-            self.node_setup.check_applications(self.batch.missing_applications(self.config.application_packages))
-        self.staging.preflight()
-        self._preparation_task(self.pools[self.config.pool_id.lower()])  # bootstrap files made and staged now
-
-    def _preparation_task(self, pool: PoolInfo) -> dict | None:
+        """Credentials, pools and storage are checked before anything else is created; a pool created here is
+        deleted again when a later check fails."""
+        self.create_pool_if_asked()
         try:
-            return self.node_setup.preparation_task(pool)
+            self.pool_info(self.config.pool_id)
+            self.check_rules_fit_their_pools()
+            self.node_setup.check(list(self.pools.values()))
+            if self.config.bootstrap == "app-package":
+                self.node_setup.check_applications(self.batch.missing_applications(self.config.application_packages))
+            self.staging.preflight()
+            self._preparation_task(self.pools[self.config.pool_id.lower()])  # bootstrap files made and staged now
+        except BaseException:
+            self.delete_created_pool()
+            raise
+
+    def create_pool_if_asked(self) -> None:
+        creation, pool_id = self.config.pool_creation, self.config.pool_id
+        if creation is None:
+            return
+        if self.batch.pool_exists(pool_id):
+            self.logger.info(f"azbatch: pool {pool_id} exists; it is used as it is (never resized or deleted)")
+            return
+        prices = self.config.price_node_hour
+        self.logger.info(pool_creation.describe(creation, pool_id, prices.dedicated if prices else None,
+                                                prices.low_priority if prices else None))
+        images = (self.config.container_image,) if creation.containers and self.config.container_image else ()
+        self.batch.create_pool(pool_creation.pool_body(creation, pool_id, images))
+        self.created_pool = pool_id
+
+    def delete_created_pool(self) -> None:
+        """Never a pool the run did not create; kept with --azbatch-keep-pool."""
+        pool_id = self.created_pool
+        if pool_id is None:
+            return
+        self.created_pool = None
+        if self.config.pool_creation and self.config.pool_creation.keep:
+            self.logger.info(f"azbatch: kept pool {pool_id} (created by this run); delete it with "
+                             f"`az batch pool delete --pool-id {pool_id}`")
+            return
+        try:
+            self.batch.delete_pool(pool_id)
+            self.logger.info(f"azbatch: deleted pool {pool_id} (created by this run)")
+        except BatchServiceError as e:
+            self.logger.error(str(e))
+
+    def _preparation_task(self, pool: PoolInfo, sources: PreparedSources | None = None) -> dict | None:
+        """The bootstrap's parts, then (when given) the run's sources archive part."""
+        try:
+            if sources is None:
+                return self.node_setup.preparation_task(pool)
+            return self.node_setup.preparation_task(pool, [sources.script], sources.resource_files)
         except WheelhouseError as e:
             raise SettingsError(str(e)) from None
 
@@ -135,9 +192,27 @@ class Executor(RemoteExecutor):
             seen.add(key)
             rule, pool_id, image = key
             pool = self.pool_info(pool_id, setting=f"the azbatch_pool resource of rule {rule}")
-            problem = pool.container_problem(rule, image)
+            problem = pool.container_problem(rule, image) or self.resource_problem(job, pool)
             if problem:
                 raise SettingsError(problem)
+
+    def resource_problem(self, job: JobExecutorInterface, pool: PoolInfo) -> str | None:
+        """mem_mb / disk_mb / GPUs against the pool's VM size (Batch enforces none of them); threads warn."""
+        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.vm_sizes})
+        if size is None:
+            return None
+        resources = {name: self._resource_value(job, name) for name in resource_check.RESOURCE_NAMES}
+        warning = resource_check.threads_warning(job.name, pool.id, size, int(job.threads or 1))
+        if warning and (job.name, pool.id) not in self._threads_warned:
+            self._threads_warned.add((job.name, pool.id))
+            self.logger.warning(warning)
+        return resource_check.fit_problem(job.name, pool.id, size, resources)
+
+    def _resource_value(self, job: JobExecutorInterface, name: str):
+        try:
+            return job.resources.get(name)
+        except Exception:
+            return None
 
     def pool_info(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         key = pool_id.lower()
@@ -170,15 +245,18 @@ class Executor(RemoteExecutor):
         if key not in self.batch_jobs:
             pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
             job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token)
-            prep = self._preparation_task(pool)
+            sources = self._run_sources()
+            prep = self._preparation_task(pool, sources)
             body = task_spec.job_body(
                 job_id,
                 pool_id,
                 f"snakemake {self.workflow_label} ({self.workdir})",
                 workflow=os.path.abspath(self.workflow.main_snakefile),
                 prep_task=prep,
+                metadata=recovery.job_metadata(self.workflow_key, self.run_token),
+                common_env={task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
             )
-            self.batch.create_job(body)
+            create_job_waiting(self.batch, body, self.logger, interval=max(1.0, min(15.0, self.next_seconds_between_status_checks)))
             self.batch_jobs[key] = job_id
             self.logger.info(f"azbatch: Batch job {job_id} on pool {pool_id}")
         return self.batch_jobs[key]
@@ -187,9 +265,20 @@ class Executor(RemoteExecutor):
     def get_python_executable(self):
         return "python3"
 
-    def get_job_exec_prefix(self, job: JobExecutorInterface):
-        parts = [self.node_setup.exec_prefix(), self.config.precommand or ""]
+    def _job_wide_prefix(self) -> str:
+        """What every task runs before Snakemake, the same for the whole Batch job: it travels once, in the job's
+        common environment, and each task evaluates it (fewer bytes per task definition)."""
+        parts = [
+            self.node_setup.exec_prefix(),  # application packages and the node-wide installs on PATH
+            node_commands.link_command(),  # the sources, extracted once per node by the preparation task
+            self.config.precommand or "",
+        ]
         return " && ".join(p for p in parts if p)
+
+    def get_job_exec_prefix(self, job: JobExecutorInterface):
+        manifest = self.manifests.get(id(job))
+        fetch = node_commands.fetch_command(manifest) + " && " if manifest else ""  # before the links: inputs win
+        return f'{fetch}eval "${task_spec.TASK_PREFIX_VARIABLE}"'
 
     def additional_general_args(self) -> str:
         return self.node_setup.snakemake_args()
@@ -202,27 +291,30 @@ class Executor(RemoteExecutor):
         blobs = self.staging.stage_files(p for p, _ in pairs)
         return [self.staging.resource_file(blobs[os.path.abspath(p)], node) for p, node in pairs]
 
-    def _common_files(self) -> list[dict]:
-        if self.common_files is None:
+    def _run_sources(self) -> PreparedSources:
+        """The run's sources and local extra files as one archive blob, extracted by each node's job preparation
+        task; URL extra files are downloaded there once per node too."""
+        if self.run_sources is None:
             pairs = []
             for source in sorted(self.workflow.dag.get_sources()):
                 for f in NodePaths.expand(source):
                     if os.path.isfile(f):
                         pairs.append((f, self.node_paths.node_path(f, "workflow source")))
-            specs = self._stage(pairs)
-            local_extra = [(x.source, x.node_path) for x in self.config.resource_files if not x.is_url]
-            specs += self._stage(local_extra)
-            specs += [
-                {"httpUrl": x.source, "filePath": x.node_path} for x in self.config.resource_files if x.is_url
-            ]
-            self.common_files = specs
-        return self.common_files
+            pairs += [(x.source, x.node_path) for x in self.config.resource_files if not x.is_url]
+            urls = [(x.source, x.node_path) for x in self.config.resource_files if x.is_url]
+            self.run_sources = stage_sources(self.staging, STATE_DIR / "sources.tar.gz", pairs, urls)
+        return self.run_sources
 
-    def _job_resource_files(self, pairs: list[tuple[str, str]], blobs: dict[str, str]) -> list[dict]:
-        by_node_path = {spec["filePath"]: spec for spec in self._common_files()}
-        for local, node in pairs:
-            by_node_path[node.replace(os.sep, "/")] = self.staging.resource_file(blobs[os.path.abspath(local)], node)
-        return list(by_node_path.values())
+    def _input_files(self, job, pairs: list[tuple[str, str]], blobs: dict[str, str]) -> tuple[list[dict], dict]:
+        """The task's input resource files and extra environment: one per input, or above the threshold one
+        manifest the task fetches itself (not with a managed identity: the node would need a token of its own)."""
+        if len(pairs) > self.config.input_manifest_threshold and not self.staging.identity:
+            spec, digest = stage_manifest(self.staging, pairs, blobs)
+            self.manifests[id(job)] = digest
+            return [spec], {READ_URL_VARIABLE: self.staging.read_container_url()}
+        files = {node.replace(os.sep, "/"): self.staging.resource_file(blobs[os.path.abspath(local)], node)
+                 for local, node in pairs}
+        return list(files.values()), {}
 
     # ---- submission --------------------------------------------------------------------------------------------
     def _resource(self, job: JobExecutorInterface, name: str):
@@ -248,7 +340,7 @@ class Executor(RemoteExecutor):
     ) -> task_spec.TaskRequest:
         tid = task_spec.task_id(job)
         task_prefix = self.layout.task_prefix(self.run_token, tid)
-        resource_files = self._job_resource_files(pairs, blobs)
+        resource_files, extra_env = self._input_files(job, pairs, blobs)
         output_files = task_spec.output_file_specs(
             files,
             self.layout.task_files_dir(task_prefix),
@@ -260,20 +352,25 @@ class Executor(RemoteExecutor):
         if warning:
             self.logger.warning(f"azbatch: job {job.name} (task {tid}) {warning}")
         image = self._image(job)
-        problem = pool.container_problem(job.name, image)
+        problem = pool.container_problem(job.name, image) or self.resource_problem(job, pool)
         if problem:
             raise SettingsError(problem)
+        try:
+            script = self.format_job_exec(job)
+        finally:
+            self.manifests.pop(id(job), None)
         return task_spec.TaskRequest(
             id=tid,
             display_name=f"{job.name} {job.jobid} attempt {job.attempt}",
-            script=self.format_job_exec(job),
-            env=self.envvars(),
+            script=script,
+            env={**self.envvars(), **extra_env},
             resource_files=resource_files,
             output_files=output_files,
             slots=slots,
             max_wall_clock_seconds=task_spec.runtime_seconds(job.resources),
             container_image=image,
             application_packages=[p.reference() for p in self.config.application_packages],
+            retention_seconds=self.config.task_retention_minutes * 60 or None,
         )
 
     def _report_preparation_error(self, job: JobExecutorInterface, e: Exception) -> None:
@@ -309,7 +406,7 @@ class Executor(RemoteExecutor):
                 except Exception as e:
                     self._report_preparation_error(job, e)
             try:
-                self._common_files()
+                self._run_sources()
                 blobs = self.staging.stage_files(p for _, pairs in staged_inputs.values() for p, _ in pairs)
             except Exception:
                 blobs = None  # stage job by job below, so a problem is reported for the job it belongs to
@@ -332,12 +429,9 @@ class Executor(RemoteExecutor):
                     continue
                 by_job_id[batch_job].append((job, request))
                 pool_of_job[batch_job] = pool.id
+            bodies_by_job = {bj: [task_spec.task_body(r) for _, r in items] for bj, items in by_job_id.items()}
+            results = submit_in_parallel(self.batch, bodies_by_job, self.config.submit_concurrency)
             for batch_job, items in by_job_id.items():
-                bodies = [task_spec.task_body(request) for _, request in items]
-                try:
-                    results = self.batch.submit_tasks(batch_job, bodies)
-                except Exception as e:
-                    results = {body["id"]: f"task submission failed: {error_text(e)}" for body in bodies}
                 for job, request in items:
                     error = results.get(request.id, "no result from Batch")
                     aux = {
@@ -362,6 +456,8 @@ class Executor(RemoteExecutor):
         batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
         dead = await self._check_nodes()
         self.status_rounds += 1
+        job_ids_active = {j.external_jobid: 1 for j in active_jobs}
+        finished = 0
         self.logger.debug(f"azbatch: status round {self.status_rounds}: one task list for each of {len(batch_jobs)} Batch job(s)")
         for batch_job in batch_jobs:
             async with self.status_rate_limiter:
@@ -380,6 +476,7 @@ class Executor(RemoteExecutor):
                     continue
             for task in tasks:
                 completed[task.id] = task
+                finished += job_ids_active.get(task.id, 0)
             if self.reporting is not None:
                 self.reporting.tasks_listed(tasks)
             stamps = [t.state_transition_time for t in tasks if t.state_transition_time is not None]
@@ -387,6 +484,9 @@ class Executor(RemoteExecutor):
                 # A margin covers tasks whose completion becomes visible after later ones; repeats are ignored
                 # because only still-active jobs are looked up.
                 self.completed_since[batch_job] = max(stamps) - COMPLETION_MARGIN
+        # Newly completed tasks (not repeats from the margin) keep the interval short; quiet rounds lengthen it.
+        if self.poll_interval is not None:
+            self.next_seconds_between_status_checks = self.poll_interval.after_round(finished)
         for job_info in active_jobs:
             if job_info.aux["batch_job"] in dead:
                 self.report_job_error(job_info, msg=dead[job_info.aux["batch_job"]])
@@ -434,8 +534,13 @@ class Executor(RemoteExecutor):
         try:
             self.staging.download_prefix(self.layout.task_files_dir(prefix) + "/", self.workdir)
             if ok:
-                for out in task_spec.job_files(job_info.job).outputs:
-                    if out.directory:
+                outputs = task_spec.job_files(job_info.job).outputs
+                problem = output_problem(outputs, self.workdir)
+                if problem:
+                    ok = False
+                    problems.append(f"{problem}; rerun with --azbatch-keep-job to inspect the task's files")
+                for out in outputs:
+                    if ok and out.directory:
                         os.makedirs(out.path, exist_ok=True)  # an empty directory output has no blobs
         except Exception as e:
             ok = False
@@ -458,7 +563,10 @@ class Executor(RemoteExecutor):
         except Exception as e:
             problems.append(f"fetching Batch logs failed: {redact(str(e))}")
         failure = getattr(info, "failure_info", None)
-        parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
+        if result == "success" and exit_code in (None, 0):
+            parts = [f"azbatch: Batch task {tid} succeeded but its outputs are wrong"]
+        else:
+            parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
         if failure is not None:
             details = "; ".join(f"{d.name}={d.value}" for d in (failure.details or []))
             parts.append(f"{enum_text(failure.category)} {failure.code}: {failure.message or ''}{' (' + details + ')' if details else ''}")
@@ -498,5 +606,6 @@ class Executor(RemoteExecutor):
             except BatchServiceError as e:
                 self.logger.error(str(e))
         self.reporting.finish({info.id: info.slots_per_node for info in self.pools.values()})
+        self.delete_created_pool()
         self.staging.close()
         self.batch.close()

@@ -140,15 +140,19 @@ class NodeSetup:
                 self.config.conda_installer, apptainer=self.installs_apptainer)))
         return parts, files
 
-    def preparation_task(self, pool: PoolInfo, extra_parts: list[str] = ()) -> dict | None:
-        """The job preparation task for a Batch job on `pool` (None when nothing is prepared); files are staged
-        once per run."""
+    def preparation_task(
+        self, pool: PoolInfo, extra_parts: list[str] = (), extra_files: list[dict] = ()
+    ) -> dict | None:
+        """The job preparation task for a Batch job on `pool` (None when nothing is prepared): the bootstrap's parts,
+        then `extra_parts` (e.g. the sources archive's) with their resource files; bootstrap files are staged once
+        per run."""
         key = self.node_python(pool)
         if key not in self._prep:
             parts, files = self.preparation_parts(pool)
             self._prep[key] = (parts, self.stage(files) if files else [])
         parts, resource_files = self._prep[key]
-        parts = [*parts, *extra_parts]
+        parts = [*parts, *(p for p in extra_parts if p)]
+        resource_files = [*resource_files, *extra_files]
         if not parts:
             return None
         script = node_script.preparation_script(parts)

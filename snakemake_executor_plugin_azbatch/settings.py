@@ -115,6 +115,22 @@ class ExecutorSettings(ExecutorSettingsBase):
             "Keep the run's Batch job(s) after the run (terminated, not deleted) for inspection."
         ),
     )
+    keep_orphans: bool = field(
+        default=False,
+        metadata=_setting(
+            "Leave active Batch jobs of earlier runs of this workflow (same host and working directory) running; "
+            "by default a run terminates them and their tasks before it submits (crash recovery)."
+        ),
+    )
+    vm_sizes: list[str] = field(
+        default_factory=list,
+        metadata=_setting(
+            "VM sizes the resource check does not know, or knows differently: NAME=CORES:MEM_MB:DISK_MB[:GPUS] "
+            "(DISK_MB: the temporary disk holding task directories).",
+            metavar="SIZE",
+            nargs="+",
+        ),
+    )
     container_image: Optional[str] = field(
         default=None,
         metadata=_setting(
@@ -236,6 +252,39 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="SECONDS",
         ),
     )
+    # ---- scale: submission, inputs, polling, retention (config/scale.py) ----
+    submit_concurrency: int = field(
+        default=4,
+        metadata=_setting(
+            "Task-collection requests (up to 100 tasks each) sent in parallel when many jobs are ready.",
+            metavar="N",
+        ),
+    )
+    input_manifest_threshold: int = field(
+        default=50,
+        metadata=_setting(
+            "A task with more inputs than this gets them through one content-addressed manifest blob that it "
+            "fetches and checks (sha256) itself, instead of one resource file each (Batch refuses task "
+            "definitions over 1 MB).",
+            metavar="N",
+        ),
+    )
+    status_interval_max: Optional[float] = field(
+        default=None,
+        metadata=_setting(
+            "Longest wait between status rounds: the interval starts at --azbatch-status-interval, grows while "
+            "no task completes and drops back when one does; default 10 times the interval, at most 60.",
+            metavar="SECONDS",
+        ),
+    )
+    task_retention: int = field(
+        default=60,
+        metadata=_setting(
+            "Minutes Batch keeps a finished task's directory on its node (the task's retentionTime); outputs "
+            "and logs are already in Blob storage by then. 0 keeps Batch's default (7 days).",
+            metavar="MINUTES",
+        ),
+    )
     # ---- run report and live progress (run_report/, progress.py) ----
     report_dir: str = field(
         default=DEFAULT_REPORT_DIR,
@@ -269,4 +318,73 @@ class ExecutorSettings(ExecutorSettingsBase):
             "wait or run. 0 turns progress off; so does --quiet.",
             metavar="SECONDS",
         ),
+    )
+    # ---- pool creation (config/pool_creation.py, pool_creation.py) ----
+    pool_vm_size: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Create the pool --azbatch-pool-id with this VM size (e.g. standard_d4s_v3) when it does not exist. "
+            "Unset: never create a pool.",
+            metavar="VM_SIZE",
+        ),
+    )
+    pool_image: str = field(
+        default="ubuntu-22.04",
+        metadata=_setting(
+            "Image of a created pool: ubuntu-22.04, ubuntu-24.04, or PUBLISHER:OFFER:SKU[:VERSION] together with "
+            "--azbatch-pool-node-agent.",
+            metavar="IMAGE",
+        ),
+    )
+    pool_node_agent: Optional[str] = field(
+        default=None,
+        metadata=_setting("Node agent SKU id for a PUBLISHER:OFFER:SKU image, e.g. 'batch.node.ubuntu 22.04'.",
+                          metavar="SKU_ID"),
+    )
+    pool_nodes: Optional[str] = field(
+        default=None,
+        metadata=_setting("Fixed size of a created pool: DEDICATED[,SPOT] nodes, e.g. 0,4.",
+                          metavar="DEDICATED[,SPOT]"),
+    )
+    pool_autoscale: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Autoscale a created pool between MIN and MAX nodes on its pending tasks (grows from zero, shrinks "
+            "when idle, lets running tasks finish). Default when neither this nor --azbatch-pool-nodes is given: 0-4.",
+            metavar="MIN-MAX",
+        ),
+    )
+    pool_spot: bool = field(
+        default=False,
+        metadata=_setting("The autoscaled nodes of a created pool are Spot (low-priority) nodes."),
+    )
+    pool_autoscale_formula: Optional[str] = field(
+        default=None,
+        metadata=_setting("Your own autoscale formula for a created pool (replaces the generated one).",
+                          metavar="FORMULA"),
+    )
+    pool_autoscale_interval: float = field(
+        default=5.0,
+        metadata=_setting("Minutes between autoscale evaluations of a created pool (Batch's minimum is 5).",
+                          metavar="MINUTES"),
+    )
+    pool_slots: Optional[int] = field(
+        default=None,
+        metadata=_setting("Task slots per node of a created pool; default: the VM size's vCPUs (1 if unknown).",
+                          metavar="N"),
+    )
+    pool_start_task: Optional[str] = field(
+        default=None,
+        metadata=_setting("Start task command line of a created pool (runs on every node as it joins, as admin).",
+                          metavar="COMMAND"),
+    )
+    pool_containers: bool = field(
+        default=False,
+        metadata=_setting("A created pool runs container tasks (containerConfiguration; named images become "
+                          "Microsoft's container-ready Ubuntu HPC images)."),
+    )
+    keep_pool: bool = field(
+        default=False,
+        metadata=_setting("Keep a pool this run created (default: delete it at the end; a pool the run did not "
+                          "create is never deleted)."),
     )

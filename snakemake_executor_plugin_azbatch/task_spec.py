@@ -11,6 +11,8 @@ from typing import Any, Iterable, Mapping
 
 MAX_ID_LENGTH = 64
 BATCH_LOG_FILES = ("stdout.txt", "stderr.txt")
+BATCH_LOGS_PATTERN = "../std*.txt"  # matches exactly BATCH_LOG_FILES in the task directory
+TASK_PREFIX_VARIABLE = "AZBATCH_TASK_PREFIX"  # the job-wide part of every task's script (job environment)
 
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -94,36 +96,53 @@ def job_files(job) -> JobFiles:
     return files
 
 
+_GLOB_CHARS = re.compile(r"([*?\[])")
+
+
 def glob_escape(path: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", path)
+    return _GLOB_CHARS.sub(r"[\1]", path)
 
 
 def _posix(path: str) -> str:
     return path.replace(os.sep, "/")
 
 
+def _fixed_part(pattern: str) -> str:
+    """The leading directories of a pattern without any wildcard: Batch names the blobs of a wildcard pattern
+    relative to them. An escaped character (`[[]`) is a wildcard too."""
+    fixed = []
+    for part in pattern.split("/")[:-1]:
+        if _GLOB_CHARS.search(part):
+            break
+        fixed.append(part)
+    return "/".join(fixed)
+
+
 def output_file_spec(
     out: OutputPath, blob_dir: str, container_url: str, condition: str, identity: dict | None
 ) -> dict:
     """One Batch OutputFile. The blob of `out.path` is always `<blob_dir>/<out.path>`: a plain pattern names the
-    blob itself; a wildcard pattern (directories, optional files) names the virtual directory of the pattern's
-    fixed part."""
+    blob itself; a wildcard pattern (directories, optional files, and any name holding `* ? [`, which must be
+    escaped as a one-character class and so makes the pattern a wildcard) names the virtual directory of the
+    pattern's fixed part."""
     path = _posix(os.path.normpath(out.path))
     if out.directory:
         pattern = f"{glob_escape(path)}/**/*"
-        destination = f"{blob_dir}/{path}"
     elif out.required:
         pattern = glob_escape(path)
-        destination = f"{blob_dir}/{path}"
     else:
         # A one-character class makes the pattern a wildcard that matches just this file, so a missing log is
-        # no upload error; the pattern's fixed part is the parent directory.
+        # no upload error.
         parent, name = os.path.split(path)
         escaped = glob_escape(name)
         if escaped == name:
             escaped = f"{name[:-1]}[{name[-1]}]"
         pattern = f"{glob_escape(parent)}/{escaped}" if parent else escaped
-        destination = f"{blob_dir}/{parent}" if parent else blob_dir
+    if pattern == path:
+        destination = f"{blob_dir}/{path}"
+    else:
+        fixed = _fixed_part(pattern)
+        destination = f"{blob_dir}/{fixed}" if fixed else blob_dir
     container: dict[str, Any] = {"containerUrl": container_url, "path": destination}
     if identity:
         container["identityReference"] = identity
@@ -141,17 +160,18 @@ def output_file_specs(
     `batch_logs_dir` are the task's virtual blob directories (staging's BlobLayout)."""
     specs = [output_file_spec(o, files_dir, container_url, "tasksuccess", identity) for o in files.outputs]
     specs += [output_file_spec(o, files_dir, container_url, "taskcompletion", identity) for o in files.logs]
-    for name in BATCH_LOG_FILES:
-        container: dict[str, Any] = {"containerUrl": container_url, "path": f"{batch_logs_dir}/{name}"}
-        if identity:
-            container["identityReference"] = identity
-        specs.append(
-            {
-                "filePattern": f"../{name}",
-                "destination": {"container": container},
-                "uploadOptions": {"uploadCondition": "taskcompletion"},
-            }
-        )
+    # One pattern for both of Batch's logs (its fixed part is "..", so the blobs are <dir>/stdout.txt and
+    # <dir>/stderr.txt): one container URL with its SAS less per task definition.
+    container: dict[str, Any] = {"containerUrl": container_url, "path": batch_logs_dir}
+    if identity:
+        container["identityReference"] = identity
+    specs.append(
+        {
+            "filePattern": BATCH_LOGS_PATTERN,
+            "destination": {"container": container},
+            "uploadOptions": {"uploadCondition": "taskcompletion"},
+        }
+    )
     return specs
 
 
@@ -192,7 +212,7 @@ def path_prefix(dirs: Iterable[str]) -> str:
     return 'export PATH="' + ":".join(dirs) + ':$PATH"'
 
 
-PREPARATION_TASK_ID = "snakemake-bootstrap"
+PREPARATION_TASK_ID = "snakemake-prepare"
 
 
 def preparation_task(script: str, resource_files: list[dict], container_image: str | None = None) -> dict:
@@ -219,6 +239,8 @@ def job_body(
     *,
     workflow: str,
     prep_task: dict | None = None,
+    metadata: list[dict] | None = None,
+    common_env: Mapping[str, str] | None = None,
 ) -> dict:
     body: dict[str, Any] = {
         "id": job_id,
@@ -226,10 +248,12 @@ def job_body(
         "poolInfo": {"poolId": pool_id},
         "onAllTasksComplete": "noaction",
         "constraints": {"maxTaskRetryCount": 0},
-        "metadata": [{"name": "snakemake-workflow", "value": workflow}],
+        "metadata": [{"name": "snakemake-workflow", "value": workflow}, *(metadata or [])],
     }
     if prep_task:
         body["jobPreparationTask"] = prep_task
+    if common_env:
+        body["commonEnvironmentSettings"] = [{"name": k, "value": str(v)} for k, v in sorted(common_env.items())]
     return body
 
 
@@ -247,21 +271,31 @@ class TaskRequest:
     max_wall_clock_seconds: int | None = None
     container_image: str | None = None
     application_packages: list[dict] = field(default_factory=list)
+    retention_seconds: int | None = None  # how long Batch keeps the task directory on its node
 
 
 def task_body(req: TaskRequest) -> dict:
-    constraints: dict[str, Any] = {"maxTaskRetryCount": 0}  # Snakemake's --retries drives attempts
+    """Only what differs from Batch's defaults, so a collection of 100 stays small: no retries (the default 0;
+    Snakemake's --retries drives attempts), no empty lists. The display name stays: tools show it (run_demo.py's
+    task table, Batch Explorer)."""
+    constraints: dict[str, Any] = {}
     if req.max_wall_clock_seconds:
         constraints["maxWallClockTime"] = iso_duration(req.max_wall_clock_seconds)
+    if req.retention_seconds:
+        constraints["retentionTime"] = iso_duration(req.retention_seconds)
     body: dict[str, Any] = {
         "id": req.id,
         "displayName": req.display_name[:1024],
         "commandLine": command_line(req.script),
-        "environmentSettings": [{"name": k, "value": str(v)} for k, v in sorted(req.env.items())],
-        "resourceFiles": req.resource_files,
-        "outputFiles": req.output_files,
-        "constraints": constraints,
     }
+    if req.env:
+        body["environmentSettings"] = [{"name": k, "value": str(v)} for k, v in sorted(req.env.items())]
+    if req.resource_files:
+        body["resourceFiles"] = req.resource_files
+    if req.output_files:
+        body["outputFiles"] = req.output_files
+    if constraints:
+        body["constraints"] = constraints
     if req.slots:
         body["requiredSlots"] = req.slots
     if req.container_image:

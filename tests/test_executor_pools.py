@@ -70,8 +70,9 @@ def test_rules_pick_pools_and_tasks_get_application_packages(pools_service, tmp_
         assert len(big_tasks) == 1 and big_tasks[0].startswith("large-")
         assert [t.id.split("-")[0] for t in local_tasks] == ["small"]
         assert [r.application_id for r in local_tasks[0].application_package_references] == ["tools"]
-        # With application packages, they provide Snakemake: no job preparation task.
-        assert all(client.get_job(j.id).job_preparation_task is None for j in jobs)
+        # With application packages, they provide Snakemake: the job preparation task only unpacks the sources.
+        preps = [client.get_job(j.id).job_preparation_task for j in jobs]
+        assert preps and all(p is not None and "pip install" not in p.command_line for p in preps)
         assert all(enum_text(j.state) == "completed" for j in client.list_jobs())
     finally:
         for job in jobs:

@@ -250,3 +250,50 @@ def test_a_rule_image_on_a_pool_without_containers_is_refused_before_anything_is
     assert "Traceback" not in output
     assert delta(before, after, "operations", "Jobs_CreateJob") == 0
     assert kept_jobs(local_service.batch_client(), "images") == []
+
+
+def test_collections_go_out_in_parallel_bounded_by_the_setting(local_service):
+    """450 ready tasks → 5 collections; a barrier inside submit_tasks only opens when two requests are in flight
+    at the same time, so sequential submission fails this test (BrokenBarrierError), and in-flight never exceeds
+    the bound."""
+    import threading
+
+    from snakemake_executor_plugin_azbatch.submission import submit_in_parallel
+
+    class Counting(BatchService):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.lock, self.in_flight, self.most, self.calls = threading.Lock(), 0, 0, 0
+            self.barrier = threading.Barrier(2, timeout=20)
+
+        def submit_tasks(self, job_id, bodies):
+            with self.lock:
+                self.in_flight += 1
+                self.most = max(self.most, self.in_flight)
+                self.calls += 1
+                first_two = self.calls <= 2
+            try:
+                if first_two:
+                    self.barrier.wait()
+                return super().submit_tasks(job_id, bodies)
+            finally:
+                with self.lock:
+                    self.in_flight -= 1
+
+    service = Counting(resolve(None, local_service.env), credential_factory=lambda: None)
+    job_id = task_spec.job_id("parallel", local_service.pool_id, "test")
+    service.create_job(task_spec.job_body(job_id, local_service.pool_id, "parallel test", workflow="none"))
+    try:
+        bodies = [
+            task_spec.task_body(task_spec.TaskRequest(id=f"p{i}", display_name=f"p{i}", script="true"))
+            for i in range(450)
+        ]
+        before = local_service.metrics()
+        results = submit_in_parallel(service, {job_id: bodies}, workers=3)
+        after = local_service.metrics()
+        assert all(results[f"p{i}"] is None for i in range(450))
+        assert delta(before, after, "operations", "Tasks_CreateTaskCollection") == 5  # ⌈450 / 100⌉
+        assert 2 <= service.most <= 3
+    finally:
+        service.terminate_job(job_id)
+        service.delete_job(job_id)

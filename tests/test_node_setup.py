@@ -29,7 +29,7 @@ def config(**settings):
 
 
 def pool(image=UBUNTU_24, containers=False) -> PoolInfo:
-    return PoolInfo("p", 2, 1, 0, 1, False, (), containers, image)
+    return PoolInfo("p", 2, 1, 0, 1, False, (), containers, image=image)
 
 
 def setup(methods=(), staged=None, **settings) -> NodeSetup:

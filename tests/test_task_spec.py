@@ -147,17 +147,36 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
     )
     by_pattern = {s["filePattern"]: s for s in specs}
     assert by_pattern["out/x [[]1].txt"]["uploadOptions"]["uploadCondition"] == "tasksuccess"
+    # An escaped name makes the pattern a wildcard: the path is then the virtual directory of its fixed part,
+    # so the blob is still `files/out/x [1].txt` (not `files/out/x [1].txt/x [1].txt`).
+    assert by_pattern["out/x [[]1].txt"]["destination"]["container"]["path"] == "pre/runs/r/t/files/out"
     assert by_pattern["dir/**/*"]["destination"]["container"]["path"] == "pre/runs/r/t/files/dir"
     # Optional files: a one-character class keeps the pattern a wildcard, so a missing log is not an error.
     log = by_pattern["logs/a.lo[g]"]
     assert log["uploadOptions"]["uploadCondition"] == "taskcompletion"
     assert log["destination"]["container"]["path"] == "pre/runs/r/t/files/logs"
     assert by_pattern["top.lo[g]"]["destination"]["container"]["path"] == "pre/runs/r/t/files"
-    for name in ("stdout.txt", "stderr.txt"):
-        spec = by_pattern[f"../{name}"]
-        assert spec["destination"]["container"]["path"] == f"pre/runs/r/t/batch/{name}"
-        assert spec["uploadOptions"]["uploadCondition"] == "taskcompletion"
+    # Batch's stdout.txt and stderr.txt (next to the working directory): one wildcard spec, blobs batch/<name>.
+    spec = by_pattern["../std*.txt"]
+    assert spec["destination"]["container"]["path"] == "pre/runs/r/t/batch"
+    assert spec["uploadOptions"]["uploadCondition"] == "taskcompletion"
     assert all(s["destination"]["container"]["containerUrl"] == "http://h/c?sv=1&sig=x" for s in specs)
+
+
+@pytest.mark.parametrize(
+    "path, directory, pattern, destination",
+    [
+        ("plain.txt", False, "plain.txt", "f/plain.txt"),
+        ("a b/ü'\"#%.txt", False, "a b/ü'\"#%.txt", "f/a b/ü'\"#%.txt"),
+        ("q?/s*.txt", False, "q[?]/s[*].txt", "f"),
+        ("d[1]", True, "d[[]1]/**/*", "f"),
+        ("x/d", True, "x/d/**/*", "f/x/d"),
+    ],
+)
+def test_output_blob_is_always_the_path_under_the_files_dir(path, directory, pattern, destination):
+    spec = task_spec.output_file_spec(task_spec.OutputPath(path, directory=directory), "f", "http://h/c", "tasksuccess", None)
+    assert spec["filePattern"] == pattern
+    assert spec["destination"]["container"]["path"] == destination
 
 
 def test_output_files_with_managed_identity_carry_the_identity_reference():
@@ -182,7 +201,7 @@ def test_runtime_minutes_become_max_wall_clock_time():
     assert task_spec.runtime_seconds({}) is None
     assert task_spec.runtime_seconds({"runtime": "1h"}) is None  # Snakemake normalises runtimes to minutes
     body = task_spec.task_body(task_spec.TaskRequest(id="t", display_name="t", script="true", max_wall_clock_seconds=5400))
-    assert body["constraints"] == {"maxTaskRetryCount": 0, "maxWallClockTime": "PT5400S"}
+    assert body["constraints"] == {"maxWallClockTime": "PT5400S"}  # no retries: Batch's default 0
 
 
 def test_task_body_runs_bash_keeps_env_out_of_the_command_line_and_disables_batch_retries():
@@ -204,7 +223,7 @@ def test_task_body_runs_bash_keeps_env_out_of_the_command_line_and_disables_batc
     assert shlex.split(body["commandLine"]) == ["/bin/bash", "-c", script]
     assert secret not in body["commandLine"]
     assert body["environmentSettings"] == [{"name": "A", "value": "1"}, {"name": "MY_TOKEN", "value": secret}]
-    assert body["constraints"]["maxTaskRetryCount"] == 0
+    assert "constraints" not in body  # Batch's default: no retries
     assert body["requiredSlots"] == 2
     assert body["containerSettings"]["imageName"] == "python:3.11"
     assert body["applicationPackageReferences"] == [{"applicationId": "tools", "version": "1.0"}, {"applicationId": "other"}]
@@ -213,7 +232,7 @@ def test_task_body_runs_bash_keeps_env_out_of_the_command_line_and_disables_batc
 def test_task_body_omits_optional_parts():
     body = task_spec.task_body(task_spec.TaskRequest(id="t", display_name="t", script="true"))
     assert "requiredSlots" not in body and "containerSettings" not in body
-    assert "applicationPackageReferences" not in body and "maxWallClockTime" not in body["constraints"]
+    assert "applicationPackageReferences" not in body and "constraints" not in body
 
 
 def test_preparation_task_runs_its_script_once_per_node_and_in_the_tasks_image():

@@ -7,15 +7,19 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from ..pool_creation import PoolCreation
 from ..settings import DEFAULT_CONDA_INSTALLER, DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
 from .account import account_name_from_url, resolve_account
 from .bootstrap import resolve_bootstrap
 from .numbers import resolve_numbers
 from .packages import AppPackage, resolve_packages
+from .pool_creation import resolve_pool_creation
 from .reporting import Prices, resolve_reporting
 from .resource_files import ExtraResourceFile, resolve_resource_files
+from .scale import resolve_scale
 from .storage import check_sas_lifetime, resolve_storage
 from .values import SettingValues
+from .machines import resolve_vm_sizes
 
 __all__ = ["AppPackage", "Config", "ExtraResourceFile", "Prices", "SettingsError", "account_name_from_url", "resolve"]
 
@@ -48,6 +52,13 @@ class Config:
     price_core_hour: Prices | None = None
     price_node_hour: Prices | None = None
     progress_interval: float = 10.0
+    pool_creation: PoolCreation | None = None  # create --azbatch-pool-id when it does not exist
+    keep_orphans: bool = False
+    vm_sizes: tuple = ()  # vm_sizes.VmSize entries from --azbatch-vm-sizes
+    submit_concurrency: int = 4
+    input_manifest_threshold: int = 50
+    status_interval_max: float | None = None
+    task_retention_minutes: int = 60
     node_python: str | None = None  # X.Y, for the offline wheelhouse
     node_provides: tuple[str, ...] = ()  # conda, apptainer
     node_packages: tuple[str, ...] = ()  # more requirements installed with Snakemake by the bootstrap
@@ -63,6 +74,9 @@ def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None
     resolved.update(resolve_bootstrap(values, has_packages=bool(resolved["application_packages"])))
     resolved.update(resolve_numbers(values))
     resolved.update(resolve_reporting(values))
+    resolved.update(resolve_pool_creation(values))
+    resolved.update(resolve_scale(values))
     resolved["managed_identity"] = values.get("managed_identity") or None
+    resolved["vm_sizes"] = resolve_vm_sizes(values)
     check_sas_lifetime(resolved)
     return Config(**resolved)

@@ -1,4 +1,4 @@
-"""Numeric and boolean settings: SAS lifetime, transfer concurrency, status interval, keep-job."""
+"""Numeric and boolean settings: SAS lifetime, transfer concurrency, status interval, keep-job, keep-orphans."""
 
 from __future__ import annotations
 
@@ -17,12 +17,17 @@ def number(values: SettingValues, name: str, kind, minimum):
     return value
 
 
+def flag(values: SettingValues, name: str) -> bool:
+    value = values.get(name)
+    if isinstance(value, str):
+        value = value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 def resolve_numbers(values: SettingValues) -> dict:
-    keep_job = values.get("keep_job")
-    if isinstance(keep_job, str):
-        keep_job = keep_job.strip().lower() in ("1", "true", "yes", "on")
     return {
-        "keep_job": bool(keep_job),
+        "keep_job": flag(values, "keep_job"),
+        "keep_orphans": flag(values, "keep_orphans"),
         "sas_hours": number(values, "sas_hours", int, 1),
         "upload_concurrency": number(values, "upload_concurrency", int, 1),
         "status_interval": number(values, "status_interval", float, 0.1),

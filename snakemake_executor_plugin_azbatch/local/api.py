@@ -61,6 +61,44 @@ class BatchApi:
             return Response(404)
         return Response(200, headers=entity_headers(pool))
 
+    def create_pool(self, request: Request) -> Response:
+        pool = self.state.add_pool(request.json_body("pool"))
+        return Response(201, headers=entity_headers(pool, created=True))
+
+    def _pool_change(self, request: Request, change, status: int = 202, body: bool = False) -> Response:
+        """A pool operation with If-* conditions, answered with the pool's ETag, Last-Modified, DataServiceId."""
+        pool_id = request.params["poolId"]
+        check_entity_conditions(request, self.state.get_pool(pool_id), read=False)
+        arguments = (pool_id, request.json_body("options")) if body else (pool_id,)
+        change(*arguments)
+        try:
+            pool = self.state.get_pool(pool_id)
+        except PoolNotFound:  # a pool with no nodes is gone at once after a delete
+            return Response(status)
+        return Response(status, headers=[*entity_headers(pool), ("DataServiceId", pool["url"])])
+
+    def delete_pool(self, request: Request) -> Response:
+        return self._pool_change(request, self.state.delete_pool)
+
+    def resize_pool(self, request: Request) -> Response:
+        return self._pool_change(request, self.state.resize_pool, body=True)
+
+    def stop_pool_resize(self, request: Request) -> Response:
+        return self._pool_change(request, self.state.stop_pool_resize)
+
+    def enable_pool_autoscale(self, request: Request) -> Response:
+        return self._pool_change(request, self.state.enable_pool_autoscale, status=200, body=True)
+
+    def disable_pool_autoscale(self, request: Request) -> Response:
+        return self._pool_change(request, self.state.disable_pool_autoscale, status=200)
+
+    def evaluate_pool_autoscale(self, request: Request) -> Response:
+        pool_id = request.params["poolId"]
+        run = self.state.evaluate_pool_autoscale(pool_id, request.json_body("evaluate options"))
+        pool = self.state.get_pool(pool_id)
+        return json_response(200, {"odata.metadata": request.metadata("autoscalerun/@Element"), **run},
+                             [*entity_headers(pool), ("DataServiceId", pool["url"])])
+
     def list_node_counts(self, request: Request) -> Response:
         return listing(request, self.state.list_node_counts(), "poolnodecounts")
 

@@ -101,6 +101,20 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         "--token-lifetime", type=int, default=None, metavar="SECONDS",
         help="lifetime of the tokens the authority issues (default: 3600); short ones rehearse token refresh",
     )
+    parser.add_argument(
+        "--autoscale-min-interval", type=float, default=300.0, metavar="SECONDS",
+        help="shortest autoScaleEvaluationInterval accepted (Batch: 300 s; lower it for quick local autoscaling)",
+    )
+    parser.add_argument(
+        "--autoscale-sample-seconds", type=float, default=30.0, metavar="SECONDS",
+        help="seconds between the task-count samples autoscale formulas read (Batch: 30)",
+    )
+    parser.add_argument("--max-pool-nodes", type=int, default=32, metavar="N",
+                        help="most nodes of each kind (dedicated, Spot) one pool may have")
+    parser.add_argument(
+        "--active-job-quota", type=int, default=0,
+        help="active jobs the account may hold; more answers 409 ActiveJobAndScheduleQuotaReached (0: no limit)",
+    )
     _add_node_options(parser)
 
 
@@ -248,6 +262,10 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         node_image=args.node_image,
         node_network=args.node_network,
         podman_store=args.podman_store,
+        autoscale_min_interval=args.autoscale_min_interval,
+        autoscale_sample_seconds=args.autoscale_sample_seconds,
+        max_pool_nodes=args.max_pool_nodes,
+        active_job_quota=args.active_job_quota,
         **overrides,  # type: ignore[arg-type]
     )
     config.validate()

@@ -131,6 +131,12 @@ class ServiceConfig:
     node_image: Path | None = None  # a stock node image directory: nodes run in it (stock_backend); None: the host
     node_network: str = "host"  # "host" | "local-only" (stock nodes reach the local service and nothing else)
     podman_store: Path | None = None  # podman store of container pools; None: next to the node image / ROOT/cache
+    # Pools that change (pool_management): Batch's autoscale interval minimum is 5 minutes and it samples task
+    # counts every 30 s; tests lower both. max_pool_nodes caps a pool's nodes of each kind (like a core quota).
+    autoscale_min_interval: float = 300.0
+    autoscale_sample_seconds: float = 30.0
+    max_pool_nodes: int = 32
+    active_job_quota: int = 0  # active jobs the account may hold (Batch: 100-300 by default); 0 = no limit
     # Filled in by LocalService once ports are bound.
     account_url: str = ""
     storage: StorageEndpoint | None = None
@@ -144,10 +150,15 @@ class ServiceConfig:
             raise ConfigError(f"host {self.host!r}: the local service listens on loopback only; use 127.0.0.1")
         if not 0.0 <= self.fail_fraction <= 1.0 or not 0.0 <= self.preempt_fraction <= 1.0:
             raise ConfigError("--fail-fraction and --preempt-fraction must be between 0 and 1")
+        if self.active_job_quota < 0:
+            raise ConfigError(f"--active-job-quota {self.active_job_quota}: give 0 (no limit) or a positive number")
         if self.fail_status not in (429, 500, 503):
             raise ConfigError(f"--fail-status {self.fail_status}: choose 500, 503 or 429")
         if self.entra is not None and self.entra.token_lifetime < 1:
             raise ConfigError(f"--token-lifetime {self.entra.token_lifetime}: give a number of seconds of at least 1")
+        if self.autoscale_min_interval < 0 or self.autoscale_sample_seconds <= 0 or self.max_pool_nodes < 1:
+            raise ConfigError("--autoscale-min-interval must be ≥ 0, --autoscale-sample-seconds > 0 and "
+                              "--max-pool-nodes ≥ 1")
         ids = [p.id.lower() for p in self.pools]
         if len(set(ids)) != len(ids):
             raise ConfigError("--pool: pool ids must be unique (case-insensitive)")

@@ -77,6 +77,11 @@ class InvalidHeaderValue(BatchError):
 class InvalidUri(BatchError):
     status, code = 400, "InvalidUri"
     default_message = "The request URI is invalid."
+class AutoScalingFormulaSyntaxError(BatchError):
+    status, code = 400, "AutoScalingFormulaSyntaxError"
+    default_message = "The autoscale formula has a syntax error."
+
+
 # -- 404: the entity does not exist ----------------------------------------------------------------------------
 
 
@@ -116,9 +121,34 @@ class UnsupportedHttpVerb(BatchError):
     default_message = "The HTTP verb is not supported on this resource."
 
 
+class PoolExists(BatchError):
+    status, code = 409, "PoolExists"
+    default_message = "The specified pool already exists."
+
+
+class PoolBeingDeleted(BatchError):
+    status, code = 409, "PoolBeingDeleted"
+    default_message = "The specified pool has been marked for deletion and is being deleted."
+
+
+class PoolBeingResized(BatchError):
+    status, code = 409, "PoolBeingResized"
+    default_message = "The pool is being resized; wait until its allocation state is steady."
+
+
+class OperationInvalidForCurrentState(BatchError):
+    status, code = 409, "OperationInvalidForCurrentState"
+    default_message = "The operation is not valid for the current state of the resource."
+
+
 class JobExists(BatchError):
     status, code = 409, "JobExists"
     default_message = "The specified job already exists."
+
+
+class ActiveJobAndScheduleQuotaReached(BatchError):
+    status, code = 409, "ActiveJobAndScheduleQuotaReached"
+    default_message = "The specified account has reached the maximum number of active jobs and job schedules."
 
 
 class TaskExists(BatchError):

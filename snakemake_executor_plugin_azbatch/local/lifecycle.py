@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import random
 import threading
+import time
 from typing import Any
 
 from .config import ServiceConfig
@@ -133,7 +134,7 @@ class TaskLifecycle:
     # ------------------------------------------------------------------ ending attempts (model commands)
 
     def kill(self, task: TaskRecord, reason: str) -> None:
-        """End the task's attempt: "terminated", "deleted" or "preempted"."""
+        """End the task's attempt: "terminated", "deleted", "preempted" or "requeued" (its node leaves the pool)."""
         task.kill_reason = reason
         if task.launched:
             self.backend.kill_attempt(self._ref(task))
@@ -145,7 +146,7 @@ class TaskLifecycle:
         command ran); False for a terminated command, which still uploads its output files."""
         reason = task.kill_reason
         task.launched = False
-        if reason == "preempted" and not self._stopping:
+        if reason in ("preempted", "requeued") and not self._stopping:
             info = task.rest["executionInfo"]
             info["requeueCount"] = info.get("requeueCount", 0) + 1
             info["lastRequeueTime"] = iso_now()
@@ -275,10 +276,22 @@ class TaskLifecycle:
         timer.start()
 
     def _preempt(self, ref: AttemptRef) -> None:
+        """On a Spot node the whole node is preempted (all its tasks requeued; pool_management starts it again
+        later); on a dedicated node only the chosen task, as the fault option always did."""
         with self.records.lock:
             task = self._attempts.get(ref)
-            if task is not None and task.kill_reason is None and not self._stopping:
+            if task is None or task.kill_reason is not None or self._stopping:
+                return
+            node = task.node
+            if node is None or node.dedicated:
                 self.kill(task, "preempted")
+                return
+            node.preempted_at = time.monotonic()
+            node.state_transition_time = iso_now()
+            for job_key, task_key in sorted(node.running_tasks):
+                victim = self.records.live_task(job_key, task_key)
+                if victim is not None and victim.kill_reason is None:
+                    self.kill(victim, "preempted")
 
     def attempt_failed(self, ref: AttemptRef, failure: dict[str, Any]) -> None:
         with self.records.lock:

@@ -23,6 +23,7 @@ from typing import Any
 
 from .config import ServiceConfig
 from .errors import (
+    ActiveJobAndScheduleQuotaReached,
     ApplicationNotFound,
     BatchError,
     InvalidPropertyValue,
@@ -32,13 +33,18 @@ from .errors import (
     JobNotFound,
     JobPreparationTaskOrReleaseTaskNotSpecified,
     NodeNotFound,
+    OperationInvalidForCurrentState,
+    PoolBeingDeleted,
+    PoolBeingResized,
+    PoolExists,
     PoolNotFound,
     TaskExists,
     TaskNotFound,
 )
 from .execution import ExecutionBackend
 from .lifecycle import TaskLifecycle
-from .node_layout import NodeLayout, node_id_for
+from .pool_management import PoolManager
+from .pool_validation import check_formula, check_interval, check_pool_body, check_resize_body
 from .pool_views import applications_view, node_counts_view, node_view, pool_view
 from .records import JobRecord, NodeRecord, PoolRecord, Records, TaskRecord, touch
 from .scheduler import Scheduler
@@ -46,6 +52,8 @@ from .timestamps import UNLIMITED_DURATION, iso_now, new_etag
 from .validation import check_job_accepts_tasks, check_job_body, check_task_body, check_task_list
 
 _RUNTIME_FIELDS = ("url", "eTag", "lastModified", "creationTime", "state", "executionInfo", "stats")
+_POOL_RUNTIME_FIELDS = (*_RUNTIME_FIELDS, "allocationState", "resizeErrors", "autoScaleRun",
+                        "currentDedicatedNodes", "currentLowPriorityNodes")
 _JOB_UPDATABLE = ("priority", "maxParallelTasks", "allowTaskPreemption", "constraints", "metadata")
 
 
@@ -57,17 +65,16 @@ class BatchState:
         self.records = Records(self.account_url)
         self.backend = backend
         self.lifecycle = TaskLifecycle(self.records, backend, config)
-        self.scheduler = Scheduler(self.records, self.lifecycle)
+        self.pool_manager = PoolManager(self.records, self.lifecycle, backend, config, self.nodes_root)
+        self.scheduler = Scheduler(self.records, self.lifecycle, self.pool_manager.tick)
         self._task_seq = itertools.count(1)
         now = iso_now()
         for spec in config.pools:
             pool = PoolRecord(spec.id, spec.slots, spec.nodes, now, new_etag(), vm_size=spec.vm_size,
                               container_configuration=copy.deepcopy(spec.container_configuration),
                               start_task=copy.deepcopy(spec.start_task))
-            for n in range(spec.nodes):
-                node_id = node_id_for(spec.id, n)
-                layout = NodeLayout(spec.id, node_id, self.nodes_root / spec.id / node_id)
-                pool.nodes.append(NodeRecord(layout, n, spec.slots, now, now, start_task=pool.start_task))
+            for _ in range(spec.nodes):
+                self.pool_manager.add_node(pool, dedicated=True)
             self.records.pools[spec.id.lower()] = pool
         backend.bind(self.lifecycle)
 
@@ -92,6 +99,7 @@ class BatchState:
     def start(self) -> None:
         self.backend.start()
         with self.records.lock:
+            self.pool_manager.started = True
             for pool in self.records.pools.values():
                 for node in pool.nodes:
                     self.backend.start_node(node.layout)
@@ -117,6 +125,71 @@ class BatchState:
     def get_pool(self, pool_id: str) -> dict:
         with self.records.lock:
             return pool_view(self.records, self._pool(pool_id))
+
+    def _changeable_pool(self, pool_id: str) -> PoolRecord:
+        pool = self._pool(pool_id)
+        if pool.state == "deleting":
+            raise PoolBeingDeleted()
+        return pool
+
+    def add_pool(self, body: dict) -> dict:
+        """Pools_AddPool: nodes join through the backend as the scheduler thread resizes the pool."""
+        request = check_pool_body(body, self.config.autoscale_min_interval)
+        with self.records.lock:
+            if request.id.lower() in self.records.pools:
+                raise PoolExists()
+            now = iso_now()
+            spec = {k: copy.deepcopy(v) for k, v in body.items() if k not in _POOL_RUNTIME_FIELDS}
+            pool = PoolRecord(request.id, request.slots, request.dedicated, now, new_etag(), node_fill_type=request.fill_type,
+                              target_low_priority=request.low_priority, spec=spec,
+                              resize_timeout=body.get("resizeTimeout") or "PT15M", autoscale_interval=request.interval,
+                              vm_size=body.get("vmSize"), start_task=copy.deepcopy(body.get("startTask")),
+                              container_configuration=copy.deepcopy(
+                                  (body.get("virtualMachineConfiguration") or {}).get("containerConfiguration")))
+            if request.program is not None:
+                pool.autoscale_formula = request.program.text
+            self.pool_manager.create(pool, request.program)
+            return pool_view(self.records, pool)
+
+    def delete_pool(self, pool_id: str) -> None:
+        with self.records.lock:
+            self.pool_manager.delete(self._changeable_pool(pool_id))
+
+    def resize_pool(self, pool_id: str, body: dict) -> None:
+        dedicated, low_priority, option = check_resize_body(body)
+        with self.records.lock:
+            pool = self._changeable_pool(pool_id)
+            if pool.autoscale_formula:
+                raise OperationInvalidForCurrentState("The pool has autoscale enabled; disable it before resizing.")
+            if pool.allocation_state != "steady":
+                raise PoolBeingResized()
+            self.pool_manager.resize(pool, dedicated, low_priority, option)
+
+    def stop_pool_resize(self, pool_id: str) -> None:
+        with self.records.lock:
+            self.pool_manager.stop_resize(self._changeable_pool(pool_id))
+
+    def enable_pool_autoscale(self, pool_id: str, body: dict) -> None:
+        program = check_formula((body or {}).get("autoScaleFormula"))
+        interval = check_interval((body or {}).get("autoScaleEvaluationInterval"), self.config.autoscale_min_interval)
+        with self.records.lock:
+            pool = self._changeable_pool(pool_id)
+            if not pool.autoscale_formula and pool.allocation_state != "steady":
+                raise PoolBeingResized("A resize is in progress; enable autoscale once the pool is steady.")
+            self.pool_manager.enable_autoscale(pool, program, interval)
+
+    def disable_pool_autoscale(self, pool_id: str) -> None:
+        with self.records.lock:
+            self.pool_manager.disable_autoscale(self._changeable_pool(pool_id))
+
+    def evaluate_pool_autoscale(self, pool_id: str, body: dict) -> dict:
+        program = check_formula((body or {}).get("autoScaleFormula"))
+        with self.records.lock:
+            pool = self._changeable_pool(pool_id)
+            if not pool.autoscale_formula:
+                raise OperationInvalidForCurrentState(
+                    "Autoscale is not enabled on the pool; Batch evaluates formulas only on autoscale pools.")
+            return self.pool_manager.evaluate_only(pool, program)
 
     def _node(self, pool_id: str, node_id: str) -> NodeRecord:
         node = self.records.find_node(self._pool(pool_id).id, str(node_id))
@@ -157,12 +230,21 @@ class BatchState:
             raise JobNotFound()
         return job
 
+    def _check_active_job_quota(self) -> None:
+        """Batch counts every job that has not completed against the account's active-job quota."""
+        quota = self.config.active_job_quota
+        if quota and sum(
+            1 for job in self.records.jobs.values() if not job.deleted and job.rest.get("state") != "completed"
+        ) >= quota:
+            raise ActiveJobAndScheduleQuotaReached()
+
     def create_job(self, body: dict) -> dict:
         job_id, pool_id = check_job_body(body)
         with self.records.lock:
             pool = self._pool_for_job(pool_id)
             if job_id.lower() in self.records.jobs:
                 raise JobExists()
+            self._check_active_job_quota()
             now = iso_now()
             rest: dict[str, Any] = {k: copy.deepcopy(v) for k, v in body.items() if k not in _RUNTIME_FIELDS}
             rest.update(

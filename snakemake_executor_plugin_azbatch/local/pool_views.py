@@ -1,9 +1,11 @@
 """REST shapes of pools, nodes, node counts, supported images and applications, built from the records.
 
-Every local pool is a fixed-size Linux pool of `standard_d2s_v3`-shaped nodes (or the pool file's vmSize) on
-Ubuntu 22.04 as Batch reports it; the image is what the nodes claim to be, not what runs (see the execution
-backend). Container-enabled pools report their containerConfiguration, pools with a start task their startTask,
-and their nodes the start task's progress (startTaskInfo) and the node state it implies (`NodeRecord.state`).
+Pools from the service's --pool/--container-pool options and pool files are fixed-size Linux pools of
+`standard_d2s_v3`-shaped nodes (or the pool file's vmSize) on Ubuntu 22.04 as Batch reports them; pools created
+over the API report the vmSize and image they were created with. The image is what the nodes claim to be, not
+what runs (see the execution backend). Container-enabled pools report their containerConfiguration, pools with a
+start task their startTask, and their nodes the start task's progress (startTaskInfo) and the node state it
+implies (`NodeRecord.state`).
 """
 
 from __future__ import annotations
@@ -35,31 +37,45 @@ NODE_COUNT_FIELDS = {
 
 
 def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
+    """BatchPool: the creation body's fields as given, runtime fields from the record."""
+    spec = copy.deepcopy(pool.spec)
+    vm = spec.pop("virtualMachineConfiguration", None) or vm_configuration(pool)
     body: dict[str, Any] = {
+        **spec,
         "id": pool.id,
         "url": f"{records.account_url}/pools/{pool.id}",
         "eTag": pool.etag,
-        "lastModified": pool.creation_time,
+        "lastModified": pool.last_modified,
         "creationTime": pool.creation_time,
-        "state": "active",
-        "stateTransitionTime": pool.creation_time,
-        "allocationState": "steady",
-        "allocationStateTransitionTime": pool.creation_time,
+        "state": pool.state,
+        "stateTransitionTime": pool.state_transition_time,
+        "allocationState": pool.allocation_state,
+        "allocationStateTransitionTime": pool.allocation_state_transition_time,
         "vmSize": pool.vm_size or VM_SIZE,
-        "resizeTimeout": "PT15M",
-        "currentDedicatedNodes": len(pool.nodes),
-        "currentLowPriorityNodes": 0,
+        "resizeTimeout": pool.resize_timeout,
+        "currentDedicatedNodes": sum(1 for n in pool.nodes if n.dedicated),
+        "currentLowPriorityNodes": sum(1 for n in pool.nodes if not n.dedicated),
         "targetDedicatedNodes": pool.target_nodes,
-        "targetLowPriorityNodes": 0,
-        "enableAutoScale": False,
-        "enableInterNodeCommunication": False,
+        "targetLowPriorityNodes": pool.target_low_priority,
+        "enableAutoScale": bool(pool.autoscale_formula),
+        "enableInterNodeCommunication": bool(spec.get("enableInterNodeCommunication", False)),
         "taskSlotsPerNode": pool.slots,
         "taskSchedulingPolicy": {"nodeFillType": pool.node_fill_type},
-        "virtualMachineConfiguration": vm_configuration(pool),
-        "targetNodeCommunicationMode": "default",
+        "virtualMachineConfiguration": vm,
+        "targetNodeCommunicationMode": spec.get("targetNodeCommunicationMode", "default"),
         "currentNodeCommunicationMode": "simplified",
     }
-    if pool.start_task:
+    if pool.autoscale_formula:
+        body["autoScaleFormula"] = pool.autoscale_formula
+        body["autoScaleEvaluationInterval"] = pool.autoscale_interval
+    else:
+        body.pop("autoScaleFormula", None)
+        body.pop("autoScaleEvaluationInterval", None)
+    if pool.autoscale_run:
+        body["autoScaleRun"] = copy.deepcopy(pool.autoscale_run)
+    if pool.resize_errors and pool.allocation_state == "steady":  # Batch reports them once steady
+        body["resizeErrors"] = copy.deepcopy(pool.resize_errors)
+    if pool.start_task and "startTask" not in body:
         body["startTask"] = copy.deepcopy(pool.start_task)
     return body
 
@@ -104,9 +120,9 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
         "runningTasksCount": len(node.running_tasks),
         "runningTaskSlotsCount": node.used_slots,
         "totalTasksSucceeded": node.total_tasks_succeeded,
-        "isDedicated": True,
+        "isDedicated": node.dedicated,
         "nodeAgentInfo": {"version": "1.11.0", "lastUpdateTime": node.allocation_time},
-        "virtualMachineInfo": {"imageReference": dict(IMAGE_REFERENCE)},
+        "virtualMachineInfo": {"imageReference": _image(records, node)},
     }
     if recent:
         body["recentTasks"] = recent
@@ -117,14 +133,20 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
     return body
 
 
+def _image(records: Records, node: NodeRecord) -> dict[str, Any]:
+    pool = records.pools.get(node.pool_id.lower())
+    vm = pool.spec.get("virtualMachineConfiguration") if pool is not None else None
+    return copy.deepcopy((vm or {}).get("imageReference") or IMAGE_REFERENCE)
+
+
 def node_counts_view(pool: PoolRecord) -> dict[str, Any]:
-    """BatchPoolNodeCounts: every node is dedicated."""
-    dedicated = dict.fromkeys(NODE_COUNT_FIELDS.values(), 0)
+    """BatchPoolNodeCounts: dedicated and Spot (lowPriority) nodes by state."""
+    counts = {kind: dict.fromkeys(NODE_COUNT_FIELDS.values(), 0) for kind in ("dedicated", "lowPriority")}
     for node in pool.nodes:
-        dedicated[NODE_COUNT_FIELDS.get(node.state, "unknown")] += 1
-    dedicated["total"] = sum(dedicated.values())
-    low_priority = dict.fromkeys([*NODE_COUNT_FIELDS.values(), "total"], 0)
-    return {"poolId": pool.id, "dedicated": dedicated, "lowPriority": low_priority}
+        counts["dedicated" if node.dedicated else "lowPriority"][NODE_COUNT_FIELDS.get(node.state, "unknown")] += 1
+    for bucket in counts.values():
+        bucket["total"] = sum(bucket.values())
+    return {"poolId": pool.id, **counts}
 
 
 def supported_images_view(pools: list[dict[str, Any]]) -> list[dict[str, Any]]:

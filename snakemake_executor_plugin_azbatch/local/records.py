@@ -43,6 +43,9 @@ class NodeRecord:
     start_task: dict[str, Any] | None = None  # the pool's startTask
     start_task_info: dict[str, Any] | None = None  # BatchStartTaskInfo, once the start task was started
     start_task_run: int = 0  # numbers the start task's runs, so a late report about an earlier run is ignored
+    dedicated: bool = True  # False: a Spot (low-priority) node
+    leaving: str | None = None  # the pool shrinks: the nodeDeallocationOption this node leaves with
+    preempted_at: float | None = None  # monotonic time a Spot node was preempted; it comes back later
     used_slots: int = 0
     running_tasks: set = field(default_factory=set)  # {(job_key, task_key)}
     total_tasks_run: int = 0
@@ -70,7 +73,12 @@ class NodeRecord:
 
     @property
     def state(self) -> str:
-        """BatchNodeState: starting → (waitingforstarttask → ) idle/running, or starttaskfailed."""
+        """BatchNodeState: starting → (waitingforstarttask → ) idle/running, or starttaskfailed; a Spot node may be
+        preempted, and a node leaving a shrinking pool is leavingpool once its tasks are done."""
+        if self.preempted_at is not None:
+            return "preempted"
+        if self.leaving is not None and not self.running_tasks:
+            return "leavingpool"
         if not self.ready:
             return "starting"
         if self.waits_for_start_task:
@@ -83,9 +91,9 @@ class NodeRecord:
 
     @property
     def schedulable(self) -> bool:
-        """Tasks may be placed here (Batch keeps tasks off nodes whose start task, with waitForSuccess, has not
-        succeeded)."""
-        return self.state in ("idle", "running")
+        """Tasks may be placed here: not leaving the pool, not preempted, and (Batch keeps tasks off nodes whose
+        start task, with waitForSuccess, has not succeeded) idle or running."""
+        return self.leaving is None and self.preempted_at is None and self.state in ("idle", "running")
 
     def state_changed(self) -> None:
         self.state_transition_time = iso_now()
@@ -110,9 +118,11 @@ class NodeRecord:
 
 @dataclass
 class PoolRecord:
+    """A pool: its creation body (`spec`), targets, allocation state, autoscale settings and its nodes."""
+
     id: str
     slots: int
-    target_nodes: int
+    target_nodes: int  # targetDedicatedNodes
     creation_time: str
     etag: str
     nodes: list[NodeRecord] = field(default_factory=list)
@@ -120,6 +130,37 @@ class PoolRecord:
     vm_size: str | None = None  # None: the default of pool_views
     container_configuration: dict[str, Any] | None = None  # set for container-enabled pools
     start_task: dict[str, Any] | None = None
+    target_low_priority: int = 0
+    spec: dict[str, Any] = field(default_factory=dict)  # the Pools_AddPool body (vmSize, startTask, ...)
+    state: str = "active"  # active | deleting
+    state_transition_time: str = ""
+    allocation_state: str = "steady"  # steady | resizing | stopping
+    allocation_state_transition_time: str = ""
+    last_modified: str = ""
+    deallocation_option: str = "requeue"  # how nodes leave while shrinking
+    resize_timeout: str = "PT15M"
+    resize_errors: list[dict[str, Any]] = field(default_factory=list)
+    autoscale_formula: str | None = None  # set while autoscale is enabled
+    autoscale_interval: str = "PT15M"
+    autoscale_run: dict[str, Any] | None = None
+    next_evaluation: float = 0.0  # monotonic
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # autoscale samples (epoch, value)
+    last_sample: float = 0.0  # monotonic
+    next_node_index: int = 0
+
+    def __post_init__(self) -> None:
+        self.state_transition_time = self.state_transition_time or self.creation_time
+        self.allocation_state_transition_time = self.allocation_state_transition_time or self.creation_time
+        self.last_modified = self.last_modified or self.creation_time
+
+    def touch(self) -> None:
+        self.etag = new_etag()
+        self.last_modified = iso_now()
+
+    def set_allocation_state(self, state: str) -> None:
+        if self.allocation_state != state:
+            self.allocation_state = state
+            self.allocation_state_transition_time = iso_now()
 
 
 @dataclass

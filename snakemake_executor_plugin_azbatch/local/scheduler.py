@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from .lifecycle import TaskLifecycle
 from .records import JobRecord, PoolRecord, Records, TaskRecord
@@ -21,9 +22,11 @@ TICK_SECONDS = 0.5  # the longest a change can wait to be acted on if nobody sig
 
 
 class Scheduler:
-    def __init__(self, records: Records, lifecycle: TaskLifecycle) -> None:
+    def __init__(self, records: Records, lifecycle: TaskLifecycle,
+                 before_placing: Callable[[], None] | None = None) -> None:
         self.records = records
         self.lifecycle = lifecycle
+        self.before_placing = before_placing  # pools move toward their targets (pool_management.PoolManager.tick)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -52,6 +55,8 @@ class Scheduler:
             if job.state == "active" and limit is not None and now - job.created_monotonic > limit:
                 self.lifecycle.begin_terminate(job, "MaxWallClockTimeExpiry")
             self.lifecycle.advance_finishing(job)
+        if self.before_placing is not None:
+            self.before_placing()
         for pool in self.records.pools.values():
             self._place(pool)
 

@@ -2,6 +2,7 @@
 transfers themselves (`blobs`)."""
 
 from .blobs import Staging, make_blob_service
+from . import node_commands
 from .layout import BlobLayout, NodePaths, StagingError
 
-__all__ = ["BlobLayout", "NodePaths", "Staging", "StagingError", "make_blob_service"]
+__all__ = ["node_commands", "BlobLayout", "NodePaths", "Staging", "StagingError", "make_blob_service"]

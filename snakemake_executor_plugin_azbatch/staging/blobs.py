@@ -3,6 +3,7 @@ atomic downloads of what tasks wrote."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from ..azure_sdk import redact, retry_kwargs
+from ..azure_sdk import preflight_kwargs, redact, retry_kwargs
 from ..config import Config
 from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
@@ -82,7 +83,7 @@ class Staging:
         keyed = bool(self.config.storage_account_key or self.config.storage_connection_string)
         try:
             with explained(f"storage {self.service.url}", keyed=keyed):
-                self.container.get_container_properties()
+                self.container.get_container_properties(**preflight_kwargs(storage=True))
         except SettingsError:
             raise
         except ResourceNotFoundError:
@@ -151,8 +152,7 @@ class Staging:
             self.service.account_name,
             self.config.storage_container,
             permission=permission,
-            start=start,
-            expiry=expiry,
+            expiry=expiry,  # no start time: valid at once, whatever a node's clock skew
             **signing,
         )
         if read:
@@ -167,6 +167,10 @@ class Staging:
     def read_url(self, blob: str) -> str:
         url = self.blob_url(blob)
         return url if self.identity else f"{url}?{self._sas(read=True)}"
+
+    def read_container_url(self) -> str:
+        """The container's URL with the read SAS (for a node fetching a manifest's blobs itself)."""
+        return f"{self.container.url}?{self._sas(read=True)}"
 
     def output_container_url(self) -> str:
         return self.container.url if self.identity else f"{self.container.url}?{self._sas(read=False)}"
@@ -224,6 +228,30 @@ class Staging:
                 existing.update(uploads)
         self.record.save()
         return result
+
+    def stage_bytes(self, data: bytes) -> tuple[str, str]:
+        """(blob, sha256) of content-addressed `data` (small: manifests), uploaded only when not stored yet."""
+        digest = hashlib.sha256(data).hexdigest()
+        blob = self.layout.cas_blob(digest)
+        existing = self._existing_cas()
+        if blob not in existing:
+            try:
+                self.container.upload_blob(blob, data, overwrite=True)
+            except HttpResponseError as e:
+                raise StagingError(f"azbatch: uploading {blob} failed ({e.status_code}): {redact(e.reason)}") from None
+            with self._cas_lock:
+                existing.add(blob)
+        return blob, digest
+
+    def content_digest(self, path: str, blob: str) -> str:
+        """sha256 of what `blob` (as returned by stage_files for `path`) holds: its name for content-addressed
+        blobs, the digest recorded at download for blobs tasks wrote."""
+        if blob.startswith(self.layout.cas_prefix):
+            return blob[len(self.layout.cas_prefix):]
+        entry = self.record.produced.get(os.path.abspath(path))
+        if entry and len(entry) > 3 and entry[2] == blob:
+            return entry[3]
+        return sha256_file(path)
 
     def _upload(self, blob: str, path: str) -> None:
         try:

@@ -3,15 +3,16 @@ blobs tasks wrote, so unchanged files are not re-hashed and downloaded outputs a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+# One hashing routine for both sides: the node helper is standard-library only, so the plugin may use it too.
+from .node_helper import sha256_of as sha256_file
+
 RECORD_VERSION = 2
-_HASH_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass
@@ -82,11 +83,3 @@ class StagingRecord:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, self.path)
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -1,0 +1,23 @@
+"""Settings for large runs: parallel submission, the input-manifest threshold, the adaptive status interval's
+bound and how long finished tasks' directories stay on the nodes."""
+
+from __future__ import annotations
+
+from ..settings import SettingsError
+from .numbers import number
+from .values import SettingValues, where
+
+MAX_SUBMIT_CONCURRENCY = 32
+
+
+def resolve_scale(values: SettingValues) -> dict:
+    concurrency = number(values, "submit_concurrency", int, 1)
+    if concurrency is not None and concurrency > MAX_SUBMIT_CONCURRENCY:
+        raise SettingsError(f"azbatch: {where('submit_concurrency')} must be at most {MAX_SUBMIT_CONCURRENCY}")
+    threshold = number(values, "input_manifest_threshold", int, 0)
+    return {
+        "submit_concurrency": 4 if concurrency is None else concurrency,
+        "input_manifest_threshold": 50 if threshold is None else threshold,
+        "status_interval_max": number(values, "status_interval_max", float, 0.1),
+        "task_retention_minutes": number(values, "task_retention", int, 0) or 0,
+    }

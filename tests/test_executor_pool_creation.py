@@ -1,0 +1,116 @@
+"""The plugin creates its pool when asked: an autoscaling Spot pool from zero on the local service, nodes that
+appear while tasks wait and leave when idle, the pool deleted at the end (or kept), the preflight line with prices."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from executor_runs import output_of, run_snakemake, write_files
+
+from waiting import wait_for
+
+SNAKEFILE = """
+    rule all:
+        input: expand("out/{i}.txt", i=range(4))
+
+    rule work:
+        output: "out/{i}.txt"
+        shell: "sleep 2; echo $AZ_BATCH_NODE_ID > {output}"
+"""
+
+
+@pytest.fixture
+def service(make_service):
+    return make_service(pools=["local:1:1"], autoscale_min_interval=1.0, autoscale_sample_seconds=0.2)
+
+
+class PoolWatcher:
+    """Polls the pool while snakemake runs: the Spot/dedicated node counts seen."""
+
+    def __init__(self, client, pool_id: str) -> None:
+        self.client, self.pool_id = client, pool_id
+        self.spot_counts: list[int] = []
+        self.dedicated_counts: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                pool = self.client.get_pool(self.pool_id)
+            except ResourceNotFoundError:
+                continue
+            self.spot_counts.append(pool.current_low_priority_nodes)
+            self.dedicated_counts.append(pool.current_dedicated_nodes)
+
+    def __enter__(self) -> "PoolWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def pool_settings(pool_id: str, **extra: str) -> dict[str, str]:
+    return {
+        "SNAKEMAKE_AZBATCH_POOL_ID": pool_id,
+        "SNAKEMAKE_AZBATCH_POOL_VM_SIZE": "standard_d2s_v3",
+        "SNAKEMAKE_AZBATCH_POOL_IMAGE": "ubuntu-24.04",
+        "SNAKEMAKE_AZBATCH_POOL_AUTOSCALE": "0-3",
+        "SNAKEMAKE_AZBATCH_POOL_SPOT": "true",
+        "SNAKEMAKE_AZBATCH_POOL_SLOTS": "1",
+        "SNAKEMAKE_AZBATCH_POOL_AUTOSCALE_INTERVAL": "0.02",  # 1.2 s; the service allows 1 s
+        **extra,
+    }
+
+
+def test_autoscaling_spot_pool_is_created_used_and_deleted(service, tmp_path) -> None:
+    workdir = write_files(tmp_path / "spot", {"Snakefile": SNAKEFILE})
+    client = service.batch_client()
+    with PoolWatcher(client, "spot-run") as watcher:
+        result = run_snakemake(service, workdir, container="spot", **pool_settings(
+            "spot-run", SNAKEMAKE_AZBATCH_PRICE_NODE_HOUR="0.19,0.04"))
+    assert result.returncode == 0, output_of(result)
+    text = result.stdout + result.stderr
+    assert ("azbatch: creating pool spot-run: standard_d2s_v3, 1 task slot(s) per node, ubuntu-24.04, autoscale 0-3 "
+            "Spot nodes on pending tasks (every 0.02 min); deleted at the end of the run; 0.19 per dedicated "
+            "node-hour, 0.04 per Spot node-hour") in text, output_of(result)
+    assert "azbatch: deleted pool spot-run (created by this run)" in text
+    assert watcher.spot_counts[0] == 0, watcher.spot_counts  # created empty
+    assert max(watcher.spot_counts) >= 2 and set(watcher.dedicated_counts) == {0}, watcher.spot_counts
+    assert sorted(p.name for p in (workdir / "out").iterdir()) == [f"{i}.txt" for i in range(4)]
+    with pytest.raises(ResourceNotFoundError):
+        client.get_pool("spot-run")
+    assert [p.id for p in client.list_pools()] == ["local"]  # the service's own pool is never touched
+
+
+def test_created_pool_is_kept_and_shrinks_when_idle(service, tmp_path) -> None:
+    workdir = write_files(tmp_path / "kept", {"Snakefile": SNAKEFILE})
+    client = service.batch_client()
+    result = run_snakemake(service, workdir, container="kept",
+                           **pool_settings("kept-run", SNAKEMAKE_AZBATCH_KEEP_POOL="true"))
+    assert result.returncode == 0, output_of(result)
+    assert "azbatch: kept pool kept-run (created by this run)" in result.stdout + result.stderr
+    pool = client.get_pool("kept-run")
+    assert pool.enable_auto_scale and "$NodeDeallocationOption=taskcompletion" in pool.auto_scale_run.results
+    wait_for(lambda: client.get_pool("kept-run").current_low_priority_nodes == 0, 60,
+             lambda: f"idle Spot nodes never left: {client.get_pool('kept-run').as_dict()}")
+    # A second run finds the pool: it uses it and never deletes a pool it did not create.
+    (workdir / "out").rename(workdir / "first")
+    again = run_snakemake(service, workdir, container="kept", **pool_settings("kept-run"))
+    assert again.returncode == 0, output_of(again)
+    assert "azbatch: pool kept-run exists; it is used as it is" in again.stdout + again.stderr
+    assert client.get_pool("kept-run").state == "active"
+
+
+def test_pool_settings_without_a_vm_size_are_one_clear_line(service, tmp_path) -> None:
+    workdir = write_files(tmp_path / "bad", {"Snakefile": SNAKEFILE})
+    result = run_snakemake(service, workdir, container="bad", SNAKEMAKE_AZBATCH_POOL_AUTOSCALE="0-3")
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error: azbatch:")]
+    assert lines == ["Error: azbatch: --azbatch-pool-autoscale only applies to a pool the run creates; set "
+                     "--azbatch-pool-vm-size too (e.g. standard_d4s_v3)"], output_of(result)
+    assert "Traceback" not in result.stderr

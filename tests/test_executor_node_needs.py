@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import tarfile
 
 from executor_runs import kept_jobs, output_of, run_snakemake, write_files
 
@@ -43,10 +44,12 @@ def test_conda_and_apptainer_rules_get_node_wide_prefixes_and_their_env_files(lo
         command = shlex.split(task.command_line)[2]  # /bin/bash -c SCRIPT
         assert '--conda-prefix "$AZ_BATCH_NODE_SHARED_DIR/azbatch/conda-envs"' in command
         assert '--apptainer-prefix "$AZ_BATCH_NODE_SHARED_DIR/azbatch/apptainer-images"' in command
-        assert re.search(r"--deployment-method conda apptainer ", command), command
+        assert re.search(r"--deployment-method (conda apptainer|apptainer conda) ", command), command
         # The node-wide prefixes come after Snakemake's own arguments, so they win over any local --conda-prefix.
         assert command.index("--deployment-method") < command.index("--conda-prefix")
-        assert "envs/tool.yaml" in {r.file_path for r in task.resource_files}
+        # The env file is a workflow source: in the run's sources archive, which every node's preparation unpacks.
+        with tarfile.open(workdir / ".snakemake/azbatch/sources.tar.gz") as archive:
+            assert "envs/tool.yaml" in archive.getnames()
         # The nodes have both (the pool's start task or image): the bootstrap installs only Snakemake.
         prep = client.get_job(jobs[0].id).job_preparation_task.command_line
         assert "Miniforge" not in prep and "apptainer" not in prep

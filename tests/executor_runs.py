@@ -63,5 +63,19 @@ def total(metrics: dict[str, Any], section: str) -> int:
     return sum(int(op.get("count", 0)) for op in metrics.get(section, {}).values())
 
 
+def bootstrap_bytes(offline_python: str | None = None, node_packages: tuple[str, ...] = ()) -> int:
+    """Bytes the default (pip) bootstrap stages once per storage container: uv's wheel for the nodes (plus the
+    offline wheelhouse for `offline_python`), as cached on this machine."""
+    from snakemake_executor_plugin_azbatch.bootstrap import wheelhouse
+
+    cache = wheelhouse.cache_root()
+    files = [wheelhouse.uv_wheel(cache, wheelhouse.uv_version())]
+    if offline_python:
+        import snakemake
+
+        files += wheelhouse.wheelhouse(cache, snakemake.__version__, offline_python, node_packages)
+    return sum(f.stat().st_size for f in files)
+
+
 def upload_bytes(metrics: dict[str, Any]) -> int:
     return sum(count(metrics, "storage", op, "requestBytes") for op in ("PutBlob", "PutBlock"))

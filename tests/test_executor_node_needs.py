@@ -4,11 +4,9 @@ prefixes (each conda env / image made once per node) and the env files travel wi
 
 from __future__ import annotations
 
-import io
 import re
 import shlex
 import tarfile
-import urllib.request
 
 from executor_runs import kept_jobs, output_of, run_snakemake, write_files
 
@@ -46,18 +44,14 @@ def test_conda_and_apptainer_rules_get_node_wide_prefixes_and_their_env_files(lo
         command = shlex.split(task.command_line)[2]  # /bin/bash -c SCRIPT
         assert '--conda-prefix "$AZ_BATCH_NODE_SHARED_DIR/azbatch/conda-envs"' in command
         assert '--apptainer-prefix "$AZ_BATCH_NODE_SHARED_DIR/azbatch/apptainer-images"' in command
-        assert re.search(r"--deployment-method (conda apptainer|apptainer conda) ", command), command  # a set: any order
+        assert re.search(r"--deployment-method (conda apptainer|apptainer conda) ", command), command
         # The node-wide prefixes come after Snakemake's own arguments, so they win over any local --conda-prefix.
         assert command.index("--deployment-method") < command.index("--conda-prefix")
-        # The env file travels with the workflow's sources: in the run's sources archive, which the preparation
-        # task extracts on each node.
-        prep_task = client.get_job(jobs[0].id).job_preparation_task
-        (archive,) = [r for r in prep_task.resource_files if r.file_path == "azbatch/sources.tar.gz"]
-        data = urllib.request.urlopen(archive.http_url, timeout=30).read()
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            assert "envs/tool.yaml" in tar.getnames()
+        # The env file is a workflow source: in the run's sources archive, which every node's preparation unpacks.
+        with tarfile.open(workdir / ".snakemake/azbatch/sources.tar.gz") as archive:
+            assert "envs/tool.yaml" in archive.getnames()
         # The nodes have both (the pool's start task or image): the bootstrap installs only Snakemake.
-        prep = prep_task.command_line
+        prep = client.get_job(jobs[0].id).job_preparation_task.command_line
         assert "Miniforge" not in prep and "apptainer" not in prep
     finally:
         for job in jobs:

@@ -20,12 +20,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from executor_runs import kept_jobs, output_of, run_snakemake, upload_bytes
+from executor_runs import bootstrap_bytes, kept_jobs, output_of, run_snakemake, upload_bytes
 from node_sandbox import IMAGE_DIR, skip_unless, stock_image
 from test_example_workflow import copy_example, read_tsv
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
-from snakemake_executor_plugin_azbatch.bootstrap import wheelhouse
 from snakemake_executor_plugin_azbatch.local import isolation
 from snakemake_executor_plugin_azbatch.local.config import PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
@@ -89,17 +88,6 @@ def assert_example_results(workdir: Path) -> None:
     assert sorted(row["sample"] for row in summary) == ["A", "B", "C"]
     assert (workdir / "results/summary/coverage.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert len((workdir / "results/random_md5/all.txt").read_text().splitlines()) == 10
-
-
-def bootstrap_bytes(offline_python: str | None = None) -> int:
-    """Bytes of what the bootstrap stages: uv's wheel (and the wheelhouse), as cached on this machine."""
-    cache = wheelhouse.cache_root()
-    files = [wheelhouse.uv_wheel(cache, wheelhouse.uv_version())]
-    if offline_python:
-        import snakemake
-
-        files += wheelhouse.wheelhouse(cache, snakemake.__version__, offline_python, (NODE_PACKAGES,))
-    return sum(f.stat().st_size for f in files)
 
 
 def test_default_bootstrap_runs_the_example_on_stock_nodes_and_a_second_run_reuses_it(make_service, tmp_path):

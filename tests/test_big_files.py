@@ -9,7 +9,6 @@ import hashlib
 import logging
 import math
 import os
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +18,7 @@ from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from snakemake_executor_plugin_azbatch.staging import blobs as staging
 from snakemake_executor_plugin_azbatch.staging.layout import BlobLayout
 from snakemake_executor_plugin_azbatch.staging.record import sha256_file
+from waiting import wait_for
 from snakemake_executor_plugin_azbatch.local import blob_transfer
 from snakemake_executor_plugin_azbatch.config import resolve
 
@@ -110,10 +110,10 @@ def test_node_moves_a_large_resource_file_and_output_file_in_parallel_blocks(loc
             for name in ("output.bin", "input.sha256")
         ],
     })
-    deadline = time.monotonic() + WAIT_SECONDS
-    while (task := client.get_task(job_id, "copy")).state != "completed":
-        assert time.monotonic() < deadline, f"task never completed: {task.as_dict()}"
-        time.sleep(0.2)
+    task = wait_for(
+        lambda: (t := client.get_task(job_id, "copy")).state == "completed" and t,
+        WAIT_SECONDS, lambda: f"task never completed: {client.get_task(job_id, 'copy').as_dict()}", interval=0.2,
+    )
     after = local_service.metrics()
     assert task.execution_info.exit_code == 0, task.as_dict()
     # The node read the resource file as ranged reads of one block each and wrote the output as blocks;

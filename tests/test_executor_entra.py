@@ -12,6 +12,7 @@ import time
 import pytest
 from conftest import ENTRA_TOKEN_LIFETIME_S
 from executor_runs import delta, output_of, snakemake_command, write_files
+from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.bearer_auth import BATCH_AUDIENCE, STORAGE_AUDIENCE
 from snakemake_executor_plugin_azbatch.local.secure_endpoints import KEY_VARIABLES
@@ -119,10 +120,9 @@ def test_a_credential_revoked_during_a_run_is_named_in_one_line_and_the_run_reco
     secret = authority.config.client_secret
     try:
         # Pool check, job creation and submission take one token each; the next one is the first status round.
-        deadline = time.monotonic() + 120
-        while authority.stats().get(batch_tokens, 0) - before < 4:
-            assert time.monotonic() < deadline and process.poll() is None, "no status round"
-            time.sleep(0.1)
+        wait_for(lambda: process.poll() is not None or authority.stats().get(batch_tokens, 0) - before >= 4,
+                 120, "no status round", interval=0.1)
+        assert process.poll() is None, "the run ended before its first status round"
         authority.config.client_secret = "rotated-" + secret  # as if the secret were revoked mid-run
         time.sleep(15)  # longer than the adaptive status interval can grow to (10 x 1 s on loopback)
     finally:

@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import start_service
 from executor_runs import delta, output_of, run_snakemake, snakemake_command, snakemake_env, write_files
+from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 
@@ -313,10 +313,11 @@ def test_cancelled_run_writes_its_report(service, tmp_path):
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + 120
-        while not any(PROGRESS_RE.search(l) and PROGRESS_RE.search(l).group(3) == "2" for l in list(lines)):
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
-            time.sleep(0.2)
+        def two_running() -> bool:
+            assert proc.poll() is None, "".join(lines)
+            return any((m := PROGRESS_RE.search(line)) and m.group(3) == "2" for line in list(lines))
+
+        wait_for(two_running, 120, lambda: "".join(lines), interval=0.2)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
     finally:

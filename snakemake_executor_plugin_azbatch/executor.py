@@ -28,7 +28,7 @@ from .job_quota import create_job_waiting
 from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
-from .polling import AdaptiveInterval, default_maximum
+from .polling import AdaptiveInterval, default_maximum, sleep_interval
 from .node_health import NodeHealth
 from .node_setup import NodeSetup
 from .run_report.reporting import RunReporting
@@ -342,6 +342,9 @@ class Executor(RunPools, RemoteExecutor):
                         self.report_job_error(info, msg=error)
 
     # ---- status ------------------------------------------------------------------------------------------------
+    async def sleep(self) -> None:
+        await sleep_interval(lambda: float(self.next_seconds_between_status_checks or 0))
+
     async def check_active_jobs(
         self, active_jobs: List[SubmittedJobInfo]
     ) -> AsyncGenerator[SubmittedJobInfo, None]:

@@ -4,7 +4,10 @@ ways. The same idea as the Snakemake SLURM plugin's status checks, which space o
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 GROWTH = 1.5
 DEFAULT_MAX_FACTOR = 10
@@ -32,3 +35,21 @@ class AdaptiveInterval:
         else:
             self.current = min(self.maximum, self.current * GROWTH)
         return self.current
+
+
+SLEEP_STEP_SECONDS = 0.5
+
+
+async def sleep_interval(
+    interval: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Sleep until `interval()` seconds have passed since the call, re-reading it every short step.
+
+    Snakemake's status thread begins its first sleep before the executor's __post_init__ has set the interval (it
+    would sleep Snakemake's default 10 s); re-reading lets that first round, and any shortened interval, come on time.
+    """
+    start = clock()
+    while (remaining := start + interval() - clock()) > 0:
+        await sleep(min(SLEEP_STEP_SECONDS, remaining))

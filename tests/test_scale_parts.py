@@ -3,6 +3,7 @@ link), the adaptive status interval, retention in task bodies."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import pytest
 
 from snakemake_executor_plugin_azbatch import task_spec
-from snakemake_executor_plugin_azbatch.polling import AdaptiveInterval, default_maximum
+from snakemake_executor_plugin_azbatch.polling import AdaptiveInterval, default_maximum, sleep_interval
 from snakemake_executor_plugin_azbatch.staging import node_helper
 from snakemake_executor_plugin_azbatch.staging.sources_archive import write_archive
 
@@ -64,6 +65,19 @@ def test_status_interval_is_short_while_tasks_complete_and_grows_bounded_while_q
     assert quiet == sorted(quiet) and quiet[0] > 1.0 and quiet[-1] == 5.0
     assert interval.after_round(3) == 1.0
     assert default_maximum(1.0) == 10.0 and default_maximum(10.0) == 60.0 and default_maximum(120.0) == 120.0
+
+
+def test_status_sleep_follows_an_interval_set_after_it_began():
+    """Snakemake's first sleep starts before the executor sets its interval: the sleep must honour the later value."""
+    clock = [0.0]
+    interval = [10.0]  # Snakemake's default, read when the sleep begins
+
+    async def fake_sleep(seconds: float) -> None:
+        clock[0] += seconds
+        interval[0] = 1.0  # the executor's __post_init__ has run meanwhile
+
+    asyncio.run(sleep_interval(lambda: interval[0], sleep=fake_sleep, clock=lambda: clock[0]))
+    assert clock[0] == 1.0
 
 
 def test_retention_time_goes_into_task_constraints():

@@ -100,16 +100,18 @@ class Executor(RunPools, RemoteExecutor):
         self.next_seconds_between_status_checks = interval
         maximum = self.config.status_interval_max or default_maximum(interval)
         self.poll_interval = AdaptiveInterval(interval, maximum)
+        self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR,
+                                      unusable_wait=self.config.unusable_wait)
         self.reporting = RunReporting(  # live progress and the run report (run_report/, progress.py)
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
+            observe_nodes=self.node_health.states.observe,
         )
         methods = getattr(self.workflow.deployment_settings, "deployment_method", None) or ()
         self.node_setup = NodeSetup(  # what the nodes need: bootstrap (preparation task), task prefix, prefixes
             self.config, frozenset(m.item_to_choice() for m in methods), self.snakemake_version,
             stage=lambda pairs: self._stage([(str(local), node) for local, node in pairs]), log=self.logger.info,
         )
-        self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR)
         if len(self.workflow.dag) > 0:
             self.preflight()
             recovery.end_earlier_runs(
@@ -406,15 +408,16 @@ class Executor(RunPools, RemoteExecutor):
                 self.report_job_error(job_info, msg=message, aux_logs=aux_logs)
 
     async def _check_nodes(self) -> dict[str, str]:
-        """Batch job -> why no node can run its tasks (failed preparation / start tasks), at most every 30 s. A dead
-        job is terminated at once (its tasks could never run) and its waiting jobs are reported failed."""
-        if not self.batch_jobs or not self.node_health.due():
+        """Batch job -> why no node can run its tasks (failed preparation / start tasks, at most every 30 s; nodes
+        unusable too long). A dead job is terminated at once (its tasks could never run) and its waiting jobs are
+        reported failed."""
+        if not self.batch_jobs:
             return dict(self.node_health.dead)
         newly = await asyncio.to_thread(self.node_health.check, self._jobs_by_pool())
         for batch_job, message in newly.items():
             self.logger.error(message)
             try:
-                await asyncio.to_thread(self.batch.terminate_job, batch_job, "nodes cannot be prepared")
+                await asyncio.to_thread(self.batch.terminate_job, batch_job, "no node can run its tasks")
             except BatchServiceError as e:
                 self.logger.error(str(e))
         return dict(self.node_health.dead)

@@ -29,7 +29,7 @@ from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
 from .polling import AdaptiveInterval, default_maximum
-from .node_health import NodeHealth
+from .node_health import NodeHealth, upload_errors
 from .node_setup import NodeSetup
 from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
@@ -462,6 +462,12 @@ class Executor(RunPools, RemoteExecutor):
         except Exception as e:
             problems.append(f"fetching Batch logs failed: {redact(str(e))}")
         failure = getattr(info, "failure_info", None)
+        upload_log = ""
+        if failure is not None and str(failure.code or "").startswith("FileUpload"):  # the node's own account
+            upload_log, saved = upload_errors(self.batch.client, job_info.aux["batch_job"], tid, log_dir, self.logger)
+            aux_logs += [str(saved)] if saved else []
+            saved_text = f" (its log: {saved})" if saved else ""
+            problems.append(f"the node could not upload the task's output files{saved_text}")
         if result == "success" and exit_code in (None, 0):
             parts = [f"azbatch: Batch task {tid} succeeded but its outputs are wrong"]
         else:
@@ -471,6 +477,8 @@ class Executor(RunPools, RemoteExecutor):
             parts.append(f"{enum_text(failure.category)} {failure.code}: {failure.message or ''}{' (' + details + ')' if details else ''}")
         parts += problems
         message = ". ".join(redact(p) for p in parts) + "."
+        if upload_log:
+            message += f"\nThe node's fileuploaderr.txt:\n{upload_log}\n"
         if stderr_tail:
             message += f"\nLast lines of stderr:\n{redact(stderr_tail)}\n"
         return False, message, aux_logs

@@ -172,3 +172,21 @@ class NodeHealth:
             texts[name] = data.decode(errors="replace")
         text = texts.get("stderr.txt", "").strip() or texts.get("stdout.txt", "").strip()
         return redact("\n".join(text.splitlines()[-STDERR_TAIL_LINES:]))
+
+
+UPLOAD_ERRORS_FILE = "fileuploaderr.txt"
+
+
+def upload_errors(client, batch_job: str, task_id: str, log_dir: Path, logger) -> tuple[str, Path | None]:
+    """A task whose output files did not upload (failureInfo FileUpload*): the node's fileuploaderr.txt (one
+    Files_GetFromTask), SAS signatures redacted, saved under `log_dir`; its last lines and the saved path."""
+    try:
+        data = b"".join(client.download_task_file(batch_job, task_id, UPLOAD_ERRORS_FILE))[-MAX_LOG_BYTES:]
+    except Exception as e:  # a task gone with its node: the failure info alone still fails the job
+        logger.debug(f"azbatch: reading {UPLOAD_ERRORS_FILE} of task {task_id} failed: {error_text(e)}")
+        return "", None
+    text = redact(data.decode(errors="replace"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / UPLOAD_ERRORS_FILE
+    path.write_text(text)
+    return "\n".join(text.strip().splitlines()[-STDERR_TAIL_LINES:]), path

@@ -568,16 +568,32 @@ def test_output_upload_failure_is_reported_like_batch(local_service) -> None:
                              "uploadOptions": {"uploadCondition": "taskcompletion"}}],
         },
     )
-    # As on Batch, a pattern (even a plain path) that matches nothing uploads nothing and is no error.
+    gone = container_url(local_service, "no-such-container", read=True, write=True, create=True)
+    no_container = run_task(
+        client,
+        job_id,
+        {
+            "id": "no-container",
+            "commandLine": "/bin/sh -c 'echo data > result.txt'",
+            "outputFiles": [{"filePattern": "result.txt", "destination": {"container": {"containerUrl": gone}},
+                             "uploadOptions": {"uploadCondition": "taskcompletion"}}],
+        },
+    )
+    # As on Batch, a pattern (even a plain path) that matches nothing uploads nothing and is no error; both upload
+    # logs are written on every upload, fileuploaderr.txt empty then.
     assert missing.execution_info.result == "success"
     assert "never-made.txt" in (task_root(local_service, missing) / "fileuploadout.txt").read_text()
-    assert not (task_root(local_service, missing) / "fileuploaderr.txt").exists()
+    assert (task_root(local_service, missing) / "fileuploaderr.txt").read_text() == ""
     info = task.execution_info
     assert info.exit_code == 0 and info.result == "failure"
     assert (info.failure_info.category, info.failure_info.code) == ("usererror", "FileUploadMiscError")
     errors = (task_root(local_service, task) / "fileuploaderr.txt").read_text()
-    assert "result.txt" in errors and "sig=" not in errors
+    assert "result.txt" in errors and "HTTP 403" in errors and "sig=" not in errors
     assert blob_names(container) == set()
+    info = no_container.execution_info
+    assert (info.result, info.failure_info.category, info.failure_info.code) == (
+        "failure", "usererror", "FileUploadContainerNotFound")
+    assert "ContainerNotFound" in b"".join(client.download_task_file(job_id, "no-container", "fileuploaderr.txt")).decode()
 
 
 # ---------------------------------------------------------------------------------------------------- service-wide

@@ -545,40 +545,23 @@ def test_output_files_patterns_conditions_and_paths(local_service) -> None:
 def test_output_upload_failure_is_reported_like_batch(local_service) -> None:
     client = local_service.batch_client()
     container = make_container(local_service, "readonly")
-    read_only = container_url(local_service, container.container_name, read=True, list=True)
     job_id = new_job(local_service, client, "uploadfail")
-    task = run_task(
-        client,
-        job_id,
-        {
-            "id": "t",
-            "commandLine": "/bin/sh -c 'echo data > result.txt'",
-            "outputFiles": [{"filePattern": "result.txt", "destination": {"container": {"containerUrl": read_only}},
+
+    def uploading(task_id: str, command: str, pattern: str, url: str):
+        return run_task(client, job_id, {
+            "id": task_id,
+            "commandLine": command,
+            "outputFiles": [{"filePattern": pattern, "destination": {"container": {"containerUrl": url}},
                              "uploadOptions": {"uploadCondition": "taskcompletion"}}],
-        },
-    )
+        })
+
+    write = "/bin/sh -c 'echo data > result.txt'"
+    read_only = container_url(local_service, container.container_name, read=True, list=True)
+    task = uploading("t", write, "result.txt", read_only)
     writable = container_url(local_service, container.container_name, read=True, write=True, create=True)
-    missing = run_task(
-        client,
-        job_id,
-        {
-            "id": "missing",
-            "commandLine": "true",
-            "outputFiles": [{"filePattern": "never-made.txt", "destination": {"container": {"containerUrl": writable}},
-                             "uploadOptions": {"uploadCondition": "taskcompletion"}}],
-        },
-    )
+    missing = uploading("missing", "true", "never-made.txt", writable)
     gone = container_url(local_service, "no-such-container", read=True, write=True, create=True)
-    no_container = run_task(
-        client,
-        job_id,
-        {
-            "id": "no-container",
-            "commandLine": "/bin/sh -c 'echo data > result.txt'",
-            "outputFiles": [{"filePattern": "result.txt", "destination": {"container": {"containerUrl": gone}},
-                             "uploadOptions": {"uploadCondition": "taskcompletion"}}],
-        },
-    )
+    no_container = uploading("no-container", write, "result.txt", gone)
     # As on Batch, a pattern (even a plain path) that matches nothing uploads nothing and is no error; both upload
     # logs are written on every upload, fileuploaderr.txt empty then.
     assert missing.execution_info.result == "success"

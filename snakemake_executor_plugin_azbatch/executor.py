@@ -29,7 +29,7 @@ from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
 from .polling import AdaptiveInterval, default_maximum, sleep_interval
-from .node_health import NodeHealth
+from .node_health import NodeHealth, upload_errors
 from .node_setup import NodeSetup
 from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
@@ -100,16 +100,18 @@ class Executor(RunPools, RemoteExecutor):
         self.next_seconds_between_status_checks = interval
         maximum = self.config.status_interval_max or default_maximum(interval)
         self.poll_interval = AdaptiveInterval(interval, maximum)
+        self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR,
+                                      unusable_wait=self.config.unusable_wait)
         self.reporting = RunReporting(  # live progress and the run report (run_report/, progress.py)
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
+            observe_nodes=self.node_health.states.observe,
         )
         methods = getattr(self.workflow.deployment_settings, "deployment_method", None) or ()
         self.node_setup = NodeSetup(  # what the nodes need: bootstrap (preparation task), task prefix, prefixes
             self.config, frozenset(m.item_to_choice() for m in methods), self.snakemake_version,
             stage=lambda pairs: self._stage([(str(local), node) for local, node in pairs]), log=self.logger.info,
         )
-        self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR)
         if len(self.workflow.dag) > 0:
             self.preflight()
             recovery.end_earlier_runs(
@@ -409,15 +411,16 @@ class Executor(RunPools, RemoteExecutor):
                 self.report_job_error(job_info, msg=message, aux_logs=aux_logs)
 
     async def _check_nodes(self) -> dict[str, str]:
-        """Batch job -> why no node can run its tasks (failed preparation / start tasks), at most every 30 s. A dead
-        job is terminated at once (its tasks could never run) and its waiting jobs are reported failed."""
-        if not self.batch_jobs or not self.node_health.due():
+        """Batch job -> why no node can run its tasks (failed preparation / start tasks, at most every 30 s; nodes
+        unusable too long). A dead job is terminated at once (its tasks could never run) and its waiting jobs are
+        reported failed."""
+        if not self.batch_jobs:
             return dict(self.node_health.dead)
         newly = await asyncio.to_thread(self.node_health.check, self._jobs_by_pool())
         for batch_job, message in newly.items():
             self.logger.error(message)
             try:
-                await asyncio.to_thread(self.batch.terminate_job, batch_job, "nodes cannot be prepared")
+                await asyncio.to_thread(self.batch.terminate_job, batch_job, "no node can run its tasks")
             except BatchServiceError as e:
                 self.logger.error(str(e))
         return dict(self.node_health.dead)
@@ -462,6 +465,12 @@ class Executor(RunPools, RemoteExecutor):
         except Exception as e:
             problems.append(f"fetching Batch logs failed: {redact(str(e))}")
         failure = getattr(info, "failure_info", None)
+        upload_log = ""
+        if failure is not None and str(failure.code or "").startswith("FileUpload"):  # the node's own account
+            upload_log, saved = upload_errors(self.batch.client, job_info.aux["batch_job"], tid, log_dir, self.logger)
+            aux_logs += [str(saved)] if saved else []
+            saved_text = f" (its log: {saved})" if saved else ""
+            problems.append(f"the node could not upload the task's output files{saved_text}")
         if result == "success" and exit_code in (None, 0):
             parts = [f"azbatch: Batch task {tid} succeeded but its outputs are wrong"]
         else:
@@ -471,6 +480,8 @@ class Executor(RunPools, RemoteExecutor):
             parts.append(f"{enum_text(failure.category)} {failure.code}: {failure.message or ''}{' (' + details + ')' if details else ''}")
         parts += problems
         message = ". ".join(redact(p) for p in parts) + "."
+        if upload_log:
+            message += f"\nThe node's fileuploaderr.txt:\n{upload_log}\n"
         if stderr_tail:
             message += f"\nLast lines of stderr:\n{redact(stderr_tail)}\n"
         return False, message, aux_logs

@@ -6,6 +6,8 @@ At most once per `interval` (not per task): one Jobs_ListPreparationAndReleaseTa
 Nodes_ListNodes per pool. The failed task's stdout/stderr are read from the node (Nodes_GetNodeFile) and saved
 under the log directory. When every node of a job's pool has failed, the job is dead: `check` returns its message
 (exit code, failure, stderr tail). When only some have, one warning per node with the same detail.
+Unusable and preempted nodes are node_states.py's: `check` runs every status round (no request of its own unless
+progress is off) and ends a job whose pool had no usable node for --azbatch-unusable-wait seconds.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .azure_sdk import enum_text, error_text, redact
+from .node_states import WAIT_SECONDS, NodeStates
 
 STDERR_TAIL_LINES = 20
 MAX_LOG_BYTES = 1 << 20
-FAILED_NODE_STATES = ("starttaskfailed", "unusable")
+FAILED_NODE_STATES = ("starttaskfailed",)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def _failure_text(info: Any) -> str:
 
 class NodeHealth:
     def __init__(self, client: Callable[[], Any], logger, log_root: Path, interval: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, unusable_wait: float = WAIT_SECONDS):
         self.client = client
         self.logger = logger
         self.log_root = log_root
@@ -60,6 +63,7 @@ class NodeHealth:
         self.dead: dict[str, str] = {}  # Batch job id -> why none of its nodes can run its tasks
         self.warned: set[tuple[str, str]] = set()  # (pool or job, node) already warned about
         self.failures: dict[tuple[str, str, str], NodeFailure] = {}  # logs are fetched once per failure
+        self.states = NodeStates(client, logger, unusable_wait, clock)  # unusable and preempted nodes
 
     def due(self) -> bool:
         now = self.clock()
@@ -69,8 +73,16 @@ class NodeHealth:
         return True
 
     def check(self, jobs_by_pool: dict[str, str]) -> dict[str, str]:
-        """Batch job id -> message, for jobs newly found dead."""
+        """Batch job id -> message, for jobs newly found dead. Called every status round: node states from the
+        counts already fetched; preparation and start tasks at most every `interval`."""
         newly_dead = {}
+        self.states.refresh(list(jobs_by_pool), max_age=self.interval)
+        for pool_id, job_id in jobs_by_pool.items():
+            message = self.states.dead.get(pool_id.lower())
+            if message and job_id not in self.dead:
+                self.dead[job_id] = newly_dead[job_id] = message
+        if not self.due():
+            return newly_dead
         for pool_id, job_id in jobs_by_pool.items():
             if job_id in self.dead:
                 continue
@@ -160,3 +172,21 @@ class NodeHealth:
             texts[name] = data.decode(errors="replace")
         text = texts.get("stderr.txt", "").strip() or texts.get("stdout.txt", "").strip()
         return redact("\n".join(text.splitlines()[-STDERR_TAIL_LINES:]))
+
+
+UPLOAD_ERRORS_FILE = "fileuploaderr.txt"
+
+
+def upload_errors(client, batch_job: str, task_id: str, log_dir: Path, logger) -> tuple[str, Path | None]:
+    """A task whose output files did not upload (failureInfo FileUpload*): the node's fileuploaderr.txt (one
+    Files_GetFromTask), SAS signatures redacted, saved under `log_dir`; its last lines and the saved path."""
+    try:
+        data = b"".join(client.download_task_file(batch_job, task_id, UPLOAD_ERRORS_FILE))[-MAX_LOG_BYTES:]
+    except Exception as e:  # a task gone with its node: the failure info alone still fails the job
+        logger.debug(f"azbatch: reading {UPLOAD_ERRORS_FILE} of task {task_id} failed: {error_text(e)}")
+        return "", None
+    text = redact(data.decode(errors="replace"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / UPLOAD_ERRORS_FILE
+    path.write_text(text)
+    return "\n".join(text.strip().splitlines()[-STDERR_TAIL_LINES:]), path

@@ -46,8 +46,9 @@ class NodeCounts:
     idle: int = 0
     running: int = 0
     starting: int = 0
-    unusable: int = 0
+    unusable: int = 0  # every state that cannot run tasks (UNUSABLE_STATES)
     preempted: int = 0
+    unusable_state: int = 0  # state `unusable` only (node_states reports these)
 
     @classmethod
     def from_sdk(cls, counts: Any) -> "NodeCounts":
@@ -57,7 +58,7 @@ class NodeCounts:
         return cls(
             total=n("total"), idle=n("idle"), running=n("running"),
             starting=sum(n(s) for s in STARTING_STATES), unusable=sum(n(s) for s in UNUSABLE_STATES),
-            preempted=n("preempted"),
+            preempted=n("preempted"), unusable_state=n("unusable"),
         )
 
     def text(self, kind: str) -> str:
@@ -104,13 +105,16 @@ class ProgressMonitor:
     def __init__(
         self, client: Any, jobs: Callable[[], dict[str, str]], interval: float,
         emit: Callable[[str], None], warn: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
+        observe_nodes: Callable[[dict[str, tuple[NodeCounts, NodeCounts]]], None] | None = None,
     ) -> None:
+        """`observe_nodes({pool id: (dedicated, low-priority)})` is given every node count fetched (node_states)."""
         self.client = client
         self.jobs = jobs
         self.interval = interval
         self.emit = emit
         self.warn = warn
         self.clock = clock
+        self.observe_nodes = observe_nodes
         self.gate = ProgressGate()
         self.failures = 0
         self._stop = threading.Event()
@@ -158,6 +162,8 @@ class ProgressMonitor:
                 nodes[str(item.pool_id).lower()] = (NodeCounts.from_sdk(item.dedicated), NodeCounts.from_sdk(item.low_priority))
         except Exception as e:
             errors.append(e)
+        if self.observe_nodes is not None and nodes:
+            self.observe_nodes({pool: nodes[pool.lower()] for pool in jobs if pool.lower() in nodes})
         self._note_errors(errors)
         if all(t is None for t in tasks.values()) and not nodes:
             return None, False

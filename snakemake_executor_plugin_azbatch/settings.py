@@ -277,6 +277,15 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="SECONDS",
         ),
     )
+    unusable_wait: float = field(
+        default=120.0,
+        metadata=_setting(
+            "Seconds a run waits while no node of a pool can run tasks (all unusable, e.g. Batch lost contact "
+            "with them or their disks are full) for Batch to recover one; then it ends with one line and "
+            "terminates its Batch job.",
+            metavar="SECONDS",
+        ),
+    )
     task_retention: int = field(
         default=60,
         metadata=_setting(

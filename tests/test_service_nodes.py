@@ -545,39 +545,38 @@ def test_output_files_patterns_conditions_and_paths(local_service) -> None:
 def test_output_upload_failure_is_reported_like_batch(local_service) -> None:
     client = local_service.batch_client()
     container = make_container(local_service, "readonly")
-    read_only = container_url(local_service, container.container_name, read=True, list=True)
     job_id = new_job(local_service, client, "uploadfail")
-    task = run_task(
-        client,
-        job_id,
-        {
-            "id": "t",
-            "commandLine": "/bin/sh -c 'echo data > result.txt'",
-            "outputFiles": [{"filePattern": "result.txt", "destination": {"container": {"containerUrl": read_only}},
+
+    def uploading(task_id: str, command: str, pattern: str, url: str):
+        return run_task(client, job_id, {
+            "id": task_id,
+            "commandLine": command,
+            "outputFiles": [{"filePattern": pattern, "destination": {"container": {"containerUrl": url}},
                              "uploadOptions": {"uploadCondition": "taskcompletion"}}],
-        },
-    )
+        })
+
+    write = "/bin/sh -c 'echo data > result.txt'"
+    read_only = container_url(local_service, container.container_name, read=True, list=True)
+    task = uploading("t", write, "result.txt", read_only)
     writable = container_url(local_service, container.container_name, read=True, write=True, create=True)
-    missing = run_task(
-        client,
-        job_id,
-        {
-            "id": "missing",
-            "commandLine": "true",
-            "outputFiles": [{"filePattern": "never-made.txt", "destination": {"container": {"containerUrl": writable}},
-                             "uploadOptions": {"uploadCondition": "taskcompletion"}}],
-        },
-    )
-    # As on Batch, a pattern (even a plain path) that matches nothing uploads nothing and is no error.
+    missing = uploading("missing", "true", "never-made.txt", writable)
+    gone = container_url(local_service, "no-such-container", read=True, write=True, create=True)
+    no_container = uploading("no-container", write, "result.txt", gone)
+    # As on Batch, a pattern (even a plain path) that matches nothing uploads nothing and is no error; both upload
+    # logs are written on every upload, fileuploaderr.txt empty then.
     assert missing.execution_info.result == "success"
     assert "never-made.txt" in (task_root(local_service, missing) / "fileuploadout.txt").read_text()
-    assert not (task_root(local_service, missing) / "fileuploaderr.txt").exists()
+    assert (task_root(local_service, missing) / "fileuploaderr.txt").read_text() == ""
     info = task.execution_info
     assert info.exit_code == 0 and info.result == "failure"
     assert (info.failure_info.category, info.failure_info.code) == ("usererror", "FileUploadMiscError")
     errors = (task_root(local_service, task) / "fileuploaderr.txt").read_text()
-    assert "result.txt" in errors and "sig=" not in errors
+    assert "result.txt" in errors and "HTTP 403" in errors and "sig=" not in errors
     assert blob_names(container) == set()
+    info = no_container.execution_info
+    assert (info.result, info.failure_info.category, info.failure_info.code) == (
+        "failure", "usererror", "FileUploadContainerNotFound")
+    assert "ContainerNotFound" in b"".join(client.download_task_file(job_id, "no-container", "fileuploaderr.txt")).decode()
 
 
 # ---------------------------------------------------------------------------------------------------- service-wide

@@ -1,5 +1,5 @@
 """Settings for large runs: parallel submission, the input-manifest threshold, the adaptive status interval's
-bound and how long finished tasks' directories stay on the nodes."""
+bound, how long finished tasks' directories stay on the nodes and how long a run waits for unusable nodes."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ def resolve_scale(values: SettingValues) -> dict:
     if concurrency is not None and concurrency > MAX_SUBMIT_CONCURRENCY:
         raise SettingsError(f"azbatch: {where('submit_concurrency')} must be at most {MAX_SUBMIT_CONCURRENCY}")
     threshold = number(values, "input_manifest_threshold", int, 0)
+    unusable_wait = number(values, "unusable_wait", float, 0)
     return {
         "submit_concurrency": 4 if concurrency is None else concurrency,
         "input_manifest_threshold": 50 if threshold is None else threshold,
         "status_interval_max": number(values, "status_interval_max", float, 0.1),
         "task_retention_minutes": number(values, "task_retention", int, 0) or 0,
+        "unusable_wait": 120.0 if unusable_wait is None else unusable_wait,
     }

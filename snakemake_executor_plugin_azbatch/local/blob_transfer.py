@@ -1,7 +1,8 @@
 """Resource-file downloads and output-file uploads of the simulated nodes, through the real blob endpoint.
 
 Failure codes are Batch's documented task failure codes (TaskFailureInformationCodes): `BlobNotFound`,
-`BlobAccessDenied`, `BlobDownloadMiscError` for resource files and `FileUploadMiscError` for output files.
+`BlobAccessDenied`, `BlobDownloadMiscError` for resource files and `FileUploadContainerNotFound` /
+`FileUploadMiscError` for output files (category usererror: the task completes with result failure).
 `identityReference` stands for the node's managed identity: local nodes then use the storage account key the
 service was started with. Only loopback URLs are fetched (the service never talks to anything else).
 """
@@ -224,6 +225,11 @@ def _pattern_base(pattern: str) -> str:
 class UploadOutcome:
     log: list[str]
     errors: list[str]
+    code: str | None = None  # the task failureInfo code of the first error (task_outcomes.upload_failure)
+
+    def fail(self, message: str, code: str = "FileUploadMiscError") -> None:
+        self.errors.append(message)
+        self.code = self.code or code
 
 
 @dataclass
@@ -252,12 +258,12 @@ def _destinations(
             _check_loopback(url, "FileUploadMiscError")
             cred = _credential(dest.get("identityReference"), storage)
         except TransferError as err:
-            outcome.errors.append(err.message)
+            outcome.fail(err.message)
             continue
         try:
             container = _container(url, cred, storage)
         except (AzureError, ValueError) as err:
-            outcome.errors.append(f"{redact(url)}: bad container URL ({type(err).__name__})")
+            outcome.fail(f"{redact(url)}: bad container URL ({type(err).__name__})")
             continue
         yield _Destination(expand_vars(spec["filePattern"], env), url, (dest.get("path") or "").strip("/"), container)
 
@@ -267,9 +273,12 @@ def _upload(destination: _Destination, name: str, data: Any, source: str, size: 
         destination.container.upload_blob(name, data, overwrite=True, max_concurrency=_CONCURRENCY)
     except (AzureError, OSError) as err:
         status = getattr(err, "status_code", None)
-        outcome.errors.append(
+        storage_code = getattr(err, "error_code", None)  # e.g. ContainerNotFound, LeaseIdMissing, AuthorizationFailure
+        storage_code = getattr(storage_code, "value", storage_code)
+        outcome.fail(
             f"upload of {source} to {redact(destination.url)}/{name} failed"
-            f" ({type(err).__name__}{f' HTTP {status}' if status else ''})"
+            f" ({type(err).__name__}{f' HTTP {status}' if status else ''}{f' {storage_code}' if storage_code else ''})",
+            "FileUploadContainerNotFound" if storage_code == "ContainerNotFound" else "FileUploadMiscError",
         )
         return
     outcome.log.append(f"uploaded {source} -> {redact(destination.url)}/{name} ({size} bytes)")
@@ -304,7 +313,7 @@ def upload_output_files(
             base = base_pattern if pattern.startswith("/") else os.path.normpath(os.path.join(wd, base_pattern))
         for path in matches:
             if real_confine is not None and not Path(path).resolve().is_relative_to(real_confine):
-                outcome.errors.append(f"{path} is not on the node's disk under {confine} (a symlink out of it?)")
+                outcome.fail(f"{path} is not on the node's disk under {confine} (a symlink out of it?)")
                 continue
             if wildcard:
                 rel = os.path.relpath(path, base)
@@ -315,7 +324,7 @@ def upload_output_files(
                 with open(path, "rb") as fh:
                     _upload(dest, name, fh, path, os.path.getsize(path), outcome)
             except OSError as err:  # unreadable or vanished before the upload
-                outcome.errors.append(f"upload of {path} to {redact(dest.url)}/{name} failed ({type(err).__name__})")
+                outcome.fail(f"upload of {path} to {redact(dest.url)}/{name} failed ({type(err).__name__})")
     return outcome
 
 
@@ -349,11 +358,11 @@ def upload_placeholder_outputs(
 
 
 def record_uploads(task_dir: Path, outcome: UploadOutcome, failure: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Write the agent's upload logs beside stdout.txt, as Batch does (fileuploadout.txt, fileuploaderr.txt); an
-    upload error turns a success into a FileUploadMiscError failure. Returns the attempt's final failureInfo."""
+    """Write the agent's upload logs beside stdout.txt, as Batch does on every upload (fileuploadout.txt,
+    fileuploaderr.txt, the latter empty without errors); an upload error turns a success into a failure
+    (FileUploadContainerNotFound or FileUploadMiscError). Returns the attempt's final failureInfo."""
     task_dir.joinpath("fileuploadout.txt").write_text("".join(line + "\n" for line in outcome.log))
-    if outcome.errors:
-        task_dir.joinpath("fileuploaderr.txt").write_text("".join(line + "\n" for line in outcome.errors))
-        if failure is None:
-            return upload_failure(outcome.errors[0])
+    task_dir.joinpath("fileuploaderr.txt").write_text("".join(line + "\n" for line in outcome.errors))
+    if outcome.errors and failure is None:
+        return upload_failure(outcome.code or "FileUploadMiscError", outcome.errors[0])
     return failure

@@ -36,6 +36,7 @@ from .errors import (
 from .faults import FaultInjector
 from .http_messages import Request, Response, error_response, query_error
 from .metrics import Metrics
+from .node_admin import node_state_response
 from .model import BatchState
 from .routes import match_route
 from .shared_key import AuthenticationError, ReceivedRequest, SharedKeyVerifier
@@ -209,6 +210,8 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
             body_error = InvalidRequestBody("The request body could not be read.")
         if body is None:
             body_error = RequestBodyTooLarge(_TOO_LARGE)
+        if admin := node_state_response(self.command, self.path, body or b"", self.server.dispatcher.api.state):
+            return self._send(admin, b"", counted=False)  # node_admin.py: /_local/ node states
         if self.path.lower().startswith(LOCAL_PREFIX):
             self._send(local_response(self.path.partition("?")[0].lower(), self.server.metrics), b"", counted=False)
             return

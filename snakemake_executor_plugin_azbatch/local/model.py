@@ -211,6 +211,16 @@ class BatchState:
         with self.records.lock:
             return self._node(pool_id, node_id).layout.root
 
+    def set_node_state(self, pool_id: str, node_id: str, state: str, errors: list[dict] | None = None) -> dict:
+        """Outside the Batch API (node_admin): mark a node `unusable` (with BatchNodeErrors) or `idle` again."""
+        with self.records.lock:
+            node = self._node(pool_id, node_id)
+            if state == "unusable":
+                self.pool_manager.set_unusable(node, errors)
+            else:
+                self.pool_manager.set_usable(node)
+            return node_view(self.records, node)
+
     def list_node_counts(self) -> list[dict]:
         with self.records.lock:
             return [node_counts_view(pool) for pool in self.records.pools.values()]

@@ -14,6 +14,10 @@ Choices where the local service differs from Batch (documented in README):
   lower it), and samples are taken every `autoscale_sample_seconds` (Batch: 30 s) with no delay.
 - A pool is capped at `max_pool_nodes` nodes; a larger target is cut there with a resize error
   (AccountCoreQuotaReached / AccountLowPriorityCoreQuotaReached), as a quota would on Batch.
+- A node marked unusable (`POST /_local/pools/P/nodes/N/state`, node_admin.py) takes no tasks, as Batch documents;
+  the tasks running on it are requeued (Batch's docs say only that tasks cannot be scheduled there; requeueing is
+  what its own recovery, a reboot or reimage with the default `requeue` option, does to them). It stays unusable
+  until marked `idle` again: Batch does not recover nodes whose errors it knows (application package, container).
 - A preempted Spot node (the `preempt_fraction` fault on a task of a Spot node) shows `preempted` for
   `PREEMPTED_NODE_SECONDS` after its tasks have been requeued, then starts again.
 """
@@ -72,6 +76,20 @@ class PoolManager:
             task = self.records.live_task(job_key, task_key)
             if task is not None and task.kill_reason is None:
                 self.lifecycle.kill(task, reason)
+
+    def set_unusable(self, node: NodeRecord, errors: list[dict[str, Any]] | None) -> None:
+        """The node cannot run tasks (its `errors`, if any, say why): no new tasks; running ones requeued."""
+        node.unusable = list(errors or [])
+        node.state_changed()
+        self._stop_tasks(node, "requeued")
+        self.records.changed.notify_all()
+
+    def set_usable(self, node: NodeRecord) -> None:
+        """Recovered: the node takes tasks again."""
+        if node.unusable is not None:
+            node.unusable = None
+            node.state_changed()
+            self.records.changed.notify_all()
 
     # ------------------------------------------------------------------ REST operations (validated input)
 

@@ -130,6 +130,8 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
         body["startTask"] = copy.deepcopy(node.start_task)
     if node.start_task_info:
         body["startTaskInfo"] = copy.deepcopy(node.start_task_info)
+    if node.unusable:
+        body["errors"] = copy.deepcopy(node.unusable)
     return body
 
 

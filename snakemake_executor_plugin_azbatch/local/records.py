@@ -97,6 +97,7 @@ class NodeRecord:
     dedicated: bool = True  # False: a Spot (low-priority) node
     leaving: str | None = None  # the pool shrinks: the nodeDeallocationOption this node leaves with
     preempted_at: float | None = None  # monotonic time a Spot node was preempted; it comes back later
+    unusable: list[dict[str, Any]] | None = None  # marked unusable (POST /_local/.../state): its BatchNodeErrors
     used_slots: int = 0
     running_tasks: set = field(default_factory=set)  # {(job_key, task_key)}
     total_tasks_run: int = 0
@@ -135,6 +136,8 @@ class NodeRecord:
         preempted, and a node leaving a shrinking pool is leavingpool once its tasks are done."""
         if self.preempted_at is not None:
             return "preempted"
+        if self.unusable is not None:
+            return "unusable"
         if self.leaving is not None and not self.running_tasks:
             return "leavingpool"
         if not self.ready:

@@ -27,11 +27,19 @@ def exit_failure() -> dict[str, Any]:
             "message": "The task exited with an exit code representing a failure"}
 
 
-def upload_failure(first_error: str) -> dict[str, Any]:
+UPLOAD_MESSAGES = {
+    "FileUploadContainerNotFound": "The destination container of an output file does not exist; see "
+                                   "fileuploaderr.txt in the task directory",
+    "FileUploadMiscError": "One or more output files failed to upload; see fileuploaderr.txt in the task directory",
+}
+
+
+def upload_failure(code: str, first_error: str) -> dict[str, Any]:
+    """failureInfo of a task whose output files did not all upload (Batch: category usererror, the task completes)."""
     return {
         "category": "usererror",
-        "code": "FileUploadMiscError",
-        "message": "One or more output files failed to upload; see fileuploaderr.txt in the task directory",
+        "code": code,
+        "message": UPLOAD_MESSAGES.get(code, UPLOAD_MESSAGES["FileUploadMiscError"]),
         "details": [{"name": "Message", "value": first_error}],
     }
 
@@ -57,7 +65,7 @@ def exit_job_action(conditions: dict[str, Any] | None, exit_code: int | None, fa
                 if entry.get("start", 0) <= exit_code <= entry.get("end", -1):
                     options = entry.get("exitOptions")
                     break
-    elif failure.get("code") == "FileUploadMiscError":
+    elif str(failure.get("code", "")).startswith("FileUpload"):
         options = conditions.get("fileUploadError")
     else:
         options = conditions.get("preProcessingError")

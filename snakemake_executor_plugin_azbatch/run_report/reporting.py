@@ -33,8 +33,10 @@ class RunReporting:
     def __init__(
         self, *, client: Callable[[], Any], logger: logging.Logger | Any, config: Config, run_token: str,
         workdir: str, log_root: Path, jobs: Callable[[], dict[str, str]], quiet: bool = False,
+        observe_nodes: Callable[[dict], None] | None = None,
     ) -> None:
-        """`client()` gives the azure.batch BatchClient; `jobs()` the run's {pool id: Batch job id} so far."""
+        """`client()` gives the azure.batch BatchClient; `jobs()` the run's {pool id: Batch job id} so far;
+        `observe_nodes` gets the node counts progress fetches."""
         self.client = client
         self.logger = logger
         self.config = config
@@ -47,7 +49,8 @@ class RunReporting:
         self.progress: ProgressMonitor | None = None
         if not quiet and config.progress_interval > 0:
             self.progress = ProgressMonitor(
-                client(), jobs, config.progress_interval, emit=logger.info, warn=logger.warning
+                client(), jobs, config.progress_interval, emit=logger.info, warn=logger.warning,
+                observe_nodes=observe_nodes,
             )
 
     @property

@@ -175,7 +175,7 @@ class Executor(RunPools, RemoteExecutor):
     def format_job_exec(self, job) -> str:
         """The job's own arguments only: the rest of Snakemake's command line is the same for the whole run and
         comes from the shell function the job-wide prefix defines (task_spec.snakemake_function)."""
-        return f"{self.get_job_exec_prefix(job)} && {task_spec.SNAKEMAKE_FUNCTION} {self.get_job_args(job)}"
+        return f"{self.get_job_exec_prefix(job)} && {task_spec.SNAKEMAKE_FUNCTION} {self.get_job_args(job).strip()}"
 
     def get_job_args(self, job, **kwargs) -> str:
         return '"$@"' if job is task_spec.RUN_WIDE else super().get_job_args(job, **kwargs)

@@ -10,7 +10,8 @@ Snakemake logs every job it runs as a block (`rule NAME:` or, for jobs it runs i
 * each file a task wrote is downloaded once to where Snakemake runs.
 
 One request per file (fine for files below the single-request size; the example's are). Listing, container checks
-and stdout/stderr are overhead above this minimum.
+and stdout/stderr are overhead above this minimum. The plugin's own share (`plugin_requests`: uploads of data and
+archive, downloads of what tasks wrote) is what the service counts as `storagePlugin` (by User-Agent).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Minimum:
     tasks: int
     requests: int
     bytes: int
+    plugin_requests: int = 0  # the submitting side's part: data and archive up, what tasks wrote down
 
 
 def minimum_traffic(workdir: Path, log_text: str, sources: list[str], nodes: int) -> Minimum:
@@ -88,15 +90,18 @@ def minimum_traffic(workdir: Path, log_text: str, sources: list[str], nodes: int
                 for p in _files(workdir, job.files.get(key, []))}
     requests = 0
     size = 0
+    downloads = 0
     data: set[Path] = set()
     for job in remote:
         inputs = _files(workdir, job.files.get("input", []))
         written = [p for key in ("output", "log", "benchmark") for p in _files(workdir, job.files.get(key, []))]
         data.update(p.resolve() for p in inputs if p.resolve() not in produced)
         requests += len(inputs) + 2 * len(written)
+        downloads += len(written)
         size += sum(p.stat().st_size for p in inputs) + 2 * sum(p.stat().st_size for p in written)
     archive = sources_archive_size(workdir, sources)
     nodes_used = min(nodes, len(remote))
     requests += len(data) + 1 + nodes_used
     size += sum(p.stat().st_size for p in data) + archive * (1 + nodes_used)
-    return Minimum(tasks=len(remote), requests=requests, bytes=size)
+    return Minimum(tasks=len(remote), requests=requests, bytes=size,
+                   plugin_requests=len(data) + 1 + downloads)

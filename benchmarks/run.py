@@ -170,6 +170,8 @@ def bench_example(work: Path) -> tuple[list[Row], dict[str, Any]]:
         ("example workflow: Batch API requests per task", per(traffic.total("operations"), n), "requests"),
         ("example workflow: Blob requests per task (minimum)",
          f"{per(blob_requests, n)} ({per(minimum.requests, n)})", "requests"),
+        ("example workflow: Blob requests per task, plugin side (minimum)",
+         f"{per(traffic.total('storagePlugin'), n)} ({per(minimum.plugin_requests, n)})", "requests"),
         ("example workflow: Blob bytes per task (minimum)",
          f"{per(blob_bytes / 1024, n)} ({per(minimum.bytes / 1024, n)})", "KiB"),
         ("example workflow: task definitions sent per task",
@@ -177,6 +179,8 @@ def bench_example(work: Path) -> tuple[list[Row], dict[str, Any]]:
     ]
     figures = {"tasks": n, "wall_s": run.wall_s, "blob_requests": blob_requests, "blob_bytes": blob_bytes,
                "minimum_blob_requests": minimum.requests, "minimum_blob_bytes": minimum.bytes,
+               "plugin_blob_requests": traffic.total("storagePlugin"),
+               "minimum_plugin_blob_requests": minimum.plugin_requests,
                "batch_operations": traffic.by_operation("operations"),
                "blob_operations": traffic.by_operation("storage")}
     return rows, figures
@@ -244,6 +248,8 @@ def bench_scale(work: Path, n: int, options: list[str]) -> tuple[list[Row], dict
         ("scale: plugin CPU / touch CPU", f"{plugin.cpu_s / touch.cpu_s:.2f}", "x"),
         ("scale: Batch requests per task", per(traffic.total("operations"), tasks, 2), "requests"),
         ("scale: requests per task, Batch + Blob (plugin and nodes)", per(requests, tasks, 2), "requests"),
+        ("scale: requests per task, Batch + Blob (plugin side)",
+         per(traffic.total("operations") + traffic.total("storagePlugin"), tasks, 2), "requests"),
         ("scale: plugin process peak RSS", f"{plugin.peak_rss_mib:.0f}", "MiB"),
     ]
     figures = {"tasks": tasks, "options": options, "azbatch": plugin.as_dict(), "touch": touch.as_dict(),

@@ -4,8 +4,20 @@ values. Shared by the Batch client and staging, so neither imports the other."""
 from __future__ import annotations
 
 import re
+from importlib import metadata
 
 from azure.core.exceptions import HttpResponseError
+
+def _version() -> str:
+    try:
+        return metadata.version("snakemake-executor-plugin-azbatch")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+# First in the User-Agent header of every Batch and Blob request the plugin sends (azure-core's `user_agent`
+# option), so a service's logs, and the local service's metrics, tell the plugin's requests from the nodes'.
+PLUGIN_USER_AGENT = f"snakemake-executor-plugin-azbatch/{_version()}"
 
 _SIG_RE = re.compile(r"(sig=)[^&\s'\"]+", re.IGNORECASE)
 

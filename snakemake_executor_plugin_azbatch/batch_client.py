@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -19,7 +19,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from .azure_sdk import enum_text, error_code, error_text, preflight_kwargs, redact, retry_kwargs
+from .azure_sdk import PLUGIN_USER_AGENT, enum_text, error_code, error_text, preflight_kwargs, redact, retry_kwargs
 from .config import Config
 from .settings import SettingsError
 from .credentials import explained
@@ -36,7 +36,7 @@ def request_chunks(bodies: list[dict], max_bytes: int = MAX_REQUEST_BYTES) -> li
     current: list[dict] = []
     size = 0
     for body in bodies:
-        body_size = len(json.dumps(body).encode("utf-8")) + 1
+        body_size = len(compact_json(body).encode("utf-8")) + 1
         if current and (len(current) == MAX_TASKS_PER_REQUEST or size + body_size > max_bytes):
             chunks.append(current)
             current, size = [], 0
@@ -45,6 +45,27 @@ def request_chunks(bodies: list[dict], max_bytes: int = MAX_REQUEST_BYTES) -> li
     if current:
         chunks.append(current)
     return chunks
+
+
+def compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class CompactJsonPolicy(SansIOHTTPPolicy):
+    """The SDK serializes request bodies with json.dumps' default ", " and ": " separators; sent without them,
+    a task collection is about 2 % smaller (one space per key and per item). Same JSON, same ASCII escaping."""
+
+    def on_request(self, request) -> None:
+        http_request = request.http_request
+        body = http_request.content
+        if not isinstance(body, str) or "json" not in (http_request.headers.get("Content-Type") or ""):
+            return
+        try:
+            compact = compact_json(json.loads(body))
+        except ValueError:
+            return
+        if len(compact) < len(body):
+            http_request.set_bytes_body(compact.encode("utf-8"))  # also sets Content-Length (signed by Shared Key)
 
 
 class BatchRetryPolicy(RetryPolicy):
@@ -110,7 +131,10 @@ class BatchService:
                 credential = AzureNamedKeyCredential(config.account_name, config.account_key)
             else:
                 credential = credential_factory()
-            client = BatchClient(config.account_url, credential, retry_policy=BatchRetryPolicy(**retry_kwargs()))
+            client = BatchClient(
+                config.account_url, credential, retry_policy=BatchRetryPolicy(**retry_kwargs()),
+                per_call_policies=[CompactJsonPolicy()], user_agent=PLUGIN_USER_AGENT,
+            )
         self.client = client
 
     # ---- preflight -------------------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ class Executor(RunPools, RemoteExecutor):
                 workflow=os.path.abspath(self.workflow.main_snakefile),
                 prep_task=prep,
                 metadata=recovery.job_metadata(self.workflow_key, self.run_token),
-                common_env={task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
+                common_env={**self.envvars(), task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
             )
             create_job_waiting(self.batch, body, self.logger, interval=max(1.0, min(15.0, self.next_seconds_between_status_checks)))
             self.batch_jobs[key] = job_id
@@ -170,10 +170,21 @@ class Executor(RunPools, RemoteExecutor):
             self.node_setup.exec_prefix(),  # application packages and the node-wide installs on PATH
             node_commands.link_command(),  # the sources, extracted once per node by the preparation task
             self.config.precommand or "",
+            task_spec.snakemake_function(super().format_job_exec(task_spec.RUN_WIDE)),
         ]
         return " && ".join(p for p in parts if p)
 
+    def format_job_exec(self, job) -> str:
+        """The job's own arguments only: the rest of Snakemake's command line is the same for the whole run and
+        comes from the shell function the job-wide prefix defines (task_spec.snakemake_function)."""
+        return f"{self.get_job_exec_prefix(job)} && {task_spec.SNAKEMAKE_FUNCTION} {self.get_job_args(job).strip()}"
+
+    def get_job_args(self, job, **kwargs) -> str:
+        return '"$@"' if job is task_spec.RUN_WIDE else super().get_job_args(job, **kwargs)
+
     def get_job_exec_prefix(self, job: JobExecutorInterface):
+        if job is task_spec.RUN_WIDE:
+            return ""
         manifest = self.manifests.get(id(job))
         fetch = node_commands.fetch_command(manifest) + " && " if manifest else ""  # before the links: inputs win
         return f'{fetch}eval "${task_spec.TASK_PREFIX_VARIABLE}"'
@@ -261,7 +272,7 @@ class Executor(RunPools, RemoteExecutor):
             id=tid,
             display_name=f"{job.name} {job.jobid} attempt {job.attempt}",
             script=script,
-            env={**self.envvars(), **extra_env},
+            env=extra_env,  # Snakemake's envvars are the same for every task: the job's common environment
             resource_files=resource_files,
             output_files=output_files,
             slots=slots,
@@ -434,9 +445,14 @@ class Executor(RunPools, RemoteExecutor):
         prefix = job_info.aux["blob_prefix"]
         problems = []
         try:
-            self.staging.download_prefix(self.layout.task_files_dir(prefix) + "/", self.workdir)
+            files = task_spec.job_files(job_info.job)
+            wanted = [*(files.outputs if ok else ()), *files.logs]  # outputs are uploaded on success only
+            self.staging.download_files(
+                self.layout.task_files_dir(prefix), [o.path for o in wanted if not o.directory],
+                [o.path for o in wanted if o.directory], self.workdir,
+            )
             if ok:
-                outputs = task_spec.job_files(job_info.job).outputs
+                outputs = files.outputs
                 problem = output_problem(outputs, self.workdir)
                 if problem:
                     ok = False
@@ -454,8 +470,8 @@ class Executor(RunPools, RemoteExecutor):
         stderr_tail = ""
         log_dir = LOG_DIR / tid
         try:
-            for path in self.staging.download_prefix(
-                self.layout.task_batch_logs_dir(prefix) + "/", self.workdir, str(log_dir)
+            for path in self.staging.download_files(
+                self.layout.task_batch_logs_dir(prefix), task_spec.BATCH_LOG_FILES, (), self.workdir, str(log_dir)
             ):
                 aux_logs.append(path)
             stderr = log_dir / "stderr.txt"

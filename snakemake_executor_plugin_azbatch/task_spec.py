@@ -13,6 +13,8 @@ MAX_ID_LENGTH = 64
 BATCH_LOG_FILES = ("stdout.txt", "stderr.txt")
 BATCH_LOGS_PATTERN = "../std*.txt"  # matches exactly BATCH_LOG_FILES in the task directory
 TASK_PREFIX_VARIABLE = "AZBATCH_TASK_PREFIX"  # the job-wide part of every task's script (job environment)
+SNAKEMAKE_FUNCTION = "snakemake_task"  # defined by that prefix: Snakemake's run-wide command line, job args as "$@"
+RUN_WIDE = object()  # stands for "no particular job" where the executor composes the run-wide command line
 
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -202,6 +204,12 @@ def iso_duration(seconds: int) -> str:
 def command_line(script: str) -> str:
     """Batch runs command lines without a shell."""
     return f"/bin/bash -c {shlex.quote(script)}"
+
+
+def snakemake_function(command: str) -> str:
+    """A shell function running `command`, the run-wide Snakemake command line with "$@" where a task's own
+    arguments go: each task definition then carries only those (about 100 bytes instead of about 600)."""
+    return f"{SNAKEMAKE_FUNCTION}() {{ {command}; }}"
 
 
 def path_prefix(dirs: Iterable[str]) -> str:

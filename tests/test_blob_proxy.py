@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 
 from snakemake_executor_plugin_azbatch.local.azurite import Azurite
-from snakemake_executor_plugin_azbatch.local.blob_proxy import BlobProxy, classify
+from snakemake_executor_plugin_azbatch.local.blob_proxy import BlobProxy, classify, client_class
 from snakemake_executor_plugin_azbatch.local.config import StorageEndpoint
 from snakemake_executor_plugin_azbatch.local.metrics import Metrics
 
@@ -290,3 +290,19 @@ def test_bad_content_length_is_a_400(recorder_proxy: tuple[BlobProxy, Metrics]) 
 )
 def test_classify(method: str, target: str, operation: str) -> None:
     assert classify(method, target) == operation
+
+
+@pytest.mark.quick
+def test_the_plugins_requests_are_told_apart_by_user_agent():
+    from snakemake_executor_plugin_azbatch.azure_sdk import PLUGIN_USER_AGENT
+
+    assert client_class(f"{PLUGIN_USER_AGENT} azsdk-python-storage-blob/12.31.1 Python/3.11.7") == "plugin"
+    assert client_class("azsdk-python-storage-blob/12.31.1 Python/3.11.7") == "other"
+    assert client_class("Python-urllib/3.11") == "other" and client_class(None) == "other"
+    metrics = Metrics()
+    metrics.record_storage("GetBlob", 200, 0, 5, "plugin")
+    metrics.record_storage("GetBlob", 200, 0, 7)
+    snapshot = metrics.snapshot()
+    assert snapshot["storage"]["GetBlob"]["count"] == 2
+    assert snapshot["storagePlugin"]["GetBlob"]["responseBytes"] == 5
+    assert snapshot["storageOther"]["GetBlob"]["responseBytes"] == 7

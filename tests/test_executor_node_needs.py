@@ -41,7 +41,11 @@ def test_conda_and_apptainer_rules_get_node_wide_prefixes_and_their_env_files(lo
     try:
         assert len(jobs) == 1, output_of(result)
         (task,) = client.list_tasks(jobs[0].id)
-        command = shlex.split(task.command_line)[2]  # /bin/bash -c SCRIPT
+        script = shlex.split(task.command_line)[2]  # /bin/bash -c SCRIPT
+        assert script.startswith('eval "$AZBATCH_TASK_PREFIX" && snakemake_task --target-jobs ')
+        # Snakemake's run-wide arguments are in the job's common environment, as the function the task calls.
+        common = {e.name: e.value for e in client.get_job(jobs[0].id).common_environment_settings}
+        command = common["AZBATCH_TASK_PREFIX"].split("snakemake_task() {", 1)[1]
         assert '--conda-prefix "$AZ_BATCH_NODE_SHARED_DIR/azbatch/conda-envs"' in command
         assert '--apptainer-prefix "$AZ_BATCH_NODE_SHARED_DIR/azbatch/apptainer-images"' in command
         assert re.search(r"--deployment-method (conda apptainer|apptainer conda) ", command), command

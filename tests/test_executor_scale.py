@@ -21,19 +21,20 @@ SCALE_WORKFLOW = {
     """,
     "rules/steps.smk": """
         rule step:
-            input: shared="data/shared.txt", own="data/{i}.txt"
+            input: shared="data/shared.txt", own="data/{i}.txt", suffix="data/suffix.txt"
             output: "out/{i}.txt"
             script: "../scripts/step.py"
     """,
     "scripts/step.py": """
         from helpers.text import shout
         with open(snakemake.input.shared) as a, open(snakemake.input.own) as b, open(snakemake.output[0], "w") as out:
-            out.write(shout(a.read() + b.read()) + snakemake.config["suffix"])
+            out.write(shout(a.read() + b.read()) + snakemake.config["suffix"] + open(snakemake.input.suffix).read())
     """,
     "scripts/helpers/__init__.py": "",
     "scripts/helpers/text.py": "def shout(text):\n    return text.upper()\n",
     "config/config.yaml": "suffix: '!'\n",
     "data/shared.txt": "shared\n",
+    "data/suffix.txt": "?",
     **{f"data/{i}.txt": f"own {i}\n" for i in range(TASKS)},
 }
 
@@ -60,14 +61,14 @@ def test_sources_are_one_archive_per_run_and_task_definitions_stay_small(local_s
     try:
         assert result.returncode == 0, output_of(result)
         assert [(workdir / f"out/{i}.txt").read_text() for i in range(TASKS)] == [
-            f"SHARED\nOWN {i}\n!" for i in range(TASKS)
+            f"SHARED\nOWN {i}\n!?" for i in range(TASKS)
         ]
         tasks = list(client.list_tasks(job.id))
         assert len(tasks) == TASKS
         # A task downloads its own inputs only; the sources come from the node's one extraction per job.
         for task in tasks:
-            own = [r.file_path for r in task.resource_files if r.file_path != "data/shared.txt"]
-            assert len(task.resource_files) == 2 and len(own) == 1 and own[0].startswith("data/")
+            own = [r.file_path for r in task.resource_files if r.file_path not in ("data/shared.txt", "data/suffix.txt")]
+            assert len(task.resource_files) == 3 and len(own) == 1 and own[0].startswith("data/")
             assert task.constraints.retention_time.total_seconds() == 3600  # default --azbatch-task-retention
         prep = client.get_job(job.id).job_preparation_task
         prep_files = {r.file_path: r for r in prep.resource_files}
@@ -83,11 +84,25 @@ def test_sources_are_one_archive_per_run_and_task_definitions_stay_small(local_s
             max(1, math.ceil(container.get_blob_client(blob_name(r.http_url)).get_blob_properties().size / BLOCK))
             for r in prep_files.values()
         )
-        assert delta(before, after, "storage", "GetBlob") == TASKS * 2 + per_node * len(preps) + TASKS
+        assert delta(before, after, "storage", "GetBlob") == TASKS * 3 + per_node * len(preps) + TASKS
+        # The plugin's own Blob requests (its User-Agent) are the least this run needs: per run the container
+        # check (Other) and its creation, one listing of the content store, the uploads of new content (8 data files, the sources
+        # archive, the node helper, uv's wheel in 8 MiB blocks) and per task one download of its output.
+        sizes = [container.get_blob_client(blob_name(r.http_url)).get_blob_properties().size
+                 for r in prep_files.values()]
+        uploads = {"PutBlob": 8 + sum(1 for n in sizes if n <= BLOCK),
+                   "PutBlock": sum(math.ceil(n / BLOCK) for n in sizes if n > BLOCK),
+                   "PutBlockList": sum(1 for n in sizes if n > BLOCK)}
+        plugin = {op: delta(before, after, "storagePlugin", op) for op in (*uploads, "GetBlob", "ListBlobs", "Other", "CreateContainer")}
+        assert plugin == {**uploads, "GetBlob": TASKS, "ListBlobs": 1, "Other": 1, "CreateContainer": 1}
+        assert sum(c["count"] for c in after["storagePlugin"].values()) - sum(
+            c["count"] for c in before["storagePlugin"].values()) == sum(plugin.values())
+        # The nodes' requests are the others: each task's three inputs, each node's preparation files, uploads.
+        assert delta(before, after, "storageOther", "GetBlob") == TASKS * 3 + per_node * len(preps)
         per_task = delta(before, after, "operations", "Tasks_CreateTaskCollection", "requestBytes") / TASKS
         print(f"task definition bytes per task: {per_task:.0f}")
-        # Target 2048 (issue 11); today ~2.1 KB, most of it the SAS of each URL and Snakemake's own arguments.
-        assert per_task < 2200
+        # Issue 11: under 2 KB for a rule with a few inputs (three here, one output). Before: about 2.1 KB with two.
+        assert per_task < 2048
     finally:
         client.begin_delete_job(job.id, polling_interval=1).result()
 

@@ -124,7 +124,7 @@ def test_retries_run_new_attempts_with_attempt_dependent_resources(local_service
         delete_jobs(client, jobs)
 
 
-def test_environment_values_are_task_environment_settings_never_in_command_lines(local_service, tmp_path):
+def test_environment_values_are_job_environment_settings_never_in_command_lines(local_service, tmp_path):
     secret = "s3cr3t-Value-4711"
     workdir = write_files(
         tmp_path / "envvars",
@@ -151,8 +151,11 @@ def test_environment_values_are_task_environment_settings_never_in_command_lines
         job = client.get_job(jobs[0].id)
         command_lines = [t.command_line for t in tasks] + [job.job_preparation_task.command_line]
         assert all(secret not in line for line in command_lines)
+        # The same for every task: once, in the job's common environment (not in each task definition).
+        common = {e.name: e.value for e in job.common_environment_settings}
+        assert common["AZB_TEST_SECRET"] == secret and secret not in common["AZBATCH_TASK_PREFIX"]
         for task in tasks:
-            assert {e.name: e.value for e in task.environment_settings}["AZB_TEST_SECRET"] == secret
+            assert not task.environment_settings
             assert task.command_line.startswith("/bin/bash -c ")
     finally:
         delete_jobs(client, jobs)

@@ -4,6 +4,7 @@ validated against the spec by the harness policy) and, where the SDK cannot expr
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
 from collections.abc import Iterator
@@ -328,6 +329,37 @@ def test_task_files_before_scheduling_are_unavailable(client: BatchClient, raw: 
     assert listed.status_code == 409 and error_of(listed)[0] == "TaskFilesUnavailable"
     missing_task = raw.request("GET", f"/jobs/{job}/tasks/nope/files?api-version=2025-06-01.21.0")
     assert missing_task.status_code == 404 and error_of(missing_task)[0] == "TaskNotFound"
+
+
+def test_retention_time_removes_the_task_directory_but_keeps_the_task(
+    client: BatchClient, raw: Raw, job: str, local_service: Any
+) -> None:
+    """constraints.retentionTime is how long the task's directory stays on its node after it completes; then
+    the directory goes, the record stays, and file requests answer 409 TaskFilesCleanedup."""
+    constraints = m.BatchTaskConstraints(retention_time=datetime.timedelta(seconds=2))
+    client.create_task(job, m.BatchTaskCreateOptions(id="brief", command_line="/bin/sh -c 'echo kept'",
+                                                     constraints=constraints))
+    client.create_task(job, m.BatchTaskCreateOptions(id="default", command_line="/bin/sh -c 'echo kept'"))
+    wait_for(lambda: all(task_state(client, job, t) == "completed" for t in ("brief", "default")), WAIT_SECONDS,
+             "both tasks to complete")
+    directory = local_service.service.state.task_dir(job, "brief")
+    assert directory.is_dir()
+    assert b"".join(client.download_task_file(job, "brief", "stdout.txt")) == b"kept\n"
+
+    def cleaned() -> bool:
+        listed = raw.request("GET", f"/jobs/{job}/tasks/brief/files?api-version=2025-06-01.21.0")
+        return listed.status_code == 409 and error_of(listed)[0] == "TaskFilesCleanedup"
+
+    wait_for(cleaned, 10, "the files of task brief to be cleaned up 2 s after it completed")
+    wait_for(lambda: not directory.exists(), 10, f"{directory} to be removed")
+    with pytest.raises(HttpResponseError) as raised:
+        b"".join(client.download_task_file(job, "brief", "stdout.txt"))
+    assert raised.value.status_code == 409  # a streamed download leaves the error body unread: the raw request names it
+    task = client.get_task(job, "brief")  # the record stays
+    assert task.execution_info.exit_code == 0 and task.constraints.retention_time.total_seconds() == 2
+    # Without retentionTime Batch keeps the directory 7 days.
+    assert client.get_task(job, "default").constraints.retention_time.days == 7
+    assert b"".join(client.download_task_file(job, "default", "stdout.txt")) == b"kept\n"
 
 
 def test_job_preparation_status_is_listed(client: BatchClient, local_service: Any) -> None:

@@ -268,3 +268,28 @@ def test_task_collections_are_split_by_count_and_by_size():
     chunks = request_chunks(big)
     assert sum(len(c) for c in chunks) == 30 and [b["id"] for c in chunks for b in c] == [b["id"] for b in big]
     assert all(len(json.dumps(c)) < 1_000_000 for c in chunks) and len(chunks) > 1
+
+
+def test_the_run_wide_snakemake_command_is_a_shell_function_taking_the_job_arguments():
+    import subprocess
+
+    definition = task_spec.snakemake_function("printf '[%s]' --snakefile 'Snake file' \"$@\" --mode 'remote'")
+    script = f"{definition} && {task_spec.SNAKEMAKE_FUNCTION} --target-jobs 'r:i=a b' --cores 'all'"
+    out = subprocess.run(["/bin/bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out == "[--snakefile][Snake file][--target-jobs][r:i=a b][--cores][all][--mode][remote]"
+
+
+def test_request_bodies_go_out_as_compact_json_with_the_content_length_to_match():
+    from azure.core.pipeline import PipelineContext, PipelineRequest
+    from azure.core.rest import HttpRequest
+
+    from snakemake_executor_plugin_azbatch.batch_client import CompactJsonPolicy
+
+    value = {"value": [{"id": "t1", "commandLine": "echo ü", "resourceFiles": [{"filePath": "a b"}]}]}
+    request = HttpRequest("POST", "http://x/jobs/j/addtaskcollection", content=json.dumps(value),
+                          headers={"content-type": "application/json; odata=minimalmetadata"})
+    CompactJsonPolicy().on_request(PipelineRequest(request, PipelineContext(None)))
+    body = request.content
+    assert json.loads(body) == value and b", " not in body and b": " not in body
+    assert request.headers["Content-Length"] == str(len(body))
+    assert request.headers["content-type"] == "application/json; odata=minimalmetadata"

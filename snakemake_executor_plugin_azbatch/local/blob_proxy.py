@@ -2,8 +2,9 @@
 
 Every request is forwarded unchanged (method, raw path and query, headers, streamed body) so Shared Key and SAS
 signatures stay valid; each one is classified as a Blob operation and recorded with its body sizes via
-`metrics.record_storage(operation, status, request_bytes, response_bytes)`. Byte counts are body bytes only, i.e.
-exactly what was uploaded / downloaded.
+`metrics.record_storage(operation, status, request_bytes, response_bytes, client)`. Byte counts are body bytes only,
+i.e. exactly what was uploaded / downloaded. `client` is "plugin" when the User-Agent carries the plugin's product
+token (it sets one with azure-core's `user_agent` option), else "other" (the nodes, tests, any other tool).
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ STORAGE_OPERATIONS = (
 )
 
 
+PLUGIN_PRODUCT = "snakemake-executor-plugin-azbatch/"  # the plugin's User-Agent token (a wire contract)
+
+
+def client_class(user_agent: str | None) -> str:
+    return "plugin" if PLUGIN_PRODUCT in (user_agent or "") else "other"
+
+
 class _ProxyServer(ThreadingHTTPServer):
     daemon_threads = True  # idle keep-alive connections must not hold up stop()
     request_queue_size = 128  # many nodes and uploads connect at once; the default backlog of 5 drops them
@@ -62,7 +70,9 @@ class _BadRequest(ValueError):
 
 
 class StorageMetrics(Protocol):
-    def record_storage(self, operation: str, status: int, request_bytes: int, response_bytes: int) -> None: ...
+    def record_storage(
+        self, operation: str, status: int, request_bytes: int, response_bytes: int, client: str = "other"
+    ) -> None: ...
 
 
 def classify(method: str, target: str) -> str:
@@ -148,9 +158,11 @@ class BlobProxy:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def record(self, operation: str, status: int, request_bytes: int, response_bytes: int) -> None:
+    def record(
+        self, operation: str, status: int, request_bytes: int, response_bytes: int, client: str = "other"
+    ) -> None:
         if self.metrics is not None:
-            self.metrics.record_storage(operation, status, request_bytes, response_bytes)
+            self.metrics.record_storage(operation, status, request_bytes, response_bytes, client)
 
     def __enter__(self) -> "BlobProxy":
         self.start()
@@ -286,7 +298,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             nonlocal recorded
             if not recorded:
                 recorded = True
-                self.proxy.record(operation, status, counter[0], response_bytes)
+                self.proxy.record(operation, status, counter[0], response_bytes, client_class(self.headers.get("User-Agent")))
 
         try:
             refused = self.proxy.check_bearer(self.headers.get("Authorization")) if self.proxy.check_bearer else None

@@ -191,6 +191,11 @@ class TaskFilesUnavailable(BatchError):
     default_message = "The task has no files on a node yet."
 
 
+class TaskFilesCleanedup(BatchError):
+    status, code = 409, "TaskFilesCleanedup"
+    default_message = "The files of the specified task are cleaned up."
+
+
 class ConditionNotMet(BatchError):
     status, code = 412, "ConditionNotMet"
     default_message = "The condition specified using HTTP conditional header(s) is not met."

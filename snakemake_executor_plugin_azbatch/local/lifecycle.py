@@ -45,6 +45,7 @@ from .execution import (
     TaskAttempt,
 )
 from .records import JobRecord, NodeRecord, PrepRecord, Records, TaskRecord
+from .retention import TaskRetention
 from .task_outcomes import (
     WALL_CLOCK_EXIT_CODE,
     ended_by_user,
@@ -68,6 +69,7 @@ class TaskLifecycle:
         self._rng = random.Random(config.seed)
         self._attempts: dict[AttemptRef, TaskRecord] = {}  # attempts handed to the backend, deleted tasks too
         self._stopping = False
+        self.retention = TaskRetention(records)  # completed tasks' directories, deleted when their time is up
 
     def stop(self) -> None:
         with self.records.lock:
@@ -191,6 +193,7 @@ class TaskLifecycle:
             info["result"] = "success"
         task.free_node(succeeded=not failure)
         task.set_state("completed")
+        self.retention.completed(task)
         job = self.records.jobs.get(task.job_key)
         if job is not None and not task.deleted:
             if failure and job.state == "active" and job.rest.get("onTaskFailure") == "performexitoptionsjobaction":

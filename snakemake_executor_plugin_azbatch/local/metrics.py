@@ -4,7 +4,11 @@ Byte counts are body bytes (what was uploaded / downloaded), not headers. Served
 and written to ROOT/metrics.json at shutdown:
 
     {"operations": {OPERATION_ID: {"count", "statuses": {"200": n, ...}, "requestBytes", "responseBytes"}},
-     "storage":    {OPERATION:    {"count", "statuses", "requestBytes", "responseBytes"}}}
+     "storage":    {OPERATION:    {"count", "statuses", "requestBytes", "responseBytes"}},
+     "storagePlugin": {...}, "storageOther": {...}}
+
+`storage` counts every Blob request; `storagePlugin` those whose User-Agent names the plugin (its own uploads and
+downloads), `storageOther` the rest (the nodes' resource and output files, tests, other tools).
 """
 
 from __future__ import annotations
@@ -48,20 +52,29 @@ class Metrics:
         self._lock = threading.Lock()
         self._batch: dict[str, _Counter] = {}
         self._storage: dict[str, _Counter] = {}
+        self._storage_by_client: dict[str, dict[str, _Counter]] = {"plugin": {}, "other": {}}
 
     def record_batch(self, operation: str, status: int, request_bytes: int, response_bytes: int) -> None:
         with self._lock:
             self._batch.setdefault(operation, _Counter()).add(status, request_bytes, response_bytes)
 
-    def record_storage(self, operation: str, status: int, request_bytes: int, response_bytes: int) -> None:
+    def record_storage(
+        self, operation: str, status: int, request_bytes: int, response_bytes: int, client: str = "other"
+    ) -> None:
         with self._lock:
             self._storage.setdefault(operation, _Counter()).add(status, request_bytes, response_bytes)
+            by_client = self._storage_by_client.setdefault(client, {})
+            by_client.setdefault(operation, _Counter()).add(status, request_bytes, response_bytes)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "operations": {name: c.as_dict() for name, c in sorted(self._batch.items())},
                 "storage": {name: c.as_dict() for name, c in sorted(self._storage.items())},
+                **{
+                    f"storage{client.capitalize()}": {name: c.as_dict() for name, c in sorted(counters.items())}
+                    for client, counters in sorted(self._storage_by_client.items())
+                },
             }
 
     def write(self, path: Path | str) -> Path:

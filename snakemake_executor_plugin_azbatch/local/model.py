@@ -29,6 +29,7 @@ from .errors import (
     ApplicationNotFound,
     BatchError,
     InvalidPropertyValue,
+    TaskFilesCleanedup,
     JobBeingDeleted,
     JobCompleted,
     JobExists,
@@ -474,8 +475,14 @@ class BatchState:
             self.records.changed.notify_all()
 
     def task_dir(self, job_id: str, task_id: str) -> Path | None:
+        """None before the task is placed; TaskFilesCleanedup once its retention time removed the directory."""
         with self.records.lock:
             job, task = self._task(job_id, task_id)
+            if task.files_cleaned:
+                raise TaskFilesCleanedup(
+                    f"The files of task {task.rest['id']} were cleaned up: its retention time "
+                    f"({task.rest['constraints'].get('retentionTime')}) has passed."
+                )
             if task.node is None:
                 return None
             return task.node.layout.task_dir(job.id, task.rest["id"])

@@ -300,6 +300,7 @@ class TaskRecord:
     preempt_planned: bool = False
     deleted: bool = False
     book: TaskBook | None = None  # its job's, while the task belongs to the job
+    files_cleaned: bool = False  # its directory was removed after constraints.retentionTime (retention.py)
 
 
     @property

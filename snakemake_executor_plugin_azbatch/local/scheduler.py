@@ -5,7 +5,8 @@ jobs of a pool, skipping tasks that do not fit in the free slots (backfill); a j
 `spread` places a task on the ready node with the most free slots, `pack` on the fullest ready node that fits.
 A node takes tasks once it is `idle` or `running` (not while starting, waiting for its start task or after the
 start task failed) and never a job's tasks after that job's preparation task failed there (Batch's rules).
-A job's constraints.maxWallClockTime (from creation) terminates it with reason MaxWallClockTimeExpiry.
+A job's constraints.maxWallClockTime (from creation) terminates it with reason MaxWallClockTimeExpiry; completed
+tasks' directories go when their retentionTime is up (retention.py).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Scheduler:
             if job.state == "active" and limit is not None and now - job.created_monotonic > limit:
                 self.lifecycle.begin_terminate(job, "MaxWallClockTimeExpiry")
             self.lifecycle.advance_finishing(job)
+        self.lifecycle.retention.expire(now)
         if self.before_placing is not None:
             self.before_placing()
         for pool in self.records.pools.values():

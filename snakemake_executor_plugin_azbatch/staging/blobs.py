@@ -24,7 +24,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from ..azure_sdk import preflight_kwargs, redact, retry_kwargs
+from ..azure_sdk import PLUGIN_USER_AGENT, preflight_kwargs, redact, retry_kwargs
 from ..config import Config
 from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
@@ -41,6 +41,7 @@ TRANSFER_OPTIONS = {
     "max_block_size": BLOCK_SIZE,
     "max_single_get_size": BLOCK_SIZE,
     "max_chunk_get_size": BLOCK_SIZE,
+    "user_agent": PLUGIN_USER_AGENT,  # tells the plugin's requests from the nodes' (azure_sdk)
 }
 
 
@@ -275,12 +276,37 @@ class Staging:
             jobs.append((name, size, local))
         return list(self.pool.map(lambda item: self._download(*item), jobs))
 
-    def _download(self, blob: str, size: int, local: str) -> str:
+    def download_files(
+        self, blob_dir: str, files: Iterable[str], directories: Iterable[str], workdir: str, local_base: str = ""
+    ) -> list[str]:
+        """What a task wrote under `blob_dir`, without listing all of it: each of `files` (workdir-relative) by
+        its known blob name, one request each (a missing blob is skipped: an optional log, or a required output
+        that output_check then reports), each of `directories` by one listing of its own prefix. Returns the
+        local paths written."""
+        jobs: list[tuple[str, int | None, str]] = []
+        for rel in files:
+            rel = os.path.normpath(rel).replace(os.sep, "/")
+            jobs.append((f"{blob_dir}/{rel}", None, os.path.join(workdir, local_base, rel)))
+        found = list(self.pool.map(lambda item: self._download(*item), jobs))
+        for directory in directories:
+            rel = os.path.normpath(directory).replace(os.sep, "/")
+            found += self.download_prefix(f"{blob_dir}/{rel}/", workdir, os.path.join(local_base, rel))
+        return [path for path in found if path]
+
+    def _download(self, blob: str, size: int | None, local: str) -> str | None:
+        """`size` None: the blob's size is whatever the service reports, and a missing blob returns None."""
         os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
         tmp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.azbatch-part")
         try:
             with open(tmp, "wb") as f:
-                self.container.download_blob(blob, max_concurrency=TRANSFER_CONCURRENCY).readinto(f)
+                try:
+                    downloader = self.container.download_blob(blob, max_concurrency=TRANSFER_CONCURRENCY)
+                except ResourceNotFoundError:
+                    if size is None:
+                        return None
+                    raise
+                size = downloader.size if size is None else size
+                downloader.readinto(f)
             got = os.path.getsize(tmp)
             if got != size:
                 raise StagingError(f"azbatch: download of {local} is incomplete ({got} of {size} bytes)")

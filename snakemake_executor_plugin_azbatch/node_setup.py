@@ -156,8 +156,9 @@ class NodeSetup:
         if not parts:
             return None
         script = node_script.preparation_script(parts)
-        image = self.config.container_image if self.installs_snakemake else None
-        return task_spec.preparation_task(script, resource_files, image)
+        # In the tasks' image whenever they run in one: what pip installs then fits the tasks' Python, and the
+        # sources part needs only the image's python3 (which the image must have), not the container host's.
+        return task_spec.preparation_task(script, resource_files, self.config.container_image)
 
     # ---- every task ---------------------------------------------------------------------------------------------
     def exec_prefix(self) -> str:

@@ -112,9 +112,13 @@ def test_files_are_staged_once_per_run_and_other_modes_prepare_nothing(no_downlo
 
 
 @pytest.mark.quick
-def test_the_preparation_task_runs_in_the_tasks_image_when_pip_installs_into_it(no_downloads):
+def test_the_preparation_task_runs_in_the_tasks_image_whenever_they_run_in_one(no_downloads):
     prep = setup(bootstrap="pip", container_image="python:3.12-slim").preparation_task(pool(containers=True))
     assert prep["containerSettings"]["imageName"] == "python:3.12-slim"
+    # The container bootstrap installs nothing; the sources part still runs, with the image's python3.
+    prep = setup(bootstrap="container", container_image="img").preparation_task(pool(containers=True), ["true"])
+    assert prep["containerSettings"] == {"imageName": "img", "workingDirectory": "taskWorkingDirectory"}
+    assert "containerSettings" not in setup(bootstrap="none").preparation_task(pool(), ["true"])
 
 
 @pytest.mark.quick

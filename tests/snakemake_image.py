@@ -28,7 +28,8 @@ CONTAINERFILE = """\
 FROM {base}
 ENV PATH={venv}/bin:{node_path}
 RUN /uv/uv venv --quiet --no-python-downloads --python /usr/bin/python3 {venv} \\
- && /uv/uv pip install --quiet --no-cache --no-index --find-links /wheels --python {venv}/bin/python snakemake=={version} \\
+ && /uv/uv pip install --quiet --no-cache --no-index --find-links /wheels --python {venv}/bin/python \\
+      snakemake=={version} \\
  && echo {key} > {marker}
 """
 

@@ -4,9 +4,9 @@ Pools from the service's --pool/--container-pool options and pool files are fixe
 `standard_d2s_v3`-shaped nodes (or the pool file's vmSize) on Ubuntu 22.04 as Batch reports them, or on Debian 13
 when the nodes run in the stock node image (`--node-image`, which is Debian 13 minbase), so a client that reads the
 image (the plugin picks the nodes' Python from it) sees what runs; pools created over the API report the vmSize
-and image they were created with, whatever runs (see the execution backend). Container-enabled pools report their containerConfiguration, pools with a
-start task their startTask, and their nodes the start task's progress (startTaskInfo) and the node state it
-implies (`NodeRecord.state`).
+and image they were created with, whatever runs (see the execution backend). Container-enabled pools report their
+containerConfiguration, pools with a start task their startTask, and their nodes the start task's progress
+(startTaskInfo) and the node state it implies (`NodeRecord.state`).
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
 
 
 def vm_configuration(pool: PoolRecord) -> dict[str, Any]:
-    image, sku = (STOCK_IMAGE_REFERENCE, STOCK_NODE_AGENT_SKU) if pool.stock_image else (IMAGE_REFERENCE, NODE_AGENT_SKU)
+    image, sku = (STOCK_IMAGE_REFERENCE, STOCK_NODE_AGENT_SKU) if pool.stock_image else (
+        IMAGE_REFERENCE, NODE_AGENT_SKU)
     config: dict[str, Any] = {"imageReference": dict(image), "nodeAgentSKUId": sku}
     if pool.container_configuration is not None:
         config["containerConfiguration"] = copy.deepcopy(pool.container_configuration)

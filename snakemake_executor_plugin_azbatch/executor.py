@@ -30,7 +30,7 @@ from .batch_client import BatchService, BatchServiceError, PoolInfo
 from .config import Config, resolve
 from .polling import AdaptiveInterval, default_maximum, sleep_interval
 from .node_health import NodeHealth, upload_errors
-from .node_setup import NodeSetup
+from .node_setup import NodeSetup, StagedFiles
 from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
 from .run_pools import RunPools
@@ -110,7 +110,7 @@ class Executor(RunPools, RemoteExecutor):
         methods = getattr(self.workflow.deployment_settings, "deployment_method", None) or ()
         self.node_setup = NodeSetup(  # what the nodes need: bootstrap (preparation task), task prefix, prefixes
             self.config, frozenset(m.item_to_choice() for m in methods), self.snakemake_version,
-            stage=lambda pairs: self._stage([(str(local), node) for local, node in pairs]), log=self.logger.info,
+            stage=self._stage_fetched, log=self.logger.info,
         )
         if len(self.workflow.dag) > 0:
             self.preflight()
@@ -199,6 +199,16 @@ class Executor(RunPools, RemoteExecutor):
             return []
         blobs = self.staging.stage_files(p for p, _ in pairs)
         return [self.staging.resource_file(blobs[os.path.abspath(p)], node) for p, node in pairs]
+
+    def _stage_fetched(self, pairs: list[tuple[Path, str]]) -> StagedFiles:
+        """Bootstrap files the node fetches only when it needs them: one manifest resource file and a read URL
+        (with a managed identity, the files themselves: the node could not fetch without a token)."""
+        pairs = [(str(local), node) for local, node in pairs]
+        if self.staging.identity:
+            return StagedFiles(self._stage(pairs))
+        blobs = self.staging.stage_files(p for p, _ in pairs)
+        spec, digest = stage_manifest(self.staging, pairs, blobs)
+        return StagedFiles([spec], digest, {READ_URL_VARIABLE: self.staging.read_container_url()})
 
     def _run_sources(self) -> PreparedSources:
         """The run's sources and local extra files as one archive blob, extracted by each node's job preparation

@@ -14,6 +14,7 @@ from .batch_client import PoolInfo
 from .bootstrap import node_script, wheelhouse
 from .config import Config
 from .settings import SettingsError
+from .staging import node_commands
 
 DEFAULT_NODE_PYTHON = "3.12"  # Ubuntu 24.04, Batch's current Ubuntu image
 # python3 of Batch's common Linux images, by (publisher, offer prefix, sku prefix); lower-case.
@@ -45,15 +46,27 @@ def _too_old(python: str) -> bool:
     return tuple(int(p) for p in python.split(".")) < node_script.MIN_PYTHON
 
 
+@dataclass(frozen=True)
+class StagedFiles:
+    """Local files staged for the preparation task. With `manifest` (its sha256), `resource_files` is only that
+    manifest and the script downloads the listed files itself, with `env` (a read URL), when it needs them.
+    Without, `resource_files` are the files and Batch downloads them before every preparation: so with a managed
+    identity, as the node has no token of its own to fetch with."""
+
+    resource_files: list[dict]
+    manifest: str | None = None
+    env: dict = field(default_factory=dict)
+
+
 @dataclass
 class NodeSetup:
-    """`methods`: Snakemake's software deployment methods of the run ("conda", "apptainer", ...); `stage(paths) ->
-    {abs path: resource file dict}` stages local files (content-addressed)."""
+    """`methods`: Snakemake's software deployment methods of the run ("conda", "apptainer", ...); `stage([(local
+    path, node path)]) -> StagedFiles` stages local files (content-addressed)."""
 
     config: Config
     methods: frozenset[str]
     snakemake_version: str
-    stage: Callable[[list[tuple[Path, str]]], list[dict]]
+    stage: Callable[[list[tuple[Path, str]]], StagedFiles]
     log: Callable[[str], None] = lambda _: None
     cache: Path = field(default_factory=wheelhouse.cache_root)
     _prep: dict = field(default_factory=dict)
@@ -116,13 +129,17 @@ class NodeSetup:
     def node_python(self, pool: PoolInfo) -> str:
         return self.config.node_python or image_python(pool.image) or DEFAULT_NODE_PYTHON
 
-    def preparation_parts(self, pool: PoolInfo) -> tuple[list[str], list[tuple[Path, str]]]:
-        """The bootstrap's script parts and the (local file, node path) pairs they need."""
+    def preparation_parts(self, pool: PoolInfo) -> tuple[list[str], list[dict], dict]:
+        """The bootstrap's parts, the resource files they need and the preparation task's environment.
+
+        uv's wheel (~18 MB) and the offline wheelhouse are staged once per storage container; each reaches the node
+        through a small manifest that the script fetches from only when that installation is missing, so a node
+        (or a later run's job) that has them downloads nothing (see StagedFiles for a managed identity)."""
         if not self.installs_snakemake:
-            return [], []
+            return [], [], {}
         uv = wheelhouse.uv_version()
         uv_wheel = wheelhouse.uv_wheel(self.cache, uv)
-        files = [(uv_wheel, f"{node_script.UV_WHEEL_DIR}/{uv_wheel.name}")]
+        staged = [self.stage([(uv_wheel, f"{node_script.UV_WHEEL_DIR}/{uv_wheel.name}")])]
         offline = self.config.bootstrap == "offline"
         python = self.node_python(pool)
         if offline:
@@ -131,14 +148,18 @@ class NodeSetup:
                          "default); set --azbatch-node-python if the nodes have another")
             wheels = wheelhouse.wheelhouse(self.cache, self.snakemake_version, python, self.config.node_packages,
                                            log=self.log)
-            files += [(w, f"{node_script.WHEELHOUSE_DIR}/{w.name}") for w in wheels]
+            staged.append(self.stage([(w, f"{node_script.WHEELHOUSE_DIR}/{w.name}") for w in wheels]))
+        # node_helper.py comes with the sources part's resource files, which every Batch job's preparation has.
+        fetch_uv, fetch_wheels = ([node_commands.fetch_command(s.manifest) if s.manifest else "" for s in staged]
+                                  + [""])[:2]
         install = node_script.SnakemakeInstall(self.snakemake_version, uv_wheel.name, uv, offline, python,
-                                               self.config.node_packages)
+                                               self.config.node_packages, fetch_uv, fetch_wheels)
         parts = [node_script.snakemake_part(install)]
         if self.installs_conda:
             parts.append(node_script.conda_part(node_script.CondaInstall(
                 self.config.conda_installer, apptainer=self.installs_apptainer)))
-        return parts, files
+        env = {k: v for s in staged for k, v in s.env.items()}
+        return parts, [f for s in staged for f in s.resource_files], env
 
     def preparation_task(
         self, pool: PoolInfo, extra_parts: list[str] = (), extra_files: list[dict] = ()
@@ -148,16 +169,16 @@ class NodeSetup:
         per run."""
         key = self.node_python(pool)
         if key not in self._prep:
-            parts, files = self.preparation_parts(pool)
-            self._prep[key] = (parts, self.stage(files) if files else [])
-        parts, resource_files = self._prep[key]
+            self._prep[key] = self.preparation_parts(pool)
+        parts, resource_files, env = self._prep[key]
         parts = [*parts, *(p for p in extra_parts if p)]
         resource_files = [*resource_files, *extra_files]
         if not parts:
             return None
         script = node_script.preparation_script(parts)
-        image = self.config.container_image if self.installs_snakemake else None
-        return task_spec.preparation_task(script, resource_files, image)
+        # In the tasks' image whenever they run in one: what pip installs then fits the tasks' Python, and the
+        # sources part needs only the image's python3 (which the image must have), not the container host's.
+        return task_spec.preparation_task(script, resource_files, self.config.container_image, env)
 
     # ---- every task ---------------------------------------------------------------------------------------------
     def exec_prefix(self) -> str:

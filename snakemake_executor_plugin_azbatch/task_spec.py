@@ -223,7 +223,9 @@ def path_prefix(dirs: Iterable[str]) -> str:
 PREPARATION_TASK_ID = "snakemake-prepare"
 
 
-def preparation_task(script: str, resource_files: list[dict], container_image: str | None = None) -> dict:
+def preparation_task(
+    script: str, resource_files: list[dict], container_image: str | None = None, env: Mapping[str, str] | None = None
+) -> dict:
     """The job preparation task running `script` (composed of parts: bootstrap, ...) once per node and job; the
     job's tasks wait for its success. In a container image when the tasks run in one (Batch requires container
     settings for every task of a container-enabled pool), so what it installs fits the tasks' Python."""
@@ -235,6 +237,8 @@ def preparation_task(script: str, resource_files: list[dict], container_image: s
         "rerunOnNodeRebootAfterSuccess": False,
         "constraints": {"maxTaskRetryCount": 1},
     }
+    if env:
+        body["environmentSettings"] = [{"name": k, "value": str(v)} for k, v in sorted(env.items())]
     if container_image:
         body["containerSettings"] = {"imageName": container_image, "workingDirectory": "taskWorkingDirectory"}
     return body

@@ -79,3 +79,7 @@ def bootstrap_bytes(offline_python: str | None = None, node_packages: tuple[str,
 
 def upload_bytes(metrics: dict[str, Any]) -> int:
     return sum(count(metrics, "storage", op, "requestBytes") for op in ("PutBlob", "PutBlock"))
+
+
+def download_bytes(metrics: dict[str, Any]) -> int:
+    return count(metrics, "storage", "GetBlob", "responseBytes")

@@ -3,6 +3,7 @@ checks before submitting, and the install-once-per-node logic run for real in ba
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -14,8 +15,10 @@ import pytest
 from snakemake_executor_plugin_azbatch.batch_client import PoolInfo
 from snakemake_executor_plugin_azbatch.bootstrap import node_script
 from snakemake_executor_plugin_azbatch.config import SettingsError, resolve
-from snakemake_executor_plugin_azbatch.node_setup import NodeSetup, image_python
+from snakemake_executor_plugin_azbatch.node_setup import NodeSetup, StagedFiles, image_python
 from snakemake_executor_plugin_azbatch.settings import ExecutorSettings
+from snakemake_executor_plugin_azbatch.staging import node_commands
+from snakemake_executor_plugin_azbatch.staging.node_helper import READ_URL_VARIABLE
 
 KEY = "a2V5"
 UBUNTU_22 = ("canonical", "0001-com-ubuntu-server-jammy", "22_04-lts")
@@ -32,11 +35,19 @@ def pool(image=UBUNTU_24, containers=False) -> PoolInfo:
     return PoolInfo("p", 2, 1, 0, 1, False, (), containers, image=image)
 
 
-def setup(methods=(), staged=None, **settings) -> NodeSetup:
+def setup(methods=(), staged=None, fetched=True, **settings) -> NodeSetup:
+    """`fetched`: staged files reach the node through a manifest the script fetches from (the executor's way with a
+    SAS); else as resource files (its way with a managed identity)."""
+
     def stage(pairs):
         if staged is not None:
             staged.extend(pairs)
-        return [{"httpUrl": f"https://blob/{Path(local).name}", "filePath": node} for local, node in pairs]
+        if not fetched:
+            return StagedFiles([{"httpUrl": f"https://blob/{Path(local).name}", "filePath": node}
+                                for local, node in pairs])
+        digest = hashlib.sha256(repr(pairs).encode()).hexdigest()
+        manifest = {"httpUrl": f"https://blob/{digest}", "filePath": node_commands.manifest_file_path(digest)}
+        return StagedFiles([manifest], digest, {READ_URL_VARIABLE: "https://blob/c?sv=x&sig=y"})
 
     fake_cache = Path(__file__).parent / "no-such-cache"
     return NodeSetup(config(**settings), frozenset(methods), "9.1.0", stage=stage, cache=fake_cache)
@@ -70,7 +81,15 @@ def test_pip_mode_installs_the_runs_snakemake_with_uv_from_the_index(no_download
     script = script_of(prep)
     assert script.startswith("set -e\n")
     assert [node for _, node in staged] == ["azbatch-uv/uv-0.13.9-py3-none-manylinux_2_17_x86_64.whl"]
-    assert prep["resourceFiles"][0]["filePath"] == "azbatch-uv/uv-0.13.9-py3-none-manylinux_2_17_x86_64.whl"
+    # uv's wheel is not a resource file (Batch would download it before every preparation): the script fetches
+    # it through a manifest, inside uv's install-once block, so a node that has uv downloads nothing.
+    (manifest,) = prep["resourceFiles"]
+    assert manifest["filePath"].endswith(".manifest.json")
+    assert prep["environmentSettings"] == [{"name": READ_URL_VARIABLE, "value": "https://blob/c?sv=x&sig=y"}]
+    assert "sig=" not in prep["commandLine"]  # the SAS travels in the environment, never on the command line
+    fetch = f'node_helper.py" fetch {manifest["filePath"]} || '
+    assert script.count(fetch) == 1
+    assert script.index("uv-0.13.9/.complete") < script.index(fetch) < script.index("python3 -m zipfile -e")
     assert "python3 -m zipfile -e" in script and '/uv" venv' in script and " snakemake==9.1.0 " in script
     assert "--no-index" not in script and no_downloads == []
     # A python3 that already has exactly this Snakemake is used as it is; else python3 must be new enough.
@@ -89,10 +108,18 @@ def test_offline_mode_installs_from_the_staged_wheelhouse_for_the_nodes_python(n
         "azbatch-wheelhouse/pyyaml-6.0-cp313-cp313-manylinux_2_17_x86_64.whl",
         "azbatch-wheelhouse/snakemake-9.1.0-py3-none-any.whl",
     ]
+    # Two manifests: the wheelhouse is fetched inside Snakemake's install-once block, only when it installs.
+    uv_manifest, wheels_manifest = (f["filePath"] for f in prep["resourceFiles"])
+    target = node_script.snakemake_dir("9.1.0", ("matplotlib",))
+    fetch = f'node_helper.py" fetch {wheels_manifest} || '
+    assert script.index(f"{target}/.complete") < script.index(fetch) < script.index('/uv" venv')
     (args, _), = no_downloads
     assert args[1:] == ("9.1.0", "3.12", ("matplotlib",))
+    # With a managed identity the files are resource files (Batch downloads them) and nothing is fetched.
+    prep = setup(fetched=False, bootstrap="offline").preparation_task(pool(UBUNTU_24))
+    assert len(prep["resourceFiles"]) == 3 and "environmentSettings" not in prep
+    assert " fetch " not in script_of(prep)
     # Its own node-wide environment (the extra packages are part of its name), first on every task's PATH.
-    target = node_script.snakemake_dir("9.1.0", ("matplotlib",))
     assert target != node_script.snakemake_dir("9.1.0") and f'"{target}"' in script
     assert setup(bootstrap="offline", node_packages=["matplotlib"]).exec_prefix() == (
         f'if [ -e "{target}/.complete" ]; then export PATH="{target}/bin:$PATH"; fi'
@@ -112,9 +139,13 @@ def test_files_are_staged_once_per_run_and_other_modes_prepare_nothing(no_downlo
 
 
 @pytest.mark.quick
-def test_the_preparation_task_runs_in_the_tasks_image_when_pip_installs_into_it(no_downloads):
+def test_the_preparation_task_runs_in_the_tasks_image_whenever_they_run_in_one(no_downloads):
     prep = setup(bootstrap="pip", container_image="python:3.12-slim").preparation_task(pool(containers=True))
     assert prep["containerSettings"]["imageName"] == "python:3.12-slim"
+    # The container bootstrap installs nothing; the sources part still runs, with the image's python3.
+    prep = setup(bootstrap="container", container_image="img").preparation_task(pool(containers=True), ["true"])
+    assert prep["containerSettings"] == {"imageName": "img", "workingDirectory": "taskWorkingDirectory"}
+    assert "containerSettings" not in setup(bootstrap="none").preparation_task(pool(), ["true"])
 
 
 @pytest.mark.quick

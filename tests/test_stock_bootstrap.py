@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from executor_runs import bootstrap_bytes, kept_jobs, output_of, run_snakemake, upload_bytes
+from executor_runs import bootstrap_bytes, download_bytes, kept_jobs, output_of, run_snakemake, upload_bytes
 from node_sandbox import IMAGE_DIR, skip_unless, stock_image
 from test_example_workflow import copy_example, read_tsv
 
@@ -101,6 +101,7 @@ def test_default_bootstrap_runs_the_example_on_stock_nodes_and_a_second_run_reus
     assert any("installing snakemake" in out for _, out in preps), preps
     staged = upload_bytes(service.metrics()) - upload_bytes(before)
     assert staged > bootstrap_bytes()  # uv's wheel went up once (with the sources and inputs)
+    assert download_bytes(service.metrics()) - download_bytes(before) > bootstrap_bytes()  # and came down once
 
     # A second run (another working directory, same node): nothing installed again, nothing uploaded again.
     middle = service.metrics()
@@ -109,8 +110,10 @@ def test_default_bootstrap_runs_the_example_on_stock_nodes_and_a_second_run_reus
     assert result.returncode == 0, output_of(result)[-6000:]
     assert preps and all(r == "success" for r, _ in preps), preps
     assert all("installing" not in out and "already on this node" in out for _, out in preps), preps
-    # Only what the task wrote (its output, log and Batch logs) went up: far less than uv's wheel alone.
+    # Only what the task wrote (its output, log and Batch logs) went up: far less than uv's wheel alone. Nor did
+    # the node download uv's wheel again: the preparation fetches it only when uv is missing.
     assert upload_bytes(service.metrics()) - upload_bytes(middle) < bootstrap_bytes() / 10
+    assert download_bytes(service.metrics()) - download_bytes(middle) < bootstrap_bytes() / 10
 
 
 def test_offline_bootstrap_runs_the_example_on_nodes_without_internet(make_service, tmp_path):
@@ -118,9 +121,10 @@ def test_offline_bootstrap_runs_the_example_on_nodes_without_internet(make_servi
                             pools=[PoolSpec("stock", 1, 2)])  # no CA needed: nothing beyond the service
     python = ".".join(stock_image().packages["python3"].split(".")[:2])  # Debian's python3 version, e.g. 3.13.5-1
     workdir = copy_example(tmp_path / "offline")
-    result, preps = run_kept(service, workdir, SNAKEMAKE_AZBATCH_BOOTSTRAP="offline",
-                             SNAKEMAKE_AZBATCH_NODE_PYTHON=python)
+    # No --azbatch-node-python: the plugin reads the nodes' Python from the image the pool reports (Debian 13).
+    result, preps = run_kept(service, workdir, SNAKEMAKE_AZBATCH_BOOTSTRAP="offline")
     assert result.returncode == 0, output_of(result)[-6000:]
+    assert f"offline wheelhouse for the nodes' Python {python}" in result.stderr, result.stderr[-3000:]
     assert_example_results(workdir)
     assert preps and all(r == "success" and "installing snakemake" in out for r, out in preps), preps
 

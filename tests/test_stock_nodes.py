@@ -128,6 +128,18 @@ def test_the_start_task_ran_as_admin_on_the_node(svc: ServiceHandle) -> None:
     assert b"".join(client.download_node_file("stock", node.id, "startup/stdout.txt")) == b"0\n"
 
 
+def test_stock_pools_report_the_image_their_nodes_run(svc: ServiceHandle) -> None:
+    """Debian 13 (the stock image's system), not the Ubuntu 22.04 that host-node pools report; the plugin reads
+    the nodes' Python from it. Its /etc/os-release says the same."""
+    client = svc.batch_client()
+    debian = {"publisher": "debian", "offer": "debian-13", "sku": "13", "version": "latest"}
+    vm = client.get_pool("stock").virtual_machine_configuration
+    assert (vm.image_reference.as_dict(), vm.node_agent_sku_id) == (debian, "batch.node.debian 13")
+    assert all(n.virtual_machine_info.image_reference.as_dict() == debian for n in client.list_nodes("stock"))
+    os_release = (stock_image().rootfs / "usr/lib/os-release").read_text()
+    assert 'ID=debian' in os_release and 'VERSION_ID="13"' in os_release
+
+
 def test_a_task_on_a_stock_node_sees_batch_and_nothing_of_the_host(svc: ServiceHandle, storage) -> None:
     client = svc.batch_client()
     job_id = new_job(client, "stock")

@@ -54,7 +54,9 @@ def apptainer_images_dir() -> str:
 class SnakemakeInstall:
     """How the preparation task installs Snakemake: `uv_wheel` (file name in UV_WHEEL_DIR) gives the uv binary;
     `offline` installs from the staged wheelhouse built for `python` (e.g. "3.13"), else from the package index;
-    `extras` are more requirements installed with Snakemake (e.g. libraries of the workflow's scripts)."""
+    `extras` are more requirements installed with Snakemake (e.g. libraries of the workflow's scripts).
+    `fetch_uv` / `fetch_wheels`: shell commands that download uv's wheel / the wheelhouse into the working directory,
+    run only when that installation is missing (empty: Batch downloaded them as resource files)."""
 
     version: str
     uv_wheel: str
@@ -62,6 +64,8 @@ class SnakemakeInstall:
     offline: bool = False
     python: str | None = None
     extras: tuple[str, ...] = ()
+    fetch_uv: str = ""
+    fetch_wheels: str = ""
 
     @property
     def target(self) -> str:
@@ -115,12 +119,21 @@ def once(target: str, body: list[str], what: str) -> list[str]:
     ]
 
 
+def _fetch(command: str, what: str) -> list[str]:
+    """The download of staged files an installation needs, inside its install-once block: a node (or a later run)
+    that has the installation downloads nothing."""
+    if not command:
+        return []
+    return [f"{command} || " + _fail(f"downloading {what} from the staging container failed (see the line above)")]
+
+
 def uv_binary(install: SnakemakeInstall) -> tuple[str, list[str]]:
     """The uv binary's path and the lines that unpack it once per node from the staged wheel (python3's zipfile:
     stock nodes have no unzip)."""
     target = f"{AZBATCH_DIR}/uv-{install.uv_version}"
     wheel = f"{UV_WHEEL_DIR}/{install.uv_wheel}"
     body = [
+        *_fetch(install.fetch_uv, f"uv {install.uv_version}"),
         f'python3 -m zipfile -e "{wheel}" "{target}.unpack"',
         f'mkdir -p "{target}" && mv "{target}.unpack/uv-{install.uv_version}.data/scripts/uv" "{target}/uv"',
         f'rm -rf "{target}.unpack"; chmod 755 "{target}/uv"',
@@ -137,6 +150,7 @@ def snakemake_part(install: SnakemakeInstall) -> str:
     source = f'--no-index --find-links "$PWD/{WHEELHOUSE_DIR}"' if install.offline else ""
     # uv makes the environment itself (stock nodes have no venv module and no pip) and never downloads a Python.
     body = [
+        *_fetch(install.fetch_wheels, "the offline wheelhouse"),
         f'"{uv}" venv --quiet --no-python-downloads --python "$(command -v python3)" "{target}"',
         f'"{uv}" pip install --quiet --no-python-downloads --link-mode copy --python "{target}/bin/python" '
         f'{source} {requirements} || '

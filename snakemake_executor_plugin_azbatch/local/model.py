@@ -75,7 +75,7 @@ class BatchState:
         for spec in config.pools:
             pool = PoolRecord(spec.id, spec.slots, spec.nodes, now, new_etag(), vm_size=spec.vm_size,
                               container_configuration=copy.deepcopy(spec.container_configuration),
-                              start_task=copy.deepcopy(spec.start_task))
+                              start_task=copy.deepcopy(spec.start_task), stock_image=config.node_image is not None)
             for _ in range(spec.nodes):
                 self.pool_manager.add_node(pool, dedicated=True)
             self.records.pools[spec.id.lower()] = pool

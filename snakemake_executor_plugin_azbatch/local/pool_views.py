@@ -1,11 +1,12 @@
 """REST shapes of pools, nodes, node counts, supported images and applications, built from the records.
 
 Pools from the service's --pool/--container-pool options and pool files are fixed-size Linux pools of
-`standard_d2s_v3`-shaped nodes (or the pool file's vmSize) on Ubuntu 22.04 as Batch reports them; pools created
-over the API report the vmSize and image they were created with. The image is what the nodes claim to be, not
-what runs (see the execution backend). Container-enabled pools report their containerConfiguration, pools with a
-start task their startTask, and their nodes the start task's progress (startTaskInfo) and the node state it
-implies (`NodeRecord.state`).
+`standard_d2s_v3`-shaped nodes (or the pool file's vmSize) on Ubuntu 22.04 as Batch reports them, or on Debian 13
+when the nodes run in the stock node image (`--node-image`, which is Debian 13 minbase), so a client that reads the
+image (the plugin picks the nodes' Python from it) sees what runs; pools created over the API report the vmSize
+and image they were created with, whatever runs (see the execution backend). Container-enabled pools report their
+containerConfiguration, pools with a start task their startTask, and their nodes the start task's progress
+(startTaskInfo) and the node state it implies (`NodeRecord.state`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ IMAGE_REFERENCE = {
     "sku": "22_04-lts",
     "version": "latest",
 }
+# What --node-image pools report: the Marketplace image and node agent of the stock node image's system.
+STOCK_NODE_AGENT_SKU = "batch.node.debian 13"
+STOCK_IMAGE_REFERENCE = {"publisher": "debian", "offer": "debian-13", "sku": "13", "version": "latest"}
 # Node states (BatchNodeState, lower-case) → BatchNodeCounts property names.
 NODE_COUNT_FIELDS = {
     name.lower(): name
@@ -81,7 +85,9 @@ def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
 
 
 def vm_configuration(pool: PoolRecord) -> dict[str, Any]:
-    config: dict[str, Any] = {"imageReference": dict(IMAGE_REFERENCE), "nodeAgentSKUId": NODE_AGENT_SKU}
+    image, sku = (STOCK_IMAGE_REFERENCE, STOCK_NODE_AGENT_SKU) if pool.stock_image else (
+        IMAGE_REFERENCE, NODE_AGENT_SKU)
+    config: dict[str, Any] = {"imageReference": dict(image), "nodeAgentSKUId": sku}
     if pool.container_configuration is not None:
         config["containerConfiguration"] = copy.deepcopy(pool.container_configuration)
     return config
@@ -137,8 +143,10 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
 
 def _image(records: Records, node: NodeRecord) -> dict[str, Any]:
     pool = records.pools.get(node.pool_id.lower())
-    vm = pool.spec.get("virtualMachineConfiguration") if pool is not None else None
-    return copy.deepcopy((vm or {}).get("imageReference") or IMAGE_REFERENCE)
+    if pool is None:
+        return copy.deepcopy(IMAGE_REFERENCE)
+    vm = pool.spec.get("virtualMachineConfiguration") or vm_configuration(pool)
+    return copy.deepcopy(vm["imageReference"])
 
 
 def node_counts_view(pool: PoolRecord) -> dict[str, Any]:

@@ -19,7 +19,16 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from .azure_sdk import enum_text, error_code, error_text, preflight_kwargs, redact, retry_kwargs
+from .azure_sdk import (
+    CONNECT_TIMEOUT_KWARGS,
+    enum_text,
+    error_code,
+    error_text,
+    preflight_kwargs,
+    redact,
+    retry_kwargs,
+    unreachable,
+)
 from .config import Config
 from .settings import SettingsError
 from .credentials import explained
@@ -110,7 +119,9 @@ class BatchService:
                 credential = AzureNamedKeyCredential(config.account_name, config.account_key)
             else:
                 credential = credential_factory()
-            client = BatchClient(config.account_url, credential, retry_policy=BatchRetryPolicy(**retry_kwargs()))
+            client = BatchClient(
+                config.account_url, credential, retry_policy=BatchRetryPolicy(**retry_kwargs()), **CONNECT_TIMEOUT_KWARGS
+            )
         self.client = client
 
     # ---- preflight -------------------------------------------------------------------------------------------
@@ -244,6 +255,8 @@ class BatchService:
         except HttpResponseError as e:
             if isinstance(e, ResourceExistsError) and error_code(e) in ("JobExists", ""):
                 return  # a retried create after a lost response
+            if unreachable(e):
+                raise  # an outage: the caller waits it out (outage.py)
             kind = JobQuotaReached if error_code(e) == "ActiveJobAndScheduleQuotaReached" else BatchServiceError
             raise kind(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
 
@@ -255,6 +268,8 @@ class BatchService:
         except ResourceNotFoundError:
             pass
         except HttpResponseError as e:
+            if unreachable(e):
+                raise  # an outage: outage.terminate_job_retrying tries again
             if error_code(e) not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
                 raise BatchServiceError(f"azbatch: terminating Batch job {job_id} failed: {error_text(e)}") from None
 
@@ -286,6 +301,8 @@ class BatchService:
                 try:
                     response = self.client.create_task_collection(job_id, {"value": list(pending.values())})
                 except HttpResponseError as e:
+                    if unreachable(e):
+                        raise  # an outage: the caller waits it out and sends the chunk again (outage.py)
                     message = error_text(e)
                     for task_id in pending:
                         results[task_id] = f"task submission rejected: {message}"

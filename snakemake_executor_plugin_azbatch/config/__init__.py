@@ -59,6 +59,7 @@ class Config:
     input_manifest_threshold: int = 50
     status_interval_max: float | None = None
     task_retention_minutes: int = 60
+    outage_tolerance_minutes: float = 10.0  # Batch or storage unreachable mid-run this long ends the run (outage.py)
     node_python: str | None = None  # X.Y, for the offline wheelhouse
     node_provides: tuple[str, ...] = ()  # conda, apptainer
     node_packages: tuple[str, ...] = ()  # more requirements installed with Snakemake by the bootstrap

@@ -166,7 +166,7 @@ class Outages:
 
 def terminate_command(job_id: str, account_url: str, account_name: str | None) -> str:
     name = f" --account-name {account_name}" if account_name else ""
-    return f"az batch job terminate --job-id {job_id} --account-endpoint {account_url}{name}"
+    return f"az batch job stop --job-id {job_id} --account-endpoint {account_url}{name}"
 
 
 def terminate_job_retrying(
@@ -190,7 +190,7 @@ def terminate_job_retrying(
                         f"azbatch: terminating Batch job {job_id}: Batch account {account_url} unreachable "
                         f"({short_reason(e)}); trying again for up to {duration(budget)}"
                     )
-                sleep(min(5.0, max(0.5, deadline - clock())))
+                sleep(min(3.0, max(0.5, deadline - clock())))
                 continue
             if unreachable(e):
                 why = short_reason(e)

@@ -161,7 +161,7 @@ def test_terminating_a_job_is_retried_while_batch_is_unreachable_then_explained(
     assert not terminate_job_retrying(Batch(1000), "sm-job", "ended", lines, **kwargs)
     assert clock.now - 1000 >= 60
     assert len(lines.errors) == 1
-    assert ("`az batch job terminate --job-id sm-job --account-endpoint https://acct.westeurope.batch.azure.com "
+    assert ("`az batch job stop --job-id sm-job --account-endpoint https://acct.westeurope.batch.azure.com "
             "--account-name acct`") in lines.errors[0]
     assert "could not terminate Batch job sm-job (connection dropped)" in lines.errors[0]
 
@@ -177,7 +177,7 @@ def test_the_switch_keeps_windows_spares_the_nodes_and_counts_what_it_dropped():
     switch.set("batch", 3)
     assert switch.drops("batch")
     state = switch.snapshot()
-    assert state["batch"] == {"down": True, "startsIn": 0.0, "remaining": 3.0, "dropped": 1}
+    assert state["batch"] == {"down": True, "startsIn": 0.0, "remaining": 3.0, "dropped": 1, "operations": {"Unknown": 1}}
     assert state["storage"]["dropped"] == 1 and state["storage"]["remaining"] == 10.0
     clock.now += 10
     assert not switch.drops("storage") and not switch.drops("batch")
@@ -219,7 +219,8 @@ def test_during_an_outage_clients_get_no_answer_but_nodes_still_reach_storage(lo
             container.upload_blob("a.txt", b"a")
         nodes.get_container_client("outage-switch").upload_blob("b.txt", b"b")  # the node agent's transfers pass
         state = outage_state(service)
-        assert state["batch"]["down"] and state["batch"]["dropped"] == 1 and state["storage"]["dropped"] == 1
+        assert state["batch"]["down"] and state["batch"]["operations"] == {"Pools_GetPool": 1}
+        assert state["storage"]["operations"] == {"PutBlob": 1}
         assert unreachable(batch_error.value)
     finally:
         set_outage(service, batch=0, storage=0)
@@ -234,8 +235,19 @@ def test_during_an_outage_clients_get_no_answer_but_nodes_still_reach_storage(lo
 
 # ---- runs through the plugin --------------------------------------------------------------------------------------
 SNAKEFILE = """
+    localrules: gate
+
     rule all:
-        input: "gather.txt"
+        input: "gather.txt", "later.txt"
+
+    rule gate:  # runs here, and ends when the test says so: `later` becomes ready while Batch is down
+        output: "gate.txt"
+        shell: "while [ ! -e go ]; do sleep 0.1; done; echo open > {output}"
+
+    rule later:
+        input: "gate.txt"
+        output: "later.txt"
+        shell: "cat {input} > {output}"
 
     rule slow:
         output: "out/{i}.txt"
@@ -304,16 +316,23 @@ def test_a_batch_then_a_storage_outage_mid_run_are_survived_and_reported(make_se
         run.wait_line(f"azbatch: {batch} unreachable since")
         # The control plane was down, not the node: the tasks ran to their end meanwhile.
         wait_for(lambda: [t["state"] for t in _tasks(service, "slow-")] == ["completed"] * 2, 60, "the slow tasks to end")
+        # A job that becomes ready now is submitted once Batch is back, not failed.
+        (workdir / "go").touch()
+        run.wait_line("rule later:")
+        wait_for(lambda: outage_state(service)["batch"]["operations"].get("Tasks_CreateTaskCollection"), 60,
+                 "the submission of rule later to meet the outage")
         set_outage(service, batch=0)
         wait_for(lambda: _running(service, "gather-") or run.proc.poll() is not None, 120, "the gather task to run")
         set_outage(service, storage=300)  # the gather task's outputs come back while storage is unreachable
         run.wait_line(f"azbatch: {storage} unreachable since")
+        assert outage_state(service)["storage"]["operations"].get("ListBlobs")  # the download of its outputs
         set_outage(service, storage=0)
         output = run.finish()
     finally:
         set_outage(service, batch=0, storage=0)
     assert run.proc.returncode == 0, output
     assert (workdir / "gather.txt").read_text() == "value-0\nvalue-1\n"
+    assert (workdir / "later.txt").read_text() == "open\n"
     lines = output.splitlines()
     for what in (batch, storage):
         down = [line for line in lines if f"azbatch: {what} unreachable since" in line]

@@ -99,7 +99,7 @@ class BlobProxy:
 
     With `server_tls` it serves HTTPS, with `upstream_tls` it talks HTTPS to Azurite; `check_bearer(authorization)`
     returns why a bearer token is refused (answered like Storage: 403 AuthenticationFailed), or None;
-    `drop_request(user_agent)` says whether to drop a request unanswered (a storage outage, outage.py)."""
+    `drop_request(user_agent, operation)` says whether to drop a request unanswered (a storage outage, outage.py)."""
 
     def __init__(
         self,
@@ -111,7 +111,7 @@ class BlobProxy:
         server_tls: ssl.SSLContext | None = None,
         upstream_tls: ssl.SSLContext | None = None,
         check_bearer: Callable[[str | None], str | None] | None = None,
-        drop_request: Callable[[str | None], bool] | None = None,
+        drop_request: Callable[[str | None, str], bool] | None = None,
     ) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
@@ -281,10 +281,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         raise AssertionError("unreachable")
 
     def _forward(self) -> None:
-        if self.proxy.drop_request is not None and self.proxy.drop_request(self.headers.get("User-Agent")):
-            self.close_connection = True  # an outage: no answer at all, nothing counted
-            return
         operation = classify(self.command, self.path)
+        if self.proxy.drop_request is not None and self.proxy.drop_request(self.headers.get("User-Agent"), operation):
+            self.close_connection = True  # an outage: no answer at all, not in the metrics
+            return
         counter = [0]
         recorded = False
 

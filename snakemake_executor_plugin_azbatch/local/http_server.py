@@ -145,6 +145,12 @@ class Dispatcher:
             ) from None
 
 
+def operation_of(method: str, target: str) -> str:
+    """The operationId a request line names (for counting), without executing anything."""
+    route = match_route(method, target.partition("?")[0].rstrip("/") or "/")[0]
+    return route.operation if route else UNKNOWN_OPERATION
+
+
 def local_response(path: str, metrics: Metrics) -> Response:
     """The service's own endpoints under /_local/ (no auth, not counted)."""
     if path.rstrip("/") == "/_local/metrics":
@@ -216,7 +222,8 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
             response = outage_endpoint(self.command, path, body or b"", self.server.outage)
             self._send(response or local_response(path, self.server.metrics), b"", counted=False)
             return
-        if self.server.outage is not None and self.server.outage.drops("batch"):
+        outage = self.server.outage
+        if outage is not None and outage.drops("batch", operation=operation_of(self.command, self.path)):
             self.close_connection = True  # no answer at all: the connection just ends
             return
         base_url = base_url_for(self.headers.get("Host"), self.server.config)

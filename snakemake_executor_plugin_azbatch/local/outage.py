@@ -65,6 +65,7 @@ class OutageSwitch:
         self._lock = threading.Lock()
         self._windows: dict[str, tuple[float, float] | None] = {kind: None for kind in KINDS}
         self._dropped = {kind: 0 for kind in KINDS}
+        self._operations: dict[str, dict[str, int]] = {kind: {} for kind in KINDS}  # dropped requests per operation
         for outage in scheduled:
             self.set(outage.kind, outage.seconds, outage.after)
 
@@ -77,14 +78,16 @@ class OutageSwitch:
         window = self._windows[kind]
         return window is not None and window[0] <= self._clock() < window[1]
 
-    def drops(self, kind: str, user_agent: str | None = None) -> bool:
-        """Whether this request is to be dropped (and counted as such). The node agent's storage transfers never are."""
+    def drops(self, kind: str, user_agent: str | None = None, operation: str = "Unknown") -> bool:
+        """Whether this request (of `operation`: a Batch operationId, a Blob operation) is to be dropped, and
+        counted as such. The node agent's storage transfers never are."""
         if kind == "storage" and NODE_USER_AGENT in (user_agent or ""):
             return False
         if not self.is_down(kind):
             return False
         with self._lock:
             self._dropped[kind] += 1
+            self._operations[kind][operation] = self._operations[kind].get(operation, 0) + 1
         return True
 
     def snapshot(self) -> dict:
@@ -95,7 +98,8 @@ class OutageSwitch:
             starts = max(0.0, window[0] - now) if window and now < window[1] else 0.0
             remaining = max(0.0, window[1] - max(now, window[0])) if window and now < window[1] else 0.0
             state[kind] = {"down": self.is_down(kind), "startsIn": round(starts, 3),
-                           "remaining": round(remaining, 3), "dropped": self._dropped[kind]}
+                           "remaining": round(remaining, 3), "dropped": self._dropped[kind],
+                           "operations": dict(self._operations[kind])}
         return state
 
 

@@ -107,7 +107,8 @@ class LocalService:
         self.azurite.start()
         self.proxy = BlobProxy(
             self.config.host, self.azurite.port, self.metrics, host=self.config.host,
-            drop_request=lambda agent: self.outage.drops("storage", agent), **secure.proxy_options()
+            drop_request=lambda agent, operation: self.outage.drops("storage", agent, operation),
+            **secure.proxy_options(),
         )
         self.proxy.start()
         self.config.storage = StorageEndpoint(blob_url=self.proxy.account_url(), ca_file=secure.ca_file)

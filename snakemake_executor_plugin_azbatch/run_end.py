@@ -50,11 +50,18 @@ class RunEnd:
         self._finalize()
 
     def _terminate(self, batch_job: str, reason: str = "snakemake run ended") -> bool:
-        """Terminate a Batch job (ending its tasks), trying again for a while when Batch is unreachable."""
-        return terminate_job_retrying(
+        """Terminate a Batch job (ending its tasks), trying again for a while when Batch is unreachable. A job
+        that could not be terminated is not tried again by this run (Ctrl-C cancels, then shuts down: one wait)."""
+        failed = self.__dict__.setdefault("_not_terminated", set())
+        if batch_job in failed:
+            return False
+        done = terminate_job_retrying(
             self.batch, batch_job, reason, self.logger,
             account_url=self.config.account_url, account_name=self.config.account_name,
         )
+        if not done:
+            failed.add(batch_job)
+        return done
 
     def _finalize(self):
         if self._finalized:

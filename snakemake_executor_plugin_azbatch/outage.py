@@ -111,11 +111,12 @@ class OutageWatch:
         with self._lock:
             line = self.state.down(short_reason(error), started, self.wall(), now)
             expired = self.state.expired(now)
-            final = expired and not self.ended.is_set()
+            ending = self.ended.is_set()  # another watch gave up already: nothing more to say
+            final = expired and not ending
             if final:
                 self.ended.set()
                 line = self.state.give_up_line(now)
-        if line and not final:
+        if line and not final and not ending:
             self.logger.warning(line)
         self.logger.debug(f"azbatch: {self.state.what} unreachable: {error_text(error)}")
         if final:

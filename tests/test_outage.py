@@ -123,6 +123,7 @@ def test_past_the_tolerance_the_run_is_given_up_once_and_nothing_waits_any_more(
     with pytest.raises(OutageExpired):
         run.storage.call(lambda: "never called")
     assert not run.batch.failed(dropped(), clock.now)
+    assert not run.storage.failed(dropped(), clock.now)  # no "still waiting" once the run is ending
     assert len(given_up) == 1 and len(lines.warnings) == 1
 
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import (
+    HttpResponseError,
+    IncompleteReadError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 def _version() -> str:
     try:
@@ -27,8 +32,18 @@ def redact(text: str) -> str:
     return _SIG_RE.sub(r"\1REDACTED", str(text))
 
 
+# Server errors that outlived the SDK's own retries: the service is down or overloaded, not refusing the request.
+UNAVAILABLE_STATUSES = frozenset({500, 502, 503, 504})
+
+
+# Client options: a connection attempt that gets no answer at all (a network that drops packets) fails after 20 s
+# instead of the transport's default 300 s, so an outage is noticed (outage.py) within a minute, not after 20.
+CONNECT_TIMEOUT_KWARGS = {"connection_timeout": 20}
+
+
 def retry_kwargs() -> dict:
-    # azure-core retries 408/429/500/502/503/504 and honours Retry-After.
+    # azure-core retries 408/429/500/502/503/504 and honours Retry-After; a dropped or refused connection gets only
+    # 3 retries (about 3 s), after which outage.py takes over.
     return {"retry_total": 10, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
 
 
@@ -58,3 +73,28 @@ def error_text(e: Exception) -> str:
         message = getattr(getattr(e, "error", None), "message", None) or e.reason or ""
         return redact(f"{e.status_code} {error_code(e)} {message}".strip())
     return redact(f"{type(e).__name__}: {e}")
+
+
+def unreachable(e: BaseException) -> bool:
+    """The endpoint did not answer usefully even after the SDK's retries: no connection, a dropped one, a body cut
+    short, or a server error (5xx). Such calls are worth repeating later (outage.py); anything else is an answer."""
+    if isinstance(e, (ServiceRequestError, ServiceResponseError, IncompleteReadError)):
+        return True
+    return isinstance(e, HttpResponseError) and e.status_code in UNAVAILABLE_STATUSES
+
+
+def short_reason(e: BaseException) -> str:
+    """A few words on why a call failed, for a line that names the endpoint anyway: '503 ServerBusy',
+    'connection refused', 'connection dropped', 'timed out'."""
+    if isinstance(e, HttpResponseError) and e.status_code is not None:
+        return f"{e.status_code} {error_code(e)}".strip()
+    text = str(e).lower()
+    for needle, words in (
+        ("refused", "connection refused"), ("timed out", "timed out"), ("timeout", "timed out"),
+        ("reset by peer", "connection reset"), ("aborted", "connection dropped"),
+        ("without response", "connection dropped"), ("name or service not known", "host name not found"),
+        ("nodename nor servname", "host name not found"), ("temporary failure in name resolution", "host name not found"),
+    ):
+        if needle in text:
+            return words
+    return redact(type(e).__name__)

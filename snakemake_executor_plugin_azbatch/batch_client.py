@@ -19,7 +19,17 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from .azure_sdk import PLUGIN_USER_AGENT, enum_text, error_code, error_text, preflight_kwargs, redact, retry_kwargs
+from .azure_sdk import (
+    CONNECT_TIMEOUT_KWARGS,
+    PLUGIN_USER_AGENT,
+    enum_text,
+    error_code,
+    error_text,
+    preflight_kwargs,
+    redact,
+    retry_kwargs,
+    unreachable,
+)
 from .config import Config
 from .settings import SettingsError
 from .credentials import explained
@@ -133,7 +143,7 @@ class BatchService:
                 credential = credential_factory()
             client = BatchClient(
                 config.account_url, credential, retry_policy=BatchRetryPolicy(**retry_kwargs()),
-                per_call_policies=[CompactJsonPolicy()], user_agent=PLUGIN_USER_AGENT,
+                per_call_policies=[CompactJsonPolicy()], user_agent=PLUGIN_USER_AGENT, **CONNECT_TIMEOUT_KWARGS,
             )
         self.client = client
 
@@ -268,6 +278,8 @@ class BatchService:
         except HttpResponseError as e:
             if isinstance(e, ResourceExistsError) and error_code(e) in ("JobExists", ""):
                 return  # a retried create after a lost response
+            if unreachable(e):
+                raise  # an outage: the caller waits it out (outage.py)
             kind = JobQuotaReached if error_code(e) == "ActiveJobAndScheduleQuotaReached" else BatchServiceError
             raise kind(f"azbatch: creating Batch job {body['id']} failed: {error_text(e)}") from None
 
@@ -279,6 +291,8 @@ class BatchService:
         except ResourceNotFoundError:
             pass
         except HttpResponseError as e:
+            if unreachable(e):
+                raise  # an outage: outage.terminate_job_retrying tries again
             if error_code(e) not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
                 raise BatchServiceError(f"azbatch: terminating Batch job {job_id} failed: {error_text(e)}") from None
 
@@ -310,6 +324,8 @@ class BatchService:
                 try:
                     response = self.client.create_task_collection(job_id, {"value": list(pending.values())})
                 except HttpResponseError as e:
+                    if unreachable(e):
+                        raise  # an outage: the caller waits it out and sends the chunk again (outage.py)
                     message = error_text(e)
                     for task_id in pending:
                         results[task_id] = f"task submission rejected: {message}"

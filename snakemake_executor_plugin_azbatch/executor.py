@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import threading
+import time
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,7 +23,7 @@ from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from . import recovery, task_spec
-from .azure_sdk import enum_text, error_text, redact
+from .azure_sdk import enum_text, error_text, redact, unreachable
 from .job_quota import create_job_waiting
 from .output_check import output_problem
 from .batch_client import BatchService, BatchServiceError, PoolInfo
@@ -31,8 +31,10 @@ from .config import Config, resolve
 from .polling import AdaptiveInterval, default_maximum, sleep_interval
 from .node_health import NodeHealth, upload_errors
 from .node_setup import NodeSetup, StagedFiles
+from .outage import OutageExpired, Outages
 from .run_report.reporting import RunReporting
 from .profile_overrides import override_warnings, snakemake_cli_argv
+from .run_end import RunEnd
 from .run_pools import RunPools
 from .settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
@@ -58,7 +60,7 @@ def _default_credential():
     return default_credential()
 
 
-class Executor(RunPools, RemoteExecutor):
+class Executor(RunPools, RunEnd, RemoteExecutor):
     # The status thread starts before __post_init__ runs, so what it reads exists at class level.
     status_rounds = 0
     completed_since: dict = {}  # Batch job id -> lower bound for the next round's completed-task filter
@@ -112,6 +114,10 @@ class Executor(RunPools, RemoteExecutor):
             self.config, frozenset(m.item_to_choice() for m in methods), self.snakemake_version,
             stage=self._stage_fetched, log=self.logger.info,
         )
+        self.outages = Outages(  # Batch or storage unreachable mid-run: wait, say so, give up after the tolerance
+            self.config.account_url, self.staging.endpoint, self.config.outage_tolerance_minutes, self.logger,
+            self._end_run_for_outage,
+        )
         if len(self.workflow.dag) > 0:
             self.preflight()
             recovery.end_earlier_runs(
@@ -154,7 +160,8 @@ class Executor(RunPools, RemoteExecutor):
                 metadata=recovery.job_metadata(self.workflow_key, self.run_token),
                 common_env={**self.envvars(), task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
             )
-            create_job_waiting(self.batch, body, self.logger, interval=max(1.0, min(15.0, self.next_seconds_between_status_checks)))
+            interval = max(1.0, min(15.0, self.next_seconds_between_status_checks))
+            self.outages.batch.call(lambda: create_job_waiting(self.batch, body, self.logger, interval=interval))
             self.batch_jobs[key] = job_id
             self.logger.info(f"azbatch: Batch job {job_id} on pool {pool_id}")
         return self.batch_jobs[key]
@@ -228,7 +235,7 @@ class Executor(RunPools, RemoteExecutor):
         """The task's input resource files and extra environment: one per input, or above the threshold one
         manifest the task fetches itself (not with a managed identity: the node would need a token of its own)."""
         if len(pairs) > self.config.input_manifest_threshold and not self.staging.identity:
-            spec, digest = stage_manifest(self.staging, pairs, blobs)
+            spec, digest = self.outages.storage.call(lambda: stage_manifest(self.staging, pairs, blobs))
             self.manifests[id(job)] = digest
             return [spec], {READ_URL_VARIABLE: self.staging.read_container_url()}
         files = {node.replace(os.sep, "/"): self.staging.resource_file(blobs[os.path.abspath(local)], node)
@@ -293,6 +300,8 @@ class Executor(RunPools, RemoteExecutor):
         )
 
     def _report_preparation_error(self, job: JobExecutorInterface, e: Exception) -> None:
+        if isinstance(e, OutageExpired):
+            raise e  # the whole run ends (run_jobs), not this job
         if isinstance(e, (StagingError, BatchServiceError, SettingsError, WorkflowError)):
             message = redact(str(e))
         else:
@@ -302,16 +311,13 @@ class Executor(RunPools, RemoteExecutor):
     def run_job(self, job: JobExecutorInterface):
         self.run_jobs([job])
 
-    def _cancel_on_sigterm(self) -> None:
-        """Snakemake treats SIGTERM as "finish running jobs first"; for Batch tasks that may run for hours we
-        want what Ctrl-C does (cancel: terminate tasks and job), so SIGTERM raises KeyboardInterrupt too. The
-        scheduler installs its handler after creating the executor, hence this is done on first submission."""
-        if self._sigterm_installed or threading.current_thread() is not threading.main_thread():
-            return
-        self._sigterm_installed = True
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-
     def run_jobs(self, jobs: List[JobExecutorInterface]):
+        try:
+            self._run_jobs(jobs)
+        except OutageExpired:
+            pass  # Snakemake ends the run (_end_run_for_outage); these jobs never reach Batch
+
+    def _run_jobs(self, jobs: List[JobExecutorInterface]):
         self._cancel_on_sigterm()
         for job in jobs:
             self.run_job_pre(job)
@@ -324,9 +330,16 @@ class Executor(RunPools, RemoteExecutor):
                     staged_inputs[id(job)] = (files, self.node_paths.pairs(files.inputs, "input file"))
                 except Exception as e:
                     self._report_preparation_error(job, e)
-            try:
+            paths = [p for _, pairs in staged_inputs.values() for p, _ in pairs]
+
+            def stage_all() -> dict[str, str]:
                 self._run_sources()
-                blobs = self.staging.stage_files(p for _, pairs in staged_inputs.values() for p, _ in pairs)
+                return self.staging.stage_files(paths)
+
+            try:
+                blobs = self.outages.storage.call(stage_all)  # waits out a storage outage (outage.py)
+            except OutageExpired:
+                raise
             except Exception:
                 blobs = None  # stage job by job below, so a problem is reported for the job it belongs to
             by_job_id: dict[str, list[tuple[JobExecutorInterface, task_spec.TaskRequest]]] = defaultdict(list)
@@ -336,7 +349,8 @@ class Executor(RunPools, RemoteExecutor):
                     continue
                 files, pairs = staged_inputs[id(job)]
                 try:
-                    job_blobs = blobs if blobs is not None else self.staging.stage_files(p for p, _ in pairs)
+                    job_blobs = blobs if blobs is not None else self.outages.storage.call(
+                        lambda: self.staging.stage_files(p for p, _ in pairs))
                     pool_id = self._pool_id(job)
                     pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
                     request = self._task_request(job, pool, files, pairs, job_blobs)
@@ -349,7 +363,7 @@ class Executor(RunPools, RemoteExecutor):
                 by_job_id[batch_job].append((job, request))
                 pool_of_job[batch_job] = pool.id
             bodies_by_job = {bj: [task_spec.task_body(r) for _, r in items] for bj, items in by_job_id.items()}
-            results = submit_in_parallel(self.batch, bodies_by_job, self.config.submit_concurrency)
+            results = submit_in_parallel(self.batch, bodies_by_job, self.config.submit_concurrency, self.outages.batch.call)
             for batch_job, items in by_job_id.items():
                 for job, request in items:
                     error = results.get(request.id, "no result from Batch")
@@ -373,6 +387,10 @@ class Executor(RunPools, RemoteExecutor):
     ) -> AsyncGenerator[SubmittedJobInfo, None]:
         if not active_jobs:
             return
+        if self.outages.ended.is_set():  # the run is ending (outage): nothing more to look at
+            for job_info in active_jobs:
+                yield job_info
+            return
         completed: dict[str, object] = {}
         gone: set[str] = set()
         batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
@@ -383,6 +401,7 @@ class Executor(RunPools, RemoteExecutor):
         self.logger.debug(f"azbatch: status round {self.status_rounds}: one task list for each of {len(batch_jobs)} Batch job(s)")
         for batch_job in batch_jobs:
             async with self.status_rate_limiter:
+                started = time.monotonic()
                 try:
                     since = self.completed_since.get(batch_job)
                     tasks = await asyncio.to_thread(self.batch.completed_tasks, batch_job, since)
@@ -390,12 +409,16 @@ class Executor(RunPools, RemoteExecutor):
                     gone.add(batch_job)
                     continue
                 except Exception as e:
+                    if unreachable(e):  # an outage: all jobs stay active, one line says so (outage.py)
+                        self.outages.batch.failed(e, started)
+                        break
                     # Its jobs stay active and are checked again next round.
                     # A token that can no longer be renewed (e.g. a revoked secret) is named in one line.
                     why = explain(e, f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key))
                     why = why.removeprefix("azbatch: ") if why else error_text(e)
                     self.logger.warning(f"azbatch: listing tasks of {batch_job} failed, retrying: {why}")
                     continue
+            self.outages.batch.recovered()
             for task in tasks:
                 completed[task.id] = task
                 finished += job_ids_active.get(task.id, 0)
@@ -424,6 +447,9 @@ class Executor(RunPools, RemoteExecutor):
                 continue
             try:
                 ok, message, aux_logs = await asyncio.to_thread(self._collect, job_info, task)
+            except OutageExpired:
+                yield job_info  # the run is ending; its outputs were never downloaded
+                continue
             except Exception as e:  # never let one task stop the status thread (Snakemake would wait forever)
                 ok, message, aux_logs = False, f"azbatch: collecting task {job_info.external_jobid} failed: {error_text(e)}", []
             if ok:
@@ -435,15 +461,12 @@ class Executor(RunPools, RemoteExecutor):
         """Batch job -> why no node can run its tasks (failed preparation / start tasks, at most every 30 s; nodes
         unusable too long). A dead job is terminated at once (its tasks could never run) and its waiting jobs are
         reported failed."""
-        if not self.batch_jobs:
+        if not self.batch_jobs or self.outages.batch.down:
             return dict(self.node_health.dead)
         newly = await asyncio.to_thread(self.node_health.check, self._jobs_by_pool())
         for batch_job, message in newly.items():
             self.logger.error(message)
-            try:
-                await asyncio.to_thread(self.batch.terminate_job, batch_job, "no node can run its tasks")
-            except BatchServiceError as e:
-                self.logger.error(str(e))
+            await asyncio.to_thread(self._terminate, batch_job, "no node can run its tasks")
         return dict(self.node_health.dead)
 
     def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
@@ -457,10 +480,11 @@ class Executor(RunPools, RemoteExecutor):
         try:
             files = task_spec.job_files(job_info.job)
             wanted = [*(files.outputs if ok else ()), *files.logs]  # outputs are uploaded on success only
-            self.staging.download_files(
+            # A storage outage is waited out (outage.py) rather than failing the job.
+            self.outages.storage.call(lambda: self.staging.download_files(
                 self.layout.task_files_dir(prefix), [o.path for o in wanted if not o.directory],
                 [o.path for o in wanted if o.directory], self.workdir,
-            )
+            ))
             if ok:
                 outputs = files.outputs
                 problem = output_problem(outputs, self.workdir)
@@ -470,6 +494,8 @@ class Executor(RunPools, RemoteExecutor):
                 for out in outputs:
                     if ok and out.directory:
                         os.makedirs(out.path, exist_ok=True)  # an empty directory output has no blobs
+        except OutageExpired:
+            raise
         except Exception as e:
             ok = False
             problems.append(redact(str(e)))
@@ -480,14 +506,16 @@ class Executor(RunPools, RemoteExecutor):
         stderr_tail = ""
         log_dir = LOG_DIR / tid
         try:
-            for path in self.staging.download_files(
+            for path in self.outages.storage.call(lambda: self.staging.download_files(
                 self.layout.task_batch_logs_dir(prefix), task_spec.BATCH_LOG_FILES, (), self.workdir, str(log_dir)
-            ):
+            )):
                 aux_logs.append(path)
             stderr = log_dir / "stderr.txt"
             if stderr.exists():
                 lines = stderr.read_text(errors="replace").splitlines()
                 stderr_tail = "\n".join(lines[-STDERR_TAIL_LINES:])
+        except OutageExpired:
+            raise
         except Exception as e:
             problems.append(f"fetching Batch logs failed: {redact(str(e))}")
         failure = getattr(info, "failure_info", None)
@@ -511,37 +539,3 @@ class Executor(RunPools, RemoteExecutor):
         if stderr_tail:
             message += f"\nLast lines of stderr:\n{redact(stderr_tail)}\n"
         return False, message, aux_logs
-
-    # ---- end of run --------------------------------------------------------------------------------------------
-    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
-        # Terminating a Batch job terminates all of its running tasks.
-        self.reporting.run_cancelled()
-        for batch_job in list(self.batch_jobs.values()):
-            try:
-                self.batch.terminate_job(batch_job)
-            except BatchServiceError as e:
-                self.logger.error(str(e))
-
-    def shutdown(self):
-        super().shutdown()
-        self._finalize()
-
-    def _finalize(self):
-        if self._finalized:
-            return
-        self._finalized = True
-        self.reporting.stop_progress()
-        for batch_job in list(self.batch_jobs.values()):
-            try:
-                self.batch.terminate_job(batch_job)
-                self.reporting.job_terminated(batch_job, self.completed_since.get(batch_job))
-                if self.config.keep_job:
-                    self.logger.info(f"azbatch: kept Batch job {batch_job} (terminated)")
-                else:
-                    self.batch.delete_job(batch_job)
-            except BatchServiceError as e:
-                self.logger.error(str(e))
-        self.reporting.finish({info.id: info.slots_per_node for info in self.pools.values()})
-        self.delete_created_pool()
-        self.staging.close()
-        self.batch.close()

@@ -294,6 +294,15 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="MINUTES",
         ),
     )
+    outage_tolerance: float = field(
+        default=10.0,
+        metadata=_setting(
+            "Minutes the run waits, saying so, while the Batch account or the staging storage account is "
+            "unreachable mid-run (tasks keep running on Batch meanwhile); after that the run ends and terminates "
+            "its Batch jobs.",
+            metavar="MINUTES",
+        ),
+    )
     # ---- run report and live progress (run_report/, progress.py) ----
     report_dir: str = field(
         default=DEFAULT_REPORT_DIR,

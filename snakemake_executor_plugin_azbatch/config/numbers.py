@@ -1,4 +1,5 @@
-"""Numeric and boolean settings: SAS lifetime, transfer concurrency, status interval, keep-job, keep-orphans."""
+"""Numeric and boolean settings: SAS lifetime, transfer concurrency, status interval, outage tolerance, keep-job,
+keep-orphans."""
 
 from __future__ import annotations
 
@@ -31,4 +32,5 @@ def resolve_numbers(values: SettingValues) -> dict:
         "sas_hours": number(values, "sas_hours", int, 1),
         "upload_concurrency": number(values, "upload_concurrency", int, 1),
         "status_interval": number(values, "status_interval", float, 0.1),
+        "outage_tolerance_minutes": number(values, "outage_tolerance", float, 0.01) or 10.0,
     }

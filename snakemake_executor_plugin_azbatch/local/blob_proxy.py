@@ -108,7 +108,8 @@ class BlobProxy:
     """Threaded proxy on a free loopback port forwarding to `upstream_host:upstream_port`.
 
     With `server_tls` it serves HTTPS, with `upstream_tls` it talks HTTPS to Azurite; `check_bearer(authorization)`
-    returns why a bearer token is refused (answered like Storage: 403 AuthenticationFailed), or None."""
+    returns why a bearer token is refused (answered like Storage: 403 AuthenticationFailed), or None;
+    `drop_request(user_agent, operation)` says whether to drop a request unanswered (a storage outage, outage.py)."""
 
     def __init__(
         self,
@@ -120,6 +121,7 @@ class BlobProxy:
         server_tls: ssl.SSLContext | None = None,
         upstream_tls: ssl.SSLContext | None = None,
         check_bearer: Callable[[str | None], str | None] | None = None,
+        drop_request: Callable[[str | None, str], bool] | None = None,
     ) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
@@ -129,6 +131,7 @@ class BlobProxy:
         self.server_tls = server_tls
         self.upstream_tls = upstream_tls
         self.check_bearer = check_bearer
+        self.drop_request = drop_request
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -291,6 +294,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _forward(self) -> None:
         operation = classify(self.command, self.path)
+        if self.proxy.drop_request is not None and self.proxy.drop_request(self.headers.get("User-Agent"), operation):
+            self.close_connection = True  # an outage: no answer at all, not in the metrics
+            return
         counter = [0]
         recorded = False
 

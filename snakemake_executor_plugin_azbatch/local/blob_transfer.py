@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
 from azure.storage.blob import BlobClient, ContainerClient
 
-from .config import LOOPBACK_HOSTS, StorageEndpoint
+from .config import LOOPBACK_HOSTS, NODE_USER_AGENT, StorageEndpoint
 from .task_outcomes import upload_failure
 
 DEFAULT_FILE_MODE = "0770"
@@ -35,6 +35,7 @@ _BLOCK = 8 * 1024 * 1024
 _CONCURRENCY = 4
 _CLIENT = {
     **_RETRY,
+    "user_agent": NODE_USER_AGENT,  # a storage outage (outage.py) is between the submitter and storage, not the nodes
     "max_single_put_size": _BLOCK,
     "max_block_size": _BLOCK,
     "max_single_get_size": _BLOCK,

@@ -130,6 +130,11 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         "--active-job-quota", type=int, default=0,
         help="active jobs the account may hold; more answers 409 ActiveJobAndScheduleQuotaReached (0: no limit)",
     )
+    parser.add_argument(
+        "--outage", action="append", default=[], metavar="KIND:SECONDS[@AFTER]",
+        help="the Batch API (batch) or storage (storage) unreachable for SECONDS, AFTER seconds after the start "
+        "(repeatable); POST /_local/outage switches one on at any time",
+    )
     _add_node_options(parser)
 
 
@@ -238,6 +243,8 @@ def _add_node_image_commands(commands: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     """ServiceConfig from parsed options; ConfigError (one line) on bad values."""
+    from .outage import ScheduledOutage
+
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: choose 0 (any free port) or a port between 1 and 65535")
     overrides: dict[str, object] = {}
@@ -283,6 +290,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         autoscale_sample_seconds=args.autoscale_sample_seconds,
         max_pool_nodes=args.max_pool_nodes,
         active_job_quota=args.active_job_quota,
+        outages=tuple(ScheduledOutage.parse(text) for text in args.outage),
         **overrides,  # type: ignore[arg-type]
     )
     config.validate()

@@ -23,6 +23,8 @@ AZURITE_ACCOUNT_KEY = (
 )
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# The node agent's own blob transfers carry this in their User-Agent: a storage outage (outage.py) spares them.
+NODE_USER_AGENT = "azbatch-local-node"
 NODE_NETWORKS = ("host", "local-only")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -139,6 +141,7 @@ class ServiceConfig:
     autoscale_sample_seconds: float = 30.0
     max_pool_nodes: int = 32
     active_job_quota: int = 0  # active jobs the account may hold (Batch: 100-300 by default); 0 = no limit
+    outages: tuple = ()  # outage.ScheduledOutage entries (--outage KIND:SECONDS[@AFTER])
     # Filled in by LocalService once ports are bound.
     account_url: str = ""
     storage: StorageEndpoint | None = None

@@ -3,7 +3,8 @@
 Contract: Microsoft's Batch REST API 2025-06-01.21.0 (older api-versions are accepted too, as the Azure CLI sends
 them). Every API request goes: fault injection → Shared Key → api-version → body size → route → handler; any
 `BatchError` becomes Batch's error body here. `dispatch` needs no socket, so API tests can run in process.
-`/_local/metrics` and `/_local/health` need no auth and are not counted.
+`/_local/metrics`, `/_local/health` and `/_local/outage` need no auth and are not counted; during a Batch outage
+(outage.py) API requests are dropped unanswered.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .http_messages import Request, Response, error_response, query_error
 from .metrics import Metrics
 from .node_admin import node_state_response
 from .model import BatchState
+from .outage import OutageSwitch, outage_endpoint
 from .routes import match_route
 from .shared_key import AuthenticationError, ReceivedRequest, SharedKeyVerifier
 
@@ -144,6 +146,12 @@ class Dispatcher:
             ) from None
 
 
+def operation_of(method: str, target: str) -> str:
+    """The operationId a request line names (for counting), without executing anything."""
+    route = match_route(method, target.partition("?")[0].rstrip("/") or "/")[0]
+    return route.operation if route else UNKNOWN_OPERATION
+
+
 def local_response(path: str, metrics: Metrics) -> Response:
     """The service's own endpoints under /_local/ (no auth, not counted)."""
     if path.rstrip("/") == "/_local/metrics":
@@ -213,7 +221,13 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
         if admin := node_state_response(self.command, self.path, body or b"", self.server.dispatcher.api.state):
             return self._send(admin, b"", counted=False)  # node_admin.py: /_local/ node states
         if self.path.lower().startswith(LOCAL_PREFIX):
-            self._send(local_response(self.path.partition("?")[0].lower(), self.server.metrics), b"", counted=False)
+            path = self.path.partition("?")[0].lower()
+            response = outage_endpoint(self.command, path, body or b"", self.server.outage)
+            self._send(response or local_response(path, self.server.metrics), b"", counted=False)
+            return
+        outage = self.server.outage
+        if outage is not None and outage.drops("batch", operation=operation_of(self.command, self.path)):
+            self.close_connection = True  # no answer at all: the connection just ends
             return
         base_url = base_url_for(self.headers.get("Host"), self.server.config)
         request = make_request(self.command, self.path, self.headers, body or b"", base_url)
@@ -275,10 +289,11 @@ class BatchHTTPServer(http.server.ThreadingHTTPServer):
 
     def __init__(
         self, address: tuple[str, int], state: BatchState, config: ServiceConfig, metrics: Metrics,
-        faults: FaultInjector,
+        faults: FaultInjector, outage: OutageSwitch | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
+        self.outage = outage
         self.dispatcher = Dispatcher(state, config, faults)
         super().__init__(address, BatchRequestHandler)
 
@@ -294,7 +309,8 @@ class _BatchHTTPServerV6(BatchHTTPServer):
 
 
 def make_server(
-    state: BatchState, config: ServiceConfig, metrics: Metrics, faults: FaultInjector
+    state: BatchState, config: ServiceConfig, metrics: Metrics, faults: FaultInjector,
+    outage: OutageSwitch | None = None,
 ) -> http.server.ThreadingHTTPServer:
     """The Batch API server bound to (config.host, config.port) — loopback only; call serve_forever() to run."""
     host = config.host
@@ -304,4 +320,4 @@ def make_server(
     if not ipaddress.ip_address(address).is_loopback:
         raise ValueError(f"host {host!r} is not a loopback address; use 127.0.0.1")
     server_class = _BatchHTTPServerV6 if ":" in address else BatchHTTPServer
-    return server_class((address, config.port), state, config, metrics, faults)
+    return server_class((address, config.port), state, config, metrics, faults, outage)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .execution import ExecutionBackend
     from .metrics import Metrics
     from .model import BatchState
+    from .outage import OutageSwitch
     from .secure_endpoints import SecureEndpoints
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class LocalService:
         self.config = config
         self.root = Path(config.root)
         self.metrics: Metrics | None = None
+        self.outage: OutageSwitch | None = None  # the outage switch (outage.py), shared by the API and the proxy
         self.azurite: Azurite | None = None
         self.proxy: BlobProxy | None = None
         self.secure: SecureEndpoints | None = None  # TLS and Entra ID (--https, --entra)
@@ -91,18 +93,22 @@ class LocalService:
         from .metrics import Metrics
         from .http_server import make_server
         from .model import BatchState
+        from .outage import OutageSwitch
         from .secure_endpoints import SecureEndpoints
 
         self.root = self.config.root = Path(self.config.root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_root()
         self.metrics = Metrics()
+        self.outage = OutageSwitch(tuple(self.config.outages))
 
         self.secure = secure = SecureEndpoints(self.config, self.root).start()
         self.azurite = Azurite(self.root / "azurite", host=self.config.host, **secure.azurite_options())
         self.azurite.start()
         self.proxy = BlobProxy(
-            self.config.host, self.azurite.port, self.metrics, host=self.config.host, **secure.proxy_options()
+            self.config.host, self.azurite.port, self.metrics, host=self.config.host,
+            drop_request=lambda agent, operation: self.outage.drops("storage", agent, operation),
+            **secure.proxy_options(),
         )
         self.proxy.start()
         self.config.storage = StorageEndpoint(blob_url=self.proxy.account_url(), ca_file=secure.ca_file)
@@ -116,7 +122,7 @@ class LocalService:
             self.state = BatchState(self.config, make_backend(self.config))
             faults = FaultInjector(self.config)
             try:
-                self.server = make_server(self.state, self.config, self.metrics, faults)
+                self.server = make_server(self.state, self.config, self.metrics, faults, self.outage)
                 break
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE:

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -21,10 +21,11 @@ from azure.core.exceptions import (
 from azure.storage.blob import (
     BlobServiceClient,
     ContainerSasPermissions,
+    ExponentialRetry,
     generate_container_sas,
 )
 
-from ..azure_sdk import PLUGIN_USER_AGENT, preflight_kwargs, redact, retry_kwargs
+from ..azure_sdk import CONNECT_TIMEOUT_KWARGS, PLUGIN_USER_AGENT, preflight_kwargs, redact, retry_kwargs, unreachable
 from ..config import Config
 from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
@@ -45,12 +46,21 @@ TRANSFER_OPTIONS = {
 }
 
 
+def client_options() -> dict:
+    """Transfer sizes, and retries with a short back-off (about 1, 3, 5 s instead of the storage SDK's 15, 18, 24 s;
+    a refused or dropped connection is tried again once or twice, a few seconds in all): an outage is then noticed
+    within seconds and waited out by the caller (outage.py), saying so, instead of being retried silently for a
+    minute and then failing the job."""
+    retry = ExponentialRetry(
+        initial_backoff=1, increment_base=2, retry_total=5, random_jitter_range=1, retry_connect=1, retry_read=1
+    )
+    return {"retry_policy": retry, **CONNECT_TIMEOUT_KWARGS, **TRANSFER_OPTIONS}
+
+
 def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
     if config.storage_connection_string:
         try:
-            return BlobServiceClient.from_connection_string(
-                config.storage_connection_string, **retry_kwargs(), **TRANSFER_OPTIONS
-            )
+            return BlobServiceClient.from_connection_string(config.storage_connection_string, **client_options())
         except ValueError:
             raise SettingsError(
                 "azbatch: --azbatch-storage-connection-string (or SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING / "
@@ -58,7 +68,7 @@ def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
                 "`az storage account show-connection-string`"
             ) from None
     credential = config.storage_account_key or credential_factory()
-    return BlobServiceClient(config.storage_account_url, credential=credential, **retry_kwargs(), **TRANSFER_OPTIONS)
+    return BlobServiceClient(config.storage_account_url, credential=credential, **client_options())
 
 
 class Staging:
@@ -76,6 +86,12 @@ class Staging:
         self._read_sas: str | None = None
         self._write_sas: str | None = None
         self.pool = ThreadPoolExecutor(max_workers=config.upload_concurrency, thread_name_prefix="azbatch-staging")
+
+    @property
+    def endpoint(self) -> str:
+        """The storage account's blob endpoint, for messages (no query string, hence no SAS)."""
+        parts = urlsplit(self.service.url)
+        return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
     # ---- preflight -------------------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -239,6 +255,8 @@ class Staging:
             try:
                 self.container.upload_blob(blob, data, overwrite=True)
             except HttpResponseError as e:
+                if unreachable(e):
+                    raise  # an outage: the caller waits it out (outage.py)
                 raise StagingError(f"azbatch: uploading {blob} failed ({e.status_code}): {redact(e.reason)}") from None
             with self._cas_lock:
                 existing.add(blob)
@@ -259,6 +277,8 @@ class Staging:
             with open(path, "rb") as f:
                 self.container.upload_blob(blob, f, overwrite=True, max_concurrency=TRANSFER_CONCURRENCY)
         except HttpResponseError as e:
+            if unreachable(e):
+                raise  # an outage: the caller waits it out (outage.py)
             raise StagingError(f"azbatch: uploading {path} failed ({e.status_code}): {redact(e.reason)}") from None
 
     # ---- downloads ---------------------------------------------------------------------------------------------
@@ -313,6 +333,8 @@ class Staging:
             digest = sha256_file(tmp)
             os.replace(tmp, local)
         except HttpResponseError as e:
+            if unreachable(e):
+                raise  # an outage: the caller waits it out (outage.py)
             raise StagingError(f"azbatch: downloading {local} failed ({e.status_code}): {redact(e.reason)}") from None
         finally:
             if os.path.exists(tmp):

@@ -1,0 +1,86 @@
+"""How a run ends: its Batch jobs terminated (retried for a while when Batch is unreachable, else one line with
+the command to do it by hand) and deleted unless kept, the run report, a created pool deleted; SIGTERM treated as
+Ctrl-C; an outage past the tolerance handed to Snakemake as the one line that ends the run. A part of `Executor`,
+kept apart by concern."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import List
+
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+
+from .azure_sdk import error_text
+from .batch_client import BatchServiceError
+from .outage import OutageExpired, terminate_job_retrying
+
+
+class RunEnd:
+    """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `batch_jobs`, `pools`, `reporting`, `logger`,
+    `workflow`, `completed_since`, `_finalized`, `_sigterm_installed` and `delete_created_pool`."""
+
+    def _cancel_on_sigterm(self) -> None:
+        """Snakemake treats SIGTERM as "finish running jobs first"; for Batch tasks that may run for hours we
+        want what Ctrl-C does (cancel: terminate tasks and job), so SIGTERM raises KeyboardInterrupt too. The
+        scheduler installs its handler after creating the executor, hence this is done on first submission."""
+        if self._sigterm_installed or threading.current_thread() is not threading.main_thread():
+            return
+        self._sigterm_installed = True
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    def _end_run_for_outage(self, line: str) -> None:
+        """Hand Snakemake the one line that ends the run, as the base class does with its status thread's errors:
+        Snakemake prints it (an ApiError: one line, no traceback), shuts the executor down (which terminates the
+        Batch jobs) and exits non-zero."""
+        scheduler = getattr(self.workflow, "scheduler", None)
+        if scheduler is None:
+            self.logger.error(line)
+        else:
+            scheduler.executor_error_callback(OutageExpired(line))
+
+    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
+        # Terminating a Batch job terminates all of its running tasks.
+        self.reporting.run_cancelled()
+        for batch_job in list(self.batch_jobs.values()):
+            self._terminate(batch_job)
+
+    def shutdown(self):
+        super().shutdown()
+        self._finalize()
+
+    def _terminate(self, batch_job: str, reason: str = "snakemake run ended") -> bool:
+        """Terminate a Batch job (ending its tasks), trying again for a while when Batch is unreachable. A job
+        that could not be terminated is not tried again by this run (Ctrl-C cancels, then shuts down: one wait)."""
+        failed = self.__dict__.setdefault("_not_terminated", set())
+        if batch_job in failed:
+            return False
+        done = terminate_job_retrying(
+            self.batch, batch_job, reason, self.logger,
+            account_url=self.config.account_url, account_name=self.config.account_name,
+        )
+        if not done:
+            failed.add(batch_job)
+        return done
+
+    def _finalize(self):
+        if self._finalized:
+            return
+        self._finalized = True
+        self.reporting.stop_progress()
+        for batch_job in list(self.batch_jobs.values()):
+            if not self._terminate(batch_job):
+                continue  # one line said how to terminate it by hand; nothing more can be done now
+            self.reporting.job_terminated(batch_job, self.completed_since.get(batch_job))
+            if self.config.keep_job:
+                self.logger.info(f"azbatch: kept Batch job {batch_job} (terminated)")
+                continue
+            try:
+                self.batch.delete_job(batch_job)
+            except Exception as e:  # terminated already, so nothing runs: only the job record stays
+                self.logger.error(str(e) if isinstance(e, BatchServiceError) else
+                                  f"azbatch: deleting Batch job {batch_job} failed: {error_text(e)}")
+        self.reporting.finish({info.id: info.slots_per_node for info in self.pools.values()})
+        self.delete_created_pool()
+        self.staging.close()
+        self.batch.close()

@@ -10,6 +10,8 @@ import json
 
 from executor_runs import delta, output_of, run_snakemake, write_files
 
+from snakemake_executor_plugin_azbatch.staging import BlobLayout
+
 TASKS = 6
 SCALE_WORKFLOW = {
     "Snakefile": f"""
@@ -72,7 +74,7 @@ def test_sources_are_one_archive_per_run_and_task_definitions_stay_small(local_s
             assert task.constraints.retention_time.total_seconds() == 3600  # default --azbatch-task-retention
         prep = client.get_job(job.id).job_preparation_task
         prep_files = {r.file_path: r for r in prep.resource_files}
-        # The sources part's two files, next to the bootstrap's (uv's wheel).
+        # The sources part's two files, next to the bootstrap's manifest (uv's wheel is fetched only to install).
         assert {"azbatch/node_helper.py", "azbatch/sources.tar.gz"} <= set(prep_files)
         preps = list(client.list_job_preparation_and_release_task_status(job.id))
         assert preps
@@ -86,11 +88,12 @@ def test_sources_are_one_archive_per_run_and_task_definitions_stay_small(local_s
         )
         assert delta(before, after, "storage", "GetBlob") == TASKS * 3 + per_node * len(preps) + TASKS
         # The plugin's own Blob requests (its User-Agent) are the least this run needs: per run the container
-        # check (Other) and its creation, one listing of the content store, the uploads of new content (8 data files, the sources
-        # archive, the node helper, uv's wheel in 8 MiB blocks) and per task one download of its output.
-        sizes = [container.get_blob_client(blob_name(r.http_url)).get_blob_properties().size
-                 for r in prep_files.values()]
-        uploads = {"PutBlob": 8 + sum(1 for n in sizes if n <= BLOCK),
+        # check (Other) and its creation, one listing of the content store, the uploads of new content (8 data
+        # files, the sources archive, the node helper, the bootstrap's manifest and uv's wheel, in 8 MiB blocks)
+        # and per task one download of its output.
+        sizes = [b.size for b in container.list_blobs(name_starts_with=BlobLayout("").cas_prefix)]
+        assert len(sizes) == 8 + 4
+        uploads = {"PutBlob": sum(1 for n in sizes if n <= BLOCK),
                    "PutBlock": sum(math.ceil(n / BLOCK) for n in sizes if n > BLOCK),
                    "PutBlockList": sum(1 for n in sizes if n > BLOCK)}
         plugin = {op: delta(before, after, "storagePlugin", op) for op in (*uploads, "GetBlob", "ListBlobs", "Other", "CreateContainer")}

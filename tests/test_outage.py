@@ -326,7 +326,7 @@ def test_a_batch_then_a_storage_outage_mid_run_are_survived_and_reported(make_se
         wait_for(lambda: _running(service, "gather-") or run.proc.poll() is not None, 120, "the gather task to run")
         set_outage(service, storage=300)  # the gather task's outputs come back while storage is unreachable
         run.wait_line(f"azbatch: {storage} unreachable since")
-        assert outage_state(service)["storage"]["operations"].get("ListBlobs")  # the download of its outputs
+        assert outage_state(service)["storage"]["operations"].get("GetBlob")  # the download of its outputs, by name
         set_outage(service, storage=0)
         output = run.finish()
     finally:

@@ -4,7 +4,8 @@ Byte counts are body bytes (what was uploaded / downloaded), not headers. Served
 and written to ROOT/metrics.json at shutdown:
 
     {"operations": {OPERATION_ID: {"count", "statuses": {"200": n, ...}, "requestBytes", "responseBytes"}},
-     "storage":    {OPERATION:    {"count", "statuses", "requestBytes", "responseBytes"}}}
+     "storage":    {OPERATION:    {"count", "statuses", "requestBytes", "responseBytes"}},
+     "injectedFaults": {STATUS: n}}   # Batch requests answered by --fail-fraction (also counted above)
 """
 
 from __future__ import annotations
@@ -48,10 +49,14 @@ class Metrics:
         self._lock = threading.Lock()
         self._batch: dict[str, _Counter] = {}
         self._storage: dict[str, _Counter] = {}
+        self._injected: dict[str, int] = {}
 
-    def record_batch(self, operation: str, status: int, request_bytes: int, response_bytes: int) -> None:
+    def record_batch(self, operation: str, status: int, request_bytes: int, response_bytes: int,
+                     injected: bool = False) -> None:
         with self._lock:
             self._batch.setdefault(operation, _Counter()).add(status, request_bytes, response_bytes)
+            if injected:
+                self._injected[str(status)] = self._injected.get(str(status), 0) + 1
 
     def record_storage(self, operation: str, status: int, request_bytes: int, response_bytes: int) -> None:
         with self._lock:
@@ -62,6 +67,7 @@ class Metrics:
             return {
                 "operations": {name: c.as_dict() for name, c in sorted(self._batch.items())},
                 "storage": {name: c.as_dict() for name, c in sorted(self._storage.items())},
+                "injectedFaults": dict(sorted(self._injected.items())),
             }
 
     def write(self, path: Path | str) -> Path:

@@ -14,6 +14,8 @@ Sections (issue 11):
   scale      20,000 tasks (fan-out + gather) on the service's simulated backend (`--scale-service-options`); a row
              of "n/a" while `azbatch-local serve` has no such option
   big-file   one 4 GiB file (--quick 256 MiB) through the plugin's staging and a node (big_files.py)
+  chaos      a fan-out + gather (200 + 1 tasks; --quick 20) while the service fails 10 % of Batch requests (429, 500,
+             503) and preempts 20 % of running tasks: runs completed, outputs exact, requeues, retries (chaos.py)
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ from azure.batch import models as batch_models
 
 import big_files
 import blob_minimum
+import chaos
 import reference_clients
 import workloads
 from service_process import ServiceProcess, Traffic, supports
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = REPO / ".azbatch-local" / "bench" / "results.json"
-SECTIONS = ("rehearsal", "example", "service", "scale", "big-file")
+SECTIONS = ("rehearsal", "example", "service", "scale", "big-file", "chaos")
 # The rehearsal's pool: two nodes of four slots (as a small pool of 4-core VMs); tasks there run real processes.
 REHEARSAL_POOL = "local:2:4"
 DEFAULT_SCALE_OPTIONS = "--simulate 1 --pool local:1000:4"
@@ -117,15 +120,16 @@ def bench_rehearsal(work: Path, n: int, cores: int) -> tuple[list[Row], list[dic
                                         Traffic(before, service.metrics()), n, plugin.wall_s))
         # The same tasks, as the plugin defined them, submitted and watched with the anchors' request patterns.
         job_id = _new_job(client, jobs_before)
+        job = reference_clients.captured_job(client, job_id)
         tasks = reference_clients.captured_tasks(client, job_id)
         client.begin_delete_job(job_id).result()
         for replay in (reference_clients.replay_upstream_snakemake, reference_clients.replay_nextflow):
             before = service.metrics()
-            result = replay(client, service.pool_id, tasks, f"replay-{replay.__name__[7:]}-{os.getpid()}",
+            result = replay(client, service.pool_id, job, tasks, f"replay-{replay.__name__[7:]}-{os.getpid()}",
                             STATUS_INTERVAL_S)
             traffic = Traffic(before, service.metrics())
             if result.failed:
-                sys.exit(f"benchmarks: {result.failed} task(s) failed in {result.client}")
+                sys.exit(f"benchmarks: {result.failed} task(s) failed in {result.client}; first: {result.first_failure}")
             side_by_side.append({**_client_row(result.client, traffic, result.tasks, result.wall_s),
                                  "status_rounds": result.rounds})
             if replay is reference_clients.replay_nextflow:  # Nextflow leaves its job (terminated) behind
@@ -288,10 +292,16 @@ def main() -> None:
     parser.add_argument("--scale-service-options", default=DEFAULT_SCALE_OPTIONS,
                         help=f"azbatch-local serve options of the scale row (default {DEFAULT_SCALE_OPTIONS!r})")
     parser.add_argument("--big-file-mib", type=int, default=None, help="size of the big file (4096; --quick 256)")
+    parser.add_argument("--chaos-tasks", type=int, default=None, help="fan-out tasks of a chaos run (200; --quick 20)")
+    parser.add_argument("--chaos-runs", type=int, default=None, help="chaos runs (2; --quick 1)")
+    parser.add_argument("--chaos-backend", choices=("simulate", "host"), default="simulate",
+                        help="chaos runs on simulated nodes (default) or real host processes")
     args = parser.parse_args()
     n_rehearsal, n_service = (10, 100) if args.quick else (60, 500)
     n_scale = args.scale_tasks or (1000 if args.quick else 20000)
     big_mib = args.big_file_mib or (256 if args.quick else 4096)
+    n_chaos = args.chaos_tasks or (20 if args.quick else 200)
+    chaos_runs = args.chaos_runs or (1 if args.quick else 2)
     cores = len(os.sched_getaffinity(0))
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "sections": {}}
     printed: list[tuple[str, list[Row]]] = []
@@ -311,6 +321,8 @@ def main() -> None:
                 rows, figures = bench_service(work / section, n_service)
             elif section == "scale":
                 rows, figures = bench_scale(work / section, n_scale, shlex.split(args.scale_service_options))
+            elif section == "chaos":
+                rows, figures = chaos.bench_chaos(work / section, n_chaos, chaos_runs, args.chaos_backend)
             else:
                 with ServiceProcess(work / section / "service", [REHEARSAL_POOL]) as service:
                     rows, figures = big_files.bench_big_file(service, work / section / "files", big_mib * 1024**2)

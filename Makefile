@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 AZCLI_VENV := .venv-azcli
 DEMO_ROOT := .azbatch-local/demo
 
-.PHONY: all install azcli demo test bench clean
+.PHONY: all install azcli demo test bench bench-quick clean
 
 all: install
 
@@ -46,8 +46,12 @@ test: install azcli
 
 # The benchmark table (and .azbatch-local/bench/results.json); `make bench BENCH_ARGS=--quick` for a smoke run.
 BENCH_ARGS ?=
+# make bench [SECTIONS="scale chaos"] [BENCH_ARGS=--full]; make bench-quick: small sizes, a few minutes.
 bench: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py $(if $(SECTIONS),--sections $(SECTIONS)) $(BENCH_ARGS)
+
+bench-quick: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py --quick $(if $(SECTIONS),--sections $(SECTIONS)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(AZCLI_VENV) node_modules .azbatch-local .pytest_cache

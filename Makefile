@@ -44,9 +44,9 @@ demo: install
 test: install azcli
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# The benchmark table (and .azbatch-local/bench/results.json); `make bench BENCH_ARGS=--quick` for a smoke run.
+# The benchmark table (and .azbatch-local/bench/results.json): make bench [SECTIONS="scale chaos"]
+# [BENCH_ARGS=--full]; make bench-quick: every section at small sizes, a few minutes.
 BENCH_ARGS ?=
-# make bench [SECTIONS="scale chaos"] [BENCH_ARGS=--full]; make bench-quick: small sizes, a few minutes.
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py $(if $(SECTIONS),--sections $(SECTIONS)) $(BENCH_ARGS)
 

@@ -12,7 +12,7 @@ Sections (issues 10 and 11), in the order they run:
              the same DAG under `--executor local` and `--executor touch`
   example    example_workflow/ through the plugin: Blob requests and bytes per task against the minimum
   service    N `/bin/true` tasks (500; --quick 100) in collections of 100 straight to the service
-  chaos      a fan-out + gather (200 + 1 tasks, 2 runs; --quick 20, 1 run) while the service fails 10 % of Batch
+  chaos      a fan-out + gather (200 + 1 tasks, 5 runs; --quick 20, 1 run) while the service fails 10 % of Batch
              requests (429, 500, 503) and preempts 20 % of running tasks (chaos.py)
   big-file   one file of 1 GiB (--full 4 GiB, --quick 256 MiB) through the plugin's staging and a node (big_files.py)
   scale      20,000 tasks (--quick 1,000; fan-out + gather) on the service's simulated backend
@@ -330,7 +330,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--big-file-mib", type=int, default=None,
                         help=f"size of the big file ({BIG_FILE_MIB}; --full {FULL_BIG_FILE_MIB}; --quick 256)")
     parser.add_argument("--chaos-tasks", type=int, default=None, help="fan-out tasks of a chaos run (200; --quick 20)")
-    parser.add_argument("--chaos-runs", type=int, default=None, help="chaos runs (2; --quick 1)")
+    parser.add_argument("--chaos-runs", type=int, default=None, help="chaos runs (5; --quick 1)")
     parser.add_argument("--chaos-backend", choices=("simulate", "host"), default="simulate",
                         help="chaos runs on simulated nodes (default) or real host processes")
     parser.add_argument("--keep-work", action="store_true",
@@ -353,7 +353,7 @@ def run_section(section: str, work: Path, args: argparse.Namespace) -> tuple[lis
                            shlex.split(args.scale_service_options), shlex.split(args.scale_snakemake_args))
     if section == "chaos":
         return chaos.bench_chaos(work, args.chaos_tasks or (20 if quick else 200), args.chaos_runs or
-                                 (1 if quick else 2), args.chaos_backend)
+                                 (1 if quick else 5), args.chaos_backend)
     mib = args.big_file_mib or (256 if quick else FULL_BIG_FILE_MIB if args.full else BIG_FILE_MIB)
     with ServiceProcess(work / "service", [REHEARSAL_POOL]) as service:
         return big_files.bench_big_file(service, work / "files", mib * 1024**2)

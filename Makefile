@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 AZCLI_VENV := .venv-azcli
 DEMO_ROOT := .azbatch-local/demo
 
-.PHONY: all install azcli demo test bench clean
+.PHONY: all install azcli demo test bench bench-quick clean
 
 all: install
 
@@ -44,10 +44,14 @@ demo: install
 test: install azcli
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# The benchmark table (and .azbatch-local/bench/results.json); `make bench BENCH_ARGS=--quick` for a smoke run.
+# The benchmark table (and .azbatch-local/bench/results.json): make bench [SECTIONS="scale chaos"]
+# [BENCH_ARGS=--full]; make bench-quick: every section at small sizes, a few minutes.
 BENCH_ARGS ?=
 bench: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py $(if $(SECTIONS),--sections $(SECTIONS)) $(BENCH_ARGS)
+
+bench-quick: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run.py --quick $(if $(SECTIONS),--sections $(SECTIONS)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(AZCLI_VENV) node_modules .azbatch-local .pytest_cache

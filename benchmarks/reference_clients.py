@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, Callable
 
 from azure.batch import BatchClient
@@ -43,6 +42,18 @@ _CREATE_FIELDS = (
     "environmentSettings", "affinityInfo", "constraints", "requiredSlots", "userIdentity",
     "multiInstanceSettings", "dependsOn", "applicationPackageReferences", "authenticationTokenSettings",
 )
+
+
+# The job fields a replay copies from the job this plugin created: its tasks need the job preparation task (it
+# unpacks the run's sources on each node) and the job's common environment (the task prefix), so without them
+# the replayed tasks would fail.
+_JOB_FIELDS = ("jobPreparationTask", "jobReleaseTask", "commonEnvironmentSettings", "usesTaskDependencies")
+
+
+def captured_job(client: BatchClient, job_id: str) -> dict[str, Any]:
+    """The add-job fields (REST names) the plugin's tasks rely on, from the job it created."""
+    rest = client.get_job(job_id).as_dict()
+    return {k: rest[k] for k in _JOB_FIELDS if rest.get(k) is not None}
 
 
 def captured_tasks(client: BatchClient, job_id: str) -> list[dict[str, Any]]:
@@ -62,6 +73,12 @@ class Replay:
     wall_s: float
     rounds: int
     failed: int
+    first_failure: str = ""  # execution info of the first failed task, to say why
+
+
+def _failure(task: batch_models.BatchTask) -> str:
+    info = task.execution_info
+    return f"task {task.id}: {info.as_dict() if info else 'no execution info'}"
 
 
 class RateLimiter:
@@ -90,11 +107,12 @@ def _completed(task: batch_models.BatchTask) -> bool:
     return str(getattr(task.state, "value", task.state)).lower() == "completed"
 
 
-def _submit_one_by_one(client: BatchClient, pool_id: str, job_id: str,
-                       constraints: batch_models.BatchJobConstraints, tasks: list[dict[str, Any]]) -> None:
-    """One job, then one add-task request per task, in order (both anchors submit this way)."""
+def _submit_one_by_one(client: BatchClient, pool_id: str, job_id: str, constraints: dict[str, Any],
+                       job: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+    """One job (with the captured job fields), then one add-task request per task, in order (both anchors submit
+    this way)."""
     client.create_job(batch_models.BatchJobCreateOptions(
-        id=job_id, pool_info=batch_models.BatchPoolInfo(pool_id=pool_id), constraints=constraints))
+        {**job, "id": job_id, "poolInfo": {"poolId": pool_id}, "constraints": constraints}))
     for body in tasks:
         client.create_task(job_id, batch_models.BatchTaskCreateOptions(body))
 
@@ -111,13 +129,14 @@ def _poll(tasks: list[dict[str, Any]], interval: float, check_round: Callable[[l
     return rounds
 
 
-def replay_upstream_snakemake(client: BatchClient, pool_id: str, tasks: list[dict[str, Any]], job_id: str,
-                              interval: float, status_checks_per_second: float = 10) -> Replay:
+def replay_upstream_snakemake(client: BatchClient, pool_id: str, job: dict[str, Any], tasks: list[dict[str, Any]],
+                              job_id: str, interval: float, status_checks_per_second: float = 10) -> Replay:
     """snakemake-executor-plugin-azure-batch's requests for these tasks (see the module docstring)."""
     limiter = RateLimiter(status_checks_per_second)
     failed = 0
+    failures: list[str] = []
     start = time.perf_counter()
-    _submit_one_by_one(client, pool_id, job_id, batch_models.BatchJobConstraints(max_task_retry_count=0), tasks)
+    _submit_one_by_one(client, pool_id, job_id, {"maxTaskRetryCount": 0}, job, tasks)
 
     def check_round(active: list[str]) -> list[str]:
         nonlocal failed
@@ -134,23 +153,25 @@ def replay_upstream_snakemake(client: BatchClient, pool_id: str, tasks: list[dic
                 continue
             for name in ("stderr.txt", "stdout.txt"):
                 b"".join(client.download_task_file(job_id, task_id, name))
-            failed += not _succeeded(task)
+            if not _succeeded(task):
+                failed += 1
+                failures.append(_failure(task))
         return still
 
     rounds = _poll(tasks, interval, check_round)
     client.begin_delete_job(job_id).result()
     return Replay("snakemake-executor-plugin-azure-batch (replayed)", job_id, len(tasks),
-                  time.perf_counter() - start, rounds, failed)
+                  time.perf_counter() - start, rounds, failed, (failures or [""])[0])
 
 
-def replay_nextflow(client: BatchClient, pool_id: str, tasks: list[dict[str, Any]], job_id: str,
-                    interval: float) -> Replay:
+def replay_nextflow(client: BatchClient, pool_id: str, job: dict[str, Any], tasks: list[dict[str, Any]],
+                    job_id: str, interval: float) -> Replay:
     """Nextflow's Azure Batch executor's requests for these tasks (see the module docstring)."""
     failed = 0
+    failures: list[str] = []
     start = time.perf_counter()
     client.get_pool(pool_id)
-    constraints = batch_models.BatchJobConstraints(max_wall_clock_time=timedelta(days=30))
-    _submit_one_by_one(client, pool_id, job_id, constraints, tasks)
+    _submit_one_by_one(client, pool_id, job_id, {"maxWallClockTime": "P30D"}, job, tasks)
 
     def check_round(active: list[str]) -> list[str]:
         nonlocal failed
@@ -164,6 +185,7 @@ def replay_nextflow(client: BatchClient, pool_id: str, tasks: list[dict[str, Any
                 client.delete_task(job_id, task_id)
             else:
                 failed += 1
+                failures.append(_failure(task))
         return still
 
     rounds = _poll(tasks, interval, check_round)
@@ -172,4 +194,4 @@ def replay_nextflow(client: BatchClient, pool_id: str, tasks: list[dict[str, Any
         all_tasks_complete_mode="terminatejob", pool_info=job.pool_info,
     ))
     return Replay("Nextflow Azure Batch executor (replayed)", job_id, len(tasks),
-                  time.perf_counter() - start, rounds, failed)
+                  time.perf_counter() - start, rounds, failed, (failures or [""])[0])

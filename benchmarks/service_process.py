@@ -95,11 +95,12 @@ class ServiceProcess:
         with urllib.request.urlopen(self.env["AZBATCH_LOCAL_METRICS_URL"], timeout=60) as response:
             return json.load(response)
 
-    def batch_client(self) -> BatchClient:
+    def batch_client(self, **policy: Any) -> BatchClient:
+        """A client of the service; `policy`: azure-core settings such as retry_status (for a faulty service)."""
         credential = AzureNamedKeyCredential(
             self.env["SNAKEMAKE_AZBATCH_ACCOUNT_NAME"], self.env["SNAKEMAKE_AZBATCH_ACCOUNT_KEY"]
         )
-        return BatchClient(self.env["SNAKEMAKE_AZBATCH_ACCOUNT_URL"], credential)
+        return BatchClient(self.env["SNAKEMAKE_AZBATCH_ACCOUNT_URL"], credential, **policy)
 
 
 class Traffic:

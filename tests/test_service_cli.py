@@ -351,6 +351,7 @@ def test_run_reports_a_missing_command(tmp_path: Path) -> None:
     [
         (["serve", "--pool", "bad:x"], "--pool 'bad:x': NODES and SLOTS must be whole numbers"),
         (["serve", "--fail-status", "404"], "invalid choice: 404"),
+        (["serve", "--fail-status", "429,500,418"], "invalid choice: 429,500,418"),
         (["serve", "--fail-fraction", "1.5"], "--fail-fraction and --preempt-fraction must be between 0 and 1"),
         (["serve", "--app-package", "tools:1.0=/nonexistent.zip"], "no such zip file"),
         (["serve", "--port", "70000"], "--port 70000"),

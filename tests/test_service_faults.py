@@ -103,3 +103,28 @@ def test_fault_sequence_repeats_with_the_seed(tmp_path: Path) -> None:
 def test_fault_status_must_be_a_transient_one(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="500, 503 or 429"):
         FaultInjector(ServiceConfig(root=tmp_path, fail_fraction=0.1, fail_status=404))
+
+
+def test_a_mix_of_statuses_draws_each_of_them(tmp_path: Path) -> None:
+    config = ServiceConfig(root=tmp_path, fail_fraction=1.0, fail_status=(429, 500, 503), seed=2)
+    injector = FaultInjector(config)
+    drawn = [injector.pick() for _ in range(300)]
+    counts = {status: sum(1 for fault in drawn if fault and fault.status == status) for status in (429, 500, 503)}
+    assert sum(counts.values()) == 300 and all(60 <= n <= 140 for n in counts.values()), counts
+    again = FaultInjector(config)
+    assert [again.pick().status for _ in range(300)] == [fault.status for fault in drawn]
+    with pytest.raises(ValueError, match="--fail-status 429,404: choose 500, 503 or 429"):
+        FaultInjector(ServiceConfig(root=tmp_path, fail_fraction=0.1, fail_status=(429, 404)))
+
+
+def test_a_mix_of_faults_is_counted_apart_in_the_metrics(make_service: Any) -> None:
+    svc = make_service(fail_fraction=0.5, fail_status=(429, 500, 503), seed=4)
+    client = svc.batch_client(retry_status=12, retry_backoff_factor=0.01)
+    for _ in range(8):
+        assert client.get_pool(svc.pool_id).id == svc.pool_id
+    metrics = svc.metrics()
+    injected = metrics["injectedFaults"]
+    answered = statuses(metrics, "Pools_GetPool")
+    assert answered["200"] == 8
+    assert injected == {status: n for status, n in answered.items() if status != "200"}
+    assert len(injected) >= 2, "about 8 faults drawn from three statuses show at least two of them"

@@ -26,7 +26,15 @@ from typing import NoReturn
 from . import node_image as node_image_module
 from .azurite import AzuriteError
 from . import pool_file
-from .config import NODE_NETWORKS, AppPackageSpec, ConfigError, PoolSpec, ServiceConfig, default_pools
+from .config import (
+    NODE_NETWORKS,
+    TRANSIENT_STATUSES,
+    AppPackageSpec,
+    ConfigError,
+    PoolSpec,
+    ServiceConfig,
+    default_pools,
+)
 from .service import LocalService
 
 PROG = "azbatch-local"
@@ -82,7 +90,11 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         "--fail-fraction", type=float, default=0.0, help="fraction of API requests answered with a fault (0-1)"
     )
     parser.add_argument(
-        "--fail-status", type=int, choices=(500, 503, 429), default=503, help="status of injected faults"
+        "--fail-status",
+        type=_fail_statuses,
+        default=(503,),
+        metavar="STATUS[,STATUS...]",
+        help="status of injected faults: 500, 503 or 429, or a mix such as 429,500,503 (each fault draws one)",
     )
     parser.add_argument(
         "--preempt-fraction", type=float, default=0.0, help="fraction of running tasks preempted once (0-1)"
@@ -136,6 +148,14 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
         "(repeatable); POST /_local/outage switches one on at any time",
     )
     _add_node_options(parser)
+
+
+def _fail_statuses(text: str) -> tuple[int, ...]:
+    """`--fail-status 503` or `--fail-status 429,500,503`."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) in TRANSIENT_STATUSES for part in parts):
+        raise argparse.ArgumentTypeError(f"invalid choice: {text} (choose from 500, 503, 429, or a comma-separated mix)")
+    return tuple(int(part) for part in parts)
 
 
 def _add_node_options(parser: argparse.ArgumentParser) -> None:

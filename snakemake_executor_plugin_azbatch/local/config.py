@@ -115,6 +115,19 @@ class StorageEndpoint:
         )
 
 
+TRANSIENT_STATUSES = (500, 503, 429)  # what local/faults.py can inject
+
+
+def fault_statuses(fail_status: int | tuple[int, ...]) -> tuple[int, ...]:
+    """The statuses of `fail_status` (one or several), each checked; ValueError names a wrong one."""
+    statuses = (fail_status,) if isinstance(fail_status, int) else tuple(fail_status)
+    wrong = [status for status in statuses if status not in TRANSIENT_STATUSES]
+    if wrong or not statuses:
+        raise ValueError(f"--fail-status {','.join(map(str, statuses))}: choose 500, 503 or 429, or a "
+                         "comma-separated mix such as 429,500,503")
+    return statuses
+
+
 @dataclass
 class ServiceConfig:
     root: Path
@@ -125,7 +138,7 @@ class ServiceConfig:
     account_key: str = DEV_ACCOUNT_KEY
     app_packages: list[AppPackageSpec] = field(default_factory=list)
     fail_fraction: float = 0.0
-    fail_status: int = 503
+    fail_status: int | tuple[int, ...] = 503  # one transient status, or a mix (each fault draws one)
     preempt_fraction: float = 0.0
     seed: int = 0
     simulate: float | None = None  # seconds each task "runs" on simulated nodes (no process); None: real processes
@@ -165,8 +178,10 @@ class ServiceConfig:
             raise ConfigError("--simulate runs no processes, so --node-image has nothing to run: give one of them")
         if self.active_job_quota < 0:
             raise ConfigError(f"--active-job-quota {self.active_job_quota}: give 0 (no limit) or a positive number")
-        if self.fail_status not in (429, 500, 503):
-            raise ConfigError(f"--fail-status {self.fail_status}: choose 500, 503 or 429")
+        try:
+            fault_statuses(self.fail_status)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if self.entra is not None and self.entra.token_lifetime < 1:
             raise ConfigError(f"--token-lifetime {self.entra.token_lifetime}: give a number of seconds of at least 1")
         if self.autoscale_min_interval < 0 or self.autoscale_sample_seconds <= 0 or self.max_pool_nodes < 1:

@@ -1,5 +1,8 @@
 """Seeded fault injection for the local Batch API: a fraction of requests is answered with a transient error.
 
+`fail_status` is one status (500, 503 or 429) or several (`--fail-status 429,500,503`): each faulted request
+then gets one of them, drawn uniformly, so a client meets the mix real Batch answers with under load.
+
 The HTTP layer asks `FaultInjector.pick()` before executing each API request (never for /_local/...). A picked
 request is answered with the fault and NOT executed, so a client retry is always safe — that is what clients must
 cope with on real Batch (azure-core's RetryPolicy retries 500/503 and honours Retry-After on 429/503).
@@ -12,7 +15,7 @@ import random
 import threading
 from dataclasses import dataclass
 
-from .config import ServiceConfig
+from .config import ServiceConfig, fault_statuses
 
 
 @dataclass(frozen=True)
@@ -32,12 +35,11 @@ _FAULTS = {
 
 class FaultInjector:
     def __init__(self, config: ServiceConfig) -> None:
-        if config.fail_status not in _FAULTS:
-            raise ValueError(f"--fail-status {config.fail_status}: choose 500, 503 or 429")
+        statuses = fault_statuses(config.fail_status)
         if not 0.0 <= config.fail_fraction <= 1.0:
             raise ValueError("--fail-fraction must be between 0 and 1")
         self.fraction = config.fail_fraction
-        self.fault = _FAULTS[config.fail_status]
+        self.faults = [_FAULTS[status] for status in statuses]
         self._random = random.Random(config.seed)
         self._lock = threading.Lock()
         self.injected = 0
@@ -50,4 +52,5 @@ class FaultInjector:
             if self._random.random() >= self.fraction:
                 return None
             self.injected += 1
-        return self.fault
+            # One status alone draws nothing more, so a single-status run repeats as it did before mixes existed.
+            return self.faults[0] if len(self.faults) == 1 else self._random.choice(self.faults)

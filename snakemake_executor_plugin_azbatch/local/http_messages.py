@@ -52,6 +52,7 @@ class Response:
     content_type: str | None = None
     file: tuple[Path, int, int] | None = None  # (path, offset, length) streamed after the headers
     operation: str | None = None  # the spec's operation id, set by dispatch (for metrics)
+    injected_fault: bool = False  # answered by fault injection, not executed (metrics count these apart)
 
     @property
     def body_length(self) -> int:

@@ -106,7 +106,9 @@ class Dispatcher:
         fault = self.faults.pick()
         if fault:
             headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
-            return error_response(request.base_url, DynamicError(fault.status, fault.code, fault.message), headers)
+            response = error_response(request.base_url, DynamicError(fault.status, fault.code, fault.message), headers)
+            response.injected_fault = True
+            return response
         try:
             self._authenticate(request)
             check_api_version(request.query.get("api-version"))
@@ -240,7 +242,8 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
             # already sees it counted. Counts the planned body; a client that hangs up early is not subtracted.
             planned = 0 if head_only else response.body_length
             self.server.metrics.record_batch(
-                response.operation or UNKNOWN_OPERATION, response.status, len(request_body), planned
+                response.operation or UNKNOWN_OPERATION, response.status, len(request_body), planned,
+                injected=response.injected_fault,
             )
         try:
             self.send_response(response.status)

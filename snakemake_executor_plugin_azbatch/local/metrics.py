@@ -5,7 +5,8 @@ and written to ROOT/metrics.json at shutdown:
 
     {"operations": {OPERATION_ID: {"count", "statuses": {"200": n, ...}, "requestBytes", "responseBytes"}},
      "storage":    {OPERATION:    {"count", "statuses", "requestBytes", "responseBytes"}},
-     "storagePlugin": {...}, "storageOther": {...}}
+     "storagePlugin": {...}, "storageOther": {...},
+     "injectedFaults": {STATUS: n}}   # Batch requests answered by --fail-fraction (also counted above)
 
 `storage` counts every Blob request; `storagePlugin` those whose User-Agent names the plugin (its own uploads and
 downloads), `storageOther` the rest (the nodes' resource and output files, tests, other tools).
@@ -53,10 +54,14 @@ class Metrics:
         self._batch: dict[str, _Counter] = {}
         self._storage: dict[str, _Counter] = {}
         self._storage_by_client: dict[str, dict[str, _Counter]] = {"plugin": {}, "other": {}}
+        self._injected: dict[str, int] = {}
 
-    def record_batch(self, operation: str, status: int, request_bytes: int, response_bytes: int) -> None:
+    def record_batch(self, operation: str, status: int, request_bytes: int, response_bytes: int,
+                     injected: bool = False) -> None:
         with self._lock:
             self._batch.setdefault(operation, _Counter()).add(status, request_bytes, response_bytes)
+            if injected:
+                self._injected[str(status)] = self._injected.get(str(status), 0) + 1
 
     def record_storage(
         self, operation: str, status: int, request_bytes: int, response_bytes: int, client: str = "other"
@@ -75,6 +80,7 @@ class Metrics:
                     f"storage{client.capitalize()}": {name: c.as_dict() for name, c in sorted(counters.items())}
                     for client, counters in sorted(self._storage_by_client.items())
                 },
+                "injectedFaults": dict(sorted(self._injected.items())),
             }
 
     def write(self, path: Path | str) -> Path:

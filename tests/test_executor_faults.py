@@ -56,3 +56,36 @@ def test_preempted_tasks_are_waited_for(make_service, tmp_path):
     tasks = list(client.list_tasks(job.id))
     assert len(tasks) == 2  # no duplicate submissions: Batch requeued the same tasks
     assert all(t.execution_info.requeue_count >= 1 for t in tasks)
+
+
+def test_preempted_spot_nodes_are_reported_while_the_run_waits(make_service, tmp_path, monkeypatch):
+    """Issue 10: preempted nodes are reported while waiting. The service is in this process: its preempted Spot node
+    stays `preempted` for 4 s, so the 0.3 s progress counts see it however loaded the machine is."""
+    from snakemake_executor_plugin_azbatch.local import pool_management
+
+    monkeypatch.setattr(pool_management, "PREEMPTED_NODE_SECONDS", 4.0)
+    service = make_service(preempt_fraction=1.0, seed=3, pools=[])
+    client = service.batch_client()
+    client.create_pool({
+        "id": "spot", "vmSize": "standard_d2s_v3", "taskSlotsPerNode": 1, "targetLowPriorityNodes": 1,
+        "virtualMachineConfiguration": {
+            "imageReference": {"publisher": "canonical", "offer": "ubuntu-24_04-lts", "sku": "server",
+                               "version": "latest"},
+            "nodeAgentSKUId": "batch.node.ubuntu 24.04"},
+    })
+    workdir = write_files(
+        tmp_path / "spot",
+        {
+            "Snakefile": """
+                rule one:
+                    output: "out.txt"
+                    shell: "sleep 1; echo spot > {output}"
+            """
+        },
+    )
+    result = run_snakemake(service, workdir, container="spot", SNAKEMAKE_AZBATCH_POOL_ID="spot",
+                           SNAKEMAKE_AZBATCH_PROGRESS_INTERVAL="0.3")
+    assert result.returncode == 0, output_of(result)
+    assert (workdir / "out.txt").read_text() == "spot\n"
+    assert ("azbatch: pool spot: 1 node(s) preempted (Spot); Batch requeues their tasks, which run again when nodes "
+            "are available (dedicated nodes are never preempted)") in result.stderr, output_of(result)

@@ -1,0 +1,112 @@
+"""What comes back from a finished task: its outputs downloaded and checked, or its Batch logs, the node's upload
+log and a one-paragraph reason; many finished tasks collected at once. A part of `Executor`, kept apart by
+concern."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+
+from . import task_spec
+from .azure_sdk import enum_text, error_text, redact
+from .node_health import STDERR_TAIL_LINES, upload_errors
+from .outage import OutageExpired
+from .output_check import output_problem
+
+STATE_DIR = Path(".snakemake") / "azbatch"
+LOG_DIR = STATE_DIR / "logs"
+
+
+class TaskResults:
+    """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `layout`, `outages`, `workdir` and `logger`."""
+
+    async def _collect_all(self, finished_jobs: list) -> list[tuple[bool, str | None, list[str]] | None]:
+        """`_collect` for every finished job, `upload_concurrency` at a time: each costs a few blob round trips,
+        so one after the other a round of thousands of finished tasks would take as many seconds (hours at 20,000).
+        None for a job whose download met an outage past the tolerance (the run is ending)."""
+        limit = asyncio.Semaphore(self.config.upload_concurrency)
+
+        async def collect(job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]] | None:
+            async with limit:
+                try:
+                    return await asyncio.to_thread(self._collect, job_info, task)
+                except OutageExpired:
+                    return None
+                except Exception as e:  # never let one task stop the status thread (Snakemake would wait forever)
+                    return False, f"azbatch: collecting task {job_info.external_jobid} failed: {error_text(e)}", []
+
+        return await asyncio.gather(*(collect(job_info, task) for job_info, task in finished_jobs))
+
+    def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
+        """Bring back what the task wrote; on failure, its Batch logs and a one-paragraph reason."""
+        info = task.execution_info
+        result = enum_text(getattr(info, "result", None))
+        exit_code = getattr(info, "exit_code", None)
+        ok = result == "success" and (exit_code in (None, 0))
+        prefix = job_info.aux["blob_prefix"]
+        problems = []
+        try:
+            files = task_spec.job_files(job_info.job)
+            wanted = [*(files.outputs if ok else ()), *files.logs]  # outputs are uploaded on success only
+            # A storage outage is waited out (outage.py) rather than failing the job.
+            self.outages.storage.call(lambda: self.staging.download_files(
+                self.layout.task_files_dir(prefix), [o.path for o in wanted if not o.directory],
+                [o.path for o in wanted if o.directory], self.workdir,
+            ))
+            if ok:
+                outputs = files.outputs
+                problem = output_problem(outputs, self.workdir)
+                if problem:
+                    ok = False
+                    problems.append(f"{problem}; rerun with --azbatch-keep-job to inspect the task's files")
+                for out in outputs:
+                    if ok and out.directory:
+                        os.makedirs(out.path, exist_ok=True)  # an empty directory output has no blobs
+        except OutageExpired:
+            raise
+        except Exception as e:
+            ok = False
+            problems.append(redact(str(e)))
+        if ok:
+            return True, None, []
+        tid = job_info.external_jobid
+        aux_logs = []
+        stderr_tail = ""
+        log_dir = LOG_DIR / tid
+        try:
+            for path in self.outages.storage.call(lambda: self.staging.download_files(
+                self.layout.task_batch_logs_dir(prefix), task_spec.BATCH_LOG_FILES, (), self.workdir, str(log_dir)
+            )):
+                aux_logs.append(path)
+            stderr = log_dir / "stderr.txt"
+            if stderr.exists():
+                lines = stderr.read_text(errors="replace").splitlines()
+                stderr_tail = "\n".join(lines[-STDERR_TAIL_LINES:])
+        except OutageExpired:
+            raise
+        except Exception as e:
+            problems.append(f"fetching Batch logs failed: {redact(str(e))}")
+        failure = getattr(info, "failure_info", None)
+        upload_log = ""
+        if failure is not None and str(failure.code or "").startswith("FileUpload"):  # the node's own account
+            upload_log, saved = upload_errors(self.batch.client, job_info.aux["batch_job"], tid, log_dir, self.logger)
+            aux_logs += [str(saved)] if saved else []
+            saved_text = f" (its log: {saved})" if saved else ""
+            problems.append(f"the node could not upload the task's output files{saved_text}")
+        if result == "success" and exit_code in (None, 0):
+            parts = [f"azbatch: Batch task {tid} succeeded but its outputs are wrong"]
+        else:
+            parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
+        if failure is not None:
+            details = "; ".join(f"{d.name}={d.value}" for d in (failure.details or []))
+            parts.append(f"{enum_text(failure.category)} {failure.code}: {failure.message or ''}{' (' + details + ')' if details else ''}")
+        parts += problems
+        message = ". ".join(redact(p) for p in parts) + "."
+        if upload_log:
+            message += f"\nThe node's fileuploaderr.txt:\n{upload_log}\n"
+        if stderr_tail:
+            message += f"\nLast lines of stderr:\n{redact(stderr_tail)}\n"
+        return False, message, aux_logs

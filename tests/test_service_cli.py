@@ -285,7 +285,7 @@ def test_run_passes_settings_and_returns_the_exit_status(tmp_path: Path, cli_pro
         "pool=runpool",
         f"root={(tmp_path / 'run-root').resolve()}",
         f"key={key}",
-        "keys=operations,storage,storageOther,storagePlugin",
+        "keys=injectedFaults,operations,storage,storageOther,storagePlugin",
     ]
     assert (tmp_path / "run-root" / "metrics.json").is_file()
 

@@ -41,7 +41,9 @@ class NodeStates:
         self.lock = threading.Lock()  # progress's thread observes, the status thread reads `dead`
         self.pools: dict[str, PoolWatch] = {}  # pool id (lower) -> what was last reported
         self.dead: dict[str, str] = {}  # pool id (lower) -> why the run cannot go on there
-        self.last_observed: float | None = None
+        # Counts are due one max_age after the start: progress, when on, brings them sooner, and a request of our
+        # own in the first round would only duplicate its first one.
+        self.last_observed: float | None = clock()
 
     def refresh(self, pools: list[str], max_age: float) -> None:
         """One node-count request for `pools` unless counts came in (from progress) within `max_age` seconds."""

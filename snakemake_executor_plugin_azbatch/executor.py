@@ -393,7 +393,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
         dead = await self._check_nodes()
         self.status_rounds += 1
-        job_ids_active = {j.external_jobid: 1 for j in active_jobs}
+        job_ids_active = {j.external_jobid for j in active_jobs}
         finished = 0
         self.logger.debug(f"azbatch: status round {self.status_rounds}: one task list for each of {len(batch_jobs)} Batch job(s)")
         for batch_job in batch_jobs:
@@ -401,7 +401,8 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
                 started = time.monotonic()
                 try:
                     since = self.completed_since.get(batch_job)
-                    tasks = await asyncio.to_thread(self.batch.completed_tasks, batch_job, since)
+                    # Only tasks of jobs still active come back: the margin's repeats are dropped page by page.
+                    tasks, latest = await asyncio.to_thread(self.batch.completed_tasks, batch_job, since, job_ids_active)
                 except ResourceNotFoundError:
                     gone.add(batch_job)
                     continue
@@ -418,14 +419,13 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
             self.outages.batch.recovered()
             for task in tasks:
                 completed[task.id] = task
-                finished += job_ids_active.get(task.id, 0)
+            finished += len(tasks)
             if self.reporting is not None:
                 self.reporting.tasks_listed(tasks)
-            stamps = [t.state_transition_time for t in tasks if t.state_transition_time is not None]
-            if stamps:
-                # A margin covers tasks whose completion becomes visible after later ones; repeats are ignored
-                # because only still-active jobs are looked up.
-                self.completed_since[batch_job] = max(stamps) - COMPLETION_MARGIN
+            if latest is not None:
+                # A margin covers tasks whose completion becomes visible after later ones; its repeats are dropped
+                # because only still-active jobs are kept.
+                self.completed_since[batch_job] = latest - COMPLETION_MARGIN
         # Newly completed tasks (not repeats from the margin) keep the interval short; quiet rounds lengthen it.
         if self.poll_interval is not None:
             self.next_seconds_between_status_checks = self.poll_interval.after_round(finished)

@@ -18,7 +18,7 @@ from snakemake_executor_plugin_azbatch.progress import NodeCounts, ProgressGate,
 from snakemake_executor_plugin_azbatch.run_report import RunInfo, RunRecorder, TaskAttempt, write_report
 from snakemake_executor_plugin_azbatch.run_report import summary
 from snakemake_executor_plugin_azbatch.run_report.records import NOT_STARTED, UNFINISHED
-from snakemake_executor_plugin_azbatch.run_report.timeline import occupancy, pack_rows
+from snakemake_executor_plugin_azbatch.run_report.timeline import LANE_HEIGHT_IN, MAX_HEIGHT_IN, lane_ticks, occupancy, pack_rows
 from snakemake_executor_plugin_azbatch.run_report.tsv import COLUMNS
 from snakemake_executor_plugin_azbatch.config import Prices, resolve
 from snakemake_executor_plugin_azbatch.settings import ExecutorSettings, SettingsError
@@ -132,6 +132,18 @@ def test_packing_and_occupancy():
     times, queued, running = occupancy(attempts, T0, T0 + timedelta(seconds=12))
     at = dict(zip(times, zip(queued, running)))
     assert at[0.0] == (2, 0) and at[1.0] == (3, 0) and at[2.0] == (2, 1) and at[6.0] == (1, 1) and at[10.0] == (1, 0)
+
+
+
+def test_every_lane_is_labelled_while_the_figure_has_room_and_as_many_as_fit_beyond():
+    few = [(f"n{i}", 2 * i, 2) for i in range(10)]  # 20 rows: 5.6 in, every node named
+    assert lane_ticks(few) == [(2 * i + 0.5, f"n{i}") for i in range(10)]
+    many = [(f"n{i}", i, 1) for i in range(1000)]  # a pool of 1,000 nodes: the figure is capped at MAX_HEIGHT_IN
+    ticks = lane_ticks(many)
+    fit = MAX_HEIGHT_IN / LANE_HEIGHT_IN
+    assert fit * 0.9 <= len(ticks) <= fit + 1 and ticks[0] == (0.0, "n0")
+    gaps = [b[0] - a[0] for a, b in zip(ticks, ticks[1:])]
+    assert min(gaps) >= 1000 * LANE_HEIGHT_IN / MAX_HEIGHT_IN  # labels never closer than one label height at the figure's scale
 
 
 # ---- files ----------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Container
+from typing import Any, Callable, Container, Iterable, Iterator, TypeVar
 
 from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
@@ -42,19 +42,31 @@ COMPLETED_TASK_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", 
 
 def request_chunks(bodies: list[dict], max_bytes: int = MAX_REQUEST_BYTES) -> list[list[dict]]:
     """Consecutive chunks of at most 100 tasks whose serialized size stays under Batch's 1 MB request limit."""
-    chunks: list[list[dict]] = []
-    current: list[dict] = []
-    size = 0
-    for body in bodies:
-        body_size = len(compact_json(body).encode("utf-8")) + 1
-        if current and (len(current) == MAX_TASKS_PER_REQUEST or size + body_size > max_bytes):
-            chunks.append(current)
-            current, size = [], 0
-        current.append(body)
-        size += body_size
-    if current:
-        chunks.append(current)
-    return chunks
+    return [chunk for _, chunk, _ in task_collections((("", body, None) for body in bodies), max_bytes)]
+
+
+T = TypeVar("T")
+
+
+def task_collections(
+    items: Iterable[tuple[str, dict, T]], max_bytes: int = MAX_REQUEST_BYTES
+) -> Iterator[tuple[str, list[dict], list[T]]]:
+    """(Batch job id, task body, payload) one at a time → (Batch job id, bodies, payloads) of one add-collection
+    request, yielded as soon as that job's request is full (100 tasks, or the next body would pass `max_bytes`);
+    the rest at the end. A payload is whatever the caller needs back with the request's results."""
+    pending: dict[str, tuple[list[dict], list[T], int]] = {}
+    for job_id, body, payload in items:
+        size = len(compact_json(body).encode("utf-8")) + 1
+        chunk, payloads, total = pending.get(job_id) or ([], [], 0)
+        if chunk and (len(chunk) == MAX_TASKS_PER_REQUEST or total + size > max_bytes):
+            yield job_id, chunk, payloads
+            chunk, payloads, total = [], [], 0
+        chunk.append(body)
+        payloads.append(payload)
+        pending[job_id] = (chunk, payloads, total + size)
+    for job_id, (chunk, payloads, _) in pending.items():
+        if chunk:
+            yield job_id, chunk, payloads
 
 
 def compact_json(value: Any) -> str:

@@ -8,7 +8,6 @@ import os
 import secrets
 import threading
 import time
-from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import AsyncGenerator, List
@@ -25,7 +24,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from . import recovery, task_spec
 from .azure_sdk import error_text, redact, unreachable
 from .job_quota import create_job_waiting
-from .batch_client import BatchService, BatchServiceError, PoolInfo
+from .batch_client import BatchService, BatchServiceError, PoolInfo, task_collections
 from .config import Config, resolve
 from .polling import AdaptiveInterval, default_maximum, sleep_interval
 from .node_health import NodeHealth
@@ -41,7 +40,7 @@ from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
 from .staging.manifest import stage_manifest
 from .staging.node_helper import READ_URL_VARIABLE
 from .staging.sources_archive import PreparedSources, stage_sources
-from .submission import submit_in_parallel
+from .submission import rate_limit_hint, submit_streaming
 from .credentials import explain
 
 COMPLETION_MARGIN = timedelta(seconds=60)
@@ -90,6 +89,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         self._finalized = False
         self.completed_since = {}
         self._sigterm_installed = False
+        self._rate_hinted = False  # said once per run (submission.rate_limit_hint)
         self._threads_warned: set[tuple[str, str]] = set()
         interval = self.config.status_interval
         if interval is None:
@@ -316,6 +316,13 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
 
     def _run_jobs(self, jobs: List[JobExecutorInterface]):
         self._cancel_on_sigterm()
+        if not self._rate_hinted:
+            # Not in the executor interface: read defensively, so another Snakemake only loses the hint.
+            limit = getattr(getattr(self.workflow, "scheduling_settings", None), "max_jobs_per_timespan", None)
+            hint = rate_limit_hint(limit, len(jobs))
+            if hint:
+                self._rate_hinted = True
+                self.logger.info(hint)
         for job in jobs:
             self.run_job_pre(job)
         with self._submit_lock:
@@ -339,39 +346,38 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
                 raise
             except Exception:
                 blobs = None  # stage job by job below, so a problem is reported for the job it belongs to
-            by_job_id: dict[str, list[tuple[JobExecutorInterface, task_spec.TaskRequest]]] = defaultdict(list)
-            pool_of_job: dict[str, str] = {}  # Batch job id -> pool id
-            for job in jobs:
-                if id(job) not in staged_inputs:
-                    continue
-                files, pairs = staged_inputs[id(job)]
-                try:
-                    job_blobs = blobs if blobs is not None else self.outages.storage.call(
-                        lambda: self.staging.stage_files(p for p, _ in pairs))
-                    pool_id = self._pool_id(job)
-                    pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
-                    request = self._task_request(job, pool, files, pairs, job_blobs)
-                    batch_job = self.batch_job_for(pool_id)
-                    if batch_job in self.node_health.dead:
-                        raise WorkflowError(self.node_health.dead[batch_job])
-                except Exception as e:
-                    self._report_preparation_error(job, e)
-                    continue
-                by_job_id[batch_job].append((job, request))
-                pool_of_job[batch_job] = pool.id
-            bodies_by_job = {bj: [task_spec.task_body(r) for _, r in items] for bj, items in by_job_id.items()}
-            results = submit_in_parallel(self.batch, bodies_by_job, self.config.submit_concurrency, self.outages.batch.call)
-            for batch_job, items in by_job_id.items():
-                for job, request in items:
-                    error = results.get(request.id, "no result from Batch")
-                    aux = {
-                        "batch_job": batch_job,
-                        "blob_prefix": self.layout.task_prefix(self.run_token, request.id),
-                    }
-                    info = SubmittedJobInfo(job, external_jobid=request.id, aux=aux)
+
+            def task_bodies():
+                """(Batch job id, task body, what the results are reported with), built as requests fill."""
+                for job in jobs:
+                    if id(job) not in staged_inputs:
+                        continue
+                    files, pairs = staged_inputs.pop(id(job))
+                    try:
+                        job_blobs = blobs if blobs is not None else self.outages.storage.call(
+                            lambda: self.staging.stage_files(p for p, _ in pairs))
+                        pool_id = self._pool_id(job)
+                        pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
+                        request = self._task_request(job, pool, files, pairs, job_blobs)
+                        batch_job = self.batch_job_for(pool_id)
+                        if batch_job in self.node_health.dead:
+                            raise WorkflowError(self.node_health.dead[batch_job])
+                    except Exception as e:
+                        self._report_preparation_error(job, e)
+                        continue
+                    yield batch_job, task_spec.task_body(request), (job, request.id, pool.id, request.slots)
+
+            requests = task_collections(task_bodies())
+            for batch_job, submitted, results in submit_streaming(
+                self.batch, requests, self.config.submit_concurrency, self.outages.batch.call
+            ):
+                for job, task_id, pool_id, slots in submitted:
+                    error = results.get(task_id, "no result from Batch")
+                    aux = {"batch_job": batch_job, "blob_prefix": self.layout.task_prefix(self.run_token, task_id)}
+                    info = SubmittedJobInfo(job, external_jobid=task_id, aux=aux)
                     if error is None:
                         self.report_job_submission(info)
-                        self.reporting.task_submitted(job, request.id, batch_job, pool_of_job[batch_job], request.slots)
+                        self.reporting.task_submitted(job, task_id, batch_job, pool_id, slots)
                     else:
                         self.report_job_error(info, msg=error)
 

@@ -47,6 +47,35 @@ def test_ready_jobs_are_submitted_in_one_request_and_each_status_round_is_one_li
     assert rounds, output_of(result)
     assert delta(before, after, "operations", "Tasks_ListTasks") == sum(rounds)
     assert delta(before, after, "operations", "Tasks_GetTask") == 0
+    assert "job rate limit" not in output_of(result)  # 8 ready jobs, Snakemake's default 100/1s: no hint
+
+
+def test_a_job_rate_limit_that_holds_jobs_back_is_named_once(local_service, tmp_path):
+    workdir = write_files(
+        tmp_path / "limited",
+        {
+            "Snakefile": """
+                rule all:
+                    input: expand("out/{i}.txt", i=range(5))
+
+                rule one:
+                    output: "out/{i}.txt"
+                    shell: "echo {wildcards.i} > {output}"
+            """
+        },
+    )
+    before = local_service.metrics()
+    result = run_snakemake(local_service, workdir, "--max-jobs-per-timespan", "2/1s", container="limited")
+    after = local_service.metrics()
+    assert result.returncode == 0, output_of(result)
+    assert sorted(p.name for p in (workdir / "out").iterdir()) == [f"{i}.txt" for i in range(5)]
+    hints = [line for line in output_of(result).splitlines() if "job rate limit held jobs back" in line]
+    assert hints == [
+        "azbatch: Snakemake's job rate limit held jobs back (--max-jobs-per-timespan 2/1s). Batch takes 100 tasks "
+        "per request and the plugin sends requests in parallel: for large fan-outs set the limit to about the "
+        "number of jobs ready at once, e.g. --max-jobs-per-timespan 20000/1s"
+    ], output_of(result)
+    assert delta(before, after, "operations", "Tasks_CreateTaskCollection") >= 3  # 2 + 2 + 1: the limit held
 
 
 def test_bulk_submission_sends_at_most_100_tasks_per_request(local_service):
@@ -297,6 +326,40 @@ def test_collections_go_out_in_parallel_bounded_by_the_setting(local_service):
         assert all(results[f"p{i}"] is None for i in range(450))
         assert delta(before, after, "operations", "Tasks_CreateTaskCollection") == 5  # ⌈450 / 100⌉
         assert 2 <= service.most <= 3
+    finally:
+        service.terminate_job(job_id)
+        service.delete_job(job_id)
+
+
+def test_task_definitions_are_built_as_requests_go_out_not_all_at_once(local_service):
+    """2,000 tasks with 2 workers: task bodies are drawn from the generator only while fewer than 2 × workers
+    requests are unanswered, so at every answer at most (2 × 2 + 1) × 100 bodies exist that were not yet answered.
+    Building all bodies first (as before streaming) would show 2,000 unanswered at the first answer."""
+    from snakemake_executor_plugin_azbatch.batch_client import task_collections
+    from snakemake_executor_plugin_azbatch.submission import submit_streaming
+
+    service = BatchService(resolve(None, local_service.env), credential_factory=lambda: None)
+    job_id = task_spec.job_id("streaming", local_service.pool_id, "test")
+    service.create_job(task_spec.job_body(job_id, local_service.pool_id, "streaming test", workflow="none"))
+    built = 0
+
+    def bodies():
+        nonlocal built
+        for i in range(2000):
+            built += 1
+            body = task_spec.task_body(task_spec.TaskRequest(id=f"s{i}", display_name=f"s{i}", script="true"))
+            yield job_id, body, f"s{i}"
+
+    try:
+        answered, most_unanswered, order = 0, 0, []
+        for batch_job, payloads, results in submit_streaming(service, task_collections(bodies()), workers=2):
+            assert batch_job == job_id
+            assert all(results[task_id] is None for task_id in payloads)
+            answered += len(payloads)
+            most_unanswered = max(most_unanswered, built - answered)
+            order += payloads
+        assert order == [f"s{i}" for i in range(2000)]  # answers come back in request order, every task once
+        assert most_unanswered <= (2 * 2 + 1) * 100
     finally:
         service.terminate_job(job_id)
         service.delete_job(job_id)

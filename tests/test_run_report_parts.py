@@ -18,7 +18,10 @@ from snakemake_executor_plugin_azbatch.progress import NodeCounts, ProgressGate,
 from snakemake_executor_plugin_azbatch.run_report import RunInfo, RunRecorder, TaskAttempt, write_report
 from snakemake_executor_plugin_azbatch.run_report import summary
 from snakemake_executor_plugin_azbatch.run_report.records import NOT_STARTED, UNFINISHED
-from snakemake_executor_plugin_azbatch.run_report.timeline import LANE_HEIGHT_IN, MAX_HEIGHT_IN, lane_ticks, occupancy, pack_rows
+from snakemake_executor_plugin_azbatch.run_report import timeline
+from snakemake_executor_plugin_azbatch.run_report.timeline import (
+    LANE_HEIGHT_IN, MAX_HEIGHT_IN, MAX_STEPS, lane_ticks, occupancy, pack_rows, thin_steps,
+)
 from snakemake_executor_plugin_azbatch.run_report.tsv import COLUMNS
 from snakemake_executor_plugin_azbatch.config import Prices, resolve
 from snakemake_executor_plugin_azbatch.settings import ExecutorSettings, SettingsError
@@ -133,6 +136,35 @@ def test_packing_and_occupancy():
     at = dict(zip(times, zip(queued, running)))
     assert at[0.0] == (2, 0) and at[1.0] == (3, 0) and at[2.0] == (2, 1) and at[6.0] == (1, 1) and at[10.0] == (1, 0)
 
+
+def test_occupancy_is_thinned_to_the_figure_keeping_its_peaks():
+    times = [i * 0.5 for i in range(40_000)]
+    queued = [(i * 7) % 13 for i in range(40_000)]
+    running = [0] * 40_000
+    running[23_456] = 500  # one short spike
+    t, q, r = thin_steps(times, queued, running)
+    assert len(t) <= MAX_STEPS + 1 and t == sorted(t) and t[0] == 0.0
+    assert max(a + b for a, b in zip(q, r)) == queued[23_456] + 500  # the spike, with its queue, survives
+    assert thin_steps(times[:50], queued[:50], running[:50]) == (times[:50], queued[:50], running[:50])
+
+
+def test_the_figure_of_thousands_of_tasks_draws_at_most_max_steps_for_the_top_panel_and_one_collection_of_bars():
+    """5,000 tasks make 10,000 occupancy steps; drawn as such they were most of a large run's SVG."""
+    from matplotlib.figure import Figure
+
+    attempts = [attempt(f"t{i}", node=f"n{i % 50}", start=i * 0.25, run=3.0 + i % 7, submitted=i * 0.2) for i in range(5000)]
+    attempts[7] = attempt("t7", node="n7", start=1.75, run=2.0, result="failure", exit_code=1)
+    origin, last = timeline.span(attempts)
+    frame = timeline._Frame(attempts, origin, last, *timeline._time_unit((last - origin).total_seconds()))
+    lanes, y_of = timeline._lanes(attempts, frame.at, last)
+    top, bottom = Figure().subplots(2, 1)
+    timeline._draw_occupancy(top, frame)
+    assert 0 < max(len(c.get_paths()[0].vertices) for c in top.collections) <= 4 * MAX_STEPS + 8
+    timeline._draw_nodes(bottom, frame, lanes, y_of)
+    from matplotlib.collections import PolyCollection
+
+    bars = [len(c.get_paths()) for c in bottom.collections if isinstance(c, PolyCollection)]
+    assert bars == [4999, 1]  # one collection of the succeeded bars, one of the failed
 
 
 def test_every_lane_is_labelled_while_the_figure_has_room_and_as_many_as_fit_beyond():

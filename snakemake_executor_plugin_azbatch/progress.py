@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from .azure_sdk import error_text
+from .azure_sdk import error_text, unreachable
 
 HEARTBEAT_SECONDS = 30.0
 WARN_AFTER_FAILURES = 3
@@ -171,6 +171,8 @@ class ProgressMonitor:
         return progress_line(list(jobs), tasks, nodes), busy
 
     def _note_errors(self, errors: list[Exception]) -> None:
+        # An unreachable endpoint is the outage watch's to report (outage.py: once, and again when it is back).
+        errors = [e for e in errors if not unreachable(e)]
         if not errors or self._stop.is_set():
             self.failures = 0
             return

@@ -340,6 +340,7 @@ def test_a_batch_then_a_storage_outage_mid_run_are_survived_and_reported(make_se
         assert len(down) == 1 and "tasks keep running on Batch; still waiting (giving up after 10 min)" in down[0], output
         assert sum(f"azbatch: {what} reachable again after" in line for line in lines) == 1, output
     assert "Traceback" not in output and "Error" not in output
+    assert "progress counts unavailable" not in output  # the outage lines say it, once each
     state = outage_state(service)
     assert state["batch"]["dropped"] > 0 and state["storage"]["dropped"] > 0
 

@@ -287,6 +287,36 @@ def test_progress_prints_on_change_and_every_30_s_while_busy():
     assert not gate.should_print("b", False, 100)  # idle: no repetition
 
 
+def test_progress_leaves_an_unreachable_batch_to_the_outage_line_and_warns_once_of_other_failures():
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
+    from snakemake_executor_plugin_azbatch.progress import WARN_AFTER_FAILURES, ProgressMonitor
+
+    class Failing:  # the two calls a progress poll makes, both failing with `error`
+        def __init__(self, error):
+            self.error = error
+
+        def get_job_task_counts(self, job):
+            raise self.error
+
+        def list_pool_node_counts(self, **kwargs):
+            raise self.error
+
+    def warnings_after(error, polls):
+        warned: list[str] = []
+        monitor = ProgressMonitor(Failing(error), lambda: {"pool1": "job1"}, 1.0, emit=lambda line: None,
+                                  warn=warned.append)
+        for _ in range(polls):
+            monitor.tick()
+        return warned
+
+    assert warnings_after(ServiceRequestError("connection dropped"), 3 * WARN_AFTER_FAILURES) == []
+    forbidden = HttpResponseError("This request is not authorized to perform this operation.")
+    forbidden.status_code = 403
+    warned = warnings_after(forbidden, 3 * WARN_AFTER_FAILURES)
+    assert len(warned) == 1 and warned[0].startswith("azbatch: progress counts unavailable (")
+
+
 # ---- settings -------------------------------------------------------------------------------------------------
 
 BASE_ENV = {

@@ -24,6 +24,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from . import recovery, task_spec
 from .azure_sdk import error_text, redact, unreachable
 from .job_quota import create_job_waiting
+from .malloc_arenas import ARENAS as MALLOC_ARENAS, limit_malloc_arenas
 from .batch_client import BatchService, BatchServiceError, PoolInfo, task_collections
 from .config import Config, resolve
 from .polling import AdaptiveInterval, default_maximum, sleep_interval
@@ -66,6 +67,8 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
 
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
+        if limit_malloc_arenas():
+            self.logger.debug(f"azbatch: glibc malloc arenas limited to {MALLOC_ARENAS} (malloc_arenas.py)")
         for warning in override_warnings(snakemake_cli_argv(), os.environ):
             self.logger.warning(warning)
         self.workdir = os.getcwd()

@@ -48,6 +48,7 @@ def test_ready_jobs_are_submitted_in_one_request_and_each_status_round_is_one_li
     assert delta(before, after, "operations", "Tasks_ListTasks") == sum(rounds)
     assert delta(before, after, "operations", "Tasks_GetTask") == 0
     assert "job rate limit" not in output_of(result)  # 8 ready jobs, Snakemake's default 100/1s: no hint
+    assert "azbatch: glibc malloc arenas limited to 2" in output_of(result)  # malloc_arenas.py, in the executor
 
 
 def test_a_job_rate_limit_that_holds_jobs_back_is_named_once(local_service, tmp_path):

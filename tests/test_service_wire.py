@@ -362,6 +362,26 @@ def test_retention_time_removes_the_task_directory_but_keeps_the_task(
     assert b"".join(client.download_task_file(job, "default", "stdout.txt")) == b"kept\n"
 
 
+def test_deleting_a_task_deletes_its_directory_whatever_its_retention_time(
+    client: BatchClient, job: str, local_service: Any
+) -> None:
+    """Batch: when a task is deleted, the files in its directory on the node are deleted too, regardless of the
+    retention time; a running task's once it has been stopped."""
+    client.create_task(job, m.BatchTaskCreateOptions(id="done", command_line="/bin/sh -c 'echo done'"))
+    client.create_task(job, m.BatchTaskCreateOptions(id="busy", command_line="/bin/sh -c 'echo busy && sleep 300'"))
+    wait_for(lambda: task_state(client, job, "done") == "completed" and task_state(client, job, "busy") == "running",
+             WAIT_SECONDS, "one task completed and one running")
+    state = local_service.service.state
+    done, busy = state.task_dir(job, "done"), state.task_dir(job, "busy")
+    wait_for(lambda: (busy / "stdout.txt").is_file() and (busy / "stdout.txt").read_text() == "busy\n", WAIT_SECONDS,
+             "the running task's stdout")
+    assert (done / "stdout.txt").read_text() == "done\n"
+    client.delete_task(job, "done")
+    client.delete_task(job, "busy")
+    wait_for(lambda: not done.exists() and not busy.exists(), 20, f"{done} and {busy} to be removed")
+    assert {t.id for t in client.list_tasks(job)} == set()
+
+
 def test_job_preparation_status_is_listed(client: BatchClient, local_service: Any) -> None:
     job_id = f"wire-prep-{uuid.uuid4().hex[:8]}"
     client.create_job(

@@ -158,6 +158,9 @@ class TaskLifecycle:
             self._notify()
             return True
         if reason == "deleted" or task.deleted:
+            job = self.records.jobs.get(task.job_key)
+            if job is not None:
+                self.retention.remove_now(job.id, task)
             task.free_node()
             self._notify()
             return True

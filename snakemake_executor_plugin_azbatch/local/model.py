@@ -469,7 +469,9 @@ class BatchState:
             job, task = self._task(job_id, task_id)
             task.deleted = True
             if task.state in ("running", "preparing"):
-                self.lifecycle.kill(task, "deleted")
+                self.lifecycle.kill(task, "deleted")  # its directory goes when the process has ended
+            else:
+                self.lifecycle.retention.remove_now(job.id, task)
             job.remove_task(task)
             self.lifecycle.maybe_complete_job(job)
             self.records.changed.notify_all()

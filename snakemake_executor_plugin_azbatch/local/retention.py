@@ -4,6 +4,7 @@ TaskFilesCleanedup. The local service deletes the directory as soon as the time 
 strictly, so a client that relies on files beyond the retention time fails here first).
 
 One heap of due times, fed when a task completes and drained by the scheduler's tick, so nothing scans tasks.
+A deleted task loses its directory at once, retention time or not, as on Batch.
 The directories are removed on a thread of their own, outside the records' lock."""
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ class TaskRetention:
         if doomed:
             threading.Thread(target=_remove, args=(doomed,), name="azbatch-retention", daemon=True).start()
         return len(doomed)
+
+
+    def remove_now(self, job_id: str, task: TaskRecord) -> None:
+        """Under the lock, when `task` is deleted: Batch deletes a deleted task's directory on its node whatever
+        its retention time. A running task's directory goes once its process has ended (lifecycle)."""
+        if task.node is None or task.files_cleaned:
+            return
+        task.files_cleaned = True
+        path = task.node.layout.task_dir(job_id, task.rest["id"])
+        threading.Thread(target=_remove, args=([path],), name="azbatch-retention", daemon=True).start()
 
 
 def _remove(paths: list[Path]) -> None:

@@ -382,6 +382,24 @@ def test_deleting_a_task_deletes_its_directory_whatever_its_retention_time(
     assert {t.id for t in client.list_tasks(job)} == set()
 
 
+def test_deleting_a_job_deletes_its_task_directories_the_preparation_tasks_included(
+    client: BatchClient, local_service: Any
+) -> None:
+    job_id = f"wire-delete-{uuid.uuid4().hex[:8]}"
+    client.create_job(m.BatchJobCreateOptions(
+        id=job_id, pool_info=m.BatchPoolInfo(pool_id=local_service.pool_id),
+        job_preparation_task=m.BatchJobPreparationTask(command_line="/bin/sh -c 'echo prep'"),
+    ))
+    client.create_task(job_id, m.BatchTaskCreateOptions(id="kept", command_line="/bin/sh -c 'echo kept'"))
+    wait_for(lambda: task_state(client, job_id, "kept") == "completed", WAIT_SECONDS, "the task to complete")
+    task_dir = local_service.service.state.task_dir(job_id, "kept")
+    job_dir = task_dir.parent.parent
+    assert (task_dir / "stdout.txt").read_text() == "kept\n"
+    assert {p.name for p in (job_dir / "job-1").iterdir()} >= {"kept", "jobpreparation"}
+    client.begin_delete_job(job_id, polling_interval=1).result()
+    wait_for(lambda: not job_dir.exists(), 20, f"{job_dir} to be removed with its job")
+
+
 def test_job_preparation_status_is_listed(client: BatchClient, local_service: Any) -> None:
     job_id = f"wire-prep-{uuid.uuid4().hex[:8]}"
     client.create_job(

@@ -488,6 +488,9 @@ class TaskLifecycle:
             job.deleted = True
             if self.records.jobs.get(job.key) is job:
                 del self.records.jobs[job.key]
+            pool = self.records.pools.get(job.pool_key.lower())
+            if pool is not None:
+                self.retention.job_deleted(job.id, [node.layout for node in pool.nodes])
         self._notify()
 
 

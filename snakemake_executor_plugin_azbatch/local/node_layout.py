@@ -53,7 +53,11 @@ class NodeLayout:
 
     def task_dir(self, job_id: str, task_id: str) -> Path:
         """A task's directory (also used for the job preparation/release tasks, under their own ids)."""
-        return self.root / "workitems" / job_id / "job-1" / task_id
+        return self.job_dir(job_id) / "job-1" / task_id
+
+    def job_dir(self, job_id: str) -> Path:
+        """Every task directory of a job on this node, the preparation and release tasks' included."""
+        return self.root / "workitems" / job_id
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.root))

@@ -4,7 +4,7 @@ TaskFilesCleanedup. The local service deletes the directory as soon as the time 
 strictly, so a client that relies on files beyond the retention time fails here first).
 
 One heap of due times, fed when a task completes and drained by the scheduler's tick, so nothing scans tasks.
-A deleted task loses its directory at once, retention time or not, as on Batch.
+A deleted task, or every task of a deleted job, loses its directory at once, retention time or not, as on Batch.
 The directories are removed on a thread of their own, outside the records' lock."""
 
 from __future__ import annotations
@@ -62,6 +62,13 @@ class TaskRetention:
         task.files_cleaned = True
         path = task.node.layout.task_dir(job_id, task.rest["id"])
         threading.Thread(target=_remove, args=([path],), name="azbatch-retention", daemon=True).start()
+
+
+    def job_deleted(self, job_id: str, layouts: list) -> None:
+        """Batch: deleting a job deletes its tasks' directories on the nodes, overriding their retention time (the
+        preparation and release tasks' too). `layouts`: the NodeLayout of every node of the job's pool."""
+        paths = [layout.job_dir(job_id) for layout in layouts]
+        threading.Thread(target=_remove, args=(paths,), name="azbatch-retention", daemon=True).start()
 
 
 def _remove(paths: list[Path]) -> None:

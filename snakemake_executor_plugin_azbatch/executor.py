@@ -320,9 +320,10 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
     def _run_jobs(self, jobs: List[JobExecutorInterface]):
         self._cancel_on_sigterm()
         if not self._rate_hinted:
-            # Not in the executor interface: read defensively, so another Snakemake only loses the hint.
+            # Neither is in the executor interface: read defensively, so another Snakemake only loses the hint.
             limit = getattr(getattr(self.workflow, "scheduling_settings", None), "max_jobs_per_timespan", None)
-            hint = rate_limit_hint(limit, len(jobs))
+            ready = getattr(getattr(self.workflow, "dag", None), "ready_jobs", None)  # without the jobs handed over
+            hint = rate_limit_hint(limit, len(jobs), len(ready) if isinstance(ready, (set, frozenset)) else None)
             if hint:
                 self._rate_hinted = True
                 self.logger.info(hint)

@@ -65,16 +65,21 @@ def submit_in_parallel(
     return results
 
 
-def rate_limit_hint(limit: Any, handed: int) -> str | None:
+def rate_limit_hint(limit: Any, handed: int, still_ready: int | None = None) -> str | None:
     """One line when Snakemake's job rate limit (`--max-jobs-per-timespan`, default 100/1s) held jobs back:
-    `handed`, the jobs of one `run_jobs` call, reached it. Each of Snakemake's scheduling rounds costs time in
-    proportion to all ready jobs, so a fan-out of n jobs handed over k at a time costs about n²/k of Snakemake's
-    time before the last task is submitted (README, large fan-outs)."""
+    `handed`, the jobs of one `run_jobs` call, reached it while `still_ready` more were ready (None: unknown, then
+    reaching the limit is taken as holding back). Each of Snakemake's scheduling rounds costs time in proportion to
+    all ready jobs, so a fan-out of n jobs handed over k at a time costs about n²/k of Snakemake's time before the
+    last task is submitted (README, large fan-outs)."""
     max_jobs, timespan = getattr(limit, "max_jobs", None), getattr(limit, "timespan", None)
     if not isinstance(max_jobs, int) or not isinstance(timespan, (int, float)) or handed < max_jobs:
         return None
+    if still_ready is not None and still_ready <= 0:
+        return None
+    waiting = f" while {still_ready} more were ready" if still_ready else ""
     return (
-        f"azbatch: Snakemake's job rate limit held jobs back (--max-jobs-per-timespan {max_jobs}/{timespan:g}s). "
-        "Batch takes 100 tasks per request and the plugin sends requests in parallel: for large fan-outs set the "
-        "limit to about the number of jobs ready at once, e.g. --max-jobs-per-timespan 20000/1s"
+        f"azbatch: Snakemake's job rate limit held jobs back (--max-jobs-per-timespan {max_jobs}/{timespan:g}s "
+        f"handed over {handed}{waiting}). Batch takes 100 tasks per request and the plugin sends requests in "
+        "parallel: for large fan-outs set the limit to about the number of jobs ready at once, e.g. "
+        "--max-jobs-per-timespan 20000/1s"
     )

@@ -72,11 +72,24 @@ def test_a_job_rate_limit_that_holds_jobs_back_is_named_once(local_service, tmp_
     assert sorted(p.name for p in (workdir / "out").iterdir()) == [f"{i}.txt" for i in range(5)]
     hints = [line for line in output_of(result).splitlines() if "job rate limit held jobs back" in line]
     assert hints == [
-        "azbatch: Snakemake's job rate limit held jobs back (--max-jobs-per-timespan 2/1s). Batch takes 100 tasks "
-        "per request and the plugin sends requests in parallel: for large fan-outs set the limit to about the "
-        "number of jobs ready at once, e.g. --max-jobs-per-timespan 20000/1s"
+        "azbatch: Snakemake's job rate limit held jobs back (--max-jobs-per-timespan 2/1s handed over 2 while 3 "
+        "more were ready). Batch takes 100 tasks per request and the plugin sends requests in parallel: for large "
+        "fan-outs set the limit to about the number of jobs ready at once, e.g. --max-jobs-per-timespan 20000/1s"
     ], output_of(result)
     assert delta(before, after, "operations", "Tasks_CreateTaskCollection") >= 3  # 2 + 2 + 1: the limit held
+
+
+def test_the_rate_limit_hint_needs_the_limit_reached_with_jobs_left_waiting():
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_azbatch.submission import rate_limit_hint
+
+    limit = SimpleNamespace(max_jobs=100, timespan=1.0)  # Snakemake's MaxJobsPerTimespan, its two fields
+    assert rate_limit_hint(limit, 100, still_ready=0) is None  # exactly 100 were ready: nothing held back
+    assert rate_limit_hint(limit, 60, still_ready=500) is None  # the limit was not what stopped the round
+    assert "handed over 100 while 500 more were ready" in rate_limit_hint(limit, 100, still_ready=500)
+    assert "(--max-jobs-per-timespan 100/1s handed over 100)" in rate_limit_hint(limit, 100)  # readiness unknown
+    assert rate_limit_hint(None, 100) is None  # another Snakemake without the setting
 
 
 def test_bulk_submission_sends_at_most_100_tasks_per_request(local_service):

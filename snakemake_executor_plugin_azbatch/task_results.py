@@ -45,7 +45,8 @@ class TaskResults:
         info = task.execution_info
         result = enum_text(getattr(info, "result", None))
         exit_code = getattr(info, "exit_code", None)
-        ok = result == "success" and (exit_code in (None, 0))
+        succeeded = result == "success" and exit_code in (None, 0)  # by Batch's account, before the outputs' check
+        ok = succeeded
         prefix = job_info.aux["blob_prefix"]
         problems = []
         try:
@@ -77,10 +78,9 @@ class TaskResults:
         stderr_tail = ""
         log_dir = LOG_DIR / tid
         try:
-            for path in self.outages.storage.call(lambda: self.staging.download_files(
+            aux_logs += self.outages.storage.call(lambda: self.staging.download_files(
                 self.layout.task_batch_logs_dir(prefix), task_spec.BATCH_LOG_FILES, (), self.workdir, str(log_dir)
-            )):
-                aux_logs.append(path)
+            ))
             stderr = log_dir / "stderr.txt"
             if stderr.exists():
                 lines = stderr.read_text(errors="replace").splitlines()
@@ -96,7 +96,7 @@ class TaskResults:
             aux_logs += [str(saved)] if saved else []
             saved_text = f" (its log: {saved})" if saved else ""
             problems.append(f"the node could not upload the task's output files{saved_text}")
-        if result == "success" and exit_code in (None, 0):
+        if succeeded:
             parts = [f"azbatch: Batch task {tid} succeeded but its outputs are wrong"]
         else:
             parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]

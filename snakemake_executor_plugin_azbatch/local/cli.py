@@ -28,12 +28,12 @@ from .azurite import AzuriteError
 from . import pool_file
 from .config import (
     NODE_NETWORKS,
-    TRANSIENT_STATUSES,
     AppPackageSpec,
     ConfigError,
     PoolSpec,
     ServiceConfig,
     default_pools,
+    fault_statuses,
 )
 from .service import LocalService
 
@@ -151,11 +151,11 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _fail_statuses(text: str) -> tuple[int, ...]:
-    """`--fail-status 503` or `--fail-status 429,500,503`."""
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() and int(part) in TRANSIENT_STATUSES for part in parts):
+    """`--fail-status 503` or `--fail-status 429,500,503` (config.fault_statuses checks them)."""
+    try:
+        return fault_statuses(tuple(int(part) for part in text.split(",")))
+    except ValueError:
         raise argparse.ArgumentTypeError(f"invalid choice: {text} (choose from 500, 503, 429, or a comma-separated mix)")
-    return tuple(int(part) for part in parts)
 
 
 def _add_node_options(parser: argparse.ArgumentParser) -> None:

@@ -50,7 +50,7 @@ class TaskRetention:
             task.files_cleaned = True
             doomed.append(task.node.layout.task_dir(job.id, task.rest["id"]))
         if doomed:
-            threading.Thread(target=_remove, args=(doomed,), name="azbatch-retention", daemon=True).start()
+            _remove_in_background(doomed)
         return len(doomed)
 
 
@@ -60,15 +60,18 @@ class TaskRetention:
         if task.node is None or task.files_cleaned:
             return
         task.files_cleaned = True
-        path = task.node.layout.task_dir(job_id, task.rest["id"])
-        threading.Thread(target=_remove, args=([path],), name="azbatch-retention", daemon=True).start()
+        _remove_in_background([task.node.layout.task_dir(job_id, task.rest["id"])])
 
 
     def job_deleted(self, job_id: str, layouts: list) -> None:
         """Batch: deleting a job deletes its tasks' directories on the nodes, overriding their retention time (the
         preparation and release tasks' too). `layouts`: the NodeLayout of every node of the job's pool."""
-        paths = [layout.job_dir(job_id) for layout in layouts]
-        threading.Thread(target=_remove, args=(paths,), name="azbatch-retention", daemon=True).start()
+        _remove_in_background([layout.job_dir(job_id) for layout in layouts])
+
+
+def _remove_in_background(paths: list[Path]) -> None:
+    """Outside the records' lock: a large directory takes a while to remove."""
+    threading.Thread(target=_remove, args=(paths,), name="azbatch-retention", daemon=True).start()
 
 
 def _remove(paths: list[Path]) -> None:

@@ -25,7 +25,7 @@ from azure.storage.blob import (
     generate_container_sas,
 )
 
-from ..azure_sdk import CONNECT_TIMEOUT_KWARGS, PLUGIN_USER_AGENT, preflight_kwargs, redact, retry_kwargs, unreachable
+from ..azure_sdk import CONNECT_TIMEOUT_KWARGS, PLUGIN_USER_AGENT, preflight_kwargs, redact, unreachable
 from ..config import Config
 from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
@@ -55,6 +55,14 @@ def client_options() -> dict:
         initial_backoff=1, increment_base=2, retry_total=5, random_jitter_range=1, retry_connect=1, retry_read=1
     )
     return {"retry_policy": retry, **CONNECT_TIMEOUT_KWARGS, **TRANSFER_OPTIONS}
+
+
+def transfer_error(e: HttpResponseError, what: str) -> Exception:
+    """What a failed transfer raises: an unreachable endpoint as it is (the caller waits it out, outage.py),
+    anything else as one line naming `what` ("uploading x")."""
+    if unreachable(e):
+        return e
+    return StagingError(f"azbatch: {what} failed ({e.status_code}): {redact(e.reason)}")
 
 
 def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
@@ -255,9 +263,7 @@ class Staging:
             try:
                 self.container.upload_blob(blob, data, overwrite=True)
             except HttpResponseError as e:
-                if unreachable(e):
-                    raise  # an outage: the caller waits it out (outage.py)
-                raise StagingError(f"azbatch: uploading {blob} failed ({e.status_code}): {redact(e.reason)}") from None
+                raise transfer_error(e, f"uploading {blob}") from None
             with self._cas_lock:
                 existing.add(blob)
         return blob, digest
@@ -277,9 +283,7 @@ class Staging:
             with open(path, "rb") as f:
                 self.container.upload_blob(blob, f, overwrite=True, max_concurrency=TRANSFER_CONCURRENCY)
         except HttpResponseError as e:
-            if unreachable(e):
-                raise  # an outage: the caller waits it out (outage.py)
-            raise StagingError(f"azbatch: uploading {path} failed ({e.status_code}): {redact(e.reason)}") from None
+            raise transfer_error(e, f"uploading {path}") from None
 
     # ---- downloads ---------------------------------------------------------------------------------------------
     def download_prefix(self, blob_prefix: str, workdir: str, local_base: str = "") -> list[str]:
@@ -333,9 +337,7 @@ class Staging:
             digest = sha256_file(tmp)
             os.replace(tmp, local)
         except HttpResponseError as e:
-            if unreachable(e):
-                raise  # an outage: the caller waits it out (outage.py)
-            raise StagingError(f"azbatch: downloading {local} failed ({e.status_code}): {redact(e.reason)}") from None
+            raise transfer_error(e, f"downloading {local}") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

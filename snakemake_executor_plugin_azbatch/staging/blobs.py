@@ -7,7 +7,6 @@ import hashlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import quote, urlsplit
@@ -20,15 +19,14 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import (
     BlobServiceClient,
-    ContainerSasPermissions,
     ExponentialRetry,
-    generate_container_sas,
 )
 
 from ..azure_sdk import CONNECT_TIMEOUT_KWARGS, PLUGIN_USER_AGENT, preflight_kwargs, redact, unreachable
 from ..config import Config
 from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
+from .links import LinkSigner
 from .record import FileState, StagingRecord, sha256_file
 from ..credentials import explained
 
@@ -91,8 +89,7 @@ class Staging:
         self.record = StagingRecord(record_dir / "staging-record.json", key)
         self._cas: set[str] | None = None
         self._cas_lock = threading.Lock()
-        self._read_sas: str | None = None
-        self._write_sas: str | None = None
+        self.links = LinkSigner(self.service, config.sas_hours)
         self.pool = ThreadPoolExecutor(max_workers=config.upload_concurrency, thread_name_prefix="azbatch-staging")
 
     @property
@@ -146,45 +143,7 @@ class Staging:
 
     # ---- URLs --------------------------------------------------------------------------------------------------
     def _sas(self, read: bool) -> str:
-        cached = self._read_sas if read else self._write_sas
-        if cached:
-            return cached
-        now = datetime.now(timezone.utc)
-        start, expiry = now - timedelta(minutes=15), now + timedelta(hours=self.config.sas_hours)
-        permission = (
-            ContainerSasPermissions(read=True)
-            if read
-            else ContainerSasPermissions(read=False, write=True, create=True, add=True)
-        )
-        credential = self.service.credential
-        account_key = getattr(credential, "account_key", None)
-        if account_key:
-            signing = {"account_key": account_key}
-        else:
-            try:
-                with explained(f"storage {self.service.url}", keyed=False):
-                    signing = {"user_delegation_key": self.service.get_user_delegation_key(start, expiry)}
-            except HttpResponseError as e:
-                # Requesting the key is an action on the storage account: a role scoped to the container does
-                # not allow it, whatever it allows on the blobs.
-                raise SettingsError(
-                    f"azbatch: cannot get a user-delegation key from {self.service.url} ({e.status_code}); your "
-                    "Entra ID identity needs Storage Blob Data Contributor (or Storage Blob Delegator) on the storage "
-                    "account, its resource group or subscription, not only on the container; or set "
-                    "--azbatch-storage-account-key or --azbatch-managed-identity"
-                ) from None
-        sas = generate_container_sas(
-            self.service.account_name,
-            self.config.storage_container,
-            permission=permission,
-            expiry=expiry,  # no start time: valid at once, whatever a node's clock skew
-            **signing,
-        )
-        if read:
-            self._read_sas = sas
-        else:
-            self._write_sas = sas
-        return sas
+        return self.links.container_sas(self.config.storage_container, "r" if read else "acw")
 
     def blob_url(self, blob: str) -> str:
         return f"{self.container.url}/{quote(blob, safe='/')}"

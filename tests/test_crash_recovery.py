@@ -68,6 +68,10 @@ def test_next_run_ends_the_jobs_and_tasks_of_a_killed_run(local_service, tmp_pat
 
     unlock = run_snakemake(local_service, workdir, "--unlock", container="crash")
     assert unlock.returncode == 0, output_of(unlock)
+    # A live run of the same workflow elsewhere (same host name and path, another container): left alone.
+    live = {**meta, RUN_KEY: "run-elsewhere", SPACE_KEY: "0123456789abcdef",
+            HEARTBEAT_KEY: heartbeat_text(datetime.now(timezone.utc))}
+    _other_run_job(client, first.pool_info.pool_id, f"sm-{label}-elsewhere", live)
     again = run_snakemake(
         local_service, workdir, "--config", "delay=0", container="crash", SNAKEMAKE_AZBATCH_KEEP_JOB="true"
     )
@@ -77,6 +81,10 @@ def test_next_run_ends_the_jobs_and_tasks_of_a_killed_run(local_service, tmp_pat
     assert sum(f"Batch job {first.id} of an earlier run" in line for line in text.splitlines()) == 1, text
 
     assert enum_text(client.get_job(first.id).state) == "completed", text  # terminated
+    assert client.get_job(first.id).execution_info.termination_reason.startswith("ended by run "), text
+    assert f"azbatch: Batch job sm-{label}-elsewhere belongs to a live run of this workflow" in text, text
+    assert enum_text(client.get_job(f"sm-{label}-elsewhere").state) == "active"
+    client.begin_delete_job(f"sm-{label}-elsewhere", polling_interval=1).result()
     assert all(enum_text(t.state) == "completed" for t in client.list_tasks(first.id))
     active = [j.id for j in _jobs_of(client, label) if enum_text(j.state) == "active"]
     assert active == [], active

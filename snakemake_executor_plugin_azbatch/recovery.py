@@ -31,7 +31,7 @@ class OrphanJob:
     run: str
     host: str
     dead: str | None = None
-    heartbeat_age: float | None = None  # seconds
+    heartbeat_age: float | None = None  # seconds; None: the job has no heartbeat (an older plugin)
 
 
 @dataclass
@@ -57,7 +57,7 @@ def classify(jobs: Iterable[Any], me: RunIdentity, stale_seconds: float,
         if meta.get(WORKFLOW_KEY) != me.workflow or meta.get(RUN_KEY) == me.run:
             continue
         created = getattr(job, "creation_time", None)
-        beat = parse_heartbeat(meta.get(HEARTBEAT_KEY, "")) or created
+        beat = parse_heartbeat(meta.get(HEARTBEAT_KEY, ""))
         age = (now - beat).total_seconds() if beat is not None else None
         dead = why_dead(meta, me, stale_seconds, now, created)
         orphan = OrphanJob(job.id, meta.get(RUN_KEY, "?"), meta.get(HOST_KEY, "?"), dead, age)
@@ -81,7 +81,8 @@ def end_earlier_runs(batch, me: RunIdentity, stale_seconds: float, *, keep: bool
         logger.warning(f"{e}; active jobs of earlier runs of this workflow, if any, were not ended")
         return EarlierRuns()
     for job in found.live:
-        age = f"heartbeat {age_text(job.heartbeat_age)} ago" if job.heartbeat_age is not None else "no heartbeat"
+        age = f"heartbeat {age_text(job.heartbeat_age)} ago" if job.heartbeat_age is not None else \
+            "no heartbeat: judged by its creation time"
         logger.warning(
             f"azbatch: Batch job {job.id} belongs to a live run of this workflow (run {job.run} on host {job.host}, "
             f"{age}); left alone (it is ended only once its heartbeat is {age_text(stale_seconds)} old)"

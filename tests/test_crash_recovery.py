@@ -1,5 +1,7 @@
 """Crash recovery: a run killed with SIGKILL leaves its Batch job and tasks active; the next run of the same
-workflow (after Snakemake's own `--unlock`) ends them, says so, and produces the right outputs."""
+workflow (after Snakemake's own `--unlock`) ends them, says so, and produces the right outputs — while a live run of
+the same workflow (same host name and path, elsewhere; or a --nolock run here) is named and left alone. The
+heartbeat that tells them apart, and a job terminated by someone else, over the local service."""
 
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from executor_runs import output_of, run_snakemake, snakemake_command, snakemake_env, write_files
 from test_executor_cancel import processes_with
 from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch import recovery
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.azure_sdk import enum_text, error_code
 from snakemake_executor_plugin_azbatch.batch_client import BatchService
 from snakemake_executor_plugin_azbatch.config import resolve
 from snakemake_executor_plugin_azbatch.run_identity import (
@@ -176,6 +179,11 @@ def test_heartbeat_rewrites_all_metadata_and_a_terminated_job_is_named(local_ser
         assert meta["snakemake-workflow"] == "/w/Snakefile" and meta[RUN_KEY] == me.run
         assert set(meta) == {"snakemake-workflow", *(m["name"] for m in metadata)}
         assert parse_heartbeat(meta[HEARTBEAT_KEY]) > start + timedelta(minutes=59)
+        client.update_job("sm-beat", {"priority": 1})  # a PATCH without metadata leaves it as it is
+        assert {m.name: m.value for m in client.get_job("sm-beat").metadata} == meta
+        with pytest.raises(HttpResponseError) as refused:  # Batch requires name and value of every item
+            client.update_job("sm-beat", {"metadata": [{"name": "x"}]})
+        assert refused.value.status_code == 400 and error_code(refused.value) == "MissingRequiredProperty"
         client.begin_terminate_job("sm-beat", {"terminateReason": "ended by run X on host-b"},
                                    polling_interval=1).result()
         watch.beat()

@@ -195,6 +195,38 @@ def test_heartbeat_rewrites_all_metadata_and_a_terminated_job_is_named(local_ser
         batch.close()
 
 
+def test_a_run_whose_job_someone_else_terminates_ends_saying_who(local_service, tmp_path):
+    """The user of a run whose Batch job another run (or anyone) terminates reads Batch's terminateReason in the
+    one line that ends the run, not only `Task Was Ended by User Request`."""
+    label = "ended-elsewhere"
+    workdir = write_files(tmp_path / label, {"Snakefile": SNAKEFILE})
+    client = local_service.batch_client()
+    env = snakemake_env(local_service, "ended", SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+    proc = subprocess.Popen(snakemake_command(), cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        def running():
+            jobs = _jobs_of(client, label)
+            return jobs and any(enum_text(t.state) == "running" for t in client.list_tasks(jobs[0].id)) and jobs[0]
+
+        job = wait_for(running, 120, "a running task", interval=0.5)
+        client.begin_terminate_job(job.id, {"terminateReason": "ended by run R2 on host-b"}, polling_interval=1)
+        text, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0, text
+    lines = [line for line in text.splitlines() if "was terminated outside this run" in line]
+    assert lines == [f"Error: azbatch: Batch job {job.id} of this run was terminated outside this run "
+                     "(terminateReason: ended by run R2 on host-b), which ended its tasks (job state completed); the "
+                     "run ends and its other Batch jobs are terminated"], text
+    assert "Traceback" not in text
+    wait_for(lambda: not processes_with(SLEEP_MARKER), 60, "the run's task processes to end", interval=0.5)
+    for old in _jobs_of(client, label):
+        client.begin_delete_job(old.id, polling_interval=1).result()
+
+
 @pytest.mark.quick
 def test_workflow_key_depends_on_host_and_directory(tmp_path):
     a = workflow_key(str(tmp_path), "host1")

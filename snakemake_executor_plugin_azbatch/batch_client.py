@@ -308,6 +308,23 @@ class BatchService:
             if error_code(e) not in ("JobCompleted", "JobBeingTerminated", "JobBeingDeleted"):
                 raise BatchServiceError(f"azbatch: terminating Batch job {job_id} failed: {error_text(e)}") from None
 
+    def update_job_metadata(self, job_id: str, metadata: list[dict[str, str]]) -> None:
+        """Jobs_UpdateJob with the whole metadata list (Batch replaces the list); errors are the caller's."""
+        self.client.update_job(job_id, {"metadata": metadata})
+
+    def job_end(self, job_id: str) -> tuple[str, str]:
+        """(state, terminateReason) of a job ('' for a reason Batch did not give)."""
+        job = self.client.get_job(job_id, select=["id", "state", "executionInfo"])
+        info = getattr(job, "execution_info", None)
+        return enum_text(job.state), str(getattr(info, "termination_reason", None) or "")
+
+    def pool_state(self, pool_id: str) -> str | None:
+        """The pool's state, None when it does not exist."""
+        try:
+            return enum_text(self.client.get_pool(pool_id, select=["id", "state"]).state)
+        except ResourceNotFoundError:
+            return None
+
     def list_active_jobs(self, query: str, select: list[str]) -> list[Any]:
         """One paged list of jobs (crash recovery looks for earlier runs' jobs with it)."""
         try:

@@ -22,6 +22,8 @@ from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from . import recovery, task_spec
+from .run_identity import RunIdentity, workflow_key
+from .run_watch import RunWatch
 from .azure_sdk import error_text, redact, unreachable
 from .job_quota import create_job_waiting
 from .malloc_arenas import ARENAS as MALLOC_ARENAS, limit_malloc_arenas
@@ -64,6 +66,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
     reporting: RunReporting | None = None
     created_pool: str | None = None  # the pool this run created (pool_creation), deleted at the end unless kept
     poll_interval: AdaptiveInterval | None = None
+    earlier_runs: recovery.EarlierRuns | None = None  # what crash recovery found (its dead_runs: their run tokens)
 
     def __post_init__(self):
         self.config: Config = resolve(self.workflow.executor_settings)
@@ -83,7 +86,9 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         self.snakemake_version = snakemake.__version__
         self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
-        self.workflow_key = recovery.workflow_key(self.workdir)
+        self.run_identity = RunIdentity.current(workflow_key(self.workdir), self.run_token,
+                                                self.config.heartbeat_interval)
+        self.run_watch = RunWatch(self.batch, self.run_identity, self.logger, self._end_run_from_watch)
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id
         self.pools: dict[str, PoolInfo] = {}
         self.run_sources: PreparedSources | None = None  # the sources archive, staged once per run
@@ -120,8 +125,8 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         )
         if len(self.workflow.dag) > 0:
             self.preflight()
-            recovery.end_earlier_runs(
-                self.batch, self.workflow_key, self.run_token,
+            self.earlier_runs = recovery.end_earlier_runs(  # .dead_runs: tokens of runs found dead
+                self.batch, self.run_identity, self.config.heartbeat_stale,
                 keep=self.config.keep_orphans, delete=not self.config.keep_job, logger=self.logger,
             )
 
@@ -157,12 +162,13 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
                 f"snakemake {self.workflow_label} ({self.workdir})",
                 workflow=os.path.abspath(self.workflow.main_snakefile),
                 prep_task=prep,
-                metadata=recovery.job_metadata(self.workflow_key, self.run_token),
+                metadata=self.run_identity.metadata(datetime.now(timezone.utc)),
                 common_env={**self.envvars(), task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
             )
             interval = max(1.0, min(15.0, self.next_seconds_between_status_checks))
             self.outages.batch.call(lambda: create_job_waiting(self.batch, body, self.logger, interval=interval))
             self.batch_jobs[key] = job_id
+            self.run_watch.track(job_id, pool_id, body["metadata"])  # heartbeat; pool and job watched
             self.logger.info(f"azbatch: Batch job {job_id} on pool {pool_id}")
         return self.batch_jobs[key]
 
@@ -429,6 +435,8 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
             self.outages.batch.recovered()
             for task in tasks:
                 completed[task.id] = task
+                if getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
+                    self.run_watch.poke()  # ended by request: was the whole job terminated outside this run?
             finished += len(tasks)
             if self.reporting is not None:
                 self.reporting.tasks_listed(tasks)

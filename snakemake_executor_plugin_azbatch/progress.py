@@ -71,15 +71,18 @@ class NodeCounts:
 
 
 def progress_line(
-    pools: list[str], tasks: dict[str, TaskCounts | None], nodes: dict[str, tuple[NodeCounts, NodeCounts] | None]
+    pools: list[str], tasks: dict[str, TaskCounts | None], nodes: dict[str, tuple[NodeCounts, NodeCounts] | None],
+    listed: bool = False,
 ) -> str:
-    """`azbatch: progress: pool P: tasks ...; nodes ...` with ' | ' between pools; '?' where a count is missing."""
+    """`azbatch: progress: pool P: tasks ...; nodes ...` with ' | ' between pools; '?' where a count is missing
+    (`listed`: the node counts were listed, so a pool missing from them does not exist: said so)."""
     segments = []
     for pool in pools:
         counts = tasks.get(pool)
         task_text = counts.text() if counts else "tasks ?"
         node_pair = nodes.get(pool.lower())
-        node_text = f"{node_pair[0].text('dedicated')}, {node_pair[1].text('low-priority')}" if node_pair else "?"
+        missing = "? (Batch lists no such pool)" if listed else "?"
+        node_text = f"{node_pair[0].text('dedicated')}, {node_pair[1].text('low-priority')}" if node_pair else missing
         segments.append(f"pool {pool}: {task_text}; nodes {node_text}")
     return "azbatch: progress: " + " | ".join(segments)
 
@@ -156,10 +159,12 @@ class ProgressMonitor:
                 tasks[pool] = None
                 errors.append(e)
         nodes: dict[str, tuple[NodeCounts, NodeCounts] | None] = {}
+        listed = False
         try:
             query = " or ".join(f"poolId eq '{pool}'" for pool in jobs)
             for item in self.client.list_pool_node_counts(filter=query):
                 nodes[str(item.pool_id).lower()] = (NodeCounts.from_sdk(item.dedicated), NodeCounts.from_sdk(item.low_priority))
+            listed = True
         except Exception as e:
             errors.append(e)
         if self.observe_nodes is not None and nodes:
@@ -168,7 +173,7 @@ class ProgressMonitor:
         if all(t is None for t in tasks.values()) and not nodes:
             return None, False
         busy = any(t is not None and (t.active or t.running) for t in tasks.values())
-        return progress_line(list(jobs), tasks, nodes), busy
+        return progress_line(list(jobs), tasks, nodes, listed), busy
 
     def _note_errors(self, errors: list[Exception]) -> None:
         # An unreachable endpoint is the outage watch's to report (outage.py: once, and again when it is back).

@@ -18,7 +18,8 @@ from .outage import OutageExpired, terminate_job_retrying
 
 class RunEnd:
     """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `batch_jobs`, `pools`, `reporting`, `logger`,
-    `workflow`, `completed_since`, `_finalized`, `_sigterm_installed` and `delete_created_pool`."""
+    `workflow`, `completed_since`, `outages`, `run_watch`, `_finalized`, `_sigterm_installed` and
+    `delete_created_pool`."""
 
     def _cancel_on_sigterm(self) -> None:
         """Snakemake treats SIGTERM as "finish running jobs first"; for Batch tasks that may run for hours we
@@ -39,9 +40,16 @@ class RunEnd:
         else:
             scheduler.executor_error_callback(OutageExpired(line))
 
+    def _end_run_from_watch(self, line: str) -> None:
+        """A pool deleted or a Batch job ended under the run (run_watch.py): the same way out as an outage; waits
+        in progress stop at once."""
+        self.outages.ended.set()
+        self._end_run_for_outage(line)
+
     def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
         # Terminating a Batch job terminates all of its running tasks.
         self.reporting.run_cancelled()
+        self.run_watch.stop()
         for batch_job in list(self.batch_jobs.values()):
             self._terminate(batch_job)
 
@@ -53,6 +61,7 @@ class RunEnd:
         """Terminate a Batch job (ending its tasks), trying again for a while when Batch is unreachable. A job
         that could not be terminated is not tried again by this run (Ctrl-C cancels, then shuts down: one wait)."""
         failed = self.__dict__.setdefault("_not_terminated", set())
+        self.run_watch.forget(batch_job)  # its end is this run's doing, not someone else's
         if batch_job in failed:
             return False
         done = terminate_job_retrying(
@@ -68,6 +77,7 @@ class RunEnd:
             return
         self._finalized = True
         self.reporting.stop_progress()
+        self.run_watch.stop()
         for batch_job in list(self.batch_jobs.values()):
             if not self._terminate(batch_job):
                 continue  # one line said how to terminate it by hand; nothing more can be done now

@@ -16,7 +16,7 @@ from .staging.sources_archive import PreparedSources
 
 class RunPools:
     """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `node_setup`, `pools`, `logger`, `workflow`,
-    `created_pool`, `_threads_warned`, `_pool_id` and `_image`."""
+    `created_pool`, `batch_jobs`, `run_watch`, `_threads_warned`, `_pool_id` and `_image`."""
 
     def preflight(self) -> None:
         """Credentials, pools and storage are checked before anything else is created; a pool created here is
@@ -39,7 +39,8 @@ class RunPools:
         if creation is None:
             return
         if self.batch.pool_exists(pool_id):
-            self.logger.info(f"azbatch: pool {pool_id} exists; it is used as it is (never resized or deleted)")
+            self.logger.info(f"azbatch: pool {pool_id} exists; it is used as it is (never resized or deleted by "
+                             "this run)")
             return
         prices = self.config.price_node_hour
         self.logger.info(pool_creation.describe(creation, pool_id, prices.dedicated if prices else None,
@@ -49,7 +50,8 @@ class RunPools:
         self.created_pool = pool_id
 
     def delete_created_pool(self) -> None:
-        """Never a pool the run did not create; kept with --azbatch-keep-pool."""
+        """Never a pool the run did not create, nor one other runs' Batch jobs still use; kept with
+        --azbatch-keep-pool."""
         pool_id = self.created_pool
         if pool_id is None:
             return
@@ -58,11 +60,35 @@ class RunPools:
             self.logger.info(f"azbatch: kept pool {pool_id} (created by this run); delete it with "
                              f"`az batch pool delete --pool-id {pool_id}`")
             return
+        if pool_id.lower() in self.run_watch.gone_pools:
+            return  # deleted under the run: the line that ended it said so
+        users = self.other_jobs_on(pool_id)
+        if users:
+            self.logger.warning(
+                f"azbatch: pool {pool_id} (created by this run) is left: {users}; delete it once they are done "
+                f"with `az batch pool delete --pool-id {pool_id}`"
+            )
+            return
         try:
             self.batch.delete_pool(pool_id)
             self.logger.info(f"azbatch: deleted pool {pool_id} (created by this run)")
         except BatchServiceError as e:
             self.logger.error(str(e))
+
+    def other_jobs_on(self, pool_id: str) -> str:
+        """'' when no active Batch job other than this run's uses the pool, else what does (or why that is not
+        known): one list of the account's active jobs, `$select=id,poolInfo`."""
+        own = set(self.batch_jobs.values())
+        try:
+            jobs = self.batch.list_active_jobs("state eq 'active'", ["id", "poolInfo"])
+        except Exception as e:  # not known: a pool another run may use is not deleted on a guess
+            return f"whether other runs use it is not known ({str(e).removeprefix('azbatch: ')})"
+        others = sorted(j.id for j in jobs if j.id not in own
+                        and str(getattr(getattr(j, "pool_info", None), "pool_id", "") or "").lower() == pool_id.lower())
+        if not others:
+            return ""
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        return f"{len(others)} active Batch job(s) of other runs use it ({', '.join(others[:3])}{more})"
 
     def _preparation_task(self, pool: PoolInfo, sources: PreparedSources | None = None) -> dict | None:
         """The bootstrap's parts, then (when given) the run's sources archive part."""

@@ -118,8 +118,26 @@ class ExecutorSettings(ExecutorSettingsBase):
     keep_orphans: bool = field(
         default=False,
         metadata=_setting(
-            "Leave active Batch jobs of earlier runs of this workflow (same host and working directory) running; "
-            "by default a run terminates them and their tasks before it submits (crash recovery)."
+            "Leave active Batch jobs of dead earlier runs of this workflow (same host and working directory) "
+            "running; by default a run terminates them and their tasks before it submits (crash recovery). Jobs "
+            "of live runs (heartbeat, see --azbatch-heartbeat-stale) are always left alone."
+        ),
+    )
+    heartbeat_interval: float = field(
+        default=600.0,
+        metadata=_setting(
+            "Advanced: seconds between a run's heartbeats (one metadata update per Batch job of the run), which "
+            "tell later runs of this workflow that it is alive.",
+            metavar="SECONDS",
+        ),
+    )
+    heartbeat_stale: float = field(
+        default=1800.0,
+        metadata=_setting(
+            "Advanced: seconds without a heartbeat after which another run of this workflow counts as dead and "
+            "its Batch jobs are ended (at least 3 of that run's own heartbeat intervals). A run on this machine "
+            "whose process has ended counts as dead at once.",
+            metavar="SECONDS",
         ),
     )
     vm_sizes: list[str] = field(

@@ -3,11 +3,14 @@ appear while tasks wait and leave when idle, the pool deleted at the end (or kep
 
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from executor_runs import output_of, run_snakemake, write_files
+from executor_runs import count, output_of, run_snakemake, snakemake_command, snakemake_env, write_files
+
+from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 
 from waiting import wait_for
 
@@ -18,6 +21,15 @@ SNAKEFILE = """
     rule work:
         output: "out/{i}.txt"
         shell: "sleep 2; echo $AZ_BATCH_NODE_ID > {output}"
+"""
+
+LONG_SNAKEFILE = """
+    rule all:
+        input: expand("out/{i}.txt", i=range(2))
+
+    rule work:
+        output: "out/{i}.txt"
+        shell: "sleep 417.25; echo done > {output}"
 """
 
 
@@ -114,3 +126,52 @@ def test_pool_settings_without_a_vm_size_are_one_clear_line(service, tmp_path) -
     assert lines == ["Error: azbatch: --azbatch-pool-autoscale only applies to a pool the run creates; set "
                      "--azbatch-pool-vm-size too (e.g. standard_d4s_v3)"], output_of(result)
     assert "Traceback" not in result.stderr
+
+
+def test_a_pool_other_runs_use_outlives_its_run_and_its_deletion_ends_a_run(service, tmp_path) -> None:
+    """Run A creates a pool; another run's Batch job (made with the SDK) uses it when A ends, so A leaves the pool
+    and says how to delete it. Run C then uses the pool; deleting it mid-run ends C within a minute with one line
+    naming the pool, C's Batch jobs terminated. C's heartbeat (every second here) costs a Jobs_UpdateJob each."""
+    client = service.batch_client()
+    workdir = write_files(tmp_path / "creator", {"Snakefile": SNAKEFILE})
+    creator = subprocess.Popen(snakemake_command(), cwd=workdir, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, env=snakemake_env(service, "creator", **pool_settings("shared")))
+    try:
+        wait_for(lambda: any(p.id == "shared" for p in client.list_pools()), 60, "the pool run A creates")
+        client.create_job({"id": "another-run", "poolInfo": {"poolId": "shared"}})
+        text, _ = creator.communicate(timeout=180)
+    finally:
+        if creator.poll() is None:
+            creator.kill()
+            creator.communicate()
+    assert creator.returncode == 0, text
+    assert ("azbatch: pool shared (created by this run) is left: 1 active Batch job(s) of other runs use it "
+            "(another-run); delete it once they are done with `az batch pool delete --pool-id shared`") in text, text
+    assert "deleted pool shared" not in text
+    assert client.get_pool("shared").state == "active"
+
+    before = service.metrics()
+    later = write_files(tmp_path / "user", {"Snakefile": LONG_SNAKEFILE})
+    env = snakemake_env(service, "user", **pool_settings("shared"), SNAKEMAKE_AZBATCH_KEEP_JOB="true",
+                        SNAKEMAKE_AZBATCH_HEARTBEAT_INTERVAL="1", SNAKEMAKE_AZBATCH_HEARTBEAT_STALE="5")
+    user = subprocess.Popen(snakemake_command(), cwd=later, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        def running():
+            jobs = [j for j in client.list_jobs() if j.id.startswith("sm-user-")]
+            return jobs and any(enum_text(t.state) == "running" for t in client.list_tasks(jobs[0].id)) and jobs[0]
+
+        job = wait_for(running, 120, "a running task of run C", interval=0.5)
+        client.begin_delete_pool("shared", polling_interval=1)
+        text, _ = user.communicate(timeout=60)  # the run ends within a minute of the deletion
+    finally:
+        if user.poll() is None:
+            user.kill()
+            user.communicate()
+    assert user.returncode != 0, text
+    lines = [line for line in text.splitlines() if "pool shared" in line and "deleted outside this run" in line]
+    assert len(lines) == 1, text
+    assert "its tasks cannot run, so the run ends and its Batch jobs are terminated" in lines[0], text
+    assert "Traceback" not in text
+    assert enum_text(client.get_job(job.id).state) == "completed", text
+    assert count(service.metrics(), "operations", "Jobs_UpdateJob") > count(before, "operations", "Jobs_UpdateJob")

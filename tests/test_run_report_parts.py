@@ -276,6 +276,8 @@ def test_progress_line_from_batch_counts():
         "7 dedicated (1 idle, 2 running, 2 starting, 2 unusable), 3 low-priority (0 idle, 1 running, 0 starting, "
         "0 unusable, 2 preempted) | pool small: tasks ?; nodes ?"
     )
+    # The node counts were listed and the pool is not among them: said, not just '?'.
+    assert progress_line(["small"], {}, {}, listed=True).endswith("nodes ? (Batch lists no such pool)")
 
 
 def test_progress_prints_on_change_and_every_30_s_while_busy():

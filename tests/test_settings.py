@@ -137,6 +137,8 @@ def test_lists_bootstrap_and_paths(tmp_path):
         ({}, {"bootstrap": "magic"}, "--azbatch-bootstrap"),
         ({"SNAKEMAKE_AZBATCH_SAS_HOURS": "0"}, {}, "--azbatch-sas-hours"),
         ({"SNAKEMAKE_AZBATCH_UPLOAD_CONCURRENCY": "many"}, {}, "--azbatch-upload-concurrency"),
+        ({"SNAKEMAKE_AZBATCH_HEARTBEAT_INTERVAL": "600", "SNAKEMAKE_AZBATCH_HEARTBEAT_STALE": "900"}, {},
+         "--azbatch-heartbeat-stale"),
     ],
 )
 def test_bad_settings_give_one_line_naming_the_setting(env_change, settings, fragment):

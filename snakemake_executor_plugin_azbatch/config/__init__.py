@@ -60,6 +60,8 @@ class Config:
     status_interval_max: float | None = None
     task_retention_minutes: int = 60
     unusable_wait: float = 120.0  # seconds without a usable node in a pool before the run ends (node_states)
+    heartbeat_interval: float = 600.0  # seconds between heartbeats (run_watch.py)
+    heartbeat_stale: float = 1800.0  # seconds without one before another run counts as dead (recovery.py)
     outage_tolerance_minutes: float = 10.0  # Batch or storage unreachable mid-run this long ends the run (outage.py)
     node_python: str | None = None  # X.Y, for the offline wheelhouse
     node_provides: tuple[str, ...] = ()  # conda, apptainer

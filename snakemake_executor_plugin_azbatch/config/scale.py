@@ -1,5 +1,6 @@
 """Settings for large runs: parallel submission, the input-manifest threshold, the adaptive status interval's
-bound, how long finished tasks' directories stay on the nodes and how long a run waits for unusable nodes."""
+bound, how long finished tasks' directories stay on the nodes and how long a run waits for unusable nodes,
+the run's heartbeat."""
 
 from __future__ import annotations
 
@@ -16,7 +17,16 @@ def resolve_scale(values: SettingValues) -> dict:
         raise SettingsError(f"azbatch: {where('submit_concurrency')} must be at most {MAX_SUBMIT_CONCURRENCY}")
     threshold = number(values, "input_manifest_threshold", int, 0)
     unusable_wait = number(values, "unusable_wait", float, 0)
+    heartbeat = number(values, "heartbeat_interval", float, 0.5)
+    heartbeat = 600.0 if heartbeat is None else heartbeat
+    stale = number(values, "heartbeat_stale", float, 1)
+    stale = 1800.0 if stale is None else stale
+    if stale < 2 * heartbeat:
+        raise SettingsError(f"azbatch: {where('heartbeat_stale')} ({stale:g} s) must be at least twice "
+                            f"{where('heartbeat_interval')} ({heartbeat:g} s), or live runs would count as dead")
     return {
+        "heartbeat_interval": heartbeat,
+        "heartbeat_stale": stale,
         "submit_concurrency": 4 if concurrency is None else concurrency,
         "input_manifest_threshold": 50 if threshold is None else threshold,
         "status_interval_max": number(values, "status_interval_max", float, 0.1),

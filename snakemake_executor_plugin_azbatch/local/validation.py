@@ -73,6 +73,7 @@ def check_job_body(body: Any) -> tuple[str, str]:
             raise InvalidPropertyValue(
                 f"{prop} must be one of {', '.join(allowed)}.", {"PropertyName": prop, "PropertyValue": str(value)}
             )
+    check_metadata(body.get("metadata"))
     for prop in ("jobPreparationTask", "jobReleaseTask"):
         sub = body.get(prop)
         if sub is not None and (not isinstance(sub, dict) or not sub.get("commandLine")):
@@ -166,7 +167,21 @@ def check_task_list(tasks: Any) -> list[Any]:
 def check_job_changes(changes: Any) -> dict[str, Any]:
     if not isinstance(changes, dict):
         raise InvalidRequestBody("The job changes must be a JSON object.")
+    check_metadata(changes.get("metadata"))
     return changes
+
+
+def check_metadata(items: Any) -> None:
+    """A metadata list (BatchMetadataItem: name and value, both required strings); an update replaces the list."""
+    if items is None:
+        return
+    if not isinstance(items, list):
+        raise InvalidPropertyValue("metadata must be a list of name/value items.", {"PropertyName": "metadata"})
+    for i, item in enumerate(items):
+        for key in ("name", "value"):
+            if not isinstance(item, dict) or not isinstance(item.get(key), str):
+                raise MissingRequiredProperty(f"metadata[{i}].{key} is required and must be a string.",
+                                              {"PropertyName": f"metadata[{i}].{key}"})
 
 
 def terminate_reason(options: Any) -> str | None:

@@ -157,7 +157,7 @@ def test_mounted_paths_extra_resource_files_and_precommand(local_service, tmp_pa
     assert upload_bytes(local_service.metrics()) - upload_bytes(before) - bootstrap_bytes() < INPUT_SIZE
 
 
-def test_unchanged_files_are_not_rehashed(local_service, tmp_path):
+def test_unchanged_files_are_not_rehashed_and_same_size_same_mtime_edits_are(local_service, tmp_path):
     import json
 
     workdir = write_files(tmp_path / "rehash", REUSE_WORKFLOW)
@@ -167,16 +167,28 @@ def test_unchanged_files_are_not_rehashed(local_service, tmp_path):
     record_path = workdir / ".snakemake/azbatch/staging-record.json"
     record = json.loads(record_path.read_text())
     entry = record["hashes"][str(workdir / "input.bin")]
-    # Plant a different digest for the same size and mtime: a plugin that re-hashed would upload under the true
+    # Plant a different digest for the same file state: a plugin that re-hashed would upload under the true
     # digest (already stored, so nothing); one that trusts its record uploads under the planted name.
     planted = "0" * 64
-    entry[2] = planted
+    entry[-1] = planted
     record_path.write_text(json.dumps(record))
     result = run_snakemake(local_service, workdir, "--forceall", "--until", "make_big", container="staging-rehash")
     assert result.returncode == 0, output_of(result)
     container = local_service.blob_service_client().get_container_client("staging-rehash")
     stored = container.download_blob(f"cas/sha256/{planted}").readall()
     assert stored == (workdir / "input.bin").read_bytes()
+
+    # New content under the old size and mtime (`cp -p`, `rsync -t`): the ctime changed, so the file is hashed
+    # again and the task reads the new content, not the recorded blob.
+    edited = workdir / "input.bin"
+    st = edited.stat()
+    new_content = os.urandom(1024)
+    edited.write_bytes(new_content)
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (edited.stat().st_size, edited.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    result = run_snakemake(local_service, workdir, "--forceall", "--until", "make_big", container="staging-rehash")
+    assert result.returncode == 0, output_of(result)
+    assert (workdir / "intermediate.bin").read_bytes() == new_content + new_content
 
 
 def test_input_outside_the_working_directory_is_that_jobs_clear_error(local_service, tmp_path):

@@ -273,10 +273,7 @@ class Staging:
         blobs, the digest recorded at download for blobs tasks wrote."""
         if blob.startswith(self.layout.cas_prefix):
             return blob[len(self.layout.cas_prefix):]
-        entry = self.record.produced.get(os.path.abspath(path))
-        if entry and len(entry) > 3 and entry[2] == blob:
-            return entry[3]
-        return sha256_file(path)
+        return self.record.produced_digest(os.path.abspath(path), blob) or sha256_file(path)
 
     def _upload(self, blob: str, path: str) -> None:
         try:

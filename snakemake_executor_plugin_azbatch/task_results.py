@@ -12,7 +12,8 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
 from . import task_spec
 from .azure_sdk import enum_text, error_text, redact
-from .node_health import STDERR_TAIL_LINES, upload_errors
+from .log_tails import SAVED_LOG_BYTES, file_tail
+from .node_health import upload_errors
 from .outage import OutageExpired
 from .output_check import output_problem
 
@@ -78,13 +79,13 @@ class TaskResults:
         stderr_tail = ""
         log_dir = LOG_DIR / tid
         try:
-            aux_logs += self.outages.storage.call(lambda: self.staging.download_files(
-                self.layout.task_batch_logs_dir(prefix), task_spec.BATCH_LOG_FILES, (), self.workdir, str(log_dir)
-            ))
-            stderr = log_dir / "stderr.txt"
-            if stderr.exists():
-                lines = stderr.read_text(errors="replace").splitlines()
-                stderr_tail = "\n".join(lines[-STDERR_TAIL_LINES:])
+            for name in task_spec.BATCH_LOG_FILES:  # their ends only: a failed task's stderr may be huge
+                blob = f"{self.layout.task_batch_logs_dir(prefix)}/{name}"
+                local = os.path.join(self.workdir, log_dir, name)
+                saved = self.outages.storage.call(
+                    lambda blob=blob, local=local: self.staging.download_tail(blob, local, SAVED_LOG_BYTES))
+                aux_logs += [saved] if saved else []
+            stderr_tail = file_tail(log_dir / "stderr.txt")
         except OutageExpired:
             raise
         except Exception as e:

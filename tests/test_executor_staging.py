@@ -5,6 +5,7 @@ unchanged re-run sends nothing at all."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from executor_runs import bootstrap_bytes, delta, output_of, run_snakemake, total, upload_bytes, write_files
 
@@ -25,12 +26,14 @@ STAGING_WORKFLOW = {
 
         rule make_dir:
             output: directory("results/tree")
-            shell: "mkdir -p {output}/a/b && echo one > {output}/a/one.txt && echo two > {output}/a/b/two.txt"
+            shell: "mkdir -p {output}/a/b {output}/empty {output}/nested/deeper/leaf && echo one > {output}/a/one.txt "
+                   "&& echo two > {output}/a/b/two.txt"
 
-        rule list_dir:
+        rule list_dir:  # the empty directories of its input directory are there on the node too
             input: "results/tree"
             output: "results/listing.txt"
-            shell: "cd {input} && find . -type f | sort | xargs cat > ../listing.txt"
+            shell: "cd {input} && test -d empty && test -d nested/deeper/leaf "
+                   "&& find . -type f | sort | xargs cat > ../listing.txt"
     """,
     "config/config.yaml": "samples: [s1, 's 2']\n",
     "scripts/upper.py": """
@@ -53,6 +56,14 @@ def test_sources_inputs_and_outputs_travel_through_blob_storage(local_service, t
     assert (workdir / "results/tree/a/one.txt").read_text() == "one\n"
     assert (workdir / "results/tree/a/b/two.txt").read_text() == "two\n"
     assert (workdir / "results/listing.txt").read_text() == "two\none\n"  # ./a/b/two.txt sorts first
+    # The directory output came back exactly: its files and its empty directories, nested ones too, and nothing
+    # else (the node's list of empty directories is read, not saved).
+    tree = workdir / "results/tree"
+    found = {str(Path(root, name).relative_to(tree)) + "/" * (name in dirs)
+             for root, dirs, files in os.walk(tree) for name in [*dirs, *files]}
+    assert found - {".snakemake_timestamp"} == {
+        "a/", "a/b/", "a/one.txt", "a/b/two.txt", "empty/", "nested/", "nested/deeper/", "nested/deeper/leaf/"}
+    assert not any(workdir.rglob(".azbatch-empty-dirs.json"))
     # Downloads are atomic: no temporary files are left next to the outputs.
     leftovers = [f for _, _, files in os.walk(workdir / "results") for f in files if f.endswith(".azbatch-part")]
     assert leftovers == []

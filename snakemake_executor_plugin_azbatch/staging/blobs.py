@@ -342,6 +342,19 @@ class Staging:
         self.record.remember_produced(os.path.abspath(local), FileState.of(local), blob, digest)
         return local
 
+    def read_small(self, blob: str, limit: int) -> bytes | None:
+        """The content of a small blob the plugin reads itself (never saved as an output); None when it does not
+        exist; one line when it is larger than `limit`."""
+        try:
+            downloader = self.container.download_blob(blob)
+            if downloader.size > limit:
+                raise StagingError(f"azbatch: blob {blob} has {downloader.size} bytes, more than {limit} expected")
+            return downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as e:
+            raise transfer_error(e, f"downloading {blob}") from None
+
     def download_tail(self, blob: str, local: str, limit: int) -> str | None:
         """The last `limit` bytes of `blob` (a log) streamed into `local`, never whole in memory nor on disk; a
         first line says what was left out and where the whole is. None when the blob does not exist. Not recorded

@@ -131,7 +131,7 @@ def peak_rss_kib(workdir, service, container: str) -> tuple[int, subprocess.Comp
     return int(lines[-1].split()[1]), result
 
 
-def test_a_failed_tasks_huge_stderr_costs_the_plugin_no_memory_and_is_saved_cut(local_service, tmp_path):
+def test_a_failed_tasks_200_mb_of_stderr_keep_the_plugin_within_50_mb_and_are_saved_cut(local_service, tmp_path):
     rss = {}
     for label, size in (("small", 1000), ("huge", HUGE_STDERR)):
         workdir = write_files(tmp_path / f"stderr-{label}", {"Snakefile": f"""
@@ -152,4 +152,5 @@ def test_a_failed_tasks_huge_stderr_costs_the_plugin_no_memory_and_is_saved_cut(
         note = f.readline().decode()
     assert note.startswith(f"[azbatch: only the last {SAVED_LOG_BYTES:,} of ") and " bytes are kept here; the whole " \
         "log is blob " in note and "/batch/stderr.txt in container stderr-huge]" in note, note
+    assert int(note.split(" of ")[1].split(" bytes")[0].replace(",", "")) > HUGE_STDERR  # the whole went up
     assert "the-last-words" in file_tail(saved)

@@ -288,7 +288,9 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         if problem:
             raise SettingsError(problem)
         try:
-            script = self.format_job_exec(job)
+            script = node_commands.with_directories(  # empty directories: made for inputs, listed for outputs
+                self.format_job_exec(job), self.node_paths.empty_dirs(files.inputs, "input directory"),
+                [o.path for o in files.outputs if o.directory], task_spec.EMPTY_DIRS_FILE)
         finally:
             self.manifests.pop(id(job), None)
         return task_spec.TaskRequest(

@@ -3,7 +3,7 @@ and never schedules them on that node again) or a failed start task (node state 
 run whose bootstrap cannot succeed waits forever.
 
 At most once per `interval` (not per task): one Jobs_ListPreparationAndReleaseTaskStatus per Batch job and one
-Nodes_ListNodes per pool. The failed task's stdout/stderr are read from the node (Nodes_GetNodeFile) and saved
+Nodes_ListNodes per pool. The failed task's stdout/stderr ends are read from the node (log_tails) and saved
 under the log directory. When every node of a job's pool has failed, the job is dead: `check` returns its message
 (exit code, failure, stderr tail). When only some have, one warning per node with the same detail.
 Unusable and preempted nodes are node_states.py's: `check` runs every status round (no request of its own unless
@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .azure_sdk import enum_text, error_text, redact
+from .log_tails import last_lines, node_file_tail
 from .node_states import WAIT_SECONDS, NodeStates
 
-STDERR_TAIL_LINES = 20
-MAX_LOG_BYTES = 1 << 20
 FAILED_NODE_STATES = ("starttaskfailed",)
 
 
@@ -159,29 +158,31 @@ class NodeHealth:
     def _fetch(self, pool_id: str, node_id: str, directory: str, log_dir: Path) -> str:
         """stdout.txt and stderr.txt of a task directory on the node, saved; the stderr tail (or stdout's when
         stderr is empty)."""
-        texts = {}
+        tails = {}
         for name in ("stdout.txt", "stderr.txt"):
+            path = f"{directory}/{name}"
+            client = self.client()
             try:
-                data = b"".join(self.client().download_node_file(pool_id, node_id, f"{directory}/{name}"))
+                data = node_file_tail(lambda: client.get_node_file_properties(pool_id, node_id, path),
+                                      lambda **kw: client.download_node_file(pool_id, node_id, path, **kw))
             except Exception as e:
-                self.logger.debug(f"azbatch: reading {directory}/{name} on node {node_id} failed: {error_text(e)}")
+                self.logger.debug(f"azbatch: reading {path} on node {node_id} failed: {error_text(e)}")
                 continue
-            data = data[-MAX_LOG_BYTES:]
             log_dir.mkdir(parents=True, exist_ok=True)
             (log_dir / name).write_bytes(data)
-            texts[name] = data.decode(errors="replace")
-        text = texts.get("stderr.txt", "").strip() or texts.get("stdout.txt", "").strip()
-        return redact("\n".join(text.splitlines()[-STDERR_TAIL_LINES:]))
+            tails[name] = last_lines(data)
+        return redact(tails.get("stderr.txt") or tails.get("stdout.txt") or "")
 
 
 UPLOAD_ERRORS_FILE = "fileuploaderr.txt"
 
 
 def upload_errors(client, batch_job: str, task_id: str, log_dir: Path, logger) -> tuple[str, Path | None]:
-    """A task whose output files did not upload (failureInfo FileUpload*): the node's fileuploaderr.txt (one
-    Files_GetFromTask), SAS signatures redacted, saved under `log_dir`; its last lines and the saved path."""
+    """A task whose output files did not upload (failureInfo FileUpload*): the node's fileuploaderr.txt (its last MiB:
+    its properties, then a ranged Tasks_GetTaskFile), SAS signatures redacted, saved under `log_dir`; its last lines and the saved path."""
     try:
-        data = b"".join(client.download_task_file(batch_job, task_id, UPLOAD_ERRORS_FILE))[-MAX_LOG_BYTES:]
+        data = node_file_tail(lambda: client.get_task_file_properties(batch_job, task_id, UPLOAD_ERRORS_FILE),
+                              lambda **kw: client.download_task_file(batch_job, task_id, UPLOAD_ERRORS_FILE, **kw))
     except Exception as e:  # a task gone with its node: the failure info alone still fails the job
         logger.debug(f"azbatch: reading {UPLOAD_ERRORS_FILE} of task {task_id} failed: {error_text(e)}")
         return "", None
@@ -189,4 +190,4 @@ def upload_errors(client, batch_job: str, task_id: str, log_dir: Path, logger) -
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / UPLOAD_ERRORS_FILE
     path.write_text(text)
-    return "\n".join(text.strip().splitlines()[-STDERR_TAIL_LINES:]), path
+    return last_lines(text), path

@@ -12,9 +12,12 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
 from . import task_spec
 from .azure_sdk import enum_text, error_text, redact
-from .node_health import STDERR_TAIL_LINES, upload_errors
+from .log_tails import SAVED_LOG_BYTES, file_tail
+from .node_health import upload_errors
 from .outage import OutageExpired
-from .output_check import output_problem
+from .output_check import output_problem, recreate_empty_dirs
+
+EMPTY_DIRS_LIMIT = 16 << 20  # the node's list of empty directories: 16 MiB is ~200,000 of them
 
 STATE_DIR = Path(".snakemake") / "azbatch"
 LOG_DIR = STATE_DIR / "logs"
@@ -40,6 +43,15 @@ class TaskResults:
 
         return await asyncio.gather(*(collect(job_info, task) for job_info, task in finished_jobs))
 
+    def _recreate_empty_dirs(self, prefix: str, outputs: list[task_spec.OutputPath]) -> str | None:
+        """Empty directories inside directory() outputs, from the list the node uploaded next to them (read by
+        name, never saved among the user's files)."""
+        if not any(o.directory for o in outputs):
+            return None
+        blob = f"{self.layout.task_files_dir(prefix)}/{task_spec.EMPTY_DIRS_FILE}"
+        record = self.outages.storage.call(lambda: self.staging.read_small(blob, EMPTY_DIRS_LIMIT))
+        return recreate_empty_dirs(record, outputs, self.workdir) if record is not None else None
+
     def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
         """Bring back what the task wrote; on failure, its Batch logs and a one-paragraph reason."""
         info = task.execution_info
@@ -59,7 +71,7 @@ class TaskResults:
             ))
             if ok:
                 outputs = files.outputs
-                problem = output_problem(outputs, self.workdir)
+                problem = self._recreate_empty_dirs(prefix, outputs) or output_problem(outputs, self.workdir)
                 if problem:
                     ok = False
                     problems.append(f"{problem}; rerun with --azbatch-keep-job to inspect the task's files")
@@ -78,13 +90,13 @@ class TaskResults:
         stderr_tail = ""
         log_dir = LOG_DIR / tid
         try:
-            aux_logs += self.outages.storage.call(lambda: self.staging.download_files(
-                self.layout.task_batch_logs_dir(prefix), task_spec.BATCH_LOG_FILES, (), self.workdir, str(log_dir)
-            ))
-            stderr = log_dir / "stderr.txt"
-            if stderr.exists():
-                lines = stderr.read_text(errors="replace").splitlines()
-                stderr_tail = "\n".join(lines[-STDERR_TAIL_LINES:])
+            for name in task_spec.BATCH_LOG_FILES:  # their ends only: a failed task's stderr may be huge
+                blob = f"{self.layout.task_batch_logs_dir(prefix)}/{name}"
+                local = os.path.join(self.workdir, log_dir, name)
+                saved = self.outages.storage.call(
+                    lambda blob=blob, local=local: self.staging.download_tail(blob, local, SAVED_LOG_BYTES))
+                aux_logs += [saved] if saved else []
+            stderr_tail = file_tail(log_dir / "stderr.txt")
         except OutageExpired:
             raise
         except Exception as e:

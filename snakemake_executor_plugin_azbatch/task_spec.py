@@ -12,6 +12,9 @@ from typing import Any, Iterable, Mapping
 MAX_ID_LENGTH = 64
 BATCH_LOG_FILES = ("stdout.txt", "stderr.txt")
 BATCH_LOGS_PATTERN = "../std*.txt"  # matches exactly BATCH_LOG_FILES in the task directory
+# What a task with directory() outputs writes in its working directory after Snakemake succeeded: the outputs'
+# empty directories, which no file pattern uploads (node_helper.py empty-dirs; output_check recreates them).
+EMPTY_DIRS_FILE = ".azbatch-empty-dirs.json"
 TASK_PREFIX_VARIABLE = "AZBATCH_TASK_PREFIX"  # the job-wide part of every task's script (job environment)
 SNAKEMAKE_FUNCTION = "snakemake_task"  # defined by that prefix: Snakemake's run-wide command line, job args as "$@"
 RUN_WIDE = object()  # stands for "no particular job" where the executor composes the run-wide command line
@@ -158,9 +161,12 @@ def output_file_spec(
 def output_file_specs(
     files: JobFiles, files_dir: str, batch_logs_dir: str, container_url: str, identity: dict | None = None
 ) -> list[dict]:
-    """Outputs on success; logs, benchmarks and Batch's stdout.txt / stderr.txt on completion. `files_dir` and
+    """Outputs on success (with directory outputs, EMPTY_DIRS_FILE too); logs, benchmarks and Batch's stdout.txt /
+    stderr.txt on completion. `files_dir` and
     `batch_logs_dir` are the task's virtual blob directories (staging's BlobLayout)."""
     specs = [output_file_spec(o, files_dir, container_url, "tasksuccess", identity) for o in files.outputs]
+    if any(o.directory for o in files.outputs):
+        specs.append(output_file_spec(OutputPath(EMPTY_DIRS_FILE), files_dir, container_url, "tasksuccess", identity))
     specs += [output_file_spec(o, files_dir, container_url, "taskcompletion", identity) for o in files.logs]
     # One pattern for both of Batch's logs (its fixed part is "..", so the blobs are <dir>/stdout.txt and
     # <dir>/stderr.txt): one container URL with its SAS less per task definition.

@@ -5,6 +5,7 @@ unchanged re-run sends nothing at all."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from executor_runs import bootstrap_bytes, delta, output_of, run_snakemake, total, upload_bytes, write_files
 
@@ -25,12 +26,14 @@ STAGING_WORKFLOW = {
 
         rule make_dir:
             output: directory("results/tree")
-            shell: "mkdir -p {output}/a/b && echo one > {output}/a/one.txt && echo two > {output}/a/b/two.txt"
+            shell: "mkdir -p {output}/a/b {output}/empty {output}/nested/deeper/leaf && echo one > {output}/a/one.txt "
+                   "&& echo two > {output}/a/b/two.txt"
 
-        rule list_dir:
+        rule list_dir:  # the empty directories of its input directory are there on the node too
             input: "results/tree"
             output: "results/listing.txt"
-            shell: "cd {input} && find . -type f | sort | xargs cat > ../listing.txt"
+            shell: "cd {input} && test -d empty && test -d nested/deeper/leaf "
+                   "&& find . -type f | sort | xargs cat > ../listing.txt"
     """,
     "config/config.yaml": "samples: [s1, 's 2']\n",
     "scripts/upper.py": """
@@ -53,6 +56,14 @@ def test_sources_inputs_and_outputs_travel_through_blob_storage(local_service, t
     assert (workdir / "results/tree/a/one.txt").read_text() == "one\n"
     assert (workdir / "results/tree/a/b/two.txt").read_text() == "two\n"
     assert (workdir / "results/listing.txt").read_text() == "two\none\n"  # ./a/b/two.txt sorts first
+    # The directory output came back exactly: its files and its empty directories, nested ones too, and nothing
+    # else (the node's list of empty directories is read, not saved).
+    tree = workdir / "results/tree"
+    found = {str(Path(root, name).relative_to(tree)) + "/" * (name in dirs)
+             for root, dirs, files in os.walk(tree) for name in [*dirs, *files]}
+    assert found - {".snakemake_timestamp"} == {
+        "a/", "a/b/", "a/one.txt", "a/b/two.txt", "empty/", "nested/", "nested/deeper/", "nested/deeper/leaf/"}
+    assert not any(workdir.rglob(".azbatch-empty-dirs.json"))
     # Downloads are atomic: no temporary files are left next to the outputs.
     leftovers = [f for _, _, files in os.walk(workdir / "results") for f in files if f.endswith(".azbatch-part")]
     assert leftovers == []
@@ -157,7 +168,7 @@ def test_mounted_paths_extra_resource_files_and_precommand(local_service, tmp_pa
     assert upload_bytes(local_service.metrics()) - upload_bytes(before) - bootstrap_bytes() < INPUT_SIZE
 
 
-def test_unchanged_files_are_not_rehashed(local_service, tmp_path):
+def test_unchanged_files_are_not_rehashed_and_same_size_same_mtime_edits_are(local_service, tmp_path):
     import json
 
     workdir = write_files(tmp_path / "rehash", REUSE_WORKFLOW)
@@ -167,16 +178,28 @@ def test_unchanged_files_are_not_rehashed(local_service, tmp_path):
     record_path = workdir / ".snakemake/azbatch/staging-record.json"
     record = json.loads(record_path.read_text())
     entry = record["hashes"][str(workdir / "input.bin")]
-    # Plant a different digest for the same size and mtime: a plugin that re-hashed would upload under the true
+    # Plant a different digest for the same file state: a plugin that re-hashed would upload under the true
     # digest (already stored, so nothing); one that trusts its record uploads under the planted name.
     planted = "0" * 64
-    entry[2] = planted
+    entry[-1] = planted
     record_path.write_text(json.dumps(record))
     result = run_snakemake(local_service, workdir, "--forceall", "--until", "make_big", container="staging-rehash")
     assert result.returncode == 0, output_of(result)
     container = local_service.blob_service_client().get_container_client("staging-rehash")
     stored = container.download_blob(f"cas/sha256/{planted}").readall()
     assert stored == (workdir / "input.bin").read_bytes()
+
+    # New content under the old size and mtime (`cp -p`, `rsync -t`): the ctime changed, so the file is hashed
+    # again and the task reads the new content, not the recorded blob.
+    edited = workdir / "input.bin"
+    st = edited.stat()
+    new_content = os.urandom(1024)
+    edited.write_bytes(new_content)
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (edited.stat().st_size, edited.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    result = run_snakemake(local_service, workdir, "--forceall", "--until", "make_big", container="staging-rehash")
+    assert result.returncode == 0, output_of(result)
+    assert (workdir / "intermediate.bin").read_bytes() == new_content + new_content
 
 
 def test_input_outside_the_working_directory_is_that_jobs_clear_error(local_service, tmp_path):

@@ -5,11 +5,14 @@ side expects both fail the Snakemake job with one line and a non-zero exit, neve
 from __future__ import annotations
 
 import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 from executor_runs import output_of, snakemake_command, snakemake_env, write_files
 from waiting import wait_for
 
+from snakemake_executor_plugin_azbatch.log_tails import SAVED_LOG_BYTES, file_tail
 from snakemake_executor_plugin_azbatch.node_health import upload_errors
 
 
@@ -87,11 +90,15 @@ def test_outputs_the_node_made_differently_fail_the_job_not_exit_0(local_service
 
 class TaskFiles:
     def __init__(self, text: str):
-        self.text = text
+        self.data = text.encode()
 
-    def download_task_file(self, job, task, path):
+    def get_task_file_properties(self, job, task, path):
         assert path == "fileuploaderr.txt"
-        yield self.text.encode()
+        return SimpleNamespace(content_length=str(len(self.data)))
+
+    def download_task_file(self, job, task, path, ocp_range=None):
+        assert path == "fileuploaderr.txt" and ocp_range is None  # small: read in one request, no range
+        yield self.data
 
 
 class Quiet:
@@ -106,3 +113,44 @@ def test_the_nodes_upload_log_is_saved_and_shown_without_sas_signatures(tmp_path
     assert text == "upload of out.txt to https://acct.blob.core.windows.net/c/runs/x/out.txt?sv=2024-01-01&sp=cw" \
                    "&sig=REDACTED failed (403)"
     assert saved == tmp_path / "fileuploaderr.txt" and "S3cr3t" not in saved.read_text()
+
+
+HUGE_STDERR = 200 * 1000 * 1000
+
+
+def peak_rss_kib(workdir, service, container: str) -> tuple[int, subprocess.CompletedProcess]:
+    """Snakemake (and the plugin in it) run under a small Python parent that reports its children's peak RSS;
+    the parent itself starts nothing else, so that peak is Snakemake's."""
+    measure = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+               "print('peak-rss-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+               "sys.exit(r.returncode)")
+    result = subprocess.run([sys.executable, "-c", measure, *snakemake_command()], cwd=workdir,
+                            env=snakemake_env(service, container), capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("peak-rss-kib ")]
+    assert lines, output_of(result)
+    return int(lines[-1].split()[1]), result
+
+
+def test_a_failed_tasks_200_mb_of_stderr_keep_the_plugin_within_50_mb_and_are_saved_cut(local_service, tmp_path):
+    rss = {}
+    for label, size in (("small", 1000), ("huge", HUGE_STDERR)):
+        workdir = write_files(tmp_path / f"stderr-{label}", {"Snakefile": f"""
+            rule fail:
+                output: "out.txt"
+                shell: "yes 'a line of a noisy tool, written again and again to stderr' | head -c {size} >&2; "
+                       "echo the-last-words >&2; exit 1"
+        """})
+        rss[label], result = peak_rss_kib(workdir, local_service, f"stderr-{label}")
+        assert result.returncode != 0, output_of(result)
+        assert "Traceback" not in result.stderr
+        assert "Last lines of stderr:" in result.stderr and "the-last-words" in result.stderr, output_of(result)
+    # 200 MB of stderr: the plugin reads only the end of the log (never the whole file).
+    assert rss["huge"] - rss["small"] < 50 * 1024, rss
+    (saved,) = (tmp_path / "stderr-huge/.snakemake/azbatch/logs").glob("fail-*/stderr.txt")
+    assert saved.stat().st_size < SAVED_LOG_BYTES + 1024  # the last 8 MiB and a first line saying so
+    with open(saved, "rb") as f:
+        note = f.readline().decode()
+    assert note.startswith(f"[azbatch: only the last {SAVED_LOG_BYTES:,} of ") and " bytes are kept here; the whole " \
+        "log is blob " in note and "/batch/stderr.txt in container stderr-huge]" in note, note
+    assert int(note.split(" of ")[1].split(" bytes")[0].replace(",", "")) > HUGE_STDERR  # the whole went up
+    assert "the-last-words" in file_tail(saved)

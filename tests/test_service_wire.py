@@ -22,6 +22,7 @@ from spec_validation import validate_response
 from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.shared_key import authorization_header
+from snakemake_executor_plugin_azbatch.log_tails import node_file_tail
 
 WAIT_SECONDS = 60
 
@@ -301,6 +302,13 @@ def test_task_lifecycle_and_files(client: BatchClient, raw: Raw, job: str) -> No
     assert len(on_node) == 1
     assert b"".join(client.download_node_file(pool_id, node_id, on_node[0])) == b"0123456789"
     assert client.get_node_file_properties(pool_id, node_id, on_node[0]).content_length == 10
+
+    # The plugin's tail reader (log_tails): the file's size, then only its last bytes by ocp-range.
+    def tail(limit, where=(pool_id, node_id, on_node[0])):
+        return node_file_tail(lambda: client.get_node_file_properties(*where),
+                              lambda **kw: client.download_node_file(*where, **kw), limit)
+
+    assert tail(4) == b"6789" and tail(10) == b"0123456789" and tail(100) == b"0123456789"
 
     client.delete_task(job, "writer")
     with pytest.raises(ResourceNotFoundError) as raised:

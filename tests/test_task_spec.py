@@ -161,6 +161,17 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
     assert spec["destination"]["container"]["path"] == "pre/runs/r/t/batch"
     assert spec["uploadOptions"]["uploadCondition"] == "taskcompletion"
     assert all(s["destination"]["container"]["containerUrl"] == "http://h/c?sv=1&sig=x" for s in specs)
+    # With a directory output, the node's list of its empty directories comes back too (exact name, on success).
+    listed = by_pattern[".azbatch-empty-dirs.json"]
+    assert listed["destination"]["container"]["path"] == "pre/runs/r/t/files/.azbatch-empty-dirs.json"
+    assert listed["uploadOptions"]["uploadCondition"] == "tasksuccess"
+    assert len(specs) == 6
+
+
+def test_a_task_without_directory_outputs_gets_no_list_of_empty_directories():
+    files = task_spec.JobFiles(outputs=[task_spec.OutputPath("a.txt")], logs=[task_spec.OutputPath("l", required=False)])
+    specs = task_spec.output_file_specs(files, "p/files", "p/batch", "http://h/c")
+    assert [s["filePattern"] for s in specs] == ["a.txt", "[l]", "../std*.txt"]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 import jinja2
 
 from ..config import Prices
+from ..log_tails import file_tail
 from . import summary
 from .records import TaskAttempt
 from .tsv import timestamp
@@ -77,9 +78,7 @@ def failed_tasks(attempts: list[TaskAttempt], log_root: Path | None, report_dir:
         directory = log_root / a.task_id if log_root else None
         if directory is not None and directory.is_dir():
             logs = [(name, _href(directory / name, report_dir)) for name in LOG_FILES if (directory / name).is_file()]
-            stderr = directory / "stderr.txt"
-            if stderr.is_file():
-                tail = "\n".join(stderr.read_text(errors="replace").splitlines()[-STDERR_TAIL_LINES:])
+            tail = file_tail(directory / "stderr.txt", STDERR_TAIL_LINES)
         rows.append({"a": a, "logs": logs, "log_dir": _href(directory, report_dir) if logs else None, "tail": tail})
     return rows
 

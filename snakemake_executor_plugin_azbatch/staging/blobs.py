@@ -24,6 +24,7 @@ from azure.storage.blob import (
 
 from ..azure_sdk import CONNECT_TIMEOUT_KWARGS, PLUGIN_USER_AGENT, preflight_kwargs, redact, unreachable
 from ..config import Config
+from ..log_tails import cut_note
 from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
 from .links import LinkSigner
@@ -232,10 +233,7 @@ class Staging:
         blobs, the digest recorded at download for blobs tasks wrote."""
         if blob.startswith(self.layout.cas_prefix):
             return blob[len(self.layout.cas_prefix):]
-        entry = self.record.produced.get(os.path.abspath(path))
-        if entry and len(entry) > 3 and entry[2] == blob:
-            return entry[3]
-        return sha256_file(path)
+        return self.record.produced_digest(os.path.abspath(path), blob) or sha256_file(path)
 
     def _upload(self, blob: str, path: str) -> None:
         try:
@@ -301,6 +299,47 @@ class Staging:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         self.record.remember_produced(os.path.abspath(local), FileState.of(local), blob, digest)
+        return local
+
+    def read_small(self, blob: str, limit: int) -> bytes | None:
+        """The content of a small blob the plugin reads itself (never saved as an output); None when it does not
+        exist; one line when it is larger than `limit`."""
+        try:
+            downloader = self.container.download_blob(blob)
+            if downloader.size > limit:
+                raise StagingError(f"azbatch: blob {blob} has {downloader.size} bytes, more than {limit} expected")
+            return downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as e:
+            raise transfer_error(e, f"downloading {blob}") from None
+
+    def download_tail(self, blob: str, local: str, limit: int) -> str | None:
+        """The last `limit` bytes of `blob` (a log) streamed into `local`, never whole in memory nor on disk; a
+        first line says what was left out and where the whole is. None when the blob does not exist. Not recorded
+        as produced: a log is no task output."""
+        try:
+            size = self.container.get_blob_client(blob).get_blob_properties().size
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as e:
+            raise transfer_error(e, f"reading {blob}") from None
+        offset = max(0, size - limit)
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+        tmp = f"{local}.azbatch-part"
+        try:
+            with open(tmp, "wb") as f:
+                if offset:
+                    where = f"blob {blob} in container {self.config.storage_container}"
+                    f.write(cut_note(size - offset, size, where))
+                if size > offset:
+                    self.container.download_blob(blob, offset=offset, length=size - offset).readinto(f)
+            os.replace(tmp, local)
+        except HttpResponseError as e:
+            raise transfer_error(e, f"downloading {blob}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         return local
 
     def close(self) -> None:

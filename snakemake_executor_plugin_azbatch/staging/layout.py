@@ -76,6 +76,18 @@ class NodePaths:
             return [os.path.join(root, name) for root, _, names in os.walk(path) for name in sorted(names)]
         return [path]
 
+    def empty_dirs(self, paths, what: str) -> list[str]:
+        """Node paths (posix) of the empty directories at or below each input directory, leaves only: staging
+        sends files, so the task's command creates these (mkdir -p). Mounted ones are used in place."""
+        found = []
+        for path in paths:
+            if self.is_mounted(path) or not os.path.isdir(path):
+                continue
+            for root, dirs, files in os.walk(path):
+                if not dirs and not files:
+                    found.append(self.node_path(root, what).replace(os.sep, "/"))
+        return sorted(found)
+
     def pairs(self, paths, what: str) -> list[tuple[str, str]]:
         """(local path, node path) of every file to stage for `paths`; mounted ones are left out."""
         pairs = []

@@ -54,3 +54,17 @@ def manifest_file_path(manifest_sha256: str) -> str:
 
 def fetch_command(manifest_sha256: str) -> str:
     return f'python3 "{_PREP_DIR}/{NODE_DIR}/{HELPER_NAME}" fetch {manifest_file_path(manifest_sha256)}'
+
+
+def with_directories(script: str, empty_input_dirs: list[str], output_dirs: list[str], record_file: str) -> str:
+    """A task's script with what staging's files alone would lose: the empty directories of its input directories
+    are made first; after Snakemake succeeded, the empty directories below its `directory()` outputs (the node
+    agent uploads files only) are listed in `record_file`, uploaded with the outputs. A task with neither is
+    unchanged, so ordinary task definitions do not grow."""
+    if empty_input_dirs:
+        script = f"mkdir -p -- {' '.join(shlex.quote(d) for d in empty_input_dirs)} && {script}"
+    if output_dirs:
+        helper = f'"{_PREP_DIR}/{NODE_DIR}/{HELPER_NAME}"'
+        listed = " ".join(shlex.quote(d) for d in output_dirs)
+        script = f"{script} && python3 {helper} empty-dirs {shlex.quote(record_file)} {listed}"
+    return script

@@ -120,6 +120,18 @@ def fetch(manifest_path: str) -> None:
             pass
 
 
+def record_empty_dirs(record_file: str, roots: list[str]) -> None:
+    """Write `record_file`: JSON listing the empty directories (leaves) at or below each root, a task's
+    `directory()` outputs, which the node agent's file patterns cannot upload; the plugin recreates them."""
+    empty = []
+    for root in roots:
+        for current, dirs, files in os.walk(root):
+            if not dirs and not files:
+                empty.append(os.path.normpath(current).replace(os.sep, "/"))
+    with open(record_file, "w") as f:
+        json.dump({"version": 1, "dirs": sorted(empty)}, f, separators=(",", ":"))
+
+
 def main(argv: list[str]) -> None:
     command, args = (argv[0], argv[1:]) if argv else ("", [])
     if command == "prepare" and len(args) == 3:
@@ -129,8 +141,11 @@ def main(argv: list[str]) -> None:
         link(args or [os.path.join(here, "sources"), os.path.join(here, "extra")])
     elif command == "fetch" and len(args) == 1:
         fetch(args[0])
+    elif command == "empty-dirs" and args:
+        record_empty_dirs(args[0], args[1:])
     else:
-        fail("usage: node_helper.py prepare ARCHIVE SHA256 DEST | link [ROOT...] | fetch MANIFEST")
+        fail("usage: node_helper.py prepare ARCHIVE SHA256 DEST | link [ROOT...] | fetch MANIFEST "
+             "| empty-dirs RECORD DIR...")
 
 
 if __name__ == "__main__":

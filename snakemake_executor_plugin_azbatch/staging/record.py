@@ -1,29 +1,42 @@
-"""The local staging record (`.snakemake/azbatch/staging-record.json`): file hashes by size and mtime, and the
-blobs tasks wrote, so unchanged files are not re-hashed and downloaded outputs are referenced in place."""
+"""The local staging record (`.snakemake/azbatch/staging-record.json`): file hashes by size, mtime, ctime and inode,
+and the blobs tasks wrote, so unchanged files are not re-hashed and downloaded outputs are referenced in place."""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 # One hashing routine for both sides: the node helper is standard-library only, so the plugin may use it too.
 from .node_helper import sha256_of as sha256_file
 
-RECORD_VERSION = 2
+# 3: ctime and inode joined size and mtime; records of older versions are dropped, so every file is hashed again.
+RECORD_VERSION = 3
 
 
-@dataclass
+@dataclass(frozen=True)
 class FileState:
+    """What must all be unchanged for a recorded hash to be trusted. mtime alone is not enough: `cp -p`,
+    `rsync -t` and tools that restore mtimes write new content under the old mtime, but they cannot keep the
+    ctime (set by the kernel on every write or utime) nor, when they write a new file and rename it, the inode."""
+
     size: int
     mtime_ns: int
+    ctime_ns: int
+    inode: int
 
     @classmethod
     def of(cls, path: str) -> "FileState":
         st = os.stat(path)
-        return cls(st.st_size, st.st_mtime_ns)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def key(self) -> list[int]:
+        return list(astuple(self))
+
+
+_STATE_FIELDS = 4  # an entry is the state's key, then what is recorded for it
 
 
 class StagingRecord:
@@ -34,8 +47,8 @@ class StagingRecord:
         self.path = path
         self.container_key = container_key
         self.lock = threading.Lock()
-        self.hashes: dict[str, list] = {}  # abs path -> [size, mtime_ns, sha256]
-        # container key -> abs path -> [size, mtime_ns, blob name]; blobs only make sense in their container.
+        self.hashes: dict[str, list] = {}  # abs path -> [*state, sha256]
+        # container key -> abs path -> [*state, blob name, sha256]; blobs only make sense in their container.
         self.produced_by_container: dict[str, dict[str, list]] = {}
         try:
             data = json.loads(path.read_text())
@@ -48,32 +61,41 @@ class StagingRecord:
 
     def known_hash(self, path: str, state: FileState) -> str | None:
         entry = self.hashes.get(path)
-        if entry and entry[0] == state.size and entry[1] == state.mtime_ns:
-            return entry[2]
+        if entry and entry[:_STATE_FIELDS] == state.key():
+            return entry[_STATE_FIELDS]
         return None
 
     def remember_hash(self, path: str, state: FileState, digest: str) -> None:
         with self.lock:
-            self.hashes[path] = [state.size, state.mtime_ns, digest]
+            self.hashes[path] = [*state.key(), digest]
 
     def produced_blob(self, path: str, state: FileState) -> str | None:
         """The blob a task wrote for this file, if the file is unchanged since it was downloaded. Snakemake may
-        touch outputs after a job (same content, new mtime): then the content hash decides."""
+        touch outputs after a job (same content, new mtime and ctime): then the content hash decides."""
         entry = self.produced.get(path)
         if not entry or entry[0] != state.size:
             return None
-        if entry[1] == state.mtime_ns:
-            return entry[2]
-        if len(entry) > 3 and sha256_file(path) == entry[3]:
+        blob, digest = entry[_STATE_FIELDS:]
+        if entry[:_STATE_FIELDS] == state.key():
+            return blob
+        if sha256_file(path) == digest:
             with self.lock:
-                entry[1] = state.mtime_ns
-            return entry[2]
+                self.produced[path] = [*state.key(), blob, digest]
+                self.hashes[path] = [*state.key(), digest]
+            return blob
+        return None
+
+    def produced_digest(self, path: str, blob: str) -> str | None:
+        """sha256 recorded at download for `blob`, the blob a task wrote for `path`."""
+        entry = self.produced.get(path)
+        if entry and entry[_STATE_FIELDS] == blob:
+            return entry[_STATE_FIELDS + 1]
         return None
 
     def remember_produced(self, path: str, state: FileState, blob: str, digest: str) -> None:
         with self.lock:
-            self.produced[path] = [state.size, state.mtime_ns, blob, digest]
-            self.hashes[path] = [state.size, state.mtime_ns, digest]
+            self.produced[path] = [*state.key(), blob, digest]
+            self.hashes[path] = [*state.key(), digest]
 
     def save(self) -> None:
         with self.lock:

@@ -112,30 +112,48 @@ def _instance(schema: dict[str, Any], definitions: dict[str, Any], seen: tuple[s
     return _STRING_BY_FORMAT.get(schema.get("format"), "text")
 
 
-def _documented_bodies() -> list[tuple[str, str, str, int, Any]]:
-    """(operationId, method, url, status, body) for every 2xx response with a JSON body."""
+def _documented_bodies() -> tuple[list[tuple[str, str, str, int, Any]], list[tuple[str, str, str, int, bool]]]:
+    """(operationId, method, url, status, body) for every 2xx response with a JSON body, and (operationId, method,
+    url, status, is_file) for every other 2xx response (no body, or file content)."""
     spec = load_spec()
-    cases = []
+    with_json, without = [], []
     for template, item in spec["paths"].items():
         for method, operation in item.items():
             for status, response in operation["responses"].items():
-                schema = response.get("schema")
-                if not status.startswith("2") or schema is None or schema.get("type") == "file":
+                if not status.startswith("2"):
                     continue
-                body = _instance(schema, spec["definitions"])
-                cases.append((operation["operationId"], method.upper(), _url(template, {}), int(status), body))
-    return cases
+                schema = response.get("schema")
+                case = (operation["operationId"], method.upper(), _url(template, {}), int(status))
+                if schema is None or schema.get("type") == "file":
+                    without.append(case + (schema is not None,))
+                else:
+                    with_json.append(case + (_instance(schema, spec["definitions"]),))
+    return with_json, without
 
 
-DOCUMENTED = _documented_bodies()
+DOCUMENTED, BODYLESS = _documented_bodies()
 
 
 def test_documented_bodies_cover_the_spec() -> None:
-    # 29 JSON response bodies across the listing, get and result operations of 2025-06-01.21.0.
+    # 2025-06-01.21.0: 77 operations, 29 with a JSON body on success, 2 with file content.
+    operations = {case[0] for case in DOCUMENTED + BODYLESS}
+    assert len(operations) == len(_operation_index()) >= 70
     assert len(DOCUMENTED) >= 25
     assert {"Tasks_ListTasks", "Pools_GetPool", "Tasks_CreateTaskCollection", "Jobs_GetJobTaskCounts"} <= {
         case[0] for case in DOCUMENTED
     }
+
+
+@pytest.mark.parametrize("operation_id,method,url,status,is_file", BODYLESS, ids=[c[0] for c in BODYLESS])
+def test_bodyless_responses_take_no_json(operation_id: str, method: str, url: str, status: int, is_file: bool) -> None:
+    assert validate_response(method, url, status, b"") == operation_id
+    if is_file:
+        # File content is not JSON and is not checked; its headers are (test_documented_headers_and_content_type).
+        assert validate_response(method, url, status, b"any bytes") == operation_id
+    else:
+        no_body = rf"{operation_id} {status}: (the spec documents no response body|HEAD response carries a body)"
+        with pytest.raises(AssertionError, match=no_body):
+            validate_response(method, url, status, b'{"id": "x"}')
 
 
 @pytest.mark.parametrize("operation_id,method,url,status,body", DOCUMENTED, ids=[c[0] for c in DOCUMENTED])

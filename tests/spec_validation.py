@@ -1,4 +1,7 @@
-"""Validate Batch REST responses against Microsoft's OpenAPI spec (BatchService-2025-06-01.21.0.json).
+"""Validate Batch REST responses against Microsoft's OpenAPI spec for api-version 2025-06-01.21.0.
+
+The spec is read from its structural extract inside the repository (`tests/reference/`, written by
+`tools/extract_batch_spec.py` from Microsoft's BatchService-2025-06-01.21.0.json; no prose, same validation).
 
 `SpecValidationPolicy` is an azure-core policy for `BatchClient(..., per_call_policies=[...])`; raw HTTP tests use
 `validate_response(method, url, status, body_bytes)`. Both raise AssertionError naming the operation, the status and
@@ -13,7 +16,6 @@ the spec does not model it), `odata.nextLink` is part of the list schemas.
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import datetime
 from functools import lru_cache
@@ -25,11 +27,10 @@ import jsonschema
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
-SPEC_FILENAME = "BatchService-2025-06-01.21.0.json"
-SPEC_PATH_ENV = "AZBATCH_SPEC_PATH"
+API_VERSION = "2025-06-01.21.0"
+UPSTREAM_FILENAME = f"BatchService-{API_VERSION}.json"
 TESTS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TESTS_DIR.parent
-REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
+SPEC_EXTRACT = TESTS_DIR / "reference" / f"batch-spec-{API_VERSION}.extract.json"
 
 _DATE_TIME_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
@@ -43,12 +44,11 @@ _DURATION_RE = re.compile(
 )
 
 
-def spec_path() -> Path:
-    path = Path(os.environ.get(SPEC_PATH_ENV) or REFERENCE_DIR / SPEC_FILENAME)
+def spec_path(path: Path = SPEC_EXTRACT) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
-            f"Batch OpenAPI spec not found at {path}: put {SPEC_FILENAME} in ../shared/reference next to the "
-            f"repository (as CI does) or set {SPEC_PATH_ENV} to its path"
+            f"Batch spec extract not found at {path}: restore it from git, or regenerate it with "
+            f"python tools/extract_batch_spec.py PATH/TO/{UPSTREAM_FILENAME}"
         )
     return path
 
@@ -146,7 +146,7 @@ def _route_table() -> list[tuple[re.Pattern[str], int, dict[str, Any]]]:
                 pattern += re.escape(piece)
                 fixed += len(piece)
         routes.append((re.compile(f"^{pattern}/?$", re.IGNORECASE), fixed, item))
-    routes.sort(key=lambda route: -route[1])
+    routes.sort(key=lambda route: (-route[1], route[0].pattern))  # independent of the file's key order
     return routes
 
 

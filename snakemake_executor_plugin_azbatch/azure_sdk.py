@@ -42,8 +42,9 @@ CONNECT_TIMEOUT_KWARGS = {"connection_timeout": 20}
 
 
 def retry_kwargs() -> dict:
-    # azure-core retries 408/429/500/502/503/504 and honours Retry-After; a dropped or refused connection gets only
-    # 3 retries (about 3 s), after which outage.py takes over.
+    # azure-core retries 408/429/500/502/503/504 and honours Retry-After. Its per-kind defaults stay: 3 retries each
+    # for a refused or dropped connection and for a bad status (about 3 s with this back-off, unless Retry-After says
+    # more); retry_total only caps their sum. After that outage.py takes over.
     return {"retry_total": 10, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
 
 

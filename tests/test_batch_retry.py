@@ -81,3 +81,11 @@ def test_a_request_that_names_its_own_methods_keeps_them():
 
 def test_client_errors_are_not_retried():
     assert send(BatchRetryPolicy(**FAST), "POST", [409, 200]) == (409, 1)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_bad_status_without_retry_after_is_retried_three_times(method):
+    """What the README's outage section states: the plugin sets only the total cap (retry_total) and the
+    back-off, so azure-core's default of 3 retries on bad statuses applies; a fifth answer is never asked for."""
+    assert send(BatchRetryPolicy(**FAST), method, [503, 503, 503, 503, 200]) == (503, 4)
+    assert send(BatchRetryPolicy(**FAST), method, [503, 503, 503, 200]) == (200, 4)

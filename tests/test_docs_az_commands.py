@@ -1,42 +1,23 @@
 """Every `az` command line in README.md and docs/ is in a form the Azure CLI accepts: the real CLI (installed by
 `make azcli` into its own environment, .venv-azcli/) parses each one with its own command table and argument
-parser; nothing is run and nothing is sent. Lines in code blocks must parse completely (required arguments,
-choices, --query syntax); commands named in prose must exist, with only flags they have."""
+parser; nothing is run and nothing is sent. The arguments are those the real shell hands over (test_docs_az_shell:
+each line runs with a stub `az` that records them), so a substitution such as `--expiry "$(date ...)"` is parsed
+as its value. Lines in code blocks must parse completely (required arguments, choices, --query syntax); commands
+named in prose must exist, with only flags they have."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_docs_az_shell import documented_calls
 
 REPO = Path(__file__).resolve().parent.parent
 AZ_PYTHON = REPO / ".venv-azcli" / "bin" / "python"
 DOCUMENTS = ("README.md", "docs/intro.md", "docs/further.md")
-INLINE = re.compile(r"`(az [^`]+)`")
-SUBSTITUTION = re.compile(r"\$\((az [^)]*)\)")
-
-
-def az_command_lines(markdown: str) -> list[tuple[list[str], bool, str]]:
-    """(arguments after `az`, named in prose?, the text) for every az command in a Markdown document."""
-    found = []
-    text = markdown.replace("\\\n", " ")  # shell line continuations
-    for span in INLINE.findall(text):  # a code span may wrap across lines
-        span = " ".join(span.split())
-        args = [a for a in shlex.split(span) if not a.endswith("...")]
-        found.append((args[1:], True, span))
-    for line in INLINE.sub("", text).splitlines():
-        for inner in SUBSTITUTION.findall(line):
-            found.append((shlex.split(inner, comments=True)[1:], False, inner))
-        rest = SUBSTITUTION.sub("", line).strip()
-        if rest.startswith("az "):
-            found.append((shlex.split(rest, comments=True)[1:], False, rest))
-    return found
 
 
 def parse_with_the_azure_cli(items: list[dict], home: Path) -> list[dict]:
@@ -75,7 +56,7 @@ def test_the_checker_rejects_what_the_azure_cli_rejects(tmp_path):
 
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_az_command_lines_parse_with_the_azure_cli(document, tmp_path):
-    commands = az_command_lines((REPO / document).read_text())
+    commands = documented_calls((REPO / document).read_text(), tmp_path)
     if document == "README.md":
         # The extraction sees the step-by-step commands (a broken regex must not pass by finding nothing).
         heads = {" ".join(text.split()[:4]) for _, _, text in commands}

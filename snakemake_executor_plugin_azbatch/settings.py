@@ -64,7 +64,8 @@ class ExecutorSettings(ExecutorSettingsBase):
     pool_id: Optional[str] = field(
         default=None,
         metadata=_setting(
-            "Id of the pre-created Batch pool that runs the jobs (required). "
+            "Id of the Batch pool that runs the jobs (required); it must exist unless --azbatch-pool-vm-size "
+            "asks the run to create it. "
             "A rule can pick another pool with the resource azbatch_pool.",
             metavar="POOL",
             required=True,

@@ -158,8 +158,9 @@ def test_documented_az_lines_reach_az_as_written(document, tmp_path):
 # -- the real Azure CLI against the local service ----------------------------------------------------------------
 
 # Documented lines (found by their start in README.md) that the local service implements, in the order they run:
-# on the pools `mypool` (1 node) and `sm-spot` (none). Not `az batch pool create` / `resize`: azure-cli 2.91 sends
-# their node counts as JSON strings ("2"), which the service refuses as Batch's spec types them int32 (README).
+# on the pools `mypool` (1 node), `sm-spot` (none) and `P` (1 node; the troubleshooting table's placeholder ids P,
+# J and T are valid ids, so those lines run as written). Not `az batch pool create` / `resize`: azure-cli 2.91
+# sends their node counts as JSON strings ("2"), which the service refuses as Batch's spec types them int32.
 CLI_LINES = (
     'az batch pool show --pool-id mypool --query "{state:state, allocation:',
     'az batch pool show --pool-id mypool --query "{state:state, nodes:',
@@ -167,6 +168,9 @@ CLI_LINES = (
     "az batch pool autoscale enable --pool-id sm-spot",
     "az batch pool autoscale evaluate --pool-id sm-spot",
     "az batch pool delete --pool-id sm-spot --yes",
+    "az batch node list --pool-id P -o table",
+    "az batch job prep-release-status list --job-id J",
+    "az batch task file list --job-id J --task-id T",
 )
 
 
@@ -179,7 +183,7 @@ def documented_line(start: str) -> str:
 def test_documented_batch_lines_work_with_the_azure_cli_against_the_local_service(make_service, tmp_path):
     if not AZ_PYTHON.exists():
         pytest.skip("the Azure CLI for the docs check is not installed: run `make azcli` (pip package azure-cli)")
-    service = make_service(pools=["mypool:1:1", "sm-spot:0:1"], https=True)
+    service = make_service(pools=["mypool:1:1", "sm-spot:0:1", "P:1:1"], https=True)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "az").write_text(f'#!/bin/sh\nexec "{AZ_PYTHON}" -m azure.cli "$@"\n')
@@ -211,3 +215,14 @@ def test_documented_batch_lines_work_with_the_azure_cli_against_the_local_servic
     assert "$TargetDedicatedNodes=1" in evaluated["results"], evaluated
     az(CLI_LINES[5])
     wait_for(lambda: all(p.id != "sm-spot" for p in batch.list_pools()), 30, "sm-spot was never deleted")
+
+    node = next(iter(batch.list_nodes("P")))
+    assert node.id in az(CLI_LINES[6])
+    batch.create_job({"id": "J", "poolInfo": {"poolId": "P"},
+                      "jobPreparationTask": {"commandLine": "/bin/true", "waitForSuccess": True}})
+    batch.create_task("J", {"id": "T", "commandLine": "/bin/sh -c 'echo done'"})
+    wait_for(lambda: batch.get_task("J", "T").state == "completed", 60, "task T never completed")
+    statuses = json.loads(az(CLI_LINES[7]))
+    assert [s["nodeId"] for s in statuses] == [node.id], statuses
+    files = json.loads(az(CLI_LINES[8]))
+    assert {"stdout.txt", "stderr.txt"} <= {f["name"] for f in files}, files

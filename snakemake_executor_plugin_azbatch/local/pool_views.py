@@ -37,6 +37,8 @@ def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
     """BatchPool: the creation body's fields as given, runtime fields from the record."""
     spec = copy.deepcopy(pool.spec)
     vm = spec.pop("virtualMachineConfiguration", None) or vm_configuration(pool)
+    for registry in (vm.get("containerConfiguration") or {}).get("containerRegistries") or []:
+        registry.pop("password", None)  # a secret: Batch never returns it
     body: dict[str, Any] = {
         **spec,
         "id": pool.id,

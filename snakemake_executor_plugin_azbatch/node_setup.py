@@ -23,6 +23,8 @@ IMAGE_PYTHON = (
     (("canonical", "0001-com-ubuntu-server-noble", ""), "3.12"),
     (("canonical", "0001-com-ubuntu-server-jammy", ""), "3.10"),
     (("canonical", "0001-com-ubuntu-server-focal", ""), "3.8"),
+    (("microsoft-dsvm", "ubuntu-hpc", "2404"), "3.12"),
+    (("microsoft-dsvm", "ubuntu-hpc", "2204"), "3.10"),
     (("microsoft-azure-batch", "ubuntu-server-container", "20-04"), "3.8"),
     (("debian", "debian-13", ""), "3.13"),
     (("debian", "debian-12", ""), "3.11"),

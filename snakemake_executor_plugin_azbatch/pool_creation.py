@@ -88,7 +88,8 @@ def iso_minutes(minutes: float) -> str:
     return f"PT{round(minutes * 60, 3):g}S"
 
 
-def pool_body(creation: PoolCreation, pool_id: str, container_images: tuple[str, ...] = (), ready_tasks: int = 0) -> dict:
+def pool_body(creation: PoolCreation, pool_id: str, container_images: tuple[str, ...] = (),
+              ready_tasks: int = 0) -> dict:
     """The Pools_AddPool body; `ready_tasks`: tasks the run can submit at once (the generated formula's first
     target)."""
     publisher, offer, sku, version = creation.image

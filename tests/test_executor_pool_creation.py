@@ -144,7 +144,8 @@ def test_a_pool_other_runs_use_outlives_its_run_and_its_deletion_ends_a_run(serv
     client = service.batch_client()
     workdir = write_files(tmp_path / "creator", {"Snakefile": SNAKEFILE})
     creator = subprocess.Popen(snakemake_command(), cwd=workdir, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, env=snakemake_env(service, "creator", **pool_settings(service, "shared")))
+                               stderr=subprocess.STDOUT,
+                               env=snakemake_env(service, "creator", **pool_settings(service, "shared")))
     try:
         wait_for(lambda: any(p.id == "shared" for p in client.list_pools()), 60, "the pool run A creates")
         client.create_job({"id": "another-run", "poolInfo": {"poolId": "shared"}})

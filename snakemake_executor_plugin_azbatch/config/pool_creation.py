@@ -110,7 +110,7 @@ def resolve_pool_creation(values: SettingValues) -> dict:
     if values.get("pool_nodes") not in (None, "") and values.get("pool_autoscale") not in (None, ""):
         raise SettingsError(f"azbatch: give either {flag('pool_nodes')} or {flag('pool_autoscale')}, not both")
     try:
-        interval = float(values.get("pool_autoscale_interval") or 5.0)
+        interval = float(values.get("pool_autoscale_interval") or values.defaults["pool_autoscale_interval"])
     except (TypeError, ValueError):
         interval = 0.0
     if interval <= 0:

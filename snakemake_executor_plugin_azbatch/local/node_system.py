@@ -61,8 +61,8 @@ class NodeSystem:
             return None
         name = "/".join(str(reference.get(k, "")) for k in ("publisher", "offer", "sku"))
         image = "/".join(self.image[k] for k in ("publisher", "offer", "sku"))
-        return (f"The local service's nodes run {self.description}, python3 {self.python or 'none'}; they cannot stand in "
-                f"for {name}, whose python3 is {wanted}. Create the pool with imageReference {image} and "
+        return (f"The local service's nodes run {self.description}, python3 {self.python or 'none'}; they cannot "
+                f"stand in for {name}, whose python3 is {wanted}. Create the pool with imageReference {image} and "
                 f"nodeAgentSKUId '{self.node_agent}'.")
 
 

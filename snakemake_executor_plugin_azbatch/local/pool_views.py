@@ -4,9 +4,10 @@ Pools from the service's --pool/--container-pool options and pool files are fixe
 is the smallest Dsv3 size with a core per task slot (or the pool file's vmSize) and whose image is what their nodes
 really are (`node_system`: the stock node image, the host, or simulated nodes), so a client that reads the image
 (the plugin picks the nodes' Python from it) sees what runs; pools created over the API report the vmSize and image
-they were created with, which Pools_AddPool accepts only when the nodes can stand in for it. Container-enabled pools report their
-containerConfiguration, pools with a start task their startTask, and their nodes the start task's progress
-(startTaskInfo) and the node state it implies (`NodeRecord.state`).
+they were created with, which Pools_AddPool accepts only when the nodes can stand in for it. Container-enabled
+pools report their containerConfiguration (registry passwords left out, as Batch does), pools with a start task
+their startTask, and their nodes the start task's progress (startTaskInfo) and the node state it implies
+(`NodeRecord.state`).
 """
 
 from __future__ import annotations

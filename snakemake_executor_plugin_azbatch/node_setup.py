@@ -115,6 +115,8 @@ class NodeSetup:
         user's statement. Container images vs container support are checked per rule (PoolInfo.container_problem)."""
         if self.config.bootstrap not in ("pip", "offline") or self.config.node_python is not None:
             return
+        if self.config.container_image:
+            return  # pip / offline then install into the tasks' image, with its python3
         python = image_python(pool.image)
         if python is None or not _too_old(python):
             return

@@ -208,6 +208,7 @@ def test_pip_and_offline_on_an_image_with_too_old_a_python_stop_with_one_line():
         setup().check([pool(UBUNTU_22)], planned="P")
     setup(bootstrap="container", container_image="img").check([pool(UBUNTU_22, containers=True)], planned="p")
     setup(bootstrap="none").check([pool(UBUNTU_22)])  # the image (or start task) is the user's statement
+    setup(bootstrap="pip", container_image="img").check([pool(UBUNTU_22, containers=True)])  # the image's python3
 
 
 @pytest.mark.quick

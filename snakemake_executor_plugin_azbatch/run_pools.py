@@ -13,6 +13,8 @@ from .bootstrap.wheelhouse import WheelhouseError
 from .settings import SettingsError
 from .staging.sources_archive import PreparedSources
 
+RETIRING_NODE_AGENT = "batch.node.ubuntu 22.04"  # Batch's end of support: 2027-06-30
+
 
 class RunPools:
     """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `node_setup`, `pools`, `logger`, `workflow`,
@@ -59,6 +61,9 @@ class RunPools:
         prices = self.config.price_node_hour
         self.logger.info(pool_creation.describe(creation, pool_id, prices.dedicated if prices else None,
                                                 prices.low_priority if prices else None))
+        if creation.node_agent.lower() == RETIRING_NODE_AGENT:
+            self.logger.warning(f"azbatch: Batch retires the node agent '{RETIRING_NODE_AGENT}' on 2027-06-30 (then "
+                                "pools with it may be scaled to zero); prefer --azbatch-pool-image ubuntu-24.04")
         images = (self.config.container_image,) if creation.containers and self.config.container_image else ()
         self.batch.create_pool(pool_creation.pool_body(creation, pool_id, images, self.ready_tasks(pool_id)))
         self.created_pool = pool_id

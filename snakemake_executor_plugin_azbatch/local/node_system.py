@@ -10,6 +10,8 @@ Batch, which runs any supported image; see README).
 
 from __future__ import annotations
 
+import functools
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,17 @@ STOCK = NodeSystem(_reference(("debian", "debian-13", "13")), "batch.node.debian
 SIMULATED = NodeSystem(_reference(SIMULATED_IMAGE[0]), SIMULATED_IMAGE[1], None, "simulated nodes", runs=False)
 
 
+@functools.lru_cache(maxsize=8)
+def path_python(path: str) -> str | None:
+    """X.Y of the python3 first on `path` (what host nodes run), asked once per PATH."""
+    try:
+        return subprocess.run(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, timeout=30, env={**os.environ, "PATH": path},
+                              ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def host_system(os_release: Path = Path("/etc/os-release")) -> NodeSystem:
     """The host as nodes see it: its release and the python3 on the service's PATH."""
     release = {}
@@ -88,11 +101,7 @@ def host_system(os_release: Path = Path("/etc/os-release")) -> NodeSystem:
             release[key.strip()] = value.strip().strip('"')
     except OSError:
         pass
-    try:
-        python = subprocess.run(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                capture_output=True, text=True, timeout=30).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        python = None
+    python = path_python(os.environ.get("PATH", ""))
     os_id, version = release.get("ID", "linux").lower(), release.get("VERSION_ID", "")
     known = RELEASE_IMAGES.get((os_id, version))
     if known and python and image_python(_reference(known[0])) == python:

@@ -71,11 +71,14 @@ class RunPools:
         self.pool_info(pool_id)
 
     def ready_tasks(self, pool_id: str) -> int:
-        """Remote jobs for `pool_id` that can start now: none of their dependencies still has to run."""
+        """Remote jobs for `pool_id` that can start now (none of their dependencies still has to run), at most
+        Snakemake's --jobs (what it submits at once)."""
         dag = self.workflow.dag
         needrun = set(dag.needrun_jobs())
-        return sum(1 for job in needrun if not job.is_local and str(self._pool_id(job)).lower() == pool_id.lower()
-                   and not any(dep in needrun for dep in dag.dependencies[job]))
+        ready = sum(1 for job in needrun if not job.is_local and str(self._pool_id(job)).lower() == pool_id.lower()
+                    and not any(dep in needrun for dep in dag.dependencies[job]))
+        limit = getattr(getattr(self.workflow, "resource_settings", None), "nodes", None)
+        return min(ready, limit) if isinstance(limit, int) and limit > 0 else ready
 
     def delete_created_pool(self) -> None:
         """Never a pool the run did not create, nor one other runs' Batch jobs still use; kept with

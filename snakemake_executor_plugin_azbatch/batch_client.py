@@ -256,7 +256,13 @@ class BatchService:
             if e.status_code == 403:
                 hint = (" (creating pools needs the Azure Batch Data Contributor role on the Batch account; Azure "
                         "Batch Job Submitter is not enough)")
-            raise SettingsError(f"azbatch: creating pool {body['id']!r} failed: {error_text(e)}{hint}") from None
+            text = error_text(e)
+            registries = (body.get("virtualMachineConfiguration", {}).get("containerConfiguration") or {}).get(
+                "containerRegistries") or []
+            for secret in (r.get("password") for r in registries):
+                if secret:
+                    text = text.replace(secret, "***")  # a registry password is never shown, even if echoed
+            raise SettingsError(f"azbatch: creating pool {body['id']!r} failed: {text}{hint}") from None
 
     def delete_pool(self, pool_id: str) -> None:
         """Deletes the pool; waits up to a minute for it to be gone (Batch goes on removing nodes after that)."""

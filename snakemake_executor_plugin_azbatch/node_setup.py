@@ -23,6 +23,8 @@ IMAGE_PYTHON = (
     (("canonical", "0001-com-ubuntu-server-noble", ""), "3.12"),
     (("canonical", "0001-com-ubuntu-server-jammy", ""), "3.10"),
     (("canonical", "0001-com-ubuntu-server-focal", ""), "3.8"),
+    (("microsoft-dsvm", "ubuntu-hpc", "2404"), "3.12"),
+    (("microsoft-dsvm", "ubuntu-hpc", "2204"), "3.10"),
     (("microsoft-azure-batch", "ubuntu-server-container", "20-04"), "3.8"),
     (("debian", "debian-13", ""), "3.13"),
     (("debian", "debian-12", ""), "3.11"),
@@ -89,8 +91,9 @@ class NodeSetup:
     def installs_apptainer(self) -> bool:
         return self.installs_snakemake and "apptainer" in self.methods and not self._has("apptainer")
 
-    def check(self, pools: list[PoolInfo]) -> None:
-        """One line when this run's needs cannot be met on its nodes; before anything is submitted."""
+    def check(self, pools: list[PoolInfo], planned: str | None = None) -> None:
+        """One line when this run's needs cannot be met on its nodes; before anything is created or submitted.
+        `planned`: the id of a pool the run is about to create (its info comes from the settings)."""
         mode = self.config.bootstrap
         for tool, method in (("conda", "conda"), ("apptainer", "apptainer")):
             if method not in self.methods or self._has(tool) or mode == "pip":
@@ -104,19 +107,31 @@ class NodeSetup:
                 f"task or image and add --azbatch-node-provides {tool}"
             )
         for pool in pools:
-            self._check_pool(pool)
+            self._check_pool(pool, planned is not None and pool.id.lower() == planned.lower())
 
-    def _check_pool(self, pool: PoolInfo) -> None:
-        # Container images vs container support are checked per rule (PoolInfo.container_problem).
-        mode = self.config.bootstrap
-        if mode == "offline" and self.config.node_python is None:
-            python = image_python(pool.image)
-            if python and _too_old(python):
-                raise SettingsError(
-                    f"azbatch: pool {pool.id!r} runs {'/'.join(pool.image or ())}, whose python3 is {python}, older "
-                    "than Snakemake 9 needs (3.11); use a pool image with a newer python3 (e.g. Ubuntu 24.04), a "
-                    "container image, or set --azbatch-node-python if the start task installs a newer python3"
-                )
+    def _check_pool(self, pool: PoolInfo, planned: bool) -> None:
+        """The pool's image against what the bootstrap needs of it: the pip and offline bootstraps run uv and
+        Snakemake 9 on the image's python3 (>= 3.11); container, app-package and none bring their own or are the
+        user's statement. Container images vs container support are checked per rule (PoolInfo.container_problem)."""
+        if self.config.bootstrap not in ("pip", "offline") or self.config.node_python is not None:
+            return
+        if self.config.container_image:
+            return  # pip / offline then install into the tasks' image, with its python3
+        python = image_python(pool.image)
+        if python is None or not _too_old(python):
+            return
+        image, floor = "/".join(pool.image or ()), ".".join(map(str, node_script.MIN_PYTHON))
+        if planned:
+            raise SettingsError(
+                f"azbatch: pool {pool.id!r} would be created with {image}, whose python3 {python} is older than "
+                f"--azbatch-bootstrap {self.config.bootstrap} needs (Snakemake 9: >= {floor}); nothing was created. "
+                "Use --azbatch-pool-image ubuntu-24.04 (the default), or --azbatch-bootstrap container with an image"
+            )
+        raise SettingsError(
+            f"azbatch: pool {pool.id!r} runs {image}, whose python3 {python} is older than --azbatch-bootstrap "
+            f"{self.config.bootstrap} needs (Snakemake 9: >= {floor}); use a pool image with a newer python3 (e.g. "
+            "Ubuntu 24.04), a container image, or set --azbatch-node-python if the start task installs a newer python3"
+        )
 
     def check_applications(self, missing: list[str]) -> None:
         if self.config.bootstrap == "app-package" and missing:

@@ -13,41 +13,72 @@ from .bootstrap.wheelhouse import WheelhouseError
 from .settings import SettingsError
 from .staging.sources_archive import PreparedSources
 
+RETIRING_NODE_AGENT = "batch.node.ubuntu 22.04"  # Batch's end of support: 2027-06-30
+
 
 class RunPools:
     """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `node_setup`, `pools`, `logger`, `workflow`,
     `created_pool`, `batch_jobs`, `run_watch`, `_threads_warned`, `_pool_id` and `_image`."""
 
     def preflight(self) -> None:
-        """Credentials, pools and storage are checked before anything else is created; a pool created here is
-        deleted again when a later check fails."""
-        self.create_pool_if_asked()
+        """Credentials, pools and storage are checked before anything else is created; a pool the run creates is
+        checked as planned (image vs bootstrap, containers, VM size) before it is created, and deleted again when a
+        later check fails."""
+        planned = self.plan_pool_creation()
         try:
             self.pool_info(self.config.pool_id)
             self.check_rules_fit_their_pools()
-            self.node_setup.check(list(self.pools.values()))
+            self.node_setup.check(list(self.pools.values()), planned=planned)
             if self.config.bootstrap == "app-package":
                 self.node_setup.check_applications(self.batch.missing_applications(self.config.application_packages))
             self.staging.preflight()
             self._preparation_task(self.pools[self.config.pool_id.lower()])  # bootstrap files made and staged now
+            if planned:
+                self.create_planned_pool()
         except BaseException:
             self.delete_created_pool()
             raise
 
-    def create_pool_if_asked(self) -> None:
+    def plan_pool_creation(self) -> str | None:
+        """The id of the pool this run will create (it does not exist), its planned info in `pools`; else None."""
         creation, pool_id = self.config.pool_creation, self.config.pool_id
         if creation is None:
-            return
+            return None
         if self.batch.pool_exists(pool_id):
             self.logger.info(f"azbatch: pool {pool_id} exists; it is used as it is (never resized or deleted by "
                              "this run)")
-            return
+            return None
+        autoscale = creation.autoscale is not None or bool(creation.formula)
+        self.pools[pool_id.lower()] = PoolInfo(
+            pool_id, creation.slots, 0, 0, 0 if autoscale else creation.dedicated + creation.spot, autoscale,
+            container_enabled=creation.containers, vm_size=creation.vm_size, image=creation.image[:3])
+        return pool_id
+
+    def create_planned_pool(self) -> None:
+        """Pools_AddPool, its autoscale formula's first target the tasks that are ready now; then the pool as Batch
+        reports it replaces the planned info."""
+        creation, pool_id = self.config.pool_creation, self.config.pool_id
         prices = self.config.price_node_hour
         self.logger.info(pool_creation.describe(creation, pool_id, prices.dedicated if prices else None,
                                                 prices.low_priority if prices else None))
+        if creation.node_agent.lower() == RETIRING_NODE_AGENT:
+            self.logger.warning(f"azbatch: Batch retires the node agent '{RETIRING_NODE_AGENT}' on 2027-06-30 (then "
+                                "pools with it may be scaled to zero); prefer --azbatch-pool-image ubuntu-24.04")
         images = (self.config.container_image,) if creation.containers and self.config.container_image else ()
-        self.batch.create_pool(pool_creation.pool_body(creation, pool_id, images))
+        self.batch.create_pool(pool_creation.pool_body(creation, pool_id, images, self.ready_tasks(pool_id)))
         self.created_pool = pool_id
+        del self.pools[pool_id.lower()]
+        self.pool_info(pool_id)
+
+    def ready_tasks(self, pool_id: str) -> int:
+        """Remote jobs for `pool_id` that can start now (none of their dependencies still has to run), at most
+        Snakemake's --jobs (what it submits at once)."""
+        dag = self.workflow.dag
+        needrun = set(dag.needrun_jobs())
+        ready = sum(1 for job in needrun if not job.is_local and str(self._pool_id(job)).lower() == pool_id.lower()
+                    and not any(dep in needrun for dep in dag.dependencies[job]))
+        limit = getattr(getattr(self.workflow, "resource_settings", None), "nodes", None)
+        return min(ready, limit) if isinstance(limit, int) and limit > 0 else ready
 
     def delete_created_pool(self) -> None:
         """Never a pool the run did not create, nor one other runs' Batch jobs still use; kept with

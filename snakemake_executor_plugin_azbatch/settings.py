@@ -21,6 +21,8 @@ NODE_TOOLS = ("conda", "apptainer")
 DEFAULT_CONDA_INSTALLER = "https://github.com/conda-forge/miniforge/releases/latest/download/Miniforge3-Linux-x86_64.sh"
 DEFAULT_CONTAINER = "snakemake-azbatch"
 DEFAULT_REPORT_DIR = ".snakemake/azbatch/reports"
+# Batch's current Ubuntu LTS: its python3 (3.12) runs the pip and offline bootstraps (Snakemake 9 needs >= 3.11).
+DEFAULT_POOL_IMAGE = "ubuntu-24.04"
 
 
 class SettingsError(ApiError):
@@ -366,16 +368,16 @@ class ExecutorSettings(ExecutorSettingsBase):
         ),
     )
     pool_image: str = field(
-        default="ubuntu-22.04",
+        default=DEFAULT_POOL_IMAGE,
         metadata=_setting(
-            "Image of a created pool: ubuntu-22.04, ubuntu-24.04, or PUBLISHER:OFFER:SKU[:VERSION] together with "
-            "--azbatch-pool-node-agent.",
+            "Image of a created pool: ubuntu-24.04, ubuntu-22.04 (its python3 3.10 is too old for the pip and "
+            "offline bootstraps), or PUBLISHER:OFFER:SKU[:VERSION] together with --azbatch-pool-node-agent.",
             metavar="IMAGE",
         ),
     )
     pool_node_agent: Optional[str] = field(
         default=None,
-        metadata=_setting("Node agent SKU id for a PUBLISHER:OFFER:SKU image, e.g. 'batch.node.ubuntu 22.04'.",
+        metadata=_setting("Node agent SKU id for a PUBLISHER:OFFER:SKU image, e.g. 'batch.node.ubuntu 24.04'.",
                           metavar="SKU_ID"),
     )
     pool_nodes: Optional[str] = field(
@@ -419,6 +421,25 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=False,
         metadata=_setting("A created pool runs container tasks (containerConfiguration; named images become "
                           "Microsoft's container-ready Ubuntu HPC images)."),
+    )
+    pool_registry: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "Private container registry the nodes of a created container pool log in to (containerRegistries), "
+            "e.g. myregistry.azurecr.io; needs --azbatch-pool-registry-user and "
+            "--azbatch-pool-registry-password-var.",
+            metavar="SERVER",
+        ),
+    )
+    pool_registry_user: Optional[str] = field(
+        default=None,
+        metadata=_setting("User name for --azbatch-pool-registry (for Azure Container Registry: a token or "
+                          "service principal name).", metavar="NAME"),
+    )
+    pool_registry_password_var: Optional[str] = field(
+        default=None,
+        metadata=_setting("Name of the environment variable that holds the password for --azbatch-pool-registry "
+                          "(the password itself never goes on a command line).", metavar="VARIABLE"),
     )
     keep_pool: bool = field(
         default=False,

@@ -67,6 +67,18 @@ class ServiceHandle:
         return self.service.account_url
 
     @property
+    def node_vm(self) -> dict[str, Any]:
+        """virtualMachineConfiguration of what this service's nodes really are (the only image, with its python3,
+        that a pool created over the API may claim)."""
+        return self.service.state.node_system.vm_configuration()
+
+    def pool_image_env(self) -> dict[str, str]:
+        """The plugin settings that make a created pool claim `node_vm`."""
+        ref = self.node_vm["imageReference"]
+        return {"SNAKEMAKE_AZBATCH_POOL_IMAGE": f"{ref['publisher']}:{ref['offer']}:{ref['sku']}",
+                "SNAKEMAKE_AZBATCH_POOL_NODE_AGENT": self.node_vm["nodeAgentSKUId"]}
+
+    @property
     def root(self) -> Path:
         return self.service.root
 

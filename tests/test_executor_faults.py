@@ -68,10 +68,7 @@ def test_preempted_spot_nodes_are_reported_while_the_run_waits(make_service, tmp
     client = service.batch_client()
     client.create_pool({
         "id": "spot", "vmSize": "standard_d2s_v3", "taskSlotsPerNode": 1, "targetLowPriorityNodes": 1,
-        "virtualMachineConfiguration": {
-            "imageReference": {"publisher": "canonical", "offer": "ubuntu-24_04-lts", "sku": "server",
-                               "version": "latest"},
-            "nodeAgentSKUId": "batch.node.ubuntu 24.04"},
+        "virtualMachineConfiguration": service.node_vm,
     })
     workdir = write_files(
         tmp_path / "spot",

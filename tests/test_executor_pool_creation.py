@@ -1,5 +1,6 @@
-"""The plugin creates its pool when asked: an autoscaling Spot pool from zero on the local service, nodes that
-appear while tasks wait and leave when idle, the pool deleted at the end (or kept), the preflight line with prices."""
+"""The plugin creates its pool when asked: an autoscaling Spot pool whose first evaluation already asks for the
+ready tasks' nodes, nodes that leave when idle, the pool deleted at the end (or kept), the preflight line with
+prices; a pool whose image cannot run the bootstrap stops the run in one line before anything is created."""
 
 from __future__ import annotations
 
@@ -39,12 +40,13 @@ def service(make_service):
 
 
 class PoolWatcher:
-    """Polls the pool while snakemake runs: the Spot/dedicated node counts seen."""
+    """Polls the pool while snakemake runs: the Spot/dedicated node counts and autoscale runs seen."""
 
     def __init__(self, client, pool_id: str) -> None:
         self.client, self.pool_id = client, pool_id
         self.spot_counts: list[int] = []
         self.dedicated_counts: list[int] = []
+        self.evaluations: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -56,6 +58,8 @@ class PoolWatcher:
                 continue
             self.spot_counts.append(pool.current_low_priority_nodes)
             self.dedicated_counts.append(pool.current_dedicated_nodes)
+            run = pool.auto_scale_run
+            self.evaluations.add(f"{run.timestamp} {run.results or run.error.code}")
 
     def __enter__(self) -> "PoolWatcher":
         self._thread.start()
@@ -66,11 +70,11 @@ class PoolWatcher:
         self._thread.join()
 
 
-def pool_settings(pool_id: str, **extra: str) -> dict[str, str]:
+def pool_settings(service, pool_id: str, **extra: str) -> dict[str, str]:
     return {
         "SNAKEMAKE_AZBATCH_POOL_ID": pool_id,
         "SNAKEMAKE_AZBATCH_POOL_VM_SIZE": "standard_d2s_v3",
-        "SNAKEMAKE_AZBATCH_POOL_IMAGE": "ubuntu-24.04",
+        **service.pool_image_env(),  # the image the service's nodes really are (it refuses others)
         "SNAKEMAKE_AZBATCH_POOL_AUTOSCALE": "0-3",
         "SNAKEMAKE_AZBATCH_POOL_SPOT": "true",
         "SNAKEMAKE_AZBATCH_POOL_SLOTS": "1",
@@ -80,18 +84,23 @@ def pool_settings(pool_id: str, **extra: str) -> dict[str, str]:
 
 
 def test_autoscaling_spot_pool_is_created_used_and_deleted(service, tmp_path) -> None:
+    """The evaluation interval (10 min) outlasts the run: its nodes can only come from the evaluation at creation,
+    which sees no sample yet and so targets the 4 ready tasks (capped at 3 nodes)."""
     workdir = write_files(tmp_path / "spot", {"Snakefile": SNAKEFILE})
     client = service.batch_client()
+    settings = pool_settings(service, "spot-run", SNAKEMAKE_AZBATCH_PRICE_NODE_HOUR="0.19,0.04",
+                             SNAKEMAKE_AZBATCH_POOL_AUTOSCALE_INTERVAL="10")
     with PoolWatcher(client, "spot-run") as watcher:
-        result = run_snakemake(service, workdir, container="spot", **pool_settings(
-            "spot-run", SNAKEMAKE_AZBATCH_PRICE_NODE_HOUR="0.19,0.04"))
+        result = run_snakemake(service, workdir, container="spot", **settings)
     assert result.returncode == 0, output_of(result)
     text = result.stdout + result.stderr
-    assert ("azbatch: creating pool spot-run: standard_d2s_v3, 1 task slot(s) per node, ubuntu-24.04, autoscale 0-3 "
-            "Spot nodes on pending tasks (every 0.02 min); deleted at the end of the run; 0.19 per dedicated "
+    image = settings["SNAKEMAKE_AZBATCH_POOL_IMAGE"]
+    assert (f"azbatch: creating pool spot-run: standard_d2s_v3, 1 task slot(s) per node, {image}, autoscale 0-3 "
+            "Spot nodes on pending tasks (every 10 min); deleted at the end of the run; 0.19 per dedicated "
             "node-hour, 0.04 per Spot node-hour") in text, output_of(result)
     assert "azbatch: deleted pool spot-run (created by this run)" in text
-    assert watcher.spot_counts[0] == 0, watcher.spot_counts  # created empty
+    assert len(watcher.evaluations) == 1, watcher.evaluations  # only the one at creation
+    assert "$TargetLowPriorityNodes=3;" in next(iter(watcher.evaluations)), watcher.evaluations
     assert max(watcher.spot_counts) >= 2 and set(watcher.dedicated_counts) == {0}, watcher.spot_counts
     assert sorted(p.name for p in (workdir / "out").iterdir()) == [f"{i}.txt" for i in range(4)]
     with pytest.raises(ResourceNotFoundError):
@@ -103,7 +112,7 @@ def test_created_pool_is_kept_and_shrinks_when_idle(service, tmp_path) -> None:
     workdir = write_files(tmp_path / "kept", {"Snakefile": SNAKEFILE})
     client = service.batch_client()
     result = run_snakemake(service, workdir, container="kept",
-                           **pool_settings("kept-run", SNAKEMAKE_AZBATCH_KEEP_POOL="true"))
+                           **pool_settings(service, "kept-run", SNAKEMAKE_AZBATCH_KEEP_POOL="true"))
     assert result.returncode == 0, output_of(result)
     assert "azbatch: kept pool kept-run (created by this run)" in result.stdout + result.stderr
     pool = client.get_pool("kept-run")
@@ -112,7 +121,7 @@ def test_created_pool_is_kept_and_shrinks_when_idle(service, tmp_path) -> None:
              lambda: f"idle Spot nodes never left: {client.get_pool('kept-run').as_dict()}")
     # A second run finds the pool: it uses it and never deletes a pool it did not create.
     (workdir / "out").rename(workdir / "first")
-    again = run_snakemake(service, workdir, container="kept", **pool_settings("kept-run"))
+    again = run_snakemake(service, workdir, container="kept", **pool_settings(service, "kept-run"))
     assert again.returncode == 0, output_of(again)
     assert "azbatch: pool kept-run exists; it is used as it is" in again.stdout + again.stderr
     assert client.get_pool("kept-run").state == "active"
@@ -135,7 +144,8 @@ def test_a_pool_other_runs_use_outlives_its_run_and_its_deletion_ends_a_run(serv
     client = service.batch_client()
     workdir = write_files(tmp_path / "creator", {"Snakefile": SNAKEFILE})
     creator = subprocess.Popen(snakemake_command(), cwd=workdir, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, env=snakemake_env(service, "creator", **pool_settings("shared")))
+                               stderr=subprocess.STDOUT,
+                               env=snakemake_env(service, "creator", **pool_settings(service, "shared")))
     try:
         wait_for(lambda: any(p.id == "shared" for p in client.list_pools()), 60, "the pool run A creates")
         client.create_job({"id": "another-run", "poolInfo": {"poolId": "shared"}})
@@ -152,7 +162,7 @@ def test_a_pool_other_runs_use_outlives_its_run_and_its_deletion_ends_a_run(serv
 
     before = service.metrics()
     later = write_files(tmp_path / "user", {"Snakefile": LONG_SNAKEFILE})
-    env = snakemake_env(service, "user", **pool_settings("shared"), SNAKEMAKE_AZBATCH_KEEP_JOB="true",
+    env = snakemake_env(service, "user", **pool_settings(service, "shared"), SNAKEMAKE_AZBATCH_KEEP_JOB="true",
                         SNAKEMAKE_AZBATCH_HEARTBEAT_INTERVAL="1", SNAKEMAKE_AZBATCH_HEARTBEAT_STALE="5")
     user = subprocess.Popen(snakemake_command(), cwd=later, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -175,3 +185,42 @@ def test_a_pool_other_runs_use_outlives_its_run_and_its_deletion_ends_a_run(serv
     assert "Traceback" not in text
     assert enum_text(client.get_job(job.id).state) == "completed", text
     assert count(service.metrics(), "operations", "Jobs_UpdateJob") > count(before, "operations", "Jobs_UpdateJob")
+
+
+def test_a_pool_image_too_old_for_the_bootstrap_stops_the_run_before_anything_is_created(service, make_service,
+                                                                                        tmp_path) -> None:
+    """With the pip bootstrap, a pool whose image's python3 is 3.10 cannot run Snakemake 9: a pool to create is
+    refused before Pools_AddPool, an existing one (a simulated service's, which stands in for any image) before
+    any Batch job; one line each."""
+    client = service.batch_client()
+    workdir = write_files(tmp_path / "old", {"Snakefile": SNAKEFILE})
+    settings = {k: v for k, v in pool_settings(service, "old-run").items() if k != "SNAKEMAKE_AZBATCH_POOL_NODE_AGENT"}
+    before = service.metrics()
+    result = run_snakemake(service, workdir, container="old", **{**settings,
+                                                                 "SNAKEMAKE_AZBATCH_POOL_IMAGE": "ubuntu-22.04"})
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error: azbatch:")]
+    assert lines == ["Error: azbatch: pool 'old-run' would be created with canonical/0001-com-ubuntu-server-jammy/"
+                     "22_04-lts, whose python3 3.10 is older than --azbatch-bootstrap pip needs (Snakemake 9: >= "
+                     "3.11); nothing was created. Use --azbatch-pool-image ubuntu-24.04 (the default), or "
+                     "--azbatch-bootstrap container with an image"], output_of(result)
+    assert "Traceback" not in result.stderr and "creating pool" not in result.stdout + result.stderr
+    with pytest.raises(ResourceNotFoundError):
+        client.get_pool("old-run")
+    assert count(service.metrics(), "operations", "Pools_AddPool") == count(before, "operations", "Pools_AddPool")
+    assert not [j.id for j in client.list_jobs() if j.id.startswith("sm-old-")]
+
+    simulated = make_service(simulate=0.1, pools=[])
+    sim_client = simulated.batch_client()
+    sim_client.create_pool({"id": "jammy", "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 1,
+                            "virtualMachineConfiguration": {
+                                "imageReference": {"publisher": "canonical", "offer": "0001-com-ubuntu-server-jammy",
+                                                   "sku": "22_04-lts", "version": "latest"},
+                                "nodeAgentSKUId": "batch.node.ubuntu 22.04"}})
+    existing = run_snakemake(simulated, workdir, container="old", SNAKEMAKE_AZBATCH_POOL_ID="jammy")
+    assert existing.returncode != 0
+    lines = [line for line in (existing.stdout + existing.stderr).splitlines() if line.startswith("Error: azbatch:")]
+    assert len(lines) == 1 and lines[0].startswith(
+        "Error: azbatch: pool 'jammy' runs canonical/0001-com-ubuntu-server-jammy/22_04-lts, whose python3 3.10 is "
+        "older than --azbatch-bootstrap pip needs"), output_of(existing)
+    assert list(sim_client.list_jobs()) == []

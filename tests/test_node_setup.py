@@ -198,11 +198,17 @@ def test_bootstrap_modes_that_fit_their_nodes_pass_the_check():
 
 
 @pytest.mark.quick
-def test_offline_mode_on_an_image_with_too_old_a_python_stops_with_one_line():
-    with pytest.raises(SettingsError, match=r"whose python3 is 3\.10, older than Snakemake 9 needs .*--azbatch-node-python"):
-        setup(bootstrap="offline").check([pool(UBUNTU_22)])
-    setup(bootstrap="offline", node_python="3.12").check([pool(UBUNTU_22)])  # the start task installs a newer one
-    setup(bootstrap="pip").check([pool(UBUNTU_22)])  # the node says so itself, in one line (see below)
+def test_pip_and_offline_on_an_image_with_too_old_a_python_stop_with_one_line():
+    for mode in ("offline", "pip"):
+        with pytest.raises(SettingsError, match=rf"whose python3 3\.10 is older than --azbatch-bootstrap {mode} "
+                                                r"needs \(Snakemake 9: >= 3\.11\).*--azbatch-node-python"):
+            setup(bootstrap=mode).check([pool(UBUNTU_22)])
+        setup(bootstrap=mode, node_python="3.12").check([pool(UBUNTU_22)])  # the start task installs a newer one
+    with pytest.raises(SettingsError, match=r"pool 'p' would be created with .*22_04-lts.*nothing was created"):
+        setup().check([pool(UBUNTU_22)], planned="P")
+    setup(bootstrap="container", container_image="img").check([pool(UBUNTU_22, containers=True)], planned="p")
+    setup(bootstrap="none").check([pool(UBUNTU_22)])  # the image (or start task) is the user's statement
+    setup(bootstrap="pip", container_image="img").check([pool(UBUNTU_22, containers=True)])  # the image's python3
 
 
 @pytest.mark.quick

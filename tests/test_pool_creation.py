@@ -25,13 +25,13 @@ def test_no_vm_size_means_no_pool_creation() -> None:
     assert creation() is None
 
 
-def test_defaults_autoscale_from_zero_with_slots_from_the_vm_size() -> None:
+def test_defaults_autoscale_from_zero_on_ubuntu_24_04_with_slots_from_the_vm_size() -> None:
     made = creation(pool_vm_size="Standard_D4s_v3")
     assert (made.slots, made.autoscale, made.autoscale_spot, made.keep) == (4, (0, 4), False, False)
     body = pool_body(made, "p")
     assert body["virtualMachineConfiguration"] == {
-        "imageReference": {"publisher": "canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts",
-                           "version": "latest"}, "nodeAgentSKUId": "batch.node.ubuntu 22.04"}
+        "imageReference": {"publisher": "canonical", "offer": "ubuntu-24_04-lts", "sku": "server",
+                           "version": "latest"}, "nodeAgentSKUId": "batch.node.ubuntu 24.04"}
     assert (body["enableAutoScale"], body["autoScaleEvaluationInterval"], body["taskSlotsPerNode"]) == (True, "PT300S", 4)
     assert "targetDedicatedNodes" not in body
 
@@ -51,25 +51,61 @@ def test_fixed_spot_pool_with_custom_image_start_task_and_containers() -> None:
 
 def test_named_images_and_container_images() -> None:
     assert creation(pool_vm_size="s", pool_image="ubuntu-24.04").image[:3] == ("canonical", "ubuntu-24_04-lts", "server")
-    assert creation(pool_vm_size="s", pool_containers=True).image[:3] == ("microsoft-dsvm", "ubuntu-hpc", "2204")
+    assert creation(pool_vm_size="s", pool_containers=True).image[:3] == ("microsoft-dsvm", "ubuntu-hpc", "2404")
+    old = creation(pool_vm_size="s", pool_image="ubuntu-22.04")
+    assert (old.image[:3], old.node_agent) == (("canonical", "0001-com-ubuntu-server-jammy", "22_04-lts"),
+                                               "batch.node.ubuntu 22.04")
 
 
 @pytest.mark.parametrize(
     ("settings", "fragment"),
     [
         ({"pool_nodes": "2"}, "--azbatch-pool-nodes only applies to a pool the run creates"),
-        ({"pool_vm_size": "s", "pool_image": "debian"}, "use ubuntu-22.04, ubuntu-24.04 or PUBLISHER:OFFER:SKU"),
+        ({"pool_vm_size": "s", "pool_image": "debian"}, "use ubuntu-24.04, ubuntu-22.04 or PUBLISHER:OFFER:SKU"),
         ({"pool_vm_size": "s", "pool_image": "a:b:c"}, "needs --azbatch-pool-node-agent"),
         ({"pool_vm_size": "s", "pool_nodes": "0,0"}, "at least one node"),
         ({"pool_vm_size": "s", "pool_autoscale": "5-2"}, "MAX ≥ MIN"),
         ({"pool_vm_size": "s", "pool_autoscale": "0-2", "pool_nodes": "1"}, "not both"),
         ({"pool_vm_size": "s", "pool_slots": 0}, "from 1 to 256"),
+        ({"pool_vm_size": "s", "pool_registry": "r.azurecr.io"}, "applies to a container pool"),
+        ({"pool_vm_size": "s", "pool_containers": True, "pool_registry": "r.azurecr.io", "pool_registry_user": "u"},
+         "--azbatch-pool-registry-password-var is missing"),
+        ({"pool_vm_size": "s", "pool_containers": True, "pool_registry": "r.azurecr.io/team", "pool_registry_user": "u",
+          "pool_registry_password_var": "REG_PW"}, "give the registry's host name"),
+        ({"pool_vm_size": "s", "pool_containers": True, "pool_registry": "r.azurecr.io", "pool_registry_user": "u",
+          "pool_registry_password_var": "hunter2!"}, "must name an environment variable"),
+        ({"pool_vm_size": "s", "pool_containers": True, "pool_registry": "r.azurecr.io", "pool_registry_user": "u",
+          "pool_registry_password_var": "UNSET_REGISTRY_PW"}, "UNSET_REGISTRY_PW .* is unset or empty"),
     ],
 )
 def test_bad_pool_settings_are_one_line(settings, fragment) -> None:
     with pytest.raises(SettingsError, match=fragment) as err:
         creation(**settings)
     assert "\n" not in str(err.value)
+
+
+def test_private_registry_login_from_an_environment_variable_never_shown() -> None:
+    made = resolve(ExecutorSettings(pool_vm_size="s", pool_containers=True, pool_registry="https://myreg.azurecr.io",
+                                    pool_registry_user="puller", pool_registry_password_var="REG_PW"),
+                   {**ENV, "REG_PW": "s3cret-value"}).pool_creation
+    body = pool_body(made, "p", ("myreg.azurecr.io/tools:1",))
+    assert body["virtualMachineConfiguration"]["containerConfiguration"] == {
+        "type": "dockerCompatible", "containerImageNames": ["myreg.azurecr.io/tools:1"],
+        "containerRegistries": [{"registryServer": "myreg.azurecr.io", "username": "puller",
+                                 "password": "s3cret-value"}]}
+    line = describe(made, "p")
+    assert "logs in to myreg.azurecr.io as puller" in line
+    assert "s3cret" not in line and "s3cret" not in repr(made)
+
+
+def test_generated_formula_asks_for_the_ready_tasks_at_creation() -> None:
+    """Created before any task exists, the pool's first evaluation (no samples yet) targets the ready tasks."""
+    made = creation(pool_vm_size="Standard_D4s_v3", pool_autoscale="0-10")
+    formula = pool_body(made, "p", ready_tasks=9)["autoScaleFormula"]
+    assert _targets(formula, []).target_dedicated == 3  # 9 tasks, 4 slots per node
+    assert _targets(formula, [0]).target_dedicated == 0  # then the samples decide
+    assert _targets(pool_body(made, "p", ready_tasks=400)["autoScaleFormula"], []).target_dedicated == 10
+    assert _targets(pool_body(made, "p")["autoScaleFormula"], []).target_dedicated == 0  # nothing ready: no error
 
 
 def _targets(formula: str, samples: list[float], period: float = 30.0):

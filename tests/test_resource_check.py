@@ -14,9 +14,9 @@ from snakemake_executor_plugin_azbatch.settings import ExecutorSettings, Setting
 @pytest.mark.parametrize(
     "resources, expected",
     [
-        ('mem_mb=100000', "asks for mem_mb=100000 but a node of pool 'local' (standard_d2s_v3) has 8192 MB"),
-        ('disk_mb=10**6', "asks for disk_mb=1000000 but a node of pool 'local' (standard_d2s_v3) has a 16384 MB"),
-        ('gpu=1', "asks for 1 GPU(s) but a node of pool 'local' (standard_d2s_v3) has 0"),
+        ('mem_mb=100000', "asks for mem_mb=100000 but a node of pool 'local' ({size}) has {mem} MB"),
+        ('disk_mb=10**6', "asks for disk_mb=1000000 but a node of pool 'local' ({size}) has a {disk} MB"),
+        ('gpu=1', "asks for 1 GPU(s) but a node of pool 'local' ({size}) has 0"),
     ],
     ids=["mem", "disk", "gpu"],
 )
@@ -39,6 +39,8 @@ def test_a_rule_that_does_not_fit_stops_the_run_before_any_task(local_service, t
             """
         },
     )
+    size = vm_sizes.BUILT_IN[local_service.batch_client().get_pool("local").vm_size]  # a core per slot
+    expected = expected.format(size=size.name, mem=size.mem_mb, disk=size.disk_mb)
     before = local_service.metrics()
     result = run_snakemake(local_service, workdir, container="fit")
     after = local_service.metrics()

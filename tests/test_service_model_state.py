@@ -80,7 +80,8 @@ def test_entities_match_the_spec_shapes(make_state) -> None:
     pool = state.get_pool("P")  # ids are case-insensitive
     check_shape("BatchPool", pool)
     assert pool["id"] == "p" and pool["taskSlotsPerNode"] == 3 and pool["currentDedicatedNodes"] == 2
-    assert pool["virtualMachineConfiguration"]["nodeAgentSKUId"] == "batch.node.ubuntu 22.04"
+    assert pool["virtualMachineConfiguration"] == state.node_system.vm_configuration()  # what the nodes are
+    assert pool["vmSize"] == "standard_d4s_v3"  # the smallest Dsv3 size with a core for each of its 3 slots
     nodes = state.list_nodes("p")
     for node in nodes:
         check_shape("BatchNode", node)

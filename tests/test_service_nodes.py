@@ -147,7 +147,12 @@ def test_pool_and_nodes_look_like_a_linux_batch_pool(local_service) -> None:
     assert pool.current_dedicated_nodes == pool.target_dedicated_nodes == spec.nodes
     assert pool.enable_auto_scale is False
     assert pool.task_scheduling_policy.node_fill_type == "spread"
-    assert pool.virtual_machine_configuration.node_agent_sku_id == "batch.node.ubuntu 22.04"
+    # What the nodes really are (here: the host, whose python3 the image names), on a VM size with a core per slot.
+    assert pool.virtual_machine_configuration.node_agent_sku_id == local_service.node_vm["nodeAgentSKUId"]
+    assert pool.virtual_machine_configuration.image_reference.sku == local_service.node_vm["imageReference"]["sku"]
+    cores = {"standard_d2s_v3": 2, "standard_d4s_v3": 4, "standard_d8s_v3": 8, "standard_d16s_v3": 16}
+    assert cores[pool.vm_size] >= spec.slots
+    assert pool.vm_size == "standard_d2s_v3" or cores[pool.vm_size] // 2 < spec.slots  # the smallest that fits
     nodes = list(client.list_nodes(spec.id))
     assert len(nodes) == spec.nodes and len({n.id for n in nodes}) == spec.nodes
     for node in nodes:

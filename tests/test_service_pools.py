@@ -13,8 +13,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from waiting import wait_for
 
 WAIT = 60
-IMAGE = {"imageReference": {"publisher": "canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"},
-         "nodeAgentSKUId": "batch.node.ubuntu 24.04"}
+IMAGE: dict = {}  # the service's own node image (ServiceHandle.node_vm), set by `svc`
 GROW_AND_SHRINK = (
     "$pending = max($PendingTasks.GetSample(1));"
     "$TargetLowPriorityNodes = min(3, ceil($pending / $TaskSlotsPerNode));"
@@ -29,6 +28,7 @@ def svc(tmp_path_factory):
 
     handle = start_service(tmp_path_factory.mktemp("pools"),
                             {"autoscale_min_interval": 1.0, "autoscale_sample_seconds": 0.2, "max_pool_nodes": 4})
+    IMAGE.update(handle.node_vm)
     yield handle
     handle.stop()
 
@@ -81,7 +81,7 @@ def test_fixed_pool_add_resize_and_delete(svc) -> None:
                                  startTask={"commandLine": "true"}, metadata=[{"name": "k", "value": "v"}]))
     pool = steady_with(client, pool_id, 1, 2)
     assert (pool.vm_size, pool.virtual_machine_configuration.node_agent_sku_id) == ("standard_d2s_v3",
-                                                                                    "batch.node.ubuntu 24.04")
+                                                                                    IMAGE["nodeAgentSKUId"])
     assert sorted(n.is_dedicated for n in client.list_nodes(pool_id)) == [False, False, True]
     counts = {c.pool_id: c for c in client.list_pool_node_counts()}[pool_id]
     assert (counts.dedicated.idle, counts.low_priority.idle, counts.low_priority.total) == (1, 2, 2)
@@ -131,9 +131,13 @@ def test_autoscale_grows_from_zero_runs_tasks_and_shrinks_when_idle(svc) -> None
     client.create_pool(pool_body(pool_id, enableAutoScale=True, autoScaleFormula=GROW_AND_SHRINK,
                                  autoScaleEvaluationInterval="PT1S"))
     pool = client.get_pool(pool_id)
-    assert pool.enable_auto_scale and pool.auto_scale_run.results.startswith(
-        "$TargetDedicatedNodes=0;$TargetLowPriorityNodes=0;$NodeDeallocationOption=taskcompletion;$pending=0")
+    # As on Batch, the evaluation at creation comes before the pool's first sample: GetSample(1) fails there.
+    assert pool.enable_auto_scale and pool.auto_scale_run.error.code == "AutoScalingFormulaEvaluationError"
+    assert "only 0 samples" in pool.auto_scale_run.error.message
     assert pool.current_low_priority_nodes == 0
+    wait_for(lambda: (client.get_pool(pool_id).auto_scale_run.results or "").startswith(
+        "$TargetDedicatedNodes=0;$TargetLowPriorityNodes=0;$NodeDeallocationOption=taskcompletion;$pending=0"),
+        WAIT, "the next evaluation, with a sample")
 
     job_id = unique("job")
     client.create_job({"id": job_id, "poolInfo": {"poolId": pool_id}})
@@ -200,3 +204,43 @@ def test_spot_nodes_are_preempted_by_the_fault_option(make_service) -> None:
                     "the requeued task never completed on the restarted node")
     assert (task.execution_info.requeue_count, task.execution_info.result) == (1, "success")
     assert list(nodes_by_state(client, "spot")) == ["idle"]
+
+
+def test_a_created_pool_claims_only_an_image_its_nodes_can_stand_in_for(svc) -> None:
+    """The nodes here are the host: a pool that claims an image with another python3 is refused (400, naming the
+    image to use), so a client reading the pool's image never sees a Python its nodes do not have."""
+    client = svc.batch_client()
+    other = ({"publisher": "debian", "offer": "debian-13", "sku": "13", "version": "latest"}, "batch.node.debian 13")
+    if svc.service.state.node_system.python != "3.10":
+        other = ({"publisher": "canonical", "offer": "0001-com-ubuntu-server-jammy", "sku": "22_04-lts",
+                  "version": "latest"}, "batch.node.ubuntu 22.04")
+    pool_id = unique("claims")
+    body = {**pool_body(pool_id, targetDedicatedNodes=1),
+            "virtualMachineConfiguration": {"imageReference": other[0], "nodeAgentSKUId": other[1]}}
+    with pytest.raises(HttpResponseError) as err:
+        client.create_pool(body)
+    assert (err.value.status_code, error_code(err.value)) == (400, "InvalidPropertyValue")
+    own = IMAGE["imageReference"]
+    assert f"cannot stand in for {other[0]['publisher']}/{other[0]['offer']}/{other[0]['sku']}" in str(err.value)
+    assert f"imageReference {own['publisher']}/{own['offer']}/{own['sku']}" in str(err.value)
+    assert not exists(client, pool_id)
+    client.create_pool(pool_body(pool_id, targetDedicatedNodes=0))  # its own image is accepted and reported
+    pool = client.get_pool(pool_id)
+    assert pool.virtual_machine_configuration.image_reference.offer == own["offer"]
+    client.begin_delete_pool(pool_id, polling_interval=0.2).result()
+
+
+def test_a_registry_password_is_kept_secret(svc) -> None:
+    """As Batch: a pool's containerRegistries come back without their password (x-ms-secret). (The server is a
+    URL here because the spec validating every response says `format: uri`.)"""
+    client = svc.batch_client()
+    pool_id = unique("registry")
+    vm = {**IMAGE, "containerConfiguration": {"type": "dockerCompatible", "containerRegistries": [
+        {"registryServer": "https://myreg.azurecr.io", "username": "puller", "password": "s3cret-value"}]}}
+    client.create_pool({**pool_body(pool_id, targetDedicatedNodes=0), "virtualMachineConfiguration": vm})
+    for pool in (client.get_pool(pool_id), next(p for p in client.list_pools() if p.id == pool_id)):
+        registry = pool.virtual_machine_configuration.container_configuration.container_registries[0]
+        assert (registry.registry_server, registry.username) == ("https://myreg.azurecr.io", "puller")
+        assert registry.password is None
+        assert "s3cret" not in str(pool.as_dict())
+    client.begin_delete_pool(pool_id, polling_interval=0.2).result()

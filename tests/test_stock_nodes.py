@@ -129,8 +129,8 @@ def test_the_start_task_ran_as_admin_on_the_node(svc: ServiceHandle) -> None:
 
 
 def test_stock_pools_report_the_image_their_nodes_run(svc: ServiceHandle) -> None:
-    """Debian 13 (the stock image's system), not the Ubuntu 22.04 that host-node pools report; the plugin reads
-    the nodes' Python from it. Its /etc/os-release says the same."""
+    """Debian 13 (the stock image's system), not the host's; the plugin reads the nodes' Python from it. Its
+    /etc/os-release says the same."""
     client = svc.batch_client()
     debian = {"publisher": "debian", "offer": "debian-13", "sku": "13", "version": "latest"}
     vm = client.get_pool("stock").virtual_machine_configuration

@@ -44,6 +44,7 @@ from .errors import (
     TaskExists,
     TaskNotFound,
 )
+from . import node_system
 from .execution import ExecutionBackend
 from .lifecycle import TaskLifecycle
 from .pool_management import PoolManager
@@ -70,12 +71,14 @@ class BatchState:
         self.lifecycle = TaskLifecycle(self.records, backend, config)
         self.pool_manager = PoolManager(self.records, self.lifecycle, backend, config, self.nodes_root)
         self.scheduler = Scheduler(self.records, self.lifecycle, self.pool_manager.tick)
+        self.node_system = node_system.for_service(config.simulate, config.node_image)  # what pools report
         self._task_seq = itertools.count(1)
         now = iso_now()
         for spec in config.pools:
             pool = PoolRecord(spec.id, spec.slots, spec.nodes, now, new_etag(), vm_size=spec.vm_size,
                               container_configuration=copy.deepcopy(spec.container_configuration),
-                              start_task=copy.deepcopy(spec.start_task), stock_image=config.node_image is not None)
+                              start_task=copy.deepcopy(spec.start_task),
+                              system_vm=self.node_system.vm_configuration())
             for _ in range(spec.nodes):
                 self.pool_manager.add_node(pool, dedicated=True)
             self.records.pools[spec.id.lower()] = pool
@@ -138,6 +141,9 @@ class BatchState:
     def add_pool(self, body: dict) -> dict:
         """Pools_AddPool: nodes join through the backend as the scheduler thread resizes the pool."""
         request = check_pool_body(body, self.config.autoscale_min_interval)
+        problem = self.node_system.stand_in_problem(body["virtualMachineConfiguration"]["imageReference"])
+        if problem:
+            raise InvalidPropertyValue(problem, {"PropertyName": "virtualMachineConfiguration.imageReference"})
         with self.records.lock:
             if request.id.lower() in self.records.pools:
                 raise PoolExists()

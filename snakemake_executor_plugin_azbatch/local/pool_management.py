@@ -11,7 +11,8 @@ starting nodes leave first.
 Choices where the local service differs from Batch (documented in README):
 - Nodes are allocated at once (Batch takes minutes); `resizeTimeout` is recorded but never reached.
 - The autoscale evaluation interval's minimum is `ServiceConfig.autoscale_min_interval` (Batch: 5 minutes; tests
-  lower it), and samples are taken every `autoscale_sample_seconds` (Batch: 30 s) with no delay.
+  lower it), and samples are taken every `autoscale_sample_seconds` (Batch: 30 s) with no delay; a new pool's
+  first evaluation, at creation, sees no sample (as on Batch, whose first sample comes later).
 - A pool is capped at `max_pool_nodes` nodes; a larger target is cut there with a resize error
   (AccountCoreQuotaReached / AccountLowPriorityCoreQuotaReached), as a quota would on Batch.
 - A node marked unusable (`POST /_local/pools/P/nodes/N/state`, node_admin.py) takes no tasks, as Batch documents;
@@ -95,8 +96,8 @@ class PoolManager:
 
     def create(self, pool: PoolRecord, program: Program | None) -> None:
         self.records.pools[pool.id.lower()] = pool
-        if program is not None:
-            self._evaluate_and_apply(pool, program)
+        if program is not None:  # Batch evaluates at creation, before its first 30-second sample of the pool
+            self._evaluate_and_apply(pool, program, sample=False)
         self._mark_resizing(pool)
 
     def delete(self, pool: PoolRecord) -> None:
@@ -157,8 +158,9 @@ class PoolManager:
                                                       "message": str(err)}}, None
         return {"timestamp": iso_now(), "results": outcome.results}, outcome
 
-    def _evaluate_and_apply(self, pool: PoolRecord, program: Program) -> None:
-        self._sample(pool, force=True)
+    def _evaluate_and_apply(self, pool: PoolRecord, program: Program, sample: bool = True) -> None:
+        if sample:
+            self._sample(pool, force=True)
         pool.autoscale_run, outcome = self._run(pool, program)
         interval = duration_seconds(pool.autoscale_interval) or 900.0
         pool.next_evaluation = time.monotonic() + interval

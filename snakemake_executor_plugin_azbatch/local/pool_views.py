@@ -1,12 +1,13 @@
 """REST shapes of pools, nodes, node counts, supported images and applications, built from the records.
 
-Pools from the service's --pool/--container-pool options and pool files are fixed-size Linux pools of
-`standard_d2s_v3`-shaped nodes (or the pool file's vmSize) on Ubuntu 22.04 as Batch reports them, or on Debian 13
-when the nodes run in the stock node image (`--node-image`, which is Debian 13 minbase), so a client that reads the
-image (the plugin picks the nodes' Python from it) sees what runs; pools created over the API report the vmSize
-and image they were created with, whatever runs (see the execution backend). Container-enabled pools report their
-containerConfiguration, pools with a start task their startTask, and their nodes the start task's progress
-(startTaskInfo) and the node state it implies (`NodeRecord.state`).
+Pools from the service's --pool/--container-pool options and pool files are fixed-size Linux pools whose VM size
+is the smallest Dsv3 size with a core per task slot (or the pool file's vmSize) and whose image is what their nodes
+really are (`node_system`: the stock node image, the host, or simulated nodes), so a client that reads the image
+(the plugin picks the nodes' Python from it) sees what runs; pools created over the API report the vmSize and image
+they were created with, which Pools_AddPool accepts only when the nodes can stand in for it. Container-enabled
+pools report their containerConfiguration (registry passwords left out, as Batch does), pools with a start task
+their startTask, and their nodes the start task's progress (startTaskInfo) and the node state it implies
+(`NodeRecord.state`).
 """
 
 from __future__ import annotations
@@ -18,17 +19,10 @@ from typing import Any
 from .config import AppPackageSpec
 from .records import NodeRecord, PoolRecord, Records
 
-VM_SIZE = "standard_d2s_v3"
-NODE_AGENT_SKU = "batch.node.ubuntu 22.04"
-IMAGE_REFERENCE = {
-    "publisher": "canonical",
-    "offer": "0001-com-ubuntu-server-jammy",
-    "sku": "22_04-lts",
-    "version": "latest",
-}
-# What --node-image pools report: the Marketplace image and node agent of the stock node image's system.
-STOCK_NODE_AGENT_SKU = "batch.node.debian 13"
-STOCK_IMAGE_REFERENCE = {"publisher": "debian", "offer": "debian-13", "sku": "13", "version": "latest"}
+# General-purpose Dsv3 sizes by vCPUs: a local pool with N task slots reports the smallest with >= N cores.
+VM_SIZES_BY_CORES = ((2, "standard_d2s_v3"), (4, "standard_d4s_v3"), (8, "standard_d8s_v3"),
+                     (16, "standard_d16s_v3"), (32, "standard_d32s_v3"), (48, "standard_d48s_v3"),
+                     (64, "standard_d64s_v3"))
 # Node states (BatchNodeState, lower-case) → BatchNodeCounts property names.
 NODE_COUNT_FIELDS = {
     name.lower(): name
@@ -44,6 +38,8 @@ def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
     """BatchPool: the creation body's fields as given, runtime fields from the record."""
     spec = copy.deepcopy(pool.spec)
     vm = spec.pop("virtualMachineConfiguration", None) or vm_configuration(pool)
+    for registry in (vm.get("containerConfiguration") or {}).get("containerRegistries") or []:
+        registry.pop("password", None)  # a secret: Batch never returns it
     body: dict[str, Any] = {
         **spec,
         "id": pool.id,
@@ -55,7 +51,7 @@ def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
         "stateTransitionTime": pool.state_transition_time,
         "allocationState": pool.allocation_state,
         "allocationStateTransitionTime": pool.allocation_state_transition_time,
-        "vmSize": pool.vm_size or VM_SIZE,
+        "vmSize": vm_size(pool),
         "resizeTimeout": pool.resize_timeout,
         "currentDedicatedNodes": sum(1 for n in pool.nodes if n.dedicated),
         "currentLowPriorityNodes": sum(1 for n in pool.nodes if not n.dedicated),
@@ -84,10 +80,16 @@ def pool_view(records: Records, pool: PoolRecord) -> dict[str, Any]:
     return body
 
 
+def vm_size(pool: PoolRecord) -> str:
+    """The size given (API, pool file), else the smallest Dsv3 size with a core for every task slot (Batch allows
+    up to 4 slots per core, so the largest stands for more)."""
+    if pool.vm_size:
+        return pool.vm_size
+    return next((name for cores, name in VM_SIZES_BY_CORES if cores >= pool.slots), VM_SIZES_BY_CORES[-1][1])
+
+
 def vm_configuration(pool: PoolRecord) -> dict[str, Any]:
-    image, sku = (STOCK_IMAGE_REFERENCE, STOCK_NODE_AGENT_SKU) if pool.stock_image else (
-        IMAGE_REFERENCE, NODE_AGENT_SKU)
-    config: dict[str, Any] = {"imageReference": dict(image), "nodeAgentSKUId": sku}
+    config: dict[str, Any] = copy.deepcopy(pool.system_vm or {})
     if pool.container_configuration is not None:
         config["containerConfiguration"] = copy.deepcopy(pool.container_configuration)
     return config
@@ -95,7 +97,7 @@ def vm_configuration(pool: PoolRecord) -> dict[str, Any]:
 
 def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
     pool = records.pools.get(node.pool_id.lower())
-    vm_size = (pool.vm_size if pool else None) or VM_SIZE
+    size = vm_size(pool) if pool else VM_SIZES_BY_CORES[0][1]
     recent = []
     for job_key, task_key in sorted(node.running_tasks):
         job = records.jobs.get(job_key)
@@ -121,7 +123,7 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
         "allocationTime": node.allocation_time,
         "ipAddress": "127.0.0.1",
         "affinityId": f"TVM:{node.id}",
-        "vmSize": vm_size,
+        "vmSize": size,
         "totalTasksRun": node.total_tasks_run,
         "runningTasksCount": len(node.running_tasks),
         "runningTaskSlotsCount": node.used_slots,
@@ -143,10 +145,8 @@ def node_view(records: Records, node: NodeRecord) -> dict[str, Any]:
 
 def _image(records: Records, node: NodeRecord) -> dict[str, Any]:
     pool = records.pools.get(node.pool_id.lower())
-    if pool is None:
-        return copy.deepcopy(IMAGE_REFERENCE)
-    vm = pool.spec.get("virtualMachineConfiguration") or vm_configuration(pool)
-    return copy.deepcopy(vm["imageReference"])
+    vm = (pool.spec.get("virtualMachineConfiguration") or vm_configuration(pool)) if pool else {}
+    return copy.deepcopy(vm.get("imageReference") or {})
 
 
 def node_counts_view(pool: PoolRecord) -> dict[str, Any]:

@@ -193,7 +193,7 @@ class PoolRecord:
     vm_size: str | None = None  # None: the default of pool_views
     container_configuration: dict[str, Any] | None = None  # set for container-enabled pools
     start_task: dict[str, Any] | None = None
-    stock_image: bool = False  # a --pool/pool-file pool whose nodes run in the stock node image (Debian 13)
+    system_vm: dict | None = None  # a --pool/pool-file pool: what its nodes are (node_system), else None
     target_low_priority: int = 0
     spec: dict[str, Any] = field(default_factory=dict)  # the Pools_AddPool body (vmSize, startTask, ...)
     state: str = "active"  # active | deleting

@@ -114,7 +114,7 @@ def outage_endpoint(method: str, path: str, body: bytes, switch: OutageSwitch | 
             changes = {kind: float(request[kind]) for kind in KINDS if kind in request}
             if not isinstance(request, dict) or not changes or after < 0 or min(changes.values()) < 0:
                 raise ValueError
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, RecursionError):
             text = '{"error":"send {\\"batch\\": SECONDS, \\"storage\\": SECONDS, \\"after\\": SECONDS}; 0 ends an outage"}'
             return Response(400, text.encode(), content_type="application/json")
         for kind, seconds in changes.items():

@@ -35,7 +35,7 @@ class Request:
         value = self.headers.get(name)
         return value.strip() if isinstance(value, str) else None
 
-    def json_body(self, what: str) -> Any:
+    def json_body(self, what: str) -> dict[str, Any]:
         if not self.body.strip():
             raise InvalidRequestBody(f"The request body is empty; send the {what} as JSON.")
         too_deep = InvalidRequestBody(
@@ -49,6 +49,8 @@ class Request:
             raise InvalidRequestBody(f"The request body is not valid JSON ({exc}); send the {what} as JSON.") from None
         if json_depth(value) > MAX_JSON_DEPTH:
             raise too_deep
+        if not isinstance(value, dict):  # every Batch request body is an object
+            raise InvalidRequestBody(f"The request body is a JSON {type(value).__name__}; send the {what} as a JSON object.")
         return value
 
     def metadata(self, name: str) -> str:

@@ -140,3 +140,32 @@ def test_a_verb_the_path_does_not_support_is_405(api) -> None:
     assert response.operation == "Unknown" and response.json()["code"] == "AuthenticationFailed"  # auth first
     route, _, allowed = match_route("PUT", "/jobs")
     assert route is None and sorted(allowed) == ["GET", "POST"]
+
+
+def test_bodies_and_filters_of_the_wrong_shape_are_400_not_stored(api) -> None:
+    client, _ = api
+    assert client.call("POST", "/jobs", {"id": "j", "poolInfo": {"poolId": "p"}}).status == 201
+
+    def refused(method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, str, dict[str, str]]:
+        response = client.call(method, path, body, **kwargs)
+        payload = response.json()
+        return response.status, payload["code"], {v["key"]: v["value"] for v in payload.get("values", [])}
+
+    status, code, values = refused("POST", "/jobs", {"id": "k", "poolInfo": {"poolId": "p"}, "priority": [None]})
+    assert (status, code, values["PropertyName"]) == (400, "InvalidPropertyValue", "priority")
+    status, code, values = refused("PATCH", "/jobs/j", {"constraints": {"maxWallClockTime": "soon"}})
+    assert (status, code, values["PropertyName"]) == (400, "InvalidPropertyValue", "constraints.maxWallClockTime")
+    task = {"id": "t", "commandLine": "true", "environmentSettings": [{"name": "A", "value": 1}]}
+    status, code, values = refused("POST", "/jobs/j/tasks", task)
+    assert (status, code, values["PropertyName"]) == (400, "InvalidPropertyValue", "environmentSettings[0].value")
+    pool = {"id": "q", "vmSize": "standard_d2s_v3", "targetDedicatedNodes": 0, "virtualMachineConfiguration": {
+        "imageReference": {"publisher": []}, "nodeAgentSKUId": "batch.node.ubuntu 22.04"}}
+    status, code, values = refused("POST", "/pools", pool)
+    assert (status, code, values["PropertyName"]) == (400, "InvalidPropertyValue", "publisher")
+    assert refused("POST", "/jobs", [{"id": "k"}])[:2] == (400, "InvalidRequestBody")  # a list, not an object
+    deep = f"api-version={API_VERSION}&$filter=" + "(" * 100 + "id eq 'j'" + ")" * 100
+    assert refused("GET", "/jobs", query=deep)[:2] == (400, "InvalidQueryParameterValue")
+    chain = f"api-version={API_VERSION}&$filter=" + " or ".join(["id eq 'x'"] * 3000 + ["id eq 'j'"])
+    listed = client.call("GET", "/jobs", query=chain.replace(" ", "%20"))
+    assert listed.status == 200 and [job["id"] for job in listed.json()["value"]] == ["j"]
+    assert [job["id"] for job in client.call("GET", "/jobs").json()["value"]] == ["j"]  # nothing else was stored

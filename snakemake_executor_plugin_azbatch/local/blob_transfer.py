@@ -2,7 +2,11 @@
 
 Failure codes are Batch's documented task failure codes (TaskFailureInformationCodes): `BlobNotFound`,
 `BlobAccessDenied`, `BlobDownloadMiscError` for resource files and `FileUploadContainerNotFound` /
-`FileUploadMiscError` for output files (category usererror: the task completes with result failure).
+`FileUploadMiscError` for output files (category usererror: the task completes with result failure). An upload that
+fails transiently (connection lost or refused, 408/429/5xx) is retried with back-off 1, 2, 4, 8, 8, ... s while
+`UploadRetry.seconds` have not passed since its first try (Batch documents no figure for its agent; the Azure Storage
+SDKs' default policies retry for about a minute, so half a minute is the stricter choice), so storage restarting for
+a few seconds while a node uploads does not fail the task; an answer such as 403 or 404 fails it at once.
 `identityReference` stands for the node's managed identity: local nodes then use the storage account key the
 service was started with. Only loopback URLs are fetched (the service never talks to anything else).
 """
@@ -13,6 +17,7 @@ import glob
 import os
 import re
 import ssl
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -20,7 +25,13 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.storage.blob import BlobClient, ContainerClient
 
 from .config import LOOPBACK_HOSTS, NODE_USER_AGENT, StorageEndpoint
@@ -35,12 +46,45 @@ _BLOCK = 8 * 1024 * 1024
 _CONCURRENCY = 4
 _CLIENT = {
     **_RETRY,
-    "user_agent": NODE_USER_AGENT,  # a storage outage (outage.py) is between the submitter and storage, not the nodes
+    "user_agent": NODE_USER_AGENT,  # outage.py tells the nodes' transfers from the submitter's by it
     "max_single_put_size": _BLOCK,
     "max_block_size": _BLOCK,
     "max_single_get_size": _BLOCK,
     "max_chunk_get_size": _BLOCK,
 }
+
+
+_UPLOAD_CLIENT = {**_CLIENT, "retry_total": 0}  # uploads retry whole files themselves (UploadRetry)
+_TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504}
+_MAX_BACKOFF = 8.0
+
+
+@dataclass(frozen=True)
+class UploadRetry:
+    """How long a node retries an output upload that failed transiently; `stopping` ends the waiting early (the
+    service is going away)."""
+
+    seconds: float
+    stopping: Callable[[], bool] = lambda: False
+
+    def pause(self, delay: float) -> bool:
+        """Sleep `delay` seconds unless stopping; False when stopping."""
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            if self.stopping():
+                return False
+            time.sleep(min(left, 0.2))
+        return not self.stopping()
+
+
+NO_RETRY = UploadRetry(0.0)
+
+
+def _transient(err: Exception) -> bool:
+    """A failure storage may not repeat: no connection, a dropped one, a timeout, a busy or failing server."""
+    if isinstance(err, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
+        return True
+    return getattr(err, "status_code", None) in _TRANSIENT_STATUSES
 
 
 class TransferError(Exception):
@@ -72,12 +116,12 @@ def _check_loopback(url: str, code: str) -> None:
         raise TransferError(code, f"{redact(url)}: local Batch nodes can only reach 127.0.0.1 (loopback) URLs")
 
 
-def _client_options(storage: StorageEndpoint | None) -> dict[str, Any]:
+def _client_options(storage: StorageEndpoint | None, base: dict[str, Any] = _CLIENT) -> dict[str, Any]:
     """SDK client options: retries, block sizes, and with --https the service's CA (the node agent trusts its
     storage)."""
     if storage is not None and storage.ca_file:
-        return {**_CLIENT, "connection_verify": storage.ca_file}
-    return _CLIENT
+        return {**base, "connection_verify": storage.ca_file}
+    return base
 
 
 def _url_context(storage: StorageEndpoint | None) -> ssl.SSLContext | None:
@@ -138,11 +182,13 @@ def _copy(source: Any, fh: BinaryIO) -> int:
     return size
 
 
-def _container(url: str, cred: dict[str, str] | None, storage: StorageEndpoint | None) -> ContainerClient:
+def _container(
+    url: str, cred: dict[str, str] | None, storage: StorageEndpoint | None, base: dict[str, Any] = _CLIENT
+) -> ContainerClient:
     """A container client: the SAS in the URL, or (identityReference) the account key without the URL's query."""
     if cred:
-        return ContainerClient.from_container_url(redact(url), credential=cred, **_client_options(storage))
-    return ContainerClient.from_container_url(url, **_client_options(storage))
+        return ContainerClient.from_container_url(redact(url), credential=cred, **_client_options(storage, base))
+    return ContainerClient.from_container_url(url, **_client_options(storage, base))
 
 
 def download_resource_files(
@@ -262,26 +308,40 @@ def _destinations(
             outcome.fail(err.message)
             continue
         try:
-            container = _container(url, cred, storage)
+            container = _container(url, cred, storage, _UPLOAD_CLIENT)
         except (AzureError, ValueError) as err:
             outcome.fail(f"{redact(url)}: bad container URL ({type(err).__name__})")
             continue
         yield _Destination(expand_vars(spec["filePattern"], env), url, (dest.get("path") or "").strip("/"), container)
 
 
-def _upload(destination: _Destination, name: str, data: Any, source: str, size: int, outcome: UploadOutcome) -> None:
-    try:
-        destination.container.upload_blob(name, data, overwrite=True, max_concurrency=_CONCURRENCY)
-    except (AzureError, OSError) as err:
-        status = getattr(err, "status_code", None)
-        storage_code = getattr(err, "error_code", None)  # e.g. ContainerNotFound, LeaseIdMissing, AuthorizationFailure
-        storage_code = getattr(storage_code, "value", storage_code)
-        outcome.fail(
-            f"upload of {source} to {redact(destination.url)}/{name} failed"
-            f" ({type(err).__name__}{f' HTTP {status}' if status else ''}{f' {storage_code}' if storage_code else ''})",
-            "FileUploadContainerNotFound" if storage_code == "ContainerNotFound" else "FileUploadMiscError",
-        )
-        return
+def _upload(
+    destination: _Destination, name: str, data: Any, source: str, size: int, outcome: UploadOutcome, retry: UploadRetry
+) -> None:
+    started, delay, tries = time.monotonic(), 1.0, 0
+    while True:
+        tries += 1
+        try:
+            destination.container.upload_blob(name, data, overwrite=True, max_concurrency=_CONCURRENCY)
+            break
+        except (AzureError, OSError) as err:
+            status = getattr(err, "status_code", None)
+            storage_code = getattr(err, "error_code", None)  # e.g. ContainerNotFound, LeaseIdMissing
+            storage_code = getattr(storage_code, "value", storage_code)
+            why = " ".join(str(part) for part in (type(err).__name__, status and f"HTTP {status}", storage_code) if part)
+            waited = time.monotonic() - started
+            if _transient(err) and waited + delay <= retry.seconds and retry.pause(delay):
+                outcome.log.append(f"upload of {source} failed ({why}); try {tries + 1} after {delay:g} s")
+                if hasattr(data, "seek"):
+                    data.seek(0)
+                delay = min(delay * 2, _MAX_BACKOFF)
+                continue
+            tried = f"; {tries} tries over {waited:.0f} s" if tries > 1 else ""
+            outcome.fail(
+                f"upload of {source} to {redact(destination.url)}/{name} failed ({why}{tried})",
+                "FileUploadContainerNotFound" if storage_code == "ContainerNotFound" else "FileUploadMiscError",
+            )
+            return
     outcome.log.append(f"uploaded {source} -> {redact(destination.url)}/{name} ({size} bytes)")
 
 
@@ -292,6 +352,7 @@ def upload_output_files(
     succeeded: bool,
     storage: StorageEndpoint | None,
     confine: Path | None = None,
+    retry: UploadRetry = NO_RETRY,
 ) -> UploadOutcome:
     """Upload the files matching each pattern whose uploadCondition applies; collect (not raise) errors.
 
@@ -323,7 +384,7 @@ def upload_output_files(
                 name = dest.path or os.path.basename(path)
             try:
                 with open(path, "rb") as fh:
-                    _upload(dest, name, fh, path, os.path.getsize(path), outcome)
+                    _upload(dest, name, fh, path, os.path.getsize(path), outcome, retry)
             except OSError as err:  # unreadable or vanished before the upload
                 outcome.fail(f"upload of {path} to {redact(dest.url)}/{name} failed ({type(err).__name__})")
     return outcome
@@ -336,6 +397,7 @@ def upload_placeholder_outputs(
     succeeded: bool,
     storage: StorageEndpoint | None,
     placeholder: Callable[[str], bytes],
+    retry: UploadRetry = NO_RETRY,
 ) -> UploadOutcome:
     """For simulated nodes, where no command wrote anything: each entry whose pattern is a literal path (no
     wildcard) is uploaded under the blob name a real file at that path would get — the file itself when it exists in
@@ -351,10 +413,10 @@ def upload_placeholder_outputs(
         name = dest.path or os.path.basename(pattern)
         path = Path(os.path.normpath(os.path.join(wd, pattern)))
         if path.is_relative_to(task_dir) and path.is_file():
-            _upload(dest, name, path.read_bytes(), str(path), path.stat().st_size, outcome)
+            _upload(dest, name, path.read_bytes(), str(path), path.stat().st_size, outcome, retry)
         else:
             data = placeholder(pattern)
-            _upload(dest, name, data, f"placeholder for {pattern}", len(data), outcome)
+            _upload(dest, name, data, f"placeholder for {pattern}", len(data), outcome, retry)
     return outcome
 
 

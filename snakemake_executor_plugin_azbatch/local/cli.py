@@ -144,8 +144,8 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--outage", action="append", default=[], metavar="KIND:SECONDS[@AFTER]",
-        help="the Batch API (batch) or storage (storage) unreachable for SECONDS, AFTER seconds after the start "
-        "(repeatable); POST /_local/outage switches one on at any time",
+        help="the Batch API (batch), storage (storage) or storage as the nodes reach it (nodeStorage) unreachable "
+        "for SECONDS, AFTER seconds after the start (repeatable); POST /_local/outage switches one on at any time",
     )
     _add_node_options(parser)
 

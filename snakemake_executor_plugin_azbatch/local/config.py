@@ -23,7 +23,8 @@ AZURITE_ACCOUNT_KEY = (
 )
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-# The node agent's own blob transfers carry this in their User-Agent: a storage outage (outage.py) spares them.
+# The node agent's own blob transfers carry this in their User-Agent: a storage outage (outage.py) spares them, a
+# nodeStorage outage drops them.
 NODE_USER_AGENT = "azbatch-local-node"
 NODE_NETWORKS = ("host", "local-only")
 
@@ -155,6 +156,9 @@ class ServiceConfig:
     max_pool_nodes: int = 32
     active_job_quota: int = 0  # active jobs the account may hold (Batch: 100-300 by default); 0 = no limit
     outages: tuple = ()  # outage.ScheduledOutage entries (--outage KIND:SECONDS[@AFTER])
+    # How long a node keeps retrying an output upload that failed transiently (connection lost, 408/429/5xx),
+    # with back-off, before the task fails with FileUploadMiscError (blob_transfer.UploadRetry); tests lower it.
+    node_upload_retry_seconds: float = 30.0
     # Filled in by LocalService once ports are bound.
     account_url: str = ""
     storage: StorageEndpoint | None = None
@@ -176,6 +180,8 @@ class ServiceConfig:
             raise ConfigError("--simulate-fail needs --simulate SECONDS (it applies to simulated tasks only)")
         if self.simulate is not None and self.node_image is not None:
             raise ConfigError("--simulate runs no processes, so --node-image has nothing to run: give one of them")
+        if self.node_upload_retry_seconds < 0:
+            raise ConfigError(f"node_upload_retry_seconds {self.node_upload_retry_seconds}: give 0 or more seconds")
         if self.active_job_quota < 0:
             raise ConfigError(f"--active-job-quota {self.active_job_quota}: give 0 (no limit) or a positive number")
         try:

@@ -77,6 +77,16 @@ class InvalidHeaderValue(BatchError):
 class InvalidUri(BatchError):
     status, code = 400, "InvalidUri"
     default_message = "The request URI is invalid."
+
+
+class RequestUrlFailedToParse(BatchError):
+    status, code = 400, "RequestUrlFailedToParse"
+    default_message = "The request line could not be parsed."
+
+
+class InvalidHttpVerb(BatchError):
+    status, code = 400, "InvalidHttpVerb"
+    default_message = "The HTTP verb is not recognized."
 class AutoScalingFormulaSyntaxError(BatchError):
     status, code = 400, "AutoScalingFormulaSyntaxError"
     default_message = "The autoscale formula has a syntax error."

@@ -14,6 +14,9 @@ from typing import Any
 from .errors import BatchError, InvalidQueryParameterValue, InvalidRequestBody
 
 JSON_CONTENT_TYPE = "application/json; odata=minimalmetadata"
+# Deepest nesting of arrays and objects a request body may have: the default MaxDepth of .NET's JSON readers
+# (System.Text.Json, Newtonsoft.Json), which Batch's front end is built on; Batch documents no limit of its own.
+MAX_JSON_DEPTH = 64
 ERROR_METADATA = "Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element"
 
 
@@ -32,16 +35,50 @@ class Request:
         value = self.headers.get(name)
         return value.strip() if isinstance(value, str) else None
 
-    def json_body(self, what: str) -> Any:
+    def json_body(self, what: str) -> dict[str, Any]:
         if not self.body.strip():
             raise InvalidRequestBody(f"The request body is empty; send the {what} as JSON.")
+        too_deep = InvalidRequestBody(
+            f"The request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels; send the {what} as JSON."
+        )
         try:
-            return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            value = json.loads(self.body, parse_constant=_no_constant, parse_float=_finite_float)
+        except RecursionError:
+            raise too_deep from None
+        except ValueError as exc:  # not UTF-8, not JSON, NaN / Infinity, an integer of thousands of digits
             raise InvalidRequestBody(f"The request body is not valid JSON ({exc}); send the {what} as JSON.") from None
+        if json_depth(value) > MAX_JSON_DEPTH:
+            raise too_deep
+        if not isinstance(value, dict):  # every Batch request body is an object
+            raise InvalidRequestBody(f"The request body is a JSON {type(value).__name__}; send the {what} as a JSON object.")
+        return value
 
     def metadata(self, name: str) -> str:
         return f"{self.base_url}/$metadata#{name}"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 @dataclass

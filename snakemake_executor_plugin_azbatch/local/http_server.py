@@ -4,12 +4,15 @@ Contract: Microsoft's Batch REST API 2025-06-01.21.0 (older api-versions are acc
 them). Every API request goes: fault injection → Shared Key → api-version → body size → route → handler; any
 `BatchError` becomes Batch's error body here. `dispatch` needs no socket, so API tests can run in process.
 `/_local/metrics`, `/_local/health` and `/_local/outage` need no auth and are not counted; during a Batch outage
-(outage.py) API requests are dropped unanswered.
+(outage.py) API requests are dropped unanswered. Bodies and time per request are bounded before any of this
+(request_body.py); what the socket server refuses itself (request line, headers, verb) is a Batch error body too.
 """
 
 from __future__ import annotations
 
+import http.client
 import http.server
+import io
 import ipaddress
 import json
 import logging
@@ -28,10 +31,11 @@ from .errors import (
     DynamicError,
     InternalError,
     InvalidHeaderValue,
-    InvalidRequestBody,
+    InvalidHttpVerb,
     InvalidUri,
     MissingRequiredQueryParameter,
     RequestBodyTooLarge,
+    RequestUrlFailedToParse,
     UnsupportedHttpVerb,
 )
 from .faults import FaultInjector
@@ -40,6 +44,7 @@ from .metrics import Metrics
 from .node_admin import node_state_response
 from .model import BatchState
 from .outage import OutageSwitch, outage_endpoint
+from .request_body import MAX_BODY_BYTES, REQUEST_SECONDS, TOO_LARGE, DeadlineReader, read_body
 from .routes import match_route
 from .shared_key import AuthenticationError, ReceivedRequest, SharedKeyVerifier
 
@@ -49,12 +54,12 @@ API_VERSION = "2025-06-01.21.0"
 _API_VERSION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.\d+\.\d+)?$")
 _OLDEST_API_DATE = "2016-07-01"
 _NEWEST_API_DATE = API_VERSION.split(".")[0]
-MAX_BODY_BYTES = 1024 * 1024  # Batch refuses bodies over 1 MB (RequestBodyTooLarge)
-_DISCARD_LIMIT = 64 * 1024 * 1024  # larger bodies are not even read: the connection is closed
 _STREAM_CHUNK = 256 * 1024
 LOCAL_PREFIX = "/_local/"
 UNKNOWN_OPERATION = "Unknown"
-_TOO_LARGE = f"The request body is larger than {MAX_BODY_BYTES} bytes; send fewer tasks per request."
+# What the socket server itself refuses (request line, headers, unknown verbs), as Batch error codes.
+_PROTOCOL_ERRORS = {400: RequestUrlFailedToParse.code, 414: RequestUrlFailedToParse.code,
+                    431: InvalidHeaderValue.code, 505: RequestUrlFailedToParse.code}
 
 
 def base_url_for(host_header: str | None, config: ServiceConfig) -> str:
@@ -115,7 +120,7 @@ class Dispatcher:
             if body_error:
                 raise body_error
             if len(request.body) > MAX_BODY_BYTES:
-                raise RequestBodyTooLarge(_TOO_LARGE)
+                raise RequestBodyTooLarge(TOO_LARGE)
             if route is None:
                 if allowed:
                     raise UnsupportedHttpVerb(
@@ -166,65 +171,68 @@ def local_response(path: str, metrics: Metrics) -> Response:
 
 class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.1"  # every answer, even to a garbled request line, has a status line
     timeout = 300  # seconds a kept-alive connection may sit idle before its thread lets it go
+    request_seconds = REQUEST_SECONDS  # from a request's first byte to its last (request_body.DeadlineReader)
     # Headers and body go out as two writes: with Nagle's algorithm the body waits for the client's delayed ACK
     # of the headers, about 40 ms on every response of a kept-alive connection.
     disable_nagle_algorithm = True
     server: "BatchHTTPServer"
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        self._reader = DeadlineReader(self.connection, self.timeout, self.request_seconds)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        self._reader.next_request()
+        self.headers = http.client.HTTPMessage()  # none yet: an error answered before them reads no stale ones
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        if len(self.raw_requestline.split()) == 2:  # an HTTP/0.9 request: Batch speaks HTTP/1.x only
+            self.command, self.request_version = None, self.default_request_version
+            self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+            self.send_error(400, "Bad request syntax: the request line has no HTTP version")
+            return False
+        return super().parse_request()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — base class signature
         log.debug("%s %s", self.address_string(), format % args)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What the socket server refuses before a request exists (request line, headers, verb): a Batch error
+        body, as for every other answer; an unknown verb is Batch's 400 InvalidHttpVerb."""
+        if code == 501:
+            error: BatchError = InvalidHttpVerb(f"The HTTP verb {self.command!r} is not recognized.")
+        else:
+            reason = message or self.responses.get(code, ("Bad request",))[0]
+            error = DynamicError(code, _PROTOCOL_ERRORS.get(code, RequestUrlFailedToParse.code), f"{reason}.")
+        self.close_connection = True
+        base_url = (self.server.config.account_url or "").rstrip("/")
+        self._send(error_response(base_url, error), b"", counted=True, operation=UNKNOWN_OPERATION)
 
     def do_GET(self) -> None:
         self._handle()
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
-    def _read_body(self) -> bytes | None:
-        """The request body, or None when it is too large to read (the connection is then closed)."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks, total = [], 0
-            while True:
-                size_line = self.rfile.readline(1024)
-                size = int(size_line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                total += size
-                if total > _DISCARD_LIMIT:
-                    self.close_connection = True
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(1024)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.close_connection = True
-            raise InvalidHeaderValue(
-                "The Content-Length header is not a whole number.", {"HeaderName": "Content-Length"}
-            ) from None
-        if length > _DISCARD_LIMIT:
-            self.close_connection = True
-            return None
-        return self.rfile.read(length) if length > 0 else b""
-
     def _handle(self) -> None:
-        body_error: BatchError | None = None
         try:
-            body = self._read_body()
-        except BatchError as exc:
-            body, body_error = b"", exc
-        except (ValueError, OSError):  # a broken chunked body or a dropped connection
-            body, self.close_connection = b"", True
-            body_error = InvalidRequestBody("The request body could not be read.")
-        if body is None:
-            body_error = RequestBodyTooLarge(_TOO_LARGE)
-        if admin := node_state_response(self.command, self.path, body or b"", self.server.dispatcher.api.state):
+            read = read_body(self.rfile, self.headers)
+        except TimeoutError:
+            raise  # the base class ends the connection without an answer
+        except OSError:  # the connection broke: nobody to answer
+            self.close_connection = True
+            return
+        body, body_error = read.body, read.error
+        self.close_connection = self.close_connection or read.close
+        if admin := node_state_response(self.command, self.path, body, self.server.dispatcher.api.state):
             return self._send(admin, b"", counted=False)  # node_admin.py: /_local/ node states
         if self.path.lower().startswith(LOCAL_PREFIX):
             path = self.path.partition("?")[0].lower()
-            response = outage_endpoint(self.command, path, body or b"", self.server.outage)
+            response = outage_endpoint(self.command, path, body, self.server.outage)
             self._send(response or local_response(path, self.server.metrics), b"", counted=False)
             return
         outage = self.server.outage
@@ -232,17 +240,17 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True  # no answer at all: the connection just ends
             return
         base_url = base_url_for(self.headers.get("Host"), self.server.config)
-        request = make_request(self.command, self.path, self.headers, body or b"", base_url)
+        request = make_request(self.command, self.path, self.headers, body, base_url)
         self._send(self.server.dispatcher.dispatch(request, body_error), request.body, counted=True)
 
-    def _send(self, response: Response, request_body: bytes, *, counted: bool) -> None:
+    def _send(self, response: Response, request_body: bytes, *, counted: bool, operation: str | None = None) -> None:
         head_only = self.command == "HEAD"
         if counted:
             # Recorded before anything is written, so a client that reads the metrics right after this response
             # already sees it counted. Counts the planned body; a client that hangs up early is not subtracted.
             planned = 0 if head_only else response.body_length
             self.server.metrics.record_batch(
-                response.operation or UNKNOWN_OPERATION, response.status, len(request_body), planned,
+                operation or response.operation or UNKNOWN_OPERATION, response.status, len(request_body), planned,
                 injected=response.injected_fault,
             )
         try:

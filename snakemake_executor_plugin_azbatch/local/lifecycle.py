@@ -8,8 +8,9 @@ the only methods through which a backend reports back. Every method takes `Recor
 
 Choices where Batch is not documented, or where a local simulation differs:
 - A retry or a preemption puts the task back to `active`; it is scheduled again.
-- maxWallClockTime expiry: as Batch documents, the task completes with exit code 0xC000013A (-1073741510 as the
-  API's int32) and failureInfo {category servererror, code TaskEnded}; no retry.
+- maxWallClockTime expiry: the task completes with failureInfo {category servererror, code TaskEnded}, as Batch
+  documents, and no retry; its exit code is the Linux one (-9, SIGKILL), not Batch's Windows 0xC000013A
+  (task_outcomes.WALL_CLOCK_EXIT_CODE).
 - Terminate: failureInfo code `TaskEnded` ("Task Was Ended by User Request").
 - The job preparation task runs once per node per job, before that job's first task there. When it fails (after
   its retries) and waitForSuccess is true, as Batch documents: the tasks that waited for it on that node go back

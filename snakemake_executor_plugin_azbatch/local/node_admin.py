@@ -46,7 +46,7 @@ def node_state_response(method: str, path: str, body: bytes, state: Any) -> Resp
         if wanted not in STATES:
             raise ValueError(f'"state" must be one of {", ".join(STATES)}')
         errors = _errors(payload.get("errors"))
-    except (ValueError, AttributeError) as err:
+    except (ValueError, AttributeError, RecursionError) as err:
         return _problem(400, f"bad node state request: {err}")
     try:
         node = state.set_node_state(unquote(match.group(1)), unquote(match.group(2)), wanted, errors)

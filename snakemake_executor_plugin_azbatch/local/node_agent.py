@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import containers
-from .blob_transfer import TransferError, download_resource_files, record_uploads, redact_text, upload_output_files
+from .blob_transfer import (
+    TransferError,
+    UploadRetry,
+    download_resource_files,
+    record_uploads,
+    redact_text,
+    upload_output_files,
+)
 from .config import ServiceConfig
 from .execution import (
     AttemptRef,
@@ -39,7 +46,7 @@ from .execution import (
     TaskAttempt,
 )
 from .node_layout import NodeLayout, app_package_env_name, merge_settings, user_identity_name
-from .task_outcomes import exit_code_of, node_error
+from .task_outcomes import node_error
 
 ProcessKey = AttemptRef | JobTaskRef | StartTaskRef
 
@@ -62,7 +69,7 @@ class Launch:
 
 class RunningProcess(Protocol):
     def wait(self, timeout: float | None) -> int | None:
-        """The exit code (death by signal N as 128 + N); None when `timeout` seconds passed first."""
+        """The exit code (-N for death by signal N, as Linux Batch nodes report); None after `timeout` seconds."""
 
     def kill(self) -> None:
         """Kill the command and everything it started."""
@@ -79,7 +86,7 @@ class ProcessGroup:
             self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
-        return exit_code_of(self.popen.returncode)
+        return self.popen.returncode
 
     def kill(self) -> None:
         try:
@@ -320,8 +327,9 @@ class NodeAgent:
         exit_code, failure = verdict
         outputs = spec.get("outputFiles") or []
         if outputs:
+            retry = UploadRetry(self.config.node_upload_retry_seconds, self._stopping.is_set)
             upload = upload_output_files(outputs, tdir / "wd", env, failure is None, self.config.storage,
-                                         confine=node.root if self.confine_outputs else None)
+                                         confine=node.root if self.confine_outputs else None, retry=retry)
             failure = record_uploads(tdir, upload, failure)
         events.attempt_completed(attempt.ref, exit_code, failure)
 

@@ -104,11 +104,20 @@ def _parse_datetime(text: str, pos: int) -> datetime:
 _Node = Callable[[Mapping[str, Any]], Any]
 
 
+MAX_NESTING = 64  # parentheses and `not` inside one another; deeper filters are refused, not parsed by recursion
+
+
 class _Parser:
     def __init__(self, text: str):
         self.text = text
         self.tokens = _tokenize(text)
         self.index = 0
+        self.nesting = 0
+
+    def nest(self, token: _Token) -> None:
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise ODataError(f"parentheses and 'not' nest deeper than {MAX_NESTING} levels at position {token.pos}")
 
     def peek(self) -> _Token:
         return self.tokens[self.index]
@@ -138,34 +147,35 @@ class _Parser:
             raise ODataError(f"unexpected {token.text!r} at position {token.pos}; join conditions with 'and' / 'or'")
         return node
 
+    # `a and b and c` is one node over a list (short-circuiting), so a long chain costs no recursion when evaluated.
     def parse_or(self) -> _Node:
-        node = self.parse_and()
+        nodes = [self.parse_and()]
         while self.is_word("or"):
             self.take()
-            left, right = node, self.parse_and()
-            node = lambda e, left=left, right=right: _truthy(left(e)) or _truthy(right(e))  # noqa: E731
-        return node
+            nodes.append(self.parse_and())
+        return nodes[0] if len(nodes) == 1 else lambda e: any(_truthy(node(e)) for node in nodes)
 
     def parse_and(self) -> _Node:
-        node = self.parse_unary()
+        nodes = [self.parse_unary()]
         while self.is_word("and"):
             self.take()
-            left, right = node, self.parse_unary()
-            node = lambda e, left=left, right=right: _truthy(left(e)) and _truthy(right(e))  # noqa: E731
-        return node
+            nodes.append(self.parse_unary())
+        return nodes[0] if len(nodes) == 1 else lambda e: all(_truthy(node(e)) for node in nodes)
 
     def parse_unary(self) -> _Node:
         if self.is_word("not"):
-            self.take()
+            self.nest(self.take())
             inner = self.parse_unary()
+            self.nesting -= 1
             return lambda e: not _truthy(inner(e))
         return self.parse_primary()
 
     def parse_primary(self) -> _Node:
         if self.peek().kind == "lparen":
-            self.take()
+            self.nest(self.take())
             node = self.parse_or()
             self.expect("rparen", "')'")
+            self.nesting -= 1
             return node
         left = self.parse_operand()
         token = self.peek()

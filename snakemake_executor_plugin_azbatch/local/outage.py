@@ -11,12 +11,14 @@ down: nodes keep running their tasks, the scheduler keeps placing them.
 During a storage outage the blob proxy drops every request the same way, except the node agent's own resource-file
 downloads and output-file uploads (marked with `NODE_USER_AGENT`): the outage is between the submitting machine and
 storage, the pool's nodes still reach it. Requests a task itself makes (e.g. the input manifest fetch) are dropped
-too.
+too. A `nodeStorage` outage is the other half: storage unreachable from the nodes' agent (its resource-file
+downloads and output-file uploads are dropped), as when Azurite restarts under running tasks; `storage` and
+`nodeStorage` together cut everyone off.
 
 `GET /_local/outage` reads the switch, `POST /_local/outage` with `{"batch": SECONDS, "storage": SECONDS,
-"after": SECONDS}` sets it (each kind given is down for SECONDS, starting `after` seconds from now; 0 ends an
-outage); `azbatch-local --outage KIND:SECONDS[@AFTER]` schedules one from the start. Dropped requests are not in the
-metrics (nothing answered them); the switch counts them itself.
+"nodeStorage": SECONDS, "after": SECONDS}` sets it (each kind given is down for SECONDS, starting `after` seconds
+from now; 0 ends an outage); `azbatch-local --outage KIND:SECONDS[@AFTER]` schedules one from the start. Dropped
+requests are not in the metrics (nothing answered them); the switch counts them itself.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .config import NODE_USER_AGENT, ConfigError
 from .http_messages import Response
 
 OUTAGE_PATH = "/_local/outage"
-KINDS = ("batch", "storage")
+KINDS = ("batch", "storage", "nodeStorage")
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,15 @@ class ScheduledOutage:
     def parse(cls, text: str) -> "ScheduledOutage":
         kind, _, rest = text.partition(":")
         seconds, _, after = rest.partition("@")
+        kind = {name.lower(): name for name in KINDS}.get(kind.strip().lower(), kind)
         try:
-            outage = cls(kind.strip().lower(), float(seconds), float(after or 0))
+            outage = cls(kind, float(seconds), float(after or 0))
         except ValueError:
             outage = None
         if outage is None or outage.kind not in KINDS or outage.seconds < 0 or outage.after < 0:
             raise ConfigError(
-                f"--outage {text!r}: expected KIND:SECONDS[@AFTER] with KIND batch or storage, e.g. --outage batch:60@30"
+                f"--outage {text!r}: expected KIND:SECONDS[@AFTER] with KIND batch, storage or nodeStorage, "
+                "e.g. --outage batch:60@30"
             )
         return outage
 
@@ -80,9 +84,9 @@ class OutageSwitch:
 
     def drops(self, kind: str, user_agent: str | None = None, operation: str = "Unknown") -> bool:
         """Whether this request (of `operation`: a Batch operationId, a Blob operation) is to be dropped, and
-        counted as such. The node agent's storage transfers never are."""
+        counted as such. The node agent's storage transfers are dropped by a nodeStorage outage only."""
         if kind == "storage" and NODE_USER_AGENT in (user_agent or ""):
-            return False
+            kind = "nodeStorage"
         if not self.is_down(kind):
             return False
         with self._lock:
@@ -114,8 +118,9 @@ def outage_endpoint(method: str, path: str, body: bytes, switch: OutageSwitch | 
             changes = {kind: float(request[kind]) for kind in KINDS if kind in request}
             if not isinstance(request, dict) or not changes or after < 0 or min(changes.values()) < 0:
                 raise ValueError
-        except (ValueError, TypeError, AttributeError):
-            text = '{"error":"send {\\"batch\\": SECONDS, \\"storage\\": SECONDS, \\"after\\": SECONDS}; 0 ends an outage"}'
+        except (ValueError, TypeError, AttributeError, RecursionError):
+            text = ('{"error":"send {\\"batch\\": SECONDS, \\"storage\\": SECONDS, \\"nodeStorage\\": SECONDS, '
+                    '\\"after\\": SECONDS}; 0 ends an outage"}')
             return Response(400, text.encode(), content_type="application/json")
         for kind, seconds in changes.items():
             switch.set(kind, seconds, after)

@@ -14,9 +14,10 @@ from typing import Any
 from .autoscale import DEALLOCATION_OPTIONS, FormulaSyntaxError, Program, parse
 from .errors import AutoScalingFormulaSyntaxError, InvalidPropertyValue, MissingRequiredProperty
 from .timestamps import duration_seconds
-from .validation import check_id
+from .validation import POOL_SHAPES, check_id, check_shapes
 
 MAX_INTERVAL_SECONDS = 168 * 3600
+IMAGE_PROPERTIES = ("publisher", "offer", "sku", "version", "virtualMachineImageId", "exactVersion")
 MAX_TASK_SLOTS = 256
 
 
@@ -66,6 +67,7 @@ def check_pool_body(body: Any, min_interval: float) -> PoolRequest:
     if not isinstance(body, dict):
         raise InvalidPropertyValue("The pool must be a JSON object.")
     pool_id = check_id(body.get("id"), "pool")
+    check_shapes(body, POOL_SHAPES)
     if not isinstance(body.get("vmSize"), str) or not body["vmSize"]:
         raise MissingRequiredProperty("vmSize is required.", {"PropertyName": "vmSize"})
     vm = body.get("virtualMachineConfiguration")
@@ -73,6 +75,11 @@ def check_pool_body(body: Any, min_interval: float) -> PoolRequest:
         raise MissingRequiredProperty(
             "virtualMachineConfiguration with imageReference and nodeAgentSKUId is required.",
             {"PropertyName": "virtualMachineConfiguration"})
+    image = {"nodeAgentSKUId": vm["nodeAgentSKUId"], **vm["imageReference"]}
+    for name in ("nodeAgentSKUId", *IMAGE_PROPERTIES):
+        if name in image and not isinstance(image[name], str):
+            raise InvalidPropertyValue(f"virtualMachineConfiguration: {name} must be a string.",
+                                       {"PropertyName": name, "PropertyValue": str(image[name])[:100]})
     slots = _count(body, "taskSlotsPerNode", 1, MAX_TASK_SLOTS) if "taskSlotsPerNode" in body else 1
     fill = str(((body.get("taskSchedulingPolicy") or {}).get("nodeFillType")) or "spread").lower()
     if fill not in ("spread", "pack"):

@@ -8,7 +8,7 @@ What a simulated node does with what it is given:
   command's would). The choice is a hash of (--seed, job id, task id): the same ids and seed fail the same way in
   every run, whatever the timing;
 - a wall clock shorter than SECONDS ends the attempt as timed out; a kill (terminate, delete, preemption) ends it at
-  once with 137, as SIGKILL ends a process;
+  once with -9, as a Linux node reports a process SIGKILL ended;
 - job preparation and release tasks also take SECONDS and succeed, and so does a pool's start task (its
   `startup/` directory holds stdout.txt and stderr.txt), after which the node takes tasks;
 - the task directory holds stdout.txt (one line saying nothing ran) and stderr.txt (empty, or the simulated failure),
@@ -30,6 +30,7 @@ import heapq
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .blob_transfer import record_uploads, redact_text, upload_placeholder_outputs
+from .blob_transfer import UploadRetry, record_uploads, redact_text, upload_placeholder_outputs
 from .config import ServiceConfig
 from .execution import AttemptRef, ExecutionEvents, JobTaskRef, JobTaskRun, StartTaskRef, StartTaskRun, TaskAttempt
 from .node_layout import NodeLayout, merge_settings
@@ -46,7 +47,7 @@ from .task_outcomes import node_error
 log = logging.getLogger(__name__)
 
 IO_THREADS = 4  # task files and placeholder uploads; uploads wait on the blob endpoint, not on the CPU
-KILLED_EXIT_CODE = 137  # 128 + SIGKILL, what a killed process reports
+KILLED_EXIT_CODE = -signal.SIGKILL  # what a Linux node reports for a process SIGKILL ended
 SIMULATED_FAILURE_EXIT_CODE = 1
 
 RunKey = AttemptRef | JobTaskRef | StartTaskRef
@@ -298,8 +299,9 @@ class SimulatedBackend:
                         f"(job {attempt.job_id}, task {attempt.task_id})\n").encode()
 
             tdir = node.task_dir(attempt.job_id, attempt.task_id)
+            retry = UploadRetry(self.config.node_upload_retry_seconds, lambda: self._stopping)
             outcome = upload_placeholder_outputs(attempt.spec["outputFiles"], tdir / "wd", env, failure is None,
-                                                 self.config.storage, placeholder)
+                                                 self.config.storage, placeholder, retry)
             failure = record_uploads(tdir, outcome, failure)
         except Exception as err:  # report instead of leaving the task running forever
             log.exception("simulated node error uploading outputs of %s/%s", attempt.job_id, attempt.task_id)

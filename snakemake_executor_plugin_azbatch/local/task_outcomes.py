@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
-# Batch's documented exit code for a task ended by its maxWallClockTime: 0xC000013A, as a signed int32.
-WALL_CLOCK_EXIT_CODE = 0xC000013A - 2**32
 
-
-def exit_code_of(returncode: int) -> int:
-    """A process's exit status as Batch reports it; death by signal N is 128 + N (the shell convention)."""
-    return 128 - returncode if returncode < 0 else returncode
+# Exit codes are a process's status as a Linux node's agent reports it: death by signal N is -N (a task process
+# killed by SIGKILL reports -9 on Batch's Linux nodes, e.g. github.com/Azure/Batch/issues/101), i.e. what
+# Popen.returncode says. A task ended by its maxWallClockTime: Batch's docs give 0xC000013A (STATUS_CONTROL_C_EXIT),
+# a Windows code; the spec says a task Batch terminates may report "an operating system-defined exit code". Local
+# nodes are Linux and their agent ends the task's process group with SIGKILL, so it reports -9.
+WALL_CLOCK_EXIT_CODE = -signal.SIGKILL
 
 
 def ended_by_user() -> dict[str, Any]:

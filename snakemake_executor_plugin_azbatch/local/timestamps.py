@@ -19,6 +19,11 @@ _UNLIMITED_SECONDS = 10 * 365 * 86400
 UNLIMITED_DURATION = "P10675199DT2H48M5.4775807S"
 
 
+def is_duration(value: object) -> bool:
+    """Whether `value` is an ISO-8601 duration the service reads (PnDTnHnMnS)."""
+    return isinstance(value, str) and bool(_DURATION.match(value))
+
+
 def iso_now() -> str:
     """ISO-8601 UTC with 'Z', microsecond precision (Batch uses 7 digits; clients accept any)."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

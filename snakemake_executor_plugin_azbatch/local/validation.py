@@ -6,10 +6,14 @@ Choices where Batch's behaviour is not documented (or would make a local service
 - `jobManagerTask`, `multiInstanceSettings` and `autoPoolSpecification` are refused with 400
   `InvalidPropertyValue` (not simulated) rather than silently ignored; `affinityInfo` is accepted and ignored.
 - More than 100 tasks in one add-collection request: 413 `RequestBodyTooLarge`, nothing is added.
+- Properties the service stores and answers with are type-checked (`check_shapes`: strings, booleans, whole
+  numbers, ISO-8601 durations, lists of name/value pairs) and refused with 400 `InvalidPropertyValue`, `null`
+  included, so a body of the wrong shape never comes back in a GET; properties not listed are kept as sent.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -26,13 +30,86 @@ from .errors import (
     TaskIdSameAsJobPreparationTask,
     TaskIdSameAsJobReleaseTask,
 )
+from .timestamps import is_duration
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Shapes of the stored properties (`check_shapes`): a type, "duration", (int, low, high), {property: shape} for an
+# object, [shape] for a list of them.
+_PAIRS = [{"name": str, "value": str}]
+_IDENTITY = {"resourceId": str}
+_USER = {"username": str, "autoUser": {"scope": str, "elevationLevel": str}}
+_RESOURCE_FILES = [{"httpUrl": str, "storageContainerUrl": str, "autoStorageContainerName": str, "blobPrefix": str,
+                    "filePath": str, "fileMode": str, "identityReference": _IDENTITY}]
+_TASK_CONSTRAINTS = {"maxWallClockTime": "duration", "retentionTime": "duration", "maxTaskRetryCount": (int, -1, None)}
+_CONTAINER = {"imageName": str, "containerRunOptions": str, "workingDirectory": str}
+_JOB_TASK = {"id": str, "commandLine": str, "resourceFiles": _RESOURCE_FILES, "environmentSettings": _PAIRS,
+             "constraints": _TASK_CONSTRAINTS, "waitForSuccess": bool, "userIdentity": _USER,
+             "rerunOnNodeRebootAfterSuccess": bool, "maxWallClockTime": "duration", "retentionTime": "duration",
+             "containerSettings": _CONTAINER}
+JOB_SHAPES: dict[str, Any] = {
+    "displayName": str, "priority": (int, -1000, 1000), "maxParallelTasks": (int, -1, None),
+    "allowTaskPreemption": bool, "metadata": _PAIRS, "commonEnvironmentSettings": _PAIRS,
+    "constraints": {"maxWallClockTime": "duration", "maxTaskRetryCount": (int, -1, None)},
+    "jobPreparationTask": _JOB_TASK, "jobReleaseTask": _JOB_TASK,
+}
+POOL_SHAPES: dict[str, Any] = {
+    "displayName": str, "metadata": _PAIRS, "enableInterNodeCommunication": bool, "resizeTimeout": "duration",
+    "startTask": {"commandLine": str, "resourceFiles": _RESOURCE_FILES, "environmentSettings": _PAIRS,
+                  "userIdentity": _USER, "maxTaskRetryCount": (int, -1, None), "waitForSuccess": bool,
+                  "containerSettings": _CONTAINER},
+    "applicationPackageReferences": [{"applicationId": str, "version": str}],
+}
+TASK_SHAPES: dict[str, Any] = {
+    "displayName": str, "requiredSlots": (int, 1, None), "constraints": _TASK_CONSTRAINTS,
+    "environmentSettings": _PAIRS, "resourceFiles": _RESOURCE_FILES, "userIdentity": _USER,
+    "outputFiles": [{"filePattern": str, "uploadOptions": {"uploadCondition": str},
+                     "destination": {"container": {"containerUrl": str, "path": str, "identityReference": _IDENTITY,
+                                                   "uploadHeaders": _PAIRS}}}],
+    "containerSettings": _CONTAINER, "applicationPackageReferences": [{"applicationId": str, "version": str}],
+    "exitConditions": dict,
+}
 MAX_TASKS_PER_COLLECTION = 100
 _JOB_ENUMS = {
     "onAllTasksComplete": ("noaction", "terminatejob"),
     "onTaskFailure": ("noaction", "performexitoptionsjobaction"),
 }
+
+
+def check_shapes(body: dict[str, Any], shapes: dict[str, Any], where: str = "") -> None:
+    """Each property of `body` that `shapes` names has that shape; InvalidPropertyValue naming the first that has
+    not. (Its recursion is bounded: request bodies nest at most 64 levels, http_messages.MAX_JSON_DEPTH.)"""
+    for name, value in body.items():
+        if name in shapes:
+            _check_shape(value, shapes[name], f"{where}{name}")
+
+
+def _check_shape(value: Any, shape: Any, where: str) -> None:
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            raise _wrong(where, value, "an object")
+        check_shapes(value, shape, f"{where}.")
+    elif isinstance(shape, list):
+        if not isinstance(value, list):
+            raise _wrong(where, value, "a list")
+        for i, item in enumerate(value):
+            _check_shape(item, shape[0], f"{where}[{i}]")
+    elif shape == "duration":
+        if not is_duration(value):
+            raise _wrong(where, value, "an ISO 8601 duration such as PT1H")
+    elif isinstance(shape, tuple) or shape is int:
+        _, low, high = shape if isinstance(shape, tuple) else (int, None, None)
+        if (isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low)
+                or (high is not None and value > high)):
+            bounds = "".join([f" of at least {low}" if low is not None else "",
+                              f" and at most {high}" if high is not None else ""])
+            raise _wrong(where, value, f"a whole number{bounds}")
+    elif not isinstance(value, shape) or (shape is not bool and isinstance(value, bool)):
+        raise _wrong(where, value, {str: "a string", bool: "true or false", dict: "an object"}.get(shape, "valid"))
+
+
+def _wrong(where: str, value: Any, expected: str) -> InvalidPropertyValue:
+    return InvalidPropertyValue(f"{where} must be {expected}.",
+                                {"PropertyName": where, "PropertyValue": json.dumps(value)[:100]})
 
 
 def check_id(value: Any, what: str) -> str:
@@ -51,6 +128,7 @@ def check_job_body(body: Any) -> tuple[str, str]:
     if not isinstance(body, dict):
         raise InvalidRequestBody("The request body must be a JSON object describing a job.")
     job_id = check_id(body.get("id"), "job")
+    check_shapes(body, JOB_SHAPES)
     pool_info = body.get("poolInfo")
     if not isinstance(pool_info, dict):
         raise MissingRequiredProperty("A job requires poolInfo.", {"PropertyName": "poolInfo"})
@@ -101,6 +179,7 @@ def check_task_body(job: dict[str, Any], body: Any) -> str:
     task_id = check_id(body.get("id"), "task")
     if not isinstance(body.get("commandLine"), str) or not body["commandLine"].strip():
         raise MissingRequiredProperty("The task commandLine is required.", {"PropertyName": "commandLine"})
+    check_shapes(body, TASK_SHAPES)
     for prop, error in (("jobPreparationTask", TaskIdSameAsJobPreparationTask),
                         ("jobReleaseTask", TaskIdSameAsJobReleaseTask)):
         special = job.get(prop)
@@ -167,6 +246,7 @@ def check_task_list(tasks: Any) -> list[Any]:
 def check_job_changes(changes: Any) -> dict[str, Any]:
     if not isinstance(changes, dict):
         raise InvalidRequestBody("The job changes must be a JSON object.")
+    check_shapes(changes, JOB_SHAPES)
     check_metadata(changes.get("metadata"))
     return changes
 

@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 # The Azure CLI, in an environment of its own, that tests/test_docs_az_commands.py checks the docs' az lines with.
 AZCLI_VENV := .venv-azcli
 DEMO_ROOT := .azbatch-local/demo
+# Example prices (per core-hour and node-hour, dedicated,low-priority) so the demo's run report has a cost estimate.
+DEMO_PRICES := --azbatch-price-core-hour 0.048,0.0096 --azbatch-price-node-hour 0.192,0.0384
 
 .PHONY: all install azcli demo test bench bench-quick clean
 
@@ -39,7 +41,7 @@ azcli: $(AZCLI_VENV)/.installed
 demo: install
 	rm -rf $(DEMO_ROOT)
 	cd example_workflow && PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/azbatch-local run --root ../$(DEMO_ROOT) -- \
-		../$(BIN)/python run_demo.py
+		../$(BIN)/python run_demo.py $(DEMO_PRICES)
 
 test: install azcli
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

@@ -97,6 +97,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         self._finalized = False
         self.completed_since = {}
         self._sigterm_installed = False
+        self._cancelled = False  # Ctrl-C / SIGTERM: tasks ended by it were said once each (RunEnd.cancel_jobs)
         self._rate_hinted = False  # said once per run (submission.rate_limit_hint)
         self._threads_warned: set[tuple[str, str]] = set()
         interval = self.config.status_interval
@@ -463,6 +464,8 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
             if task is None:
                 yield job_info
                 continue
+            if self._cancelled and getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
+                continue  # this run's cancellation ended it: its one line is said, no error block
             finished_jobs.append((job_info, task))
         for (job_info, _), collected in zip(finished_jobs, await self._collect_all(finished_jobs)):
             if collected is None:

@@ -197,11 +197,12 @@ class NodeSetup:
 
     # ---- every task ---------------------------------------------------------------------------------------------
     def exec_prefix(self) -> str:
-        """Shell before Snakemake in every task: application packages' bin/ and the node-wide installs on PATH."""
+        """Shell before Snakemake in every task: application packages' bin/ executable and on PATH, the node-wide
+        installs on PATH."""
         parts = []
         dirs = [f"${{{p.env_var}}}/bin" for p in self.config.application_packages]
         if dirs:
-            parts.append(task_spec.path_prefix(dirs))
+            parts += [node_script.executable_files(dirs), task_spec.path_prefix(dirs)]
         if self.installs_snakemake:
             target = node_script.snakemake_dir(self.snakemake_version, self.config.node_packages)
             parts.append(node_script.task_prefix(node_script.task_path_dirs(

@@ -18,7 +18,7 @@ from .outage import OutageExpired, terminate_job_retrying
 
 class RunEnd:
     """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `batch_jobs`, `pools`, `reporting`, `logger`,
-    `workflow`, `completed_since`, `outages`, `run_watch`, `_finalized`, `_sigterm_installed` and
+    `workflow`, `completed_since`, `outages`, `run_watch`, `_finalized`, `_sigterm_installed`, `_cancelled` and
     `delete_created_pool`."""
 
     def _cancel_on_sigterm(self) -> None:
@@ -47,11 +47,17 @@ class RunEnd:
         self._end_run_for_outage(line)
 
     def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
-        # Terminating a Batch job terminates all of its running tasks.
+        """Ctrl-C / SIGTERM: terminating a Batch job terminates all of its running tasks. One line per cancelled
+        task; a status round that still sees them ended does not report them as failures (an error block and the
+        node's Snakemake banner for each would bury what happened)."""
+        self._cancelled = True
         self.reporting.run_cancelled()
         self.run_watch.stop()
         for batch_job in list(self.batch_jobs.values()):
             self._terminate(batch_job)
+        for job_info in active_jobs:
+            what = f"group {job_info.job.name}" if job_info.job.is_group() else f"rule {job_info.job.name}"
+            self.logger.info(f"azbatch: cancelled Batch task {job_info.external_jobid} ({what})")
 
     def shutdown(self):
         super().shutdown()

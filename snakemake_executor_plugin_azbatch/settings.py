@@ -1,7 +1,8 @@
 """The settings Snakemake shows and parses: `ExecutorSettings` (`--azbatch-*` flags, profile keys,
 `SNAKEMAKE_AZBATCH_*` variables). `config/` turns them into a checked `Config`."""
 
-from dataclasses import dataclass, field
+import types
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Optional
 
 from snakemake.exceptions import ApiError
@@ -30,12 +31,38 @@ class SettingsError(ApiError):
     prints those as one line, without a traceback.)"""
 
 
-def _setting(help: str, **metadata) -> dict:
-    return {"help": help, "env_var": True, **metadata}
+def _setting(help: str, unset: Optional[str] = None, **metadata) -> dict:
+    """A setting's metadata. `unset`: what an unset (None) setting means, for `--help`'s "Default: ..." line."""
+    return {"help": help, "env_var": True, **({"unset": unset} if unset else {}), **metadata}
+
+
+def default_text(f) -> str:
+    """What `--help` says a setting's default is, from the dataclass field itself."""
+    if "unset" in f.metadata:
+        return f.metadata["unset"]
+    value = f.default_factory() if f.default is MISSING else f.default
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None or value == "" or value == []:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _help_with_defaults(cls):
+    """Every setting's help ends with its default (Snakemake shows none for plugin settings), derived from the
+    field, so the help cannot drift from the code. Field metadata is read-only: each field gets a new mapping."""
+    for f in fields(cls):
+        help_text = f.metadata["help"].rstrip()
+        tail = "Required." if f.metadata.get("required") else f"Default: {default_text(f)}."
+        f.metadata = types.MappingProxyType({**f.metadata, "help": f"{help_text} {tail}"})
+    return cls
 
 
 # Field types must be runtime typing objects (Optional[...], no `from __future__ import annotations`): Snakemake
 # builds the --azbatch-* argparse flags from them, and silently drops the plugin when it cannot.
+@_help_with_defaults
 @dataclass
 class ExecutorSettings(ExecutorSettingsBase):
     account_url: Optional[str] = field(
@@ -49,8 +76,8 @@ class ExecutorSettings(ExecutorSettingsBase):
     account_name: Optional[str] = field(
         default=None,
         metadata=_setting(
-            "Batch account name; derived from the account URL's first host label when absent. "
-            "Falls back to AZURE_BATCH_ACCOUNT.",
+            "Batch account name. Falls back to AZURE_BATCH_ACCOUNT.",
+            unset="the account URL's first host label",
             metavar="NAME",
         ),
     )
@@ -66,8 +93,8 @@ class ExecutorSettings(ExecutorSettingsBase):
     pool_id: Optional[str] = field(
         default=None,
         metadata=_setting(
-            "Id of the Batch pool that runs the jobs (required); it must exist unless --azbatch-pool-vm-size "
-            "asks the run to create it. "
+            "Id of the Batch pool that runs the jobs; it must exist unless --azbatch-pool-vm-size asks the run "
+            "to create it. "
             "A rule can pick another pool with the resource azbatch_pool.",
             metavar="POOL",
             required=True,
@@ -174,7 +201,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         metadata=_setting(
             "Extra resource files for every task, as [NODE_PATH=]SOURCE: SOURCE is a local file "
             "(uploaded) or an http(s) URL; NODE_PATH is relative to the task working directory "
-            "(default: the file name).",
+            "(the file name when omitted).",
             metavar="[NODE_PATH=]SOURCE",
             nargs="+",
         ),
@@ -202,8 +229,8 @@ class ExecutorSettings(ExecutorSettingsBase):
     node_python: Optional[str] = field(
         default=None,
         metadata=_setting(
-            "Python version (X.Y) of the nodes' python3, for which the offline wheelhouse is built; default: "
-            "from the pool's image when known (e.g. Ubuntu 24.04: 3.12), else 3.12.",
+            "Python version (X.Y) of the nodes' python3, for which the offline wheelhouse is built.",
+            unset="from the pool's image when known (e.g. Ubuntu 24.04: 3.12), else 3.12",
             metavar="X.Y",
         ),
     )
@@ -249,6 +276,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         metadata=_setting(
             "Resource id of the pool's user-assigned managed identity; when set, nodes read inputs and "
             "write outputs with it (identityReference) instead of SAS URLs.",
+            unset="none (SAS URLs)",
             metavar="RESOURCE_ID",
         ),
     )
@@ -267,9 +295,9 @@ class ExecutorSettings(ExecutorSettingsBase):
     status_interval: Optional[float] = field(
         default=None,
         metadata=_setting(
-            "Seconds between status rounds (one task-list request per Batch job each round); "
-            "default: Snakemake's --seconds-between-status-checks, at least 1 (1 for a loopback account URL, "
-            "i.e. the local service).",
+            "Seconds between status rounds (one task-list request per Batch job each round).",
+            unset="Snakemake's --seconds-between-status-checks, at least 1 (1 for a loopback account URL, i.e. the "
+            "local service)",
             metavar="SECONDS",
         ),
     )
@@ -294,7 +322,8 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=None,
         metadata=_setting(
             "Longest wait between status rounds: the interval starts at --azbatch-status-interval, grows while "
-            "no task completes and drops back when one does; default 10 times the interval, at most 60.",
+            "no task completes and drops back when one does.",
+            unset="10 times the interval, at most 60",
             metavar="SECONDS",
         ),
     )
@@ -338,6 +367,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         metadata=_setting(
             "Price of one core-hour (a task's slots x its run time) for the report's cost estimate, as "
             "DEDICATED[,LOW_PRIORITY]; one value prices both.",
+            unset="none (no cost estimate)",
             metavar="PRICE[,LOW_PRIORITY_PRICE]",
         ),
     )
@@ -346,6 +376,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         metadata=_setting(
             "Price of one node-hour (the VM's hourly price; a task uses slots / slots-per-node of a node) for the "
             "report's cost estimate, as DEDICATED[,LOW_PRIORITY]; one value prices both.",
+            unset="none (no cost estimate)",
             metavar="PRICE[,LOW_PRIORITY_PRICE]",
         ),
     )
@@ -362,8 +393,8 @@ class ExecutorSettings(ExecutorSettingsBase):
     pool_vm_size: Optional[str] = field(
         default=None,
         metadata=_setting(
-            "Create the pool --azbatch-pool-id with this VM size (e.g. standard_d4s_v3) when it does not exist. "
-            "Unset: never create a pool.",
+            "Create the pool --azbatch-pool-id with this VM size (e.g. standard_d4s_v3) when it does not exist.",
+            unset="none (never create a pool)",
             metavar="VM_SIZE",
         ),
     )
@@ -383,13 +414,14 @@ class ExecutorSettings(ExecutorSettingsBase):
     pool_nodes: Optional[str] = field(
         default=None,
         metadata=_setting("Fixed size of a created pool: DEDICATED[,SPOT] nodes, e.g. 0,4.",
-                          metavar="DEDICATED[,SPOT]"),
+                          unset="none (autoscale, see --azbatch-pool-autoscale)", metavar="DEDICATED[,SPOT]"),
     )
     pool_autoscale: Optional[str] = field(
         default=None,
         metadata=_setting(
             "Autoscale a created pool between MIN and MAX nodes on its pending tasks (grows from zero, shrinks "
-            "when idle, lets running tasks finish). Default when neither this nor --azbatch-pool-nodes is given: 0-4.",
+            "when idle, lets running tasks finish).",
+            unset="0-4 unless --azbatch-pool-nodes is given",
             metavar="MIN-MAX",
         ),
     )
@@ -400,7 +432,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     pool_autoscale_formula: Optional[str] = field(
         default=None,
         metadata=_setting("Your own autoscale formula for a created pool (replaces the generated one).",
-                          metavar="FORMULA"),
+                          unset="none (the generated formula)", metavar="FORMULA"),
     )
     pool_autoscale_interval: float = field(
         default=5.0,
@@ -409,7 +441,7 @@ class ExecutorSettings(ExecutorSettingsBase):
     )
     pool_slots: Optional[int] = field(
         default=None,
-        metadata=_setting("Task slots per node of a created pool; default: the VM size's vCPUs (1 if unknown).",
+        metadata=_setting("Task slots per node of a created pool.", unset="the VM size's vCPUs (1 if unknown)",
                           metavar="N"),
     )
     pool_start_task: Optional[str] = field(
@@ -443,6 +475,6 @@ class ExecutorSettings(ExecutorSettingsBase):
     )
     keep_pool: bool = field(
         default=False,
-        metadata=_setting("Keep a pool this run created (default: delete it at the end; a pool the run did not "
-                          "create is never deleted)."),
+        metadata=_setting("Keep a pool this run created instead of deleting it at the end (a pool the run did "
+                          "not create is never deleted)."),
     )

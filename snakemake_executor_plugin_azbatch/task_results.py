@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -18,6 +19,9 @@ from .outage import OutageExpired
 from .output_check import output_problem, recreate_empty_dirs
 
 EMPTY_DIRS_LIMIT = 16 << 20  # the node's list of empty directories: 16 MiB is ~200,000 of them
+
+# How Snakemake on the node reports the rule's failed command (Python's CalledProcessError text) before it exits 1.
+_COMMAND_EXIT = re.compile(rb"returned non-zero exit status (\d+)\.|died with <Signals\.(SIG\w+): \d+>\.")
 
 STATE_DIR = Path(".snakemake") / "azbatch"
 LOG_DIR = STATE_DIR / "logs"
@@ -108,8 +112,12 @@ class TaskResults:
             aux_logs += [str(saved)] if saved else []
             saved_text = f" (its log: {saved})" if saved else ""
             problems.append(f"the node could not upload the task's output files{saved_text}")
+        command_exit = command_exit_status(log_dir / "stderr.txt") if exit_code == 1 else None
         if succeeded:
             parts = [f"azbatch: Batch task {tid} succeeded but its outputs are wrong"]
+        elif command_exit:
+            parts = [f"azbatch: Batch task {tid} failed ({command_exit} of the rule's command; Snakemake on the "
+                     f"node exited 1)"]
         else:
             parts = [f"azbatch: Batch task {tid} failed (exit code {exit_code})"]
         if failure is not None:
@@ -122,3 +130,19 @@ class TaskResults:
         if stderr_tail:
             message += f"\nLast lines of stderr:\n{redact(stderr_tail)}\n"
         return False, message, aux_logs
+
+
+def command_exit_status(stderr: Path) -> str | None:
+    """The rule's own failure ("exit code 3", "signal SIGKILL") from the end of the task's saved stderr, where
+    Snakemake on the node reports the command that failed (the task itself then exits 1); None when absent."""
+    try:
+        with open(stderr, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - (64 << 10)))
+            matches = list(_COMMAND_EXIT.finditer(f.read()))
+    except OSError:
+        return None
+    if not matches:
+        return None
+    code, signal_name = matches[-1].groups()
+    return f"exit code {int(code)}" if code else f"signal {signal_name.decode()}"

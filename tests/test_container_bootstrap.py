@@ -1,6 +1,7 @@
 """`--azbatch-bootstrap container` end to end: `snakemake --executor azbatch` on a container-enabled local pool whose
 nodes are stock-image sandboxes (python3 only, no Snakemake), every task in a real podman container of an image
-that holds the run's exact Snakemake (tests/snakemake_image.py builds it locally once and caches it by content).
+that holds the run's exact Snakemake, built as the README says, by `azbatch-local snakemake-image build` (local/
+snakemake_image.py: once, cached by content).
 
 What this proves: the plugin's container task bodies and preparation task work on a pool where Batch requires
 containerSettings; the tasks ran in the image (a rule reads the image's marker file and finds Snakemake there, which
@@ -10,14 +11,18 @@ runc, debootstrap or bubblewrap when one is missing (CI installs them).
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import snakemake
-import snakemake_image
 from executor_runs import output_of, run_snakemake, write_files
 from node_sandbox import IMAGE_DIR, podman_engine, skip_unless, stock_image
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
-from snakemake_executor_plugin_azbatch.local import isolation
+from snakemake_executor_plugin_azbatch.local import isolation, snakemake_image
 from snakemake_executor_plugin_azbatch.local.config import PoolSpec
 
 SNAKEFILE = """\
@@ -32,7 +37,7 @@ rule shout:
 rule where:
     output: "results/where.txt"
     shell:
-        "{{ cat /etc/azbatch-test-image; command -v snakemake; python3 -m snakemake --version; id -u; "
+        "{{ cat /etc/azbatch-snakemake-image; command -v snakemake; python3 -m snakemake --version; id -u; "
         "grep '^ID=' /etc/os-release; }} > {output}"
 
 rule report:
@@ -45,7 +50,15 @@ rule report:
 @pytest.fixture(scope="module")
 def image_reference() -> str:
     engine = podman_engine()  # skips naming podman / runc when missing
-    return snakemake_image.build(engine, stock_image(), snakemake.__version__)
+    stock_image()  # skips naming debootstrap or root when missing
+    # The README's command, into the store the test service takes container images from.
+    command = [str(Path(sys.executable).parent / "azbatch-local"), "snakemake-image", "build",
+               "--node-image", str(IMAGE_DIR), "--podman-store", str(engine.store)]
+    built = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr
+    assert re.fullmatch(r"localhost/azbatch-snakemake:[0-9a-f]{12}\n", built.stdout), built.stdout
+    assert all(line.startswith("azbatch-local snakemake-image build: ") for line in built.stderr.splitlines())
+    return built.stdout.strip()
 
 
 def test_the_container_bootstrap_runs_a_workflow_in_real_containers(make_service, tmp_path, image_reference):

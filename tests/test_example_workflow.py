@@ -19,6 +19,8 @@ SAMPLES = ["A", "B", "C"]
 # Batch tasks of the example: 5 per-sample rules x 3 samples, summarize and 10 random_md5 tasks (their gather is a
 # local rule).
 EXPECTED_TASKS = 5 * len(SAMPLES) + 1 + 10
+# The prices `make demo` passes (Makefile DEMO_PRICES), so the report has the cost estimate the README shows.
+DEMO_PRICES = re.search(r"^DEMO_PRICES := (.*)$", (EXAMPLE.parent / "Makefile").read_text(), re.M).group(1).split()
 
 
 def copy_example(tmp_path: Path) -> Path:
@@ -78,7 +80,7 @@ def service(make_service):
 
 def test_example_workflow_runs_through_the_executor(service, tmp_path):
     workdir = copy_example(tmp_path)
-    result = run_demo(workdir, service, "--jobs", "12")
+    result = run_demo(workdir, service, "--jobs", "12", *DEMO_PRICES)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"run_demo.py failed; whole output in {tmp_path / 'demo-output.txt'}\n{output[-3000:]}"
 
@@ -126,6 +128,8 @@ def test_example_workflow_runs_through_the_executor(service, tmp_path):
     report = re.search(r"run report: +(\S+report\.html)", result.stdout)
     assert report and f"azbatch: run report: {report.group(1)}" in result.stderr, result.stdout[-2000:]
     assert len(read_tsv(Path(report.group(1)).parent / "tasks.tsv")) == EXPECTED_TASKS
+    cost = Path(report.group(1)).read_text().split('id="cost"', 1)[1].split("</div>", 1)[0]
+    assert 'id="cost-table"' in cost and "No price given" not in cost  # make demo's prices reach the report
     rows = task_table(result.stdout)
     assert len(rows) == EXPECTED_TASKS, result.stdout
     assert all(row[1] in node_ids and row[2] == "completed" and row[3] == "0" for row in rows), result.stdout

@@ -67,6 +67,10 @@ def test_signal_terminates_every_task_and_the_job(local_service, tmp_path, signu
         proc.send_signal(signum)
         output, _ = proc.communicate(timeout=120)
         assert proc.returncode != 0, output
+        # One line per cancelled task; no error block, and no banner of the node's Snakemake, for any of them.
+        cancelled = [line for line in output.splitlines() if line.startswith("azbatch: cancelled Batch task slow-")]
+        assert len(cancelled) == expected and all(line.endswith(" (rule slow)") for line in cancelled), output
+        assert "Error in rule" not in output and output.count("Snakemake version:") == 1, output
 
         job = client.get_job(jobs[0].id)
         assert enum_text(job.state) == "completed", output  # terminated

@@ -16,9 +16,13 @@ from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec
 @pytest.fixture
 def pools_service(make_service, tmp_path):
     package = tmp_path / "tools-1.0.zip"
+    # bin/greet has no exec bit in the zip (mode 0644): the plugin's task prefix makes it executable, so the tasks
+    # work whether Batch's nodes keep a package's mode bits or not.
+    greet = zipfile.ZipInfo("bin/greet")
+    greet.create_system, greet.external_attr = 3, 0o100644 << 16
     with zipfile.ZipFile(package, "w") as archive:
         archive.writestr("share/greeting.txt", "hello from the tools package\n")
-        archive.writestr("bin/README", "tools live here\n")
+        archive.writestr(greet, "#!/bin/sh\necho greet ran\n")
     return make_service(
         pools=["local:1:2", "big:1:2", "empty:0:1"],
         app_packages=[AppPackageSpec("tools", "1.0", package)],
@@ -39,7 +43,7 @@ def test_rules_pick_pools_and_tasks_get_application_packages(pools_service, tmp_
 
                 rule small:
                     output: "small.txt"
-                    shell: "cat $AZ_BATCH_APP_PACKAGE_tools_1_0/share/greeting.txt > {output}; echo $PATH >> {output}"
+                    shell: "cat $AZ_BATCH_APP_PACKAGE_tools_1_0/share/greeting.txt > {output}; echo $PATH >> {output}; greet >> {output}"
 
                 rule large:
                     output: "big.txt"
@@ -59,7 +63,8 @@ def test_rules_pick_pools_and_tasks_get_application_packages(pools_service, tmp_
     jobs = list(client.list_jobs())
     try:
         assert result.returncode == 0, output_of(result)
-        greeting, path = (workdir / "small.txt").read_text().splitlines()
+        greeting, path, greeted = (workdir / "small.txt").read_text().splitlines()
+        assert greeted == "greet ran"  # a package's bin/ file without its exec bit still runs
         assert greeting == "hello from the tools package"
         assert path.split(":")[0].endswith("/bin") and "tools" in path.split(":")[0]  # package bin/ first on PATH
         assert (workdir / "big.txt").read_text().strip() == "big"

@@ -12,6 +12,7 @@ from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.batch_client import BatchService
 from snakemake_executor_plugin_azbatch.config import resolve
 from snakemake_executor_plugin_azbatch import task_spec
+from snakemake_executor_plugin_azbatch.task_results import command_exit_status
 
 FANOUT = 8
 
@@ -129,7 +130,9 @@ def test_failed_job_reports_exit_code_stderr_tail_and_brings_logs_back(local_ser
     result = run_snakemake(local_service, workdir, container="submission")
     assert result.returncode != 0
     text = result.stdout + result.stderr
-    assert re.search(r"Batch task fail-\d+-a1-\w+ failed \(exit code 1\)", text), output_of(result)
+    # The rule's own exit code, not Snakemake's on the node (1), which the message names too.
+    assert re.search(r"Batch task fail-\d+-a1-\w+ failed \(exit code 3 of the rule's command; Snakemake on the node "
+                     r"exited 1\)", text), output_of(result)
     assert "BOOM-marker-7" in text  # the tail of stderr is part of the error
     assert (workdir / "logs/fail.log").read_text() == "partial progress\n"  # logs come back on failure
     stderr_files = list((workdir / ".snakemake/azbatch/logs").glob("fail-*/stderr.txt"))
@@ -377,3 +380,15 @@ def test_task_definitions_are_built_as_requests_go_out_not_all_at_once(local_ser
     finally:
         service.terminate_job(job_id)
         service.delete_job(job_id)
+
+
+def test_command_exit_status_is_the_last_failed_command_in_the_saved_stderr(tmp_path):
+    stderr = tmp_path / "stderr.txt"
+    assert command_exit_status(stderr) is None  # no saved log
+    stderr.write_text("Command 'true; exit 2' returned non-zero exit status 2.\nnoise\n"
+                      "Command 'set -euo pipefail;  a\nb; exit 4' returned non-zero exit status 4.\nShutting down\n")
+    assert command_exit_status(stderr) == "exit code 4"
+    stderr.write_text("Command 'sleep 9' died with <Signals.SIGKILL: 9>.\n")
+    assert command_exit_status(stderr) == "signal SIGKILL"
+    stderr.write_text("Traceback (most recent call last):\nValueError: a run: block failed\n")
+    assert command_exit_status(stderr) is None  # the task's exit code stands

@@ -99,6 +99,11 @@ def test_readme_make_commands_are_makefile_targets_and_ci_uses_make_test():
     # The demo target is what the README promises: the local service running run_demo.py.
     demo_recipe = re.search(r"^demo:.*?\n((?:\t.*\n?)+)", makefile, re.M).group(1)
     assert "azbatch-local run" in demo_recipe and "run_demo.py" in demo_recipe
+    # ... with the prices the README says its report screenshot was made with.
+    assert "run_demo.py $(DEMO_PRICES)" in demo_recipe
+    prices = re.search(r"^DEMO_PRICES := (.*)$", makefile, re.M).group(1)
+    claimed = re.search(r"The report of `make demo`, which passes example prices \(`([^`]*)` and `([^`]*)`", " ".join(README.split()))
+    assert claimed and " ".join(claimed.groups()) == prices, "README's demo report caption and DEMO_PRICES differ"
 
 
 @pytest.mark.parametrize("document", sorted(DOCS))

@@ -592,6 +592,10 @@ def test_application_packages_are_listed_and_installed(make_service, tmp_path: P
     package = tmp_path / "tools.zip"
     with zipfile.ZipFile(package, "w") as archive:
         archive.writestr("bin/hello.sh", "#!/bin/sh\necho hello from package\n")
+        for name, mode in (("bin/hello", 0o100755), ("share/data.txt", 0o100640)):  # Unix modes, as `zip` keeps them
+            info = zipfile.ZipInfo(name)
+            info.create_system, info.external_attr = 3, mode << 16
+            archive.writestr(info, "#!/bin/sh\necho hello from bin\n" if name == "bin/hello" else "data\n")
     svc = make_service(pools=["apps:1:2"], app_packages=[AppPackageSpec("my-tools", "1.0", package)])
     client = svc.batch_client()
     apps = list(client.list_applications())
@@ -613,7 +617,15 @@ def test_application_packages_are_listed_and_installed(make_service, tmp_path: P
     assert task.execution_info.result == "success", task.as_dict()
     assert "hello from package" in (task_root(svc, task) / "stdout.txt").read_text()
     node_root = svc.root / "nodes" / "apps" / task.node_info.node_id
-    assert (node_root / "applications" / "my-tools_1.0" / "bin" / "hello.sh").is_file()
+    installed = node_root / "applications" / "my-tools_1.0"
+    assert (installed / "bin" / "hello.sh").is_file()
+    # The zip's Unix mode bits are kept, as unzip keeps them: bin/hello runs as it is.
+    assert [oct(p.stat().st_mode & 0o777) for p in (installed / "bin/hello", installed / "share/data.txt")] == [
+        "0o755", "0o640"]
+    ran = run_task(client, job_id, {"id": "runs-hello", "commandLine": "/bin/sh -c '$AZ_BATCH_APP_PACKAGE_my_tools_1_0/bin/hello'",
+                                    "applicationPackageReferences": [{"applicationId": "my-tools", "version": "1.0"}]})
+    assert ran.execution_info.result == "success", ran.as_dict()
+    assert (task_root(svc, ran) / "stdout.txt").read_text() == "hello from bin\n"
     unknown = run_task(
         client,
         job_id,

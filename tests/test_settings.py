@@ -215,3 +215,32 @@ def test_sas_lifetime_beyond_seven_days_is_refused_up_front_with_entra_id():
 )
 def test_long_sas_lifetimes_are_fine_without_user_delegation(extra):
     assert resolve_env({**ENTRA_ENV, **extra}, sas_hours=24 * 30).sas_hours == 720
+
+
+def test_help_states_every_settings_default_derived_from_the_dataclass():
+    """`snakemake --help` (Snakemake's own argument parser for the plugin) ends every setting's help with its
+    default: the field's value itself, or for an unset (None) one what unset means; required ones say so."""
+    import dataclasses
+
+    import configargparse
+
+    parser = configargparse.ArgumentParser()
+    ExecutorPluginRegistry().get_plugin("azbatch").register_cli_args(parser, "executor")
+    helps = {a.dest: a.help for a in parser._actions if a.dest.startswith("azbatch_")}
+    fields = dataclasses.fields(ExecutorSettings)
+    assert len(helps) == len(fields)
+    for f in fields:
+        text = helps["azbatch_" + f.name]
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if f.metadata.get("required"):
+            expected = "Required."
+        elif isinstance(default, bool):
+            expected = f"Default: {'on' if default else 'off'}."
+        elif default is None:
+            expected = f"Default: {f.metadata.get('unset', 'none')}."
+        elif default in ("", []):
+            expected = "Default: none."
+        else:
+            expected = f"Default: {default:g}." if isinstance(default, float) else f"Default: {default}."
+        assert text.endswith(expected), f"--azbatch-{f.name.replace('_', '-')}: help {text!r} lacks {expected!r}"
+        assert text.count("Default:") + text.count("Required.") == 1 and "default:" not in text.lower().replace("default:", "", 1), text

@@ -41,7 +41,7 @@ test -e {REPO / 'pyproject.toml'} || echo no-project-checkout
 test -e {Path(sys.prefix) / 'bin' / 'python'} || echo no-host-venv
 {{ touch /usr/local/bin/mine; }} 2>/dev/null || echo cannot-write-system-dirs
 echo "input: $(cat input.txt)"
-echo "app: $(sh "$AZ_BATCH_APP_PACKAGE_tools_1_0/bin/hello")"
+echo "app: $("$AZ_BATCH_APP_PACKAGE_tools_1_0/bin/hello")"
 echo "tool: $(node-tool)"
 echo "ids: $AZ_BATCH_JOB_ID $AZ_BATCH_TASK_ID $AZ_BATCH_TASK_USER_IDENTITY $AZ_BATCH_POOL_ID"
 echo "dirs: $PWD $HOME $AZ_BATCH_TASK_WORKING_DIR"
@@ -50,8 +50,10 @@ echo "setting: $MY_SETTING"
 
 
 def _app_zip(path: Path) -> Path:
+    hello = zipfile.ZipInfo("bin/hello")
+    hello.create_system, hello.external_attr = 3, 0o100755 << 16  # made on Unix, executable: it runs as it is
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("bin/hello", "#!/bin/sh\necho hello-from-the-package\n")
+        archive.writestr(hello, "#!/bin/sh\necho hello-from-the-package\n")
     return path
 
 

@@ -226,3 +226,13 @@ def task_path_dirs(snakemake_target: str | None, conda: bool, apptainer: bool) -
 def task_prefix(dirs: list[str]) -> str:
     """Shell run before Snakemake in every task: the node-wide installations onto PATH."""
     return "; ".join(f'if [ -e "{d}/.complete" ]; then export PATH="{d}/bin:$PATH"; fi' for d in dirs)
+
+
+def executable_files(dirs: list[str]) -> str:
+    """Shell making the files in `dirs` (application packages' bin/) executable where they are not: Batch does not
+    document whether a package zip's Unix mode bits survive on Linux nodes, so the tasks work either way. A file
+    the task user may not change gets one line on stderr saying what to do."""
+    globs = " ".join(f'"{d}"/*' for d in dirs)
+    return (f'for f in {globs}; do if [ -f "$f" ] && [ ! -x "$f" ]; then chmod +x "$f" 2>/dev/null || echo '
+            '"azbatch: $f is not executable and the task user cannot change that: zip the package on Linux '
+            '(zip keeps mode bits) with the file executable" >&2; fi; done')

@@ -5,6 +5,8 @@
                                             exits with CMD's status
     azbatch-local node-image build [DIR]    build (or reuse) the stock node image: Debian minimal with python3, no
                                             pip/venv/Snakemake; --podman also imports it as a local podman image
+    azbatch-local snakemake-image build     build (or reuse) that image plus Snakemake as a podman image for
+                                            container pools; prints its reference
 
 Everything lives under --root (default ./.azbatch-local): Azurite's data, the nodes' directories, env.sh (the
 export lines) and metrics.json (written at shutdown).
@@ -26,6 +28,7 @@ from typing import NoReturn
 from . import node_image as node_image_module
 from .azurite import AzuriteError
 from . import pool_file
+from . import snakemake_image
 from .config import (
     NODE_NETWORKS,
     AppPackageSpec,
@@ -222,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service_options(run)
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the command to run")
     _add_node_image_commands(commands)
+    snakemake_image.add_command(commands, _OneLineParser, DEFAULT_ROOT)
     return parser
 
 
@@ -336,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "node-image":
         return _node_image_build(args)
+    if args.command == "snakemake-image":
+        return snakemake_image.run_command(args, PROG)
     command: list[str] = []
     if args.command == "run":
         command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

@@ -17,6 +17,7 @@ import logging
 import os
 import shlex
 import signal
+import stat
 import subprocess
 import threading
 import uuid
@@ -391,7 +392,7 @@ class NodeAgent:
                     target = node.applications_dir / f"{spec.name}_{spec.version}"
                     try:
                         with zipfile.ZipFile(spec.zip_path) as archive:
-                            archive.extractall(target)
+                            extract_keeping_modes(archive, target)
                     except (OSError, zipfile.BadZipFile) as err:
                         raise TransferError("ApplicationPackageError",
                                             f"Application package {key} could not be extracted: {err}") from None
@@ -399,3 +400,18 @@ class NodeAgent:
             env[app_package_env_name(spec.name, spec.version)] = str(target)
             if not version:
                 env[app_package_env_name(spec.name, None)] = str(target)
+
+
+def extract_keeping_modes(archive: zipfile.ZipFile, target: Path) -> None:
+    """Extract like Info-ZIP's unzip on Linux: each member's Unix permission bits (external_attr, when the zip was
+    made on Unix) are kept, so a package's bin/ stays executable. Batch does not document what its Linux nodes
+    do; zipfile's extractall alone drops every mode bit. Set-id and sticky bits and symlink entries are not
+    honoured (zipfile writes a link as a plain file)."""
+    modes = []
+    for member in archive.infolist():
+        path = archive.extract(member, target)
+        mode = member.external_attr >> 16
+        if member.create_system == 3 and stat.S_IFMT(mode) in (0, stat.S_IFREG, stat.S_IFDIR) and mode & 0o777:
+            modes.append((path, mode & 0o777))
+    for path, mode in reversed(modes):  # directories after their contents: a read-only one must not block them
+        os.chmod(path, mode)

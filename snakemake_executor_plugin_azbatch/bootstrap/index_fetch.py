@@ -32,6 +32,11 @@ def _proxy(url):
     return urllib.request.getproxies().get(parts.scheme)
 
 
+def open_url(url, timeout):
+    """urlopen with the proxies of the environment as it is now (urlopen's shared opener keeps the first ones)."""
+    return urllib.request.build_opener().open(url, timeout=timeout)
+
+
 def describe(error, url):
     """One line: what went wrong reaching `url` and what to do (`error` is what urlopen raised)."""
     parts = urlsplit(url)
@@ -69,7 +74,7 @@ def fetch(url, sha256, dest, timeout=60):
     """Download `url` to `dest` (via dest.part) if its sha256 is `sha256`; the failure line, or None."""
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer, open(dest + ".part", "wb") as out:
+        with open_url(url, timeout) as answer, open(dest + ".part", "wb") as out:
             for chunk in iter(lambda: answer.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)
@@ -86,7 +91,7 @@ def fetch(url, sha256, dest, timeout=60):
 def probe(url, timeout=30):
     """Why the index cannot be reached (one line), or None when it answers."""
     try:
-        urllib.request.urlopen(url, timeout=timeout).close()
+        open_url(url, timeout).close()
     except (urllib.error.URLError, OSError) as e:
         return f"the package index is not reachable: {describe(e, url)}"
     return None

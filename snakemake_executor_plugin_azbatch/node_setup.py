@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -130,7 +131,7 @@ class NodeSetup:
     def node_python(self, pool: PoolInfo) -> str:
         return self.config.node_python or image_python(pool.image) or DEFAULT_NODE_PYTHON
 
-    @property
+    @cached_property
     def ca_sha256(self) -> str | None:
         """sha256 of --azbatch-node-ca-bundle's content (names the node's combined bundle), when set."""
         path = self.config.node_ca_bundle

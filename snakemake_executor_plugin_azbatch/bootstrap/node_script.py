@@ -182,6 +182,7 @@ def uv_binary(install: SnakemakeInstall) -> tuple[str, list[str]]:
         f'python3 -m zipfile -e "{wheel}" "{target}.unpack"',
         f'mkdir -p "{target}" && mv "{target}.unpack/uv-{install.uv_version}.data/scripts/uv" "{target}/uv"',
         f'rm -rf "{target}.unpack"; chmod 755 "{target}/uv"',
+        *([] if install.uv_wheel else [f'rm -f "{wheel}"']),  # fetched here: not kept in the job's directory
     ]
     return f"{target}/uv", once(target, body, f"uv {install.uv_version}")
 

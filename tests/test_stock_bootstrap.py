@@ -3,6 +3,8 @@ Snakemake): `snakemake --executor azbatch` end to end with the real SDKs, Azurit
 
 - default bootstrap (pip mode: the node fetches the pinned uv and Snakemake from the package index, nothing large
   staged), example workflow; a second run on the same node reuses the installation;
+- nodes that do not trust this network's TLS-inspecting CA: the run ends naming the certificate, and
+  --azbatch-node-ca-bundle lets the default bootstrap through (skipped where the network does not inspect TLS);
 - offline mode on nodes that reach only the local service: the same from the staged wheelhouse;
 - a bootstrap that cannot succeed (a node without python3) ends the run non-zero with the preparation task's
   stderr tail, and leaves no job or task active.
@@ -25,7 +27,7 @@ from test_example_workflow import copy_example, read_tsv
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.bootstrap import node_script
-from snakemake_executor_plugin_azbatch.local import isolation
+from snakemake_executor_plugin_azbatch.local import isolation, node_trust
 from snakemake_executor_plugin_azbatch.local.config import PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 
@@ -36,11 +38,11 @@ NODE_PACKAGES = "matplotlib"  # the example's summarize step plots with it
 UV_WHEEL_BYTES = 17_000_000  # about the size of uv's wheel, which nobody stages in pip mode any more
 
 
-def stock_service(make_service, *, network: str = "host", pools: list[PoolSpec] | None = None):
+def stock_service(make_service, *, network: str = "host", pools: list[PoolSpec] | None = None, **options):
     stock_image()
     skip_unless(isolation.missing_packages())
     pools = pools or [PoolSpec("stock", 1, 2)]
-    return make_service(pools=pools, node_image=IMAGE_DIR, node_network=network)
+    return make_service(pools=pools, node_image=IMAGE_DIR, node_network=network, **options)
 
 
 def prep_outputs(client, job_id: str) -> list[tuple[str, str]]:
@@ -100,6 +102,31 @@ def test_default_bootstrap_runs_the_example_on_stock_nodes_and_a_second_run_reus
     # Only what the task wrote (its output, log and Batch logs) went up.
     assert upload_bytes(service.metrics()) - upload_bytes(middle) < UV_WHEEL_BYTES / 10
     assert download_bytes(service.metrics()) - download_bytes(middle) < UV_WHEEL_BYTES / 10
+
+
+def test_behind_tls_inspection_the_failure_names_the_certificate_and_a_ca_bundle_is_the_remedy(make_service, tmp_path):
+    """Nodes that do not trust this network's TLS-inspecting CA (--no-node-host-cas: as a stock Batch pool): the
+    run ends with the preparation's one line naming the untrusted certificate; --azbatch-node-ca-bundle with that
+    CA then lets the default bootstrap through, with no start task."""
+    cas = node_trust.host_extra_cas()
+    if not cas.certificates:
+        pytest.skip("this machine's network does not inspect TLS (no extra CA certificates)")
+    service = stock_service(make_service, node_host_cas=False)
+    workdir = copy_example(tmp_path / "untrusted")
+    result = run_snakemake(service, workdir, "results/trimmed/A.fastq", container="stock", timeout=600,
+                           SNAKEMAKE_AZBATCH_POOL_ID="stock")
+    output = output_of(result)
+    assert result.returncode != 0, output[-4000:]
+    assert "the job preparation task failed on node" in output and "(exit code 3)" in output, output[-4000:]
+    assert "the TLS certificate of files.pythonhosted.org is not trusted (" in output, output[-4000:]
+    assert "--azbatch-node-ca-bundle PATH" in output
+
+    bundle = tmp_path / "network-ca.pem"
+    bundle.write_text("\n".join(cas.certificates) + "\n")
+    workdir = copy_example(tmp_path / "trusted")
+    result, preps = run_kept(service, workdir, "results/trimmed/A.fastq", SNAKEMAKE_AZBATCH_NODE_CA_BUNDLE=str(bundle))
+    assert result.returncode == 0, output_of(result)[-6000:]
+    assert preps and all(r == "success" and "installing snakemake" in out for r, out in preps), preps
 
 
 def test_offline_bootstrap_runs_the_example_on_nodes_without_internet(make_service, tmp_path):

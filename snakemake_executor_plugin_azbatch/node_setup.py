@@ -60,6 +60,12 @@ class StagedFiles:
     env: dict = field(default_factory=dict)
 
 
+def _fetch(files: StagedFiles) -> str:
+    """The node's command that downloads staged files through their manifest ("" when they are resource files).
+    node_helper.py comes with the sources part's resource files, which every Batch job's preparation has."""
+    return node_commands.fetch_command(files.manifest) if files.manifest else ""
+
+
 @dataclass
 class NodeSetup:
     """`methods`: Snakemake's software deployment methods of the run ("conda", "apptainer", ...); `stage([(local
@@ -154,11 +160,9 @@ class NodeSetup:
         if self.ca_sha256:
             ca = self.stage([(self.config.node_ca_bundle, f"{node_script.CA_DIR}/ca.pem")])
             staged.append(ca)
-            parts.append(node_script.ca_part(self.ca_sha256, node_commands.fetch_command(ca.manifest) if ca.manifest else ""))
+            parts.append(node_script.ca_part(self.ca_sha256, _fetch(ca)))
         offline = self.config.bootstrap == "offline"
         python = self.node_python(pool)
-        # node_helper.py comes with the sources part's resource files, which every Batch job's preparation has.
-        fetch = lambda files: node_commands.fetch_command(files.manifest) if files.manifest else ""  # noqa: E731
         if offline:
             uv = wheelhouse.uv_version()
             uv_wheel = wheelhouse.uv_wheel(self.cache, uv)
@@ -171,7 +175,7 @@ class NodeSetup:
             wheel_files = self.stage([(w, f"{node_script.WHEELHOUSE_DIR}/{w.name}") for w in wheels])
             staged += [uv_files, wheel_files]
             install = node_script.SnakemakeInstall(self.snakemake_version, uv_wheel.name, uv, True, python,
-                                                   self.config.node_packages, fetch(uv_files), fetch(wheel_files))
+                                                   self.config.node_packages, _fetch(uv_files), _fetch(wheel_files))
         else:
             install = node_script.SnakemakeInstall(self.snakemake_version, python=python,
                                                    extras=self.config.node_packages)

@@ -5,7 +5,9 @@ node-wide conda and apptainer prefixes."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -58,6 +60,12 @@ class StagedFiles:
     resource_files: list[dict]
     manifest: str | None = None
     env: dict = field(default_factory=dict)
+
+
+def _fetch(files: StagedFiles) -> str:
+    """The node's command that downloads staged files through their manifest ("" when they are resource files).
+    node_helper.py comes with the sources part's resource files, which every Batch job's preparation has."""
+    return node_commands.fetch_command(files.manifest) if files.manifest else ""
 
 
 @dataclass
@@ -144,32 +152,49 @@ class NodeSetup:
     def node_python(self, pool: PoolInfo) -> str:
         return self.config.node_python or image_python(pool.image) or DEFAULT_NODE_PYTHON
 
+    @cached_property
+    def ca_sha256(self) -> str | None:
+        """sha256 of --azbatch-node-ca-bundle's content (names the node's combined bundle), when set."""
+        path = self.config.node_ca_bundle
+        if path is None or not self.installs_snakemake:
+            return None
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
     def preparation_parts(self, pool: PoolInfo) -> tuple[list[str], list[dict], dict]:
         """The bootstrap's parts, the resource files they need and the preparation task's environment.
 
-        uv's wheel (~18 MB) and the offline wheelhouse are staged once per storage container; each reaches the node
-        through a small manifest that the script fetches from only when that installation is missing, so a node
-        (or a later run's job) that has them downloads nothing (see StagedFiles for a managed identity)."""
+        pip: the node fetches the pinned uv from the package index itself (it must reach the index for Snakemake
+        anyway), so nothing large is staged. offline: uv's wheel (~18 MB) and the wheelhouse are staged once per
+        storage container; each reaches the node through a small manifest that the script fetches from only when
+        that installation is missing, so a node (or a later run's job) that has them downloads nothing (see
+        StagedFiles for a managed identity). --azbatch-node-ca-bundle is staged the same way, before both."""
         if not self.installs_snakemake:
             return [], [], {}
-        uv = wheelhouse.uv_version()
-        uv_wheel = wheelhouse.uv_wheel(self.cache, uv)
-        staged = [self.stage([(uv_wheel, f"{node_script.UV_WHEEL_DIR}/{uv_wheel.name}")])]
+        staged: list[StagedFiles] = []
+        parts = []
+        if self.ca_sha256:
+            ca = self.stage([(self.config.node_ca_bundle, f"{node_script.CA_DIR}/ca.pem")])
+            staged.append(ca)
+            parts.append(node_script.ca_part(self.ca_sha256, _fetch(ca)))
         offline = self.config.bootstrap == "offline"
         python = self.node_python(pool)
         if offline:
+            uv = wheelhouse.uv_version()
+            uv_wheel = wheelhouse.uv_wheel(self.cache, uv)
+            uv_files = self.stage([(uv_wheel, f"{node_script.UV_WHEEL_DIR}/{uv_wheel.name}")])
             if self.config.node_python is None:
                 self.log(f"azbatch: offline wheelhouse for the nodes' Python {python} (from the pool's image or the "
                          "default); set --azbatch-node-python if the nodes have another")
             wheels = wheelhouse.wheelhouse(self.cache, self.snakemake_version, python, self.config.node_packages,
                                            log=self.log)
-            staged.append(self.stage([(w, f"{node_script.WHEELHOUSE_DIR}/{w.name}") for w in wheels]))
-        # node_helper.py comes with the sources part's resource files, which every Batch job's preparation has.
-        fetch_uv, fetch_wheels = ([node_commands.fetch_command(s.manifest) if s.manifest else "" for s in staged]
-                                  + [""])[:2]
-        install = node_script.SnakemakeInstall(self.snakemake_version, uv_wheel.name, uv, offline, python,
-                                               self.config.node_packages, fetch_uv, fetch_wheels)
-        parts = [node_script.snakemake_part(install)]
+            wheel_files = self.stage([(w, f"{node_script.WHEELHOUSE_DIR}/{w.name}") for w in wheels])
+            staged += [uv_files, wheel_files]
+            install = node_script.SnakemakeInstall(self.snakemake_version, uv_wheel.name, uv, True, python,
+                                                   self.config.node_packages, _fetch(uv_files), _fetch(wheel_files))
+        else:
+            install = node_script.SnakemakeInstall(self.snakemake_version, python=python,
+                                                   extras=self.config.node_packages)
+        parts.append(node_script.snakemake_part(install))
         if self.installs_conda:
             parts.append(node_script.conda_part(node_script.CondaInstall(
                 self.config.conda_installer, apptainer=self.installs_apptainer)))
@@ -206,7 +231,7 @@ class NodeSetup:
         if self.installs_snakemake:
             target = node_script.snakemake_dir(self.snakemake_version, self.config.node_packages)
             parts.append(node_script.task_prefix(node_script.task_path_dirs(
-                target, self.installs_conda, self.installs_apptainer)))
+                target, self.installs_conda, self.installs_apptainer), self.ca_sha256))
         return "; ".join(parts)
 
     def snakemake_args(self) -> str:

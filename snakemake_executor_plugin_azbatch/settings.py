@@ -253,6 +253,16 @@ class ExecutorSettings(ExecutorSettingsBase):
             nargs="+",
         ),
     )
+    node_ca_bundle: Optional[str] = field(
+        default=None,
+        metadata=_setting(
+            "PEM file of CA certificates the nodes must trust besides their own (e.g. a TLS-inspecting proxy's "
+            "CA): staged once (content-addressed), added to each node's trust store by the pip and offline "
+            "bootstraps, and named by SSL_CERT_FILE / REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE / PIP_CERT for the "
+            "bootstrap and every task.",
+            metavar="PATH",
+        ),
+    )
     conda_installer: str = field(
         default=DEFAULT_CONDA_INSTALLER,
         metadata=_setting(

@@ -64,16 +64,18 @@ def total(metrics: dict[str, Any], section: str) -> int:
 
 
 def bootstrap_bytes(offline_python: str | None = None, node_packages: tuple[str, ...] = ()) -> int:
-    """Bytes the default (pip) bootstrap stages once per storage container: uv's wheel for the nodes (plus the
-    offline wheelhouse for `offline_python`), as cached on this machine."""
+    """Bytes the bootstrap stages once per storage container: none for the default (pip) bootstrap, whose nodes
+    fetch uv from the package index; uv's wheel and the offline wheelhouse for `offline_python`, as cached on this
+    machine."""
     from snakemake_executor_plugin_azbatch.bootstrap import wheelhouse
+
+    if offline_python is None:
+        return 0
+    import snakemake
 
     cache = wheelhouse.cache_root()
     files = [wheelhouse.uv_wheel(cache, wheelhouse.uv_version())]
-    if offline_python:
-        import snakemake
-
-        files += wheelhouse.wheelhouse(cache, snakemake.__version__, offline_python, node_packages)
+    files += wheelhouse.wheelhouse(cache, snakemake.__version__, offline_python, node_packages)
     return sum(f.stat().st_size for f in files)
 
 

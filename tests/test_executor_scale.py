@@ -74,12 +74,11 @@ def test_sources_are_one_archive_per_run_and_task_definitions_stay_small(local_s
             assert task.constraints.retention_time.total_seconds() == 3600  # default --azbatch-task-retention
         prep = client.get_job(job.id).job_preparation_task
         prep_files = {r.file_path: r for r in prep.resource_files}
-        # The sources part's two files, next to the bootstrap's manifest (uv's wheel is fetched only to install).
+        # The sources part's two files (the default bootstrap stages nothing: its nodes fetch uv from the index).
         assert {"azbatch/node_helper.py", "azbatch/sources.tar.gz"} <= set(prep_files)
         preps = list(client.list_job_preparation_and_release_task_status(job.id))
         assert preps
-        # Blob GETs: each task's two inputs, each node's preparation files once (one read per 8 MiB block: uv's
-        # wheel is larger), and the plugin's download of each output. (With one resource file per source per task
+        # Blob GETs: each task's two inputs, each node's preparation files once (one read per 8 MiB block), and the plugin's download of each output. (With one resource file per source per task
         # this was 5 more per task.)
         container = local_service.blob_service_client().get_container_client("scale-archive")
         per_node = sum(
@@ -89,10 +88,10 @@ def test_sources_are_one_archive_per_run_and_task_definitions_stay_small(local_s
         assert delta(before, after, "storage", "GetBlob") == TASKS * 3 + per_node * len(preps) + TASKS
         # The plugin's own Blob requests (its User-Agent) are the least this run needs: per run the container
         # check (Other) and its creation, one listing of the content store, the uploads of new content (8 data
-        # files, the sources archive, the node helper, the bootstrap's manifest and uv's wheel, in 8 MiB blocks)
+        # files, the sources archive and the node helper, in 8 MiB blocks)
         # and per task one download of its output.
         sizes = [b.size for b in container.list_blobs(name_starts_with=BlobLayout("").cas_prefix)]
-        assert len(sizes) == 8 + 4
+        assert len(sizes) == 8 + 2
         uploads = {"PutBlob": sum(1 for n in sizes if n <= BLOCK),
                    "PutBlock": sum(math.ceil(n / BLOCK) for n in sizes if n > BLOCK),
                    "PutBlockList": sum(1 for n in sizes if n > BLOCK)}

@@ -104,8 +104,8 @@ def test_contents_upload_once_intermediates_are_not_reuploaded_and_unchanged_rer
     first = local_service.metrics()
     uploaded = upload_bytes(first) - upload_bytes(before)
     # The input goes up once (plugin), the intermediate once (by the task); the downstream task reads the
-    # intermediate's blob in place instead of the plugin uploading the downloaded copy again. The bootstrap's uv
-    # wheel goes up once per container too.
+    # intermediate's blob in place instead of the plugin uploading the downloaded copy again. The bootstrap stages
+    # nothing (its nodes fetch uv from the index).
     once = INPUT_SIZE + intermediate + bootstrap_bytes()
     assert once <= uploaded < once + small
 
@@ -164,7 +164,7 @@ def test_mounted_paths_extra_resource_files_and_precommand(local_service, tmp_pa
     assert result.returncode == 0, output_of(result)
     assert (workdir / "size.txt").read_text().strip() == str(INPUT_SIZE)
     assert (workdir / "extra.txt").read_text() == "extra file\nfrom-precommand\n"
-    # The mounted input was read in place, never uploaded (the bootstrap's uv wheel went up, once per container).
+    # The mounted input was read in place, never uploaded.
     assert upload_bytes(local_service.metrics()) - upload_bytes(before) - bootstrap_bytes() < INPUT_SIZE
 
 

@@ -80,21 +80,58 @@ def test_pip_mode_installs_the_runs_snakemake_with_uv_from_the_index(no_download
     prep = setup(staged=staged).preparation_task(pool())
     script = script_of(prep)
     assert script.startswith("set -e\n")
-    assert [node for _, node in staged] == ["azbatch-uv/uv-0.13.9-py3-none-manylinux_2_17_x86_64.whl"]
-    # uv's wheel is not a resource file (Batch would download it before every preparation): the script fetches
-    # it through a manifest, inside uv's install-once block, so a node that has uv downloads nothing.
-    (manifest,) = prep["resourceFiles"]
-    assert manifest["filePath"].endswith(".manifest.json")
-    assert prep["environmentSettings"] == [{"name": READ_URL_VARIABLE, "value": "https://blob/c?sv=x&sig=y"}]
-    assert "sig=" not in prep["commandLine"]  # the SAS travels in the environment, never on the command line
-    fetch = f'node_helper.py" fetch {manifest["filePath"]} || '
+    # Nothing staged: the node fetches the pinned uv from the index itself (it reaches the index for Snakemake
+    # anyway), inside uv's install-once block, so a node that has uv downloads nothing.
+    assert staged == [] and prep["resourceFiles"] == [] and "environmentSettings" not in prep
+    url, sha256 = node_script.NODE_UV_WHEELS["x86_64"]
+    assert f"x86_64) uv_url={url} uv_sha256={sha256};;" in script and 'case "$(uname -m)"' in script
+    fetch = 'python3 -c "$AZBATCH_INDEX_FETCH" fetch "$uv_url" "$uv_sha256"'
     assert script.count(fetch) == 1
     assert script.index("uv-0.13.9/.complete") < script.index(fetch) < script.index("python3 -m zipfile -e")
-    assert "python3 -m zipfile -e" in script and '/uv" venv' in script and " snakemake==9.1.0 " in script
+    assert '/uv" venv' in script and " snakemake==9.1.0 " in script
     assert "--no-index" not in script and no_downloads == []
+    # uv failing names what failed: python3 probes the index (the configured one, else PyPI).
+    assert 'probe "${UV_INDEX_URL:-https://pypi.org/simple}/snakemake/"' in script
+    assert "nodes without internet need" not in script
     # A python3 that already has exactly this Snakemake is used as it is; else python3 must be new enough.
     assert script.index("import sys, snakemake") < script.index("sys.version_info < (3, 11)") < script.index('/uv" venv')
     assert "flock 9" in script and script.count(".complete") >= 4
+
+
+@pytest.mark.quick
+def test_a_ca_bundle_is_staged_and_trusted_by_the_bootstrap_and_every_task(no_downloads, tmp_path):
+    ca = tmp_path / "proxy-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    staged = []
+    node_setup = setup(staged=staged, node_ca_bundle=str(ca))
+    script = script_of(node_setup.preparation_task(pool()))
+    assert staged == [(ca, "azbatch-ca/ca.pem")]
+    bundle = node_script.ca_bundle_path(hashlib.sha256(ca.read_bytes()).hexdigest())
+    exports = f"export SSL_CERT_FILE={bundle} REQUESTS_CA_BUNDLE={bundle} CURL_CA_BUNDLE={bundle} PIP_CERT={bundle}"
+    assert script.index(exports) < script.index('python3 -c "$AZBATCH_INDEX_FETCH" fetch')
+    assert f'if [ -e "{bundle}" ]; then {exports}; fi' in node_setup.exec_prefix()
+    (tmp_path / "key.txt").write_text("not a certificate\n")
+    with pytest.raises(SettingsError, match="no PEM certificate"):
+        config(node_ca_bundle=str(tmp_path / "key.txt"))
+    with pytest.raises(SettingsError, match="cannot read it"):
+        config(node_ca_bundle=str(tmp_path / "missing.pem"))
+    with pytest.raises(SettingsError, match="not by --azbatch-bootstrap none"):
+        config(node_ca_bundle=str(ca), bootstrap="none")
+
+
+def test_the_ca_part_adds_the_bundle_to_the_nodes_trust_store_once(tmp_path):
+    (tmp_path / "azbatch-ca").mkdir()
+    (tmp_path / "azbatch-ca" / "ca.pem").write_text("PROXY CA\n")
+    part = node_script.ca_part("ab" * 32, fetch_ca="echo fetched")
+    env = {"PATH": "/usr/bin:/bin", "AZ_BATCH_NODE_SHARED_DIR": str(tmp_path), "AZ_BATCH_NODE_ID": "n1"}
+    script = node_script.preparation_script([part, 'echo "$SSL_CERT_FILE"'])
+    runs = [subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+            for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    bundle = Path(runs[0].stdout.splitlines()[-1])
+    assert runs[0].stdout.startswith("fetched\n") and "fetched" not in runs[1].stdout  # once per node
+    system = next(Path(p) for p in node_script.SYSTEM_CA_BUNDLES if Path(p).exists())
+    assert bundle.read_text() == system.read_text() + "PROXY CA\n"
 
 
 @pytest.mark.quick
@@ -110,6 +147,7 @@ def test_offline_mode_installs_from_the_staged_wheelhouse_for_the_nodes_python(n
     ]
     # Two manifests: the wheelhouse is fetched inside Snakemake's install-once block, only when it installs.
     uv_manifest, wheels_manifest = (f["filePath"] for f in prep["resourceFiles"])
+    assert "AZBATCH_INDEX_FETCH" not in script  # offline nodes reach no index
     target = node_script.snakemake_dir("9.1.0", ("matplotlib",))
     fetch = f'node_helper.py" fetch {wheels_manifest} || '
     assert script.index(f"{target}/.complete") < script.index(fetch) < script.index('/uv" venv')
@@ -129,9 +167,9 @@ def test_offline_mode_installs_from_the_staged_wheelhouse_for_the_nodes_python(n
 @pytest.mark.quick
 def test_files_are_staged_once_per_run_and_other_modes_prepare_nothing(no_downloads):
     staged = []
-    node_setup = setup(staged=staged)
+    node_setup = setup(staged=staged, bootstrap="offline")
     first, second = node_setup.preparation_task(pool()), node_setup.preparation_task(pool())
-    assert first == second and len(staged) == 1
+    assert first == second and len(staged) == 3  # uv's wheel and the two wheels of the wheelhouse
     for mode in ("none", "container"):
         extra = {"container_image": "img"} if mode == "container" else {}
         assert setup(bootstrap=mode, **extra).preparation_task(pool()) is None
@@ -290,7 +328,7 @@ def test_a_node_with_too_old_a_python_fails_the_preparation_in_one_line(tmp_path
     fake_bin.mkdir()
     (fake_bin / "python3").write_text("#!/bin/sh\ncase \"$1\" in -V) echo 'Python 3.10.12';; *) exit 1;; esac\n")
     (fake_bin / "python3").chmod(0o755)
-    install = node_script.SnakemakeInstall("9.1.0", "uv.whl", "0.13.9")
+    install = node_script.SnakemakeInstall("9.1.0")
     env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "AZ_BATCH_NODE_SHARED_DIR": str(tmp_path), "AZ_BATCH_NODE_ID": "n1"}
     result = subprocess.run(["bash", "-c", node_script.preparation_script([node_script.snakemake_part(install)])],
                             env=env, capture_output=True, text=True, timeout=60)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 MIN_PYTHON = (3, 11)  # Snakemake 9's own floor
 SHARED = "$AZ_BATCH_NODE_SHARED_DIR"
@@ -19,6 +20,23 @@ AZBATCH_DIR = f"{SHARED}/azbatch"
 # Resource-file paths of the preparation task (relative to its working directory).
 UV_WHEEL_DIR = "azbatch-uv"
 WHEELHOUSE_DIR = "azbatch-wheelhouse"
+CA_DIR = "azbatch-ca"
+# uv for nodes that reach the package index (pip mode): fetched there by the node itself, version and sha256 pinned
+# per machine type (`uname -m`); the plugin stages uv's wheel only for offline nodes.
+NODE_UV_VERSION = "0.13.9"
+NODE_UV_WHEELS = {
+    "x86_64": ("https://files.pythonhosted.org/packages/3d/aa/26d64642d808de4a652579ef950d7cd2d37f080a8babf9c67c6b75fc4c3f/"
+               "uv-0.13.9-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+               "d7f459fe4fd247d830351c75686d3996ace3c6f3f728eb0e85a30b7ada0cef19"),
+    "aarch64": ("https://files.pythonhosted.org/packages/fe/2f/51a5de367c602592c018a42a23d57fba5f2689fe6c3bf025dcf043b39c61/"
+                "uv-0.13.9-py3-none-manylinux_2_28_aarch64.whl",
+                "ecb6028d79dc96fbeafffe5c8af62a7099487ebc05a701e76714eebcffd06375"),
+}
+DEFAULT_INDEX = "https://pypi.org/simple"
+# Where curl, Python (ssl, requests, pip), uv and conda look for a CA bundle given by the environment.
+CA_BUNDLE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT")
+# The node's own bundle, by distribution (Debian/Ubuntu, RHEL/Alma/Mariner, others).
+SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
 # A failed bootstrap says so in one line on stderr and exits with this code; the plugin shows both.
 FAILED_EXIT = 3
 
@@ -52,15 +70,16 @@ def apptainer_images_dir() -> str:
 
 @dataclass(frozen=True)
 class SnakemakeInstall:
-    """How the preparation task installs Snakemake: `uv_wheel` (file name in UV_WHEEL_DIR) gives the uv binary;
+    """How the preparation task installs Snakemake: `uv_wheel` (file name in UV_WHEEL_DIR) is uv's staged wheel
+    (offline nodes); empty, the node fetches the pinned uv (NODE_UV_WHEELS) from the package index itself.
     `offline` installs from the staged wheelhouse built for `python` (e.g. "3.13"), else from the package index;
     `extras` are more requirements installed with Snakemake (e.g. libraries of the workflow's scripts).
-    `fetch_uv` / `fetch_wheels`: shell commands that download uv's wheel / the wheelhouse into the working directory,
-    run only when that installation is missing (empty: Batch downloaded them as resource files)."""
+    `fetch_uv` / `fetch_wheels`: shell commands that download the staged uv wheel / the wheelhouse into the working
+    directory, run only when that installation is missing (empty: Batch downloaded them as resource files)."""
 
     version: str
-    uv_wheel: str
-    uv_version: str
+    uv_wheel: str = ""
+    uv_version: str = NODE_UV_VERSION
     offline: bool = False
     python: str | None = None
     extras: tuple[str, ...] = ()
@@ -127,16 +146,43 @@ def _fetch(command: str, what: str) -> list[str]:
     return [f"{command} || " + _fail(f"downloading {what} from the staging container failed (see the line above)")]
 
 
+def index_fetch_source() -> str:
+    """index_fetch.py without its docstring, for `python3 -c` on the node."""
+    source = (Path(__file__).with_name("index_fetch.py")).read_text()
+    return source[source.index('"""', 3) + 3:].lstrip()
+
+
+INDEX_FETCH = "AZBATCH_INDEX_FETCH"  # the shell variable holding index_fetch.py's source
+
+
+def _index_fetch(*args: str) -> str:
+    """Run index_fetch.py on the node; on failure it has printed its one line, and the script ends."""
+    return f'python3 -c "${INDEX_FETCH}" {" ".join(args)} || exit {FAILED_EXIT}'
+
+
 def uv_binary(install: SnakemakeInstall) -> tuple[str, list[str]]:
-    """The uv binary's path and the lines that unpack it once per node from the staged wheel (python3's zipfile:
-    stock nodes have no unzip)."""
+    """The uv binary's path and the lines that unpack it once per node from its wheel (python3's zipfile: stock
+    nodes have no unzip): the staged wheel, or the pinned one the node fetches from the index."""
     target = f"{AZBATCH_DIR}/uv-{install.uv_version}"
-    wheel = f"{UV_WHEEL_DIR}/{install.uv_wheel}"
+    if install.uv_wheel:
+        wheel = f"{UV_WHEEL_DIR}/{install.uv_wheel}"
+        fetch = _fetch(install.fetch_uv, f"uv {install.uv_version}")
+    else:
+        wheel = f"{UV_WHEEL_DIR}/uv-{install.uv_version}.whl"
+        arms = " ".join(f'{arch}) uv_url={url} uv_sha256={sha};;' for arch, (url, sha) in NODE_UV_WHEELS.items())
+        fetch = [
+            f'case "$(uname -m)" in {arms} *) '
+            + _fail(f"no pinned uv for machine type $(uname -m) (pinned: {', '.join(NODE_UV_WHEELS)}); use "
+                    "--azbatch-bootstrap container or app-package") + ";; esac",
+            f'mkdir -p "{UV_WHEEL_DIR}"',
+            _index_fetch("fetch", '"$uv_url"', '"$uv_sha256"', f'"{wheel}"'),
+        ]
     body = [
-        *_fetch(install.fetch_uv, f"uv {install.uv_version}"),
+        *fetch,
         f'python3 -m zipfile -e "{wheel}" "{target}.unpack"',
         f'mkdir -p "{target}" && mv "{target}.unpack/uv-{install.uv_version}.data/scripts/uv" "{target}/uv"',
         f'rm -rf "{target}.unpack"; chmod 755 "{target}/uv"',
+        *([] if install.uv_wheel else [f'rm -f "{wheel}"']),  # fetched here: not kept in the job's directory
     ]
     return f"{target}/uv", once(target, body, f"uv {install.uv_version}")
 
@@ -149,13 +195,17 @@ def snakemake_part(install: SnakemakeInstall) -> str:
     uv, uv_lines = uv_binary(install)
     source = f'--no-index --find-links "$PWD/{WHEELHOUSE_DIR}"' if install.offline else ""
     # uv makes the environment itself (stock nodes have no venv module and no pip) and never downloads a Python.
+    failed = f"installing snakemake {install.version} with uv failed"
+    if install.offline:
+        on_failure = _fail(f"{failed} (see the lines above)")
+    else:  # name what failed: python3 probes the index the way it fetched uv
+        probe = _index_fetch("probe", f'"${{UV_INDEX_URL:-{DEFAULT_INDEX}}}/snakemake/"')
+        on_failure = f"{{ {probe}; {_fail(failed + ' though python3 reaches the index (see the lines above)')}; }}"
     body = [
         *_fetch(install.fetch_wheels, "the offline wheelhouse"),
         f'"{uv}" venv --quiet --no-python-downloads --python "$(command -v python3)" "{target}"',
         f'"{uv}" pip install --quiet --no-python-downloads --link-mode copy --python "{target}/bin/python" '
-        f'{source} {requirements} || '
-        + _fail(f"installing snakemake {install.version} with uv failed (see the lines above)"
-                + ("" if install.offline else "; nodes without internet need --azbatch-bootstrap offline")),
+        f'{source} {requirements} || {on_failure}',
     ]
     check = f"python3 -c \"import sys, snakemake; sys.exit(snakemake.__version__ != '{install.version}')\" 2>/dev/null"
     if install.extras:
@@ -165,12 +215,40 @@ def snakemake_part(install: SnakemakeInstall) -> str:
         f'  echo "azbatch bootstrap: the node python3 already has snakemake {install.version}"',
         "else",
         *["  " + line for line in python_check(install)],
+        *([] if install.offline and install.uv_wheel else [f"  {INDEX_FETCH}={shlex.quote(index_fetch_source())}"]),
         f'  export UV_CACHE_DIR="{AZBATCH_DIR}/uv-cache"',
-        # The node's trust store, which the pool's start task controls (e.g. a TLS-inspecting proxy's CA).
+        # The node's trust store, which the pool's start task controls (e.g. a TLS-inspecting proxy's CA), or the
+        # bundle ca_part made (SSL_CERT_FILE).
         "  export UV_SYSTEM_CERTS=1 UV_NATIVE_TLS=1",
         *["  " + line for line in uv_lines],
         *["  " + line for line in once(target, body, f"snakemake {install.version}" + "".join(f" + {e}" for e in install.extras))],
         "fi",
+    ]
+    return "\n".join(lines)
+
+
+def ca_bundle_path(ca_sha256: str) -> str:
+    """The node's trust store plus the run's CA certificates (--azbatch-node-ca-bundle), one file per content."""
+    return f"{AZBATCH_DIR}/ca-bundle-{ca_sha256[:16]}.pem"
+
+
+def ca_exports(ca_sha256: str) -> str:
+    return f'export {" ".join(f"{name}={ca_bundle_path(ca_sha256)}" for name in CA_BUNDLE_VARIABLES)}'
+
+
+def ca_part(ca_sha256: str, fetch_ca: str = "") -> str:
+    """Once per node: the node's own bundle plus the staged CA file (`CA_DIR/ca.pem`, fetched by `fetch_ca` when
+    missing) into ca_bundle_path; then everything after (uv, python3, curl, conda) trusts it."""
+    bundle = ca_bundle_path(ca_sha256)
+    system = " ".join(SYSTEM_CA_BUNDLES)
+    lines = [
+        f'if [ ! -e "{bundle}" ]; then',
+        *["  " + line for line in _fetch(fetch_ca, "the CA bundle (--azbatch-node-ca-bundle)")],
+        f'  for f in {system}; do if [ -e "$f" ]; then cat "$f"; break; fi; done > "{bundle}.$$"',
+        f'  cat "{CA_DIR}/ca.pem" >> "{bundle}.$$" && mv "{bundle}.$$" "{bundle}" || '
+        + _fail("adding the CA bundle (--azbatch-node-ca-bundle) to the node's trust store failed"),
+        "fi",
+        ca_exports(ca_sha256),
     ]
     return "\n".join(lines)
 
@@ -223,9 +301,13 @@ def task_path_dirs(snakemake_target: str | None, conda: bool, apptainer: bool) -
     return dirs
 
 
-def task_prefix(dirs: list[str]) -> str:
-    """Shell run before Snakemake in every task: the node-wide installations onto PATH."""
-    return "; ".join(f'if [ -e "{d}/.complete" ]; then export PATH="{d}/bin:$PATH"; fi' for d in dirs)
+def task_prefix(dirs: list[str], ca_sha256: str | None = None) -> str:
+    """Shell run before Snakemake in every task: the node-wide installations onto PATH (and the run's CA bundle
+    trusted, e.g. by conda creating environments)."""
+    lines = [f'if [ -e "{d}/.complete" ]; then export PATH="{d}/bin:$PATH"; fi' for d in dirs]
+    if ca_sha256:
+        lines.append(f'if [ -e "{ca_bundle_path(ca_sha256)}" ]; then {ca_exports(ca_sha256)}; fi')
+    return "; ".join(lines)
 
 
 def executable_files(dirs: list[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 from ..pool_creation import PoolCreation
@@ -67,6 +68,7 @@ class Config:
     node_provides: tuple[str, ...] = ()  # conda, apptainer
     node_packages: tuple[str, ...] = ()  # more requirements installed with Snakemake by the bootstrap
     conda_installer: str = DEFAULT_CONDA_INSTALLER
+    node_ca_bundle: Path | None = None  # CA certificates the nodes trust besides their own (bootstrap.py checks it)
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:

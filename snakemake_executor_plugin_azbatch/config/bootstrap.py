@@ -4,6 +4,7 @@ the tools they already have."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from ..settings import BOOTSTRAP_MODES, NODE_TOOLS, SettingsError
 from .values import SettingValues, check_url, flag, where
@@ -30,7 +31,26 @@ def resolve_bootstrap(values: SettingValues, has_packages: bool) -> dict:
         "node_provides": _node_provides(values.get("node_provides") or []),
         "node_packages": _node_packages(values.get("node_packages") or [], bootstrap),
         "conda_installer": check_url("conda_installer", values.get("conda_installer")),
+        "node_ca_bundle": _node_ca_bundle(values.get("node_ca_bundle") or None, bootstrap),
     }
+
+
+def _node_ca_bundle(text: str | None, bootstrap: str) -> Path | None:
+    """A readable PEM file with at least one certificate, for bootstraps that install something."""
+    if text is None:
+        return None
+    path = Path(str(text)).expanduser().resolve()
+    try:
+        content = path.read_text(errors="replace")
+    except OSError as e:
+        raise SettingsError(f"azbatch: {where('node_ca_bundle')} {text!r}: cannot read it ({e.strerror})") from None
+    if "-----BEGIN CERTIFICATE-----" not in content:
+        raise SettingsError(f"azbatch: {where('node_ca_bundle')} {text!r}: no PEM certificate in it; give a file "
+                            "with -----BEGIN CERTIFICATE----- blocks")
+    if bootstrap not in ("pip", "offline"):
+        raise SettingsError(f"azbatch: {flag('node_ca_bundle')} is installed by the pip and offline bootstraps, "
+                            f"not by {flag('bootstrap')} {bootstrap}; add the CA to the image instead")
+    return path
 
 
 def _node_python(text: str | None) -> str | None:

@@ -201,6 +201,14 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
         "Batch service and storage)",
     )
     parser.add_argument(
+        "--node-host-cas",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --node-image on the host network: nodes trust this machine's extra CA certificates (those in "
+        "/usr/local/share/ca-certificates, e.g. a TLS-inspecting proxy's), as the network they share needs "
+        "(default: on; one line says so)",
+    )
+    parser.add_argument(
         "--podman-store",
         type=Path,
         default=None,
@@ -309,6 +317,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         https=args.https or args.entra,
         node_image=args.node_image,
         node_network=args.node_network,
+        node_host_cas=args.node_host_cas,
         podman_store=args.podman_store,
         autoscale_min_interval=args.autoscale_min_interval,
         autoscale_sample_seconds=args.autoscale_sample_seconds,
@@ -398,6 +407,8 @@ def _start(config: ServiceConfig, command_name: str) -> LocalService | int:
     except (AzuriteError, OSError) as exc:
         print(f"{PROG} {command_name}: could not start the service: {exc}", file=sys.stderr)
         return EXIT_START_FAILED
+    for line in service.notices():
+        print(f"{PROG} {command_name}: {line}", file=sys.stderr)
     return service
 
 

@@ -148,6 +148,7 @@ class ServiceConfig:
     entra: EntraConfig | None = None  # a local token authority and bearer tokens (implies https)
     node_image: Path | None = None  # a stock node image directory: nodes run in it (stock_backend); None: the host
     node_network: str = "host"  # "host" | "local-only" (stock nodes reach the local service and nothing else)
+    node_host_cas: bool = True  # host-network stock nodes trust this machine's extra CAs (node_trust.py)
     podman_store: Path | None = None  # podman store of container pools; None: next to the node image / ROOT/cache
     # Pools that change (pool_management): Batch's autoscale interval minimum is 5 minutes and it samples task
     # counts every 30 s; tests lower both. max_pool_nodes caps a pool's nodes of each kind (like a core quota).

@@ -15,7 +15,7 @@ One `NodeSandbox` per local node stands for that node's VM:
 - its network: the host's (default; nodes reach the local service, Azurite and package registries), or with
   `network="local-only"` a namespace of its own with only loopback, where the ports in `forward_ports` (the
   service's and storage's) are relayed to the host's loopback: such a node reaches the local service and nothing
-  else, like a node in a locked-down virtual network.
+  else, like a node in a locked-down virtual network. `trusted_cas` go into the node's trust store (node_trust.py).
 - its own pid, IPC and UTS namespaces (hostname = node id), a read-only /proc/sys, no new privileges.
 
 The node's mount namespace (with the overlay mounted) and network namespace are created once by a short-lived
@@ -52,18 +52,28 @@ ADMIN_CAPABILITIES = (
 _TOOLS = {"bwrap": "bubblewrap", "unshare": "util-linux", "nsenter": "util-linux", "mount": "mount"}
 _READY_TIMEOUT_S = 30.0
 
-# Runs in the node's new mount (and network) namespace: mount the overlay, report where the upper layer lives,
-# then wait until the service has opened the namespaces (it closes our stdin).
+# Runs in the node's new mount (and network) namespace: mount the overlay, add the extra CA certificates (the
+# arguments after the third) to the node's trust store as `update-ca-certificates` would (so a later run of it keeps
+# them), report where the upper layer lives, then wait until the service has opened the namespaces (it closes our
+# stdin).
 _MOUNT_SCRIPT = r"""
 opts="lowerdir=$1,upperdir=$2/upper,workdir=$2/work"
 if mount -t overlay azbatch-node -o "$opts" "$3" 2>/dev/null; then
-    echo ready disk
+    disk=disk
 elif mount -t tmpfs -o mode=0700 azbatch-node-layer "$2" && mkdir "$2/upper" "$2/work" \
         && mount -t overlay azbatch-node -o "$opts" "$3"; then
-    echo ready memory
+    disk=memory
 else
     exit 1
 fi
+merged=$3; shift 3; n=0
+[ $# -eq 0 ] || mkdir -p "$merged/usr/local/share/ca-certificates" "$merged/etc/ssl/certs" || exit 1
+for pem in "$@"; do
+    n=$((n + 1))
+    printf '%s\n' "$pem" > "$merged/usr/local/share/ca-certificates/azbatch-local-host-$n.crt" || exit 1
+    printf '%s\n' "$pem" >> "$merged/etc/ssl/certs/ca-certificates.crt" || exit 1
+done
+echo ready $disk
 exec cat >/dev/null
 """
 
@@ -98,6 +108,7 @@ class NodeSandbox:
         node_root: Path,
         network: str = NETWORK_HOST,
         forward_ports: Sequence[int] = (),
+        trusted_cas: Sequence[str] = (),
     ) -> None:
         if network not in NETWORK_MODES:
             raise IsolationError(f"node network {network!r}: choose one of {', '.join(NETWORK_MODES)}")
@@ -107,6 +118,7 @@ class NodeSandbox:
         self.node_root = Path(node_root).absolute()
         self.network = network
         self.forward_ports = list(forward_ports)
+        self.trusted_cas = list(trusted_cas)  # PEM certificates the node trusts besides its image's (node_trust.py)
         self.disk = ""  # "disk" or "memory" once started
         self._ns_fds: dict[str, int] = {}
         self._forwarder: LoopbackForwarder | None = None
@@ -165,7 +177,7 @@ class NodeSandbox:
             unshare.append("--net")
         helper = subprocess.Popen(
             [*unshare, "--", "/bin/sh", "-c", _MOUNT_SCRIPT, "azbatch-node", str(self.image.rootfs), str(layer),
-             str(merged)],
+             str(merged), *self.trusted_cas],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         try:

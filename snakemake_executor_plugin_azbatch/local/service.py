@@ -244,6 +244,13 @@ class LocalService:
         }
         return self.secure.exported(env) if self.secure else env
 
+    def notices(self) -> list[str]:
+        """One-line facts about this service a user should know before running on it (the CLI prints them)."""
+        from . import node_trust
+
+        cas = node_trust.node_cas(self.config)
+        return [node_trust.notice(cas)] if cas else []
+
     def export_lines(self) -> list[str]:
         return [f"export {name}={shell_quote(value)}" for name, value in self.env().items()]
 

@@ -13,6 +13,7 @@ pattern pointing elsewhere would name a host file and is refused with an upload 
 
 Network: `host` (default) — nodes reach what the host reaches (the local service, Azurite, package registries);
 `local-only` — each node has only loopback, where the Batch API and storage ports are relayed to the host.
+Host-network nodes trust this machine's extra CAs (a TLS-inspecting network's; node_trust.py).
 Needs root and the Debian packages bubblewrap and util-linux (`ServiceConfig.validate` says so in one line).
 """
 
@@ -27,7 +28,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import isolation
+from . import isolation, node_trust
 from . import node_image as node_image_module
 from .config import ConfigError, ServiceConfig
 from .node_agent import Launch, NodeAgent, ProcessGroup, RunningProcess, start_process
@@ -79,6 +80,8 @@ class StockNodeBackend(NodeAgent):
             self.image = node_image_module.load(Path(config.node_image))
         except node_image_module.NodeImageError as exc:
             raise ConfigError(f"--node-image: {exc}") from None
+        cas = node_trust.node_cas(config)
+        self.trusted_cas = cas.certificates if cas else ()
         self._sandboxes: dict[Path, isolation.NodeSandbox] = {}
         self._sandbox_lock = threading.Lock()
 
@@ -94,6 +97,7 @@ class StockNodeBackend(NodeAgent):
             node_root=node.root,
             network=self.config.node_network,
             forward_ports=self._service_ports(),
+            trusted_cas=self.trusted_cas,
         )
         try:
             sandbox.start()

@@ -15,6 +15,7 @@ from .azure_sdk import enum_text, error_text, redact
 from .node_health import STDERR_TAIL_LINES, upload_errors
 from .outage import OutageExpired
 from .output_check import output_problem
+from .staging.input_check import mismatched_blobs
 
 STATE_DIR = Path(".snakemake") / "azbatch"
 LOG_DIR = STATE_DIR / "logs"
@@ -39,6 +40,19 @@ class TaskResults:
                     return False, f"azbatch: collecting task {job_info.external_jobid} failed: {error_text(e)}", []
 
         return await asyncio.gather(*(collect(job_info, task) for job_info, task in finished_jobs))
+
+    def _remove_changed_inputs(self, stderr_tail: str) -> None:
+        """Content-addressed blobs the node found changed (staging/input_check.py) are removed, one line each, so a
+        retry or the next run uploads them again."""
+        for path, blob, name_start in mismatched_blobs(stderr_tail):
+            if not self.staging.is_cas(blob):
+                continue  # a blob an earlier task of this run wrote: never read by another run
+            blob = self.outages.storage.call(lambda: self.staging.remove_cas_blob(blob, name_start))
+            if blob:
+                self.logger.warning(
+                    f"azbatch: removed blob {blob} (input {path}) from storage container {self.config.storage_container}:"
+                    " its content no longer matched its sha256 name; a retry (--retries) or the next run uploads it again"
+                )
 
     def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
         """Bring back what the task wrote; on failure, its Batch logs and a one-paragraph reason."""
@@ -85,6 +99,7 @@ class TaskResults:
             if stderr.exists():
                 lines = stderr.read_text(errors="replace").splitlines()
                 stderr_tail = "\n".join(lines[-STDERR_TAIL_LINES:])
+                self._remove_changed_inputs(stderr_tail)
         except OutageExpired:
             raise
         except Exception as e:

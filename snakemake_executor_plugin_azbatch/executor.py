@@ -365,8 +365,8 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
                         continue
                     files, pairs = staged_inputs.pop(id(job))
                     try:
-                        job_blobs = blobs if blobs is not None else self.outages.storage.call(
-                            lambda: self.staging.create_run_container() or self.staging.stage_files(p for p, _ in pairs))
+                        job_blobs = blobs if blobs is not None else self.outages.storage.call(lambda: (
+                            self.staging.create_run_container(), self.staging.stage_files(p for p, _ in pairs))[1])
                         pool_id = self._pool_id(job)
                         pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
                         request = self._task_request(job, pool, files, pairs, job_blobs)

@@ -43,15 +43,17 @@ class TaskResults:
 
     def _remove_changed_inputs(self, stderr_tail: str) -> None:
         """Content-addressed blobs the node found changed (staging/input_check.py) are removed, one line each, so a
-        retry or the next run uploads them again."""
+        retry or the next run uploads them again; a changed blob of this run is not used again."""
         for path, blob, name_start in mismatched_blobs(stderr_tail):
-            if not self.staging.is_cas(blob):
-                continue  # a blob an earlier task of this run wrote: never read by another run
+            self.staging.forget_file(os.path.join(self.workdir, path))  # hashed again, through the store
+            if not self.staging.is_cas(blob):  # an earlier task's output, never read by another run
+                continue
             blob = self.outages.storage.call(lambda: self.staging.remove_cas_blob(blob, name_start))
             if blob:
                 self.logger.warning(
-                    f"azbatch: removed blob {blob} (input {path}) from storage container {self.config.storage_container}:"
-                    " its content no longer matched its sha256 name; a retry (--retries) or the next run uploads it again"
+                    f"azbatch: removed blob {blob} (input {path}) from storage container "
+                    f"{self.config.storage_container}: its content no longer matched its sha256 name; a retry "
+                    "(--retries) or the next run uploads it again"
                 )
 
     def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:

@@ -159,6 +159,7 @@ class Staging:
 
     def create_run_container(self) -> None:
         """Create the run's container once (at its first submission): the node agent never creates one."""
+        name = self.run_container.container_name
         if self.run_container_created:
             return
         with self._cas_lock:
@@ -169,9 +170,9 @@ class Staging:
             except ResourceExistsError:
                 pass
             except HttpResponseError as e:
-                raise transfer_error(e, f"creating the run's storage container {self.run_container.container_name}") from None
+                raise transfer_error(e, f"creating the run's storage container {name}") from None
             self.run_container_created = True
-        self.logger.info(f"azbatch: this run's outputs and logs go to storage container {self.run_container.container_name}")
+        self.logger.info(f"azbatch: this run's outputs and logs go to storage container {name}")
 
     def delete_run_container(self, run_token: str | None = None) -> bool:
         """Delete a run's container (this run's by default, or a dead earlier run's by its token); False when
@@ -316,6 +317,14 @@ class Staging:
         except HttpResponseError as e:
             raise transfer_error(e, f"removing {blob}") from None
         return blob
+
+    def forget_file(self, path: str) -> None:
+        """A node found the blob staged for `path` changed: its recorded hash (which may be what is wrong) and any
+        blob of this run for it are forgotten, so the next staging hashes it again and uses the store."""
+        path = os.path.abspath(path)
+        with self.record.lock:
+            self.record.produced.pop(path, None)
+            self.record.hashes.pop(path, None)
 
     def _upload(self, blob: str, path: str) -> None:
         try:

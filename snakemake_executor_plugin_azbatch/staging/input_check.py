@@ -2,10 +2,12 @@
 
 Every input resource file from our storage is checked against the sha256 the plugin knows (a content-addressed
 blob's name, or the digest recorded when the plugin downloaded a blob this run's task wrote) before the rule's
-command runs. The pairs travel compactly in the task's command line: `azbatch_verify PATH=DIGEST ... [--run PATH=DIGEST ...]`
-(DIGEST: the first 192 bits of the sha256 in 32 base64url characters; the node names a content-addressed blob by
-the store's prefix, given once per Batch job by `verify_function`, and the first 48 hex of its name). A mismatch prints one line per input (`mismatch_line`) and exits with `INPUT_MISMATCH_EXIT`;
-the plugin finds the lines in the failed task's stderr (`mismatched_blobs`) and removes the bad blob."""
+command runs. The pairs travel compactly in the task's command line:
+`azbatch_verify PATH=DIGEST ... [--run PATH=DIGEST ...]` (DIGEST: the first 192 bits of the sha256 in 32 base64url
+characters; the node names a content-addressed blob by the store's prefix, given once per Batch job by
+`verify_function`, and the first 48 hex of its name). A mismatch prints one line per input (`mismatch_line`) and
+exits with `INPUT_MISMATCH_EXIT`; the plugin finds the lines in the failed task's stderr (`mismatched_blobs`) and
+removes the bad blob."""
 
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ import re
 import shlex
 
 from .node_commands import helper_invocation
-from .node_helper import CUT_NAME_MARK, INPUT_MISMATCH_EXIT, RUN_BLOBS_MARKER, digest_token, mismatch_line
+from .node_helper import (
+    CUT_NAME_MARK, INPUT_MISMATCH_EXIT, RUN_BLOB_NAME, RUN_BLOBS_MARKER, digest_token, mismatch_line,
+)
 
 VERIFY_FUNCTION = "azbatch_verify"
-_LINE = re.compile(r"^azbatch: input (?P<path>.+) \(blob (?P<blob>\S+)\) does not match its sha256", re.MULTILINE)
+_LINE = re.compile(r"^azbatch: input (?P<path>.+?) \(blob (?P<blob>.+?)\) does not match its sha256", re.MULTILINE)
 
-__all__ = ["INPUT_MISMATCH_EXIT", "VERIFY_FUNCTION", "mismatch_line", "mismatched_blobs", "task_verify_command",
-           "verify_command", "verify_function"]
+__all__ = ["INPUT_MISMATCH_EXIT", "RUN_BLOB_NAME", "VERIFY_FUNCTION", "mismatch_line", "mismatched_blobs",
+           "task_verify_command", "verify_command", "verify_function"]
 
 
 def verify_function(cas_prefix: str) -> str:
@@ -42,7 +46,7 @@ def verify_command(cas_entries: list[tuple[str, str]], run_entries: list[tuple[s
 
 def mismatched_blobs(stderr_text: str) -> list[tuple[str, str, bool]]:
     """(node path, blob name, whether the name is only its start) of each input the node found changed, from a
-    failed task's stderr."""
+    failed task's stderr; a blob an earlier task of the run wrote is named RUN_BLOB_NAME."""
     found = []
     for m in _LINE.finditer(stderr_text or ""):
         blob = m.group("blob")

@@ -141,6 +141,7 @@ def input_mismatch(mismatches: list[tuple[str, str]]) -> None:
 
 
 RUN_BLOBS_MARKER = "--run"  # verify: the entries after it are blobs this run's tasks wrote (not content-addressed)
+RUN_BLOB_NAME = "written by this run"  # how a mismatch line names such a blob (the node does not know its name)
 
 
 DIGEST_TOKEN_BYTES = 24  # 192 bits of the sha256: no second preimage (2^192) nor collision (2^96) within reach
@@ -167,7 +168,7 @@ def verify(cas_prefix: str, tokens: list[str]) -> None:
         if not sep or not path:
             fail(f"verify: {token!r} is not PATH=DIGEST")
         cut = base64.urlsafe_b64decode(expected).hex()
-        entries.append((path, expected, "written by this run" if in_run else f"{cas_prefix}{cut}{CUT_NAME_MARK}"))
+        entries.append((path, expected, RUN_BLOB_NAME if in_run else f"{cas_prefix}{cut}{CUT_NAME_MARK}"))
 
     def check(entry: tuple[str, str, str]) -> tuple[str, str] | None:
         path, expected, blob = entry

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 
 RUN_CONTAINER_INFIX = "-run-"
-OUTPUT_PERMISSION = "cw"  # Batch's node agent needs write permission on an output container (its docs); no read/list/delete
+# Batch's node agent needs write permission on an output container (its docs); no read, list or delete.
+OUTPUT_PERMISSION = "cw"
 READ_PERMISSION = "r"
 
 

@@ -4,6 +4,7 @@ unchanged re-run sends nothing at all."""
 
 from __future__ import annotations
 
+import json
 import os
 
 from executor_runs import bootstrap_bytes, delta, output_of, run_snakemake, total, upload_bytes, write_files
@@ -220,3 +221,7 @@ def test_an_earlier_runs_output_goes_through_the_content_store_not_its_deleted_c
     assert 2 * INPUT_SIZE <= uploaded < 2 * INPUT_SIZE + 64 * 1024
     store = local_service.blob_service_client().get_container_client("staging-touched")
     assert store.get_blob_client(f"cas/sha256/{sha256_file(str(intermediate))}").exists()
+    # The staging record keeps what this run's tasks wrote only, in its own (now deleted) container.
+    record = json.loads((workdir / ".snakemake/azbatch/staging-record.json").read_text())
+    (key,) = record["produced"]
+    assert "/staging-touched-run-" in key

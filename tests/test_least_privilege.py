@@ -5,6 +5,7 @@ local service: Azurite enforces each SAS's permissions, the node agent uses the 
 from __future__ import annotations
 
 import hashlib
+import logging
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -13,7 +14,9 @@ from azure.storage.blob import BlobClient, ContainerClient
 
 from executor_runs import kept_jobs, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.staging import BlobLayout
+from snakemake_executor_plugin_azbatch import recovery
+from snakemake_executor_plugin_azbatch.config import resolve
+from snakemake_executor_plugin_azbatch.staging import BlobLayout, Staging
 from snakemake_executor_plugin_azbatch.staging.run_container import RUN_CONTAINER_INFIX
 
 CAS = BlobLayout("")
@@ -101,6 +104,15 @@ def test_no_task_link_can_change_a_shared_blob_or_reach_beyond_its_run(local_ser
         assert read_only.download_blob().readall() == b"SHARED INPUT\n"
         assert refused(lambda: read_only.upload_blob(b"evil\n", overwrite=True)) == 403
         assert service.get_blob_client("links", cas_blob).download_blob().readall() == b"shared input\n"
+
+        # A dead run's container is found from the run token in its Batch job's metadata (the earlier-run cleanup).
+        token = {m.name: m.value for m in job.metadata}[recovery.RUN_KEY]
+        config = resolve(None, environ={**local_service.env, "SNAKEMAKE_AZBATCH_STORAGE_CONTAINER": "links"})
+        staging = Staging(config, lambda: None, tmp_path / "record", logging.getLogger("test"))
+        assert staging.delete_run_container(token) is True
+        assert run_containers(local_service, "links") == []
+        assert staging.delete_run_container(token) is False  # gone: nothing to do, no error
+        staging.close()
     finally:
         client.begin_delete_job(job.id, polling_interval=1).result()
         for name in run_containers(local_service, "links"):

@@ -92,6 +92,7 @@ class Staging:
         self.run_token = run_token or secrets.token_hex(6)
         self.run_container = self.service.get_container_client(self.run_container_name(self.run_token))
         self.run_container_created = False
+        self._run_container_lock = threading.Lock()
         self.identity = {"resourceId": config.managed_identity} if config.managed_identity else None
         key = f"{self.service.url.rstrip('/')}/{self.run_container.container_name}/{self.layout.prefix}"
         self.record = StagingRecord(record_dir / "staging-record.json", key)
@@ -162,7 +163,7 @@ class Staging:
         name = self.run_container.container_name
         if self.run_container_created:
             return
-        with self._cas_lock:
+        with self._run_container_lock:
             if self.run_container_created:
                 return
             try:

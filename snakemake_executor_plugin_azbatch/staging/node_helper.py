@@ -25,6 +25,10 @@ FETCH_THREADS = 8
 READ_URL_VARIABLE = "AZBATCH_BLOB_READ_URL"  # container URL + read SAS, set by the plugin for manifest tasks
 RUN_READ_URL_VARIABLE = "AZBATCH_RUN_READ_URL"  # the run's own container + read SAS: manifest entries marked "run"
 INPUT_MISMATCH_EXIT = 97  # an input's content differs from its sha256: the plugin removes the blob (input_check.py)
+RUN_BLOBS_MARKER = "--run"  # verify: the entries after it are blobs this run's tasks wrote (not content-addressed)
+RUN_BLOB_NAME = "written by this run"  # how a mismatch line names such a blob (the node does not know its name)
+DIGEST_TOKEN_BYTES = 24  # 192 bits of the sha256: no second preimage (2^192) nor collision (2^96) within reach
+CUT_NAME_MARK = "..."  # a content-addressed blob named by the first 48 hex of its name
 
 
 def fail(message: str) -> None:
@@ -140,14 +144,6 @@ def input_mismatch(mismatches: list[tuple[str, str]]) -> None:
     sys.exit(INPUT_MISMATCH_EXIT)  # from a fetch thread too: the pool hands SystemExit to the main thread
 
 
-RUN_BLOBS_MARKER = "--run"  # verify: the entries after it are blobs this run's tasks wrote (not content-addressed)
-RUN_BLOB_NAME = "written by this run"  # how a mismatch line names such a blob (the node does not know its name)
-
-
-DIGEST_TOKEN_BYTES = 24  # 192 bits of the sha256: no second preimage (2^192) nor collision (2^96) within reach
-CUT_NAME_MARK = "..."  # a content-addressed blob named by the first 48 hex of its name
-
-
 def digest_token(sha256_hex: str) -> str:
     """The first 192 bits of a sha256 as 32 base64url characters (instead of 64 hex), so a task's command line
     stays small (issue 11: task definitions under 2 KB with a few inputs)."""
@@ -156,18 +152,21 @@ def digest_token(sha256_hex: str) -> str:
 
 def verify(cas_prefix: str, tokens: list[str]) -> None:
     """Check input files against their sha256 before the command runs. `tokens` are PATH=DIGEST (digest_token);
-    a content-addressed blob is named in a mismatch line by the first 48 hex of its name and CUT_NAME_MARK;
-    those before RUN_BLOBS_MARKER are the content-addressed blobs `<cas_prefix><hex>`. Files are hashed in
-    parallel (hashlib releases the GIL); every mismatch is one line, then the task exits INPUT_MISMATCH_EXIT."""
+    those before RUN_BLOBS_MARKER are content-addressed blobs `<cas_prefix><hex>`, which a mismatch line names by
+    the first 48 hex and CUT_NAME_MARK. Files are hashed in parallel (hashlib releases the GIL); every mismatch is
+    one line, then the task exits INPUT_MISMATCH_EXIT."""
     entries, in_run = [], False
     for token in tokens:
         if token == RUN_BLOBS_MARKER:
             in_run = True
             continue
         path, sep, expected = token.rpartition("=")
-        if not sep or not path:
+        try:
+            cut = base64.urlsafe_b64decode(expected).hex()
+        except ValueError:  # binascii.Error
+            cut = ""
+        if not sep or not path or len(cut) != 2 * DIGEST_TOKEN_BYTES:
             fail(f"verify: {token!r} is not PATH=DIGEST")
-        cut = base64.urlsafe_b64decode(expected).hex()
         entries.append((path, expected, RUN_BLOB_NAME if in_run else f"{cas_prefix}{cut}{CUT_NAME_MARK}"))
 
     def check(entry: tuple[str, str, str]) -> tuple[str, str] | None:

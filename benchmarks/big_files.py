@@ -42,12 +42,15 @@ def _staging() -> Any:
     from snakemake_executor_plugin_azbatch.config import resolve
     from snakemake_executor_plugin_azbatch.staging import Staging
 
-    stage = Staging(resolve(None), lambda: None, Path(os.environ["BENCH_RECORD_DIR"]), logging.getLogger("bench"))
+    # One run token for every worker process: the same run container (outputs) in each phase.
+    stage = Staging(resolve(None), lambda: None, Path(os.environ["BENCH_RECORD_DIR"]), logging.getLogger("bench"),
+                    run_token="bench-big")
     stage.preflight()
     return stage
 
 
 def _worker(phase: str, args: list[str]) -> dict[str, Any]:
+    from snakemake_executor_plugin_azbatch.staging.node_helper import digest_token, verify
     from snakemake_executor_plugin_azbatch.staging.record import FileState, sha256_file
 
     stage = _staging()
@@ -58,8 +61,11 @@ def _worker(phase: str, args: list[str]) -> dict[str, Any]:
         digest = sha256_file(path)
         hashed = time.perf_counter()
         stage.record.remember_hash(path, FileState.of(path), digest)  # so staging does not hash it again
+        stage.create_run_container()
         blob = stage.stage_files([path])[path]
-        result = {"hash_s": hashed - start, "upload_s": time.perf_counter() - hashed,
+        uploaded = time.perf_counter()
+        verify(stage.layout.cas_prefix, [f"{path}={digest_token(digest)}"])  # what a task's node does before its command
+        result = {"hash_s": hashed - start, "upload_s": uploaded - hashed, "check_s": time.perf_counter() - uploaded,
                   "read_url": stage.read_url(blob), "output_url": stage.output_container_url()}
     elif phase == "download":
         start = time.perf_counter()
@@ -163,6 +169,7 @@ def bench_big_file(service: ServiceProcess, work: Path, size: int) -> tuple[list
         (f"big file: plugin hashes the {gib} input (sha256)", rate(up["hash_s"]), "MiB/s"),
         ("big file: plugin uploads it (parallel blocks)", rate(up["upload_s"]), "MiB/s"),
         ("big file: node downloads it as a resource file", rate(down_s), "MiB/s"),
+        ("big file: node checks it against its sha256 (node_helper verify)", rate(up["check_s"]), "MiB/s"),
         (f"big file: node uploads a {gib} output file", rate(out_s), "MiB/s"),
         ("big file: plugin downloads it (+ size check, sha256, rename)", rate(down["download_s"]), "MiB/s"),
         ("big file: plugin peak RSS, staging only (no transfer)", f"{baseline_rss:.0f}", "MiB"),
@@ -173,7 +180,7 @@ def bench_big_file(service: ServiceProcess, work: Path, size: int) -> tuple[list
     ]
     figures = {
         "bytes": size,
-        "plugin_hash_s": up["hash_s"], "plugin_upload_s": up["upload_s"], "node_download_s": down_s,
+        "plugin_hash_s": up["hash_s"], "plugin_upload_s": up["upload_s"], "node_download_s": down_s, "node_check_s": up["check_s"],
         "node_upload_s": out_s, "plugin_download_s": down["download_s"],
         "plugin_peak_rss_mib": {"baseline": baseline_rss, "upload": up_rss, "download": down_plugin_rss},
         "service_rss_mib": {"before": service_base, "node_download_peak": down_rss, "node_upload_peak": out_rss},

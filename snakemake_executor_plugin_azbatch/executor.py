@@ -40,7 +40,8 @@ from .run_pools import RunPools
 from .task_results import LOG_DIR, STATE_DIR, TaskResults
 from .settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
-from .staging.manifest import stage_manifest
+from .staging import input_check
+from .staging.manifest import manifest_env, stage_manifest
 from .staging.node_helper import READ_URL_VARIABLE
 from .staging.sources_archive import PreparedSources, stage_sources
 from .submission import rate_limit_hint, submit_streaming
@@ -80,11 +81,11 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         self.batch = BatchService(self.config, self._credential_factory)
         # Sources, local inputs and outputs always go through our container; files that belong to a storage
         # provider (e.g. with --default-storage-provider) are left to it (task_spec.job_files skips them).
-        self.staging = Staging(self.config, self._credential_factory, STATE_DIR, self.logger)
+        self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        self.staging = Staging(self.config, self._credential_factory, STATE_DIR, self.logger, self.run_token)
         self.layout: BlobLayout = self.staging.layout
         self.node_paths = NodePaths(self.workdir, self.config.mounted_paths)
         self.snakemake_version = snakemake.__version__
-        self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
         self.run_identity = RunIdentity.current(workflow_key(self.workdir), self.run_token,
                                                 self.config.heartbeat_interval)
@@ -93,6 +94,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         self.pools: dict[str, PoolInfo] = {}
         self.run_sources: PreparedSources | None = None  # the sources archive, staged once per run
         self.manifests: dict[int, str] = {}  # id(job) -> sha256 of its input manifest, while its task is built
+        self.input_checks: dict[int, str] = {}  # id(job) -> its inputs' node-side check (input_check.py), likewise
         self._submit_lock = threading.Lock()
         self._finalized = False
         self.completed_since = {}
@@ -183,6 +185,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         parts = [
             self.node_setup.exec_prefix(),  # application packages and the node-wide installs on PATH
             node_commands.link_command(),  # the sources, extracted once per node by the preparation task
+            input_check.verify_function(self.layout.cas_prefix),  # what each task's inputs check calls
             self.config.precommand or "",
             task_spec.snakemake_function(super().format_job_exec(task_spec.RUN_WIDE)),
         ]
@@ -201,7 +204,8 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
             return ""
         manifest = self.manifests.get(id(job))
         fetch = node_commands.fetch_command(manifest) + " && " if manifest else ""  # before the links: inputs win
-        return f'{fetch}eval "${task_spec.TASK_PREFIX_VARIABLE}"'
+        verify = self.input_checks.get(id(job))  # before the command: every input against its sha256
+        return f'{fetch}eval "${task_spec.TASK_PREFIX_VARIABLE}"' + (f" && {verify}" if verify else "")
 
     def additional_general_args(self) -> str:
         return self.node_setup.snakemake_args()
@@ -243,10 +247,11 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         manifest the task fetches itself (not with a managed identity: the node would need a token of its own)."""
         if len(pairs) > self.config.input_manifest_threshold and not self.staging.identity:
             spec, digest = self.outages.storage.call(lambda: stage_manifest(self.staging, pairs, blobs))
-            self.manifests[id(job)] = digest
-            return [spec], {READ_URL_VARIABLE: self.staging.read_container_url()}
+            self.manifests[id(job)] = digest  # fetch checks each file's sha256
+            return [spec], manifest_env(self.staging, [blobs[os.path.abspath(local)] for local, _ in pairs])
         files = {node.replace(os.sep, "/"): self.staging.resource_file(blobs[os.path.abspath(local)], node)
                  for local, node in pairs}
+        self.input_checks[id(job)] = input_check.task_verify_command(self.staging, pairs, blobs)
         return list(files.values()), {}
 
     # ---- submission --------------------------------------------------------------------------------------------
@@ -272,7 +277,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         pairs: list[tuple[str, str]], blobs: dict[str, str],
     ) -> task_spec.TaskRequest:
         tid = task_spec.task_id(job)
-        task_prefix = self.layout.task_prefix(self.run_token, tid)
+        task_prefix = self.layout.task_prefix(tid)
         resource_files, extra_env = self._input_files(job, pairs, blobs)
         output_files = task_spec.output_file_specs(
             files,
@@ -294,6 +299,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
                 [o.path for o in files.outputs if o.directory], task_spec.EMPTY_DIRS_FILE)
         finally:
             self.manifests.pop(id(job), None)
+            self.input_checks.pop(id(job), None)
         return task_spec.TaskRequest(
             id=tid,
             display_name=f"{job.name} {job.jobid} attempt {job.attempt}",
@@ -351,6 +357,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
 
             def stage_all() -> dict[str, str]:
                 self._run_sources()
+                self.staging.create_run_container()  # where the tasks write (run_container.py)
                 return self.staging.stage_files(paths)
 
             try:
@@ -367,8 +374,8 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
                         continue
                     files, pairs = staged_inputs.pop(id(job))
                     try:
-                        job_blobs = blobs if blobs is not None else self.outages.storage.call(
-                            lambda: self.staging.stage_files(p for p, _ in pairs))
+                        job_blobs = blobs if blobs is not None else self.outages.storage.call(lambda: (
+                            self.staging.create_run_container(), self.staging.stage_files(p for p, _ in pairs))[1])
                         pool_id = self._pool_id(job)
                         pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
                         request = self._task_request(job, pool, files, pairs, job_blobs)
@@ -386,7 +393,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
             ):
                 for job, task_id, pool_id, slots in submitted:
                     error = results.get(task_id, "no result from Batch")
-                    aux = {"batch_job": batch_job, "blob_prefix": self.layout.task_prefix(self.run_token, task_id)}
+                    aux = {"batch_job": batch_job, "blob_prefix": self.layout.task_prefix(task_id)}
                     info = SubmittedJobInfo(job, external_jobid=task_id, aux=aux)
                     if error is None:
                         self.report_job_submission(info)

@@ -78,6 +78,23 @@ class RunEnd:
             failed.add(batch_job)
         return done
 
+    def _end_run_container(self) -> None:
+        """The run's own storage container (its tasks' outputs and logs, all downloaded by now) is deleted, or kept
+        with a kept job, for debugging; a run that submitted nothing never created one."""
+        if not self.staging.run_container_created:
+            return
+        name = self.staging.run_container.container_name
+        if self.config.keep_job:
+            self.logger.info(f"azbatch: kept storage container {name} (the run's task outputs and logs; delete it "
+                             f"with `az storage container delete --name {name} "
+                             f"--account-name {self.staging.service.account_name}`)")
+            return
+        try:
+            self.staging.delete_run_container()
+        except Exception as e:  # one line; the container holds only this run's copies
+            self.logger.error(f"azbatch: deleting storage container {name} failed ({error_text(e)}); delete it with "
+                              f"`az storage container delete --name {name}`")
+
     def _finalize(self):
         if self._finalized:
             return
@@ -98,5 +115,6 @@ class RunEnd:
                                   f"azbatch: deleting Batch job {batch_job} failed: {error_text(e)}")
         self.reporting.finish({info.id: info.slots_per_node for info in self.pools.values()})
         self.delete_created_pool()
+        self._end_run_container()
         self.staging.close()
         self.batch.close()

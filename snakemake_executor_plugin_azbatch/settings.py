@@ -142,7 +142,8 @@ class ExecutorSettings(ExecutorSettingsBase):
     keep_job: bool = field(
         default=False,
         metadata=_setting(
-            "Keep the run's Batch job(s) after the run (terminated, not deleted) for inspection."
+            "Keep the run's Batch job(s) after the run (terminated, not deleted) for inspection, and the run's own "
+            "storage container (its tasks' outputs and logs)."
         ),
     )
     keep_orphans: bool = field(

@@ -17,6 +17,7 @@ from .log_tails import SAVED_LOG_BYTES, file_tail
 from .node_health import upload_errors
 from .outage import OutageExpired
 from .output_check import output_problem, recreate_empty_dirs
+from .staging.input_check import mismatched_blobs
 
 EMPTY_DIRS_LIMIT = 16 << 20  # the node's list of empty directories: 16 MiB is ~200,000 of them
 
@@ -55,6 +56,21 @@ class TaskResults:
         blob = f"{self.layout.task_files_dir(prefix)}/{task_spec.EMPTY_DIRS_FILE}"
         record = self.outages.storage.call(lambda: self.staging.read_small(blob, EMPTY_DIRS_LIMIT))
         return recreate_empty_dirs(record, outputs, self.workdir) if record is not None else None
+
+    def _remove_changed_inputs(self, stderr_tail: str) -> None:
+        """Content-addressed blobs the node found changed (staging/input_check.py) are removed, one line each, so a
+        retry or the next run uploads them again; a changed blob of this run is not used again."""
+        for path, blob, name_start in mismatched_blobs(stderr_tail):
+            self.staging.forget_file(os.path.join(self.workdir, path))  # hashed again, through the store
+            if not self.staging.is_cas(blob):  # an earlier task's output, never read by another run
+                continue
+            blob = self.outages.storage.call(lambda: self.staging.remove_cas_blob(blob, name_start))
+            if blob:
+                self.logger.warning(
+                    f"azbatch: removed blob {blob} (input {path}) from storage container "
+                    f"{self.config.storage_container}: its content no longer matched its sha256 name; a retry "
+                    "(--retries) or the next run uploads it again"
+                )
 
     def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
         """Bring back what the task wrote; on failure, its Batch logs and a one-paragraph reason."""
@@ -101,6 +117,7 @@ class TaskResults:
                     lambda blob=blob, local=local: self.staging.download_tail(blob, local, SAVED_LOG_BYTES))
                 aux_logs += [saved] if saved else []
             stderr_tail = file_tail(log_dir / "stderr.txt")
+            self._remove_changed_inputs(stderr_tail)
         except OutageExpired:
             raise
         except Exception as e:

@@ -4,10 +4,13 @@ unchanged re-run sends nothing at all."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from executor_runs import bootstrap_bytes, delta, output_of, run_snakemake, total, upload_bytes, write_files
+
+from snakemake_executor_plugin_azbatch.staging.record import sha256_file
 
 STAGING_WORKFLOW = {
     "Snakefile": """
@@ -179,15 +182,21 @@ def test_unchanged_files_are_not_rehashed_and_same_size_same_mtime_edits_are(loc
     record = json.loads(record_path.read_text())
     entry = record["hashes"][str(workdir / "input.bin")]
     # Plant a different digest for the same file state: a plugin that re-hashed would upload under the true
-    # digest (already stored, so nothing); one that trusts its record uploads under the planted name.
+    # digest (already stored, so nothing); one that trusts its record uploads under the planted name. The node's
+    # check then finds the content does not match that name: the task fails, and the plugin removes the blob and
+    # forgets the recorded hash, so the next run hashes the file again.
     planted = "0" * 64
     entry[-1] = planted
     record_path.write_text(json.dumps(record))
     result = run_snakemake(local_service, workdir, "--forceall", "--until", "make_big", container="staging-rehash")
-    assert result.returncode == 0, output_of(result)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert f"azbatch: input input.bin (blob cas/sha256/{planted[:48]}...) does not match its sha256" in text, \
+        output_of(result)
+    assert f"removed blob cas/sha256/{planted} (input input.bin)" in text
     container = local_service.blob_service_client().get_container_client("staging-rehash")
-    stored = container.download_blob(f"cas/sha256/{planted}").readall()
-    assert stored == (workdir / "input.bin").read_bytes()
+    assert not container.get_blob_client(f"cas/sha256/{planted}").exists()
+    assert str(workdir / "input.bin") not in json.loads(record_path.read_text())["hashes"]
 
     # New content under the old size and mtime (`cp -p`, `rsync -t`): the ctime changed, so the file is hashed
     # again and the task reads the new content, not the recorded blob.
@@ -216,7 +225,7 @@ def test_input_outside_the_working_directory_is_that_jobs_clear_error(local_serv
     assert "--azbatch-mounted-paths" in text
 
 
-def test_touched_intermediate_is_still_read_from_the_blob_its_task_wrote(local_service, tmp_path):
+def test_an_earlier_runs_output_goes_through_the_content_store_not_its_deleted_container(local_service, tmp_path):
     workdir = write_files(tmp_path / "touched", REUSE_WORKFLOW)
     (workdir / "input.bin").write_bytes(os.urandom(INPUT_SIZE))
     result = run_snakemake(local_service, workdir, "--until", "make_big", container="staging-touched")
@@ -229,4 +238,13 @@ def test_touched_intermediate_is_still_read_from_the_blob_its_task_wrote(local_s
     result = run_snakemake(local_service, workdir, "--forcerun", "consume", container="staging-touched")
     assert result.returncode == 0, output_of(result)
     assert (workdir / "final.txt").read_text().strip() == str(2 * INPUT_SIZE)
-    assert upload_bytes(local_service.metrics()) - upload_bytes(before) < INPUT_SIZE  # not uploaded again
+    # The first run's container (what its task wrote) was deleted at its end, and a run never reads another run's
+    # blobs: the intermediate goes up once, content-addressed (issue 19; before, the blob was read in place).
+    uploaded = upload_bytes(local_service.metrics()) - upload_bytes(before)
+    assert 2 * INPUT_SIZE <= uploaded < 2 * INPUT_SIZE + 64 * 1024
+    store = local_service.blob_service_client().get_container_client("staging-touched")
+    assert store.get_blob_client(f"cas/sha256/{sha256_file(str(intermediate))}").exists()
+    # The staging record keeps what this run's tasks wrote only, in its own (now deleted) container.
+    record = json.loads((workdir / ".snakemake/azbatch/staging-record.json").read_text())
+    (key,) = record["produced"]
+    assert "/staging-touched-run-" in key

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import pytest
 from executor_runs import output_of, snakemake_command, snakemake_env, write_files
@@ -37,11 +38,14 @@ def test_an_output_the_node_could_not_upload_fails_the_job_with_its_fileuploader
         client = local_service.batch_client()
         batch_job, task = wait_for(lambda: running_task(client, "upload-fails"), 60, "a running task")
         (spec,) = [o for o in task.output_files if o.file_pattern == "out.txt"]
-        # Another writer holds the destination blob (an infinite lease): the node's upload is refused.
-        blob = local_service.blob_service_client().get_container_client("upload-fails").get_blob_client(
+        # Another writer holds the destination blob (an infinite lease): the node's upload is refused. The blob is
+        # in the run's own container (the output link's).
+        run_container = urlsplit(spec.destination.container.container_url).path.rsplit("/", 1)[1]
+        assert run_container.startswith("upload-fails-run-")
+        blob = local_service.blob_service_client().get_container_client(run_container).get_blob_client(
             spec.destination.container.path)
         blob.upload_blob(b"someone else's", overwrite=True)
-        lease = blob.acquire_lease(lease_duration=-1)
+        blob.acquire_lease(lease_duration=-1)
         stdout, stderr = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
@@ -57,8 +61,8 @@ def test_an_output_the_node_could_not_upload_fails_the_job_with_its_fileuploader
     assert f"The node's fileuploaderr.txt:\n{node_log.strip()}\n" in stderr, output_of(result)
     assert not (workdir / "out.txt").exists() or (workdir / "out.txt").read_text() != "result\n"
     assert all(j.state != "active" for j in client.list_jobs() if j.id == batch_job)
-    assert blob.download_blob().readall() == b"someone else's"  # the other writer's blob is untouched
-    lease.release()
+    # The run's container goes at the end (a blob lease does not hold it), the other writer's blob with it.
+    assert not local_service.blob_service_client().get_container_client(run_container).exists()
 
 
 def test_outputs_the_node_made_differently_fail_the_job_not_exit_0(local_service, tmp_path):

@@ -566,6 +566,9 @@ def test_output_upload_failure_is_reported_like_batch(local_service) -> None:
     task = uploading("t", write, "result.txt", read_only)
     writable = container_url(local_service, container.container_name, read=True, write=True, create=True)
     missing = uploading("missing", "true", "never-made.txt", writable)
+    # Batch documents write permission for an output container: create alone is refused before any upload.
+    create_only = uploading("create-only", write, "result.txt",
+                            container_url(local_service, container.container_name, create=True))
     gone = container_url(local_service, "no-such-container", read=True, write=True, create=True)
     no_container = uploading("no-container", write, "result.txt", gone)
     # As on Batch, a pattern (even a plain path) that matches nothing uploads nothing and is no error; both upload
@@ -577,7 +580,11 @@ def test_output_upload_failure_is_reported_like_batch(local_service) -> None:
     assert info.exit_code == 0 and info.result == "failure"
     assert (info.failure_info.category, info.failure_info.code) == ("usererror", "FileUploadMiscError")
     errors = (task_root(local_service, task) / "fileuploaderr.txt").read_text()
-    assert "result.txt" in errors and "HTTP 403" in errors and "sig=" not in errors
+    assert "readonly" in errors and "without write (w), which Batch requires" in errors and "sig=" not in errors
+    info = create_only.execution_info
+    assert (info.result, info.failure_info.code) == ("failure", "FileUploadMiscError")
+    errors = (task_root(local_service, create_only) / "fileuploaderr.txt").read_text()
+    assert "grants 'c' without write (w)" in errors and "sig=" not in errors
     assert blob_names(container) == set()
     info = no_container.execution_info
     assert (info.result, info.failure_info.category, info.failure_info.code) == (

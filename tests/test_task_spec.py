@@ -141,7 +141,7 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
         logs=[task_spec.OutputPath("logs/a.log", required=False), task_spec.OutputPath("top.log", required=False)],
     )
     layout = BlobLayout("pre/")
-    task_prefix = layout.task_prefix("r", "t")
+    task_prefix = layout.task_prefix("t")
     specs = task_spec.output_file_specs(
         files, layout.task_files_dir(task_prefix), layout.task_batch_logs_dir(task_prefix), "http://h/c?sv=1&sig=x"
     )
@@ -149,16 +149,16 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
     assert by_pattern["out/x [[]1].txt"]["uploadOptions"]["uploadCondition"] == "tasksuccess"
     # An escaped name makes the pattern a wildcard: the path is then the virtual directory of its fixed part,
     # so the blob is still `files/out/x [1].txt` (not `files/out/x [1].txt/x [1].txt`).
-    assert by_pattern["out/x [[]1].txt"]["destination"]["container"]["path"] == "pre/runs/r/t/files/out"
-    assert by_pattern["dir/**/*"]["destination"]["container"]["path"] == "pre/runs/r/t/files/dir"
+    assert by_pattern["out/x [[]1].txt"]["destination"]["container"]["path"] == "t/files/out"
+    assert by_pattern["dir/**/*"]["destination"]["container"]["path"] == "t/files/dir"
     # Optional files: a one-character class keeps the pattern a wildcard, so a missing log is not an error.
     log = by_pattern["logs/a.lo[g]"]
     assert log["uploadOptions"]["uploadCondition"] == "taskcompletion"
-    assert log["destination"]["container"]["path"] == "pre/runs/r/t/files/logs"
-    assert by_pattern["top.lo[g]"]["destination"]["container"]["path"] == "pre/runs/r/t/files"
+    assert log["destination"]["container"]["path"] == "t/files/logs"
+    assert by_pattern["top.lo[g]"]["destination"]["container"]["path"] == "t/files"
     # Batch's stdout.txt and stderr.txt (next to the working directory): one wildcard spec, blobs batch/<name>.
     spec = by_pattern["../std*.txt"]
-    assert spec["destination"]["container"]["path"] == "pre/runs/r/t/batch"
+    assert spec["destination"]["container"]["path"] == "t/batch"
     assert spec["uploadOptions"]["uploadCondition"] == "taskcompletion"
     assert all(s["destination"]["container"]["containerUrl"] == "http://h/c?sv=1&sig=x" for s in specs)
     # With a directory output, the node's list of its empty directories comes back too (exact name, on success).

@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from azure.core.exceptions import (
     AzureError,
@@ -289,6 +289,19 @@ class _Destination:
     container: ContainerClient
 
 
+def _check_write_permission(url: str, pattern: str) -> None:
+    """Batch documents that an output container's SAS needs write permission. Whether its agent also manages with
+    create alone (a new blob needs no more in Blob storage) is not documented, so a SAS without `w` is refused
+    before any upload: stricter than storage itself (a read-only SAS would fail there anyway, with 403)."""
+    permissions = parse_qs(urlsplit(url).query).get("sp")
+    if permissions and "w" not in permissions[0]:
+        raise TransferError(
+            "FileUploadMiscError",
+            f"upload of {pattern} to {redact(url)} refused: the container SAS grants {permissions[0]!r} without write "
+            "(w), which Batch requires of an output container",
+        )
+
+
 def _destinations(
     output_files: list[dict[str, Any]], env: dict[str, str], succeeded: bool, storage: StorageEndpoint | None,
     outcome: UploadOutcome,
@@ -304,6 +317,8 @@ def _destinations(
         try:
             _check_loopback(url, "FileUploadMiscError")
             cred = _credential(dest.get("identityReference"), storage)
+            if not cred:
+                _check_write_permission(url, spec["filePattern"])
         except TransferError as err:
             outcome.fail(err.message)
             continue

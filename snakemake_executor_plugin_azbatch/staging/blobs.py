@@ -1,10 +1,11 @@
-"""Blob staging: content-addressed uploads with a local hash record, SAS or managed-identity URLs for tasks, and
-atomic downloads of what tasks wrote."""
+"""Blob staging: content-addressed uploads with a local hash record, SAS or managed-identity URLs for tasks, the
+run's own container for what tasks write (run_container.py), and atomic downloads of what tasks wrote."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,7 @@ from ..settings import SettingsError
 from .layout import BlobLayout, StagingError
 from .links import LinkSigner
 from .record import FileState, StagingRecord, sha256_file
+from .run_container import OUTPUT_PERMISSION, READ_PERMISSION, run_container_name
 from ..credentials import explained
 
 # Files move as parallel block transfers streamed from / into the open file, so memory per file stays about
@@ -79,15 +81,25 @@ def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
 
 
 class Staging:
-    def __init__(self, config: Config, credential_factory, record_dir: Path, logger):
+    """The shared staging container (`container`: content-addressed store, read-only to nodes) and the run's own
+    container (`run_container`: what its tasks write; created at the first submission, deleted at the run's end)."""
+
+    def __init__(self, config: Config, credential_factory, record_dir: Path, logger, run_token: str = ""):
         self.config = config
         self.logger = logger
         self.layout = BlobLayout(config.storage_prefix)
         self.service = make_blob_service(config, credential_factory)
         self.container = self.service.get_container_client(config.storage_container)
+        self.run_token = run_token or secrets.token_hex(6)
+        self.run_container = self.service.get_container_client(self.run_container_name(self.run_token))
+        self.run_container_created = False
+        self._run_container_lock = threading.Lock()
         self.identity = {"resourceId": config.managed_identity} if config.managed_identity else None
-        key = f"{self.service.url.rstrip('/')}/{config.storage_container}/{self.layout.prefix}"
+        key = f"{self.service.url.rstrip('/')}/{self.run_container.container_name}/{self.layout.prefix}"
         self.record = StagingRecord(record_dir / "staging-record.json", key)
+        # Blobs earlier runs wrote are never read again (their containers are deleted, and a kept one is writable by
+        # that run's task readers): their files go through the content-addressed store.
+        self.record.drop_other_containers()
         self._cas: set[str] | None = None
         self._cas_lock = threading.Lock()
         self.links = LinkSigner(self.service, config.sas_hours)
@@ -142,23 +154,72 @@ class Staging:
         if not self.identity:
             self._sas(read=True)
 
+    # ---- the run's own container -------------------------------------------------------------------------------
+    def run_container_name(self, run_token: str) -> str:
+        return run_container_name(self.config.storage_container, run_token)
+
+    def create_run_container(self) -> None:
+        """Create the run's container once (at its first submission): the node agent never creates one."""
+        name = self.run_container.container_name
+        if self.run_container_created:
+            return
+        with self._run_container_lock:
+            if self.run_container_created:
+                return
+            try:
+                self.run_container.create_container()
+            except ResourceExistsError:
+                pass
+            except HttpResponseError as e:
+                raise transfer_error(e, f"creating the run's storage container {name}") from None
+            self.run_container_created = True
+        self.logger.info(f"azbatch: this run's outputs and logs go to storage container {name}")
+
+    def delete_run_container(self, run_token: str | None = None) -> bool:
+        """Delete a run's container (this run's by default, or a dead earlier run's by its token); False when
+        there is none. Errors other than not-found are raised (transfer_error)."""
+        container = self.run_container if run_token is None else self.service.get_container_client(
+            self.run_container_name(run_token))
+        try:
+            container.delete_container()
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as e:
+            raise transfer_error(e, f"deleting storage container {container.container_name}") from None
+        return True
+
+    def is_cas(self, blob: str) -> bool:
+        return blob.startswith(self.layout.cas_prefix)
+
+    def _container_of(self, blob: str):
+        """Content-addressed blobs live in the staging container, everything tasks wrote in the run's own."""
+        return self.container if self.is_cas(blob) else self.run_container
+
     # ---- URLs --------------------------------------------------------------------------------------------------
-    def _sas(self, read: bool) -> str:
-        return self.links.container_sas(self.config.storage_container, "r" if read else "acw")
+    def _sas(self, read: bool, container: str | None = None) -> str:
+        """Nodes read (`r`) the store and their run's container, and write+create (`cw`) only the latter."""
+        if read:
+            return self.links.container_sas(container or self.config.storage_container, READ_PERMISSION)
+        return self.links.container_sas(self.run_container.container_name, OUTPUT_PERMISSION)
 
     def blob_url(self, blob: str) -> str:
-        return f"{self.container.url}/{quote(blob, safe='/')}"
+        return f"{self._container_of(blob).url}/{quote(blob, safe='/')}"
 
     def read_url(self, blob: str) -> str:
         url = self.blob_url(blob)
-        return url if self.identity else f"{url}?{self._sas(read=True)}"
+        return url if self.identity else f"{url}?{self._sas(True, self._container_of(blob).container_name)}"
 
     def read_container_url(self) -> str:
-        """The container's URL with the read SAS (for a node fetching a manifest's blobs itself)."""
+        """The store's URL with the read SAS (for a node fetching a manifest's blobs itself)."""
         return f"{self.container.url}?{self._sas(read=True)}"
 
+    def run_read_container_url(self) -> str:
+        """The run container's URL with a read SAS (a manifest's entries that earlier tasks of the run wrote)."""
+        return f"{self.run_container.url}?{self._sas(True, self.run_container.container_name)}"
+
     def output_container_url(self) -> str:
-        return self.container.url if self.identity else f"{self.container.url}?{self._sas(read=False)}"
+        url = self.run_container.url
+        return url if self.identity else f"{url}?{self._sas(read=False)}"
 
     def resource_file(self, blob: str, node_path: str) -> dict:
         spec = {"httpUrl": self.read_url(blob), "filePath": node_path.replace(os.sep, "/")}
@@ -235,6 +296,31 @@ class Staging:
             return blob[len(self.layout.cas_prefix):]
         return self.record.produced_digest(os.path.abspath(path), blob) or sha256_file(path)
 
+    def remove_cas_blob(self, blob: str, name_start: bool = False) -> str | None:
+        """Delete a content-addressed blob whose content a node found not to match its name (`name_start`: `blob`
+        is only the start of its name, as the node's check reports it: one listing finds it), and forget it, so
+        the next staging of that content (a retry, the next run) uploads it again. Its name, None if it was gone."""
+        if name_start:
+            found = [b.name for b in self.container.list_blobs(name_starts_with=blob)]
+            if len(found) != 1:
+                return None
+            blob = found[0]
+        with self._cas_lock:
+            if self._cas is not None:
+                self._cas.discard(blob)
+        try:
+            self.container.delete_blob(blob)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as e:
+            raise transfer_error(e, f"removing {blob}") from None
+        return blob
+
+    def forget_file(self, path: str) -> None:
+        """A node found the blob staged for `path` changed: its recorded hash (which may be what is wrong) and any
+        blob of this run for it are forgotten, so the next staging hashes it again and uses the store."""
+        self.record.forget(os.path.abspath(path))
+
     def _upload(self, blob: str, path: str) -> None:
         try:
             with open(path, "rb") as f:
@@ -246,7 +332,7 @@ class Staging:
     def download_prefix(self, blob_prefix: str, workdir: str, local_base: str = "") -> list[str]:
         """Download every blob under `blob_prefix` to `workdir/local_base/<rest of the name>`, atomically
         (temporary name, size check, rename); record them as produced. Returns the local paths."""
-        blobs = [(b.name, b.size) for b in self.container.list_blobs(name_starts_with=blob_prefix)]
+        blobs = [(b.name, b.size) for b in self._container_of(blob_prefix).list_blobs(name_starts_with=blob_prefix)]
         jobs = []
         for name, size in blobs:
             rel = name[len(blob_prefix):]
@@ -281,7 +367,7 @@ class Staging:
         try:
             with open(tmp, "wb") as f:
                 try:
-                    downloader = self.container.download_blob(blob, max_concurrency=TRANSFER_CONCURRENCY)
+                    downloader = self._container_of(blob).download_blob(blob, max_concurrency=TRANSFER_CONCURRENCY)
                 except ResourceNotFoundError:
                     if size is None:
                         return None
@@ -305,7 +391,7 @@ class Staging:
         """The content of a small blob the plugin reads itself (never saved as an output); None when it does not
         exist; one line when it is larger than `limit`."""
         try:
-            downloader = self.container.download_blob(blob)
+            downloader = self._container_of(blob).download_blob(blob)
             if downloader.size > limit:
                 raise StagingError(f"azbatch: blob {blob} has {downloader.size} bytes, more than {limit} expected")
             return downloader.readall()
@@ -319,7 +405,8 @@ class Staging:
         first line says what was left out and where the whole is. None when the blob does not exist. Not recorded
         as produced: a log is no task output."""
         try:
-            size = self.container.get_blob_client(blob).get_blob_properties().size
+            container = self._container_of(blob)
+            size = container.get_blob_client(blob).get_blob_properties().size
         except ResourceNotFoundError:
             return None
         except HttpResponseError as e:
@@ -330,10 +417,11 @@ class Staging:
         try:
             with open(tmp, "wb") as f:
                 if offset:
-                    where = f"blob {blob} in container {self.config.storage_container}"
+                    where = (f"blob {blob} in container {container.container_name} (kept only with "
+                             "--azbatch-keep-job)")
                     f.write(cut_note(size - offset, size, where))
                 if size > offset:
-                    self.container.download_blob(blob, offset=offset, length=size - offset).readinto(f)
+                    container.download_blob(blob, offset=offset, length=size - offset).readinto(f)
             os.replace(tmp, local)
         except HttpResponseError as e:
             raise transfer_error(e, f"downloading {blob}") from None

@@ -1,10 +1,11 @@
-"""Where files live: the one blob layout in the staging container, and how local paths map to paths on the node.
-Pure (no network), so the executor and tests share one definition.
+"""Where files live: the one blob layout, and how local paths map to paths on the node. Pure (no network), so the
+executor and tests share one definition.
 
-Blobs, under the configured prefix:
+In the shared staging container, under the configured prefix (nodes may only read it):
     cas/sha256/<hex>                     content-addressed inputs, sources and extra files
-    runs/<run>/<task>/files/<path>       what the task wrote (<path> relative to the working directory)
-    runs/<run>/<task>/batch/stdout.txt   Batch's logs of the task (and stderr.txt)
+In the run's own container (run_container.py; the run's and the prefix's own, so neither is in the names):
+    <task>/files/<path>                  what the task wrote (<path> relative to the working directory)
+    <task>/batch/stdout.txt              Batch's logs of the task (and stderr.txt)
 """
 
 from __future__ import annotations
@@ -32,11 +33,10 @@ class BlobLayout:
     def cas_blob(self, sha256_hex: str) -> str:
         return f"{self.cas_prefix}{sha256_hex}"
 
-    def run_prefix(self, run_token: str) -> str:
-        return f"{self.prefix}runs/{run_token}/"
-
-    def task_prefix(self, run_token: str, task_id: str) -> str:
-        return f"{self.run_prefix(run_token)}{task_id}/"
+    @staticmethod
+    def task_prefix(task_id: str) -> str:
+        """A task's blobs in its run's own container (a task id has no '/', so never a content-addressed name)."""
+        return f"{task_id}/"
 
     def task_files_dir(self, task_prefix: str) -> str:
         """The virtual directory (no trailing '/') of the files a task wrote."""

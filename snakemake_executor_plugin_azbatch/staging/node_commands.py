@@ -42,6 +42,11 @@ def sources_preparation_script(archive_sha256: str) -> str:
     )
 
 
+def helper_invocation() -> str:
+    """How a task runs the node helper extracted by the job preparation task."""
+    return f'python3 "{_PREP_DIR}/{NODE_DIR}/{HELPER_NAME}"'
+
+
 def link_command() -> str:
     """Run first in every task: the sources (and URL extra files) appear in the task's working directory."""
     return f'python3 "{_PREP_DIR}/{NODE_DIR}/{HELPER_NAME}" link'

@@ -3,10 +3,12 @@
 The job preparation task downloads this file and the run's sources archive, then `prepare` checks the archive's
 sha256 (its blob name) and extracts it once per node and Batch job. Each task then runs `link` (symlinks every
 extracted file into its working directory, where Snakemake expects the Snakefile and scripts) and, when its inputs
-travel in a manifest, `fetch` (downloads the listed blobs, each checked against its sha256)."""
+travel in a manifest, `fetch` (downloads the listed blobs, each checked against its sha256); otherwise `verify`
+checks the input resource files Batch downloaded against their sha256 before the rule's command runs."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -21,6 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 CHUNK = 1024 * 1024
 FETCH_THREADS = 8
 READ_URL_VARIABLE = "AZBATCH_BLOB_READ_URL"  # container URL + read SAS, set by the plugin for manifest tasks
+RUN_READ_URL_VARIABLE = "AZBATCH_RUN_READ_URL"  # the run's own container + read SAS: manifest entries marked "run"
+INPUT_MISMATCH_EXIT = 97  # an input's content differs from its sha256: the plugin removes the blob (input_check.py)
+RUN_BLOBS_MARKER = "--run"  # verify: the entries after it are blobs this run's tasks wrote (not content-addressed)
+RUN_BLOB_NAME = "written by this run"  # how a mismatch line names such a blob (the node does not know its name)
+DIGEST_TOKEN_BYTES = 24  # 192 bits of the sha256: no second preimage (2^192) nor collision (2^96) within reach
+CUT_NAME_MARK = "..."  # a content-addressed blob named by the first 48 hex of its name
 
 
 def fail(message: str) -> None:
@@ -81,8 +89,11 @@ def link(roots: list[str], workdir: str = ".") -> None:
                     os.symlink(os.path.join(current, name), target)
 
 
-def _fetch_one(base: str, query: str, entry: list) -> None:
-    node_path, blob, expected = entry
+def _fetch_one(base: str, query: str, entry: list, run_url: str = "") -> None:
+    node_path, blob, expected = entry[:3]
+    if entry[3:] == ["run"]:  # a blob this run's task wrote, in the run's own container
+        base, _, query = run_url.partition("?")
+        base = base.rstrip("/")
     url = f"{base}/{urllib.parse.quote(blob, safe='/')}" + (f"?{query}" if query else "")
     os.makedirs(os.path.dirname(node_path) or ".", exist_ok=True)
     tmp = f"{node_path}.azbatch-part"
@@ -100,7 +111,7 @@ def _fetch_one(base: str, query: str, entry: list) -> None:
                 fail(f"downloading input {node_path} failed: {type(e).__name__} {getattr(e, 'code', '')}".strip())
     if digest.hexdigest() != expected:
         os.unlink(tmp)
-        fail(f"input {node_path} has sha256 {digest.hexdigest()}, expected {expected}; the blob changed")
+        input_mismatch([(node_path, blob)])
     os.replace(tmp, node_path)
 
 
@@ -115,8 +126,9 @@ def fetch(manifest_path: str) -> None:
     if not read_url:
         fail(f"{READ_URL_VARIABLE} is not set; the task cannot read its inputs")
     base, _, query = read_url.partition("?")
+    run_url = os.environ.get(RUN_READ_URL_VARIABLE, "")
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
-        for _ in pool.map(lambda e: _fetch_one(base.rstrip("/"), query, e), entries):
+        for _ in pool.map(lambda e: _fetch_one(base.rstrip("/"), query, e, run_url), entries):
             pass
 
 
@@ -132,6 +144,57 @@ def record_empty_dirs(record_file: str, roots: list[str]) -> None:
         json.dump({"version": 1, "dirs": sorted(empty)}, f, separators=(",", ":"))
 
 
+def mismatch_line(node_path: str, blob: str) -> str:
+    """The one line the plugin looks for in a failed task's stderr (input_check.mismatched_blobs)."""
+    return (f"azbatch: input {node_path} (blob {blob}) does not match its sha256: the blob changed after it was "
+            "staged; the command did not run")
+
+
+def input_mismatch(mismatches: list[tuple[str, str]]) -> None:
+    for node_path, blob in mismatches:
+        print(mismatch_line(node_path, blob), file=sys.stderr)
+    sys.exit(INPUT_MISMATCH_EXIT)  # from a fetch thread too: the pool hands SystemExit to the main thread
+
+
+def digest_token(sha256_hex: str) -> str:
+    """The first 192 bits of a sha256 as 32 base64url characters (instead of 64 hex), so a task's command line
+    stays small (issue 11: task definitions under 2 KB with a few inputs)."""
+    return base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)[:DIGEST_TOKEN_BYTES]).decode("ascii")
+
+
+def verify(cas_prefix: str, tokens: list[str]) -> None:
+    """Check input files against their sha256 before the command runs. `tokens` are PATH=DIGEST (digest_token);
+    those before RUN_BLOBS_MARKER are content-addressed blobs `<cas_prefix><hex>`, which a mismatch line names by
+    the first 48 hex and CUT_NAME_MARK. Files are hashed in parallel (hashlib releases the GIL); every mismatch is
+    one line, then the task exits INPUT_MISMATCH_EXIT."""
+    entries, in_run = [], False
+    for token in tokens:
+        if token == RUN_BLOBS_MARKER:
+            in_run = True
+            continue
+        path, sep, expected = token.rpartition("=")
+        try:
+            cut = base64.urlsafe_b64decode(expected).hex()
+        except ValueError:  # binascii.Error
+            cut = ""
+        if not sep or not path or len(cut) != 2 * DIGEST_TOKEN_BYTES:
+            fail(f"verify: {token!r} is not PATH=DIGEST")
+        entries.append((path, expected, RUN_BLOB_NAME if in_run else f"{cas_prefix}{cut}{CUT_NAME_MARK}"))
+
+    def check(entry: tuple[str, str, str]) -> tuple[str, str] | None:
+        path, expected, blob = entry
+        try:
+            actual = digest_token(sha256_of(path))
+        except OSError:
+            actual = ""
+        return None if actual == expected else (path, blob)
+
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        mismatches = [m for m in pool.map(check, entries) if m]
+    if mismatches:
+        input_mismatch(mismatches)
+
+
 def main(argv: list[str]) -> None:
     command, args = (argv[0], argv[1:]) if argv else ("", [])
     if command == "prepare" and len(args) == 3:
@@ -143,9 +206,11 @@ def main(argv: list[str]) -> None:
         fetch(args[0])
     elif command == "empty-dirs" and args:
         record_empty_dirs(args[0], args[1:])
+    elif command == "verify" and args:
+        verify(args[0], args[1:])
     else:
-        fail("usage: node_helper.py prepare ARCHIVE SHA256 DEST | link [ROOT...] | fetch MANIFEST "
-             "| empty-dirs RECORD DIR...")
+        fail("usage: node_helper.py prepare ARCHIVE SHA256 DEST | link [ROOT...] | fetch MANIFEST | "
+             "empty-dirs RECORD DIR... | verify CAS_PREFIX [PATH=DIGEST]... [--run PATH=DIGEST...]")
 
 
 if __name__ == "__main__":

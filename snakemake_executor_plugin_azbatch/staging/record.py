@@ -97,6 +97,17 @@ class StagingRecord:
             self.produced[path] = [*state.key(), blob, digest]
             self.hashes[path] = [*state.key(), digest]
 
+    def drop_other_containers(self) -> None:
+        """Forget blobs written into other containers (earlier runs'): they are never read again."""
+        with self.lock:
+            self.produced_by_container = {self.container_key: self.produced}
+
+    def forget(self, path: str) -> None:
+        """Forget the hash and any produced blob of `path`: it is hashed again at its next staging."""
+        with self.lock:
+            self.produced.pop(path, None)
+            self.hashes.pop(path, None)
+
     def save(self) -> None:
         with self.lock:
             data = {"version": RECORD_VERSION, "hashes": self.hashes, "produced": self.produced_by_container}

@@ -163,7 +163,7 @@ def test_output_files_outputs_on_success_logs_and_batch_logs_on_completion():
     assert all(s["destination"]["container"]["containerUrl"] == "http://h/c?sv=1&sig=x" for s in specs)
     # With a directory output, the node's list of its empty directories comes back too (exact name, on success).
     listed = by_pattern[".azbatch-empty-dirs.json"]
-    assert listed["destination"]["container"]["path"] == "pre/runs/r/t/files/.azbatch-empty-dirs.json"
+    assert listed["destination"]["container"]["path"] == "t/files/.azbatch-empty-dirs.json"
     assert listed["uploadOptions"]["uploadCondition"] == "tasksuccess"
     assert len(specs) == 6
 

@@ -131,6 +131,7 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
             self.earlier_runs = recovery.end_earlier_runs(  # .dead_runs: tokens of runs found dead
                 self.batch, self.run_identity, self.config.heartbeat_stale,
                 keep=self.config.keep_orphans, delete=not self.config.keep_job, logger=self.logger,
+                on_dead_run=None if self.config.keep_job else self.staging.remove_dead_run_container,
             )
 
     # ---- setup -------------------------------------------------------------------------------------------------

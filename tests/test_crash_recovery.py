@@ -25,6 +25,7 @@ from snakemake_executor_plugin_azbatch.run_identity import (
     heartbeat_text, parse_heartbeat, process_alive, workflow_key,
 )
 from snakemake_executor_plugin_azbatch.run_watch import RunWatch
+from snakemake_executor_plugin_azbatch.staging import Staging
 
 SLEEP_MARKER = "613.75"  # a sleep duration no other test uses, to find leftover task processes
 
@@ -137,10 +138,25 @@ def test_cleanup_ends_dead_runs_only_and_names_who_did_it(local_service, tmp_pat
     for job_id, meta in jobs.items():
         _other_run_job(client, local_service.pool_id, job_id, meta)
     batch = BatchService(resolve(None, local_service.env), credential_factory=lambda: None)
+    # What the dead runs left in storage: their own containers, which the executor's callback deletes.
+    config = resolve(None, environ={**local_service.env, "SNAKEMAKE_AZBATCH_STORAGE_CONTAINER": "recovery"})
+    infos = []
+    staging = Staging(config, lambda: None, tmp_path / "record", SimpleNamespace(info=infos.append))
+    blobs = local_service.blob_service_client()
+    for run in ("run-killed", "run-stale", "run-live"):
+        blobs.create_container(staging.run_container_name(run))
+
+    def dead_run(run: str) -> None:
+        ended.append(run)
+        staging.remove_dead_run_container(run)
+
     lines, ended = [], []
     try:
         found = recovery.end_earlier_runs(batch, me, 1800.0, keep=False, delete=False,
-                                          logger=SimpleNamespace(warning=lines.append), on_dead_run=ended.append)
+                                          logger=SimpleNamespace(warning=lines.append), on_dead_run=dead_run)
+        left = {c.name for c in blobs.list_containers(name_starts_with="recovery-run-")}
+        assert left == {staging.run_container_name("run-live")}, (left, infos)
+        assert len(infos) == 2 and all("of the dead run" in line for line in infos), infos
         states = {job_id: enum_text(client.get_job(job_id).state) for job_id in jobs}
         assert states == {"sm-rec-live": "active", "sm-rec-stale": "completed", "sm-rec-killed": "completed",
                           "sm-rec-nolock": "active", "sm-rec-other": "active"}, (states, lines)
@@ -159,6 +175,8 @@ def test_cleanup_ends_dead_runs_only_and_names_who_did_it(local_service, tmp_pat
         for job_id in jobs:
             client.begin_delete_job(job_id, polling_interval=1).result()
         batch.close()
+        staging.close()
+        blobs.delete_container(staging.run_container_name("run-live"))
 
 
 def test_heartbeat_rewrites_all_metadata_and_a_terminated_job_is_named(local_service):

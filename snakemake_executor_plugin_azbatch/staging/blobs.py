@@ -188,6 +188,16 @@ class Staging:
             raise transfer_error(e, f"deleting storage container {container.container_name}") from None
         return True
 
+    def remove_dead_run_container(self, run_token: str) -> None:
+        """A dead earlier run's own container (its tasks' outputs and logs) goes with its jobs; a failure is one
+        warning line, as this run does not need it."""
+        try:
+            if self.delete_run_container(run_token):
+                self.logger.info(f"azbatch: deleted storage container {self.run_container_name(run_token)} of the "
+                                 f"dead run {run_token}")
+        except Exception as e:
+            self.logger.warning(f"{e}; the dead run's storage container was left")
+
     def is_cas(self, blob: str) -> bool:
         return blob.startswith(self.layout.cas_prefix)
 

@@ -16,7 +16,7 @@ a run of any length working with links shorter than it:
   ETag, so a task that has just started is left alone), then added again under a new id with fresh links, into
   the current generation, for the same Snakemake job; one line per status round says how many. Requests: none in
   rounds without such a task; else one list of the Batch job's waiting tasks (`id,eTag`), and per replaced task
-  one get, one delete and one add.
+  one get and one delete, and the adds in bulk (as at submission).
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def replacement_id(task_id: str) -> str:
 
 
 class LinkRenewal:
-    """Mixed into `Executor`: uses its `staging`, `batch`, `batch_jobs`, `config`, `logger`, `reporting`, `lock`,
-    `active_jobs`, `_submit_lock`, `batch_job_for` and `_end_job` (run_end.py)."""
+    """Mixed into `Executor`: uses its `staging`, `batch`, `batch_jobs`, `config`, `logger`, `reporting`, `outages`,
+    `lock`, `active_jobs`, `_submit_lock`, `batch_job_for` and `_end_job` (run_end.py)."""
 
     # The status thread starts before __post_init__ runs, so what it reads exists at class level.
     retired_jobs: list = []  # Batch jobs of earlier generations, until ended
@@ -146,21 +146,35 @@ class LinkRenewal:
         with self._submit_lock:  # batch_job_for and generations are the submission's too
             for batch_job in sorted({j.aux["batch_job"] for j in at_risk}):
                 try:
-                    waiting = {t.id: t.e_tag for t in self.batch.client.list_tasks(
+                    waiting = {t.id: t.etag for t in self.batch.client.list_tasks(
                         batch_job, filter="state eq 'active'", select=["id", "eTag"])}
                 except Exception as e:  # checked again next round
                     self.logger.debug(f"azbatch: listing waiting tasks of {batch_job} failed: {error_text(e)}")
                     continue
+                bodies: dict[str, list] = {}  # Batch job -> (job info, body, links expiry), added in bulk
                 for info in (j for j in at_risk if j.aux["batch_job"] == batch_job):
                     if info.external_jobid not in waiting:
                         info.aux["started"] = True  # its links were taken: nothing more to do for it
                         continue
                     try:
-                        if self._replace(info, waiting[info.external_jobid]):
-                            replaced.append(info)
+                        taken = self._take_back(info, waiting[info.external_jobid])
                     except Exception as e:
                         failed.append((info, f"azbatch: renewing the links of waiting task {info.external_jobid} "
                                              f"failed: {error_text(e)}"))
+                        continue
+                    if taken is not None:
+                        bodies.setdefault(taken[0], []).append((info, *taken[1:]))
+                for new_job, items in bodies.items():
+                    results = self.outages.batch.call(  # deleted already: an outage is waited out, not a loss
+                        lambda: self.batch.submit_tasks(new_job, [body for _, body, _ in items]))
+                    for info, body, expiry in items:
+                        error = results.get(body["id"], "no result from Batch")
+                        if error is None:
+                            self._replaced(info, body, new_job, expiry)
+                            replaced.append(info)
+                        else:
+                            failed.append((info, f"azbatch: waiting task {info.external_jobid} was deleted to renew "
+                                                 f"its links but could not be added again: {error}"))
         if replaced:
             self.logger.info(
                 f"azbatch: {len(replaced)} waiting task(s) replaced with fresh links, theirs would have expired "
@@ -169,39 +183,40 @@ class LinkRenewal:
             )
         return failed
 
-    def _replace(self, info: SubmittedJobInfo, etag: str | None) -> bool:
-        """Delete the waiting task if unchanged since listed, add it again with fresh links under a new id in the
-        current generation. False when it had changed (started): left as it is."""
+    def _take_back(self, info: SubmittedJobInfo, etag: str | None) -> tuple[str, dict, datetime | None] | None:
+        """Delete the waiting task if unchanged since listed; its body for the current generation with fresh links
+        under a new id (Batch job, body, links expiry). None when it had changed (started): left as it is."""
         old_job, old_id = info.aux["batch_job"], info.external_jobid
         task = self.batch.client.get_task(old_job, old_id).as_dict()
         try:
             self.batch.client.delete_task(old_job, old_id, etag=etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             info.aux["started"] = True
-            return False
+            return None
         except HttpResponseError as e:
             if e.status_code != 412:
                 raise
             info.aux["started"] = True
-            return False
+            return None
         pool_id = self.job_pools.get(old_job)
         new_job = self.batch_job_for(pool_id) if pool_id else old_job
-        new_id = replacement_id(old_id)
-        body: dict[str, Any] = {"id": new_id, **{k: task[k] for k in TASK_CREATE_FIELDS if task.get(k) is not None}}
-        need = info.aux["links_need"]
-        with self.staging.links.handing_out(need) as handed:
+        body: dict[str, Any] = {"id": replacement_id(old_id),
+                                **{k: task[k] for k in TASK_CREATE_FIELDS if task.get(k) is not None}}
+        with self.staging.links.handing_out(info.aux["links_need"]) as handed:
             body = renewed_body(body, self.staging.links)
-        error = self.batch.submit_tasks(new_job, [body]).get(new_id, "no result from Batch")
-        if error is not None:
-            raise RuntimeError(error)
-        # Outputs still go under the first task's blob prefix (its output specs are copied): aux keeps it.
-        info.external_jobid = new_id
+        return new_job, body, handed.expiry
+
+    def _replaced(self, info: SubmittedJobInfo, body: dict, new_job: str, expiry: datetime | None) -> None:
+        """The same Snakemake job, now the new task. Its outputs still go under the first task's blob prefix (the
+        output specs are copied), which aux keeps."""
+        old_id, old_job = info.external_jobid, info.aux["batch_job"]
+        info.external_jobid = body["id"]
         info.aux["batch_job"] = new_job
-        self.note_links(info.aux, handed.expiry, need)
-        self.logger.debug(f"azbatch: task {old_id} ({old_job}) replaced by {new_id} ({new_job}) with fresh links")
+        self.note_links(info.aux, expiry, info.aux["links_need"])
+        self.logger.debug(f"azbatch: task {old_id} ({old_job}) replaced by {body['id']} ({new_job}) with fresh links")
         if self.reporting is not None:
-            self.reporting.task_replaced(old_id, info.job, new_id, new_job, pool_id or "", body.get("requiredSlots", 1))
-        return True
+            self.reporting.task_replaced(old_id, info.job, body["id"], new_job, self.job_pools.get(new_job, ""),
+                                         body.get("requiredSlots", 1))
 
     # ---- earlier generations ----------------------------------------------------------------------------------------
     def idle_retired_jobs(self, active_jobs: List[SubmittedJobInfo]) -> list[str]:

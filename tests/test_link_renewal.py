@@ -155,3 +155,89 @@ def test_ids_of_generations_and_replacements():
     old = "rule-12-a1-0123abcd"
     new = replacement_id(old)
     assert new.startswith("rule-12-a1-") and new != old and replacement_id(new) not in (old, new)
+
+
+def _se(url: str) -> datetime:
+    return _expiry(urlsplit(url).query)
+
+
+def test_a_run_with_72_second_links_and_a_3_minute_pause_completes(make_service, tmp_path):
+    """One slot: `wait` 1 runs while `wait` 2 waits past the point where its links could no longer last its
+    wall clock, so it is replaced (into a new Batch job generation: the first job's preparation links age too).
+    `outlive` sleeps past its links on its first attempt: one line names the expiry, and its retry gets fresh
+    links. `pause` is a local 3-minute gap after the first `wait`, after which `late` gets fresh links in a fresh
+    generation."""
+    service = make_service(pools=["one:1:1"])
+    workdir = write_files(tmp_path / "renew", {
+        "Snakefile": """
+            localrules: all, pause
+
+            rule all:
+                input: "final.txt"
+
+            rule wait:
+                output: "w/{i}.txt"
+                resources: runtime=1
+                shell: "sleep 45; echo w{wildcards.i} > {output}"
+
+            rule outlive:
+                input: expand("w/{i}.txt", i=[1, 2])
+                output: "outlived.txt"
+                resources: naps=lambda wildcards, attempt: 80 if attempt == 1 else 0
+                shell: "sleep {resources.naps}; cat {input} > {output}"
+
+            rule pause:  # from the end of the first `wait`: the gap overlaps the second and `outlive`
+                input: "w/1.txt"
+                output: "paused.txt"
+                shell: "sleep 180; echo paused > {output}"
+
+            rule late:
+                input: "paused.txt", "outlived.txt"
+                output: "final.txt"
+                shell: "cat {input} > {output}"
+        """,
+    })
+    result = run_snakemake(service, workdir, "--retries", "1", container="renew", timeout=480,
+                           SNAKEMAKE_AZBATCH_SAS_HOURS="0.02", SNAKEMAKE_AZBATCH_STATUS_INTERVAL_MAX="2",
+                           SNAKEMAKE_AZBATCH_KEEP_JOB="true")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, output_of(result)
+    assert (workdir / "final.txt").read_text() == "paused\nw1\nw2\n"
+    assert "1 waiting task(s) replaced with fresh links" in log, output_of(result)
+    expired = [line for line in log.splitlines() if "storage refused the SAS links of task outlive-" in line]
+    assert len(expired) == 1 and "they expired at" in expired[0], output_of(result)
+    assert "--azbatch-sas-hours (0.02)" in expired[0] and "--azbatch-managed-identity" in expired[0]
+    assert "sig=" not in log.replace("sig=REDACTED", "")
+
+    client = service.batch_client()
+    jobs = sorted(kept_jobs(client, "renew"), key=lambda j: j.creation_time)
+    # Generations of one run: same metadata, ids -g2, -g3, ..., every one ended.
+    assert len(jobs) >= 3 and [j.id.endswith(f"-g{n}") for n, j in enumerate(jobs[1:], 2)] == [True] * (len(jobs) - 1)
+    assert len({tuple((m.name, m.value) for m in j.metadata) for j in jobs}) == 1
+    assert all(j.state == "completed" for j in jobs)
+    tasks = {t.id: (job, t) for job in jobs for t in client.list_tasks(job.id)}
+    waits = [t for _, t in tasks.values() if t.display_name.startswith("wait ")]
+    assert len(waits) == 2 and all(t.execution_info.result == "success" for t in waits)  # the waiting one deleted
+    # Fresh links: every task and job got links that lived 72 s from when it was created, late ones included.
+    for job, task in tasks.values():
+        urls = [f.http_url for f in task.resource_files or []]
+        urls += [o.destination.container.container_url for o in task.output_files or []]
+        assert urls and all(timedelta(seconds=60) <= _se(u) - task.creation_time <= timedelta(seconds=80)
+                            for u in urls), task.id
+    for job in jobs:
+        urls = [f.http_url for f in client.get_job(job.id).job_preparation_task.resource_files if "sig=" in f.http_url]
+        assert urls and all(timedelta(seconds=60) <= _se(u) - job.creation_time <= timedelta(seconds=80) for u in urls)
+    for job in jobs:
+        client.begin_delete_job(job.id, polling_interval=1).result()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "two"])
+def test_sas_hours_take_fractions_and_nothing_but_a_positive_number(value):
+    from test_settings import BASE_ENV, resolve_env
+
+    from snakemake_executor_plugin_azbatch.settings import SettingsError
+
+    assert resolve_env({**BASE_ENV, "SNAKEMAKE_AZBATCH_SAS_HOURS": "0.02"}).sas_hours == 0.02
+    with pytest.raises(SettingsError) as refused:
+        resolve_env({**BASE_ENV, "SNAKEMAKE_AZBATCH_SAS_HOURS": value})
+    assert "--azbatch-sas-hours" in str(refused.value) and "\n" not in str(refused.value)

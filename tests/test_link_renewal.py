@@ -66,11 +66,14 @@ def test_signer_reuses_a_link_only_while_it_covers_the_need(local_service):
     url = f"{blobs.url.rstrip('/')}/links-reuse/in.txt?{first}"
     body = renewed_body({"resourceFiles": [{"httpUrl": url, "filePath": "in.txt"},
                                            {"httpUrl": "https://example.org/x?sig=a&sp=r", "filePath": "x"}],
-                         "environmentSettings": [{"name": "A", "value": "plain"}]}, signer)
+                         "environmentSettings": [{"name": "A", "value": "plain"},
+                                                 {"name": "READ", "value": f"{blobs.url.rstrip('/')}/links-reuse?{first}"}]},
+                        signer)
     renewed = body["resourceFiles"][0]["httpUrl"]
     assert renewed.startswith(url.split("?")[0] + "?") and _expiry(urlsplit(renewed).query) == clock.time + timedelta(hours=1)
     assert body["resourceFiles"][1]["httpUrl"] == "https://example.org/x?sig=a&sp=r"
-    assert body["environmentSettings"] == [{"name": "A", "value": "plain"}]
+    plain, read = body["environmentSettings"]
+    assert plain == {"name": "A", "value": "plain"} and _expiry(urlsplit(read["value"]).query) == clock.time + timedelta(hours=1)
 
 
 def test_a_link_works_until_it_expires_then_storage_refuses_it(local_service):

@@ -39,6 +39,7 @@ TASK_CREATE_FIELDS = (
     "environmentSettings", "affinityInfo", "constraints", "requiredSlots", "userIdentity", "multiInstanceSettings",
     "dependsOn", "applicationPackageReferences", "authenticationTokenSettings",
 )
+UNLIMITED_DURATION_PREFIX = "P10675199D"  # .NET's TimeSpan.MaxValue, Batch's "no limit"
 EXPIRED_LINK_CODES = ("BlobAccessDenied",)  # a resource file refused (TaskFailureInformationCodes)
 REFUSED_UPLOAD_MARKS = ("403", "AuthenticationFailed", "AuthorizationFailure")  # in fileuploaderr.txt
 
@@ -143,6 +144,8 @@ class LinkRenewal:
         """Replace those of `at_risk` still waiting (runs in a worker thread). Returns (job, error) for tasks that
         could not be added again."""
         failed, replaced = [], []
+        if self.outages.batch.down:
+            return failed  # tried again once Batch answers
         with self._submit_lock:  # batch_job_for and generations are the submission's too
             for batch_job in sorted({j.aux["batch_job"] for j in at_risk}):
                 try:
@@ -187,21 +190,32 @@ class LinkRenewal:
         """Delete the waiting task if unchanged since listed; its body for the current generation with fresh links
         under a new id (Batch job, body, links expiry). None when it had changed (started): left as it is."""
         old_job, old_id = info.aux["batch_job"], info.external_jobid
-        task = self.batch.client.get_task(old_job, old_id).as_dict()
         try:
+            task = self.batch.client.get_task(old_job, old_id).as_dict()
             self.batch.client.delete_task(old_job, old_id, etag=etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             info.aux["started"] = True
             return None
         except HttpResponseError as e:
-            if e.status_code != 412:
-                raise
-            info.aux["started"] = True
+            if e.status_code == 412:  # changed since listed: it has started
+                info.aux["started"] = True
+            else:  # e.g. an outage: it still waits, with its links; tried again next round
+                self.logger.debug(f"azbatch: renewing the links of waiting task {old_id} failed: {error_text(e)}")
             return None
+        except Exception as e:  # a dropped connection: the same
+            self.logger.debug(f"azbatch: renewing the links of waiting task {old_id} failed: {error_text(e)}")
+            return None
+        # Deleted: from here on a failure fails the Snakemake job (the caller reports it).
         pool_id = self.job_pools.get(old_job)
         new_job = self.batch_job_for(pool_id) if pool_id else old_job
         body: dict[str, Any] = {"id": replacement_id(old_id),
                                 **{k: task[k] for k in TASK_CREATE_FIELDS if task.get(k) is not None}}
+        # Batch reports its defaults (an unlimited wall clock, no retries); the body carries only what was set.
+        constraints = {k: v for k, v in (body.pop("constraints", None) or {}).items()
+                       if not (k == "maxWallClockTime" and str(v).startswith(UNLIMITED_DURATION_PREFIX))
+                       and not (k == "maxTaskRetryCount" and v == 0)}
+        if constraints:
+            body["constraints"] = constraints
         with self.staging.links.handing_out(info.aux["links_need"]) as handed:
             body = renewed_body(body, self.staging.links)
         return new_job, body, handed.expiry

@@ -25,8 +25,9 @@ from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, gener
 from ..credentials import explained
 from ..settings import SettingsError
 
-# Azure refuses a user-delegation key that expires more than 7 days after it is requested.
-MAX_KEY_LIFETIME = timedelta(days=7)
+# Azure refuses a user-delegation key that expires more than 7 days after it is requested (by its clock: a few
+# minutes less, for skew; a 168-hour link is cut to its key's end).
+MAX_KEY_LIFETIME = timedelta(days=7) - timedelta(minutes=5)
 # A reused link may have lost this fraction of its lifetime even when the caller asks for all of it, so a burst of
 # submissions shares one link instead of signing one per task.
 REUSE_SLACK = 0.05

@@ -148,10 +148,12 @@ class LinkSigner:
         return SignedLink(sas, expiry)
 
     def _delegation_key(self, link_expiry: datetime):
-        """The current user-delegation key, requested again when `link_expiry` would outlive it (under the lock)."""
-        if self._key is not None and self._key_expiry is not None and self._key_expiry >= link_expiry:
-            return self._key, self._key_expiry
+        """The current user-delegation key, requested again when `link_expiry` would outlive it by more than the
+        reuse slack (under the lock); a link is cut to its key's end."""
         now = self.now()
+        wanted = min(link_expiry, now + self.key_lifetime) - self.lifetime * REUSE_SLACK
+        if self._key is not None and self._key_expiry is not None and self._key_expiry >= wanted:
+            return self._key, self._key_expiry
         start, expiry = now - timedelta(minutes=15), now + self.key_lifetime
         try:
             with explained(f"storage {self.service.url}", keyed=False):

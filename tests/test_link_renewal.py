@@ -6,7 +6,6 @@ links is explained in one line and its retry gets fresh ones)."""
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit

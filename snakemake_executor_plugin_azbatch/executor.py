@@ -26,6 +26,7 @@ from .run_identity import RunIdentity, workflow_key
 from .run_watch import RunWatch
 from .azure_sdk import error_text, redact, unreachable
 from .job_quota import create_job_waiting
+from .link_renewal import LinkRenewal, renewed_body
 from .malloc_arenas import ARENAS as MALLOC_ARENAS, limit_malloc_arenas
 from .batch_client import BatchService, BatchServiceError, PoolInfo, task_collections
 from .config import Config, resolve
@@ -60,7 +61,7 @@ def _default_credential():
     return default_credential()
 
 
-class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
+class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
     # The status thread starts before __post_init__ runs, so what it reads exists at class level.
     status_rounds = 0
     completed_since: dict = {}  # Batch job id -> lower bound for the next round's completed-task filter
@@ -90,7 +91,8 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         self.run_identity = RunIdentity.current(workflow_key(self.workdir), self.run_token,
                                                 self.config.heartbeat_interval)
         self.run_watch = RunWatch(self.batch, self.run_identity, self.logger, self._end_run_from_watch)
-        self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id
+        self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id taking new tasks
+        self._init_link_renewal()  # earlier generations of those jobs, when links expire (link_renewal.py)
         self.pools: dict[str, PoolInfo] = {}
         self.run_sources: PreparedSources | None = None  # the sources archive, staged once per run
         self.manifests: dict[int, str] = {}  # id(job) -> sha256 of its input manifest, while its task is built
@@ -153,13 +155,16 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
         return Quietness.PROGRESS in quiet or Quietness.ALL in quiet
 
     def batch_job_for(self, pool_id: str) -> str:
-        """One Batch job per pool used by the run, created on first use."""
+        """One Batch job per pool used by the run, created on first use, and again (a new generation with fresh
+        links) when the links of its preparation task near their end (link_renewal.py)."""
         key = pool_id.lower()
-        if key not in self.batch_jobs:
+        previous = self.batch_jobs.get(key)
+        if previous is None or self.job_links_aging(previous):
             pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
-            job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token)
-            sources = self._run_sources()
-            prep = self._preparation_task(pool, sources)
+            generation = 1 + sum(1 for j in self.job_pools.values() if j.lower() == key)
+            job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token, generation)
+            with self.staging.links.handing_out() as links:  # the whole lifetime; cached bodies get fresh links
+                prep = renewed_body(self._preparation_task(pool, self._run_sources()), self.staging.links)
             body = task_spec.job_body(
                 job_id,
                 pool_id,
@@ -173,7 +178,9 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
             self.outages.batch.call(lambda: create_job_waiting(self.batch, body, self.logger, interval=interval))
             self.batch_jobs[key] = job_id
             self.run_watch.track(job_id, pool_id, body["metadata"])  # heartbeat; pool and job watched
-            self.logger.info(f"azbatch: Batch job {job_id} on pool {pool_id}")
+            self.job_created(job_id, pool_id, links.expiry, previous)
+            if previous is None:
+                self.logger.info(f"azbatch: Batch job {job_id} on pool {pool_id}")
         return self.batch_jobs[key]
 
     # ---- command -----------------------------------------------------------------------------------------------
@@ -379,22 +386,26 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
                             self.staging.create_run_container(), self.staging.stage_files(p for p, _ in pairs))[1])
                         pool_id = self._pool_id(job)
                         pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
-                        request = self._task_request(job, pool, files, pairs, job_blobs)
+                        need = self.task_need(job)
+                        with self.staging.links.handing_out(need) as links:  # valid for as long as it needs
+                            request = self._task_request(job, pool, files, pairs, job_blobs)
                         batch_job = self.batch_job_for(pool_id)
                         if batch_job in self.node_health.dead:
                             raise WorkflowError(self.node_health.dead[batch_job])
                     except Exception as e:
                         self._report_preparation_error(job, e)
                         continue
-                    yield batch_job, task_spec.task_body(request), (job, request.id, pool.id, request.slots)
+                    yield batch_job, task_spec.task_body(request), (job, request.id, pool.id, request.slots,
+                                                                   links.expiry, need)
 
             requests = task_collections(task_bodies())
             for batch_job, submitted, results in submit_streaming(
                 self.batch, requests, self.config.submit_concurrency, self.outages.batch.call
             ):
-                for job, task_id, pool_id, slots in submitted:
+                for job, task_id, pool_id, slots, expiry, need in submitted:
                     error = results.get(task_id, "no result from Batch")
                     aux = {"batch_job": batch_job, "blob_prefix": self.layout.task_prefix(task_id)}
+                    self.note_links(aux, expiry, need)
                     info = SubmittedJobInfo(job, external_jobid=task_id, aux=aux)
                     if error is None:
                         self.report_job_submission(info)
@@ -417,8 +428,14 @@ class Executor(RunPools, RunEnd, TaskResults, RemoteExecutor):
             return
         completed: dict[str, object] = {}
         gone: set[str] = set()
-        batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
         dead = await self._check_nodes()
+        at_risk = self.links_at_risk(active_jobs)  # waiting tasks whose links near their end: replaced
+        for job_info, message in (await asyncio.to_thread(self.renew_waiting_links, at_risk)) if at_risk else ():
+            self.report_job_error(job_info, msg=message)
+            active_jobs = [j for j in active_jobs if j is not job_info]
+        for batch_job in self.idle_retired_jobs(active_jobs):  # earlier generations with no task left
+            await asyncio.to_thread(self._end_job, batch_job)
+        batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
         self.status_rounds += 1
         job_ids_active = {j.external_jobid for j in active_jobs}
         finished = 0

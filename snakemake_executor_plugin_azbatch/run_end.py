@@ -18,8 +18,8 @@ from .outage import OutageExpired, terminate_job_retrying
 
 class RunEnd:
     """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `batch_jobs`, `pools`, `reporting`, `logger`,
-    `workflow`, `completed_since`, `outages`, `run_watch`, `_finalized`, `_sigterm_installed`, `_cancelled` and
-    `delete_created_pool`."""
+    `workflow`, `completed_since`, `outages`, `run_watch`, `_finalized`, `_sigterm_installed`, `_cancelled`,
+    `delete_created_pool` and `all_batch_jobs`."""
 
     def _cancel_on_sigterm(self) -> None:
         """Snakemake treats SIGTERM as "finish running jobs first"; for Batch tasks that may run for hours we
@@ -53,7 +53,7 @@ class RunEnd:
         self._cancelled = True
         self.reporting.run_cancelled()
         self.run_watch.stop()
-        for batch_job in list(self.batch_jobs.values()):
+        for batch_job in self.all_batch_jobs():
             self._terminate(batch_job)
         for job_info in active_jobs:
             what = f"group {job_info.job.name}" if job_info.job.is_group() else f"rule {job_info.job.name}"
@@ -78,6 +78,20 @@ class RunEnd:
             failed.add(batch_job)
         return done
 
+    def _end_job(self, batch_job: str) -> None:
+        """Terminate a Batch job, let the run report read its last tasks, delete it unless kept."""
+        if not self._terminate(batch_job):
+            return  # one line said how to terminate it by hand; nothing more can be done now
+        self.reporting.job_terminated(batch_job, self.completed_since.get(batch_job))
+        if self.config.keep_job:
+            self.logger.info(f"azbatch: kept Batch job {batch_job} (terminated)")
+            return
+        try:
+            self.batch.delete_job(batch_job)
+        except Exception as e:  # terminated already, so nothing runs: only the job record stays
+            self.logger.error(str(e) if isinstance(e, BatchServiceError) else
+                              f"azbatch: deleting Batch job {batch_job} failed: {error_text(e)}")
+
     def _end_run_container(self) -> None:
         """The run's own storage container (its tasks' outputs and logs, all downloaded by now) is deleted, or kept
         with a kept job, for debugging; a run that submitted nothing never created one."""
@@ -101,18 +115,8 @@ class RunEnd:
         self._finalized = True
         self.reporting.stop_progress()
         self.run_watch.stop()
-        for batch_job in list(self.batch_jobs.values()):
-            if not self._terminate(batch_job):
-                continue  # one line said how to terminate it by hand; nothing more can be done now
-            self.reporting.job_terminated(batch_job, self.completed_since.get(batch_job))
-            if self.config.keep_job:
-                self.logger.info(f"azbatch: kept Batch job {batch_job} (terminated)")
-                continue
-            try:
-                self.batch.delete_job(batch_job)
-            except Exception as e:  # terminated already, so nothing runs: only the job record stays
-                self.logger.error(str(e) if isinstance(e, BatchServiceError) else
-                                  f"azbatch: deleting Batch job {batch_job} failed: {error_text(e)}")
+        for batch_job in self.all_batch_jobs():  # every generation (link_renewal.py)
+            self._end_job(batch_job)
         self.reporting.finish({info.id: info.slots_per_node for info in self.pools.values()})
         self.delete_created_pool()
         self._end_run_container()

@@ -291,11 +291,13 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="RESOURCE_ID",
         ),
     )
-    sas_hours: int = field(
+    sas_hours: float = field(
         default=48,
         metadata=_setting(
-            "Validity in hours of the SAS URLs given to tasks; must cover the whole run. At most 168 with "
-            "Microsoft Entra ID (a user-delegation SAS lives at most 7 days).",
+            "Lifetime in hours of each SAS link given to nodes (more than 0; fractions allowed, e.g. 0.02 for "
+            "72-second links in a rehearsal). Links are signed afresh as they age, so it need not cover the run, "
+            "only the longest task. At most 168 with Microsoft Entra ID (a user-delegation SAS lives at most 7 "
+            "days).",
             metavar="HOURS",
         ),
     )

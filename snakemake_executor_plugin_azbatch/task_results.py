@@ -142,6 +142,9 @@ class TaskResults:
             parts.append(f"{enum_text(failure.category)} {failure.code}: {failure.message or ''}{' (' + details + ')' if details else ''}")
         parts += problems
         message = ". ".join(redact(p) for p in parts) + "."
+        expired = self.link_failure_line(job_info, failure, upload_log)  # link_renewal.py
+        if expired:
+            message += f"\n{expired}"
         if upload_log:
             message += f"\nThe node's fileuploaderr.txt:\n{upload_log}\n"
         if stderr_tail:

@@ -44,11 +44,13 @@ def task_id(job) -> str:
     return label[: MAX_ID_LENGTH - len(suffix)] + suffix
 
 
-def job_id(workflow_label: str, pool_id: str, run_token: str) -> str:
-    """Batch job id for one run on one pool, e.g. `sm-myworkflow-20250101T120000-ab12cd-mypool`."""
+def job_id(workflow_label: str, pool_id: str, run_token: str, generation: int = 1) -> str:
+    """Batch job id for one run on one pool, e.g. `sm-myworkflow-20250101T120000-ab12cd-mypool`; later generations
+    (a new job for fresh links, link_renewal.py) end in `-g2`, `-g3`, ..."""
     tail = f"-{run_token}-{safe_id_part(pool_id)}"
     head = f"sm-{safe_id_part(workflow_label)}"
-    return (head[: max(4, MAX_ID_LENGTH - len(tail))] + tail)[:MAX_ID_LENGTH]
+    mark = f"-g{generation}" if generation > 1 else ""  # kept whole: a cut one would name the first generation
+    return (head[: max(4, MAX_ID_LENGTH - len(tail))] + tail)[: MAX_ID_LENGTH - len(mark)] + mark
 
 
 @dataclass(frozen=True)

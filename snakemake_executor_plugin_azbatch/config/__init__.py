@@ -46,7 +46,7 @@ class Config:
     bootstrap: str  # resolved: pip | offline | container | app-package | none
     mounted_paths: tuple[str, ...]
     managed_identity: str | None
-    sas_hours: int
+    sas_hours: float
     upload_concurrency: int
     status_interval: float | None
     report_dir: str = DEFAULT_REPORT_DIR

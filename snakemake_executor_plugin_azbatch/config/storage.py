@@ -62,7 +62,7 @@ def check_sas_lifetime(resolved: dict) -> None:
     hours = resolved["sas_hours"]
     if hours > MAX_USER_DELEGATION_HOURS and uses_user_delegation_sas(resolved):
         raise SettingsError(
-            f"azbatch: {where('sas_hours')} {hours} is longer than a user-delegation SAS may live with Microsoft "
+            f"azbatch: {where('sas_hours')} {hours:g} is longer than a user-delegation SAS may live with Microsoft "
             f"Entra ID (at most {MAX_USER_DELEGATION_HOURS} hours, 7 days); lower it, or set "
             f"{flag('storage_account_key')} or {flag('managed_identity')}"
         )

@@ -121,6 +121,11 @@ class RunRecorder:
         with self._lock:
             self._attempts[task_id] = record
 
+    def withdraw(self, task_id: str) -> None:
+        """A task deleted before it ran (replaced by another)."""
+        with self._lock:
+            self._attempts.pop(task_id, None)
+
     def observe(self, tasks: Iterable[Any]) -> None:
         """Tasks as a status round (or the final listing) returned them; tasks of other runs are ignored."""
         with self._lock:

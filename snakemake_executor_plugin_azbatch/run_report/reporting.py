@@ -69,6 +69,11 @@ class RunReporting:
         if self.progress is not None:
             self.progress.start()
 
+    def task_replaced(self, old_id: str, job: Any, task_id: str, batch_job: str, pool: str, slots: int) -> None:
+        """A waiting task deleted and added again with fresh links (link_renewal.py): one attempt, the new task."""
+        self.recorder.withdraw(old_id)
+        self.task_submitted(job, task_id, batch_job, pool, slots)
+
     def tasks_listed(self, tasks: list[Any]) -> None:
         self.recorder.observe(tasks)
 

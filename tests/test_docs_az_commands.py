@@ -13,11 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_docs_az_shell import documented_calls
+from test_docs_az_shell import DOCUMENTS, documented_calls
 
 REPO = Path(__file__).resolve().parent.parent
 AZ_PYTHON = REPO / ".venv-azcli" / "bin" / "python"
-DOCUMENTS = ("README.md", "docs/intro.md", "docs/further.md")
 
 
 def parse_with_the_azure_cli(items: list[dict], home: Path) -> list[dict]:
@@ -57,7 +56,7 @@ def test_the_checker_rejects_what_the_azure_cli_rejects(tmp_path):
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_az_command_lines_parse_with_the_azure_cli(document, tmp_path):
     commands = documented_calls((REPO / document).read_text(), tmp_path)
-    if document == "README.md":
+    if document == "docs/azure.md":
         # The extraction sees the step-by-step commands (a broken regex must not pass by finding nothing).
         heads = {" ".join(text.split()[:4]) for _, _, text in commands}
         assert {"az login", "az batch account list"} <= heads, heads

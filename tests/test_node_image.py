@@ -93,7 +93,7 @@ def test_the_cli_reuses_the_cached_image(image):
 
 
 def test_the_readme_documents_every_node_image_build_option():
-    from test_readme import README, code_spans, markdown_table, section
+    from test_readme import LOCAL_SERVICE, code_spans, markdown_table, section
 
     from snakemake_executor_plugin_azbatch.local import cli
 
@@ -102,7 +102,7 @@ def test_the_readme_documents_every_node_image_build_option():
     build = actions.choices["build"]
     defined = {opt for action in build._actions for opt in action.option_strings if opt != "--help"} - {"-h"}
     defined |= {action.dest.upper() for action in build._actions if not action.option_strings}
-    rows = markdown_table(section(README, "Stock node image, node sandboxes and containers"))
+    rows = markdown_table(section(LOCAL_SERVICE, "Stock node image, node sandboxes and containers"))
     assert {code_spans(row["option"])[0].split()[0] for row in rows} == defined
 
 

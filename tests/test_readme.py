@@ -1,4 +1,5 @@
-"""The README and the plugin-catalog pages stay true to the code: settings table, commands, flags, profile."""
+"""The README, the docs/ pages and the plugin-catalog pages stay true to the code: settings table, commands, flags,
+profile. Each check reads the page where its text lives (the README links to them)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ pytestmark = pytest.mark.quick
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
-DOCS = {name: (REPO / name).read_text() for name in ("README.md", "docs/intro.md", "docs/further.md")}
+DOCS = {str(path.relative_to(REPO)): path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
+AZURE = DOCS["docs/azure.md"]
+SETTINGS = DOCS["docs/settings.md"]
+LOCAL_SERVICE = DOCS["docs/local-service.md"]
 NO_DEFAULT = "—"
 
 
 def section(markdown: str, heading: str) -> str:
     """The text under a `## heading` up to the next heading of the same or a higher level."""
     match = re.search(rf"^## {re.escape(heading)}\s*$(.*?)(?=^#{{1,2}} |\Z)", markdown, re.M | re.S)
-    assert match, f"README.md has no '## {heading}' section"
+    assert match, f"no '## {heading}' section"
     return match.group(1)
 
 
@@ -64,12 +68,12 @@ def documented_default(info: dict) -> str:
 
 
 def test_settings_table_matches_the_plugin_settings():
-    rows = markdown_table(section(README, "Settings"))
+    rows = markdown_table(SETTINGS)
     assert [set(row) for row in rows][0] == {"flag", "environment variable", "default", "meaning"}
     documented = {code_spans(row["flag"])[0]: row for row in rows}
     actual = plugin_settings()
     assert len(documented) == len(rows), "a flag appears twice in the settings table"
-    assert sorted(documented) == sorted(actual), "README settings table and ExecutorSettings list different flags"
+    assert sorted(documented) == sorted(actual), "docs/settings.md and ExecutorSettings list different flags"
     for flag, info in actual.items():
         row = documented[flag]
         name = info["name"]
@@ -79,7 +83,9 @@ def test_settings_table_matches_the_plugin_settings():
         assert code_spans(row["environment variable"]) == expected_env, f"{flag}: environment variable column"
         cell = row["default"]
         expected = documented_default(info)
-        assert cell == expected, f"{flag}: README default {cell!r}, code default {expected!r}"
+        if expected == NO_DEFAULT and "unset" in settings_module.ExecutorSettings.__dataclass_fields__[info["name"]].metadata:
+            expected = settings_module.ExecutorSettings.__dataclass_fields__[info["name"]].metadata["unset"]
+        assert cell == expected, f"{flag}: docs/settings.md default {cell!r}, code default {expected!r}"
         assert len(row["meaning"]) > 15, f"{flag}: the meaning column needs a real explanation"
 
 
@@ -91,9 +97,10 @@ def test_quick_start_is_exactly_make_demo_and_make_test():
 def test_readme_make_commands_are_makefile_targets_and_ci_uses_make_test():
     makefile = (REPO / "Makefile").read_text()
     targets = set(re.findall(r"^([A-Za-z][\w-]*):", makefile, re.M))
-    for target in re.findall(r"`make (\w[\w-]*)`|^\s+make (\w[\w-]*)\s*$", README, re.M):
-        name = next(t for t in target if t)
-        assert name in targets, f"README mentions `make {name}` but the Makefile has no such target"
+    for document, text in DOCS.items():
+        for target in re.findall(r"`make (\w[\w-]*)`|^\s+make (\w[\w-]*)\s*$", text, re.M):
+            name = next(t for t in target if t)
+            assert name in targets, f"{document} mentions `make {name}` but the Makefile has no such target"
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.M), ".ci/run must run the README's `make test`"
     # The demo target is what the README promises: the local service running run_demo.py.
@@ -102,8 +109,9 @@ def test_readme_make_commands_are_makefile_targets_and_ci_uses_make_test():
     # ... with the prices the README says its report screenshot was made with.
     assert "run_demo.py $(DEMO_PRICES)" in demo_recipe
     prices = re.search(r"^DEMO_PRICES := (.*)$", makefile, re.M).group(1)
-    claimed = re.search(r"The report of `make demo`, which passes example prices \(`([^`]*)` and `([^`]*)`", " ".join(README.split()))
-    assert claimed and " ".join(claimed.groups()) == prices, "README's demo report caption and DEMO_PRICES differ"
+    report_page = " ".join(DOCS["docs/run-report.md"].split())
+    claimed = re.search(r"The report of `make demo`, which passes example prices \(`([^`]*)` and `([^`]*)`", report_page)
+    assert claimed and " ".join(claimed.groups()) == prices, "docs/run-report.md's demo caption and DEMO_PRICES differ"
 
 
 @pytest.mark.parametrize("document", sorted(DOCS))
@@ -113,6 +121,9 @@ def test_every_flag_and_variable_mentioned_exists(document):
     variables = {info["env_var"] for info in actual.values()} | set(settings_module.CLI_FALLBACKS.values())
     text = DOCS[document]
     for flag in set(re.findall(r"--azbatch-[a-z0-9-]+", text)):
+        if flag.endswith("-"):  # a family, as in `--azbatch-pool-*` or `--azbatch-pool-X`
+            assert any(f.startswith(flag) for f in flags), f"{document} mentions {flag}*, which the plugin lacks"
+            continue
         assert flag in flags, f"{document} mentions {flag}, which the plugin does not define"
     for variable in set(re.findall(r"SNAKEMAKE_AZBATCH_[A-Z0-9_]+", text)):
         assert variable in variables, f"{document} mentions {variable}, which the plugin does not read"
@@ -132,7 +143,7 @@ def test_readme_profile_loads_with_snakemake(tmp_path, clean_environment):
     """The README's profile uses only real settings and Snakemake accepts it as `--profile`."""
     from snakemake.cli import parse_args
 
-    block = re.search(r"```yaml\n(.*?)```", section(README, "Using it on real Azure, step by step"), re.S)
+    block = re.search(r"```yaml\n(.*?)```", section(AZURE, "Using it on real Azure, step by step"), re.S)
     profile = yaml.safe_load(block.group(1))
     keys = {"--" + key for key in profile if key.startswith("azbatch-")}
     assert keys and keys <= set(plugin_settings()), f"profile keys not defined by the plugin: {keys - set(plugin_settings())}"
@@ -148,9 +159,9 @@ def test_readme_run_command_parses_with_snakemake(clean_environment):
     """The documented `snakemake --executor azbatch ...` line is accepted by Snakemake's own argument parser."""
     from snakemake.cli import get_argument_parser
 
-    block = section(README, "Using it on real Azure, step by step")
+    block = section(AZURE, "Using it on real Azure, step by step")
     match = re.search(r"^\s+(snakemake --executor azbatch .*?)(?:\n\s*\n)", block, re.M | re.S)
-    assert match, "README's step-by-step section needs a `snakemake --executor azbatch ...` command"
+    assert match, "docs/azure.md's step-by-step section needs a `snakemake --executor azbatch ...` command"
     argv = shlex.split(match.group(1).replace("\\\n", " "))[1:]
     args = get_argument_parser().parse_args(argv)
     assert args.executor == "azbatch"
@@ -165,6 +176,6 @@ def test_azbatch_local_options_table_matches_the_cli():
     serve = subparsers.choices["serve"]
     defined = {opt for action in serve._actions for opt in action.option_strings if opt.startswith("--")}
     defined.discard("--help")
-    rows = markdown_table(section(README, "The local Batch service: `azbatch-local`"))
+    rows = markdown_table(section(LOCAL_SERVICE, "The local Batch service: `azbatch-local`"))
     documented = {span.split()[0] for row in rows for span in code_spans(row["option"])}
     assert documented == defined

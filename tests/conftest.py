@@ -164,7 +164,7 @@ ENTRA_TOKEN_LIFETIME_S = 8
 @pytest.fixture(scope="session")
 def entra_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
     """One shared service with `--entra` (hence HTTPS), whose tokens live ENTRA_TOKEN_LIFETIME_S seconds."""
-    from snakemake_executor_plugin_azbatch.local.token_authority import EntraConfig
+    from snakemake_executor_plugin_azbatch.local.auth.token_authority import EntraConfig
 
     handle = start_service(
         tmp_path_factory.mktemp("azbatch-local-entra"), {"entra": EntraConfig(token_lifetime=ENTRA_TOKEN_LIFETIME_S)}

@@ -14,12 +14,12 @@ from fake_backend import FakeBackend
 from spec_validation import validate_response
 
 from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
-from snakemake_executor_plugin_azbatch.local.faults import FaultInjector
-from snakemake_executor_plugin_azbatch.local.http_messages import Response
-from snakemake_executor_plugin_azbatch.local.http_server import API_VERSION, Dispatcher, make_request
-from snakemake_executor_plugin_azbatch.local.model import BatchState
-from snakemake_executor_plugin_azbatch.local.routes import ROUTES, match_route
-from snakemake_executor_plugin_azbatch.local.shared_key import authorization_header
+from snakemake_executor_plugin_azbatch.local.http.faults import FaultInjector
+from snakemake_executor_plugin_azbatch.local.api.http_messages import Response
+from snakemake_executor_plugin_azbatch.local.http.http_server import API_VERSION, Dispatcher, make_request
+from snakemake_executor_plugin_azbatch.local.model.batch_state import BatchState
+from snakemake_executor_plugin_azbatch.local.http.routes import ROUTES, match_route
+from snakemake_executor_plugin_azbatch.local.auth.shared_key import authorization_header
 
 pytestmark = pytest.mark.quick
 BASE = "http://127.0.0.1:9"
@@ -69,7 +69,7 @@ def api(tmp_path: Path) -> Iterator[tuple[InProcessClient, FakeBackend]]:
 
 
 def test_every_route_names_its_handler_and_parameters() -> None:
-    from snakemake_executor_plugin_azbatch.local.api import BatchApi
+    from snakemake_executor_plugin_azbatch.local.api.batch_api import BatchApi
 
     for method, template, operation, handler in ROUTES:
         assert callable(getattr(BatchApi, handler, None)), f"{operation}: no BatchApi.{handler}"

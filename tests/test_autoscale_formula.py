@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from snakemake_executor_plugin_azbatch.local.autoscale import (
+from snakemake_executor_plugin_azbatch.local.model.autoscale import (
     FormulaEvaluationError,
     FormulaSyntaxError,
     Inputs,

@@ -19,7 +19,7 @@ from snakemake_executor_plugin_azbatch.staging import blobs as staging
 from snakemake_executor_plugin_azbatch.staging.layout import BlobLayout
 from snakemake_executor_plugin_azbatch.staging.record import sha256_file
 from waiting import wait_for
-from snakemake_executor_plugin_azbatch.local import blob_transfer
+from snakemake_executor_plugin_azbatch.local.backends import blob_transfer
 from snakemake_executor_plugin_azbatch.config import resolve
 
 SIZE = 64 * 1024 * 1024 + 12345  # not a multiple of the block size: the last block is short

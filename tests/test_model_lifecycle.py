@@ -11,9 +11,9 @@ from fake_backend import FakeBackend
 from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
-from snakemake_executor_plugin_azbatch.local.model import BatchState
+from snakemake_executor_plugin_azbatch.local.model.batch_state import BatchState
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
-from snakemake_executor_plugin_azbatch.local.task_outcomes import WALL_CLOCK_EXIT_CODE
+from snakemake_executor_plugin_azbatch.local.backends.task_outcomes import WALL_CLOCK_EXIT_CODE
 
 pytestmark = pytest.mark.quick
 WAIT_SECONDS = 10

@@ -18,7 +18,7 @@ from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text, short_reason, unreachable
 from snakemake_executor_plugin_azbatch.local.config import NODE_USER_AGENT, ConfigError
-from snakemake_executor_plugin_azbatch.local.outage import OutageSwitch, ScheduledOutage, outage_endpoint
+from snakemake_executor_plugin_azbatch.local.http.outage_switch import OutageSwitch, ScheduledOutage, outage_endpoint
 from snakemake_executor_plugin_azbatch.outage import (
     OutageExpired,
     Outages,

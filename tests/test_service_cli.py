@@ -427,7 +427,7 @@ def test_missing_azurite_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_find_azurite_walks_up_to_node_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from snakemake_executor_plugin_azbatch.local.azurite import find_azurite
+    from snakemake_executor_plugin_azbatch.local.storage.azurite import find_azurite
     from snakemake_executor_plugin_azbatch.local.config import ConfigError
 
     monkeypatch.delenv("AZURITE_BIN", raising=False)

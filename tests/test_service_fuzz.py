@@ -19,10 +19,10 @@ import pytest
 from azure.batch import models as m
 
 from conftest import ServiceHandle, start_service
-from snakemake_executor_plugin_azbatch.local.http_server import BatchRequestHandler
-from snakemake_executor_plugin_azbatch.local.request_body import MAX_BODY_BYTES
-from snakemake_executor_plugin_azbatch.local.routes import ROUTES
-from snakemake_executor_plugin_azbatch.local.shared_key import authorization_header
+from snakemake_executor_plugin_azbatch.local.http.http_server import BatchRequestHandler
+from snakemake_executor_plugin_azbatch.local.http.request_body import MAX_BODY_BYTES
+from snakemake_executor_plugin_azbatch.local.http.routes import ROUTES
+from snakemake_executor_plugin_azbatch.local.auth.shared_key import authorization_header
 
 SEED = 19
 CASES = 320

@@ -17,8 +17,8 @@ from conftest import ServiceHandle, start_service
 from executor_runs import delta, output_of, run_snakemake, write_files
 from waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.simulated_backend import IO_THREADS, chosen_to_fail
-from snakemake_executor_plugin_azbatch.local.task_outcomes import WALL_CLOCK_EXIT_CODE
+from snakemake_executor_plugin_azbatch.local.backends.simulated_backend import IO_THREADS, chosen_to_fail
+from snakemake_executor_plugin_azbatch.local.backends.task_outcomes import WALL_CLOCK_EXIT_CODE
 
 WAIT_SECONDS = 60
 SECONDS = 1.0

@@ -20,7 +20,7 @@ from test_service_nodes import blob_url, container_url, make_container
 from waiting import wait_for
 
 from conftest import ServiceHandle, start_service
-from snakemake_executor_plugin_azbatch.local import containers, isolation, node_image
+from snakemake_executor_plugin_azbatch.local.nodes import containers, isolation, node_image
 from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from . import node_image as node_image_module
-from .azurite import AzuriteError
+from .nodes import node_image as node_image_module
+from .storage.azurite import AzuriteError
 from . import pool_file
-from . import snakemake_image
+from .nodes import snakemake_image
 from .config import (
     NODE_NETWORKS,
     AppPackageSpec,
@@ -275,7 +275,7 @@ def _add_node_image_commands(commands: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     """ServiceConfig from parsed options; ConfigError (one line) on bad values."""
-    from .outage import ScheduledOutage
+    from .http.outage_switch import ScheduledOutage
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: choose 0 (any free port) or a port between 1 and 65535")
@@ -299,7 +299,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     if args.token_lifetime is not None and not args.entra:
         raise ConfigError("--token-lifetime: only meaningful with --entra; add --entra")
     if args.entra:
-        from .token_authority import DEFAULT_TOKEN_LIFETIME, EntraConfig
+        from .auth.token_authority import DEFAULT_TOKEN_LIFETIME, EntraConfig
 
         overrides["entra"] = EntraConfig(
             token_lifetime=DEFAULT_TOKEN_LIFETIME if args.token_lifetime is None else args.token_lifetime
@@ -367,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _node_image_build(args: argparse.Namespace) -> int:
-    from .containers import PodmanEngine
-    from .containers import missing_packages as podman_missing
+    from .nodes.containers import PodmanEngine
+    from .nodes.containers import missing_packages as podman_missing
 
     prog = f"{PROG} node-image build"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .token_authority import EntraConfig
+    from .auth.token_authority import EntraConfig
 
 # Fixed development credentials, documented in the README (like Azurite's devstoreaccount1). Not a secret: the
 # service only listens on loopback. Override with --account-name / --account-key.
@@ -23,7 +23,7 @@ AZURITE_ACCOUNT_KEY = (
 )
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-# The node agent's own blob transfers carry this in their User-Agent: a storage outage (outage.py) spares them, a
+# The node agent's own blob transfers carry this in their User-Agent: a storage outage (outage_switch.py) spares them, a
 # nodeStorage outage drops them.
 NODE_USER_AGENT = "azbatch-local-node"
 NODE_NETWORKS = ("host", "local-only")
@@ -205,7 +205,7 @@ class ServiceConfig:
 
     def _check_node_prerequisites(self) -> None:
         """What --node-image and container pools need on this machine, checked before anything starts."""
-        from . import containers, isolation, node_image
+        from .nodes import containers, isolation, node_image
 
         if self.node_image is not None:
             try:

@@ -11,18 +11,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Callable
 
-from .azurite import Azurite, free_port
-from .blob_proxy import BlobProxy
+from .storage.azurite import Azurite, free_port
+from .storage.blob_proxy import BlobProxy
 from .config import ConfigError, ServiceConfig, StorageEndpoint
 
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
-    from .execution import ExecutionBackend
-    from .metrics import Metrics
-    from .model import BatchState
-    from .outage import OutageSwitch
-    from .secure_endpoints import SecureEndpoints
+    from .backends.execution import ExecutionBackend
+    from .http.metrics import Metrics
+    from .model.batch_state import BatchState
+    from .http.outage_switch import OutageSwitch
+    from .auth.secure_endpoints import SecureEndpoints
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,14 @@ def make_backend(config: ServiceConfig) -> "ExecutionBackend":
     --simulate, nodes in the stock node image with --node-image, else processes on the host. ConfigError (one line)
     when the backend cannot work here."""
     if config.simulate is not None:
-        from .simulated_backend import SimulatedBackend
+        from .backends.simulated_backend import SimulatedBackend
 
         return SimulatedBackend(config)
     if config.node_image is not None:
-        from .stock_backend import StockNodeBackend
+        from .backends.stock_backend import StockNodeBackend
 
         return StockNodeBackend(config)
-    from .host_backend import HostProcessBackend
+    from .backends.host_backend import HostProcessBackend
 
     return HostProcessBackend(config)
 
@@ -65,7 +65,7 @@ class LocalService:
         self.config = config
         self.root = Path(config.root)
         self.metrics: Metrics | None = None
-        self.outage: OutageSwitch | None = None  # the outage switch (outage.py), shared by the API and the proxy
+        self.outage: OutageSwitch | None = None  # the outage switch (outage_switch.py), shared by the API and the proxy
         self.azurite: Azurite | None = None
         self.proxy: BlobProxy | None = None
         self.secure: SecureEndpoints | None = None  # TLS and Entra ID (--https, --entra)
@@ -89,12 +89,12 @@ class LocalService:
 
     def _start(self) -> None:
         # Imported here so the storage side (and the test harness) can load while the Batch side evolves.
-        from .faults import FaultInjector
-        from .metrics import Metrics
-        from .http_server import make_server
-        from .model import BatchState
-        from .outage import OutageSwitch
-        from .secure_endpoints import SecureEndpoints
+        from .http.faults import FaultInjector
+        from .http.metrics import Metrics
+        from .http.http_server import make_server
+        from .model.batch_state import BatchState
+        from .http.outage_switch import OutageSwitch
+        from .auth.secure_endpoints import SecureEndpoints
 
         self.root = self.config.root = Path(self.config.root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -246,7 +246,7 @@ class LocalService:
 
     def notices(self) -> list[str]:
         """One-line facts about this service a user should know before running on it (the CLI prints them)."""
-        from . import node_trust
+        from .nodes import node_trust
 
         cas = node_trust.node_cas(self.config)
         return [node_trust.notice(cas)] if cas else []

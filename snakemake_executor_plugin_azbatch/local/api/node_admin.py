@@ -10,14 +10,11 @@ failed) it does not recover it by itself. The answer is the node as Nodes_GetNod
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
-from urllib.parse import unquote
 
 from ..model.errors import BatchError
 from .http_messages import Response, error_body, json_response
 
-PATH = re.compile(r"^/_local/pools/([^/]+)/nodes/([^/]+)/state/?$", re.IGNORECASE)
 STATES = ("unusable", "idle")
 
 
@@ -33,13 +30,8 @@ def _errors(value: Any) -> list[dict[str, Any]] | None:
     return [{k: v for k, v in e.items() if k in ("code", "message", "errorDetails")} for e in value]
 
 
-def node_state_response(method: str, path: str, body: bytes, state: Any) -> Response | None:
-    """The answer for a /_local/ node-state request, or None when `path` is not one (other /_local/ endpoints)."""
-    match = PATH.match(path.partition("?")[0])
-    if match is None:
-        return None
-    if method != "POST":
-        return _problem(405, 'use POST with {"state": "unusable"} or {"state": "idle"}')
+def node_state_response(state: Any, pool_id: str, node_id: str, body: bytes) -> Response:
+    """The answer to `POST /_local/pools/{poolId}/nodes/{nodeId}/state` (a row of the route table)."""
     try:
         payload = json.loads(body or b"{}")
         wanted = str(payload.get("state", "")).lower()
@@ -49,7 +41,7 @@ def node_state_response(method: str, path: str, body: bytes, state: Any) -> Resp
     except (ValueError, AttributeError, RecursionError) as err:
         return _problem(400, f"bad node state request: {err}")
     try:
-        node = state.set_node_state(unquote(match.group(1)), unquote(match.group(2)), wanted, errors)
+        node = state.set_node_state(pool_id, node_id, wanted, errors)
     except BatchError as err:
         return json_response(err.status, error_body(err))
     return json_response(200, node)

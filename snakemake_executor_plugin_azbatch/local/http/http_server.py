@@ -3,8 +3,9 @@
 Contract: Microsoft's Batch REST API 2025-06-01.21.0 (older api-versions are accepted too, as the Azure CLI sends
 them). Every API request goes: fault injection → Shared Key → api-version → body size → route → handler; any
 `BatchError` becomes Batch's error body here. `dispatch` needs no socket, so API tests can run in process.
-`/_local/metrics`, `/_local/health` and `/_local/outage` need no auth and are not counted; during a Batch outage
-(outage_switch.py) API requests are dropped unanswered. Bodies and time per request are bounded before any of this
+The route is matched once per request (`routes.match_route`), the service's own `/_local/` endpoints included: they
+need no auth and are not counted (`local_endpoints.py`); during a Batch outage (outage_switch.py) API requests are
+dropped unanswered. Bodies and time per request are bounded before any of this
 (request_body.py); what the socket server refuses itself (request line, headers, verb) is a Batch error body too.
 """
 
@@ -14,7 +15,6 @@ import http.client
 import http.server
 import io
 import ipaddress
-import json
 import logging
 import re
 import socket
@@ -41,11 +41,11 @@ from ..model.errors import (
 from .faults import FaultInjector
 from ..api.http_messages import Request, Response, error_response, query_error
 from .metrics import Metrics
-from ..api.node_admin import node_state_response
 from ..model.batch_state import BatchState
-from .outage_switch import OutageSwitch, outage_endpoint
+from .local_endpoints import LocalEndpoints, local_method_refused, unknown_local_endpoint
+from .outage_switch import OutageSwitch
 from .request_body import MAX_BODY_BYTES, REQUEST_SECONDS, TOO_LARGE, DeadlineReader, read_body
-from .routes import match_route
+from .routes import UNKNOWN_OPERATION, RouteMatch, match_route
 from ..auth.shared_key import AuthenticationError, ReceivedRequest, SharedKeyVerifier
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,6 @@ _API_VERSION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.\d+\.\d+)?$")
 _OLDEST_API_DATE = "2016-07-01"
 _NEWEST_API_DATE = API_VERSION.split(".")[0]
 _STREAM_CHUNK = 256 * 1024
-LOCAL_PREFIX = "/_local/"
-UNKNOWN_OPERATION = "Unknown"
 # What the socket server itself refuses (request line, headers, unknown verbs), as Batch error codes.
 _PROTOCOL_ERRORS = {400: RequestUrlFailedToParse.code, 414: RequestUrlFailedToParse.code,
                     431: InvalidHeaderValue.code, 505: RequestUrlFailedToParse.code}
@@ -95,19 +93,36 @@ def check_api_version(value: str | None) -> None:
 class Dispatcher:
     """Socket-free request handling: one Request in, one Response out (with `operation` set for metrics)."""
 
-    def __init__(self, state: BatchState, config: ServiceConfig, faults: FaultInjector) -> None:
+    def __init__(self, state: BatchState, config: ServiceConfig, faults: FaultInjector,
+                 metrics: Metrics | None = None, outage: OutageSwitch | None = None) -> None:
         self.api = BatchApi(state)
+        self.local = LocalEndpoints(state, metrics or Metrics(), outage)
         self.faults = faults
         self.verifier = SharedKeyVerifier(config.account_name, config.account_key)
 
-    def dispatch(self, request: Request, body_error: BatchError | None = None) -> Response:
-        route, params, allowed = match_route(request.method, request.raw_path.rstrip("/") or "/")
-        response = self._respond(request, route, params, allowed, body_error)
-        response.operation = route.operation if route else UNKNOWN_OPERATION
+    @staticmethod
+    def match(request: Request) -> RouteMatch:
+        return match_route(request.method, request.raw_path)
+
+    def dispatch(self, request: Request, body_error: BatchError | None = None,
+                 match: RouteMatch | None = None) -> Response:
+        """The answer to `request`; `match` is its route when the caller has matched it already."""
+        match = match or self.match(request)
+        request.params = match.params
+        if match.local:
+            response = self._local(request, match)
+        else:
+            response = self._respond(request, match, body_error)
+        response.operation = match.operation
         return response
 
-    def _respond(self, request: Request, route, params: dict[str, str], allowed: list[str],
-                 body_error: BatchError | None) -> Response:
+    def _local(self, request: Request, match: RouteMatch) -> Response:
+        if match.route is not None:
+            return getattr(self.local, match.route.handler)(request)
+        return local_method_refused(request.method, match.allowed) if match.allowed else unknown_local_endpoint()
+
+    def _respond(self, request: Request, match: RouteMatch, body_error: BatchError | None) -> Response:
+        route, allowed = match.route, match.allowed
         fault = self.faults.pick()
         if fault:
             headers = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
@@ -130,7 +145,6 @@ class Dispatcher:
                 raise InvalidUri(
                     f"{request.method} {request.raw_path} does not match any operation of the local Batch service."
                 )
-            request.params = params
             return getattr(self.api, route.handler)(request)
         except BatchError as exc:
             return error_response(request.base_url, exc)
@@ -151,22 +165,6 @@ class Dispatcher:
                 "formed correctly including the signature.",
                 {"AuthenticationErrorDetail": exc.detail},
             ) from None
-
-
-def operation_of(method: str, target: str) -> str:
-    """The operationId a request line names (for counting), without executing anything."""
-    route = match_route(method, target.partition("?")[0].rstrip("/") or "/")[0]
-    return route.operation if route else UNKNOWN_OPERATION
-
-
-def local_response(path: str, metrics: Metrics) -> Response:
-    """The service's own endpoints under /_local/ (no auth, not counted)."""
-    if path.rstrip("/") == "/_local/metrics":
-        return Response(200, json.dumps(metrics.snapshot()).encode(), content_type="application/json")
-    if path.rstrip("/") == "/_local/health":
-        return Response(200, b'{"status":"ok"}', content_type="application/json")
-    return Response(404, b'{"error":"unknown /_local endpoint; try /_local/metrics or /_local/health"}',
-                    content_type="application/json")
 
 
 class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
@@ -228,20 +226,16 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
             return
         body, body_error = read.body, read.error
         self.close_connection = self.close_connection or read.close
-        if admin := node_state_response(self.command, self.path, body, self.server.dispatcher.api.state):
-            return self._send(admin, b"", counted=False)  # node_admin.py: /_local/ node states
-        if self.path.lower().startswith(LOCAL_PREFIX):
-            path = self.path.partition("?")[0].lower()
-            response = outage_endpoint(self.command, path, body, self.server.outage)
-            self._send(response or local_response(path, self.server.metrics), b"", counted=False)
-            return
-        outage = self.server.outage
-        if outage is not None and outage.drops("batch", operation=operation_of(self.command, self.path)):
-            self.close_connection = True  # no answer at all: the connection just ends
-            return
         base_url = base_url_for(self.headers.get("Host"), self.server.config)
         request = make_request(self.command, self.path, self.headers, body, base_url)
-        self._send(self.server.dispatcher.dispatch(request, body_error), request.body, counted=True)
+        dispatcher = self.server.dispatcher
+        match = dispatcher.match(request)  # the one route lookup of this request
+        outage = self.server.outage
+        if not match.local and outage is not None and outage.drops("batch", operation=match.operation):
+            self.close_connection = True  # no answer at all: the connection just ends
+            return
+        response = dispatcher.dispatch(request, body_error, match)
+        self._send(response, b"" if match.local else request.body, counted=not match.local)
 
     def _send(self, response: Response, request_body: bytes, *, counted: bool, operation: str | None = None) -> None:
         head_only = self.command == "HEAD"
@@ -305,7 +299,7 @@ class BatchHTTPServer(http.server.ThreadingHTTPServer):
         self.config = config
         self.metrics = metrics
         self.outage = outage
-        self.dispatcher = Dispatcher(state, config, faults)
+        self.dispatcher = Dispatcher(state, config, faults, metrics, outage)
         super().__init__(address, BatchRequestHandler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:

@@ -32,7 +32,6 @@ from typing import Callable
 from ..config import NODE_USER_AGENT, ConfigError
 from ..api.http_messages import Response
 
-OUTAGE_PATH = "/_local/outage"
 KINDS = ("batch", "storage", "nodeStorage")
 
 
@@ -107,24 +106,23 @@ class OutageSwitch:
         return state
 
 
-def outage_endpoint(method: str, path: str, body: bytes, switch: OutageSwitch | None) -> Response | None:
-    """The answer for /_local/outage, or None for any other /_local path."""
-    if path.rstrip("/") != OUTAGE_PATH or switch is None:
-        return None
-    if method == "POST":
-        try:
-            request = json.loads(body or b"{}")
-            after = float(request.get("after", 0))
-            changes = {kind: float(request[kind]) for kind in KINDS if kind in request}
-            if not isinstance(request, dict) or not changes or after < 0 or min(changes.values()) < 0:
-                raise ValueError
-        except (ValueError, TypeError, AttributeError, RecursionError):
-            text = ('{"error":"send {\\"batch\\": SECONDS, \\"storage\\": SECONDS, \\"nodeStorage\\": SECONDS, '
-                    '\\"after\\": SECONDS}; 0 ends an outage"}')
-            return Response(400, text.encode(), content_type="application/json")
-        for kind, seconds in changes.items():
-            switch.set(kind, seconds, after)
-    elif method != "GET":
-        return Response(405, b'{"error":"GET or POST"}', content_type="application/json")
+def outage_state(switch: OutageSwitch) -> Response:
+    """`GET /_local/outage`: what is down, for how long, requests dropped."""
     return Response(200, json.dumps(switch.snapshot()).encode(), content_type="application/json")
 
+
+def change_outage(switch: OutageSwitch, body: bytes) -> Response:
+    """`POST /_local/outage`: start (or with 0 end) an outage of each kind given; the answer is the new state."""
+    try:
+        request = json.loads(body or b"{}")
+        after = float(request.get("after", 0))
+        changes = {kind: float(request[kind]) for kind in KINDS if kind in request}
+        if not isinstance(request, dict) or not changes or after < 0 or min(changes.values()) < 0:
+            raise ValueError
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        text = ('{"error":"send {\\"batch\\": SECONDS, \\"storage\\": SECONDS, \\"nodeStorage\\": SECONDS, '
+                '\\"after\\": SECONDS}; 0 ends an outage"}')
+        return Response(400, text.encode(), content_type="application/json")
+    for kind, seconds in changes.items():
+        switch.set(kind, seconds, after)
+    return outage_state(switch)

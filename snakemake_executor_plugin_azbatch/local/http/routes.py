@@ -2,7 +2,9 @@
 
 Templates name their path parameters as the spec does: `{jobId}` is one path segment (percent-decoded);
 `{filePath:path}` is the rest of the path, kept raw (it may span segments; the file layer decodes it).
-Adding a REST operation = one line here, a `BatchApi` method of that name, and the model method it calls.
+Adding a REST operation = one line here, a `BatchApi` method of that name, and the model method it calls. The
+service's own `/_local/` endpoints are rows here too, handled by `LocalEndpoints` (no auth, not counted). A request's
+route is matched once (`match_route`), before the outage switch and the dispatcher look at it.
 """
 
 from __future__ import annotations
@@ -52,7 +54,15 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", "/jobs/{jobId}/tasks/{taskId}/files/{filePath:path}", "Tasks_GetTaskFile", "get_task_file"),
     ("HEAD", "/jobs/{jobId}/tasks/{taskId}/files/{filePath:path}", "Tasks_GetTaskFileProperties",
      "get_task_file_properties"),
+    # The service's own endpoints (loopback, no auth, not counted, never faulted or dropped): LocalEndpoints.
+    ("GET", "/_local/metrics", "Local_GetMetrics", "get_metrics"),
+    ("GET", "/_local/health", "Local_GetHealth", "get_health"),
+    ("GET", "/_local/outage", "Local_GetOutage", "get_outage"),
+    ("POST", "/_local/outage", "Local_SetOutage", "set_outage"),
+    ("POST", "/_local/pools/{poolId}/nodes/{nodeId}/state", "Local_SetNodeState", "set_node_state"),
 ]
+LOCAL_PREFIX = "/_local/"
+BATCH_ROUTES = [row for row in ROUTES if not row[1].startswith(LOCAL_PREFIX)]  # the Batch API's own operations
 
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")
 
@@ -80,10 +90,25 @@ def compile_route(method: str, template: str, operation: str, handler: str) -> R
 
 
 COMPILED = [compile_route(*row) for row in ROUTES]
+UNKNOWN_OPERATION = "Unknown"
 
 
-def match_route(method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
-    """(route, path parameters by name, methods allowed on this path)."""
+@dataclass(frozen=True)
+class RouteMatch:
+    route: Route | None  # None: no operation has this method and path
+    params: dict[str, str]  # path parameters by name
+    allowed: list[str]  # methods some route serves on this path
+    local: bool  # a /_local/ path: the service's own endpoints, answered without auth and not counted
+
+    @property
+    def operation(self) -> str:
+        return self.route.operation if self.route else UNKNOWN_OPERATION
+
+
+def match_route(method: str, path: str) -> RouteMatch:
+    """The one lookup of a request's route (`path` without query; a trailing slash does not count)."""
+    path = path.rstrip("/") or "/"
+    local = (path + "/").lower().startswith(LOCAL_PREFIX)
     allowed: list[str] = []
     for route in COMPILED:
         m = route.pattern.match(path)
@@ -91,6 +116,6 @@ def match_route(method: str, path: str) -> tuple[Route | None, dict[str, str], l
             continue
         if route.method == method:
             params = {k: v if k in route.raw_params else unquote(v) for k, v in m.groupdict().items()}
-            return route, params, [route.method]
+            return RouteMatch(route, params, [route.method], local)
         allowed.append(route.method)
-    return None, {}, allowed
+    return RouteMatch(None, {}, allowed, local)

@@ -16,27 +16,20 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import signal
 import stat
-import subprocess
 import threading
 import uuid
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ..nodes import containers
-from .blob_transfer import (
-    TransferError,
-    UploadRetry,
-    download_resource_files,
-    record_uploads,
-    redact_text,
-    upload_output_files,
-)
 from ..config import ServiceConfig
+from ..nodes import containers
+from ..nodes.node_layout import NodeLayout, app_package_env_name, merge_settings, user_identity_name
+from .blob_transfer import TransferError, download_resource_files, redact_text
+from .blob_uploads import UploadRetry, record_uploads, upload_output_files
 from .execution import (
     AttemptRef,
     ExecutionEvents,
@@ -46,83 +39,12 @@ from .execution import (
     StartTaskRun,
     TaskAttempt,
 )
-from ..nodes.node_layout import NodeLayout, app_package_env_name, merge_settings, user_identity_name
+from .node_processes import ContainerProcess, Launch, RunningProcess, launch_failure, start_process
 from .task_outcomes import node_error
 
 ProcessKey = AttemptRef | JobTaskRef | StartTaskRef
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How to run one command on a node: argv with env in cwd, as the task's user, output to two files."""
-
-    node: NodeLayout
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-    stdout: Path
-    stderr: Path
-    user_identity: dict[str, Any] | None  # the task's userIdentity (autoUser scope/elevationLevel)
-    container: dict[str, Any] | None  # the task's containerSettings, if any
-
-
-class RunningProcess(Protocol):
-    def wait(self, timeout: float | None) -> int | None:
-        """The exit code (-N for death by signal N, as Linux Batch nodes report); None after `timeout` seconds."""
-
-    def kill(self) -> None:
-        """Kill the command and everything it started."""
-
-
-class ProcessGroup:
-    """A `RunningProcess` over a Popen started in a new session (so kill reaches its whole process group)."""
-
-    def __init__(self, popen: subprocess.Popen) -> None:
-        self.popen = popen
-
-    def wait(self, timeout: float | None) -> int | None:
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        return self.popen.returncode
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-class ContainerProcess(ProcessGroup):
-    """`podman run` of a task: killing it removes the container first (the podman client alone would leave it)."""
-
-    def __init__(self, popen: subprocess.Popen, engine: containers.PodmanEngine, name: str) -> None:
-        super().__init__(popen)
-        self.engine = engine
-        self.name = name
-
-    def kill(self) -> None:
-        subprocess.run(self.engine.remove_argv(self.name), env=self.engine.env(), capture_output=True, timeout=60)
-        super().kill()
-
-
-def start_process(argv: list[str], env: dict[str, str], launch: Launch) -> subprocess.Popen:
-    """Popen with the task's output files, no stdin, in a session of its own."""
-    with open(launch.stdout, "ab") as out, open(launch.stderr, "ab") as err:
-        return subprocess.Popen(
-            argv, cwd=launch.cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-
-
-def launch_failure(err: Exception) -> dict[str, Any]:
-    if isinstance(err, FileNotFoundError):
-        return {"category": "usererror", "code": "CommandProgramNotFound",
-                "message": f"The program specified in the task's command line was not found: {err.filename}"}
-    return {"category": "usererror", "code": "CommandLaunchFailed",
-            "message": redact_text(f"The task's command line could not be launched: {err}")}
 
 
 class NodeAgent:

@@ -38,7 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .blob_transfer import UploadRetry, record_uploads, redact_text, upload_placeholder_outputs
+from .blob_transfer import redact_text
+
+from .blob_uploads import UploadRetry, record_uploads, upload_placeholder_outputs
 from ..config import ServiceConfig
 from .execution import AttemptRef, ExecutionEvents, JobTaskRef, JobTaskRun, StartTaskRef, StartTaskRun, TaskAttempt
 from ..nodes.node_layout import NodeLayout, merge_settings

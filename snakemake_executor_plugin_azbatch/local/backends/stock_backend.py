@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 from ..nodes import isolation, node_trust
 from ..nodes import node_image as node_image_module
 from ..config import ConfigError, ServiceConfig
-from .node_agent import Launch, NodeAgent, ProcessGroup, RunningProcess, start_process
+from .node_agent import NodeAgent
+from .node_processes import Launch, ProcessGroup, RunningProcess, start_process
 from ..nodes.node_layout import NodeLayout, is_admin
 
 log = logging.getLogger(__name__)

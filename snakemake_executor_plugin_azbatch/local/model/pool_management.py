@@ -29,12 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .autoscale import FormulaEvaluationError, Inputs, Program, evaluate, parse
+from .autoscale import FormulaEvaluationError, Inputs, evaluate
+from .autoscale_parser import Program, parse
 from ..config import ServiceConfig
 from ..backends.execution import ExecutionBackend
 from .lifecycle import TaskLifecycle
 from ..nodes.node_layout import NodeLayout, node_id_for
-from .batch_records import NodeRecord, PoolRecord, Records
+from .batch_records import Records
+from .pool_records import NodeRecord, PoolRecord
 from .timestamps import duration_seconds, iso_now
 
 PREEMPTED_NODE_SECONDS = 1.0

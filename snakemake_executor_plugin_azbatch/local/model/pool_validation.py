@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .autoscale import DEALLOCATION_OPTIONS, FormulaSyntaxError, Program, parse
+from .autoscale_parser import DEALLOCATION_OPTIONS, FormulaSyntaxError, Program, parse
 from .errors import AutoScalingFormulaSyntaxError, InvalidPropertyValue, MissingRequiredProperty
 from .timestamps import duration_seconds
 from .validation import POOL_SHAPES, check_id, check_shapes

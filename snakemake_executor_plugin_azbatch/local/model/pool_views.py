@@ -17,7 +17,8 @@ import json
 from typing import Any
 
 from ..config import AppPackageSpec
-from .batch_records import NodeRecord, PoolRecord, Records
+from .batch_records import Records
+from .pool_records import NodeRecord, PoolRecord
 
 # General-purpose Dsv3 sizes by vCPUs: a local pool with N task slots reports the smallest with >= N cores.
 VM_SIZES_BY_CORES = ((2, "standard_d2s_v3"), (4, "standard_d4s_v3"), (8, "standard_d8s_v3"),

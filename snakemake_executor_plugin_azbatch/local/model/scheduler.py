@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 
 from .lifecycle import TaskLifecycle
-from .batch_records import JobRecord, PoolRecord, Records
+from .batch_records import JobRecord, Records
+from .pool_records import PoolRecord
 from .timestamps import duration_seconds
 
 TICK_SECONDS = 0.5  # the longest a change can wait to be acted on if nobody signals it

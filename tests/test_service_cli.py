@@ -454,6 +454,23 @@ def _config(tmp_path: Path, *args: str):
 
 
 @pytest.mark.quick
+def test_service_options_are_generated_from_the_config_fields_and_their_defaults(tmp_path: Path) -> None:
+    from snakemake_executor_plugin_azbatch.local.cli_options import build_parser, config_options
+    from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
+
+    generated = config_options()
+    assert len(generated) >= 15 and len({spec.flag for _, spec, _ in generated}) == len(generated)
+    defaults = ServiceConfig(root=tmp_path)
+    parsed = _config(tmp_path)
+    for name, _, default in generated:
+        assert getattr(defaults, name) == default == getattr(parsed, name), name
+    help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    assert all(spec.flag in help_text for _, spec, _ in generated)
+    changed = _config(tmp_path, "--seed", "7", "--max-pool-nodes", "3", "--no-node-host-cas", "--simulate", "0.5")
+    assert (changed.seed, changed.max_pool_nodes, changed.node_host_cas, changed.simulate) == (7, 3, False, 0.5)
+
+
+@pytest.mark.quick
 def test_pools_come_from_options_and_a_pool_file(tmp_path: Path) -> None:
     pool_file = tmp_path / "pools.yaml"
     pool_file.write_text(

@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import fields
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, Callable, NoReturn
 
 from . import pool_file
-from .config import (
-    NODE_NETWORKS,
-    AppPackageSpec,
-    ConfigError,
-    PoolSpec,
-    ServiceConfig,
-    default_pools,
-    fault_statuses,
-)
+from .config import AppPackageSpec, CliOption, ConfigError, PoolSpec, ServiceConfig, default_pools
 from .nodes import node_image as node_image_module
 from .nodes import snakemake_image
 
@@ -36,15 +29,48 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def _add_service_options(parser: argparse.ArgumentParser) -> None:
     _add_account_options(parser)
-    _add_fault_options(parser)
+    _add_config_options(parser)
+    _add_outage_option(parser)
     _add_security_options(parser)
-    _add_scale_options(parser)
     _add_node_options(parser)
+
+
+def config_options() -> list[tuple[str, CliOption, object]]:
+    """(field name, its option, its default) of every `ServiceConfig` field an option sets, in field order."""
+    return [(f.name, f.metadata["option"], f.default) for f in fields(ServiceConfig) if "option" in f.metadata]
+
+
+def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """argparse's own message for int/float/Path; a parser's one-line ValueError message for the others."""
+    if parse in (int, float, Path):
+        return parse
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return convert
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """The options generated from `ServiceConfig`'s field metadata: flag, help and the field's default."""
+    for name, spec, default in config_options():
+        settings: dict[str, Any] = {"dest": name, "default": default, "help": spec.help}
+        if isinstance(default, bool):
+            settings["action"] = argparse.BooleanOptionalAction if spec.negatable else "store_true"
+        elif spec.choices is not None:
+            settings["choices"] = spec.choices
+        else:
+            settings["type"] = _argument_type(spec.parse or str)
+        if spec.metavar is not None:
+            settings["metavar"] = spec.metavar
+        parser.add_argument(spec.flag, **settings)
 
 
 def _add_account_options(parser: argparse.ArgumentParser) -> None:
     """Where the service listens and keeps its files, its pools, application packages and account."""
-    parser.add_argument("--port", type=int, default=0, help="Batch API port on 127.0.0.1 (default: a free port)")
     parser.add_argument(
         "--pool",
         action="append",
@@ -74,37 +100,7 @@ def _add_account_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_fault_options(parser: argparse.ArgumentParser) -> None:
-    """API faults, preemption, simulated nodes, outages."""
-    parser.add_argument(
-        "--fail-fraction", type=float, default=0.0, help="fraction of API requests answered with a fault (0-1)"
-    )
-    parser.add_argument(
-        "--fail-status",
-        type=_fail_statuses,
-        default=(503,),
-        metavar="STATUS[,STATUS...]",
-        help="status of injected faults: 500, 503 or 429, or a mix such as 429,500,503 (each fault draws one)",
-    )
-    parser.add_argument(
-        "--preempt-fraction", type=float, default=0.0, help="fraction of running tasks preempted once (0-1)"
-    )
-    parser.add_argument(
-        "--simulate",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="run no processes: every task passes through Batch's states on simulated nodes and completes after "
-        "SECONDS; outputs with a literal filePattern are uploaded as small placeholder blobs",
-    )
-    parser.add_argument(
-        "--simulate-fail",
-        type=float,
-        default=0.0,
-        metavar="FRACTION",
-        help="with --simulate: this fraction of tasks fail with exit code 1 (chosen from --seed and the task's ids)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for fault injection, preemption and --simulate-fail")
+def _add_outage_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--outage", action="append", default=[], metavar="KIND:SECONDS[@AFTER]",
         help="the Batch API (batch), storage (storage) or storage as the nodes reach it (nodeStorage) unreachable "
@@ -127,32 +123,6 @@ def _add_security_options(parser: argparse.ArgumentParser) -> None:
         "--token-lifetime", type=int, default=None, metavar="SECONDS",
         help="lifetime of the tokens the authority issues (default: 3600); short ones rehearse token refresh",
     )
-
-
-def _add_scale_options(parser: argparse.ArgumentParser) -> None:
-    """Autoscale timing and account limits."""
-    parser.add_argument(
-        "--autoscale-min-interval", type=float, default=300.0, metavar="SECONDS",
-        help="shortest autoScaleEvaluationInterval accepted (Batch: 300 s; lower it for quick local autoscaling)",
-    )
-    parser.add_argument(
-        "--autoscale-sample-seconds", type=float, default=30.0, metavar="SECONDS",
-        help="seconds between the task-count samples autoscale formulas read (Batch: 30)",
-    )
-    parser.add_argument("--max-pool-nodes", type=int, default=32, metavar="N",
-                        help="most nodes of each kind (dedicated, Spot) one pool may have")
-    parser.add_argument(
-        "--active-job-quota", type=int, default=0,
-        help="active jobs the account may hold; more answers 409 ActiveJobAndScheduleQuotaReached (0: no limit)",
-    )
-
-
-def _fail_statuses(text: str) -> tuple[int, ...]:
-    """`--fail-status 503` or `--fail-status 429,500,503` (config.fault_statuses checks them)."""
-    try:
-        return fault_statuses(tuple(int(part) for part in text.split(",")))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid choice: {text} (choose from 500, 503, 429, or a comma-separated mix)")
 
 
 def _add_node_options(parser: argparse.ArgumentParser) -> None:
@@ -178,36 +148,6 @@ def _add_node_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="POOL=COMMAND",
         help="a start task for POOL's nodes (waitForSuccess, non-admin; the pool file gives every property)",
-    )
-    parser.add_argument(
-        "--node-image",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="run every node in the stock node image in DIR (`azbatch-local node-image build DIR`), isolated from "
-        "the host; needs root, bubblewrap and util-linux",
-    )
-    parser.add_argument(
-        "--node-network",
-        choices=NODE_NETWORKS,
-        default="host",
-        help="with --node-image: 'host' (nodes reach what this machine reaches) or 'local-only' (only the local "
-        "Batch service and storage)",
-    )
-    parser.add_argument(
-        "--node-host-cas",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="with --node-image on the host network: nodes trust this machine's extra CA certificates (those in "
-        "/usr/local/share/ca-certificates, e.g. a TLS-inspecting proxy's), as the network they share needs "
-        "(default: on; one line says so)",
-    )
-    parser.add_argument(
-        "--podman-store",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="podman store of container pools (default: 'podman' next to --node-image's DIR, else ROOT/cache/podman)",
     )
 
 
@@ -300,24 +240,10 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         )
     config = ServiceConfig(
         root=args.root,
-        port=args.port,
         app_packages=[AppPackageSpec.parse(text) for text in args.app_package],
-        fail_fraction=args.fail_fraction,
-        fail_status=args.fail_status,
-        preempt_fraction=args.preempt_fraction,
-        seed=args.seed,
-        simulate=args.simulate,
-        simulate_fail=args.simulate_fail,
         https=args.https or args.entra,
-        node_image=args.node_image,
-        node_network=args.node_network,
-        node_host_cas=args.node_host_cas,
-        podman_store=args.podman_store,
-        autoscale_min_interval=args.autoscale_min_interval,
-        autoscale_sample_seconds=args.autoscale_sample_seconds,
-        max_pool_nodes=args.max_pool_nodes,
-        active_job_quota=args.active_job_quota,
         outages=tuple(ScheduledOutage.parse(text) for text in args.outage),
+        **{name: getattr(args, name) for name, _, _ in config_options()},
         **overrides,  # type: ignore[arg-type]
     )
     config.validate()

@@ -13,7 +13,7 @@ import pytest
 from fake_backend import FakeBackend
 from spec_validation import validate_response
 
-from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
+from snakemake_executor_plugin_azbatch.local.config import BoundEndpoints, PoolSpec, ServiceConfig
 from snakemake_executor_plugin_azbatch.local.http.faults import FaultInjector
 from snakemake_executor_plugin_azbatch.local.api.http_messages import Response
 from snakemake_executor_plugin_azbatch.local.http.http_server import API_VERSION, Dispatcher, make_request
@@ -58,9 +58,9 @@ class InProcessClient:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[InProcessClient, FakeBackend]]:
-    config = ServiceConfig(root=tmp_path, pools=[PoolSpec.parse("p:2:2")], account_url=BASE)
+    config = ServiceConfig(root=tmp_path, pools=[PoolSpec.parse("p:2:2")])
     backend = FakeBackend()
-    state = BatchState(config, backend)
+    state = BatchState(config, backend, BoundEndpoints(BASE))
     state.start()
     try:
         yield InProcessClient(config, Dispatcher(state, config, FaultInjector(config))), backend

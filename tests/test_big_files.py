@@ -77,7 +77,7 @@ def test_plugin_staging_moves_a_large_file_in_parallel_blocks(local_service, tmp
 
 
 def test_node_moves_a_large_resource_file_and_output_file_in_parallel_blocks(local_service, tmp_path):
-    storage = local_service.config.storage
+    storage = local_service.endpoints.storage
     blob_service = local_service.blob_service_client()
     container = blob_service.create_container(f"big-{uuid.uuid4().hex[:8]}")
     source = tmp_path / "input.bin"

@@ -309,7 +309,7 @@ def test_a_batch_then_a_storage_outage_mid_run_are_survived_and_reported(make_se
     label = "outage-survived"
     workdir = write_files(tmp_path / label, {"Snakefile": SNAKEFILE})
     run = Run(service, workdir, label)
-    batch, storage = f"Batch account {service.account_url}", f"storage account {service.config.storage.blob_url}"
+    batch, storage = f"Batch account {service.account_url}", f"storage account {service.endpoints.storage.blob_url}"
     try:
         wait_for(lambda: _running(service, "slow-") or run.proc.poll() is not None, 120, "a running task of rule slow")
         set_outage(service, batch=300)

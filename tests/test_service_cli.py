@@ -64,7 +64,7 @@ def test_exported_settings_reach_batch_and_storage(local_service: ServiceHandle)
     assert set(env) == EXPECTED_ENV
     assert env["SNAKEMAKE_AZBATCH_ACCOUNT_URL"] == env["AZURE_BATCH_ENDPOINT"] == local_service.account_url
     assert env["SNAKEMAKE_AZBATCH_POOL_ID"] == local_service.config.pools[0].id
-    assert env["SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_URL"] == local_service.config.storage.blob_url
+    assert env["SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_URL"] == local_service.endpoints.storage.blob_url
     assert env["AZURE_STORAGE_CONNECTION_STRING"] == env["SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING"]
     assert all(v.startswith("http://127.0.0.1:") for k, v in env.items() if k.endswith("_URL") or k.endswith("ENDPOINT"))
 
@@ -108,7 +108,7 @@ def test_stop_writes_metrics_and_releases_everything(make_service, tmp_path: Pat
     ).stdout.decode()
     assert sourced == str(service.root) == str((tmp_path / "it's a root").resolve())
     azurite_pid = service.service.azurite.process.pid
-    blob_url = service.config.storage.blob_url
+    blob_url = service.endpoints.storage.blob_url
     container = service.blob_service_client().create_container("stopping")
     container.upload_blob("a.txt", b"abc")
     service.stop()

@@ -282,7 +282,7 @@ def test_a_local_only_node_reaches_the_local_service_and_nothing_else(make_servi
     job_id = new_job(client, "lonely")
     task = run_task(client, job_id, {
         "id": "net", "commandLine": f"python3 -c \"{script}\"",
-        "environmentSettings": [{"name": "BLOB", "value": svc.config.storage.blob_url + "/nothing?comp=list"}],
+        "environmentSettings": [{"name": "BLOB", "value": svc.endpoints.storage.blob_url + "/nothing?comp=list"}],
     })  # fmt: skip
     assert task.execution_info.result == "success", task_stderr(svc, client, job_id, "net")
     out = b"".join(client.download_task_file(job_id, "net", "stdout.txt")).decode().splitlines()

@@ -137,7 +137,8 @@ def _serve(config: ServiceConfig) -> int:
         for line in service.export_lines():
             print(line)
         print(f"# written to {service.env_file}; `source` it in another shell. Ctrl-C or SIGTERM stops the service.")
-        print(f"# Batch API {service.account_url}  storage {config.storage.blob_url if config.storage else ''}")
+        storage = service.endpoints.storage if service.endpoints else None
+        print(f"# Batch API {service.account_url}  storage {storage.blob_url if storage else ''}")
         sys.stdout.flush()
         while not stop.wait(1.0):
             pass

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from .auth.token_authority import EntraConfig
@@ -100,7 +101,7 @@ class AppPackageSpec:
         return cls(m.group(1), m.group(2), path)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StorageEndpoint:
     blob_url: str  # http(s)://127.0.0.1:PORT/devstoreaccount1 (through the counting proxy)
     account_name: str = AZURITE_ACCOUNT_NAME
@@ -155,7 +156,25 @@ def option(default: Any, flag: str, help: str, **settings: Any) -> Any:
     return field(default=default, metadata={"option": CliOption(flag, help, **settings)})
 
 
-@dataclass
+@dataclass(frozen=True)
+class BoundEndpoints:
+    """Where a started service answers, known once its ports are bound: a value of its own (LocalService.endpoints),
+    never written into the `ServiceConfig` the service was started with."""
+
+    account_url: str  # scheme://host:port of the Batch API
+    storage: StorageEndpoint | None = None  # the blob endpoint (the counting proxy in front of Azurite)
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.account_url).port or 0
+
+    @classmethod
+    def unbound(cls, config: ServiceConfig) -> BoundEndpoints:
+        """For a model or backend used without sockets (tests): the configured host and port, no storage."""
+        return cls(f"http://{config.host}:{config.port}")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     root: Path
     host: str = "127.0.0.1"
@@ -214,9 +233,6 @@ class ServiceConfig:
     # How long a node keeps retrying an output upload that failed transiently (connection lost, 408/429/5xx),
     # with back-off, before the task fails with FileUploadMiscError (blob_transfer.UploadRetry); tests lower it.
     node_upload_retry_seconds: float = 30.0
-    # Filled in by LocalService once ports are bound.
-    account_url: str = ""
-    storage: StorageEndpoint | None = None
 
     @property
     def tls_enabled(self) -> bool:

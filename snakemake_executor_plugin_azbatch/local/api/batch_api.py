@@ -9,15 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .conditions import check_entity_conditions, entity_headers
-from ..model.errors import BatchError, PoolNotFound, TaskFilesUnavailable
-from .http_messages import Request, Response, error_body, json_response
 from ..model.batch_state import BatchState
+from ..model.errors import BatchError, PoolNotFound, TaskFilesUnavailable
+from ..model.pool_views import supported_images_view
+from ..model.validation import check_job_changes, check_task_collection, terminate_reason
+from .conditions import check_entity_conditions, entity_headers
+from .http_messages import Request, Response, error_body, json_response
 from .node_files import file_response, list_files, recursive_flag
 from .odata import apply_select
 from .paging import cut_page, listing, render_page, select_names
-from ..model.pool_views import supported_images_view
-from ..model.validation import check_job_changes, check_task_collection, terminate_reason
 
 
 class BatchApi:

@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from ..model.errors import ConditionNotMet
-from .http_messages import Request, Response
 from ..model.timestamps import http_date, parse_http_date, parse_iso
+from .http_messages import Request, Response
 
 
 def entity_headers(entity: dict[str, Any], *, created: bool = False) -> list[tuple[str, str]]:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from .conditions import check_conditions
 from ..model.errors import FileNotFound, InvalidHeaderValue, InvalidRange, InvalidUri
-from .http_messages import Request, Response, query_error
 from ..model.timestamps import http_date, iso_time
+from .conditions import check_conditions
+from .http_messages import Request, Response, query_error
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 

@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from ..model.errors import OutOfRangeQueryParameterValue
+from ..model.timestamps import parse_iso
 from .http_messages import Request, Response, json_response, query_error
 from .odata import ODataError, apply_select, parse_filter, parse_select
-from ..model.timestamps import parse_iso
 
 MAX_RESULTS = 1000
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .bearer_auth import BatchAuthenticator, BearerVerifier, storage_audiences, storage_bearer_check
 from ..config import AZURITE_ACCOUNT_NAME, ServiceConfig
+from .bearer_auth import BatchAuthenticator, BearerVerifier, storage_audiences, storage_bearer_check
 from .tls import TlsFiles, prepare_tls, serve_tls
 from .token_authority import TokenAuthority
 

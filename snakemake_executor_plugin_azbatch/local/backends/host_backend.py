@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+from ..nodes.node_layout import NodeLayout, is_admin
 from .node_agent import NodeAgent
 from .node_processes import Launch, ProcessGroup, RunningProcess, start_process
-from ..nodes.node_layout import NodeLayout, is_admin
 
 HOST_ENV_KEPT = ("HOME", "LANG", "LC_ALL", "USER", "LOGNAME", "TMPDIR", "TZ")
 

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..config import ServiceConfig
+from ..config import BoundEndpoints, ServiceConfig
 from ..nodes import containers
 from ..nodes.node_layout import NodeLayout, app_package_env_name, merge_settings, user_identity_name
 from .blob_transfer import TransferError, download_resource_files, redact_text
@@ -52,8 +52,9 @@ class NodeAgent:
 
     confine_outputs = False  # True: output files must lie under the node's root (its host-visible directories)
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, endpoints: BoundEndpoints | None = None) -> None:
         self.config = config
+        self.endpoints = endpoints or BoundEndpoints.unbound(config)
         self.events: ExecutionEvents | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -180,7 +181,7 @@ class NodeAgent:
         return merge_settings(env, job_env)
 
     def _account_url(self) -> str:
-        return (self.config.account_url or f"http://{self.config.host}:{self.config.port}").rstrip("/")
+        return self.endpoints.account_url.rstrip("/")
 
     @staticmethod
     def _fresh_task_dir(tdir: Path) -> Path:
@@ -202,7 +203,7 @@ class NodeAgent:
         try:
             containers.check_pool_support(container_pool, settings, ordinary_task=ordinary)
             self._install_apps(node, spec.get("applicationPackageReferences") or [], env)
-            download_resource_files(spec.get("resourceFiles") or [], wd, self.config.storage)
+            download_resource_files(spec.get("resourceFiles") or [], wd, self.endpoints.storage)
         except containers.ContainerTaskFailure as err:
             return None, err.failure_info, False
         except TransferError as err:
@@ -251,7 +252,7 @@ class NodeAgent:
         outputs = spec.get("outputFiles") or []
         if outputs:
             retry = UploadRetry(self.config.node_upload_retry_seconds, self._stopping.is_set)
-            upload = upload_output_files(outputs, tdir / "wd", env, failure is None, self.config.storage,
+            upload = upload_output_files(outputs, tdir / "wd", env, failure is None, self.endpoints.storage,
                                          confine=node.root if self.confine_outputs else None, retry=retry)
             failure = record_uploads(tdir, upload, failure)
         events.attempt_completed(attempt.ref, exit_code, failure)

@@ -38,12 +38,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .blob_transfer import redact_text
-
-from .blob_uploads import UploadRetry, record_uploads, upload_placeholder_outputs
-from ..config import ServiceConfig
-from .execution import AttemptRef, ExecutionEvents, JobTaskRef, JobTaskRun, StartTaskRef, StartTaskRun, TaskAttempt
+from ..config import BoundEndpoints, ServiceConfig
 from ..nodes.node_layout import NodeLayout, merge_settings
+from .blob_transfer import redact_text
+from .blob_uploads import UploadRetry, record_uploads, upload_placeholder_outputs
+from .execution import AttemptRef, ExecutionEvents, JobTaskRef, JobTaskRun, StartTaskRef, StartTaskRun, TaskAttempt
 from .task_outcomes import node_error
 
 log = logging.getLogger(__name__)
@@ -79,8 +78,9 @@ class _Run:
 class SimulatedBackend:
     """An `ExecutionBackend` whose nodes only keep time (see the module docstring)."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, endpoints: BoundEndpoints | None = None) -> None:
         self.config = config
+        self.endpoints = endpoints or BoundEndpoints.unbound(config)
         self.seconds = float(config.simulate or 0.0)
         self.events: ExecutionEvents | None = None
         self._cond = threading.Condition()
@@ -303,7 +303,7 @@ class SimulatedBackend:
             tdir = node.task_dir(attempt.job_id, attempt.task_id)
             retry = UploadRetry(self.config.node_upload_retry_seconds, lambda: self._stopping)
             outcome = upload_placeholder_outputs(attempt.spec["outputFiles"], tdir / "wd", env, failure is None,
-                                                 self.config.storage, placeholder, retry)
+                                                 self.endpoints.storage, placeholder, retry)
             failure = record_uploads(tdir, outcome, failure)
         except Exception as err:  # report instead of leaving the task running forever
             log.exception("simulated node error uploading outputs of %s/%s", attempt.job_id, attempt.task_id)
@@ -312,4 +312,4 @@ class SimulatedBackend:
             self._report().attempt_completed(attempt.ref, exit_code, failure)
 
     def _account_url(self) -> str:
-        return (self.config.account_url or f"http://{self.config.host}:{self.config.port}").rstrip("/")
+        return self.endpoints.account_url.rstrip("/")

@@ -28,12 +28,12 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..config import BoundEndpoints, ConfigError, ServiceConfig
 from ..nodes import isolation, node_trust
 from ..nodes import node_image as node_image_module
-from ..config import ConfigError, ServiceConfig
+from ..nodes.node_layout import NodeLayout, is_admin
 from .node_agent import NodeAgent
 from .node_processes import Launch, ProcessGroup, RunningProcess, start_process
-from ..nodes.node_layout import NodeLayout, is_admin
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,9 @@ class SandboxProcess(ProcessGroup):
 class StockNodeBackend(NodeAgent):
     confine_outputs = True
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, endpoints: BoundEndpoints | None = None) -> None:
         """`config` is validated (`ServiceConfig.validate` checks the image, root and the Debian packages)."""
-        super().__init__(config)
+        super().__init__(config, endpoints)
         if config.node_image is None:
             raise ConfigError("--node-image: no image directory given")
         try:
@@ -112,9 +112,9 @@ class StockNodeBackend(NodeAgent):
 
     def _service_ports(self) -> list[int]:
         """What a local-only node may reach: the Batch API and the storage endpoint (both on the host's loopback)."""
-        ports = [self.config.port]
-        if self.config.storage is not None:
-            storage_port = urlsplit(self.config.storage.blob_url).port
+        ports = [self.endpoints.port]
+        if self.endpoints.storage is not None:
+            storage_port = urlsplit(self.endpoints.storage.blob_url).port
             if storage_port:
                 ports.append(storage_port)
         return ports

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-
 # Exit codes are a process's status as a Linux node's agent reports it: death by signal N is -N (a task process
 # killed by SIGKILL reports -9 on Batch's Linux nodes, e.g. github.com/Azure/Batch/issues/101), i.e. what
 # Popen.returncode says. A task ended by its maxWallClockTime: Batch's docs give 0xC000013A (STATUS_CONTROL_C_EXIT),

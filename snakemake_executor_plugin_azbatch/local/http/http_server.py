@@ -25,7 +25,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ..api.batch_api import BatchApi
-from ..config import LOOPBACK_HOSTS, ServiceConfig
+from ..api.http_messages import Request, Response, error_response, query_error
+from ..auth.shared_key import AuthenticationError, ReceivedRequest, SharedKeyVerifier
+from ..config import LOOPBACK_HOSTS, BoundEndpoints, ServiceConfig
+from ..model.batch_state import BatchState
 from ..model.errors import (
     BatchError,
     DynamicError,
@@ -39,14 +42,11 @@ from ..model.errors import (
     UnsupportedHttpVerb,
 )
 from .faults import FaultInjector
-from ..api.http_messages import Request, Response, error_response, query_error
-from .metrics import Metrics
-from ..model.batch_state import BatchState
 from .local_endpoints import LocalEndpoints, local_method_refused, unknown_local_endpoint
+from .metrics import Metrics
 from .outage_switch import OutageSwitch
 from .request_body import MAX_BODY_BYTES, REQUEST_SECONDS, TOO_LARGE, DeadlineReader, read_body
 from .routes import UNKNOWN_OPERATION, RouteMatch, match_route
-from ..auth.shared_key import AuthenticationError, ReceivedRequest, SharedKeyVerifier
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,14 @@ _PROTOCOL_ERRORS = {400: RequestUrlFailedToParse.code, 414: RequestUrlFailedToPa
                     431: InvalidHeaderValue.code, 505: RequestUrlFailedToParse.code}
 
 
-def base_url_for(host_header: str | None, config: ServiceConfig) -> str:
-    """Where links point: the host the client used when it is a loopback name, else the configured URL."""
+def base_url_for(host_header: str | None, endpoints: BoundEndpoints) -> str:
+    """Where links point: the host the client used when it is a loopback name, else the bound URL."""
     host = (host_header or "").strip()
     name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]", 1)[0]
     if host and name in LOOPBACK_HOSTS:
-        scheme = "https" if config.account_url.startswith("https:") else "http"
+        scheme = "https" if endpoints.account_url.startswith("https:") else "http"
         return f"{scheme}://{host}"
-    return (config.account_url or f"http://{config.host}:{config.port}").rstrip("/")
+    return endpoints.account_url.rstrip("/")
 
 
 def make_request(method: str, target: str, headers: Any, body: bytes, base_url: str) -> Request:
@@ -208,7 +208,7 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
             reason = message or self.responses.get(code, ("Bad request",))[0]
             error = DynamicError(code, _PROTOCOL_ERRORS.get(code, RequestUrlFailedToParse.code), f"{reason}.")
         self.close_connection = True
-        base_url = (self.server.config.account_url or "").rstrip("/")
+        base_url = self.server.endpoints.account_url.rstrip("/")
         self._send(error_response(base_url, error), b"", counted=True, operation=UNKNOWN_OPERATION)
 
     def do_GET(self) -> None:
@@ -226,7 +226,7 @@ class BatchRequestHandler(http.server.BaseHTTPRequestHandler):
             return
         body, body_error = read.body, read.error
         self.close_connection = self.close_connection or read.close
-        base_url = base_url_for(self.headers.get("Host"), self.server.config)
+        base_url = base_url_for(self.headers.get("Host"), self.server.endpoints)
         request = make_request(self.command, self.path, self.headers, body, base_url)
         dispatcher = self.server.dispatcher
         match = dispatcher.match(request)  # the one route lookup of this request
@@ -297,6 +297,7 @@ class BatchHTTPServer(http.server.ThreadingHTTPServer):
         faults: FaultInjector, outage: OutageSwitch | None = None,
     ) -> None:
         self.config = config
+        self.endpoints = state.endpoints
         self.metrics = metrics
         self.outage = outage
         self.dispatcher = Dispatcher(state, config, faults, metrics, outage)
@@ -317,7 +318,8 @@ def make_server(
     state: BatchState, config: ServiceConfig, metrics: Metrics, faults: FaultInjector,
     outage: OutageSwitch | None = None,
 ) -> http.server.ThreadingHTTPServer:
-    """The Batch API server bound to (config.host, config.port) — loopback only; call serve_forever() to run."""
+    """The Batch API server bound to config.host and the port `state.endpoints` names (0: any free port) — loopback
+    only; call serve_forever() to run."""
     host = config.host
     if host not in LOOPBACK_HOSTS:
         raise ValueError(f"host {host!r}: the local Batch service listens on loopback only; use 127.0.0.1")
@@ -325,4 +327,4 @@ def make_server(
     if not ipaddress.ip_address(address).is_loopback:
         raise ValueError(f"host {host!r} is not a loopback address; use 127.0.0.1")
     server_class = _BatchHTTPServerV6 if ":" in address else BatchHTTPServer
-    return server_class((address, config.port), state, config, metrics, faults, outage)
+    return server_class((address, state.endpoints.port), state, config, metrics, faults, outage)

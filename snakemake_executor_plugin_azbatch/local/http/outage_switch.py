@@ -29,8 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..config import NODE_USER_AGENT, ConfigError
 from ..api.http_messages import Response
+from ..config import NODE_USER_AGENT, ConfigError
 
 KINDS = ("batch", "storage", "nodeStorage")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.execution import ExecutionBackend
-from ..config import ServiceConfig
+from ..config import BoundEndpoints, ServiceConfig
 from . import node_system
 from .batch_records import JobRecord, Records, TaskRecord
 from .errors import (
@@ -55,8 +55,9 @@ _JOB_UPDATABLE = ("priority", "maxParallelTasks", "allowTaskPreemption", "constr
 class BatchState(PoolOperations):
     """Thread-safe state of the local Batch account; every record is guarded by `records.lock`."""
 
-    def __init__(self, config: ServiceConfig, backend: ExecutionBackend) -> None:
+    def __init__(self, config: ServiceConfig, backend: ExecutionBackend, endpoints: BoundEndpoints | None = None) -> None:
         self.config = config
+        self.endpoints = endpoints or BoundEndpoints.unbound(config)  # where entity URLs point
         self.records = Records(self.account_url)
         self.backend = backend
         self.lifecycle = TaskLifecycle(self.records, backend, config)
@@ -91,7 +92,7 @@ class BatchState(PoolOperations):
 
     @property
     def account_url(self) -> str:
-        return (self.config.account_url or f"http://{self.config.host}:{self.config.port}").rstrip("/")
+        return self.endpoints.account_url.rstrip("/")
 
     def start(self) -> None:
         self.backend.start()

@@ -29,13 +29,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..backends.execution import ExecutionBackend
+from ..config import ServiceConfig
+from ..nodes.node_layout import NodeLayout, node_id_for
 from .autoscale import FormulaEvaluationError, Inputs, evaluate
 from .autoscale_parser import Program, parse
-from ..config import ServiceConfig
-from ..backends.execution import ExecutionBackend
-from .lifecycle import TaskLifecycle
-from ..nodes.node_layout import NodeLayout, node_id_for
 from .batch_records import Records
+from .lifecycle import TaskLifecycle
 from .pool_records import NodeRecord, PoolRecord
 from .timestamps import duration_seconds, iso_now
 

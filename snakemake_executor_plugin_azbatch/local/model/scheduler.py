@@ -16,8 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from .lifecycle import TaskLifecycle
 from .batch_records import JobRecord, Records
+from .lifecycle import TaskLifecycle
 from .pool_records import PoolRecord
 from .timestamps import duration_seconds
 

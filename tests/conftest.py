@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from azure.batch import BatchClient
     from azure.storage.blob import BlobServiceClient
 
-    from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
+    from snakemake_executor_plugin_azbatch.local.config import BoundEndpoints, ServiceConfig
     from snakemake_executor_plugin_azbatch.local.service import LocalService
 
 _started_services: list["ServiceHandle"] = []
@@ -57,6 +57,11 @@ class ServiceHandle:
     @property
     def config(self) -> "ServiceConfig":
         return self.service.config
+
+    @property
+    def endpoints(self) -> "BoundEndpoints":
+        assert self.service.endpoints is not None  # a started service
+        return self.service.endpoints
 
     @property
     def env(self) -> dict[str, str]:
@@ -112,13 +117,13 @@ class ServiceHandle:
         """azure-storage-blob client on the service's storage endpoint (through the counting proxy)."""
         from azure.storage.blob import BlobServiceClient
 
-        assert self.config.storage is not None
-        return BlobServiceClient.from_connection_string(self.config.storage.connection_string, **self._tls(kwargs))
+        assert self.endpoints.storage is not None
+        return BlobServiceClient.from_connection_string(self.endpoints.storage.connection_string, **self._tls(kwargs))
 
     @property
     def ca_file(self) -> str | None:
         """With https: the service's CA (clients of these helpers trust it; `.env` exports it too)."""
-        return self.config.storage.ca_file if self.config.storage else None
+        return self.endpoints.storage.ca_file if self.endpoints.storage else None
 
     def _tls(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         return {"connection_verify": self.ca_file, **kwargs} if self.ca_file else kwargs
@@ -164,7 +169,7 @@ ENTRA_TOKEN_LIFETIME_S = 8
 @pytest.fixture(scope="session")
 def entra_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
     """One shared service with `--entra` (hence HTTPS), whose tokens live ENTRA_TOKEN_LIFETIME_S seconds."""
-    from snakemake_executor_plugin_azbatch.local.token_authority import EntraConfig
+    from snakemake_executor_plugin_azbatch.local.auth.token_authority import EntraConfig
 
     handle = start_service(
         tmp_path_factory.mktemp("azbatch-local-entra"), {"entra": EntraConfig(token_lifetime=ENTRA_TOKEN_LIFETIME_S)}

@@ -11,7 +11,7 @@ from typing import Any
 
 from waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.execution import (
+from snakemake_executor_plugin_azbatch.local.backends.execution import (
     AttemptRef,
     ExecutionEvents,
     JobTaskRef,
@@ -19,7 +19,7 @@ from snakemake_executor_plugin_azbatch.local.execution import (
     StartTaskRun,
     TaskAttempt,
 )
-from snakemake_executor_plugin_azbatch.local.node_layout import NodeLayout
+from snakemake_executor_plugin_azbatch.local.nodes.node_layout import NodeLayout
 
 WAIT_SECONDS = 10
 

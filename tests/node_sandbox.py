@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from snakemake_executor_plugin_azbatch.local import containers, isolation, node_image
+from snakemake_executor_plugin_azbatch.local.nodes import containers, isolation, node_image
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".azbatch-local" / "cache"

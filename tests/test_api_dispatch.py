@@ -13,13 +13,13 @@ import pytest
 from fake_backend import FakeBackend
 from spec_validation import validate_response
 
-from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
-from snakemake_executor_plugin_azbatch.local.faults import FaultInjector
-from snakemake_executor_plugin_azbatch.local.http_messages import Response
-from snakemake_executor_plugin_azbatch.local.http_server import API_VERSION, Dispatcher, make_request
-from snakemake_executor_plugin_azbatch.local.model import BatchState
-from snakemake_executor_plugin_azbatch.local.routes import ROUTES, match_route
-from snakemake_executor_plugin_azbatch.local.shared_key import authorization_header
+from snakemake_executor_plugin_azbatch.local.config import BoundEndpoints, PoolSpec, ServiceConfig
+from snakemake_executor_plugin_azbatch.local.http.faults import FaultInjector
+from snakemake_executor_plugin_azbatch.local.api.http_messages import Response
+from snakemake_executor_plugin_azbatch.local.http.http_server import API_VERSION, Dispatcher, make_request
+from snakemake_executor_plugin_azbatch.local.model.batch_state import BatchState
+from snakemake_executor_plugin_azbatch.local.http.routes import ROUTES, match_route
+from snakemake_executor_plugin_azbatch.local.auth.shared_key import authorization_header
 
 pytestmark = pytest.mark.quick
 BASE = "http://127.0.0.1:9"
@@ -58,9 +58,9 @@ class InProcessClient:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[InProcessClient, FakeBackend]]:
-    config = ServiceConfig(root=tmp_path, pools=[PoolSpec.parse("p:2:2")], account_url=BASE)
+    config = ServiceConfig(root=tmp_path, pools=[PoolSpec.parse("p:2:2")])
     backend = FakeBackend()
-    state = BatchState(config, backend)
+    state = BatchState(config, backend, BoundEndpoints(BASE))
     state.start()
     try:
         yield InProcessClient(config, Dispatcher(state, config, FaultInjector(config))), backend
@@ -69,16 +69,73 @@ def api(tmp_path: Path) -> Iterator[tuple[InProcessClient, FakeBackend]]:
 
 
 def test_every_route_names_its_handler_and_parameters() -> None:
-    from snakemake_executor_plugin_azbatch.local.api import BatchApi
+    from snakemake_executor_plugin_azbatch.local.api.batch_api import BatchApi
+    from snakemake_executor_plugin_azbatch.local.http.local_endpoints import LocalEndpoints
 
     for method, template, operation, handler in ROUTES:
-        assert callable(getattr(BatchApi, handler, None)), f"{operation}: no BatchApi.{handler}"
+        local = template.startswith("/_local/")
+        owner = LocalEndpoints if local else BatchApi
+        assert callable(getattr(owner, handler, None)), f"{operation}: no {owner.__name__}.{handler}"
         path = template.replace("{filePath:path}", "wd/a%20b.txt").replace("{", "").replace("}", "")
-        route, params, _ = match_route(method, path)
-        assert route is not None and route.operation == operation
-    route, params, _ = match_route("GET", "/jobs/My%20Job/tasks/t-1/files/wd/a%2Fb")
-    assert route.operation == "Tasks_GetTaskFile"
-    assert params == {"jobId": "My Job", "taskId": "t-1", "filePath": "wd/a%2Fb"}  # the file path stays raw
+        match = match_route(method, path)
+        assert match.route is not None and match.route.operation == operation and match.local == local
+    match = match_route("GET", "/jobs/My%20Job/tasks/t-1/files/wd/a%2Fb")
+    assert match.operation == "Tasks_GetTaskFile"
+    assert match.params == {"jobId": "My Job", "taskId": "t-1", "filePath": "wd/a%2Fb"}  # the file path stays raw
+    assert match_route("GET", "/_LOCAL/Metrics/").operation == "Local_GetMetrics"  # case and a trailing slash
+
+
+def test_local_endpoints_are_rows_of_the_route_table_answered_without_auth(api) -> None:
+    client, _ = api
+    health = client.dispatcher.dispatch(make_request("GET", "/_local/health", Message(), b"", BASE))
+    assert (health.status, health.operation) == (200, "Local_GetHealth")
+    unknown = client.dispatcher.dispatch(make_request("GET", "/_local/nothing", Message(), b"", BASE))
+    assert unknown.status == 404 and b"/_local/metrics" in unknown.body
+    wrong_verb = client.dispatcher.dispatch(make_request("DELETE", "/_local/metrics", Message(), b"", BASE))
+    assert wrong_verb.status == 405 and b"use GET" in wrong_verb.body
+    node_id = client.call("GET", "/pools/p/nodes").json()["value"][0]["id"]
+    marked = client.dispatcher.dispatch(make_request("POST", f"/_local/pools/p/nodes/{node_id}/state", Message(),
+                                                     b'{"state": "unusable"}', BASE))
+    assert (marked.status, json.loads(marked.body)["state"]) == (200, "unusable")
+    assert client.call("GET", f"/pools/p/nodes/{node_id}").json()["state"] == "unusable"
+    no_switch = client.dispatcher.dispatch(make_request("GET", "/_local/outage", Message(), b"", BASE))
+    assert no_switch.status == 404  # a service without an outage switch has no such endpoint
+
+
+def test_the_socket_server_matches_each_request_route_once(tmp_path: Path, monkeypatch) -> None:
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from snakemake_executor_plugin_azbatch.local.http import http_server
+    from snakemake_executor_plugin_azbatch.local.http.metrics import Metrics
+    from snakemake_executor_plugin_azbatch.local.http.outage_switch import OutageSwitch
+
+    lookups: list[str] = []
+
+    def counted(method: str, path: str):
+        lookups.append(f"{method} {path}")
+        return match_route(method, path)
+
+    monkeypatch.setattr(http_server, "match_route", counted)
+    config = ServiceConfig(root=tmp_path, pools=[PoolSpec.parse("p:1:1")], port=0)
+    state = BatchState(config, FakeBackend())
+    metrics = Metrics()
+    server = http_server.make_server(state, config, metrics, FaultInjector(config), OutageSwitch())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(urllib.error.HTTPError) as unsigned:
+            urllib.request.urlopen(f"{url}/jobs?api-version={API_VERSION}", timeout=10)
+        assert unsigned.value.code == 403
+        with urllib.request.urlopen(f"{url}/_local/outage", timeout=10) as response:
+            assert json.loads(response.read())["batch"]["down"] is False
+        assert lookups == ["GET /jobs", "GET /_local/outage"]
+        assert list(metrics.snapshot()["operations"]) == ["Jobs_ListJobs"]  # the /_local/ request is not counted
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_job_and_task_round_trip(api) -> None:
@@ -138,8 +195,8 @@ def test_a_verb_the_path_does_not_support_is_405(api) -> None:
     client, _ = api
     response = client.dispatcher.dispatch(make_request("PUT", f"/jobs?api-version={API_VERSION}", Message(), b"", BASE))
     assert response.operation == "Unknown" and response.json()["code"] == "AuthenticationFailed"  # auth first
-    route, _, allowed = match_route("PUT", "/jobs")
-    assert route is None and sorted(allowed) == ["GET", "POST"]
+    match = match_route("PUT", "/jobs")
+    assert match.route is None and sorted(match.allowed) == ["GET", "POST"]
 
 
 def test_bodies_and_filters_of_the_wrong_shape_are_400_not_stored(api) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from snakemake_executor_plugin_azbatch.local.autoscale import (
-    FormulaEvaluationError,
-    FormulaSyntaxError,
-    Inputs,
-    evaluate,
-    parse,
-)
+from snakemake_executor_plugin_azbatch.local.model.autoscale import FUNCTIONS, FormulaEvaluationError, Inputs, evaluate
+from snakemake_executor_plugin_azbatch.local.model.autoscale_parser import FUNCTION_NAMES, FormulaSyntaxError, parse
+
+
+def test_the_parser_knows_exactly_the_functions_the_evaluator_has() -> None:
+    assert sorted(FUNCTION_NAMES) == sorted(FUNCTIONS)
 
 pytestmark = pytest.mark.quick
 

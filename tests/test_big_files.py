@@ -19,7 +19,7 @@ from snakemake_executor_plugin_azbatch.staging import blobs as staging
 from snakemake_executor_plugin_azbatch.staging.layout import BlobLayout
 from snakemake_executor_plugin_azbatch.staging.record import sha256_file
 from waiting import wait_for
-from snakemake_executor_plugin_azbatch.local import blob_transfer
+from snakemake_executor_plugin_azbatch.local.backends import blob_transfer
 from snakemake_executor_plugin_azbatch.config import resolve
 
 SIZE = 64 * 1024 * 1024 + 12345  # not a multiple of the block size: the last block is short
@@ -77,7 +77,7 @@ def test_plugin_staging_moves_a_large_file_in_parallel_blocks(local_service, tmp
 
 
 def test_node_moves_a_large_resource_file_and_output_file_in_parallel_blocks(local_service, tmp_path):
-    storage = local_service.config.storage
+    storage = local_service.endpoints.storage
     blob_service = local_service.blob_service_client()
     container = blob_service.create_container(f"big-{uuid.uuid4().hex[:8]}")
     source = tmp_path / "input.bin"

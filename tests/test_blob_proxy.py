@@ -12,10 +12,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from snakemake_executor_plugin_azbatch.local.azurite import Azurite
-from snakemake_executor_plugin_azbatch.local.blob_proxy import BlobProxy, classify, client_class
+from snakemake_executor_plugin_azbatch.local.storage.azurite import Azurite
+from snakemake_executor_plugin_azbatch.local.storage.blob_proxy import BlobProxy, classify, client_class
 from snakemake_executor_plugin_azbatch.local.config import StorageEndpoint
-from snakemake_executor_plugin_azbatch.local.metrics import Metrics
+from snakemake_executor_plugin_azbatch.local.http.metrics import Metrics
 
 BLOCK = 256 * 1024
 
@@ -246,7 +246,7 @@ def test_requests_are_forwarded_unchanged(recorder_proxy: tuple[BlobProxy, Metri
 
 
 def test_unreachable_upstream_is_a_502_and_counted() -> None:
-    from snakemake_executor_plugin_azbatch.local.azurite import free_port
+    from snakemake_executor_plugin_azbatch.local.storage.azurite import free_port
 
     metrics = Metrics()
     with BlobProxy("127.0.0.1", free_port(), metrics) as proxy:

@@ -22,7 +22,7 @@ from executor_runs import output_of, run_snakemake, write_files
 from node_sandbox import IMAGE_DIR, podman_engine, skip_unless, stock_image
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
-from snakemake_executor_plugin_azbatch.local import isolation, snakemake_image
+from snakemake_executor_plugin_azbatch.local.nodes import isolation, snakemake_image
 from snakemake_executor_plugin_azbatch.local.config import PoolSpec
 
 SNAKEFILE = """\

@@ -12,8 +12,8 @@ import uuid
 import pytest
 from node_sandbox import Node, podman_engine, skip_unless, stock_image
 
-from snakemake_executor_plugin_azbatch.local import containers, isolation, node_image
-from snakemake_executor_plugin_azbatch.local.containers import ContainerTaskFailure
+from snakemake_executor_plugin_azbatch.local.nodes import containers, isolation, node_image
+from snakemake_executor_plugin_azbatch.local.nodes.containers import ContainerTaskFailure
 
 SECRET = "s3cr3t-value-that-must-not-reach-argv"
 

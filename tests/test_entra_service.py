@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from spec_validation import validate_response
 
 from snakemake_executor_plugin_azbatch.local import cli
-from snakemake_executor_plugin_azbatch.local.bearer_auth import BATCH_AUDIENCE, STORAGE_AUDIENCE
+from snakemake_executor_plugin_azbatch.local.auth.bearer_auth import BATCH_AUDIENCE, STORAGE_AUDIENCE
 from snakemake_executor_plugin_azbatch.local.config import ConfigError
-from snakemake_executor_plugin_azbatch.local.secure_endpoints import KEY_VARIABLES
-from snakemake_executor_plugin_azbatch.local.tls import prepare_tls
-from snakemake_executor_plugin_azbatch.local.token_authority import MANAGEMENT_AUDIENCE
+from snakemake_executor_plugin_azbatch.local.auth.secure_endpoints import KEY_VARIABLES
+from snakemake_executor_plugin_azbatch.local.auth.tls import prepare_tls
+from snakemake_executor_plugin_azbatch.local.auth.token_authority import MANAGEMENT_AUDIENCE
 
 API = "api-version=2025-06-01.21.0"
 BATCH_SCOPE = "https://batch.core.windows.net//.default"  # the scope in Batch's OpenAPI spec

@@ -137,7 +137,7 @@ def test_example_workflow_runs_through_the_executor(service, tmp_path):
     assert rules == {"qc", "trim", "align", "coverage", "call_variants", "summarize", "random_md5"}
 
     # Secrets never reach the console.
-    for secret in (service.config.account_key, service.config.storage.account_key):
+    for secret in (service.config.account_key, service.endpoints.storage.account_key):
         assert secret not in output
     assert "sig=" not in output  # no SAS URL either
 

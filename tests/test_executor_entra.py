@@ -14,9 +14,9 @@ from conftest import ENTRA_TOKEN_LIFETIME_S
 from executor_runs import delta, output_of, snakemake_command, write_files
 from waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.bearer_auth import BATCH_AUDIENCE, STORAGE_AUDIENCE
-from snakemake_executor_plugin_azbatch.local.secure_endpoints import KEY_VARIABLES
-from snakemake_executor_plugin_azbatch.local.token_authority import EntraConfig
+from snakemake_executor_plugin_azbatch.local.auth.bearer_auth import BATCH_AUDIENCE, STORAGE_AUDIENCE
+from snakemake_executor_plugin_azbatch.local.auth.secure_endpoints import KEY_VARIABLES
+from snakemake_executor_plugin_azbatch.local.auth.token_authority import EntraConfig
 
 SECRET_LIKE = "not-the-secret-0123456789"
 

@@ -61,7 +61,7 @@ def test_preempted_tasks_are_waited_for(make_service, tmp_path):
 def test_preempted_spot_nodes_are_reported_while_the_run_waits(make_service, tmp_path, monkeypatch):
     """Issue 10: preempted nodes are reported while waiting. The service is in this process: its preempted Spot node
     stays `preempted` for 4 s, so the 0.3 s progress counts see it however loaded the machine is."""
-    from snakemake_executor_plugin_azbatch.local import pool_management
+    from snakemake_executor_plugin_azbatch.local.model import pool_management
 
     monkeypatch.setattr(pool_management, "PREEMPTED_NODE_SECONDS", 4.0)
     service = make_service(preempt_fraction=1.0, seed=3, pools=[])

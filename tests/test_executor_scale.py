@@ -46,7 +46,7 @@ def kept_job(client, label):
     return job
 
 
-BLOCK = 8 * 1024 * 1024  # the nodes' ranged reads (local/blob_transfer.py)
+BLOCK = 8 * 1024 * 1024  # the nodes' ranged reads (local/backends/blob_transfer.py)
 
 
 def blob_name(url: str) -> str:

@@ -1,5 +1,6 @@
-"""The package has no import cycle (lazy and TYPE_CHECKING imports included), and the local service's layers
-import only downward: HTTP → API → model → execution seam → node layout. Parsed with `ast`, nothing is imported."""
+"""The package has no import cycle (lazy and TYPE_CHECKING imports included); the local service's folders import only
+what their allow-list names (HTTP → API → model → backends → nodes; storage, auth beside); the plugin wing never
+imports the local service. Parsed with `ast`, nothing is imported."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_package_has_no_import_cycle() -> None:
     graph = import_graph()
-    assert f"{NAME}.local.model" in graph  # the walk found the package
+    assert f"{NAME}.local.model.batch_state" in graph  # the walk found the package
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " → ".join(cycle or [])
 
@@ -76,26 +77,111 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+LOCAL = f"{NAME}.local"
+# The local wing's folders, each with the folders (and top-level modules) it may import: HTTP → API → model →
+# backends → nodes; storage and auth beside them. Top-level `cli` and `service` assemble everything; `config` is
+# read by every layer (and checks the node prerequisites lazily).
+LOCAL_ALLOWED: dict[str, set[str]] = {
+    "http": {"api", "model", "auth", "config"},
+    "api": {"model"},
+    "model": {"backends", "nodes", "config"},
+    "backends": {"nodes", "config"},
+    "nodes": {"config"},
+    "storage": {"auth", "config"},
+    "auth": {"config"},
+    "config": {"nodes", "auth"},
+    "pool_file": {"config"},
+    "cli_options": {"http", "auth", "nodes", "config", "pool_file"},
+    "cli": {"http", "api", "model", "backends", "nodes", "storage", "auth", "config", "pool_file", "service",
+            "cli_options"},
+    "service": {"http", "api", "model", "backends", "nodes", "storage", "auth", "config"},
+}
+# The one module of the local wing that uses the plugin wing (the offline bootstrap's wheels go into its image).
+LOCAL_USES_PLUGIN = {f"{LOCAL}.nodes.snakemake_image": {f"{NAME}.bootstrap.wheelhouse"}}
+
+
+def _local_part(module: str) -> str:
+    """`…local.model.lifecycle` → "model"; a top-level module → its own name."""
+    return module[len(LOCAL) + 1:].split(".")[0]
+
+
+def test_every_local_folder_and_top_level_module_has_an_allow_list() -> None:
+    parts = {_local_part(m) for m in import_graph() if m.startswith(LOCAL + ".")}
+    assert parts == set(LOCAL_ALLOWED)
+
+
+@pytest.mark.parametrize("part", sorted(LOCAL_ALLOWED))
+def test_local_folders_import_only_what_they_may(part: str) -> None:
+    graph = import_graph()
+    wrong = []
+    for module, targets in graph.items():
+        if not module.startswith(LOCAL + ".") or _local_part(module) != part:
+            continue
+        for target in targets:
+            if target.startswith(LOCAL + "."):
+                if _local_part(target) not in LOCAL_ALLOWED[part] | {part}:
+                    wrong.append(f"{module} → {target}")
+            elif target != LOCAL and target not in LOCAL_USES_PLUGIN.get(module, set()):
+                wrong.append(f"{module} → {target}")  # the plugin wing
+    assert not wrong, "imports across the local layers: " + "; ".join(sorted(wrong))
+
+
+def test_the_plugin_wing_never_imports_the_local_service() -> None:
+    wrong = [f"{m} → {t}" for m, ts in import_graph().items() if not m.startswith(LOCAL) for t in ts
+             if t.startswith(LOCAL)]
+    assert not wrong, wrong
+
+
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
-        ("model", {"http_server", "api", "routes", "http_messages", "host_backend", "stock_backend", "node_agent",
-                   "containers", "isolation", "service"}),
-        ("lifecycle", {"http_server", "api", "host_backend", "stock_backend", "node_agent", "containers", "model",
-                       "service"}),
-        ("scheduler", {"http_server", "api", "host_backend", "stock_backend", "node_agent", "model", "service"}),
-        ("node_agent", {"model", "lifecycle", "scheduler", "records", "api", "http_server"}),
-        ("host_backend", {"model", "lifecycle", "scheduler", "records", "api", "http_server"}),
-        ("simulated_backend", {"model", "lifecycle", "scheduler", "records", "api", "http_server", "node_agent",
-                               "host_backend", "stock_backend", "containers", "isolation"}),
-        ("stock_backend", {"model", "lifecycle", "scheduler", "records", "api", "http_server", "host_backend"}),
-        ("isolation", {"model", "lifecycle", "node_agent", "service", "api"}),
-        ("containers", {"model", "lifecycle", "node_agent", "isolation", "service", "api"}),
-        ("api", {"http_server", "host_backend", "node_agent", "lifecycle", "records"}),
-        ("errors", {"http_messages", "http_server", "api"}),
+        # Inside the model: the state machine and the scheduler never reach up to the account's operations.
+        ("model.lifecycle", {"model.batch_state", "model.pool_management", "model.pool_operations"}),
+        ("model.node_task_runs", {"model.batch_state", "model.lifecycle", "model.scheduler"}),
+        ("model.pool_records", {"model.batch_records", "model.batch_state", "model.lifecycle"}),
+        ("model.autoscale_parser", {"model.autoscale"}),
+        ("model.scheduler", {"model.batch_state"}),
+        ("model.batch_records", {"model.batch_state", "model.lifecycle", "model.scheduler"}),
+        ("model.errors", {"model.batch_state", "model.validation", "model.timestamps"}),
+        # Inside the backends: a simulated node runs no process; a stock node is not the host.
+        ("backends.simulated_backend", {"backends.node_agent", "backends.host_backend", "backends.stock_backend",
+                                        "nodes.containers", "nodes.isolation"}),
+        ("backends.stock_backend", {"backends.host_backend"}),
+        ("backends.blob_transfer", {"backends.blob_uploads", "backends.node_agent"}),
+        ("backends.host_backend", {"backends.stock_backend", "nodes.isolation"}),
     ],
 )
-def test_layers_import_only_downward(module: str, forbidden: set[str]) -> None:
-    graph = import_graph()
-    imported = {name.rsplit(".", 1)[-1] for name in graph[f"{NAME}.local.{module}"]}
-    assert not imported & forbidden, f"local/{module}.py imports {sorted(imported & forbidden)}"
+def test_modules_inside_a_layer_import_only_downward(module: str, forbidden: set[str]) -> None:
+    imported = {name[len(LOCAL) + 1:] for name in import_graph()[f"{LOCAL}.{module}"]}
+    assert not imported & forbidden, f"local/{module} imports {sorted(imported & forbidden)}"
+
+
+def test_local_module_names_are_unique_in_the_package_and_its_top_level_is_small() -> None:
+    local_names = [p.name for p in (PACKAGE / "local").rglob("*.py") if p.name != "__init__.py"]
+    plugin_names = {p.name for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] != "local"}
+    assert len(local_names) == len(set(local_names)), sorted({n for n in local_names if local_names.count(n) > 1})
+    assert not set(local_names) & plugin_names, sorted(set(local_names) & plugin_names)
+    top = sorted(p.name for p in (PACKAGE / "local").glob("*.py"))
+    assert len(top) <= 10, top
+
+
+def test_the_design_doc_names_every_local_package_and_module() -> None:
+    design = (PACKAGE.parent / "docs" / "design.md").read_text()
+    local = PACKAGE / "local"
+    packages = [f"`local/{p.parent.relative_to(local)}/`" for p in local.glob("*/__init__.py")]
+    modules = [f"`{p.relative_to(local)}`" for p in local.rglob("*.py") if p.name != "__init__.py"]
+    assert [name for name in packages + modules if name not in design] == []
+
+
+def test_local_modules_and_functions_stay_small() -> None:
+    """No module of the local wing over 400 lines, no function over 60: a bigger one is split by concern."""
+    too_big = []
+    for path in sorted((PACKAGE / "local").rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > 400:
+            too_big.append(f"{path.relative_to(PACKAGE)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                too_big.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: "
+                               f"{node.end_lineno - node.lineno + 1} lines")
+    assert too_big == []

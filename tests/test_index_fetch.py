@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from snakemake_executor_plugin_azbatch.bootstrap import index_fetch, node_script
-from snakemake_executor_plugin_azbatch.local.tls import prepare_tls, serve_tls
+from snakemake_executor_plugin_azbatch.local.auth.tls import prepare_tls, serve_tls
 
 pytestmark = pytest.mark.quick
 BODY = b"a wheel's bytes"

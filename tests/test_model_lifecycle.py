@@ -10,10 +10,10 @@ import pytest
 from fake_backend import FakeBackend
 from waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
-from snakemake_executor_plugin_azbatch.local.model import BatchState
+from snakemake_executor_plugin_azbatch.local.config import BoundEndpoints, PoolSpec, ServiceConfig
+from snakemake_executor_plugin_azbatch.local.model.batch_state import BatchState
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
-from snakemake_executor_plugin_azbatch.local.task_outcomes import WALL_CLOCK_EXIT_CODE
+from snakemake_executor_plugin_azbatch.local.backends.task_outcomes import WALL_CLOCK_EXIT_CODE
 
 pytestmark = pytest.mark.quick
 WAIT_SECONDS = 10
@@ -28,9 +28,9 @@ def model(tmp_path: Path) -> Iterator:
     ) -> tuple[BatchState, FakeBackend]:
         config = ServiceConfig(root=tmp_path / f"s{len(made)}",
                                pools=[PoolSpec.parse(p) if isinstance(p, str) else p for p in pools],
-                               account_url="http://127.0.0.1:9", **overrides)
+                               **overrides)
         backend = FakeBackend()
-        state = BatchState(config, backend)
+        state = BatchState(config, backend, BoundEndpoints("http://127.0.0.1:9"))
         made.append(state)
         state.start()
         return state, backend
@@ -195,9 +195,9 @@ def test_nodes_take_tasks_only_once_the_backend_reports_them_ready(model, tmp_pa
         def start_node(self, node) -> None:
             self.nodes.append(node)  # ready later, when the test says so
 
-    config = ServiceConfig(root=tmp_path / "slow", pools=[PoolSpec.parse("p:1:1")], account_url="http://127.0.0.1:9")
+    config = ServiceConfig(root=tmp_path / "slow", pools=[PoolSpec.parse("p:1:1")])
     backend = SlowNodes()
-    state = BatchState(config, backend)
+    state = BatchState(config, backend, BoundEndpoints("http://127.0.0.1:9"))
     state.start()
     try:
         assert state.list_nodes("p")[0]["state"] == "starting"

@@ -20,7 +20,7 @@ import pytest
 from node_sandbox import IMAGE_DIR, REPO, Node, skip_unless, stock_image
 from static_http import handler_for
 
-from snakemake_executor_plugin_azbatch.local import isolation, node_image
+from snakemake_executor_plugin_azbatch.local.nodes import isolation, node_image
 
 DEBIAN_RELEASE_URL = f"{node_image.DEFAULT_MIRROR}/dists/{node_image.SUITE}/Release"
 

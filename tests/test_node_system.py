@@ -1,11 +1,11 @@
-"""What the local service's nodes really are (`local/node_system.py`): the image its own pools report and the
+"""What the local service's nodes really are (`local/model/node_system.py`): the image its own pools report and the
 images a created pool may claim."""
 
 from __future__ import annotations
 
 import pytest
 
-from snakemake_executor_plugin_azbatch.local import node_system
+from snakemake_executor_plugin_azbatch.local.model import node_system
 
 pytestmark = pytest.mark.quick
 

@@ -1,4 +1,4 @@
-"""Stock nodes on the host's network trust this machine's extra CAs (local/node_trust.py): which certificates count,
+"""Stock nodes on the host's network trust this machine's extra CAs (local/nodes/node_trust.py): which certificates count,
 a node reaching a TLS server signed by such a CA (and failing without it), and `azbatch-local`'s one line about it,
 which --no-node-host-cas turns off together with the trust."""
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from node_sandbox import IMAGE_DIR, Node, skip_unless, stock_image
 
-from snakemake_executor_plugin_azbatch.local import isolation, node_trust
+from snakemake_executor_plugin_azbatch.local.nodes import isolation, node_trust
 from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
-from snakemake_executor_plugin_azbatch.local.tls import prepare_tls, serve_tls
+from snakemake_executor_plugin_azbatch.local.auth.tls import prepare_tls, serve_tls
 
 CLI = [sys.executable, "-m", "snakemake_executor_plugin_azbatch.local.cli"]
 

@@ -45,7 +45,7 @@ def run_task_cutting_storage_for(svc: ServiceHandle, seconds: float) -> tuple[An
     logs, the container its output goes to) once it completed."""
     blobs = svc.blob_service_client()
     container = blobs.create_container(f"uploads-{uuid.uuid4().hex[:8]}")
-    storage = svc.config.storage
+    storage = svc.endpoints.storage
     now = datetime.now(timezone.utc)
     sas = generate_container_sas(storage.account_name, container.container_name, account_key=storage.account_key,
                                  permission=ContainerSasPermissions(write=True, create=True),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from snakemake_executor_plugin_azbatch.local.odata import ODataError, apply_select, parse_filter, parse_select
+from snakemake_executor_plugin_azbatch.local.api.odata import ODataError, apply_select, parse_filter, parse_select
 
 pytestmark = pytest.mark.quick
 

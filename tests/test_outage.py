@@ -18,7 +18,7 @@ from waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text, short_reason, unreachable
 from snakemake_executor_plugin_azbatch.local.config import NODE_USER_AGENT, ConfigError
-from snakemake_executor_plugin_azbatch.local.outage import OutageSwitch, ScheduledOutage, outage_endpoint
+from snakemake_executor_plugin_azbatch.local.http.outage_switch import OutageSwitch, ScheduledOutage, change_outage
 from snakemake_executor_plugin_azbatch.outage import (
     OutageExpired,
     Outages,
@@ -182,11 +182,10 @@ def test_the_switch_keeps_windows_spares_the_nodes_and_counts_what_it_dropped():
     assert state["storage"]["dropped"] == 1 and state["storage"]["remaining"] == 10.0
     clock.now += 10
     assert not switch.drops("storage") and not switch.drops("batch")
-    assert outage_endpoint("POST", "/_local/outage", b'{"storage": 2, "after": 1}', switch).status == 200
+    assert change_outage(switch, b'{"storage": 2, "after": 1}').status == 200
     assert switch.snapshot()["storage"]["startsIn"] == 1.0
-    assert outage_endpoint("POST", "/_local/outage", b'{"pool": 2}', switch).status == 400
-    assert outage_endpoint("POST", "/_local/outage", b'{"batch": -1}', switch).status == 400
-    assert outage_endpoint("GET", "/_local/metrics", b"", switch) is None
+    assert change_outage(switch, b'{"pool": 2}').status == 400
+    assert change_outage(switch, b'{"batch": -1}').status == 400
     with pytest.raises(ConfigError, match="KIND:SECONDS"):
         ScheduledOutage.parse("pool:10")
 
@@ -310,7 +309,7 @@ def test_a_batch_then_a_storage_outage_mid_run_are_survived_and_reported(make_se
     label = "outage-survived"
     workdir = write_files(tmp_path / label, {"Snakefile": SNAKEFILE})
     run = Run(service, workdir, label)
-    batch, storage = f"Batch account {service.account_url}", f"storage account {service.config.storage.blob_url}"
+    batch, storage = f"Batch account {service.account_url}", f"storage account {service.endpoints.storage.blob_url}"
     try:
         wait_for(lambda: _running(service, "slow-") or run.proc.poll() is not None, 120, "a running task of rule slow")
         set_outage(service, batch=300)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from snakemake_executor_plugin_azbatch.config import SettingsError, resolve
-from snakemake_executor_plugin_azbatch.local.autoscale import Inputs, evaluate, parse
+from snakemake_executor_plugin_azbatch.local.model.autoscale import Inputs, evaluate
+from snakemake_executor_plugin_azbatch.local.model.autoscale_parser import parse
 from snakemake_executor_plugin_azbatch.pool_creation import autoscale_formula, describe, pool_body
 from snakemake_executor_plugin_azbatch.settings import ExecutorSettings
 

@@ -64,7 +64,7 @@ def test_exported_settings_reach_batch_and_storage(local_service: ServiceHandle)
     assert set(env) == EXPECTED_ENV
     assert env["SNAKEMAKE_AZBATCH_ACCOUNT_URL"] == env["AZURE_BATCH_ENDPOINT"] == local_service.account_url
     assert env["SNAKEMAKE_AZBATCH_POOL_ID"] == local_service.config.pools[0].id
-    assert env["SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_URL"] == local_service.config.storage.blob_url
+    assert env["SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_URL"] == local_service.endpoints.storage.blob_url
     assert env["AZURE_STORAGE_CONNECTION_STRING"] == env["SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING"]
     assert all(v.startswith("http://127.0.0.1:") for k, v in env.items() if k.endswith("_URL") or k.endswith("ENDPOINT"))
 
@@ -108,7 +108,7 @@ def test_stop_writes_metrics_and_releases_everything(make_service, tmp_path: Pat
     ).stdout.decode()
     assert sourced == str(service.root) == str((tmp_path / "it's a root").resolve())
     azurite_pid = service.service.azurite.process.pid
-    blob_url = service.config.storage.blob_url
+    blob_url = service.endpoints.storage.blob_url
     container = service.blob_service_client().create_container("stopping")
     container.upload_blob("a.txt", b"abc")
     service.stop()
@@ -427,7 +427,7 @@ def test_missing_azurite_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_find_azurite_walks_up_to_node_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from snakemake_executor_plugin_azbatch.local.azurite import find_azurite
+    from snakemake_executor_plugin_azbatch.local.storage.azurite import find_azurite
     from snakemake_executor_plugin_azbatch.local.config import ConfigError
 
     monkeypatch.delenv("AZURITE_BIN", raising=False)
@@ -451,6 +451,23 @@ def _config(tmp_path: Path, *args: str):
     from snakemake_executor_plugin_azbatch.local import cli
 
     return cli.config_from_args(cli.build_parser().parse_args(["serve", "--root", str(tmp_path / "root"), *args]))
+
+
+@pytest.mark.quick
+def test_service_options_are_generated_from_the_config_fields_and_their_defaults(tmp_path: Path) -> None:
+    from snakemake_executor_plugin_azbatch.local.cli_options import build_parser, config_options
+    from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
+
+    generated = config_options()
+    assert len(generated) >= 15 and len({spec.flag for _, spec, _ in generated}) == len(generated)
+    defaults = ServiceConfig(root=tmp_path)
+    parsed = _config(tmp_path)
+    for name, _, default in generated:
+        assert getattr(defaults, name) == default == getattr(parsed, name), name
+    help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    assert all(spec.flag in help_text for _, spec, _ in generated)
+    changed = _config(tmp_path, "--seed", "7", "--max-pool-nodes", "3", "--no-node-host-cas", "--simulate", "0.5")
+    assert (changed.seed, changed.max_pool_nodes, changed.node_host_cas, changed.simulate) == (7, 3, False, 0.5)
 
 
 @pytest.mark.quick

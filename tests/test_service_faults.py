@@ -15,8 +15,8 @@ from azure.core.exceptions import HttpResponseError
 from spec_validation import validate_response
 
 from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
-from snakemake_executor_plugin_azbatch.local.faults import FaultInjector
-from snakemake_executor_plugin_azbatch.local.shared_key import authorization_header
+from snakemake_executor_plugin_azbatch.local.http.faults import FaultInjector
+from snakemake_executor_plugin_azbatch.local.auth.shared_key import authorization_header
 
 NEVER_SCHEDULED = 1000  # requiredSlots no node has: tasks stay active, no process runs
 

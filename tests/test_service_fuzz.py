@@ -19,10 +19,10 @@ import pytest
 from azure.batch import models as m
 
 from conftest import ServiceHandle, start_service
-from snakemake_executor_plugin_azbatch.local.http_server import BatchRequestHandler
-from snakemake_executor_plugin_azbatch.local.request_body import MAX_BODY_BYTES
-from snakemake_executor_plugin_azbatch.local.routes import ROUTES
-from snakemake_executor_plugin_azbatch.local.shared_key import authorization_header
+from snakemake_executor_plugin_azbatch.local.http.http_server import BatchRequestHandler
+from snakemake_executor_plugin_azbatch.local.http.request_body import MAX_BODY_BYTES
+from snakemake_executor_plugin_azbatch.local.http.routes import BATCH_ROUTES
+from snakemake_executor_plugin_azbatch.local.auth.shared_key import authorization_header
 
 SEED = 19
 CASES = 320
@@ -93,7 +93,7 @@ class Fuzzer:
                                 "tvm-1", "x%2Fy", "-", "_", "~"])
 
     def path(self, template: str | None = None) -> str:
-        path = template or self.rng.choice(ROUTES)[1]
+        path = template or self.rng.choice(BATCH_ROUTES)[1]
         for name in ("applicationId", "poolId", "nodeId", "jobId", "taskId"):
             path = path.replace("{" + name + "}", self.ident())
         path = path.replace("{filePath:path}", self.rng.choice(["stdout.txt", "wd/..%2F..%2Fetc", "%ff", "a/b/c"]))
@@ -188,8 +188,8 @@ class Fuzzer:
         sign = rng.random() < 0.6
         kind = rng.randrange(12)
         if rng.random() < 0.5:  # an operation the service has, so malformed bodies reach its handlers
-            method, template = rng.choice([(r[0], r[1]) for r in ROUTES if r[0] in ("POST", "PATCH")] + [
-                (r[0], r[1]) for r in ROUTES])
+            method, template = rng.choice([(r[0], r[1]) for r in BATCH_ROUTES if r[0] in ("POST", "PATCH")] + [
+                (r[0], r[1]) for r in BATCH_ROUTES])
             target = f"{self.path(template)}?{self.query()}"
         else:
             method = rng.choice(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])

@@ -13,13 +13,13 @@ import pytest
 from spec_validation import validate_body
 from waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, PoolSpec, ServiceConfig
-from snakemake_executor_plugin_azbatch.local.api import task_add_results
-from snakemake_executor_plugin_azbatch.local.errors import BatchError
-from snakemake_executor_plugin_azbatch.local.model import BatchState
-from snakemake_executor_plugin_azbatch.local.node_layout import app_package_env_name
+from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, BoundEndpoints, PoolSpec, ServiceConfig
+from snakemake_executor_plugin_azbatch.local.api.batch_api import task_add_results
+from snakemake_executor_plugin_azbatch.local.model.errors import BatchError
+from snakemake_executor_plugin_azbatch.local.model.batch_state import BatchState
+from snakemake_executor_plugin_azbatch.local.nodes.node_layout import app_package_env_name
 from snakemake_executor_plugin_azbatch.local.service import make_backend
-from snakemake_executor_plugin_azbatch.local.timestamps import duration_seconds
+from snakemake_executor_plugin_azbatch.local.model.timestamps import duration_seconds
 
 pytestmark = pytest.mark.quick
 
@@ -38,10 +38,10 @@ def make_state(tmp_path: Path) -> Iterator:
         config = ServiceConfig(
             root=tmp_path / f"s{len(states)}",
             pools=[PoolSpec.parse(p) for p in pools],
-            account_url="http://127.0.0.1:9",
             **overrides,
         )
-        state = BatchState(config, make_backend(config))
+        endpoints = BoundEndpoints("http://127.0.0.1:9")
+        state = BatchState(config, make_backend(config, endpoints), endpoints)
         states.append(state)
         state.start()
         return state

@@ -104,7 +104,7 @@ def make_container(svc, prefix: str):
 
 
 def container_url(svc, container: str, sas: bool = True, **permissions: bool) -> str:
-    storage = svc.config.storage
+    storage = svc.endpoints.storage
     base = f"{storage.blob_url}/{container}"
     if not sas:
         return base
@@ -119,7 +119,7 @@ def container_url(svc, container: str, sas: bool = True, **permissions: bool) ->
 
 
 def blob_url(svc, container: str, blob: str) -> str:
-    storage = svc.config.storage
+    storage = svc.endpoints.storage
     token = generate_blob_sas(
         storage.account_name,
         container,
@@ -460,7 +460,7 @@ def test_failed_resource_download_fails_before_the_command(local_service, kind: 
     container = make_container(local_service, "bad")
     container.upload_blob("x.txt", b"x")
     name = container.container_name
-    storage = local_service.config.storage
+    storage = local_service.endpoints.storage
     if kind == "missing-blob":
         rf = {"httpUrl": blob_url(local_service, name, "absent.txt"), "filePath": "absent.txt"}
     elif kind == "wrong-key":

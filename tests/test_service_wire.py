@@ -21,7 +21,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from spec_validation import validate_response
 from waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.shared_key import authorization_header
+from snakemake_executor_plugin_azbatch.local.auth.shared_key import authorization_header
 from snakemake_executor_plugin_azbatch.log_tails import node_file_tail
 
 WAIT_SECONDS = 60
@@ -575,9 +575,9 @@ def test_urls_match_in_any_case_and_expand_is_accepted(client: BatchClient, raw:
 
 def test_server_refuses_non_loopback_hosts(tmp_path: Any) -> None:
     from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
-    from snakemake_executor_plugin_azbatch.local.faults import FaultInjector
-    from snakemake_executor_plugin_azbatch.local.metrics import Metrics
-    from snakemake_executor_plugin_azbatch.local.http_server import make_server
+    from snakemake_executor_plugin_azbatch.local.http.faults import FaultInjector
+    from snakemake_executor_plugin_azbatch.local.http.metrics import Metrics
+    from snakemake_executor_plugin_azbatch.local.http.http_server import make_server
 
     for host in ("0.0.0.0", "192.0.2.10", "example.org"):
         config = ServiceConfig(root=tmp_path, host=host)

@@ -22,7 +22,7 @@ from azure.core import MatchConditions
 from azure.core.credentials import AzureNamedKeyCredential
 
 from snakemake_executor_plugin_azbatch.local.config import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
-from snakemake_executor_plugin_azbatch.local.shared_key import (
+from snakemake_executor_plugin_azbatch.local.auth.shared_key import (
     AuthenticationError,
     ReceivedRequest,
     SharedKeyVerifier,

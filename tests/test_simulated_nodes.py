@@ -17,8 +17,8 @@ from conftest import ServiceHandle, start_service
 from executor_runs import delta, output_of, run_snakemake, write_files
 from waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.simulated_backend import IO_THREADS, chosen_to_fail
-from snakemake_executor_plugin_azbatch.local.task_outcomes import WALL_CLOCK_EXIT_CODE
+from snakemake_executor_plugin_azbatch.local.backends.simulated_backend import IO_THREADS, chosen_to_fail
+from snakemake_executor_plugin_azbatch.local.backends.task_outcomes import WALL_CLOCK_EXIT_CODE
 
 WAIT_SECONDS = 60
 SECONDS = 1.0
@@ -51,7 +51,7 @@ def wait_completed(client, job_id: str, task_ids: list[str]) -> dict[str, Any]:
 
 
 def writable_container_url(svc: ServiceHandle, container: str) -> str:
-    storage = svc.config.storage
+    storage = svc.endpoints.storage
     token = generate_container_sas(
         storage.account_name, container, account_key=storage.account_key,
         permission=ContainerSasPermissions(read=True, write=True, create=True, list=True),
@@ -147,7 +147,7 @@ def test_literal_outputs_become_placeholder_blobs_wildcards_match_nothing(simula
     client = simulated.batch_client()
     container = simulated.blob_service_client().create_container("simulated-outputs")
     url = writable_container_url(simulated, container.container_name)
-    identity_url = f"{simulated.config.storage.blob_url}/{container.container_name}"
+    identity_url = f"{simulated.endpoints.storage.blob_url}/{container.container_name}"
 
     def out(pattern: str, condition: str = "tasksuccess", path: str | None = None, identity: bool = False) -> dict:
         dest: dict[str, Any] = {"containerUrl": identity_url, "identityReference": IDENTITY} if identity else {
@@ -187,7 +187,7 @@ def test_literal_outputs_become_placeholder_blobs_wildcards_match_nothing(simula
 def test_upload_errors_fail_a_simulated_task_like_a_real_one(simulated) -> None:
     client = simulated.batch_client()
     container = simulated.blob_service_client().create_container("simulated-readonly")
-    storage = simulated.config.storage
+    storage = simulated.endpoints.storage
     read_only = generate_container_sas(storage.account_name, container.container_name,
                                        account_key=storage.account_key,
                                        permission=ContainerSasPermissions(read=True, list=True),

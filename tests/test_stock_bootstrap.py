@@ -27,7 +27,7 @@ from test_example_workflow import copy_example, read_tsv
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.bootstrap import node_script
-from snakemake_executor_plugin_azbatch.local import isolation, node_trust
+from snakemake_executor_plugin_azbatch.local.nodes import isolation, node_trust
 from snakemake_executor_plugin_azbatch.local.config import PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 

@@ -20,7 +20,7 @@ from test_service_nodes import blob_url, container_url, make_container
 from waiting import wait_for
 
 from conftest import ServiceHandle, start_service
-from snakemake_executor_plugin_azbatch.local import containers, isolation, node_image
+from snakemake_executor_plugin_azbatch.local.nodes import containers, isolation, node_image
 from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 
@@ -282,7 +282,7 @@ def test_a_local_only_node_reaches_the_local_service_and_nothing_else(make_servi
     job_id = new_job(client, "lonely")
     task = run_task(client, job_id, {
         "id": "net", "commandLine": f"python3 -c \"{script}\"",
-        "environmentSettings": [{"name": "BLOB", "value": svc.config.storage.blob_url + "/nothing?comp=list"}],
+        "environmentSettings": [{"name": "BLOB", "value": svc.endpoints.storage.blob_url + "/nothing?comp=list"}],
     })  # fmt: skip
     assert task.execution_info.result == "success", task_stderr(svc, client, job_id, "net")
     out = b"".join(client.download_task_file(job_id, "net", "stdout.txt")).decode().splitlines()

@@ -21,326 +21,25 @@ import signal
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
-from typing import NoReturn
 
-from . import node_image as node_image_module
-from .azurite import AzuriteError
-from . import pool_file
-from . import snakemake_image
+from .cli_options import EXIT_USAGE, PROG, build_parser, config_from_args
 from .config import (
-    NODE_NETWORKS,
-    AppPackageSpec,
     ConfigError,
-    PoolSpec,
     ServiceConfig,
-    default_pools,
-    fault_statuses,
 )
+from .nodes import node_image as node_image_module
+from .nodes import snakemake_image
 from .service import LocalService
+from .storage.azurite import AzuriteError
 
-PROG = "azbatch-local"
-DEFAULT_ROOT = Path(".azbatch-local")
-ACCOUNT_KEY_ENV = "AZBATCH_LOCAL_ACCOUNT_KEY"
-EXIT_USAGE = 2
 EXIT_START_FAILED = 1
 EXIT_COMMAND_NOT_FOUND = 127
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal went away
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr, exit 2 (argparse's default adds the whole usage text)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 class _StopRequested(BaseException):
     """Raised from the signal handler so a signal during start-up unwinds through LocalService.start()."""
-
-
-def _add_service_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=0, help="Batch API port on 127.0.0.1 (default: a free port)")
-    parser.add_argument(
-        "--pool",
-        action="append",
-        default=[],
-        metavar="ID[:NODES[:SLOTS]]",
-        help="a pool of simulated nodes (repeatable; default: one pool 'local' sized to this machine's cores)",
-    )
-    parser.add_argument(
-        "--root",
-        type=Path,
-        default=DEFAULT_ROOT,
-        help=f"directory for Azurite data, node directories, env.sh and metrics.json (default: ./{DEFAULT_ROOT})",
-    )
-    parser.add_argument(
-        "--app-package",
-        action="append",
-        default=[],
-        metavar="NAME:VERSION=ZIP",
-        help="an application package the nodes can install (repeatable)",
-    )
-    parser.add_argument("--account-name", default=None, help="Batch account name (default: the dev account)")
-    parser.add_argument(
-        "--account-key",
-        default=os.environ.get(ACCOUNT_KEY_ENV),
-        help=f"Batch account key, base64 (default: ${ACCOUNT_KEY_ENV}, else the documented dev key); "
-        f"prefer the variable to keep a real key off the command line",
-    )
-    parser.add_argument(
-        "--fail-fraction", type=float, default=0.0, help="fraction of API requests answered with a fault (0-1)"
-    )
-    parser.add_argument(
-        "--fail-status",
-        type=_fail_statuses,
-        default=(503,),
-        metavar="STATUS[,STATUS...]",
-        help="status of injected faults: 500, 503 or 429, or a mix such as 429,500,503 (each fault draws one)",
-    )
-    parser.add_argument(
-        "--preempt-fraction", type=float, default=0.0, help="fraction of running tasks preempted once (0-1)"
-    )
-    parser.add_argument(
-        "--simulate",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="run no processes: every task passes through Batch's states on simulated nodes and completes after "
-        "SECONDS; outputs with a literal filePattern are uploaded as small placeholder blobs",
-    )
-    parser.add_argument(
-        "--simulate-fail",
-        type=float,
-        default=0.0,
-        metavar="FRACTION",
-        help="with --simulate: this fraction of tasks fail with exit code 1 (chosen from --seed and the task's ids)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for fault injection, preemption and --simulate-fail")
-    parser.add_argument(
-        "--https", action="store_true", help="serve the Batch API and storage over TLS (a generated CA, ROOT/ca.pem)"
-    )
-    parser.add_argument(
-        "--entra",
-        action="store_true",
-        help="Microsoft Entra ID: a local token authority with a service principal and a managed identity; bearer "
-        "tokens accepted next to Shared Key; exports the service principal instead of keys (implies --https)",
-    )
-    parser.add_argument(
-        "--token-lifetime", type=int, default=None, metavar="SECONDS",
-        help="lifetime of the tokens the authority issues (default: 3600); short ones rehearse token refresh",
-    )
-    parser.add_argument(
-        "--autoscale-min-interval", type=float, default=300.0, metavar="SECONDS",
-        help="shortest autoScaleEvaluationInterval accepted (Batch: 300 s; lower it for quick local autoscaling)",
-    )
-    parser.add_argument(
-        "--autoscale-sample-seconds", type=float, default=30.0, metavar="SECONDS",
-        help="seconds between the task-count samples autoscale formulas read (Batch: 30)",
-    )
-    parser.add_argument("--max-pool-nodes", type=int, default=32, metavar="N",
-                        help="most nodes of each kind (dedicated, Spot) one pool may have")
-    parser.add_argument(
-        "--active-job-quota", type=int, default=0,
-        help="active jobs the account may hold; more answers 409 ActiveJobAndScheduleQuotaReached (0: no limit)",
-    )
-    parser.add_argument(
-        "--outage", action="append", default=[], metavar="KIND:SECONDS[@AFTER]",
-        help="the Batch API (batch), storage (storage) or storage as the nodes reach it (nodeStorage) unreachable "
-        "for SECONDS, AFTER seconds after the start (repeatable); POST /_local/outage switches one on at any time",
-    )
-    _add_node_options(parser)
-
-
-def _fail_statuses(text: str) -> tuple[int, ...]:
-    """`--fail-status 503` or `--fail-status 429,500,503` (config.fault_statuses checks them)."""
-    try:
-        return fault_statuses(tuple(int(part) for part in text.split(",")))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid choice: {text} (choose from 500, 503, 429, or a comma-separated mix)")
-
-
-def _add_node_options(parser: argparse.ArgumentParser) -> None:
-    """Pools beyond --pool (containers, start tasks, a pool file) and what the nodes run in."""
-    parser.add_argument(
-        "--container-pool",
-        action="append",
-        default=[],
-        metavar="ID[:NODES[:SLOTS]]",
-        help="a container-enabled pool (containerConfiguration dockerCompatible): tasks need containerSettings and "
-        "run in podman (repeatable)",
-    )
-    parser.add_argument(
-        "--pool-file",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="pools from a JSON or YAML file: id, nodes, slots, vmSize, containerConfiguration, startTask",
-    )
-    parser.add_argument(
-        "--start-task",
-        action="append",
-        default=[],
-        metavar="POOL=COMMAND",
-        help="a start task for POOL's nodes (waitForSuccess, non-admin; the pool file gives every property)",
-    )
-    parser.add_argument(
-        "--node-image",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="run every node in the stock node image in DIR (`azbatch-local node-image build DIR`), isolated from "
-        "the host; needs root, bubblewrap and util-linux",
-    )
-    parser.add_argument(
-        "--node-network",
-        choices=NODE_NETWORKS,
-        default="host",
-        help="with --node-image: 'host' (nodes reach what this machine reaches) or 'local-only' (only the local "
-        "Batch service and storage)",
-    )
-    parser.add_argument(
-        "--node-host-cas",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="with --node-image on the host network: nodes trust this machine's extra CA certificates (those in "
-        "/usr/local/share/ca-certificates, e.g. a TLS-inspecting proxy's), as the network they share needs "
-        "(default: on; one line says so)",
-    )
-    parser.add_argument(
-        "--podman-store",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="podman store of container pools (default: 'podman' next to --node-image's DIR, else ROOT/cache/podman)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog=PROG, description="Local Azure Batch-compatible service with Azurite, on loopback.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
-    serve = commands.add_parser("serve", help="start the service and print the export lines; Ctrl-C stops it")
-    _add_service_options(serve)
-    run = commands.add_parser(
-        "run",
-        help="start the service, run COMMAND with its settings, then stop",
-        description="Start the service, run COMMAND with the exported settings in its environment, stop everything "
-        "when it exits and exit with its status. COMMAND runs in its own process group: SIGINT/SIGTERM (and "
-        "Ctrl-C) reach it once, forwarded by azbatch-local; a second signal kills it. It should not read the "
-        "terminal.",
-    )
-    _add_service_options(run)
-    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...", help="the command to run")
-    _add_node_image_commands(commands)
-    snakemake_image.add_command(commands, _OneLineParser, DEFAULT_ROOT)
-    return parser
-
-
-def _add_node_image_commands(commands: argparse._SubParsersAction) -> None:
-    node_image = commands.add_parser("node-image", help="the stock node image local nodes can run in")
-    actions = node_image.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
-    build = actions.add_parser(
-        "build",
-        help="build the stock node image (cached: instant when DIR already holds it)",
-        description="Build a root filesystem like a stock Azure Batch Linux node: Debian "
-        f"{node_image_module.SUITE} minbase from Debian's mirror with {', '.join(node_image_module.PACKAGES)}, "
-        "the non-admin task user _azbatch, and no pip, venv or Snakemake. Needs root and the Debian package "
-        "debootstrap. A second build of the same recipe returns at once.",
-    )
-    build.add_argument(
-        "dir",
-        nargs="?",
-        type=Path,
-        default=node_image_module.default_directory(DEFAULT_ROOT),
-        help=f"image directory (default: ./{node_image_module.default_directory(DEFAULT_ROOT)})",
-    )
-    build.add_argument(
-        "--mirror",
-        default=node_image_module.DEFAULT_MIRROR,
-        help=f"Debian mirror URL (default: {node_image_module.DEFAULT_MIRROR})",
-    )
-    build.add_argument(
-        "--podman",
-        action="store_true",
-        help="also import the image into a local podman store as a container image (no registry involved)",
-    )
-    build.add_argument(
-        "--podman-store",
-        type=Path,
-        default=None,
-        help="podman store for --podman (default: a 'podman' directory next to DIR)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> ServiceConfig:
-    """ServiceConfig from parsed options; ConfigError (one line) on bad values."""
-    from .outage import ScheduledOutage
-
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port {args.port}: choose 0 (any free port) or a port between 1 and 65535")
-    overrides: dict[str, object] = {}
-    pools = _pools_from_args(args)
-    if pools:
-        overrides["pools"] = pools
-    if args.account_name is not None:
-        if not args.account_name.isalnum():
-            raise ConfigError(f"--account-name {args.account_name!r}: use letters and digits only")
-        overrides["account_name"] = args.account_name
-    if args.account_key is not None:
-        import base64
-        import binascii
-
-        try:
-            base64.b64decode(args.account_key, validate=True)
-        except (binascii.Error, ValueError):
-            raise ConfigError("--account-key: not valid base64; pass a base64-encoded key") from None
-        overrides["account_key"] = args.account_key
-    if args.token_lifetime is not None and not args.entra:
-        raise ConfigError("--token-lifetime: only meaningful with --entra; add --entra")
-    if args.entra:
-        from .token_authority import DEFAULT_TOKEN_LIFETIME, EntraConfig
-
-        overrides["entra"] = EntraConfig(
-            token_lifetime=DEFAULT_TOKEN_LIFETIME if args.token_lifetime is None else args.token_lifetime
-        )
-    config = ServiceConfig(
-        root=args.root,
-        port=args.port,
-        app_packages=[AppPackageSpec.parse(text) for text in args.app_package],
-        fail_fraction=args.fail_fraction,
-        fail_status=args.fail_status,
-        preempt_fraction=args.preempt_fraction,
-        seed=args.seed,
-        simulate=args.simulate,
-        simulate_fail=args.simulate_fail,
-        https=args.https or args.entra,
-        node_image=args.node_image,
-        node_network=args.node_network,
-        node_host_cas=args.node_host_cas,
-        podman_store=args.podman_store,
-        autoscale_min_interval=args.autoscale_min_interval,
-        autoscale_sample_seconds=args.autoscale_sample_seconds,
-        max_pool_nodes=args.max_pool_nodes,
-        active_job_quota=args.active_job_quota,
-        outages=tuple(ScheduledOutage.parse(text) for text in args.outage),
-        **overrides,  # type: ignore[arg-type]
-    )
-    config.validate()
-    return config
-
-
-def _pools_from_args(args: argparse.Namespace) -> list[PoolSpec]:
-    """--pool, --container-pool and --pool-file pools in that order, then --start-task applied to them."""
-    pools = [PoolSpec.parse(text) for text in args.pool]
-    pools += [pool_file.container_pool(text) for text in args.container_pool]
-    if args.pool_file is not None:
-        pools += pool_file.load_pool_file(args.pool_file)
-    if args.start_task and not pools:
-        pools = default_pools()
-    for text in args.start_task:
-        pools = pool_file.with_start_task(pools, text)
-    return pools
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _node_image_build(args: argparse.Namespace) -> int:
-    from .containers import PodmanEngine
-    from .containers import missing_packages as podman_missing
+    from .nodes.containers import PodmanEngine
+    from .nodes.containers import missing_packages as podman_missing
 
     prog = f"{PROG} node-image build"
 
@@ -438,7 +137,8 @@ def _serve(config: ServiceConfig) -> int:
         for line in service.export_lines():
             print(line)
         print(f"# written to {service.env_file}; `source` it in another shell. Ctrl-C or SIGTERM stops the service.")
-        print(f"# Batch API {service.account_url}  storage {config.storage.blob_url if config.storage else ''}")
+        storage = service.endpoints.storage if service.endpoints else None
+        print(f"# Batch API {service.account_url}  storage {storage.blob_url if storage else ''}")
         sys.stdout.flush()
         while not stop.wait(1.0):
             pass

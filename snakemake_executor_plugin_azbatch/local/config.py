@@ -6,10 +6,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from .token_authority import EntraConfig
+    from .auth.token_authority import EntraConfig
 
 # Fixed development credentials, documented in the README (like Azurite's devstoreaccount1). Not a secret: the
 # service only listens on loopback. Override with --account-name / --account-key.
@@ -23,7 +24,7 @@ AZURITE_ACCOUNT_KEY = (
 )
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-# The node agent's own blob transfers carry this in their User-Agent: a storage outage (outage.py) spares them, a
+# The node agent's own blob transfers carry this in their User-Agent: a storage outage (outage_switch.py) spares them, a
 # nodeStorage outage drops them.
 NODE_USER_AGENT = "azbatch-local-node"
 NODE_NETWORKS = ("host", "local-only")
@@ -100,7 +101,7 @@ class AppPackageSpec:
         return cls(m.group(1), m.group(2), path)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StorageEndpoint:
     blob_url: str  # http(s)://127.0.0.1:PORT/devstoreaccount1 (through the counting proxy)
     account_name: str = AZURITE_ACCOUNT_NAME
@@ -129,40 +130,109 @@ def fault_statuses(fail_status: int | tuple[int, ...]) -> tuple[int, ...]:
     return statuses
 
 
-@dataclass
+def parse_fail_statuses(text: str) -> tuple[int, ...]:
+    """`--fail-status 503` or `--fail-status 429,500,503`."""
+    try:
+        return fault_statuses(tuple(int(part) for part in text.split(",")))
+    except ValueError:
+        raise ConfigError(f"invalid choice: {text} (choose from 500, 503, 429, or a comma-separated mix)") from None
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """The `azbatch-local` option that sets a `ServiceConfig` field: cli_options generates it from this, with the
+    field's default (stated once, here)."""
+
+    flag: str
+    help: str
+    parse: Callable[[str], Any] | None = None  # text → value; None: the field's type (int, float, Path, bool)
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    negatable: bool = False  # a bool with --no-FLAG too (default on)
+
+
+def option(default: Any, flag: str, help: str, **settings: Any) -> Any:
+    """A `ServiceConfig` field with its default and the option that sets it."""
+    return field(default=default, metadata={"option": CliOption(flag, help, **settings)})
+
+
+@dataclass(frozen=True)
+class BoundEndpoints:
+    """Where a started service answers, known once its ports are bound: a value of its own (LocalService.endpoints),
+    never written into the `ServiceConfig` the service was started with."""
+
+    account_url: str  # scheme://host:port of the Batch API
+    storage: StorageEndpoint | None = None  # the blob endpoint (the counting proxy in front of Azurite)
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.account_url).port or 0
+
+    @classmethod
+    def unbound(cls, config: ServiceConfig) -> BoundEndpoints:
+        """For a model or backend used without sockets (tests): the configured host and port, no storage."""
+        return cls(f"http://{config.host}:{config.port}")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     root: Path
     host: str = "127.0.0.1"
-    port: int = 0
+    port: int = option(0, "--port", "Batch API port on 127.0.0.1 (default: a free port)", parse=int)
     pools: list[PoolSpec] = field(default_factory=default_pools)
     account_name: str = DEV_ACCOUNT_NAME
     account_key: str = DEV_ACCOUNT_KEY
     app_packages: list[AppPackageSpec] = field(default_factory=list)
-    fail_fraction: float = 0.0
-    fail_status: int | tuple[int, ...] = 503  # one transient status, or a mix (each fault draws one)
-    preempt_fraction: float = 0.0
-    seed: int = 0
-    simulate: float | None = None  # seconds each task "runs" on simulated nodes (no process); None: real processes
-    simulate_fail: float = 0.0  # fraction of simulated tasks that fail (exit code 1), chosen by seed and task
+    fail_fraction: float = option(0.0, "--fail-fraction", "fraction of API requests answered with a fault (0-1)",
+                                  parse=float)
+    # one transient status, or a mix (each fault draws one)
+    fail_status: int | tuple[int, ...] = option(
+        503, "--fail-status", "status of injected faults: 500, 503 or 429, or a mix such as 429,500,503 (each fault "
+        "draws one; default: 503)", parse=parse_fail_statuses, metavar="STATUS[,STATUS...]")
+    preempt_fraction: float = option(0.0, "--preempt-fraction", "fraction of running tasks preempted once (0-1)",
+                                     parse=float)
+    seed: int = option(0, "--seed", "seed for fault injection, preemption and --simulate-fail", parse=int)
+    # seconds each task "runs" on simulated nodes (no process); None: real processes
+    simulate: float | None = option(
+        None, "--simulate", "run no processes: every task passes through Batch's states on simulated nodes and "
+        "completes after SECONDS; outputs with a literal filePattern are uploaded as small placeholder blobs",
+        parse=float, metavar="SECONDS")
+    simulate_fail: float = option(
+        0.0, "--simulate-fail", "with --simulate: this fraction of tasks fail with exit code 1 (chosen from --seed "
+        "and the task's ids)", parse=float, metavar="FRACTION")
     https: bool = False  # TLS on the Batch API and storage (a generated CA; see tls.py)
     entra: EntraConfig | None = None  # a local token authority and bearer tokens (implies https)
-    node_image: Path | None = None  # a stock node image directory: nodes run in it (stock_backend); None: the host
-    node_network: str = "host"  # "host" | "local-only" (stock nodes reach the local service and nothing else)
-    node_host_cas: bool = True  # host-network stock nodes trust this machine's extra CAs (node_trust.py)
-    podman_store: Path | None = None  # podman store of container pools; None: next to the node image / ROOT/cache
+    # a stock node image directory: nodes run in it (stock_backend); None: the host
+    node_image: Path | None = option(
+        None, "--node-image", "run every node in the stock node image in DIR (`azbatch-local node-image build DIR`), "
+        "isolated from the host; needs root, bubblewrap and util-linux", parse=Path, metavar="DIR")
+    node_network: str = option(
+        "host", "--node-network", "with --node-image: 'host' (nodes reach what this machine reaches) or "
+        "'local-only' (only the local Batch service and storage)", choices=NODE_NETWORKS)
+    node_host_cas: bool = option(
+        True, "--node-host-cas", "with --node-image on the host network: nodes trust this machine's extra CA "
+        "certificates (those in /usr/local/share/ca-certificates, e.g. a TLS-inspecting proxy's), as the network "
+        "they share needs (default: on; one line says so)", negatable=True)
+    podman_store: Path | None = option(
+        None, "--podman-store", "podman store of container pools (default: 'podman' next to --node-image's DIR, "
+        "else ROOT/cache/podman)", parse=Path, metavar="DIR")
     # Pools that change (pool_management): Batch's autoscale interval minimum is 5 minutes and it samples task
     # counts every 30 s; tests lower both. max_pool_nodes caps a pool's nodes of each kind (like a core quota).
-    autoscale_min_interval: float = 300.0
-    autoscale_sample_seconds: float = 30.0
-    max_pool_nodes: int = 32
-    active_job_quota: int = 0  # active jobs the account may hold (Batch: 100-300 by default); 0 = no limit
+    autoscale_min_interval: float = option(
+        300.0, "--autoscale-min-interval", "shortest autoScaleEvaluationInterval accepted (Batch: 300 s; lower it "
+        "for quick local autoscaling)", parse=float, metavar="SECONDS")
+    autoscale_sample_seconds: float = option(
+        30.0, "--autoscale-sample-seconds", "seconds between the task-count samples autoscale formulas read "
+        "(Batch: 30)", parse=float, metavar="SECONDS")
+    max_pool_nodes: int = option(32, "--max-pool-nodes", "most nodes of each kind (dedicated, Spot) one pool may "
+                                 "have", parse=int, metavar="N")
+    active_job_quota: int = option(
+        0, "--active-job-quota", "active jobs the account may hold; more answers 409 "
+        "ActiveJobAndScheduleQuotaReached (0: no limit)", parse=int)
     outages: tuple = ()  # outage.ScheduledOutage entries (--outage KIND:SECONDS[@AFTER])
     # How long a node keeps retrying an output upload that failed transiently (connection lost, 408/429/5xx),
     # with back-off, before the task fails with FileUploadMiscError (blob_transfer.UploadRetry); tests lower it.
     node_upload_retry_seconds: float = 30.0
-    # Filled in by LocalService once ports are bound.
-    account_url: str = ""
-    storage: StorageEndpoint | None = None
 
     @property
     def tls_enabled(self) -> bool:
@@ -205,7 +275,7 @@ class ServiceConfig:
 
     def _check_node_prerequisites(self) -> None:
         """What --node-image and container pools need on this machine, checked before anything starts."""
-        from . import containers, isolation, node_image
+        from .nodes import containers, isolation, node_image
 
         if self.node_image is not None:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -11,18 +12,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Callable
 
-from .azurite import Azurite, free_port
-from .blob_proxy import BlobProxy
-from .config import ConfigError, ServiceConfig, StorageEndpoint
+from .config import BoundEndpoints, ConfigError, ServiceConfig, StorageEndpoint
+from .storage.azurite import Azurite, free_port
+from .storage.blob_proxy import BlobProxy
 
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
-    from .execution import ExecutionBackend
-    from .metrics import Metrics
-    from .model import BatchState
-    from .outage import OutageSwitch
-    from .secure_endpoints import SecureEndpoints
+    from .auth.secure_endpoints import SecureEndpoints
+    from .backends.execution import ExecutionBackend
+    from .http.metrics import Metrics
+    from .http.outage_switch import OutageSwitch
+    from .model.batch_state import BatchState
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +33,21 @@ METRICS_FILE = "metrics.json"
 METRICS_PATH = "/_local/metrics"
 
 
-def make_backend(config: ServiceConfig) -> "ExecutionBackend":
+def make_backend(config: ServiceConfig, endpoints: BoundEndpoints | None = None) -> "ExecutionBackend":
     """The execution backend the model drives (see `execution` for the protocol): simulated nodes with
     --simulate, nodes in the stock node image with --node-image, else processes on the host. ConfigError (one line)
     when the backend cannot work here."""
     if config.simulate is not None:
-        from .simulated_backend import SimulatedBackend
+        from .backends.simulated_backend import SimulatedBackend
 
-        return SimulatedBackend(config)
+        return SimulatedBackend(config, endpoints)
     if config.node_image is not None:
-        from .stock_backend import StockNodeBackend
+        from .backends.stock_backend import StockNodeBackend
 
-        return StockNodeBackend(config)
-    from .host_backend import HostProcessBackend
+        return StockNodeBackend(config, endpoints)
+    from .backends.host_backend import HostProcessBackend
 
-    return HostProcessBackend(config)
+    return HostProcessBackend(config, endpoints)
 
 
 def shell_quote(value: str) -> str:
@@ -57,15 +58,16 @@ def shell_quote(value: str) -> str:
 class LocalService:
     """The whole local Batch service in this process (HTTP server and node runners on threads).
 
-    start(): Azurite → blob proxy → BatchState.start() (with its execution backend) → HTTP server thread; fills `config.account_url` and
-    `config.storage`. stop(): the reverse, then writes ROOT/metrics.json. Either is safe after a partial start.
+    start(): Azurite → blob proxy → BatchState.start() (with its execution backend) → HTTP server thread; where it answers
+    is `endpoints` (a value of its own: the config stays as given, its root resolved). stop(): the reverse, then writes ROOT/metrics.json. Either is safe after a partial start.
     """
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self.root = Path(config.root)
+        self.endpoints: BoundEndpoints | None = None  # once bound: the Batch API's URL and the storage endpoint
         self.metrics: Metrics | None = None
-        self.outage: OutageSwitch | None = None  # the outage switch (outage.py), shared by the API and the proxy
+        self.outage: OutageSwitch | None = None  # the outage switch (outage_switch.py), shared by the API and the proxy
         self.azurite: Azurite | None = None
         self.proxy: BlobProxy | None = None
         self.secure: SecureEndpoints | None = None  # TLS and Entra ID (--https, --entra)
@@ -89,14 +91,15 @@ class LocalService:
 
     def _start(self) -> None:
         # Imported here so the storage side (and the test harness) can load while the Batch side evolves.
-        from .faults import FaultInjector
-        from .metrics import Metrics
-        from .http_server import make_server
-        from .model import BatchState
-        from .outage import OutageSwitch
-        from .secure_endpoints import SecureEndpoints
+        from .auth.secure_endpoints import SecureEndpoints
+        from .http.faults import FaultInjector
+        from .http.http_server import make_server
+        from .http.metrics import Metrics
+        from .http.outage_switch import OutageSwitch
+        from .model.batch_state import BatchState
 
-        self.root = self.config.root = Path(self.config.root).resolve()
+        self.root = Path(self.config.root).resolve()
+        self.config = dataclasses.replace(self.config, root=self.root)  # a new value: the caller's config stays
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock_root()
         self.metrics = Metrics()
@@ -111,15 +114,14 @@ class LocalService:
             **secure.proxy_options(),
         )
         self.proxy.start()
-        self.config.storage = StorageEndpoint(blob_url=self.proxy.account_url(), ca_file=secure.ca_file)
+        storage = StorageEndpoint(blob_url=self.proxy.account_url(), ca_file=secure.ca_file)
 
         # The state builds entity URLs from account_url, so the port is fixed before the state exists.
         port_chosen_by_user = bool(self.config.port)
         for attempt in range(3):
-            if not port_chosen_by_user:
-                self.config.port = free_port(self.config.host)
-            self.config.account_url = f"{secure.scheme}://{self.config.host}:{self.config.port}"
-            self.state = BatchState(self.config, make_backend(self.config))
+            port = self.config.port or free_port(self.config.host)
+            self.endpoints = BoundEndpoints(f"{secure.scheme}://{self.config.host}:{port}", storage)
+            self.state = BatchState(self.config, make_backend(self.config, self.endpoints), self.endpoints)
             faults = FaultInjector(self.config)
             try:
                 self.server = make_server(self.state, self.config, self.metrics, faults, self.outage)
@@ -134,10 +136,7 @@ class LocalService:
                     ) from None
                 if attempt == 2:
                     raise  # a free port was taken three times in a row between probing and binding
-        bound_port = self.server.server_address[1]
-        if bound_port != self.config.port:
-            self.config.port = bound_port
-            self.config.account_url = f"{secure.scheme}://{self.config.host}:{bound_port}"
+        assert self.server.server_address[1] == self.endpoints.port  # bound to the port the state's URLs name
         secure.secure_batch_api(self.server)
         self.state.start()
         self._server_thread = threading.Thread(
@@ -211,11 +210,11 @@ class LocalService:
 
     @property
     def account_url(self) -> str:
-        return self.config.account_url
+        return self.endpoints.account_url if self.endpoints else ""
 
     @property
     def metrics_url(self) -> str:
-        return self.config.account_url + METRICS_PATH
+        return self.account_url + METRICS_PATH
 
     @property
     def env_file(self) -> Path:
@@ -223,19 +222,19 @@ class LocalService:
 
     def env(self) -> dict[str, str]:
         """The variables that point the plugin, the SDKs and `az batch` / `az storage` at this service."""
-        storage = self.config.storage
-        if not self.config.account_url or storage is None:
+        storage = self.endpoints.storage if self.endpoints else None
+        if not self.account_url or storage is None:
             raise RuntimeError("LocalService.env() called before start()")
         first_pool = self.config.pools[0].id if self.config.pools else ""
         env = {
-            "SNAKEMAKE_AZBATCH_ACCOUNT_URL": self.config.account_url,
+            "SNAKEMAKE_AZBATCH_ACCOUNT_URL": self.account_url,
             "SNAKEMAKE_AZBATCH_ACCOUNT_NAME": self.config.account_name,
             "SNAKEMAKE_AZBATCH_ACCOUNT_KEY": self.config.account_key,
             "SNAKEMAKE_AZBATCH_POOL_ID": first_pool,
             "SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING": storage.connection_string,
             "SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_URL": storage.blob_url,
             "SNAKEMAKE_AZBATCH_STORAGE_ACCOUNT_KEY": storage.account_key,
-            "AZURE_BATCH_ENDPOINT": self.config.account_url,
+            "AZURE_BATCH_ENDPOINT": self.account_url,
             "AZURE_BATCH_ACCOUNT": self.config.account_name,
             "AZURE_BATCH_ACCESS_KEY": self.config.account_key,
             "AZURE_STORAGE_CONNECTION_STRING": storage.connection_string,
@@ -246,7 +245,7 @@ class LocalService:
 
     def notices(self) -> list[str]:
         """One-line facts about this service a user should know before running on it (the CLI prints them)."""
-        from . import node_trust
+        from .nodes import node_trust
 
         cas = node_trust.node_cas(self.config)
         return [node_trust.notice(cas)] if cas else []

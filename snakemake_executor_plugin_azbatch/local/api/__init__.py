@@ -1,0 +1,1 @@
+"""Batch REST messages and one handler per route: parse, call the model, render."""

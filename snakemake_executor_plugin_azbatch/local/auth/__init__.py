@@ -1,0 +1,1 @@
+"""Shared Key, bearer tokens, the Entra look-alike, TLS."""

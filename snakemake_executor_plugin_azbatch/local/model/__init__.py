@@ -1,0 +1,1 @@
+"""The Batch account model: state, validation, records, the task state machine, scheduling, pools."""

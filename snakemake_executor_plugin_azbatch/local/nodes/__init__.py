@@ -1,0 +1,1 @@
+"""What a node is: directory layout, the stock image, sandbox, containers, trusted CAs."""

@@ -1,0 +1,1 @@
+"""The account's storage: Azurite and the counting proxy in front of it."""

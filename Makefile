@@ -44,7 +44,7 @@ demo: install
 		../$(BIN)/python run_demo.py $(DEMO_PRICES)
 
 test: install azcli
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --durations=25
 
 # The benchmark table (and .azbatch-local/bench/results.json): make bench [SECTIONS="scale chaos"]
 # [BENCH_ARGS=--full]; make bench-quick: every section at small sizes, a few minutes.

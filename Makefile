@@ -43,8 +43,11 @@ demo: install
 	cd example_workflow && PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/azbatch-local run --root ../$(DEMO_ROOT) -- \
 		../$(BIN)/python run_demo.py $(DEMO_PRICES)
 
+# TEST_WORKERS=0 runs the suite in one process. Each worker takes whole test files (their module fixtures stay
+# shared) and starts its own session service.
+TEST_WORKERS ?= 3
 test: install azcli
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --durations=25
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # The benchmark table (and .azbatch-local/bench/results.json): make bench [SECTIONS="scale chaos"]
 # [BENCH_ARGS=--full]; make bench-quick: every section at small sizes, a few minutes.

@@ -66,6 +66,17 @@ def transfer_error(e: HttpResponseError, what: str) -> Exception:
     return StagingError(f"azbatch: {what} failed ({e.status_code}): {redact(e.reason)}")
 
 
+def _deleted(delete, what: str) -> bool:
+    """Run a delete request: True when it deleted, False when there was nothing; other failures as transfer_error."""
+    try:
+        delete()
+    except ResourceNotFoundError:
+        return False
+    except HttpResponseError as e:
+        raise transfer_error(e, what) from None
+    return True
+
+
 def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
     if config.storage_connection_string:
         try:
@@ -180,13 +191,7 @@ class Staging:
         there is none. Errors other than not-found are raised (transfer_error)."""
         container = self.run_container if run_token is None else self.service.get_container_client(
             self.run_container_name(run_token))
-        try:
-            container.delete_container()
-        except ResourceNotFoundError:
-            return False
-        except HttpResponseError as e:
-            raise transfer_error(e, f"deleting storage container {container.container_name}") from None
-        return True
+        return _deleted(container.delete_container, f"deleting storage container {container.container_name}")
 
     def remove_dead_run_container(self, run_token: str) -> None:
         """A dead earlier run's own container (its tasks' outputs and logs) goes with its jobs; a failure is one
@@ -302,7 +307,7 @@ class Staging:
     def content_digest(self, path: str, blob: str) -> str:
         """sha256 of what `blob` (as returned by stage_files for `path`) holds: its name for content-addressed
         blobs, the digest recorded at download for blobs tasks wrote."""
-        if blob.startswith(self.layout.cas_prefix):
+        if self.is_cas(blob):
             return blob[len(self.layout.cas_prefix):]
         return self.record.produced_digest(os.path.abspath(path), blob) or sha256_file(path)
 
@@ -318,13 +323,7 @@ class Staging:
         with self._cas_lock:
             if self._cas is not None:
                 self._cas.discard(blob)
-        try:
-            self.container.delete_blob(blob)
-        except ResourceNotFoundError:
-            return None
-        except HttpResponseError as e:
-            raise transfer_error(e, f"removing {blob}") from None
-        return blob
+        return blob if _deleted(lambda: self.container.delete_blob(blob), f"removing {blob}") else None
 
     def forget_file(self, path: str) -> None:
         """A node found the blob staged for `path` changed: its recorded hash (which may be what is wrong) and any

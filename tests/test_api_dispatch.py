@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from fake_backend import FakeBackend
-from spec_validation import validate_response
+from support.fake_backend import FakeBackend
+from support.spec_validation import validate_response
 
 from snakemake_executor_plugin_azbatch.local.config import BoundEndpoints, PoolSpec, ServiceConfig
 from snakemake_executor_plugin_azbatch.local.http.faults import FaultInjector

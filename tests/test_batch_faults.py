@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 import subprocess
 
-from executor_runs import output_of, run_snakemake, snakemake_command, snakemake_env, write_files
-from waiting import wait_for
+from support.executor_runs import output_of, run_snakemake, snakemake_command, snakemake_env, write_files
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 

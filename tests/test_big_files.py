@@ -18,7 +18,7 @@ from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from snakemake_executor_plugin_azbatch.staging import blobs as staging
 from snakemake_executor_plugin_azbatch.staging.layout import BlobLayout
 from snakemake_executor_plugin_azbatch.staging.record import sha256_file
-from waiting import wait_for
+from support.waiting import wait_for
 from snakemake_executor_plugin_azbatch.local.backends import blob_transfer
 from snakemake_executor_plugin_azbatch.config import resolve
 

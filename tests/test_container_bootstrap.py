@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import snakemake
-from executor_runs import output_of, run_snakemake, write_files
-from node_sandbox import IMAGE_DIR, podman_engine, skip_unless, stock_image
+from support.executor_runs import output_of, run_snakemake, write_files
+from support.node_sandbox import IMAGE_DIR, podman_engine, skip_unless, stock_image
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.local.nodes import isolation, snakemake_image

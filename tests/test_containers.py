@@ -10,7 +10,7 @@ import subprocess
 import uuid
 
 import pytest
-from node_sandbox import Node, podman_engine, skip_unless, stock_image
+from support.node_sandbox import Node, podman_engine, skip_unless, stock_image
 
 from snakemake_executor_plugin_azbatch.local.nodes import containers, isolation, node_image
 from snakemake_executor_plugin_azbatch.local.nodes.containers import ContainerTaskFailure

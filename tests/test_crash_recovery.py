@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from executor_runs import output_of, run_snakemake, snakemake_command, snakemake_env, write_files
-from test_executor_cancel import processes_with
-from waiting import wait_for
+from support.executor_runs import output_of, run_snakemake, snakemake_command, snakemake_env, write_files
+from support.processes import processes_with
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch import recovery
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text, error_code

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_docs_az_shell import DOCUMENTS, documented_calls
+from support.documented_commands import DOCUMENTS, documented_calls
 
 REPO = Path(__file__).resolve().parent.parent
 AZ_PYTHON = REPO / ".venv-azcli" / "bin" / "python"
@@ -29,7 +29,7 @@ def parse_with_the_azure_cli(items: list[dict], home: Path) -> list[dict]:
         "AZURE_CORE_COLLECT_TELEMETRY": "no",
     }
     result = subprocess.run(
-        [str(AZ_PYTHON), str(REPO / "tests" / "azcli_parse.py")],
+        [str(AZ_PYTHON), str(REPO / "tests" / "support" / "azcli_parse.py")],
         input=json.dumps(items), capture_output=True, text=True, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]

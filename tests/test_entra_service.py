@@ -17,7 +17,7 @@ import requests
 from azure.core.exceptions import ClientAuthenticationError
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from spec_validation import validate_response
+from support.spec_validation import validate_response
 
 from snakemake_executor_plugin_azbatch.local import cli
 from snakemake_executor_plugin_azbatch.local.auth.bearer_auth import BATCH_AUDIENCE, STORAGE_AUDIENCE
@@ -228,7 +228,7 @@ def test_the_batch_api_refuses_bad_bearer_tokens_with_401(entra_service):
 def test_an_expired_token_is_renewed_by_the_sdk(trust_ca):
     """Tokens of the shared service live a few seconds: a client used across their expiry renews its token
     (azure-core's bearer policy with MSAL) and no request is refused, while the old token now is."""
-    from conftest import ENTRA_TOKEN_LIFETIME_S
+    from support.services import ENTRA_TOKEN_LIFETIME_S
 
     service = trust_ca
     credential = sp_credential(service)

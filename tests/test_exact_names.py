@@ -5,7 +5,7 @@ the job with one line."""
 from __future__ import annotations
 
 import pytest
-from executor_runs import output_of, run_snakemake, write_files
+from support.executor_runs import output_of, run_snakemake, write_files
 
 from snakemake_executor_plugin_azbatch.output_check import output_problem
 from snakemake_executor_plugin_azbatch.task_spec import OutputPath

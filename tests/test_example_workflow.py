@@ -3,32 +3,22 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support.workflow_copies import EXAMPLE, copy_example, read_tsv
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "example_workflow"
 SAMPLES = ["A", "B", "C"]
 # Batch tasks of the example: 5 per-sample rules x 3 samples, summarize and 10 random_md5 tasks (their gather is a
 # local rule).
 EXPECTED_TASKS = 5 * len(SAMPLES) + 1 + 10
 # The prices `make demo` passes (Makefile DEMO_PRICES), so the report has the cost estimate the README shows.
 DEMO_PRICES = re.search(r"^DEMO_PRICES := (.*)$", (EXAMPLE.parent / "Makefile").read_text(), re.M).group(1).split()
-
-
-def copy_example(tmp_path: Path) -> Path:
-    workdir = tmp_path / "example_workflow"
-    shutil.copytree(
-        EXAMPLE, workdir, ignore=shutil.ignore_patterns("results", "logs", "benchmarks", ".snakemake", "__pycache__")
-    )
-    return workdir
 
 
 def run_demo(workdir: Path, service, *args: str) -> subprocess.CompletedProcess:
@@ -55,11 +45,6 @@ def run_demo(workdir: Path, service, *args: str) -> subprocess.CompletedProcess:
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     (workdir.parent / "demo-output.txt").write_text(result.stdout + "\n----- stderr -----\n" + result.stderr)
     return result
-
-
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
 
 
 def task_table(stdout: str) -> list[list[str]]:

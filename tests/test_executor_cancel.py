@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
-from executor_runs import snakemake_command, snakemake_env, write_files
-from waiting import wait_for
+from support.executor_runs import snakemake_command, snakemake_env, write_files
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from support.processes import processes_with
 
 SLEEP_MARKER = "617.25"  # a sleep duration no other test uses, to find leftover task processes
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if f"sleep {marker}" in cmdline:
-                found.append(int(entry.name))
-    return found
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])

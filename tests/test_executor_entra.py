@@ -10,9 +10,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import ENTRA_TOKEN_LIFETIME_S
-from executor_runs import delta, output_of, snakemake_command, write_files
-from waiting import wait_for
+from support.services import ENTRA_TOKEN_LIFETIME_S
+from support.executor_runs import delta, output_of, snakemake_command, write_files
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.auth.bearer_auth import BATCH_AUDIENCE, STORAGE_AUDIENCE
 from snakemake_executor_plugin_azbatch.local.auth.secure_endpoints import KEY_VARIABLES

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from executor_runs import output_of, run_snakemake, write_files
+from support.executor_runs import output_of, run_snakemake, write_files
 
 
 @pytest.mark.parametrize("status", [429, 503])

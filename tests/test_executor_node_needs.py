@@ -8,7 +8,7 @@ import re
 import shlex
 import tarfile
 
-from executor_runs import kept_jobs, output_of, run_snakemake, write_files
+from support.executor_runs import kept_jobs, output_of, run_snakemake, write_files
 
 SNAKEFILE = """
 rule tool:

@@ -9,11 +9,11 @@ import threading
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from executor_runs import count, output_of, run_snakemake, snakemake_command, snakemake_env, write_files
+from support.executor_runs import count, output_of, run_snakemake, snakemake_command, snakemake_env, write_files
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 
-from waiting import wait_for
+from support.waiting import wait_for
 
 SNAKEFILE = """
     rule all:

@@ -7,7 +7,7 @@ import re
 import zipfile
 
 import pytest
-from executor_runs import delta, output_of, run_snakemake, write_files
+from support.executor_runs import delta, output_of, run_snakemake, write_files
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec

@@ -5,10 +5,8 @@ headless Chromium), and that failed and cancelled runs write their report too.""
 
 from __future__ import annotations
 
-import csv
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -18,11 +16,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import start_service
-from executor_runs import delta, output_of, run_snakemake, snakemake_command, snakemake_env, write_files
-from waiting import wait_for
+from support.services import start_service
+from support.executor_runs import delta, output_of, run_snakemake, snakemake_command, snakemake_env, write_files
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from support.workflow_copies import read_tsv
 
 PROGRESS_RE = re.compile(
     r"azbatch: progress: pool (\S+): tasks (\d+) active, (\d+) running, (\d+) completed \((\d+) succeeded, "
@@ -63,11 +62,6 @@ def parse_time(text: str) -> datetime:
 def same_ms(written: datetime, batch: datetime) -> bool:
     """tasks.tsv keeps milliseconds."""
     return timedelta(0) <= batch - written < timedelta(milliseconds=1)
-
-
-def read_tsv(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 
 import json
 
-from executor_runs import delta, output_of, run_snakemake, write_files
+from support.executor_runs import delta, output_of, run_snakemake, write_files
 
 from snakemake_executor_plugin_azbatch.staging import BlobLayout
 

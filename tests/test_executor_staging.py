@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from executor_runs import bootstrap_bytes, delta, output_of, run_snakemake, total, upload_bytes, write_files
+from support.executor_runs import bootstrap_bytes, delta, output_of, run_snakemake, total, upload_bytes, write_files
 
 from snakemake_executor_plugin_azbatch.staging.record import sha256_file
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from executor_runs import delta, kept_jobs, output_of, run_snakemake, write_files
+from support.executor_runs import delta, kept_jobs, output_of, run_snakemake, write_files
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.batch_client import BatchService

@@ -12,7 +12,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient, ContainerClient
 
-from executor_runs import kept_jobs, output_of, run_snakemake, write_files
+from support.executor_runs import kept_jobs, output_of, run_snakemake, write_files
 
 from snakemake_executor_plugin_azbatch import recovery
 from snakemake_executor_plugin_azbatch.config import resolve

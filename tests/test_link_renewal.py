@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
-from executor_runs import delta, kept_jobs, output_of, run_snakemake, write_files
-from waiting import wait_for
+from support.executor_runs import delta, kept_jobs, output_of, run_snakemake, write_files
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch import task_spec
 from snakemake_executor_plugin_azbatch.link_renewal import renewed_body, replacement_id

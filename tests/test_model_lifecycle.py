@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from fake_backend import FakeBackend
-from waiting import wait_for
+from support.fake_backend import FakeBackend
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.config import BoundEndpoints, PoolSpec, ServiceConfig
 from snakemake_executor_plugin_azbatch.local.model.batch_state import BatchState

@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from node_sandbox import IMAGE_DIR, REPO, Node, skip_unless, stock_image
-from static_http import handler_for
+from support.node_sandbox import IMAGE_DIR, REPO, Node, skip_unless, stock_image
+from support.static_http import handler_for
 
 from snakemake_executor_plugin_azbatch.local.nodes import isolation, node_image
 

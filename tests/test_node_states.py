@@ -10,9 +10,9 @@ import urllib.request
 from types import SimpleNamespace
 
 import pytest
-from conftest import start_service
-from executor_runs import output_of, run_snakemake, write_files
-from waiting import wait_for
+from support.services import start_service
+from support.executor_runs import output_of, run_snakemake, write_files
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.node_states import NodeStates

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from node_sandbox import IMAGE_DIR, Node, skip_unless, stock_image
+from support.node_sandbox import IMAGE_DIR, Node, skip_unless, stock_image
 
 from snakemake_executor_plugin_azbatch.local.nodes import isolation, node_trust
 from snakemake_executor_plugin_azbatch.local.config import ServiceConfig

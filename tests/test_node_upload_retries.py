@@ -15,9 +15,9 @@ from typing import Any, Iterator
 
 import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-from waiting import wait_for
+from support.waiting import wait_for
 
-from conftest import ServiceHandle, start_service
+from support.services import ServiceHandle, start_service
 
 RETRY_SECONDS = 10.0  # the service's node_upload_retry_seconds here (30 by default)
 WAIT_SECONDS = 90

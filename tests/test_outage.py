@@ -12,9 +12,9 @@ from datetime import datetime
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceResponseError
-from executor_runs import snakemake_command, snakemake_env, write_files
-from test_executor_cancel import processes_with
-from waiting import wait_for
+from support.executor_runs import snakemake_command, snakemake_env, write_files
+from support.processes import processes_with
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text, short_reason, unreachable
 from snakemake_executor_plugin_azbatch.local.config import NODE_USER_AGENT, ConfigError

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
-from executor_runs import output_of, snakemake_command, snakemake_env, write_files
-from waiting import wait_for
+from support.executor_runs import output_of, snakemake_command, snakemake_env, write_files
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.log_tails import SAVED_LOG_BYTES, file_tail
 from snakemake_executor_plugin_azbatch.node_health import upload_errors

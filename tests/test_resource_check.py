@@ -4,7 +4,7 @@ enforces none of them); a rule that cannot fit stops the run with one line namin
 from __future__ import annotations
 
 import pytest
-from executor_runs import delta, output_of, run_snakemake, write_files
+from support.executor_runs import delta, output_of, run_snakemake, write_files
 
 from snakemake_executor_plugin_azbatch import resource_check, vm_sizes
 from snakemake_executor_plugin_azbatch.config import resolve

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from waiting import wait_for
+from support.waiting import wait_for
 
-from conftest import ServiceHandle, descendant_pids
+from support.processes import descendant_pids
+from support.services import ServiceHandle
 
 CLI = [sys.executable, "-m", "snakemake_executor_plugin_azbatch.local.cli"]
 EXPECTED_ENV = {
@@ -204,7 +205,7 @@ def test_serve_prints_settings_and_sigterm_leaves_no_process(tmp_path: Path, cli
     from azure.batch import BatchClient, models
     from azure.core.credentials import AzureNamedKeyCredential
 
-    from spec_validation import SpecValidationPolicy
+    from support.spec_validation import SpecValidationPolicy
 
     root = tmp_path / "serve-root"
     process = subprocess.Popen(

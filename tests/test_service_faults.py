@@ -12,7 +12,7 @@ import pytest
 import requests
 from azure.batch import models as m
 from azure.core.exceptions import HttpResponseError
-from spec_validation import validate_response
+from support.spec_validation import validate_response
 
 from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
 from snakemake_executor_plugin_azbatch.local.http.faults import FaultInjector

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from azure.batch import models as m
 
-from conftest import ServiceHandle, start_service
+from support.services import ServiceHandle, start_service
 from snakemake_executor_plugin_azbatch.local.http.http_server import BatchRequestHandler
 from snakemake_executor_plugin_azbatch.local.http.request_body import MAX_BODY_BYTES
 from snakemake_executor_plugin_azbatch.local.http.routes import BATCH_ROUTES

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from spec_validation import validate_body
-from waiting import wait_for
+from support.spec_validation import validate_body
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, BoundEndpoints, PoolSpec, ServiceConfig
 from snakemake_executor_plugin_azbatch.local.api.batch_api import task_add_results

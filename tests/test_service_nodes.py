@@ -19,15 +19,14 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import (
-    BlobSasPermissions,
     ContainerSasPermissions,
-    generate_blob_sas,
     generate_container_sas,
 )
 
-from waiting import wait_for
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec
+from support.blob_access import blob_url, container_url, make_container
 
 WAIT_SECONDS = 60
 PROBE = (
@@ -95,40 +94,6 @@ def wait_pid_gone(pid: int) -> None:
 
 def read_pid(path: Path) -> int:
     return int(wait_for(lambda: path.exists() and path.read_text().strip(), WAIT_SECONDS, f"{path} was never written"))
-
-
-def make_container(svc, prefix: str):
-    service = svc.blob_service_client()
-    name = unique(prefix).lower()
-    return service.create_container(name)
-
-
-def container_url(svc, container: str, sas: bool = True, **permissions: bool) -> str:
-    storage = svc.endpoints.storage
-    base = f"{storage.blob_url}/{container}"
-    if not sas:
-        return base
-    token = generate_container_sas(
-        storage.account_name,
-        container,
-        account_key=storage.account_key,
-        permission=ContainerSasPermissions(**(permissions or {"read": True, "list": True})),
-        expiry=datetime.now(timezone.utc) + timedelta(hours=1),
-    )
-    return f"{base}?{token}"
-
-
-def blob_url(svc, container: str, blob: str) -> str:
-    storage = svc.endpoints.storage
-    token = generate_blob_sas(
-        storage.account_name,
-        container,
-        blob,
-        account_key=storage.account_key,
-        permission=BlobSasPermissions(read=True),
-        expiry=datetime.now(timezone.utc) + timedelta(hours=1),
-    )
-    return f"{storage.blob_url}/{container}/{blob}?{token}"
 
 
 def blob_names(container_client) -> set[str]:

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from waiting import wait_for
+from support.waiting import wait_for
 
 WAIT = 60
 IMAGE: dict = {}  # the service's own node image (ServiceHandle.node_vm), set by `svc`
@@ -24,7 +24,7 @@ GROW_AND_SHRINK = (
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    from conftest import start_service
+    from support.services import start_service
 
     handle = start_service(tmp_path_factory.mktemp("pools"),
                             {"autoscale_min_interval": 1.0, "autoscale_sample_seconds": 0.2, "max_pool_nodes": 4})

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from static_http import handler_for
-from waiting import wait_for
+from support.static_http import handler_for
+from support.waiting import wait_for
 
-from conftest import ServiceHandle, start_service
+from support.services import ServiceHandle, start_service
 from snakemake_executor_plugin_azbatch.local.config import PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 

@@ -18,8 +18,8 @@ from azure.batch import BatchClient
 from azure.batch import models as m
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from spec_validation import validate_response
-from waiting import wait_for
+from support.spec_validation import validate_response
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.auth.shared_key import authorization_header
 from snakemake_executor_plugin_azbatch.log_tails import node_file_tail

@@ -13,9 +13,9 @@ from typing import Any, Iterator
 
 import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-from conftest import ServiceHandle, start_service
-from executor_runs import delta, output_of, run_snakemake, write_files
-from waiting import wait_for
+from support.services import ServiceHandle, start_service
+from support.executor_runs import delta, output_of, run_snakemake, write_files
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.backends.simulated_backend import IO_THREADS, chosen_to_fail
 from snakemake_executor_plugin_azbatch.local.backends.task_outcomes import WALL_CLOCK_EXIT_CODE

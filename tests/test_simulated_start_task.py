@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import ServiceHandle
-from waiting import wait_for
+from support.services import ServiceHandle
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.config import PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from spec_validation import API_VERSION, SPEC_EXTRACT, UPSTREAM_FILENAME, load_spec
+from support.spec_validation import API_VERSION, SPEC_EXTRACT, UPSTREAM_FILENAME, load_spec
 
 pytestmark = pytest.mark.quick
 

@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 import pytest
 
-import spec_validation
-from spec_validation import SpecValidationPolicy, find_operation, load_spec, validate_response
+from support import spec_validation
+from support.spec_validation import SpecValidationPolicy, find_operation, load_spec, validate_response
 
 pytestmark = pytest.mark.quick
 

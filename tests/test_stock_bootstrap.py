@@ -21,9 +21,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from executor_runs import download_bytes, kept_jobs, output_of, run_snakemake, upload_bytes
-from node_sandbox import IMAGE_DIR, skip_unless, stock_image
-from test_example_workflow import copy_example, read_tsv
+from support.executor_runs import download_bytes, kept_jobs, output_of, run_snakemake, upload_bytes
+from support.node_sandbox import IMAGE_DIR, skip_unless, stock_image
+from support.workflow_copies import copy_example, read_tsv
 
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.bootstrap import node_script

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from node_sandbox import IMAGE_DIR, PODMAN_STORE, REPO, podman_engine, skip_unless, stock_image
-from test_service_nodes import blob_url, container_url, make_container
-from waiting import wait_for
+from support.node_sandbox import IMAGE_DIR, PODMAN_STORE, REPO, podman_engine, skip_unless, stock_image
+from support.blob_access import blob_url, container_url, make_container
+from support.waiting import wait_for
 
-from conftest import ServiceHandle, start_service
+from support.services import ServiceHandle, start_service
 from snakemake_executor_plugin_azbatch.local.nodes import containers, isolation, node_image
 from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from waiting import wait_for
+from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.backends.execution import (
     AttemptRef,

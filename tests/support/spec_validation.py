@@ -29,7 +29,7 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 
 API_VERSION = "2025-06-01.21.0"
 UPSTREAM_FILENAME = f"BatchService-{API_VERSION}.json"
-TESTS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parents[1]
 SPEC_EXTRACT = TESTS_DIR / "reference" / f"batch-spec-{API_VERSION}.extract.json"
 
 _DATE_TIME_RE = re.compile(

@@ -15,7 +15,7 @@ import pytest
 
 from snakemake_executor_plugin_azbatch.local.nodes import containers, isolation, node_image
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".azbatch-local" / "cache"
 IMAGE_DIR = node_image.default_directory(REPO / ".azbatch-local")
 PODMAN_STORE = CACHE / "podman"

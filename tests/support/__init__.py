@@ -1,0 +1,1 @@
+"""Helpers the tests share: services, runs of `snakemake`, waiting, processes, spec validation."""

@@ -16,8 +16,7 @@ from ..model.validation import check_job_changes, check_task_collection, termina
 from .conditions import check_entity_conditions, entity_headers
 from .http_messages import Request, Response, error_body, json_response
 from .node_files import file_response, list_files, recursive_flag
-from .odata import apply_select
-from .paging import cut_page, listing, render_page, select_names
+from .paging import cut_page, listing, projected, render_page, select_names
 
 
 class BatchApi:
@@ -32,10 +31,8 @@ class BatchApi:
         if not_modified:
             not_modified.headers = headers
             return not_modified
-        body = dict(entity)
         select = request.query.get("$select")
-        if select:
-            body = apply_select(body, select_names(select))
+        body = projected(dict(entity), request, select_names(select) if select else None)
         return json_response(200, {"odata.metadata": request.metadata(f"{metadata_name}/@Element"), **body}, headers)
 
     # -- applications -------------------------------------------------------------------------------------

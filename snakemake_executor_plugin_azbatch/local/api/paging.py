@@ -42,6 +42,32 @@ def select_names(select: str) -> list[str]:
         raise query_error("$select", select, str(exc)) from None
 
 
+EXPANDABLE = ("stats",)  # what Batch's $expand accepts: statistics only
+
+
+def expanded_names(request: Request) -> set[str]:
+    """The `$expand` clause's names; anything but `stats` is refused (stricter than Batch, which may ignore it)."""
+    text = request.query.get("$expand")
+    if text is None:
+        return set()
+    names = {part.strip() for part in text.split(",")}
+    unknown = sorted(n for n in names if n not in EXPANDABLE)
+    if unknown:
+        raise query_error("$expand", text, f"only {', '.join(EXPANDABLE)} can be expanded, not {unknown[0]!r}")
+    return names
+
+
+def projected(item: dict[str, Any], request: Request, names: list[str] | None) -> dict[str, Any]:
+    """An entity as a list or get answers it: `$select` applied (`stats` kept only when selected); without
+    `$select`, `stats` only with `$expand=stats`, as Batch documents its statistics."""
+    expand = expanded_names(request)
+    if names:
+        return apply_select(item, names)
+    if "stats" in item and "stats" not in expand:
+        return {k: v for k, v in item.items() if k != "stats"}
+    return item
+
+
 def _max_results(request: Request) -> int:
     raw = request.query.get("maxresults")
     if raw is None:
@@ -69,6 +95,7 @@ def cut_page(request: Request, items: list[dict[str, Any]]) -> tuple[list[dict[s
     select = request.query.get("$select")
     if select:
         select_names(select)  # checked before $skiptoken, so errors come in the same order on every page
+    expanded_names(request)
     token = request.query.get("$skiptoken")
     after = decode_token(token) if token else None
     # The cheaper cut first: past the $skiptoken (later pages get cheaper), else the $filter (a status poll
@@ -94,7 +121,7 @@ def render_page(request: Request, page: list[dict[str, Any]], more: bool, metada
     names = select_names(select) if select else None
     payload: dict[str, Any] = {
         "odata.metadata": request.metadata(metadata_name),
-        "value": [apply_select(item, names) if names else item for item in page],
+        "value": [projected(item, request, names) for item in page],
     }
     if more:
         payload["odata.nextLink"] = next_link(request, encode_token(sort_key(page[-1])))

@@ -28,6 +28,19 @@ class AttemptRef:
 
 
 @dataclass(frozen=True)
+class ProcessUsage:
+    """What a task's processes used (the rusage of its process and every descendant it waited for), for Batch's
+    task statistics; None from a backend that cannot tell (a container's processes belong to podman)."""
+
+    user_seconds: float
+    kernel_seconds: float
+    read_ops: int = 0  # block input operations
+    write_ops: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class TaskAttempt:
     """What a backend needs to run one attempt of a task."""
 
@@ -97,8 +110,10 @@ class ExecutionEvents(Protocol):
     def attempt_failed(self, ref: AttemptRef, failure: dict[str, Any]) -> None:
         """The attempt ended before its command ran (resource files, launch, a backend error): failureInfo."""
 
-    def attempt_exited(self, ref: AttemptRef, exit_code: int, timed_out: bool) -> tuple[int, dict | None] | None:
-        """The command ended. None: nothing more to do (retried, requeued, deleted). Otherwise the final
+    def attempt_exited(
+        self, ref: AttemptRef, exit_code: int, timed_out: bool, usage: ProcessUsage | None = None
+    ) -> tuple[int, dict | None] | None:
+        """The command ended (`usage`: what its processes used, for the task's statistics). None: nothing more to do (retried, requeued, deleted). Otherwise the final
         (exit code, failureInfo or None): upload output files, then report `attempt_completed`."""
 
     def attempt_completed(self, ref: AttemptRef, exit_code: int | None, failure: dict[str, Any] | None) -> None:

@@ -35,6 +35,7 @@ from .execution import (
     ExecutionEvents,
     JobTaskRef,
     JobTaskRun,
+    ProcessUsage,
     StartTaskRef,
     StartTaskRun,
     TaskAttempt,
@@ -60,6 +61,7 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._processes: dict[ProcessKey, RunningProcess] = {}
         self._kills: set[ProcessKey] = set()  # asked to die, perhaps before their process started
+        self._usage: dict[AttemptRef, ProcessUsage | None] = {}  # an attempt's, from its exit to its report
         self._threads: list[threading.Thread] = []
         self._app_locks: dict[Path, threading.Lock] = {}
         self._installed_apps: dict[tuple[Path, str], Path] = {}
@@ -172,6 +174,8 @@ class NodeAgent:
             with self._lock:
                 self._processes.pop(key, None)
                 self._kills.discard(key)
+                if isinstance(key, AttemptRef):
+                    self._usage[key] = process.usage
         return int(code if code is not None else -1), timed_out
 
     def _environment(
@@ -245,7 +249,9 @@ class NodeAgent:
             return
         if self._stopping.is_set():  # the service is going away: no uploads, no state changes
             return
-        verdict = events.attempt_exited(attempt.ref, exit_code, timed_out)
+        with self._lock:
+            usage = self._usage.pop(attempt.ref, None)
+        verdict = events.attempt_exited(attempt.ref, exit_code, timed_out, usage)
         if verdict is None:
             return
         exit_code, failure = verdict

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +15,9 @@ from typing import Any, Protocol
 from ..nodes import containers
 from ..nodes.node_layout import NodeLayout
 from .blob_transfer import redact_text
+from .execution import ProcessUsage
+
+BLOCK_BYTES = 512  # rusage counts block operations in 512-byte units
 
 
 @dataclass(frozen=True)
@@ -37,19 +41,46 @@ class RunningProcess(Protocol):
     def kill(self) -> None:
         """Kill the command and everything it started."""
 
+    @property
+    def usage(self) -> ProcessUsage | None:
+        """After `wait` returned an exit code: what the command's processes used, if known."""
+
 
 class ProcessGroup:
     """A `RunningProcess` over a Popen started in a new session (so kill reaches its whole process group)."""
 
     def __init__(self, popen: subprocess.Popen) -> None:
         self.popen = popen
+        self._usage: ProcessUsage | None = None
+
+    @property
+    def usage(self) -> ProcessUsage | None:
+        return self._usage
 
     def wait(self, timeout: float | None) -> int | None:
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        return self.popen.returncode
+        """Reaped with wait4, not Popen.wait, for the rusage of this process and the descendants it waited for
+        (Batch's task statistics); polled like Popen.wait polls a timeout."""
+        if self.popen.returncode is not None:
+            return self.popen.returncode
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                pid, status, rusage = os.wait4(self.popen.pid, 0 if deadline is None else os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: no usage to tell
+                self.popen.wait()
+                return self.popen.returncode
+            if pid:
+                self.popen.returncode = os.waitstatus_to_exitcode(status)
+                self._usage = ProcessUsage(
+                    rusage.ru_utime, rusage.ru_stime, rusage.ru_inblock, rusage.ru_oublock,
+                    rusage.ru_inblock * BLOCK_BYTES, rusage.ru_oublock * BLOCK_BYTES)
+                return self.popen.returncode
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(delay, remaining, 0.05))
+            delay *= 2
 
     def kill(self) -> None:
         try:
@@ -65,6 +96,10 @@ class ContainerProcess(ProcessGroup):
         super().__init__(popen)
         self.engine = engine
         self.name = name
+
+    @property
+    def usage(self) -> ProcessUsage | None:
+        return None  # the podman client's own use, not the container's processes: unknown, not zero
 
     def kill(self) -> None:
         subprocess.run(self.engine.remove_argv(self.name), env=self.engine.env(), capture_output=True, timeout=60)

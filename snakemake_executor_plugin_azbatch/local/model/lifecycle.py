@@ -39,6 +39,7 @@ from ..backends.execution import (
     AttemptRef,
     ExecutionBackend,
     JobTaskRef,
+    ProcessUsage,
     TaskAttempt,
 )
 from ..backends.task_outcomes import (
@@ -52,6 +53,7 @@ from ..config import ServiceConfig
 from .batch_records import JobRecord, Records, TaskRecord
 from .node_task_runs import NodeTaskRuns
 from .pool_records import NodeRecord
+from . import task_statistics
 from .retention import TaskRetention
 from .timestamps import duration_seconds, iso_now
 
@@ -273,11 +275,14 @@ class TaskLifecycle(NodeTaskRuns):
             elif task.state != "completed":
                 self._complete(task, None, failure)
 
-    def attempt_exited(self, ref: AttemptRef, exit_code: int, timed_out: bool) -> tuple[int, dict | None] | None:
+    def attempt_exited(
+        self, ref: AttemptRef, exit_code: int, timed_out: bool, usage: ProcessUsage | None = None
+    ) -> tuple[int, dict | None] | None:
         with self.records.lock:
             task = self._attempts.get(ref)
             if task is None or self._stopping:
                 return None
+            task_statistics.add_attempt(task.rest, usage)
             if task.kill_reason:
                 if self._end_killed(task, exit_code):
                     self._attempts.pop(ref, None)

@@ -37,7 +37,12 @@ from .credentials import explained
 MAX_TASKS_PER_REQUEST = 100
 MAX_REQUEST_BYTES = 900_000  # Batch rejects task collections over 1 MB; leave room for the envelope
 # creationTime, nodeInfo and requiredSlots feed the run report (no extra request per task).
-COMPLETED_TASK_FIELDS = ["id", "state", "stateTransitionTime", "executionInfo", "creationTime", "nodeInfo", "requiredSlots"]
+COMPLETED_TASK_FIELDS = [
+    "id", "state", "stateTransitionTime", "executionInfo", "creationTime", "nodeInfo", "requiredSlots", "stats",
+]
+# Batch hands out a task's statistics (CPU times) with `stats` in $select; $expand=stats too, for a service that
+# reads only that: about 400 bytes more per completed task listed, no request more.
+TASK_EXPAND = ["stats"]
 
 
 def request_chunks(bodies: list[dict], max_bytes: int = MAX_REQUEST_BYTES) -> list[list[dict]]:
@@ -408,7 +413,7 @@ class BatchService:
             stamp = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             query += f" and stateTransitionTime ge datetime'{stamp}'"
         tasks, latest = [], None
-        for task in self.client.list_tasks(job_id, filter=query, select=COMPLETED_TASK_FIELDS):
+        for task in self.client.list_tasks(job_id, filter=query, select=COMPLETED_TASK_FIELDS, expand=TASK_EXPAND):
             stamp = task.state_transition_time
             if stamp is not None and (latest is None or stamp > latest):
                 latest = stamp

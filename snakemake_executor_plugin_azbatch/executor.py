@@ -41,7 +41,7 @@ from .run_pools import RunPools
 from .task_results import LOG_DIR, STATE_DIR, TaskResults
 from .settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
-from .staging import input_check
+from .staging import input_check, usage_probe
 from .staging.manifest import manifest_env, stage_manifest
 from .staging.node_helper import READ_URL_VARIABLE
 from .staging.sources_archive import PreparedSources, stage_sources
@@ -117,8 +117,9 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
         self.reporting = RunReporting(  # live progress and the run report (run_report/, progress.py)
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
-            observe_nodes=self.node_health.states.observe,
+            observe_nodes=self.node_health.states.observe, usage_blobs=self.staging.run_blob_names,
         )
+        self.node_health.states.observers.append(self.reporting.node_hours.observe)  # billed node-hours
         methods = getattr(self.workflow.deployment_settings, "deployment_method", None) or ()
         self.node_setup = NodeSetup(  # what the nodes need: bootstrap (preparation task), task prefix, prefixes
             self.config, frozenset(m.item_to_choice() for m in methods), self.snakemake_version,
@@ -195,7 +196,8 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
             node_commands.link_command(),  # the sources, extracted once per node by the preparation task
             input_check.verify_function(self.layout.cas_prefix),  # what each task's inputs check calls
             self.config.precommand or "",
-            task_spec.snakemake_function(super().format_job_exec(task_spec.RUN_WIDE)),
+            usage_probe.shell_functions(node_commands.helper_invocation()),  # CPU and peak memory, measured
+            task_spec.snakemake_function(usage_probe.measured(super().format_job_exec(task_spec.RUN_WIDE))),
         ]
         return " && ".join(p for p in parts if p)
 
@@ -294,6 +296,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
             self.staging.output_container_url(),
             self.staging.identity,
         )
+        output_files.append(usage_probe.output_spec(tid, self.staging.output_container_url(), self.staging.identity))
         slots, warning = task_spec.required_slots(job.threads, pool.slots_per_node)
         if warning:
             self.logger.warning(f"azbatch: job {job.name} (task {tid}) {warning}")

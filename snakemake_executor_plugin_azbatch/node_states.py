@@ -44,6 +44,7 @@ class NodeStates:
         # Counts are due one max_age after the start: progress, when on, brings them sooner, and a request of our
         # own in the first round would only duplicate its first one.
         self.last_observed: float | None = clock()
+        self.observers: list[Callable[[dict], None]] = []  # also given every count (the report's node-hours)
 
     def refresh(self, pools: list[str], max_age: float) -> None:
         """One node-count request for `pools` unless counts came in (from progress) within `max_age` seconds."""
@@ -61,6 +62,8 @@ class NodeStates:
 
     def observe(self, counts: dict[str, tuple[NodeCounts, NodeCounts]]) -> None:
         """Counts per pool id (dedicated, low-priority), as progress fetched them."""
+        for observer in self.observers:
+            observer(counts)
         with self.lock:
             now = self.clock()
             self.last_observed = now

@@ -117,7 +117,8 @@ class RunEnd:
         self.run_watch.stop()
         for batch_job in self.all_batch_jobs():  # every generation (link_renewal.py)
             self._end_job(batch_job)
-        self.reporting.finish({info.id: info.slots_per_node for info in self.pools.values()})
+        self.reporting.finish({info.id: info.slots_per_node for info in self.pools.values()},
+                              {info.id: self.pool_cores(info) for info in self.pools.values()})
         self.delete_created_pool()
         self._end_run_container()
         self.staging.close()

@@ -67,6 +67,7 @@ class RunPools:
         images = (self.config.container_image,) if creation.containers and self.config.container_image else ()
         self.batch.create_pool(pool_creation.pool_body(creation, pool_id, images, self.ready_tasks(pool_id)))
         self.created_pool = pool_id
+        self.reporting.node_hours.pool_created(pool_id)  # billed from now on
         del self.pools[pool_id.lower()]
         self.pool_info(pool_id)
 
@@ -79,6 +80,11 @@ class RunPools:
                     and not any(dep in needrun for dep in dag.dependencies[job]))
         limit = getattr(getattr(self.workflow, "resource_settings", None), "nodes", None)
         return min(ready, limit) if isinstance(limit, int) and limit > 0 else ready
+
+    def pool_cores(self, pool: PoolInfo) -> int | None:
+        """The cores of a pool's VM size, when known (built-in table or --azbatch-vm-sizes)."""
+        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.vm_sizes})
+        return size.cores if size else None
 
     def delete_created_pool(self) -> None:
         """Never a pool the run did not create, nor one other runs' Batch jobs still use; kept with

@@ -6,36 +6,19 @@ from __future__ import annotations
 
 import base64
 import os
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import jinja2
 
-from ..config import Prices
 from ..log_tails import file_tail
-from . import summary
+from . import billing, summary
+from .efficiency import RuleEfficiency, rule_efficiency
 from .records import TaskAttempt
+from .run_info import RunInfo
 from .tsv import timestamp
 
 STDERR_TAIL_LINES = 15
 LOG_FILES = ("stderr.txt", "stdout.txt")
-
-
-@dataclass
-class RunInfo:
-    """What the page says about the run besides its attempts."""
-
-    run_token: str
-    workdir: str
-    outcome: str  # succeeded | failed | cancelled
-    batch_jobs: dict[str, str]  # pool id -> Batch job id
-    slots_per_node: dict[str, int]  # pool id -> taskSlotsPerNode
-    price_core_hour: Prices | None = None
-    price_node_hour: Prices | None = None
-    log_root: Path | None = None  # .snakemake/azbatch/logs (absolute)
-    generated: datetime | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def duration(value: float | None) -> str:
@@ -91,15 +74,24 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(duration=duration, hours=hours, money=money, timestamp=timestamp)
+    env.filters.update(duration=duration, hours=hours, money=money, timestamp=timestamp, percent=percent)
     return env
 
 
-def render_page(attempts: list[TaskAttempt], run: RunInfo, report_dir: Path, png: bytes | None) -> str:
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def render_page(
+    attempts: list[TaskAttempt], run: RunInfo, report_dir: Path, png: bytes | None,
+    efficiency: list[RuleEfficiency] | None = None,
+) -> str:
     total = summary.Group("all tasks", list(attempts))
     first, last = summary.span(attempts)
     usage = summary.usage_hours(attempts, run.slots_per_node)
     costs = summary.cost_lines(attempts, run.slots_per_node, run.price_core_hour, run.price_node_hour)
+    billed = billing.billed_lines(run)
+    costs_billed = [line.cost for line in billed if line.cost is not None]
     return _environment().get_template("report.html.j2").render(
         run=run,
         total=total,
@@ -111,5 +103,8 @@ def render_page(attempts: list[TaskAttempt], run: RunInfo, report_dir: Path, png
         usage=usage,
         costs=costs,
         failed=failed_tasks(attempts, run.log_root, report_dir),
+        efficiency=efficiency if efficiency is not None else rule_efficiency(attempts),
+        billed=billed,
+        billed_cost=sum(costs_billed) if costs_billed else None,
         png=base64.b64encode(png).decode("ascii") if png else None,
     )

@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from ..staging.usage_probe import NodeUsage
+
 # Batch's results, plus what a task that never completed is reported as.
 SUCCESS = "success"
 FAILURE = "failure"
@@ -36,7 +38,7 @@ class TaskAttempt:
     slots: int
     submitted: datetime | None
     node: str | None = None
-    node_type: str = ""  # dedicated | low-priority | unknown; filled in at the end of the run
+    node_type: str = ""  # dedicated | low-priority | unknown: as the node told (usage_probe), else at the end
     started: datetime | None = None
     ended: datetime | None = None
     exit_code: int | None = None
@@ -44,6 +46,14 @@ class TaskAttempt:
     failure: str = ""  # Batch's failureInfo code
     retries: int = 0
     requeues: int = 0
+    threads: int = 1  # what the rule asked for (Snakemake's threads, mem_mb, runtime)
+    mem_mb: float | None = None
+    runtime_limit: float | None = None  # seconds
+    user_cpu: float | None = None  # seconds: Batch's task statistics, else the node's measurement
+    kernel_cpu: float | None = None
+    cpu_from: str = ""  # "batch" | "node" | ""
+    peak_rss_mib: float | None = None  # the rule's processes at their peak, measured on the node (usage_probe)
+    peak_tree_mib: float | None = None  # with the node's Snakemake
 
     @property
     def queue_wait(self) -> float | None:
@@ -64,6 +74,12 @@ class TaskAttempt:
     @property
     def failed(self) -> bool:
         return self.result == FAILURE or (self.result == SUCCESS and self.exit_code not in (None, 0))
+
+    @property
+    def cpu_seconds(self) -> float | None:
+        if self.user_cpu is None:
+            return None
+        return self.user_cpu + (self.kernel_cpu or 0.0)
 
     @property
     def core_hours(self) -> float:
@@ -87,6 +103,11 @@ def update_from_task(attempt: TaskAttempt, task: Any) -> None:
         attempt.pool = getattr(node, "pool_id", None) or attempt.pool
     info = getattr(task, "execution_info", None)
     state = _enum(getattr(task, "state", None))
+    stats = getattr(task, "task_statistics", None)
+    if stats is not None and getattr(stats, "user_cpu_time", None) is not None:
+        attempt.user_cpu = stats.user_cpu_time.total_seconds()
+        attempt.kernel_cpu = stats.kernel_cpu_time.total_seconds() if stats.kernel_cpu_time else 0.0
+        attempt.cpu_from = "batch"
     if info is not None:
         attempt.started = getattr(info, "start_time", None) or attempt.started
         attempt.retries = int(getattr(info, "retry_count", 0) or 0)
@@ -104,6 +125,27 @@ def update_from_task(attempt: TaskAttempt, task: Any) -> None:
         attempt.result, attempt.started, attempt.node = NOT_STARTED, None, None
 
 
+@dataclass(frozen=True)
+class Requested:
+    """What a job asked for: Snakemake's threads, mem_mb and runtime (seconds)."""
+
+    threads: int = 1
+    mem_mb: float | None = None
+    runtime_limit: float | None = None
+
+    @classmethod
+    def of(cls, job: Any) -> "Requested":
+        def number(name: str) -> float | None:
+            try:
+                value = job.resources.get(name)
+            except Exception:
+                return None
+            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+        runtime = number("runtime")  # minutes in Snakemake
+        return cls(int(getattr(job, "threads", 1) or 1), number("mem_mb"), runtime * 60 if runtime else None)
+
+
 class RunRecorder:
     """Attempts of one run, keyed by Batch task id; fed from the submission and the status thread."""
 
@@ -112,11 +154,14 @@ class RunRecorder:
         self._attempts: dict[str, TaskAttempt] = {}
 
     def submitted(
-        self, task_id: str, batch_job: str, pool: str, rule: str, jobid: Any, attempt: int, slots: int
+        self, task_id: str, batch_job: str, pool: str, rule: str, jobid: Any, attempt: int, slots: int,
+        asked: Requested | None = None,
     ) -> None:
+        asked = asked or Requested()
         record = TaskAttempt(
             task_id=task_id, batch_job=batch_job, rule=rule, jobid=str(jobid), attempt=int(attempt or 1),
             pool=pool, slots=int(slots or 1), submitted=datetime.now(timezone.utc),
+            threads=asked.threads, mem_mb=asked.mem_mb, runtime_limit=asked.runtime_limit,
         )
         with self._lock:
             self._attempts[task_id] = record
@@ -139,10 +184,28 @@ class RunRecorder:
         with self._lock:
             return {a.batch_job for a in self._attempts.values() if a.result not in (SUCCESS, FAILURE)}
 
+    def measured(self, usages: Iterable[tuple[str, NodeUsage]]) -> None:
+        """The nodes' measurements (usage_probe): node kind as the node knew it while the task ran, peak memory,
+        and CPU where Batch gave no statistics. A finished measurement beats a `running` one."""
+        with self._lock:
+            for task_id, usage in usages:
+                a = self._attempts.get(task_id)
+                if a is None:
+                    continue
+                if usage.node_kind:
+                    a.node_type = usage.node_kind
+                if not usage.complete:
+                    continue
+                a.peak_rss_mib, a.peak_tree_mib = usage.rule_peak_mib, usage.tree_peak_mib
+                if a.cpu_from != "batch":
+                    a.user_cpu, a.kernel_cpu, a.cpu_from = usage.user_seconds, usage.kernel_seconds, "node"
+
     def set_node_types(self, pool: str, dedicated: dict[str, bool]) -> None:
+        """Node kinds from the node list at the end, for tasks whose node never told (killed before it measured);
+        a node gone by then leaves `unknown`."""
         with self._lock:
             for a in self._attempts.values():
-                if a.node and a.pool.lower() == pool.lower():
+                if a.node and a.pool.lower() == pool.lower() and a.node_type in ("", "unknown"):
                     value = dedicated.get(a.node)
                     a.node_type = "unknown" if value is None else "dedicated" if value else "low-priority"
 

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..azure_sdk import error_text
-from ..batch_client import COMPLETED_TASK_FIELDS
+from ..batch_client import COMPLETED_TASK_FIELDS, TASK_EXPAND
 from ..progress import ProgressMonitor
 from ..config import Config
 from . import RunInfo, write_report
-from .records import RunRecorder
+from ..staging import usage_probe
+from .node_hours import NodeHours
+from .records import Requested, RunRecorder
 
 NODE_FIELDS = ["id", "isDedicated"]
 
@@ -34,9 +36,13 @@ class RunReporting:
         self, *, client: Callable[[], Any], logger: logging.Logger | Any, config: Config, run_token: str,
         workdir: str, log_root: Path, jobs: Callable[[], dict[str, str]], quiet: bool = False,
         observe_nodes: Callable[[dict], None] | None = None,
+        usage_blobs: Callable[[str], list[str]] | None = None,
     ) -> None:
         """`client()` gives the azure.batch BatchClient; `jobs()` the run's {pool id: Batch job id} so far;
-        `observe_nodes` gets the node counts progress fetches."""
+        `observe_nodes` gets the node counts progress fetches; `usage_blobs(prefix)` lists the run's container
+        (the nodes' measurements, read once at the end)."""
+        self.usage_blobs = usage_blobs
+        self.node_hours = NodeHours()  # fed by node_states with every node count the run fetches
         self.client = client
         self.logger = logger
         self.config = config
@@ -62,7 +68,8 @@ class RunReporting:
     def task_submitted(self, job: Any, task_id: str, batch_job: str, pool: str, slots: int) -> None:
         rule = job.name
         first = not len(self.recorder)
-        self.recorder.submitted(task_id, batch_job, pool, rule, job.jobid, getattr(job, "attempt", 1), slots)
+        self.recorder.submitted(task_id, batch_job, pool, rule, job.jobid, getattr(job, "attempt", 1), slots,
+                                Requested.of(job))
         if first:
             # matplotlib takes a second or two to import; do it while tasks run, not when the run ends.
             threading.Thread(target=_preload_figure_libraries, name="azbatch-report-import", daemon=True).start()
@@ -94,12 +101,26 @@ class RunReporting:
         if since is not None:
             query = f"stateTransitionTime ge datetime'{since.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}'"
         try:
-            self.recorder.observe(self.client().list_tasks(batch_job, filter=query, select=COMPLETED_TASK_FIELDS))
+            self.recorder.observe(self.client().list_tasks(batch_job, filter=query, select=COMPLETED_TASK_FIELDS,
+                                                           expand=TASK_EXPAND))
         except Exception as e:
             self.logger.debug(f"azbatch: run report: listing tasks of {batch_job} failed: {error_text(e)}")
 
+    def _measurements(self, notes: list[str]) -> None:
+        """The nodes' measurements: one listing of the run's `usage/` blobs (5,000 names per request)."""
+        if self.usage_blobs is None:
+            return
+        try:
+            names = self.usage_blobs(usage_probe.LISTING_PREFIX)
+        except Exception as e:
+            notes.append(f"Peak memory and node kinds as the nodes measured them are missing (listing them "
+                         f"failed: {error_text(e)}).")
+            return
+        self.recorder.measured(p for p in map(usage_probe.parse_blob, names) if p is not None)
+
     def _node_types(self, notes: list[str]) -> None:
-        pools = {a.pool for a in self.recorder.attempts() if a.node}
+        """One node list per pool with a task whose node never told its kind (killed before it measured)."""
+        pools = {a.pool for a in self.recorder.attempts() if a.node and a.node_type in ("", "unknown")}
         for pool in sorted(pools):
             try:
                 nodes = self.client().list_nodes(pool, select=NODE_FIELDS)
@@ -118,19 +139,24 @@ class RunReporting:
                 last[key] = a
         return "succeeded" if all(a.succeeded for a in last.values()) else "failed"
 
-    def finish(self, slots_per_node: dict[str, int]) -> Path | None:
-        """Write the report (if any task was submitted) and print its path; never raises."""
+    def finish(self, slots_per_node: dict[str, int], cores_per_node: dict[str, int] | None = None) -> Path | None:
+        """Write the report (if any task was submitted) and print its path; never raises. `cores_per_node`: the
+        pools' VM sizes' cores, where known (core-hours of billed node-hours)."""
         self.stop_progress()
         if not len(self.recorder):
             return None
         try:
             notes: list[str] = []
+            now = datetime.now(timezone.utc)
+            self._measurements(notes)
             self._node_types(notes)
             run = RunInfo(
                 run_token=self.run_token, workdir=str(self.workdir), outcome=self.outcome(),
                 batch_jobs=dict(self.jobs()), slots_per_node=slots_per_node,
                 price_core_hour=self.config.price_core_hour, price_node_hour=self.config.price_node_hour,
-                log_root=self.log_root, generated=datetime.now(timezone.utc), notes=notes,
+                log_root=self.log_root, generated=now, notes=notes, pool_hours=self.node_hours.hours(now),
+                cores_per_node={pool.lower(): cores for pool, cores in (cores_per_node or {}).items() if cores},
+                pool_samples={h.pool: self.node_hours.samples(h.pool) for h in self.node_hours.hours(now)},
             )
             path = write_report(self.recorder.attempts(), run, self.directory)
         except Exception as e:  # the report must never cost the run its clean shutdown

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .node_hours import Sample
 from .records import TaskAttempt
 from .summary import span
 
@@ -222,7 +223,10 @@ def _draw_nodes(ax, frame: _Frame, lanes: list[tuple[str, int, int]], y_of: dict
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, title="rule")
 
 
-def draw_timeline(attempts: list[TaskAttempt], png: Path, svg: Path, now: datetime | None = None) -> None:
+def draw_timeline(
+    attempts: list[TaskAttempt], png: Path, svg: Path, now: datetime | None = None,
+    pools: dict[str, list[Sample]] | None = None,
+) -> None:
     """Write the figure as PNG and SVG."""
     import matplotlib
     from matplotlib.figure import Figure

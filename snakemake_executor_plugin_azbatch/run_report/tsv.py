@@ -13,6 +13,9 @@ COLUMNS = [
     "rule", "jobid", "attempt", "task_id", "batch_job", "pool", "node", "node_type", "slots",
     "submitted", "started", "ended", "queue_wait_s", "run_time_s", "exit_code", "result", "failure",
     "retries", "requeues",
+    # What the task asked for and used (efficiency.py): CPU from Batch's task statistics or the node (cpu_from),
+    # peak resident memory of the rule's processes and with the node's Snakemake, measured on the node.
+    "threads", "mem_mb", "runtime_s", "user_cpu_s", "kernel_cpu_s", "cpu_from", "peak_rss_mib", "peak_rss_with_snakemake_mib",
 ]
 
 
@@ -27,6 +30,10 @@ def seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
+def number(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def row(a: TaskAttempt) -> dict[str, str]:
     return {
         "rule": a.rule, "jobid": a.jobid, "attempt": str(a.attempt), "task_id": a.task_id,
@@ -35,6 +42,9 @@ def row(a: TaskAttempt) -> dict[str, str]:
         "ended": timestamp(a.ended), "queue_wait_s": seconds(a.queue_wait), "run_time_s": seconds(a.run_time),
         "exit_code": "" if a.exit_code is None else str(a.exit_code), "result": a.result, "failure": a.failure,
         "retries": str(a.retries), "requeues": str(a.requeues),
+        "threads": str(a.threads), "mem_mb": number(a.mem_mb, 0), "runtime_s": number(a.runtime_limit, 0),
+        "user_cpu_s": seconds(a.user_cpu), "kernel_cpu_s": seconds(a.kernel_cpu), "cpu_from": a.cpu_from,
+        "peak_rss_mib": number(a.peak_rss_mib, 1), "peak_rss_with_snakemake_mib": number(a.peak_tree_mib, 1),
     }
 
 

@@ -186,6 +186,12 @@ class Staging:
             self.run_container_created = True
         self.logger.info(f"azbatch: this run's outputs and logs go to storage container {name}")
 
+    def run_blob_names(self, prefix: str) -> list[str]:
+        """Names in the run's container starting with `prefix` (one List Blobs per 5,000); [] before it exists."""
+        if not self.run_container_created:
+            return []
+        return [b.name for b in self.run_container.list_blobs(name_starts_with=prefix)]
+
     def delete_run_container(self, run_token: str | None = None) -> bool:
         """Delete a run's container (this run's by default, or a dead earlier run's by its token); False when
         there is none. Errors other than not-found are raised (transfer_error)."""

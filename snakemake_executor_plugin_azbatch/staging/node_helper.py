@@ -195,6 +195,119 @@ def verify(cas_prefix: str, tokens: list[str]) -> None:
         input_mismatch(mismatches)
 
 
+USAGE_VERSION = "v1"  # first part of a usage file's name; the plugin reads only names of versions it knows
+SAMPLE_SECONDS = (0.2, 1.0)  # /proc sampling interval: short at first (short rules), then gentler on the node
+SAMPLE_SPEEDUP_UNTIL = 30.0  # seconds after which the longer interval applies
+
+
+def _children(pid: int) -> list[int]:
+    """Children of every thread of `pid` (/proc/PID/task/TID/children); [] once it is gone."""
+    found: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return found
+
+
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(resident now, resident peak) of one process in KiB (VmRSS, VmHWM); zeros once it is gone."""
+    now = peak = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    now = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    peak = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return now, peak
+
+
+class TreePeak:
+    """Peak resident memory of a shell's process tree: the sum over its processes at each sample, floored by the
+    largest single process's own peak (VmHWM, which catches what rose and fell between samples). `rule` counts
+    the processes below the shell's direct children (the node's Snakemake runs the rule's command there);
+    `tree` counts Snakemake too."""
+
+    def __init__(self, shell: int, me: int) -> None:
+        self.shell, self.me = shell, me
+        self.rule = self.tree = 0
+
+    def sample(self) -> None:
+        rule_now = tree_now = 0
+        level, depth = [c for c in _children(self.shell) if c != self.me], 1
+        while level:
+            following = []
+            for pid in level:
+                now, peak = _memory_kib(pid)
+                tree_now += now
+                if depth > 1:
+                    rule_now += now
+                    self.rule = max(self.rule, peak)
+                self.tree = max(self.tree, peak)
+                following += _children(pid)
+            level, depth = following, depth + 1
+        self.rule, self.tree = max(self.rule, rule_now), max(self.tree, tree_now)
+
+
+def _children_seconds(times_file: str) -> tuple[float, float]:
+    """The children's (user, system) seconds from bash's `times` output (its second line: `0m1.250s 0m0.020s`)."""
+    try:
+        with open(times_file) as f:
+            lines = f.read().split("\n")
+        values = []
+        for text in lines[1].split()[:2]:
+            minutes, _, seconds = text.rstrip("s").partition("m")
+            values.append(int(minutes) * 60 + float(seconds))
+        return values[0], values[1]
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+
+
+def usage_name(kind: str, cpu: tuple[float, float] | None, peak: TreePeak, wall: float) -> str:
+    """The usage file's name carries the values, so one blob listing reads every task's (no request per task):
+    v1-<d|s|x>-u<user ms>-k<kernel ms>-r<rule peak KiB>-t<tree peak KiB>-w<wall ms>; `running` instead of the
+    numbers while the command runs (a task killed meanwhile still tells its node kind)."""
+    if cpu is None:
+        return f"{USAGE_VERSION}-{kind}-running"
+    return (f"{USAGE_VERSION}-{kind}-u{round(cpu[0] * 1000)}-k{round(cpu[1] * 1000)}-r{peak.rule}-t{peak.tree}"
+            f"-w{round(wall * 1000)}")
+
+
+def watch(directory: str) -> None:
+    """Run in the background by the task's shell (usage_probe.py) around the rule's command: sample the peak
+    memory of the shell's process tree until SIGTERM, then name a file in `directory` with the values; CPU is
+    the difference of the shell's `times` before and after the command (begin / end files it wrote). Never fails
+    the task: every problem ends in silence."""
+    import signal
+    import threading
+    import time
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    dedicated = os.environ.get("AZ_BATCH_NODE_IS_DEDICATED", "").lower()
+    kind = {"true": "d", "false": "s"}.get(dedicated, "x")
+    peak, started = TreePeak(os.getppid(), os.getpid()), time.monotonic()
+    running = os.path.join(directory, usage_name(kind, None, peak, 0.0))
+    try:
+        open(running, "w").close()
+        while not stop.is_set():
+            peak.sample()
+            elapsed = time.monotonic() - started
+            stop.wait(SAMPLE_SECONDS[0] if elapsed < SAMPLE_SPEEDUP_UNTIL else SAMPLE_SECONDS[1])
+        wall = time.monotonic() - started
+        begin = _children_seconds(os.path.join(directory, ".begin"))
+        end = _children_seconds(os.path.join(directory, ".end"))
+        cpu = (max(0.0, end[0] - begin[0]), max(0.0, end[1] - begin[1]))
+        os.replace(running, os.path.join(directory, usage_name(kind, cpu, peak, wall)))
+    except OSError:
+        pass
+
+
 def main(argv: list[str]) -> None:
     command, args = (argv[0], argv[1:]) if argv else ("", [])
     if command == "prepare" and len(args) == 3:
@@ -208,9 +321,11 @@ def main(argv: list[str]) -> None:
         record_empty_dirs(args[0], args[1:])
     elif command == "verify" and args:
         verify(args[0], args[1:])
+    elif command == "watch" and len(args) == 1:
+        watch(args[0])
     else:
         fail("usage: node_helper.py prepare ARCHIVE SHA256 DEST | link [ROOT...] | fetch MANIFEST | "
-             "empty-dirs RECORD DIR... | verify CAS_PREFIX [PATH=DIGEST]... [--run PATH=DIGEST...]")
+             "empty-dirs RECORD DIR... | verify CAS_PREFIX [PATH=DIGEST]... [--run PATH=DIGEST...] | watch DIR")
 
 
 if __name__ == "__main__":

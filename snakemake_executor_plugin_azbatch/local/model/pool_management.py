@@ -60,7 +60,7 @@ class PoolManager:
         index = pool.next_node_index
         pool.next_node_index += 1
         node_id = node_id_for(pool.id, index)
-        layout = NodeLayout(pool.id, node_id, self.nodes_root / pool.id / node_id)
+        layout = NodeLayout(pool.id, node_id, self.nodes_root / pool.id / node_id, dedicated)
         now = iso_now()
         node = NodeRecord(layout, index, pool.slots, now, now, dedicated=dedicated, start_task=pool.start_task)
         pool.add_node(node)

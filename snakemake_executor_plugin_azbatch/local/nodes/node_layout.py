@@ -33,6 +33,7 @@ class NodeLayout:
     pool_id: str
     node_id: str
     root: Path
+    dedicated: bool = True  # False: a Spot node (AZ_BATCH_NODE_IS_DEDICATED false, as Batch tells its tasks)
 
     def create(self) -> None:
         for sub in NODE_SUBDIRS:
@@ -69,7 +70,7 @@ class NodeLayout:
             "AZ_BATCH_ACCOUNT_URL": account_url,
             "AZ_BATCH_POOL_ID": self.pool_id,
             "AZ_BATCH_NODE_ID": self.node_id,
-            "AZ_BATCH_NODE_IS_DEDICATED": "true",
+            "AZ_BATCH_NODE_IS_DEDICATED": "true" if self.dedicated else "false",
             "AZ_BATCH_NODE_ROOT_DIR": str(self.root),
             "AZ_BATCH_NODE_SHARED_DIR": str(self.root / "shared"),
             "AZ_BATCH_NODE_STARTUP_DIR": str(self.root / "startup"),

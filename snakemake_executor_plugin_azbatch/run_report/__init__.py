@@ -33,7 +33,7 @@ def write_report(attempts: list[TaskAttempt], run: RunInfo, directory: Path) -> 
         from .timeline import draw_timeline
 
         draw_timeline(attempts, directory / PNG_NAME, directory / SVG_NAME, now=run.generated,
-                      pools=run.pool_samples)
+                      pools=run.pool_samples, slots_per_node=run.slots_per_node)
         png = (directory / PNG_NAME).read_bytes()
     except ImportError as e:  # a broken matplotlib install must not cost the rest of the report
         run.notes.append(f"The timeline figure needs matplotlib, which could not be imported ({e}).")

@@ -1,22 +1,27 @@
 """timeline.png / timeline.svg with matplotlib: on top, how many tasks were queued and running over time (queue
-waits are the grey band); below, one lane per node with a bar per task, coloured by rule, failures outlined red
+waits are the grey band); in the middle, each pool's nodes allocated against its busy slots (utilisation.py);
+below, one lane per node with a bar per task, coloured by rule, failures outlined red
 and hatched, requeued tasks marked. Uses matplotlib's object API (no pyplot), so no GUI backend and no global
 figure state are involved."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 from .node_hours import Sample
 from .records import TaskAttempt
 from .summary import span
+from .utilisation import draw_utilisation
 
 QUEUED_COLOUR = "#b8b8b8"
 RUNNING_COLOUR = "#4c9a5b"
 FAILED_COLOUR = "#c62828"
+BAR_GROUPS = {False: "task-bars", True: "failed-task-bars"}  # SVG ids of the two bar collections
 LANE_HEIGHT_IN = 0.28
 MAX_HEIGHT_IN = 24.0
 MAX_STEPS = 2000  # steps of the top panel (thin_steps); the figure is 1,100 pixels wide
@@ -99,11 +104,20 @@ def thin_steps(
     return out_t, out_q, out_r
 
 
+def _reddish(colour: tuple) -> bool:
+    """Near the failure colour: red clearly above green and blue (tab10's red, tab20's two reds)."""
+    r, g, b = colour[:3]
+    return r > 0.6 and r - max(g, b) > 0.3 and abs(g - b) < 0.25
+
+
 def rule_colours(rules: list[str]) -> dict[str, tuple]:
+    """A colour per rule from tab10 (tab20 beyond 9 rules), never a red: red marks failed tasks."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if len(rules) <= 10 else "tab20"]
-    return {rule: cmap(i % cmap.N) for i, rule in enumerate(sorted(rules))}
+    palette = [c for c in colormaps["tab10"].colors if not _reddish(c)]
+    if len(rules) > len(palette):
+        palette = [c for c in colormaps["tab20"].colors if not _reddish(c)]
+    return {rule: palette[i % len(palette)] for i, rule in enumerate(sorted(rules))}
 
 
 def _lanes(attempts: list[TaskAttempt], at, end: datetime) -> tuple[list[tuple[str, int, int]], dict[int, float]]:
@@ -196,10 +210,12 @@ def _draw_nodes(ax, frame: _Frame, lanes: list[tuple[str, int, int]], y_of: dict
     # MiB and minutes of CPU at the end of the run.
     for failed, (outlines, rules) in _bars(frame, y_of, 0.002 * max(end, 1e-9)).items():
         if len(outlines):
-            ax.add_collection(PolyCollection(
+            bars = PolyCollection(
                 outlines, facecolors=[colours[r] for r in rules], edgecolors=FAILED_COLOUR if failed else "black",
                 linewidths=1.4 if failed else 0.3, hatch="xx" if failed else None,
-            ))
+            )
+            bars.set_gid(BAR_GROUPS[failed])  # the SVG's tooltips find the bars by it (svg_tooltips)
+            ax.add_collection(bars)
     requeued = [(frame.at(a.started), y_of[i]) for i, a in enumerate(attempts) if a.requeues and i in y_of]
     if requeued:
         ax.plot([x for x, _ in requeued], [y for _, y in requeued], marker="<", linestyle="", color="black",
@@ -225,9 +241,10 @@ def _draw_nodes(ax, frame: _Frame, lanes: list[tuple[str, int, int]], y_of: dict
 
 def draw_timeline(
     attempts: list[TaskAttempt], png: Path, svg: Path, now: datetime | None = None,
-    pools: dict[str, list[Sample]] | None = None,
+    pools: dict[str, list[Sample]] | None = None, slots_per_node: dict[str, int] | None = None,
 ) -> None:
-    """Write the figure as PNG and SVG."""
+    """Write the figure as PNG and SVG: tasks queued and running, the pools' nodes against busy slots (`pools`:
+    node counts over time), a lane per node; in the SVG, each bar's tooltip names its task."""
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -237,12 +254,45 @@ def draw_timeline(
     end = max(last or now, origin)
     frame = _Frame(attempts, origin, end, *_time_unit((end - origin).total_seconds()))
     lanes, y_of = _lanes(attempts, frame.at, end)
-    height = min(MAX_HEIGHT_IN, 2.6 + LANE_HEIGHT_IN * max(1, sum(count for _, _, count in lanes)))
+    height = min(MAX_HEIGHT_IN, 4.4 + LANE_HEIGHT_IN * max(1, sum(count for _, _, count in lanes)))
     # Text stays text in the SVG (smaller, searchable); a fixed hash salt keeps its ids stable between runs.
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "azbatch-timeline", "font.size": 9}):
         fig = Figure(figsize=(11, height), dpi=100, layout="constrained")
-        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.6, max(1.6, height - 2.2)]})
+        top, middle, bottom = fig.subplots(
+            3, 1, sharex=True, gridspec_kw={"height_ratios": [1.6, 1.6, max(1.6, height - 4.0)]})
         _draw_occupancy(top, frame)
+        draw_utilisation(middle, attempts, pools or {}, slots_per_node or {}, frame.at, end)
         _draw_nodes(bottom, frame, lanes, y_of)
         fig.savefig(png, format="png")
-        fig.savefig(svg, format="svg", metadata={"Date": None})
+        text = io.StringIO()
+        fig.savefig(text, format="svg", metadata={"Date": None})
+    svg.write_text(svg_tooltips(text.getvalue(), _bar_titles(frame, y_of)), encoding="utf-8")
+
+
+def _bar_titles(frame: _Frame, y_of: dict[int, float]) -> dict[str, list[str]]:
+    """The tooltip of every drawn bar, per bar group, in the order _bars draws them."""
+    titles: dict[str, list[str]] = {}
+    for failed, gid in BAR_GROUPS.items():
+        titles[gid] = [
+            f"{a.rule} (job {a.jobid}, attempt {a.attempt}): task {a.task_id} on {a.node}, {a.result}"
+            + (f", exit code {a.exit_code}" if a.exit_code not in (None, 0) else "")
+            + (f", {a.failure}" if a.failure else "") + (f", requeued {a.requeues}×" if a.requeues else "")
+            for i, a in enumerate(frame.attempts) if i in y_of and a.failed == failed
+        ]
+    return titles
+
+
+def svg_tooltips(svg: str, titles: dict[str, list[str]]) -> str:
+    """A <title> (the browser's tooltip) inside each bar's <path> of the groups named by `titles`: matplotlib
+    writes a collection as one <g id=gid> with a <path/> per polygon, in the collection's order."""
+    for gid, names in titles.items():
+        start = svg.find(f'<g id="{gid}">')
+        if start < 0 or not names:
+            continue
+        end = svg.index("</g>", start)
+        paths = svg[start:end].split("/>\n")
+        if len(paths) - 1 != len(names):  # not the shape expected: leave the figure as it is
+            continue
+        body = "".join(f"{p}><title>{escape(n)}</title></path>\n" for p, n in zip(paths, names)) + paths[-1]
+        svg = svg[:start] + body + svg[end:]
+    return svg

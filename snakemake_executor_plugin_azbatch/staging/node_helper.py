@@ -280,7 +280,7 @@ def usage_name(kind: str, cpu: tuple[float, float] | None, peak: TreePeak, wall:
 
 def watch(directory: str) -> None:
     """Run in the background by the task's shell (usage_probe.py) around the rule's command: sample the peak
-    memory of the shell's process tree until SIGTERM, then name a file in `directory` with the values; CPU is
+    memory of the shell's process tree until SIGTERM (or the shell's .end file), then name a file in `directory` with the values; CPU is
     the difference of the shell's `times` before and after the command (begin / end files it wrote). Never fails
     the task: every problem ends in silence."""
     import signal
@@ -295,13 +295,14 @@ def watch(directory: str) -> None:
     running = os.path.join(directory, usage_name(kind, None, peak, 0.0))
     try:
         open(running, "w").close()
-        while not stop.is_set():
+        end_file = os.path.join(directory, ".end")
+        while not stop.is_set() and not os.path.exists(end_file):  # .end: a SIGTERM sent before the handler
             peak.sample()
             elapsed = time.monotonic() - started
             stop.wait(SAMPLE_SECONDS[0] if elapsed < SAMPLE_SPEEDUP_UNTIL else SAMPLE_SECONDS[1])
         wall = time.monotonic() - started
         begin = _children_seconds(os.path.join(directory, ".begin"))
-        end = _children_seconds(os.path.join(directory, ".end"))
+        end = _children_seconds(end_file)
         cpu = (max(0.0, end[0] - begin[0]), max(0.0, end[1] - begin[1]))
         os.replace(running, os.path.join(directory, usage_name(kind, cpu, peak, wall)))
     except OSError:

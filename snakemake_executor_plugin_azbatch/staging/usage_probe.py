@@ -32,7 +32,11 @@ def shell_functions(helper: str) -> str:
     """Shell defining azbatch_usage_begin / azbatch_usage_end (`helper`: how a task runs node_helper.py)."""
     return (
         f'azbatch_usage_begin() {{ mkdir -p {_DIR_ON_NODE} && times > {_DIR_ON_NODE}/.begin && '
-        f'{{ {helper} watch {_DIR_ON_NODE} & AZBATCH_USAGE_WATCH=$!; }}; }} && '  # '&&': the prefix is one and-list
+        # The watcher starts with SIGTERM ignored (the shell's own trap put back at once), so a command quicker
+        # than python's start cannot kill it before its handler is in place; it also stops when it sees .end.
+        # '&&': the prefix is one and-list.
+        f'{{ local t; t=$(trap -p TERM); trap "" TERM; {helper} watch {_DIR_ON_NODE} & AZBATCH_USAGE_WATCH=$!; '
+        f'eval "${{t:-trap - TERM}}"; }}; }} && '
         f'azbatch_usage_end() {{ local rc=$1; times > {_DIR_ON_NODE}/.end; '
         f'kill -TERM "$AZBATCH_USAGE_WATCH" 2>/dev/null && wait "$AZBATCH_USAGE_WATCH" 2>/dev/null; return $rc; }}'
     )

@@ -166,6 +166,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
             job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token, generation)
             with self.staging.links.handing_out() as links:  # the whole lifetime; cached bodies get fresh links
                 prep = renewed_body(self._preparation_task(pool, self._run_sources()), self.staging.links)
+                usage_env = usage_probe.job_environment(self.staging.output_container_url(), self.staging.identity)
             body = task_spec.job_body(
                 job_id,
                 pool_id,
@@ -173,7 +174,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
                 workflow=os.path.abspath(self.workflow.main_snakefile),
                 prep_task=prep,
                 metadata=self.run_identity.metadata(datetime.now(timezone.utc)),
-                common_env={**self.envvars(), task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
+                common_env={**self.envvars(), **usage_env, task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
             )
             interval = max(1.0, min(15.0, self.next_seconds_between_status_checks))
             self.outages.batch.call(lambda: create_job_waiting(self.batch, body, self.logger, interval=interval))
@@ -296,7 +297,8 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
             self.staging.output_container_url(),
             self.staging.identity,
         )
-        output_files.append(usage_probe.output_spec(tid, self.staging.output_container_url(), self.staging.identity))
+        if self.staging.identity:  # else the node writes its measurement itself (usage_probe.job_environment)
+            output_files.append(usage_probe.output_spec(tid, self.staging.output_container_url(), self.staging.identity))
         slots, warning = task_spec.required_slots(job.threads, pool.slots_per_node)
         if warning:
             self.logger.warning(f"azbatch: job {job.name} (task {tid}) {warning}")

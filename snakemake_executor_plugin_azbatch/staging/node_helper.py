@@ -278,6 +278,28 @@ def usage_name(kind: str, cpu: tuple[float, float] | None, peak: TreePeak, wall:
             f"-w{round(wall * 1000)}")
 
 
+USAGE_URL_VARIABLE = "AZBATCH_USAGE_URL"  # usage_probe.URL_VARIABLE: the run container + write SAS
+USAGE_BLOB_DIR = "usage"  # usage_probe.LISTING_PREFIX without its '/'
+
+
+def _put_usage(name: str, attempts: int = 2) -> None:
+    """The measurement as an empty blob usage/<task id>/<name> in the run's container (Put Blob); no link (a
+    managed identity: the output file spec uploads the file) or any failure: nothing, the task goes on."""
+    url, task = os.environ.get(USAGE_URL_VARIABLE, ""), os.environ.get("AZ_BATCH_TASK_ID", "")
+    if not url or not task:
+        return
+    base, _, query = url.partition("?")
+    blob = urllib.parse.quote(f"{USAGE_BLOB_DIR}/{task}/{name}", safe="/")
+    request = urllib.request.Request(f"{base.rstrip('/')}/{blob}" + (f"?{query}" if query else ""), data=b"",
+                                     method="PUT", headers={"x-ms-blob-type": "BlockBlob", "x-ms-version": "2021-08-06"})
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=10):  # a task's end waits for it: never long
+                return
+        except OSError:
+            pass
+
+
 def watch(directory: str) -> None:
     """Run in the background by the task's shell (usage_probe.py) around the rule's command: sample the peak
     memory of the shell's process tree until SIGTERM (or the shell's .end file), then name a file in `directory` with the values; CPU is
@@ -295,6 +317,8 @@ def watch(directory: str) -> None:
     running = os.path.join(directory, usage_name(kind, None, peak, 0.0))
     try:
         open(running, "w").close()
+        # The node's kind, known even if the task is killed; on a thread, so sampling starts at once.
+        threading.Thread(target=_put_usage, args=(os.path.basename(running), 1), daemon=True).start()
         end_file = os.path.join(directory, ".end")
         while not stop.is_set() and not os.path.exists(end_file):  # .end: a SIGTERM sent before the handler
             peak.sample()
@@ -304,7 +328,9 @@ def watch(directory: str) -> None:
         begin = _children_seconds(os.path.join(directory, ".begin"))
         end = _children_seconds(end_file)
         cpu = (max(0.0, end[0] - begin[0]), max(0.0, end[1] - begin[1]))
-        os.replace(running, os.path.join(directory, usage_name(kind, cpu, peak, wall)))
+        final = usage_name(kind, cpu, peak, wall)
+        os.replace(running, os.path.join(directory, final))
+        _put_usage(final)
     except OSError:
         pass
 

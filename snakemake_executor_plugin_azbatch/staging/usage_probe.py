@@ -3,10 +3,13 @@
 The job-wide prefix defines two shell functions around Snakemake (`SNAKEMAKE_FUNCTION`'s body): before the
 command, `azbatch_usage_begin` writes bash's `times` (CPU of the shell's children so far: the link and input-check
 steps) and starts `node_helper.py watch` in the background, which samples the peak memory of the task's process
-tree; after it, `azbatch_usage_end` writes `times` again and stops the watcher, which names one empty file in
-`USAGE_DIR` with the values (CPU = the difference, so only the command's own processes count). One more output
-file spec per task uploads it on completion to `usage/<task id>/<values>` in the run's container, so ONE blob
-listing of `usage/` (5,000 names per request) reads every task's measurement: no request per task.
+tree; after it, `azbatch_usage_end` writes `times` again and stops the watcher, which names its measurement with
+the values (CPU = the difference, so only the command's own processes count). The measurement is an empty blob
+`usage/<task id>/<values>` in the run's container, so ONE blob listing of `usage/` (5,000 names per request)
+reads every task's: no request per task. The node writes it itself (Put Blob, `v1-<kind>-running` when the
+command starts, the values when it ends) with the run container's write link from the job's common environment
+(`URL_VARIABLE`: once per Batch job, not a byte more per task definition); with a managed identity the node has
+no link, and one more output file spec per task uploads a file of that name instead.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+URL_VARIABLE = "AZBATCH_USAGE_URL"  # the run container's URL and write SAS, in the job's common environment
 USAGE_DIR = ".azbatch-usage"  # in the task's working directory; its .begin/.end are never uploaded
 _DIR_ON_NODE = f'"$AZ_BATCH_TASK_WORKING_DIR/{USAGE_DIR}"'  # absolute: a precommand may change directory
 LISTING_PREFIX = "usage/"  # in the run's container
@@ -26,6 +30,11 @@ NODE_KINDS = {"d": "dedicated", "s": "low-priority", "x": ""}
 def usage_blob_dir(task_id: str) -> str:
     """The virtual directory of one task's usage file in the run's container (no trailing '/')."""
     return f"{LISTING_PREFIX}{task_id}"
+
+
+def job_environment(container_url: str, identity: dict | None) -> dict[str, str]:
+    """What the job's common environment carries for the nodes' measurements (nothing with a managed identity)."""
+    return {} if identity else {URL_VARIABLE: container_url}
 
 
 def shell_functions(helper: str) -> str:

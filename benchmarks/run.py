@@ -43,6 +43,7 @@ import big_files
 import blob_minimum
 import chaos
 import reference_clients
+import report_cost
 import shared_pool
 import workloads
 from service_process import ServiceProcess, Traffic, supports
@@ -199,7 +200,7 @@ def bench_example(work: Path) -> tuple[list[Row], dict[str, Any]]:
                "plugin_blob_requests": traffic.total("storagePlugin"),
                "minimum_plugin_blob_requests": minimum.plugin_requests,
                "batch_operations": traffic.by_operation("operations"),
-               "blob_operations": traffic.by_operation("storage")}
+               "blob_operations": traffic.by_operation("storage"), "report": report_figures}
     return rows, figures
 
 
@@ -270,6 +271,7 @@ def bench_scale(work: Path, n: int, options: list[str], snakemake_args: list[str
             reason = f"failed (exit {plugin.returncode}; log {plugin.log})"
             return [(f"scale: {label}", reason, "")], {"tasks": n, "options": options, "failed": plugin.as_dict()}
         submission = _submission_span(service, started)
+    report, report_figures = report_cost.report_rows(plugin_dir, traffic, n + 1)
     touch = workloads.snakemake(touch_dir, "touch", n, dict(os.environ), work / "touch.log", timeout_s=3600,
                                 extra=snakemake_args)
     workloads.require_success(touch, "the scale workflow on --executor touch")
@@ -289,11 +291,12 @@ def bench_scale(work: Path, n: int, options: list[str], snakemake_args: list[str
         ("scale: requests per task, Batch + Blob (plugin side)",
          per(traffic.total("operations") + traffic.total("storagePlugin"), tasks, 2), "requests"),
         ("scale: plugin process peak RSS", f"{plugin.peak_rss_mib:.0f}", "MiB"),
+        *report,
     ]
     figures = {"tasks": tasks, "options": options, "snakemake_args": snakemake_args, "submission": submission,
                "azbatch": plugin.as_dict(), "touch": touch.as_dict(),
                "batch_operations": traffic.by_operation("operations"),
-               "blob_operations": traffic.by_operation("storage")}
+               "blob_operations": traffic.by_operation("storage"), "report": report_figures}
     return rows, figures
 
 

@@ -168,6 +168,18 @@ def test_a_task_on_a_stock_node_sees_batch_and_nothing_of_the_host(svc: ServiceH
     assert (wd / "report.txt").stat().st_uid == node_image.TASK_UID
 
 
+def test_a_stock_node_task_reports_the_cpu_its_processes_used(svc: ServiceHandle) -> None:
+    """Batch's task statistics from the sandbox's process tree (bubblewrap reaps it; wait4 sums it)."""
+    client = svc.batch_client()
+    job_id = new_job(client, "stock")
+    burn = "import time; t = time.process_time(); exec('while time.process_time() - t < 1: sum(range(9999))')"
+    task = run_task(client, job_id, {"id": "burn", "commandLine": f"/bin/sh -c \"python3 -c \\\"{burn}\\\"\""})
+    assert task.execution_info.result == "success", task_stderr(svc, client, job_id, "burn")
+    stats = client.get_task(job_id, "burn", expand=["stats"]).task_statistics
+    assert (stats.user_cpu_time + stats.kernel_cpu_time).total_seconds() >= 0.9, stats
+    assert stats.wall_clock_time >= stats.user_cpu_time
+
+
 def test_an_admin_task_runs_as_root_on_its_node(svc: ServiceHandle) -> None:
     client = svc.batch_client()
     job_id = new_job(client, "stock")

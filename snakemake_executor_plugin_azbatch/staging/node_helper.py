@@ -4,7 +4,8 @@ The job preparation task downloads this file and the run's sources archive, then
 sha256 (its blob name) and extracts it once per node and Batch job. Each task then runs `link` (symlinks every
 extracted file into its working directory, where Snakemake expects the Snakefile and scripts) and, when its inputs
 travel in a manifest, `fetch` (downloads the listed blobs, each checked against its sha256); otherwise `verify`
-checks the input resource files Batch downloaded against their sha256 before the rule's command runs."""
+checks the input resource files Batch downloaded against their sha256 before the rule's command runs. Around the
+command, `watch` measures what its processes used (peak memory, CPU) for the run report (usage_probe.py)."""
 
 from __future__ import annotations
 

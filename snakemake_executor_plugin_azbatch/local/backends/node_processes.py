@@ -106,11 +106,12 @@ class ContainerProcess(ProcessGroup):
         super().kill()
 
 
-def start_process(argv: list[str], env: dict[str, str], launch: Launch) -> subprocess.Popen:
+def start_process(argv: list[str], env: dict[str, str], launch: Launch, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     """Popen with the task's output files, no stdin, in a session of its own."""
     with open(launch.stdout, "ab") as out, open(launch.stderr, "ab") as err:
         return subprocess.Popen(
-            argv, cwd=launch.cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+            argv, cwd=launch.cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+            pass_fds=pass_fds,
         )
 
 

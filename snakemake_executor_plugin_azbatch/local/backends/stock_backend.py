@@ -29,17 +29,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..config import BoundEndpoints, ConfigError, ServiceConfig
-from ..nodes import isolation, node_trust
+from ..nodes import isolation, node_trust, task_rusage
 from ..nodes import node_image as node_image_module
 from ..nodes.node_layout import NodeLayout, is_admin
 from .node_agent import NodeAgent
-from .node_processes import Launch, ProcessGroup, RunningProcess, start_process
+from .execution import ProcessUsage
+from .node_processes import BLOCK_BYTES, Launch, ProcessGroup, RunningProcess, start_process
 
 log = logging.getLogger(__name__)
 
 # What the sandbox's launcher (setpriv for non-admin tasks, bwrap for admin ones) prints, with its exit status,
 # when the task's program cannot be executed; the program itself never ran, so this is all of stderr.
-_EXEC_FAILED = re.compile(r"(?:setpriv: failed to execute|bwrap: execvp) (?P<program>.+): (?P<reason>[^\n:]+)\n")
+_EXEC_FAILED = re.compile(
+    r"(?:setpriv: failed to execute|bwrap: execvp|" + re.escape(task_rusage.EXEC_FAILED_PREFIX) + r") "
+    r"(?P<program>.+): (?P<reason>[^\n:]+)\n")
 _EXEC_FAILED_STATUS = (1, 127)
 _ERRNOS = {os.strerror(errno.ENOENT): errno.ENOENT, os.strerror(errno.EACCES): errno.EACCES,
            os.strerror(errno.ENOEXEC): errno.ENOEXEC}  # fmt: skip
@@ -50,13 +53,36 @@ class SandboxProcess(ProcessGroup):
     the launcher has tried: `wait` then raises the OSError the host's Popen would have raised (the node agent
     reports CommandProgramNotFound / CommandLaunchFailed, as Batch does)."""
 
-    def __init__(self, popen: subprocess.Popen, program: str, stderr: Path) -> None:
+    def __init__(self, popen: subprocess.Popen, program: str, stderr: Path, usage_pipe: int) -> None:
         super().__init__(popen)
         self.program = program
         self.stderr = stderr
+        self.usage_pipe = usage_pipe
+        self._reaped: ProcessUsage | None = None
+
+    @property
+    def usage(self) -> ProcessUsage | None:
+        """The reaper's report (bwrap's own rusage misses the sandbox's processes); None if it was killed."""
+        return self._reaped
+
+    def _read_usage(self) -> None:
+        # The reaper wrote before it exited, hence before the sandbox reported its end: what is there is all.
+        try:
+            os.set_blocking(self.usage_pipe, False)
+            values = task_rusage.parse(os.read(self.usage_pipe, 256))
+        except OSError:  # BlockingIOError: nothing written (the reaper was killed)
+            values = None
+        finally:
+            os.close(self.usage_pipe)
+        if values is not None:
+            user, system, inblock, oublock = values
+            self._reaped = ProcessUsage(user, system, inblock, oublock, inblock * BLOCK_BYTES, oublock * BLOCK_BYTES)
 
     def wait(self, timeout: float | None) -> int | None:
         code = super().wait(timeout)
+        if code is not None and self.usage_pipe >= 0:
+            self._read_usage()
+            self.usage_pipe = -1
         if code in _EXEC_FAILED_STATUS:
             try:
                 text = self.stderr.read_text(errors="replace") if self.stderr.stat().st_size < 4096 else ""
@@ -139,11 +165,19 @@ class StockNodeBackend(NodeAgent):
         if launch.container is not None:
             network = sandbox.netns_path or "host"
             return self.launch_container(launch, user=sandbox.task_owner(admin), network=network)
+        read_end, write_end = os.pipe()  # the reaper's report of what the task's processes used
         try:
-            command = sandbox.launch(launch.argv, cwd=launch.cwd, env=launch.env, admin=admin)
+            command = sandbox.launch(launch.argv, cwd=launch.cwd, env=launch.env, admin=admin, usage_fd=write_end)
+            popen = start_process(command.argv, command.env, launch, pass_fds=(write_end,))
         except isolation.IsolationError as exc:
+            os.close(read_end)
             raise OSError(str(exc)) from None
-        return SandboxProcess(start_process(command.argv, command.env, launch), launch.argv[0], launch.stderr)
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        return SandboxProcess(popen, launch.argv[0], launch.stderr, read_end)
 
 
 def _give_to(directory: Path, owner: tuple[int, int]) -> None:

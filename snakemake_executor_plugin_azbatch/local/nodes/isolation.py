@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .loopback_forwarder import LoopbackForwarder
 from .node_image import NODE_PATH, NodeImage
+from . import task_rusage
 from .node_layout import split_launcher_env
 
 NETWORK_HOST = "host"
@@ -202,13 +203,18 @@ class NodeSandbox:
 
     # ------------------------------------------------------------------ processes
 
-    def launch(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], admin: bool) -> Launch:
+    def launch(
+        self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], admin: bool, usage_fd: int | None = None
+    ) -> Launch:
         """The command that runs `argv` on this node in `cwd` (inside AZ_BATCH_NODE_ROOT_DIR).
 
         env: the task's variables (AZ_BATCH_* and its environment settings). The process gets exactly these plus
         what a Batch task gets on Linux: PATH (the image's, then the shared and working directories), HOME (the
-        working directory) and USER. argv[0] is looked up on that PATH inside the node.
+        working directory) and USER. argv[0] is looked up on that PATH inside the node. With `usage_fd` (an fd
+        the caller passes to the process), the command runs under task_rusage's reaper, which reports on it.
         """
+        if usage_fd is not None:
+            argv = task_rusage.reaped(list(argv), usage_fd)
         if not self.started:
             raise IsolationError(f"node {self.node_id}: the sandbox is not started")
         nsenter = [self._tools["nsenter"], f"--mount={self._ns_path('mnt')}"]

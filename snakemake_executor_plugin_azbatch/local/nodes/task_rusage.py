@@ -1,0 +1,53 @@
+"""What a task's processes used inside a node sandbox, for Batch's task statistics.
+
+bubblewrap's pid-namespace init is not waited for by the outer bwrap, so the rusage of a sandboxed task never
+reaches the node agent's wait4. The sandbox therefore runs the task under `REAPER` (the image's python3, as the
+task's user): it starts the command, waits for it with wait4 (its rusage covers every descendant waited for), writes
+`user system inblock oublock` to a pipe the agent holds, and ends as the command did (the same exit code, or
+the same signal). A program that cannot be started is one line on stderr, as bwrap's own (`EXEC_FAILED_PREFIX`).
+"""
+
+from __future__ import annotations
+
+EXEC_FAILED_PREFIX = "azbatch-node: execvp"
+
+REAPER = f"""
+import os, signal, sys
+fd, argv = int(sys.argv[1]), sys.argv[2:]
+os.set_inheritable(fd, False)
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        os.write(2, ("{EXEC_FAILED_PREFIX} %s: %s\\n" % (argv[0], os.strerror(e.errno))).encode())
+        os._exit(1)
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, lambda s, f: os.kill(pid, s))
+while True:
+    try:
+        _, status, ru = os.wait4(pid, 0)
+        break
+    except InterruptedError:
+        continue
+os.write(fd, ("%r %r %d %d" % (ru.ru_utime, ru.ru_stime, ru.ru_inblock, ru.ru_oublock)).encode())
+code = os.waitstatus_to_exitcode(status)
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+os._exit(code & 255)
+"""
+
+
+def reaped(argv: list[str], fd: int) -> list[str]:
+    """`argv` run under the reaper, which reports on `fd`."""
+    return ["python3", "-c", REAPER, str(fd), *argv]
+
+
+def parse(data: bytes) -> tuple[float, float, int, int] | None:
+    """(user s, system s, block inputs, block outputs) as the reaper wrote them; None when it wrote nothing."""
+    try:
+        user, system, inblock, oublock = data.decode().split()
+        return float(user), float(system), int(inblock), int(oublock)
+    except ValueError:
+        return None

@@ -201,6 +201,20 @@ SAMPLE_SECONDS = (0.2, 1.0)  # /proc sampling interval: short at first (short ru
 SAMPLE_SPEEDUP_UNTIL = 30.0  # seconds after which the longer interval applies
 
 
+def _children_by_scan(pid: int) -> list[int]:
+    """Children of `pid` from every process's parent in /proc/*/stat (kernels without .../children)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rpartition(")")[2].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
 def _children(pid: int) -> list[int]:
     """Children of every thread of `pid` (/proc/PID/task/TID/children); [] once it is gone."""
     found: list[int] = []
@@ -208,6 +222,8 @@ def _children(pid: int) -> list[int]:
         for tid in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{tid}/children") as f:
                 found += [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        return _children_by_scan(pid) if os.path.isdir(f"/proc/{pid}") else []
     except (OSError, ValueError):
         pass
     return found

@@ -138,6 +138,14 @@ def test_node_hours_take_the_larger_count_between_samples_from_the_pools_creatio
     assert pool.created and pool.start == T0 and pool.billed["low-priority"] == pytest.approx((12 + 18 + 18) / 60)
     assert pool.busy["low-priority"] == pytest.approx((6 + 24 + 24) / 60) and pool.billed["dedicated"] == 0
     assert pool.billed_total >= pool.busy_total - 0.2  # busy counts the running, billed the allocated
+    # A pool the run did not create: from the run's first submission, the first count taken back to it.
+    hours = NodeHours(clock=lambda: now[0])
+    now[0] = T0
+    hours.run_started()
+    now[0] = T0 + timedelta(minutes=3)
+    hours.observe({"q": (NodeCounts(total=1, running=1), NodeCounts())})
+    (pool,) = hours.hours(T0 + timedelta(minutes=6))
+    assert not pool.created and pool.start == T0 and pool.billed["dedicated"] == pytest.approx(0.1)
 
 
 # ---- efficiency and summary.json -------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ A node is billed while it is allocated, whatever its state (starting, idle, runn
 Spot node. Between two samples a pool counts the larger of the two (an upper bound at the sampling interval's
 resolution: a node that came and went between two samples is missed, one that left just after a sample is
 counted until the next). A pool the run created counts from its creation (the first sample's nodes assumed from
-then on) to the report, written just before the pool is deleted; another pool from the first sample to the
-report. Busy node-hours count nodes running a task (Batch's `running` node state)."""
+then on) to the report, written just before the pool is deleted; another pool likewise from the run's first
+submission. Busy node-hours count nodes running a task (Batch's `running` node state)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,12 @@ class NodeHours:
         self._samples: dict[str, list[Sample]] = {}
         self._names: dict[str, str] = {}
         self._created: dict[str, datetime] = {}
+        self._run_start: datetime | None = None
+
+    def run_started(self) -> None:
+        """The run's first submission: a pool it did not create counts from here (its nodes were up already)."""
+        with self._lock:
+            self._run_start = self._run_start or self.clock()
 
     def pool_created(self, pool: str) -> None:
         with self._lock:
@@ -93,7 +99,7 @@ class NodeHours:
     def _pool_hours(self, key: str, end: datetime) -> PoolHours:
         samples = self._samples.get(key, [])
         created = self._created.get(key)
-        start = created or (samples[0].at if samples else end)
+        start = created or min([t for t in (samples[0].at if samples else None, self._run_start) if t] or [end])
         billed, busy = [0.0, 0.0], [0.0, 0.0]
         # Steps: [start, first sample] at the first sample's count, then each interval at the larger of its two
         # ends, then the last sample's count until `end`.

@@ -71,6 +71,7 @@ class RunReporting:
         self.recorder.submitted(task_id, batch_job, pool, rule, job.jobid, getattr(job, "attempt", 1), slots,
                                 Requested.of(job))
         if first:
+            self.node_hours.run_started()
             # matplotlib takes a second or two to import; do it while tasks run, not when the run ends.
             threading.Thread(target=_preload_figure_libraries, name="azbatch-report-import", daemon=True).start()
         if self.progress is not None:

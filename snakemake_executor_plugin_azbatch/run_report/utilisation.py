@@ -65,6 +65,8 @@ def draw_utilisation(ax: Any, attempts: list[TaskAttempt], pools: dict[str, list
         if samples:
             sx = [at(s.at) for s in samples] + [at(end)]
             sy = [sum(s.billed) for s in samples]
+            if sx[0] > 0:  # the first count taken back to the first submission, as node_hours counts it
+                sx, sy = [0.0, *sx[1:]], sy
             ax.step(sx, sy + sy[-1:], where="post", color=colour, linewidth=1.4, label=f"{pool}: nodes allocated")
             top = max(top, *sy)
         top = max(top, *ys)

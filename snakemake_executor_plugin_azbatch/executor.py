@@ -21,32 +21,33 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import recovery, task_spec
-from .run_identity import RunIdentity, workflow_key
-from .run_watch import RunWatch
-from .azure_sdk import error_text, redact, unreachable
-from .job_quota import create_job_waiting
-from .link_renewal import LinkRenewal, renewed_body
-from .malloc_arenas import ARENAS as MALLOC_ARENAS, limit_malloc_arenas
-from .batch_client import BatchService, BatchServiceError, PoolInfo, task_collections
+from .run import recovery
+from .tasks import task_spec
+from .run.run_identity import RunIdentity, workflow_key
+from .run.run_watch import RunWatch
+from .azure_api.azure_sdk import error_text, redact, unreachable
+from .azure_api.job_quota import create_job_waiting
+from .run.link_renewal import LinkRenewal, renewed_body
+from .run.malloc_arenas import ARENAS as MALLOC_ARENAS, limit_malloc_arenas
+from .azure_api.batch_client import BatchService, BatchServiceError, PoolInfo, task_collections
 from .config import Config, resolve
-from .polling import AdaptiveInterval, default_maximum, sleep_interval
-from .node_health import NodeHealth
-from .node_setup import NodeSetup, StagedFiles
-from .outage import OutageExpired, Outages
-from .run_report.reporting import RunReporting
-from .profile_overrides import override_warnings, snakemake_cli_argv
-from .run_end import RunEnd
-from .run_pools import RunPools
-from .task_results import LOG_DIR, STATE_DIR, TaskResults
-from .settings import SettingsError
+from .run.polling import AdaptiveInterval, default_maximum, sleep_interval
+from .run.node_health import NodeHealth
+from .run.node_setup import NodeSetup, StagedFiles
+from .run.outage import OutageExpired, Outages
+from .report.run_reporting import RunReporting
+from .settings.profile_overrides import override_warnings, snakemake_cli_argv
+from .run.run_end import RunEnd
+from .run.pool_guard import RunPools
+from .run.task_results import LOG_DIR, STATE_DIR, TaskResults
+from .settings.executor_settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
 from .staging import input_check
 from .staging.manifest import manifest_env, stage_manifest
 from .staging.node_helper import READ_URL_VARIABLE
 from .staging.sources_archive import PreparedSources, stage_sources
-from .submission import rate_limit_hint, submit_streaming
-from .credentials import explain
+from .run.submission import rate_limit_hint, submit_streaming
+from .azure_api.credentials import explain
 
 COMPLETION_MARGIN = timedelta(seconds=60)
 
@@ -56,7 +57,7 @@ def is_loopback(url: str) -> bool:
 
 
 def _default_credential():
-    from .credentials import default_credential
+    from .azure_api.credentials import default_credential
 
     return default_credential()
 
@@ -114,7 +115,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
         self.poll_interval = AdaptiveInterval(interval, maximum)
         self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR,
                                       unusable_wait=self.config.unusable_wait)
-        self.reporting = RunReporting(  # live progress and the run report (run_report/, progress.py)
+        self.reporting = RunReporting(  # live progress and the run report (report/, progress.py)
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
             observe_nodes=self.node_health.states.observe,

@@ -79,22 +79,22 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 LOCAL = f"{NAME}.local"
 # The local wing's folders, each with the folders (and top-level modules) it may import: HTTP → API → model →
-# backends → nodes; storage and auth beside them. Top-level `cli` and `service` assemble everything; `config` is
-# read by every layer (and checks the node prerequisites lazily).
+# backends → nodes; storage and auth beside them. Top-level `cli` and `service` assemble everything; `service_config`
+# is read by every layer (and checks the node prerequisites lazily).
 LOCAL_ALLOWED: dict[str, set[str]] = {
-    "http": {"api", "model", "auth", "config"},
+    "http": {"api", "model", "auth", "service_config"},
     "api": {"model"},
-    "model": {"backends", "nodes", "config"},
-    "backends": {"nodes", "config"},
-    "nodes": {"config"},
-    "storage": {"auth", "config"},
-    "auth": {"config"},
-    "config": {"nodes", "auth"},
-    "pool_file": {"config"},
-    "cli_options": {"http", "auth", "nodes", "config", "pool_file"},
-    "cli": {"http", "api", "model", "backends", "nodes", "storage", "auth", "config", "pool_file", "service",
+    "model": {"backends", "nodes", "service_config"},
+    "backends": {"nodes", "service_config"},
+    "nodes": {"service_config"},
+    "storage": {"auth", "service_config"},
+    "auth": {"service_config"},
+    "service_config": {"nodes", "auth"},
+    "pool_file": {"service_config"},
+    "cli_options": {"http", "auth", "nodes", "service_config", "pool_file"},
+    "cli": {"http", "api", "model", "backends", "nodes", "storage", "auth", "service_config", "pool_file", "service",
             "cli_options"},
-    "service": {"http", "api", "model", "backends", "nodes", "storage", "auth", "config"},
+    "service": {"http", "api", "model", "backends", "nodes", "storage", "auth", "service_config"},
 }
 # The one module of the local wing that uses the plugin wing (the offline bootstrap's wheels go into its image).
 LOCAL_USES_PLUGIN = {f"{LOCAL}.nodes.snakemake_image": {f"{NAME}.bootstrap.wheelhouse"}}

@@ -14,9 +14,9 @@ from support.services import start_service
 from support.executor_runs import output_of, run_snakemake, write_files
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
-from snakemake_executor_plugin_azbatch.node_states import NodeStates
-from snakemake_executor_plugin_azbatch.progress import NodeCounts
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.run.node_states import NodeStates
+from snakemake_executor_plugin_azbatch.run.progress import NodeCounts
 
 POOL = "states"
 DISK_FULL = {"code": "DiskFull", "message": "The temporary disk of the node is full"}

@@ -8,17 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from ..pool_creation import PoolCreation
-from ..settings import DEFAULT_CONDA_INSTALLER, DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
+from ..pools.pool_creation import PoolCreation
+from ..settings.executor_settings import DEFAULT_CONDA_INSTALLER, DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
 from .account import account_name_from_url, resolve_account
-from .bootstrap import resolve_bootstrap
+from .node_bootstrap import resolve_bootstrap
 from .numbers import resolve_numbers
 from .packages import AppPackage, resolve_packages
-from .pool_creation import resolve_pool_creation
-from .reporting import Prices, resolve_reporting
+from .pool_plan import resolve_pool_creation
+from .report_options import Prices, resolve_reporting
 from .resource_files import ExtraResourceFile, resolve_resource_files
 from .scale import resolve_scale
-from .storage import check_sas_lifetime, resolve_storage
+from .storage_account import check_sas_lifetime, resolve_storage
 from .values import SettingValues
 from .machines import resolve_vm_sizes
 

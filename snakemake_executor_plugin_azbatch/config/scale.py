@@ -4,7 +4,7 @@ the run's heartbeat."""
 
 from __future__ import annotations
 
-from ..settings import SettingsError
+from ..settings.executor_settings import SettingsError
 from .numbers import number
 from .values import SettingValues, where
 

@@ -23,15 +23,15 @@ from azure.storage.blob import (
     ExponentialRetry,
 )
 
-from ..azure_sdk import CONNECT_TIMEOUT_KWARGS, PLUGIN_USER_AGENT, preflight_kwargs, redact, unreachable
+from ..azure_api.azure_sdk import CONNECT_TIMEOUT_KWARGS, PLUGIN_USER_AGENT, preflight_kwargs, redact, unreachable
 from ..config import Config
-from ..log_tails import cut_note
-from ..settings import SettingsError
+from .log_tails import cut_note
+from ..settings.executor_settings import SettingsError
 from .layout import BlobLayout, StagingError
 from .links import LinkSigner
 from .record import FileState, StagingRecord, sha256_file
 from .run_container import OUTPUT_PERMISSION, READ_PERMISSION, run_container_name
-from ..credentials import explained
+from ..azure_api.credentials import explained
 
 # Files move as parallel block transfers streamed from / into the open file, so memory per file stays about
 # TRANSFER_CONCURRENCY x BLOCK_SIZE whatever its size. Blocks above the SDK's 4 MiB + 1 threshold take its streaming

@@ -11,12 +11,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-from . import task_spec
-from .batch_client import PoolInfo
-from .bootstrap import node_script, wheelhouse
-from .config import Config
-from .settings import SettingsError
-from .staging import node_commands
+from ..tasks import task_spec
+from ..azure_api.batch_client import PoolInfo
+from ..bootstrap import node_script, wheelhouse
+from ..config import Config
+from ..settings.executor_settings import SettingsError
+from ..staging import node_commands
 
 DEFAULT_NODE_PYTHON = "3.12"  # Ubuntu 24.04, Batch's current Ubuntu image
 # python3 of Batch's common Linux images, by (publisher, offer prefix, sku prefix); lower-case.

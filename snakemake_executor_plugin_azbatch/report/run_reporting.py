@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..azure_sdk import error_text
-from ..batch_client import COMPLETED_TASK_FIELDS
-from ..progress import ProgressMonitor
+from ..azure_api.azure_sdk import error_text
+from ..azure_api.batch_client import COMPLETED_TASK_FIELDS
+from ..run.progress import ProgressMonitor
 from ..config import Config
 from . import RunInfo, write_report
 from .records import RunRecorder

@@ -11,8 +11,8 @@ from typing import List
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
-from .azure_sdk import error_text
-from .batch_client import BatchServiceError
+from ..azure_api.azure_sdk import error_text
+from ..azure_api.batch_client import BatchServiceError
 from .outage import OutageExpired, terminate_job_retrying
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from ..config import Prices
-from ..log_tails import file_tail
+from ..staging.log_tails import file_tail
 from . import summary
 from .records import TaskAttempt
 from .tsv import timestamp
@@ -85,7 +85,7 @@ def failed_tasks(attempts: list[TaskAttempt], log_root: Path | None, report_dir:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("snakemake_executor_plugin_azbatch.run_report", "templates"),
+        loader=jinja2.PackageLoader("snakemake_executor_plugin_azbatch.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -12,8 +12,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from .azure_sdk import error_text
-from .batch_client import task_collections
+from ..azure_api.azure_sdk import error_text
+from ..azure_api.batch_client import task_collections
 from .outage import OutageExpired
 
 T = TypeVar("T")

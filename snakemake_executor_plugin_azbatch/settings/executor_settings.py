@@ -366,7 +366,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="MINUTES",
         ),
     )
-    # ---- run report and live progress (run_report/, progress.py) ----
+    # ---- run report and live progress (report/, progress.py) ----
     report_dir: str = field(
         default=DEFAULT_REPORT_DIR,
         metadata=_setting(
@@ -402,7 +402,7 @@ class ExecutorSettings(ExecutorSettingsBase):
             metavar="SECONDS",
         ),
     )
-    # ---- pool creation (config/pool_creation.py, pool_creation.py) ----
+    # ---- pool creation (config/pool_plan.py, pools/pool_creation.py) ----
     pool_vm_size: Optional[str] = field(
         default=None,
         metadata=_setting(

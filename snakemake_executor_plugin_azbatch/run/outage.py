@@ -17,7 +17,7 @@ from typing import Any, Callable, TypeVar
 
 from snakemake_interface_common.exceptions import ApiError
 
-from .azure_sdk import error_text, short_reason, unreachable
+from ..azure_api.azure_sdk import error_text, short_reason, unreachable
 
 T = TypeVar("T")
 

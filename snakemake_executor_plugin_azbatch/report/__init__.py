@@ -1,6 +1,6 @@
 """The run report: records of every task attempt (records.py), tasks.tsv (tsv.py), the timeline figure
 (timeline.py), the HTML page (page.py), and the executor-facing lifecycle that gathers and writes them
-(reporting.py). Everything except reporting.py is pure: attempts in, files out."""
+(run_reporting.py). Everything except run_reporting.py is pure: attempts in, files out."""
 
 from __future__ import annotations
 

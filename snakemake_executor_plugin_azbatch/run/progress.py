@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from .azure_sdk import error_text, unreachable
+from ..azure_api.azure_sdk import error_text, unreachable
 
 HEARTBEAT_SECONDS = 30.0
 WARN_AFTER_FAILURES = 3

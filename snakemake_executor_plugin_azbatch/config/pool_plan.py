@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from ..pool_creation import CONTAINER_IMAGES, IMAGE_REFERENCE, IMAGES, PoolCreation, RegistryLogin, slots_for
-from ..settings import SettingsError
+from ..pools.pool_creation import CONTAINER_IMAGES, IMAGE_REFERENCE, IMAGES, PoolCreation, RegistryLogin, slots_for
+from ..settings.executor_settings import SettingsError
 from .values import SettingValues, flag, where
 
 DEFAULT_AUTOSCALE = (0, 4)

@@ -30,8 +30,8 @@ from .azure_sdk import (
     retry_kwargs,
     unreachable,
 )
-from .config import Config
-from .settings import SettingsError
+from ..config import Config
+from ..settings.executor_settings import SettingsError
 from .credentials import explained
 
 MAX_TASKS_PER_REQUEST = 100

@@ -7,11 +7,12 @@ from __future__ import annotations
 from snakemake.common.tbdstring import TBDString
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
-from . import pool_creation, resource_check, vm_sizes
-from .batch_client import BatchServiceError, PoolInfo
-from .bootstrap.wheelhouse import WheelhouseError
-from .settings import SettingsError
-from .staging.sources_archive import PreparedSources
+from ..pools import pool_creation, vm_sizes
+from ..tasks import resource_check
+from ..azure_api.batch_client import BatchServiceError, PoolInfo
+from ..bootstrap.wheelhouse import WheelhouseError
+from ..settings.executor_settings import SettingsError
+from ..staging.sources_archive import PreparedSources
 
 RETIRING_NODE_AGENT = "batch.node.ubuntu 22.04"  # Batch's end of support: 2027-06-30
 

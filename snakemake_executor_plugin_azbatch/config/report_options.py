@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..settings import DEFAULT_REPORT_DIR, SettingsError
+from ..settings.executor_settings import DEFAULT_REPORT_DIR, SettingsError
 from .numbers import number
 from .values import SettingValues, where
 

@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .azure_sdk import error_code, error_text, unreachable
+from ..azure_api.azure_sdk import error_code, error_text, unreachable
 from .run_identity import RunIdentity
 
 POOL_CHECK_SECONDS = 30.0

@@ -28,8 +28,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
-from . import task_spec
-from .azure_sdk import error_text
+from ..tasks import task_spec
+from ..azure_api.azure_sdk import error_text
 
 UPLOAD_ALLOWANCE = timedelta(minutes=30)  # after the wall clock, for outputs to upload (a quarter of short lifetimes)
 ROTATE_AT = 0.5  # a Batch job's links with less than this fraction of their lifetime left get a new generation

@@ -1,16 +1,16 @@
 """The settings table of docs/settings.md, rendered from `ExecutorSettings` so that each default is stated once, in
-the code. `python -m snakemake_executor_plugin_azbatch.settings_table [PAGE]` rewrites the table in PAGE (default
+the code. `python -m snakemake_executor_plugin_azbatch.settings.settings_table [PAGE]` rewrites the table in PAGE (default
 docs/settings.md) between its two marker lines; tests/test_docs_pages.py checks that the page is up to date."""
 
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from .settings import CLI_FALLBACKS, ENV_PREFIX, ExecutorSettings
+from .executor_settings import CLI_FALLBACKS, ENV_PREFIX, ExecutorSettings
 
-BEGIN = "<!-- settings table: generated from ExecutorSettings by `python -m snakemake_executor_plugin_azbatch.settings_table` -->"
+BEGIN = "<!-- settings table: generated from ExecutorSettings by `python -m snakemake_executor_plugin_azbatch.settings.settings_table` -->"
 END = "<!-- end of the generated settings table -->"
-REGENERATE = ".venv/bin/python -m snakemake_executor_plugin_azbatch.settings_table docs/settings.md"
+REGENERATE = ".venv/bin/python -m snakemake_executor_plugin_azbatch.settings.settings_table docs/settings.md"
 
 
 def _code(text: str) -> str:
@@ -31,7 +31,7 @@ def _default(f) -> str:
 
 
 def _meaning(f) -> str:
-    # The help without the "Default: ..." / "Required." tail that settings.py appends (the default has its column).
+    # The help without the "Default: ..." / "Required." tail that executor_settings.py appends (the default has its column).
     text = f.metadata["help"].rsplit(" Required.", 1)[0] if f.metadata.get("required") else (
         f.metadata["help"].rsplit(" Default: ", 1)[0])
     return text.replace("|", "\\|")

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 
-from .settings import SettingsError
+from ..settings.executor_settings import SettingsError
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _AADSTS = re.compile(r"AADSTS(\d+)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..settings import BOOTSTRAP_MODES, NODE_TOOLS, SettingsError
+from ..settings.executor_settings import BOOTSTRAP_MODES, NODE_TOOLS, SettingsError
 from .values import SettingValues, check_url, flag, where
 
 MIN_NODE_PYTHON = (3, 11)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..settings import DEFAULT_CONTAINER, SettingsError
+from ..settings.executor_settings import DEFAULT_CONTAINER, SettingsError
 from .values import SettingValues, check_key, check_url, flag, where
 
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
-from . import task_spec
-from .azure_sdk import enum_text, error_text, redact
-from .log_tails import SAVED_LOG_BYTES, file_tail
+from ..tasks import task_spec
+from ..azure_api.azure_sdk import enum_text, error_text, redact
+from ..staging.log_tails import SAVED_LOG_BYTES, file_tail
 from .node_health import upload_errors
 from .outage import OutageExpired
-from .output_check import output_problem, recreate_empty_dirs
-from .staging.input_check import mismatched_blobs
+from ..tasks.output_check import output_problem, recreate_empty_dirs
+from ..staging.input_check import mismatched_blobs
 
 EMPTY_DIRS_LIMIT = 16 << 20  # the node's list of empty directories: 16 MiB is ~200,000 of them
 

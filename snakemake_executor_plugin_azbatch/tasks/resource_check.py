@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .vm_sizes import VmSize
+from ..pools.vm_sizes import VmSize
 
 RESOURCE_NAMES = ("mem_mb", "disk_mb", "gpu", "gpus", "nvidia_gpu")
 

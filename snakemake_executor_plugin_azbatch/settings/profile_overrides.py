@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Mapping, Sequence
 
-from .settings import ENV_PREFIX
+from .executor_settings import ENV_PREFIX
 
 
 def snakemake_cli_argv() -> list[str] | None:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .azure_sdk import enum_text, error_text, redact
-from .log_tails import last_lines, node_file_tail
+from ..azure_api.azure_sdk import enum_text, error_text, redact
+from ..staging.log_tails import last_lines, node_file_tail
 from .node_states import WAIT_SECONDS, NodeStates
 
 FAILED_NODE_STATES = ("starttaskfailed",)

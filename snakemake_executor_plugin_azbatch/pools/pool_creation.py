@@ -1,6 +1,6 @@
 """Creating the run's pool when asked: the Pools_AddPool body, the autoscale formula, the preflight line.
 
-Pure (no network): `batch_client.BatchService` sends what this builds, `run_pools` decides when. Task slots per node
+Pure (no network): `batch_client.BatchService` sends what this builds, `run/pool_guard` decides when. Task slots per node
 come from the VM size's vCPUs (`vm_sizes.BUILT_IN`, the table of common sizes; unknown sizes get 1 slot and a hint to
 set --azbatch-pool-slots).
 """
@@ -26,7 +26,7 @@ IMAGE_REFERENCE = re.compile(r"^([^:\s]+):([^:\s]+):([^:\s]+)(?::([^:\s]+))?$")
 
 @dataclass(frozen=True)
 class PoolCreation:
-    """What to create when the pool does not exist (resolved and checked by config/pool_creation.py)."""
+    """What to create when the pool does not exist (resolved and checked by config/pool_plan.py)."""
 
     vm_size: str
     image: tuple[str, str, str, str]  # publisher, offer, sku, version

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .azure_sdk import error_text, redact
+from ..azure_api.azure_sdk import error_text, redact
 from .progress import NodeCounts
 
 WAIT_SECONDS = 120.0

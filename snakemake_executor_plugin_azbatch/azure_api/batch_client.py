@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Container, Iterable, Iterator, TypeVar
 
@@ -12,11 +11,9 @@ from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.pipeline.policies import RetryPolicy, SansIOHTTPPolicy
 from azure.core.exceptions import (
-    ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
-    ServiceRequestError,
 )
 
 from .azure_sdk import (
@@ -33,6 +30,7 @@ from .azure_sdk import (
 from ..config import Config
 from ..settings.executor_settings import SettingsError
 from .credentials import explained
+from .pool_preflight import PoolInfo, pool_info, read_failure
 
 MAX_TASKS_PER_REQUEST = 100
 MAX_REQUEST_BYTES = 900_000  # Batch rejects task collections over 1 MB; leave room for the envelope
@@ -113,38 +111,6 @@ class JobQuotaReached(BatchServiceError):
     """409 ActiveJobAndScheduleQuotaReached: the account holds as many active jobs as it may (job_quota.py waits)."""
 
 
-@dataclass(frozen=True)
-class PoolInfo:
-    id: str
-    slots_per_node: int
-    dedicated_nodes: int
-    low_priority_nodes: int
-    target_nodes: int
-    autoscale: bool
-    warnings: tuple[str, ...] = ()
-    container_enabled: bool = False  # virtualMachineConfiguration.containerConfiguration is set
-    vm_size: str | None = None
-    image: tuple[str, str, str] | None = None  # imageReference (publisher, offer, sku), when it names one
-
-    def container_problem(self, rule: str, image: str | None) -> str | None:
-        """Batch requires containerSettings on every task of a container-enabled pool and forbids them on any
-        other pool; one line naming rule and pool when `image` (None: no container) does not fit."""
-        where = "virtualMachineConfiguration.containerConfiguration"
-        if image and not self.container_enabled:
-            return (
-                f"azbatch: rule {rule} runs in container image {image!r} but pool {self.id!r} has no container "
-                f"support ({where} is not set); give the rule a container-enabled pool (resource azbatch_pool) or "
-                "no image"
-            )
-        if not image and self.container_enabled:
-            return (
-                f"azbatch: rule {rule} has no container image but pool {self.id!r} is container-enabled ({where}), "
-                "where Batch runs every task in a container; set --azbatch-container-image or the rule's resource "
-                "azbatch_container_image, or give the rule another pool (resource azbatch_pool)"
-            )
-        return None
-
-
 class BatchService:
     def __init__(self, config: Config, credential_factory: Callable[[], Any], client: BatchClient | None = None):
         self.config = config
@@ -162,79 +128,15 @@ class BatchService:
     # ---- preflight -------------------------------------------------------------------------------------------
     def check_pool(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         """The pool exists, is active and has (or can get) nodes; raises SettingsError with one line otherwise."""
+        account = self.config.account_url
         try:
-            with explained(f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key)):
+            with explained(f"Batch account {account}", keyed=bool(self.config.account_key)):
                 pool = self.client.get_pool(pool_id, **preflight_kwargs())
         except SettingsError:
             raise
-        except ResourceNotFoundError:
-            raise SettingsError(
-                f"azbatch: pool {pool_id!r} does not exist in Batch account {self.config.account_url}; "
-                f"check {setting} (`az batch pool list` shows the pools)"
-            ) from None
-        except HttpResponseError as e:
-            code = error_code(e)
-            if isinstance(e, ClientAuthenticationError) and not self.config.account_key and e.response is None:
-                # azure-identity found no credential at all (no `az login`, no managed identity, ...).
-                raise SettingsError(
-                    f"azbatch: no Microsoft Entra ID credential for {self.config.account_url}; run `az login` "
-                    "or set --azbatch-account-key (or SNAKEMAKE_AZBATCH_ACCOUNT_KEY / AZURE_BATCH_ACCESS_KEY)"
-                ) from None
-            if isinstance(e, ClientAuthenticationError) or code == "AuthenticationFailed":
-                # Batch answers a wrong shared key with 403 AuthenticationFailed.
-                raise SettingsError(
-                    f"azbatch: Batch account {self.config.account_url} rejected the credentials; check "
-                    "--azbatch-account-name / --azbatch-account-key (or `az login` for Entra ID)"
-                ) from None
-            if e.status_code == 403:
-                raise SettingsError(
-                    f"azbatch: access to pool {pool_id!r} denied (403); check --azbatch-account-key, or give your "
-                    "Entra ID identity Azure Batch Job Submitter on the Batch account"
-                ) from None
-            raise SettingsError(f"azbatch: cannot read pool {pool_id!r}: {error_text(e)}") from None
-        except ServiceRequestError as e:
-            raise SettingsError(
-                f"azbatch: Batch account {self.config.account_url} is not reachable ({type(e).__name__}); check "
-                "--azbatch-account-url"
-            ) from None
-        except Exception as e:  # e.g. credential errors from azure-identity
-            raise SettingsError(
-                f"azbatch: cannot authenticate to {self.config.account_url} ({type(e).__name__}); set "
-                "--azbatch-account-key or sign in with `az login`"
-            ) from None
-
-        state = enum_text(pool.state)
-        if state and state != "active":
-            raise SettingsError(
-                f"azbatch: pool {pool_id!r} is {state}, not active; choose another pool with {setting}"
-            )
-        slots = int(pool.task_slots_per_node or 1)
-        dedicated = int(pool.current_dedicated_nodes or 0)
-        low = int(pool.current_low_priority_nodes or 0)
-        target = int(pool.target_dedicated_nodes or 0) + int(pool.target_low_priority_nodes or 0)
-        autoscale = bool(pool.enable_auto_scale)
-        warnings = []
-        if dedicated + low == 0:
-            if autoscale:
-                warnings.append(
-                    f"azbatch: pool {pool_id!r} has no nodes yet; tasks wait until its autoscale formula adds some"
-                )
-            elif target == 0:
-                raise SettingsError(
-                    f"azbatch: pool {pool_id!r} has no nodes and cannot grow (target 0, no autoscale); resize it "
-                    f"(`az batch pool resize --pool-id {pool_id} --target-dedicated-nodes N`) or pick another "
-                    f"pool with {setting}"
-                )
-            else:
-                warnings.append(f"azbatch: pool {pool_id!r} has no nodes yet; it is resizing to {target}")
-        vm = getattr(pool, "virtual_machine_configuration", None)
-        containers = getattr(vm, "container_configuration", None) is not None
-        ref = getattr(vm, "image_reference", None)
-        parts = tuple(str(getattr(ref, name, None) or "") for name in ("publisher", "offer", "sku"))
-        image = parts if all(parts) else None
-        return PoolInfo(
-            pool_id, slots, dedicated, low, target, autoscale, tuple(warnings), containers, pool.vm_size or None, image
-        )
+        except Exception as e:
+            raise read_failure(e, pool_id, account, keyed=bool(self.config.account_key), setting=setting) from None
+        return pool_info(pool, pool_id, setting)
 
     # ---- pools the run creates (pool_creation.py builds the body) ---------------------------------------------
     def pool_exists(self, pool_id: str) -> bool:

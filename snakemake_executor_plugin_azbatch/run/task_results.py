@@ -54,7 +54,7 @@ class TaskResults:
         if not any(o.directory for o in outputs):
             return None
         blob = f"{self.layout.task_files_dir(prefix)}/{task_spec.EMPTY_DIRS_FILE}"
-        record = self.outages.storage.call(lambda: self.staging.read_small(blob, EMPTY_DIRS_LIMIT))
+        record = self.outages.storage.call(lambda: self.staging.downloads.read_small(blob, EMPTY_DIRS_LIMIT))
         return recreate_empty_dirs(record, outputs, self.workdir) if record is not None else None
 
     def _remove_changed_inputs(self, stderr_tail: str) -> None:
@@ -85,7 +85,7 @@ class TaskResults:
             files = task_spec.job_files(job_info.job)
             wanted = [*(files.outputs if ok else ()), *files.logs]  # outputs are uploaded on success only
             # A storage outage is waited out (outage.py) rather than failing the job.
-            self.outages.storage.call(lambda: self.staging.download_files(
+            self.outages.storage.call(lambda: self.staging.downloads.download_files(
                 self.layout.task_files_dir(prefix), [o.path for o in wanted if not o.directory],
                 [o.path for o in wanted if o.directory], self.workdir,
             ))
@@ -114,7 +114,7 @@ class TaskResults:
                 blob = f"{self.layout.task_batch_logs_dir(prefix)}/{name}"
                 local = os.path.join(self.workdir, log_dir, name)
                 saved = self.outages.storage.call(
-                    lambda blob=blob, local=local: self.staging.download_tail(blob, local, SAVED_LOG_BYTES))
+                    lambda blob=blob, local=local: self.staging.downloads.download_tail(blob, local, SAVED_LOG_BYTES))
                 aux_logs += [saved] if saved else []
             stderr_tail = file_tail(log_dir / "stderr.txt")
             self._remove_changed_inputs(stderr_tail)

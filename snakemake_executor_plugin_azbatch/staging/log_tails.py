@@ -3,7 +3,7 @@ to show its last lines, again for the run report) cost the plugin that much memo
 
 One routine for each place a log is: a node file through Batch (`node_file_tail`: the file's size, then only its
 last bytes by `ocp-range`), a log saved locally (`file_tail`: a seek to near its end). The blob copies of a task's
-stdout.txt / stderr.txt are saved by `Staging.download_tail`, which streams their last `SAVED_LOG_BYTES` to disk."""
+stdout.txt / stderr.txt are saved by `BlobDownloads.download_tail` (staging/blob_downloads.py), which streams their last `SAVED_LOG_BYTES` to disk."""
 
 from __future__ import annotations
 

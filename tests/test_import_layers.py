@@ -196,7 +196,7 @@ PLUGIN_ALLOWED: dict[str, set[str]] = {
     "pools": set(),
     "bootstrap": set(),
     "config": {"settings", "pools"},
-    "azure_api": {"settings", "config"},
+    "azure_api": {"settings", "config", "pools"},
     "staging": {"settings", "config", "azure_api"},
     "tasks": {"settings", "config", "pools", "staging"},
     "run": {"settings", "config", "pools", "bootstrap", "azure_api", "staging", "tasks"},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from snakemake_executor_plugin_azbatch.azure_api.batch_client import PoolInfo
+from snakemake_executor_plugin_azbatch.pools.pool_info import PoolInfo
 from snakemake_executor_plugin_azbatch.bootstrap import node_script
 from snakemake_executor_plugin_azbatch.config import SettingsError, resolve
 from snakemake_executor_plugin_azbatch.run.node_setup import NodeSetup, StagedFiles, image_python

@@ -30,7 +30,8 @@ from .azure_sdk import (
 from ..config import Config
 from ..settings.executor_settings import SettingsError
 from .credentials import explained
-from .pool_preflight import PoolInfo, pool_info, read_failure
+from ..pools.pool_info import PoolInfo
+from .pool_preflight import pool_info, read_failure
 
 MAX_TASKS_PER_REQUEST = 100
 MAX_REQUEST_BYTES = 900_000  # Batch rejects task collections over 1 MB; leave room for the envelope

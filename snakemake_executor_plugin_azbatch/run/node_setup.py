@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..tasks import task_spec
-from ..azure_api.batch_client import PoolInfo
+from ..pools.pool_info import PoolInfo
 from ..bootstrap import node_script, wheelhouse
 from ..config import Config
 from ..settings.executor_settings import SettingsError

@@ -8,6 +8,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
+from urllib.parse import urlparse
 
 GROWTH = 1.5
 DEFAULT_MAX_FACTOR = 10
@@ -16,6 +17,18 @@ DEFAULT_MAX_SECONDS = 60.0
 
 def default_maximum(minimum: float) -> float:
     return max(minimum, min(DEFAULT_MAX_SECONDS, minimum * DEFAULT_MAX_FACTOR))
+
+
+def is_loopback(url: str) -> bool:
+    return (urlparse(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def first_interval(setting: float | None, snakemake_seconds: float, account_url: str) -> float:
+    """--azbatch-status-interval, else Snakemake's --seconds-between-status-checks (at least 1 s); a loopback
+    account is the local service: rounds are cheap there, and quick feedback matters."""
+    if setting is not None:
+        return setting
+    return 1.0 if is_loopback(account_url) else max(1.0, snakemake_seconds)
 
 
 @dataclass

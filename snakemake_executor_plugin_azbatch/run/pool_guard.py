@@ -9,7 +9,8 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from ..pools import pool_creation, vm_sizes
 from ..tasks import resource_check
-from ..azure_api.batch_client import BatchServiceError, PoolInfo
+from ..azure_api.batch_client import BatchServiceError
+from ..pools.pool_info import PoolInfo
 from ..bootstrap.wheelhouse import WheelhouseError
 from ..settings.executor_settings import SettingsError
 from ..staging.sources_archive import PreparedSources

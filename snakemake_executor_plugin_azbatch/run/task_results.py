@@ -72,14 +72,9 @@ class TaskResults:
                     "(--retries) or the next run uploads it again"
                 )
 
-    def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
-        """Bring back what the task wrote; on failure, its Batch logs and a one-paragraph reason."""
-        info = task.execution_info
-        result = enum_text(getattr(info, "result", None))
-        exit_code = getattr(info, "exit_code", None)
-        succeeded = result == "success" and exit_code in (None, 0)  # by Batch's account, before the outputs' check
-        ok = succeeded
-        prefix = job_info.aux["blob_prefix"]
+    def _bring_back(self, job_info: SubmittedJobInfo, prefix: str, ok: bool) -> tuple[bool, list[str]]:
+        """Download the task's logs, and its outputs when Batch says it succeeded, then check them; (still ok,
+        problems)."""
         problems = []
         try:
             files = task_spec.job_files(job_info.job)
@@ -103,12 +98,13 @@ class TaskResults:
         except Exception as e:
             ok = False
             problems.append(redact(str(e)))
-        if ok:
-            return True, None, []
-        tid = job_info.external_jobid
+        return ok, problems
+
+    def _save_logs(self, prefix: str, log_dir: Path, problems: list[str]) -> tuple[list[str], str]:
+        """The ends of the task's Batch logs saved locally (and blobs the node found changed removed); (saved
+        paths, the end of stderr). A failure is added to `problems`."""
         aux_logs = []
         stderr_tail = ""
-        log_dir = LOG_DIR / tid
         try:
             for name in task_spec.BATCH_LOG_FILES:  # their ends only: a failed task's stderr may be huge
                 blob = f"{self.layout.task_batch_logs_dir(prefix)}/{name}"
@@ -122,6 +118,22 @@ class TaskResults:
             raise
         except Exception as e:
             problems.append(f"fetching Batch logs failed: {redact(str(e))}")
+        return aux_logs, stderr_tail
+
+    def _collect(self, job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]]:
+        """Bring back what the task wrote; on failure, its Batch logs and a one-paragraph reason."""
+        info = task.execution_info
+        result = enum_text(getattr(info, "result", None))
+        exit_code = getattr(info, "exit_code", None)
+        succeeded = result == "success" and exit_code in (None, 0)  # by Batch's account, before the outputs' check
+        ok = succeeded
+        prefix = job_info.aux["blob_prefix"]
+        ok, problems = self._bring_back(job_info, prefix, ok)
+        if ok:
+            return True, None, []
+        tid = job_info.external_jobid
+        log_dir = LOG_DIR / tid
+        aux_logs, stderr_tail = self._save_logs(prefix, log_dir, problems)
         failure = getattr(info, "failure_info", None)
         upload_log = ""
         if failure is not None and str(failure.code or "").startswith("FileUpload"):  # the node's own account

@@ -195,7 +195,7 @@ def test_unusable_nodes_are_reported_once_per_change_and_named_with_one_list():
 @pytest.mark.quick
 def test_preempted_nodes_are_reported_once_per_change():
     log = Log()
-    states = NodeStates(lambda: Nodes(), log, clock=Clock())
+    states = NodeStates(lambda: Nodes(), log, wait=120, clock=Clock())
     states.observe({"P": counts(total=2, preempted=2)})
     states.observe({"P": counts(total=2, preempted=2)})
     states.observe({"P": counts(total=2, idle=2)})

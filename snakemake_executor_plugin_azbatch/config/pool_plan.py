@@ -6,10 +6,9 @@ from __future__ import annotations
 import re
 
 from ..pools.pool_creation import CONTAINER_IMAGES, IMAGE_REFERENCE, IMAGES, PoolCreation, RegistryLogin, slots_for
-from ..settings.executor_settings import SettingsError
+from ..settings.executor_settings import DEFAULT_AUTOSCALE, SettingsError
 from .values import SettingValues, flag, where
 
-DEFAULT_AUTOSCALE = (0, 4)
 CREATION_ONLY = ("pool_nodes", "pool_autoscale", "pool_autoscale_formula", "pool_slots", "pool_start_task",
                  "pool_node_agent", "pool_registry", "pool_registry_user", "pool_registry_password_var")
 REGISTRY = ("pool_registry", "pool_registry_user", "pool_registry_password_var")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ..azure_api.azure_sdk import enum_text, error_text, redact
 from ..staging.log_tails import last_lines, node_file_tail
-from .node_states import WAIT_SECONDS, NodeStates
+from .node_states import NodeStates
 
 FAILED_NODE_STATES = ("starttaskfailed",)
 
@@ -52,7 +52,7 @@ def _failure_text(info: Any) -> str:
 
 class NodeHealth:
     def __init__(self, client: Callable[[], Any], logger, log_root: Path, interval: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, unusable_wait: float = WAIT_SECONDS):
+                 clock: Callable[[], float] = time.monotonic, *, unusable_wait: float):
         self.client = client
         self.logger = logger
         self.log_root = log_root

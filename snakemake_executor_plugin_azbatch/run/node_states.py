@@ -19,7 +19,6 @@ from typing import Any, Callable
 from ..azure_api.azure_sdk import error_text, redact
 from .progress import NodeCounts
 
-WAIT_SECONDS = 120.0
 NAMED_NODES = 3  # node ids (and errors) a line names; more are counted
 
 
@@ -32,7 +31,7 @@ class PoolWatch:
 
 
 class NodeStates:
-    def __init__(self, client: Callable[[], Any], logger, wait: float = WAIT_SECONDS,
+    def __init__(self, client: Callable[[], Any], logger, wait: float,
                  clock: Callable[[], float] = time.monotonic):
         self.client = client
         self.logger = logger

@@ -7,6 +7,7 @@ from .setting_help import setting
 
 # Batch's current Ubuntu LTS: its python3 (3.12) runs the pip and offline bootstraps (Snakemake 9 needs >= 3.11).
 DEFAULT_POOL_IMAGE = "ubuntu-24.04"
+DEFAULT_AUTOSCALE = (0, 4)  # MIN, MAX nodes of a created pool without --azbatch-pool-nodes
 
 
 # Runtime typing objects only (no `from __future__ import annotations`): Snakemake builds the flags from them.
@@ -45,7 +46,7 @@ class PoolFields:
         metadata=setting(
             "Autoscale a created pool between MIN and MAX nodes on its pending tasks (grows from zero, shrinks "
             "when idle, lets running tasks finish).",
-            unset="0-4 unless --azbatch-pool-nodes is given",
+            unset=f"{DEFAULT_AUTOSCALE[0]}-{DEFAULT_AUTOSCALE[1]} unless --azbatch-pool-nodes is given",
             metavar="MIN-MAX",
         ),
     )

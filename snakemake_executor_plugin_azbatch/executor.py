@@ -50,7 +50,7 @@ def _default_credential():
     return default_credential()
 
 
-class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
+class Executor(RunPools, RunEnd, LinkRenewal, RemoteExecutor):
     # The status thread starts before __post_init__ runs, so what it reads exists at class level.
     reporting: RunReporting | None = None
     created_pool: str | None = None  # the pool this run created (pool_creation), deleted at the end unless kept
@@ -83,6 +83,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
         self.pools: dict[str, PoolInfo] = {}
         self._submit_lock = threading.Lock()
         self._finalized = False
+        self._not_terminated: set[str] = set()  # Batch jobs RunEnd._terminate gave up on: not tried again
         self._sigterm_installed = False
         self._cancelled = False  # Ctrl-C / SIGTERM: tasks ended by it were said once each (RunEnd.cancel_jobs)
         self._rate_hinted = False  # said once per run (submission.rate_limit_hint)
@@ -124,6 +125,8 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
         self.status_lists = StatusLists(self.config, self.batch, self.outages, self.run_watch, self.reporting,
                                         self.logger)
         self.completed_since = self.status_lists.since  # RunEnd reads it for the report's last list of a job
+        self.results = TaskResults(  # a finished task's outputs, or its logs and the reason it failed
+            self.config, self.batch, self.staging, self.outages, self.workdir, self.logger, self.link_failure_line)
         self.tasks = TaskBuilder(  # a job, its pool and its staged inputs -> its task request
             self.config, self.staging, self.node_paths, job_args=self.get_job_args,
             resource_problem=self.resource_problem, storage_call=self.outages.storage.call, warn=self.logger.warning,
@@ -359,7 +362,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
             if self._cancelled and getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
                 continue  # this run's cancellation ended it: its one line is said, no error block
             finished_jobs.append((job_info, task))
-        for (job_info, _), collected in zip(finished_jobs, await self._collect_all(finished_jobs)):
+        for (job_info, _), collected in zip(finished_jobs, await self.results.collect_all(finished_jobs)):
             if collected is None:
                 yield job_info  # the run is ending after an outage; its outputs were never downloaded
                 continue

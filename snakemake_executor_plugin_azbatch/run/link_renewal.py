@@ -84,13 +84,10 @@ class LinkRenewal:
     """Mixed into `Executor`: uses its `staging`, `batch`, `batch_jobs`, `config`, `logger`, `reporting`, `outages`,
     `lock`, `active_jobs`, `_submit_lock`, `batch_job_for` and `_end_job` (run_end.py)."""
 
-    # The status thread starts before __post_init__ runs, so what it reads exists at class level.
-    retired_jobs: list = []  # Batch jobs of earlier generations, until ended
-    job_links: dict = {}  # Batch job id -> when the first of its own links expires
-    job_pools: dict = {}  # Batch job id -> pool id
-
     def _init_link_renewal(self) -> None:
-        self.retired_jobs, self.job_links, self.job_pools = [], {}, {}
+        self.retired_jobs: list[str] = []  # Batch jobs of earlier generations, until ended
+        self.job_links: dict[str, datetime] = {}  # Batch job id -> when the first of its own links expires
+        self.job_pools: dict[str, str] = {}  # Batch job id -> pool id
 
     @property
     def link_lifetime(self) -> timedelta:

@@ -19,6 +19,7 @@ from .outage import OutageExpired, terminate_job_retrying
 class RunEnd:
     """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `batch_jobs`, `pools`, `reporting`, `logger`,
     `workflow`, `completed_since`, `outages`, `run_watch`, `_finalized`, `_sigterm_installed`, `_cancelled`,
+    `_not_terminated` (Batch jobs it could not terminate: not tried again),
     `delete_created_pool` and `all_batch_jobs`."""
 
     def _cancel_on_sigterm(self) -> None:
@@ -66,7 +67,7 @@ class RunEnd:
     def _terminate(self, batch_job: str, reason: str = "snakemake run ended") -> bool:
         """Terminate a Batch job (ending its tasks), trying again for a while when Batch is unreachable. A job
         that could not be terminated is not tried again by this run (Ctrl-C cancels, then shuts down: one wait)."""
-        failed = self.__dict__.setdefault("_not_terminated", set())
+        failed = self._not_terminated
         self.run_watch.forget(batch_job)  # its end is this run's doing, not someone else's
         if batch_job in failed:
             return False

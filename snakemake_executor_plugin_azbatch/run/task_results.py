@@ -1,6 +1,5 @@
 """What comes back from a finished task: its outputs downloaded and checked, or its Batch logs, the node's upload
-log and a one-paragraph reason; many finished tasks collected at once. A part of `Executor`, kept apart by
-concern."""
+log and a one-paragraph reason; many finished tasks collected at once."""
 
 from __future__ import annotations
 
@@ -8,14 +7,18 @@ import asyncio
 import os
 import re
 from pathlib import Path
+from typing import Any, Callable
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
+from ..azure_api.batch_client import BatchService
+from ..config import Config
+from ..staging import Staging
 from ..tasks import task_spec
 from ..azure_api.azure_sdk import enum_text, error_text, redact
 from ..staging.log_tails import SAVED_LOG_BYTES, file_tail
 from .node_health import upload_errors
-from .outage import OutageExpired
+from .outage import OutageExpired, Outages
 from ..tasks.output_check import output_problem, recreate_empty_dirs
 from ..staging.input_check import mismatched_blobs
 
@@ -29,9 +32,21 @@ LOG_DIR = STATE_DIR / "logs"
 
 
 class TaskResults:
-    """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `layout`, `outages`, `workdir` and `logger`."""
+    """`link_failure_line(job_info, failure, upload_log)`: why a task failed on an expired link, or None
+    (link_renewal.py)."""
 
-    async def _collect_all(self, finished_jobs: list) -> list[tuple[bool, str | None, list[str]] | None]:
+    def __init__(self, config: Config, batch: BatchService, staging: Staging, outages: Outages, workdir: str, logger,
+                 link_failure_line: Callable[[SubmittedJobInfo, Any, str], str | None]):
+        self.config = config
+        self.batch = batch
+        self.staging = staging
+        self.layout = staging.layout
+        self.outages = outages
+        self.workdir = workdir
+        self.logger = logger
+        self.link_failure_line = link_failure_line
+
+    async def collect_all(self, finished_jobs: list) -> list[tuple[bool, str | None, list[str]] | None]:
         """`_collect` for every finished job, `upload_concurrency` at a time: each costs a few blob round trips,
         so one after the other a round of thousands of finished tasks would take as many seconds (hours at 20,000).
         None for a job whose download met an outage past the tolerance (the run is ending)."""

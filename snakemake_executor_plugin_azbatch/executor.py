@@ -25,7 +25,6 @@ from .azure_api.job_quota import create_job_waiting
 from .run.link_renewal import LinkRenewal, renewed_body
 from .run.malloc_arenas import ARENAS as MALLOC_ARENAS, limit_malloc_arenas
 from .azure_api.batch_client import BatchService, BatchServiceError, task_collections
-from .pools.pool_info import PoolInfo
 from .config import Config, resolve
 from .run.polling import AdaptiveInterval, default_maximum, first_interval, sleep_interval
 from .run.node_health import NodeHealth
@@ -34,7 +33,7 @@ from .run.outage import OutageExpired, Outages
 from .report.run_reporting import RunReporting
 from .settings.profile_overrides import override_warnings, snakemake_cli_argv
 from .run.run_end import RunEnd
-from .run.pool_guard import RunPools
+from .run.pool_guard import PoolGuard
 from .run.task_results import LOG_DIR, STATE_DIR, TaskResults
 from .settings.executor_settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
@@ -50,10 +49,9 @@ def _default_credential():
     return default_credential()
 
 
-class Executor(RunPools, RunEnd, LinkRenewal, RemoteExecutor):
+class Executor(RunEnd, LinkRenewal, RemoteExecutor):
     # The status thread starts before __post_init__ runs, so what it reads exists at class level.
     reporting: RunReporting | None = None
-    created_pool: str | None = None  # the pool this run created (pool_creation), deleted at the end unless kept
     poll_interval: AdaptiveInterval | None = None
     earlier_runs: recovery.EarlierRuns | None = None  # what crash recovery found (its dead_runs: their run tokens)
 
@@ -80,17 +78,15 @@ class Executor(RunPools, RunEnd, LinkRenewal, RemoteExecutor):
         self.run_watch = RunWatch(self.batch, self.run_identity, self.logger, self._end_run_from_watch)
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id taking new tasks
         self._init_link_renewal()  # earlier generations of those jobs, when links expire (link_renewal.py)
-        self.pools: dict[str, PoolInfo] = {}
         self._submit_lock = threading.Lock()
         self._finalized = False
         self._not_terminated: set[str] = set()  # Batch jobs RunEnd._terminate gave up on: not tried again
         self._sigterm_installed = False
         self._cancelled = False  # Ctrl-C / SIGTERM: tasks ended by it were said once each (RunEnd.cancel_jobs)
         self._rate_hinted = False  # said once per run (submission.rate_limit_hint)
-        self._threads_warned: set[tuple[str, str]] = set()
         self._init_collaborators()
         if len(self.workflow.dag) > 0:
-            self.preflight()
+            self.pool_guard.preflight()
             self.earlier_runs = recovery.end_earlier_runs(  # .dead_runs: tokens of runs found dead
                 self.batch, self.run_identity, self.config.heartbeat_stale,
                 keep=self.config.keep_orphans, delete=not self.config.keep_job, logger=self.logger,
@@ -129,8 +125,12 @@ class Executor(RunPools, RunEnd, LinkRenewal, RemoteExecutor):
             self.config, self.batch, self.staging, self.outages, self.workdir, self.logger, self.link_failure_line)
         self.tasks = TaskBuilder(  # a job, its pool and its staged inputs -> its task request
             self.config, self.staging, self.node_paths, job_args=self.get_job_args,
-            resource_problem=self.resource_problem, storage_call=self.outages.storage.call, warn=self.logger.warning,
+            storage_call=self.outages.storage.call, warn=self.logger.warning,
         )
+        self.pool_guard = PoolGuard(  # preflight, the pool the run creates, each rule against its pool
+            self.config, self.batch, self.staging, self.node_setup, self.tasks, self.run_watch, self.workflow,
+            lambda: self.batch_jobs.values(), self.logger)
+        self.pools = self.pool_guard.pools  # pool id (lower) -> PoolInfo (RunEnd reads it for the report)
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _credential_factory(self):
@@ -156,11 +156,11 @@ class Executor(RunPools, RunEnd, LinkRenewal, RemoteExecutor):
         key = pool_id.lower()
         previous = self.batch_jobs.get(key)
         if previous is None or self.job_links_aging(previous):
-            pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
+            pool = self.pool_guard.pool_info(pool_id, setting="the azbatch_pool resource")
             generation = 1 + sum(1 for j in self.job_pools.values() if j.lower() == key)
             job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token, generation)
             with self.staging.links.handing_out() as links:  # the whole lifetime; cached bodies get fresh links
-                prep = renewed_body(self._preparation_task(pool, self.run_files.sources()), self.staging.links)
+                prep = renewed_body(self.pool_guard.preparation_task(pool, self.run_files.sources()), self.staging.links)
             body = task_spec.job_body(
                 job_id,
                 pool_id,
@@ -210,11 +210,8 @@ class Executor(RunPools, RunEnd, LinkRenewal, RemoteExecutor):
         return self.node_setup.snakemake_args()
 
     # ---- submission --------------------------------------------------------------------------------------------
-    def _pool_id(self, job: JobExecutorInterface) -> str:
-        return self.tasks.pool_id(job)
-
-    def _image(self, job: JobExecutorInterface) -> str | None:
-        return self.tasks.image(job)
+    def delete_created_pool(self) -> None:
+        self.pool_guard.delete_created_pool()
 
     def _report_preparation_error(self, job: JobExecutorInterface, e: Exception) -> None:
         if isinstance(e, OutageExpired):
@@ -293,8 +290,8 @@ class Executor(RunPools, RunEnd, LinkRenewal, RemoteExecutor):
             try:
                 job_blobs = blobs if blobs is not None else self.outages.storage.call(lambda: (
                     self.staging.create_run_container(), self.staging.stage_files(p for p, _ in pairs))[1])
-                pool_id = self._pool_id(job)
-                pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
+                pool_id = self.tasks.pool_id(job)
+                pool = self.pool_guard.pool_info(pool_id, setting="the azbatch_pool resource")
                 need = self.task_need(job)
                 with self.staging.links.handing_out(need) as links:  # valid for as long as it needs
                     request = self.tasks.build(job, pool, files, pairs, job_blobs)

@@ -1,26 +1,46 @@
 """The run's pools, checked before anything is created: preflight (credentials, pools, storage, the nodes'
 needs), a pool created when asked (and deleted again unless kept), every rule against its pool (container image,
-mem_mb / disk_mb / GPUs against the VM size). A part of `Executor`, kept apart by concern."""
+mem_mb / disk_mb / GPUs against the VM size, through TaskBuilder)."""
 
 from __future__ import annotations
 
-from snakemake.common.tbdstring import TBDString
-from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
+from typing import Callable, Iterable
 
-from ..pools import pool_creation, vm_sizes
-from ..tasks import resource_check
-from ..azure_api.batch_client import BatchServiceError
+from snakemake.common.tbdstring import TBDString
+
+from ..azure_api.batch_client import BatchService, BatchServiceError
+from ..config import Config
+from ..pools import pool_creation
+from ..staging import Staging
+from ..tasks.task_builder import TaskBuilder
 from ..pools.pool_info import PoolInfo
 from ..bootstrap.wheelhouse import WheelhouseError
 from ..settings.executor_settings import SettingsError
 from ..staging.sources_archive import PreparedSources
+from .node_setup import NodeSetup
+from .run_watch import RunWatch
 
 RETIRING_NODE_AGENT = "batch.node.ubuntu 22.04"  # Batch's end of support: 2027-06-30
 
 
-class RunPools:
-    """Mixed into `Executor`: uses its `config`, `batch`, `staging`, `node_setup`, `pools`, `logger`, `workflow`,
-    `created_pool`, `batch_jobs`, `run_watch`, `_threads_warned`, `_pool_id` and `_image`."""
+class PoolGuard:
+    """`tasks`: where a job's pool, image and resource fit are read (TaskBuilder); `own_jobs()`: this run's Batch
+    jobs (never counted as other runs' users of a pool); `workflow`: Snakemake's (its DAG: the rules that will run
+    and the tasks ready at once)."""
+
+    def __init__(self, config: Config, batch: BatchService, staging: Staging, node_setup: NodeSetup,
+                 tasks: TaskBuilder, run_watch: RunWatch, workflow, own_jobs: Callable[[], Iterable[str]], logger):
+        self.config = config
+        self.batch = batch
+        self.staging = staging
+        self.node_setup = node_setup
+        self.tasks = tasks
+        self.run_watch = run_watch
+        self.workflow = workflow
+        self.own_jobs = own_jobs
+        self.logger = logger
+        self.pools: dict[str, PoolInfo] = {}  # pool id (lower) -> what the run knows of it
+        self.created_pool: str | None = None  # the pool this run created, deleted at the end unless kept
 
     def preflight(self) -> None:
         """Credentials, pools and storage are checked before anything else is created; a pool the run creates is
@@ -34,7 +54,7 @@ class RunPools:
             if self.config.bootstrap == "app-package":
                 self.node_setup.check_applications(self.batch.missing_applications(self.config.application_packages))
             self.staging.preflight()
-            self._preparation_task(self.pools[self.config.pool_id.lower()])  # bootstrap files made and staged now
+            self.preparation_task(self.pools[self.config.pool_id.lower()])  # bootstrap files made and staged now
             if planned:
                 self.create_planned_pool()
         except BaseException:
@@ -77,7 +97,7 @@ class RunPools:
         Snakemake's --jobs (what it submits at once)."""
         dag = self.workflow.dag
         needrun = set(dag.needrun_jobs())
-        ready = sum(1 for job in needrun if not job.is_local and str(self._pool_id(job)).lower() == pool_id.lower()
+        ready = sum(1 for job in needrun if not job.is_local and str(self.tasks.pool_id(job)).lower() == pool_id.lower()
                     and not any(dep in needrun for dep in dag.dependencies[job]))
         limit = getattr(getattr(self.workflow, "resource_settings", None), "nodes", None)
         return min(ready, limit) if isinstance(limit, int) and limit > 0 else ready
@@ -111,7 +131,7 @@ class RunPools:
     def other_jobs_on(self, pool_id: str) -> str:
         """'' when no active Batch job other than this run's uses the pool, else what does (or why that is not
         known): one list of the account's active jobs, `$select=id,poolInfo`."""
-        own = set(self.batch_jobs.values())
+        own = set(self.own_jobs())
         try:
             jobs = self.batch.list_active_jobs("state eq 'active'", ["id", "poolInfo"])
         except Exception as e:  # not known: a pool another run may use is not deleted on a guess
@@ -123,7 +143,7 @@ class RunPools:
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""
         return f"{len(others)} active Batch job(s) of other runs use it ({', '.join(others[:3])}{more})"
 
-    def _preparation_task(self, pool: PoolInfo, sources: PreparedSources | None = None) -> dict | None:
+    def preparation_task(self, pool: PoolInfo, sources: PreparedSources | None = None) -> dict | None:
         """The bootstrap's parts, then (when given) the run's sources archive part."""
         try:
             if sources is None:
@@ -139,33 +159,15 @@ class RunPools:
         for job in self.workflow.dag.needrun_jobs():
             if job.is_local:
                 continue
-            key = (job.rule.name, self._pool_id(job), self._image(job))
+            key = (job.rule.name, self.tasks.pool_id(job), self.tasks.image(job))
             if key in seen or any(isinstance(value, TBDString) for value in key):
                 continue
             seen.add(key)
             rule, pool_id, image = key
             pool = self.pool_info(pool_id, setting=f"the azbatch_pool resource of rule {rule}")
-            problem = pool.container_problem(rule, image) or self.resource_problem(job, pool)
+            problem = pool.container_problem(rule, image) or self.tasks.resource_problem(job, pool)
             if problem:
                 raise SettingsError(problem)
-
-    def resource_problem(self, job: JobExecutorInterface, pool: PoolInfo) -> str | None:
-        """mem_mb / disk_mb / GPUs against the pool's VM size (Batch enforces none of them); threads warn."""
-        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.vm_sizes})
-        if size is None:
-            return None
-        resources = {name: self._resource_value(job, name) for name in resource_check.RESOURCE_NAMES}
-        warning = resource_check.threads_warning(job.name, pool.id, size, int(job.threads or 1))
-        if warning and (job.name, pool.id) not in self._threads_warned:
-            self._threads_warned.add((job.name, pool.id))
-            self.logger.warning(warning)
-        return resource_check.fit_problem(job.name, pool.id, size, resources)
-
-    def _resource_value(self, job: JobExecutorInterface, name: str):
-        try:
-            return job.resources.get(name)
-        except Exception:
-            return None
 
     def pool_info(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         key = pool_id.lower()

@@ -9,27 +9,26 @@ from typing import Any, Callable
 from snakemake.common.tbdstring import TBDString
 
 from ..config import Config
+from ..pools import vm_sizes
 from ..pools.pool_info import PoolInfo
 from ..settings.executor_settings import SettingsError
 from ..staging import NodePaths, Staging, input_check, node_commands
 from ..staging.manifest import manifest_env, stage_manifest
-from . import task_spec
+from . import resource_check, task_spec
 
 
 class TaskBuilder:
-    """`job_args(job)`: the job's own Snakemake arguments (the executor's `get_job_args`); `resource_problem(job,
-    pool)`: the job's resources against its pool's VM size; `storage_call(fn)`: an upload that waits out a storage
-    outage; `warn(line)`: a warning line."""
+    """`job_args(job)`: the job's own Snakemake arguments (the executor's `get_job_args`); `storage_call(fn)`: an
+    upload that waits out a storage outage; `warn(line)`: a warning line."""
 
     def __init__(self, config: Config, staging: Staging, node_paths: NodePaths, *,
-                 job_args: Callable[[Any], str], resource_problem: Callable[[Any, PoolInfo], str | None],
-                 storage_call: Callable[[Callable[[], Any]], Any], warn: Callable[[str], None]):
+                 job_args: Callable[[Any], str], storage_call: Callable[[Callable[[], Any]], Any], warn: Callable[[str], None]):
         self.config = config
         self.staging = staging
         self.layout = staging.layout
         self.node_paths = node_paths
         self.job_args = job_args
-        self.resource_problem = resource_problem
+        self._threads_warned: set[tuple[str, str]] = set()  # (rule, pool) warned once
         self.storage_call = storage_call
         self.warn = warn
 
@@ -52,6 +51,25 @@ class TaskBuilder:
 
     def image(self, job) -> str | None:
         return self.resource(job, "azbatch_container_image") or self.config.container_image
+
+    @staticmethod
+    def _resource_value(job, name: str):
+        try:
+            return job.resources.get(name)
+        except Exception:
+            return None
+
+    def resource_problem(self, job, pool: PoolInfo) -> str | None:
+        """mem_mb / disk_mb / GPUs against the pool's VM size (Batch enforces none of them); threads warn."""
+        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.vm_sizes})
+        if size is None:
+            return None
+        resources = {name: self._resource_value(job, name) for name in resource_check.RESOURCE_NAMES}
+        warning = resource_check.threads_warning(job.name, pool.id, size, int(job.threads or 1))
+        if warning and (job.name, pool.id) not in self._threads_warned:
+            self._threads_warned.add((job.name, pool.id))
+            self.warn(warning)
+        return resource_check.fit_problem(job.name, pool.id, size, resources)
 
     # ---- the command -------------------------------------------------------------------------------------------
     @staticmethod

@@ -43,6 +43,7 @@ from .run.run_files import RunFiles
 from .run.status_lists import StatusLists
 from .run.submission import rate_limit_hint, submit_streaming
 
+
 def _default_credential():
     from .azure_api.credentials import default_credential
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from service_process import Traffic
 
-from snakemake_executor_plugin_azbatch.run_report import RunInfo, TaskAttempt, write_report
+from snakemake_executor_plugin_azbatch.report import RunInfo, TaskAttempt, write_report
 
 FILES = ("tasks.tsv", "summary.json", "timeline.png", "timeline.svg", "report.html")
 

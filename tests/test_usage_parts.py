@@ -16,12 +16,12 @@ import pytest
 from azure.batch.models import BatchTask
 
 from snakemake_executor_plugin_azbatch.config import Prices
-from snakemake_executor_plugin_azbatch.progress import NodeCounts
-from snakemake_executor_plugin_azbatch.run_report import RunInfo, RunRecorder, TaskAttempt, write_report
-from snakemake_executor_plugin_azbatch.run_report.efficiency import rule_efficiency
-from snakemake_executor_plugin_azbatch.run_report.node_hours import NodeHours
-from snakemake_executor_plugin_azbatch.run_report.records import update_from_task
-from snakemake_executor_plugin_azbatch.run_report.timeline import FAILED_COLOUR, rule_colours
+from snakemake_executor_plugin_azbatch.run.progress import NodeCounts
+from snakemake_executor_plugin_azbatch.report import RunInfo, RunRecorder, TaskAttempt, write_report
+from snakemake_executor_plugin_azbatch.report.efficiency import rule_efficiency
+from snakemake_executor_plugin_azbatch.report.node_hours import NodeHours
+from snakemake_executor_plugin_azbatch.report.records import update_from_task
+from snakemake_executor_plugin_azbatch.report.timeline import FAILED_COLOUR, rule_colours
 from snakemake_executor_plugin_azbatch.staging import node_helper, usage_probe
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)

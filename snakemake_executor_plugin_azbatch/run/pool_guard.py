@@ -10,7 +10,7 @@ from snakemake.common.tbdstring import TBDString
 
 from ..azure_api.batch_client import BatchService, BatchServiceError
 from ..config import Config
-from ..pools import pool_creation
+from ..pools import pool_creation, vm_sizes
 from ..staging import Staging
 from ..tasks.task_builder import TaskBuilder
 from ..pools.pool_info import PoolInfo

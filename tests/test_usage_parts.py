@@ -1,4 +1,4 @@
-"""The usage report's parts in process: the node's probe (real bash and processes, no service), usage blob names,
+"""The usage report's parts: the node's probe (real bash and processes, no service; not `quick`), and in process usage blob names,
 node kinds as the nodes told them, billed node-hours from node counts, per-rule efficiency and its suggestions,
 summary.json, the timeline's colours, pool panel and SVG tooltips."""
 
@@ -49,7 +49,6 @@ def run_probed(tmp_path: Path, command: str, dedicated: str = "false") -> tuple[
     return done.returncode, sorted(os.listdir(tmp_path / usage_probe.USAGE_DIR))
 
 
-@pytest.mark.quick
 def test_the_node_measures_the_rules_processes_and_keeps_the_exit_status(tmp_path: Path) -> None:
     # Like the node's Snakemake: a process whose child (the rule) holds 150 MB and uses about a second of CPU.
     (tmp_path / "rule.py").write_text("import time\nx = 'x' * (150 * 2**20)\nt = time.process_time()\n"
@@ -66,7 +65,6 @@ def test_the_node_measures_the_rules_processes_and_keeps_the_exit_status(tmp_pat
     assert usage.wall_seconds >= 1.0
 
 
-@pytest.mark.quick
 def test_the_cpu_before_the_command_is_not_counted(tmp_path: Path) -> None:
     (tmp_path / "burn.py").write_text("import time\nt = time.process_time()\n"
                                       "while time.process_time() - t < 1:\n    pass\n")

@@ -1,6 +1,6 @@
-"""The usage report's parts: the node's probe (real bash and processes, no service; not `quick`), and in process usage blob names,
-node kinds as the nodes told them, billed node-hours from node counts, per-rule efficiency and its suggestions,
-summary.json, the timeline's colours, pool panel and SVG tooltips."""
+"""The usage report's parts: the node's probe (real bash and processes, no service; so not `quick`), and in
+process usage blob names, node kinds as the nodes told them, billed node-hours from node counts, per-rule
+efficiency and its suggestions, summary.json, the timeline's colours, pool panel and SVG tooltips."""
 
 from __future__ import annotations
 

@@ -31,6 +31,8 @@ PROCESS_KEY = "azbatch-process"
 SPACE_KEY = "azbatch-space"
 HEARTBEAT_KEY = "azbatch-heartbeat"
 HEARTBEAT_EVERY_KEY = "azbatch-heartbeat-every"
+# On a dead run's job this run took over (adoption/takeover.py): the run whose container holds its tasks' outputs.
+ADOPTED_FROM_KEY = "azbatch-adopted-from"
 STALE_INTERVALS = 3  # a run's heartbeat is stale after this many of its own intervals, at least
 
 

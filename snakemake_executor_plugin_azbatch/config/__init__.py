@@ -55,6 +55,8 @@ class Config:
     progress_interval: float = 10.0
     pool_creation: PoolCreation | None = None  # create --azbatch-pool-id when it does not exist
     keep_orphans: bool = False
+    no_adopt: bool = False  # dead runs' tasks are never adopted (adoption/)
+    leave_on_hangup: bool = False  # SIGHUP leaves the run's tasks for a later run to adopt (run_end.py)
     vm_sizes: tuple = ()  # vm_sizes.VmSize entries from --azbatch-vm-sizes
     submit_concurrency: int = 4
     input_manifest_threshold: int = 50

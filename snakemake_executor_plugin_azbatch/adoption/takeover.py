@@ -1,0 +1,106 @@
+"""Taking over a dead run's tasks: at start one task list per Batch job of a dead run (recovery.py leaves a job
+with adoptable tasks active instead of terminating it), at submission a job whose content key matches takes its
+task (followed like this run's own, or its outputs downloaded from the dead run's container), and once submission
+has handed over every ready job (`settle`) what nobody took is terminated, dead jobs with nothing taken are ended,
+and those with something taken are rewritten to this run's identity (so no later run counts them dead while this
+one follows them) and ended by this run once their tasks are done. The dead runs' containers stay until this run
+ends: adopted outputs are downloaded from them and running adopted tasks upload into them with their own links.
+
+Requests: one paged task list per dead Batch job at start (`$select` of what deciding needs), then one
+Tasks_TerminateTask per running task nobody took, one Jobs_UpdateJob per dead job with taken tasks.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from ..azure_sdk import error_text
+from ..run_identity import ADOPTED_FROM_KEY, RunIdentity
+from .dead_tasks import DeadRunTasks, DeadTask, adopted_lines, dead_task_of
+
+DEAD_TASK_FIELDS = ["id", "state", "creationTime", "environmentSettings", "executionInfo", "outputFiles"]
+
+
+class Takeover:
+    """The dead runs' tasks this run may take, and what becomes of them. `batch` is the run's BatchService."""
+
+    def __init__(self, batch: Any, identity: RunIdentity, logger) -> None:
+        self.batch = batch
+        self.identity = identity
+        self.logger = logger
+        self.found = DeadRunTasks()
+        self.pools: dict[str, str] = {}  # dead Batch job -> its pool
+        self.settled = False
+        self.lock = threading.Lock()
+
+    # ---- at start ----------------------------------------------------------------------------------------------
+    def survey(self, job: Any) -> bool:
+        """recovery.end_earlier_runs asks about each dead run's job: True leaves it active for adoption (it has a
+        task with a content key still running, or finished with success)."""
+        try:
+            listed = list(self.batch.client.list_tasks(job.id, select=DEAD_TASK_FIELDS))
+        except Exception as e:  # cannot tell: ended as before adoption existed
+            self.logger.warning(f"azbatch: listing the tasks of Batch job {job.id} of a dead run failed "
+                                f"({error_text(e)}); none of them is adopted")
+            return False
+        tasks = [t for t in (dead_task_of(task, job.id, job.container_run, job.host) for task in listed) if t]
+        if not tasks:
+            return False
+        self.found = DeadRunTasks([*self.found.tasks, *tasks], {**self.found.jobs, job.id: [t.id for t in listed]})
+        self.pools[job.id] = job.pool
+        return True
+
+    @property
+    def dead_runs(self) -> set[str]:
+        """Tokens of dead runs whose containers this run reads from (deleted when it ends)."""
+        return {t.run for t in self.found.tasks}
+
+    # ---- at submission -----------------------------------------------------------------------------------------
+    def claim(self, key: str | None) -> DeadTask | None:
+        """The dead task a job with this content key takes, once; None: submit it."""
+        if self.settled or not key:
+            return None
+        with self.lock:
+            return self.found.claim(key)
+
+    def settle(self, reason: str, end_job: Callable[[str], None], follow: Callable[[str, str, list], None]) -> list[str]:
+        """Every ready job has been handed over: tasks nobody took are terminated, dead jobs with nothing taken
+        ended (`end_job`), the others rewritten to this run (`follow(job, pool, extra metadata)`: heartbeat and
+        watch). One line per dead run with taken tasks. Returns the dead jobs this run now follows."""
+        with self.lock:
+            if self.settled:
+                return []
+            self.settled = True
+        for task in self.found.unclaimed_running():
+            if task.batch_job in self.found.jobs_with_claims():
+                self._terminate_task(task)
+        for batch_job in self.found.idle_jobs():
+            self.logger.info(f"azbatch: no job of this run matches a task of Batch job {batch_job} of a dead run; "
+                             "ending it")
+            end_job(batch_job)
+        followed = sorted(self.found.jobs_with_claims())
+        now = datetime.now(timezone.utc)
+        for batch_job in followed:
+            run = next(t.run for t in self.found.claimed.values() if t.batch_job == batch_job)
+            extra = [{"name": ADOPTED_FROM_KEY, "value": run}]
+            try:
+                self.batch.update_job_metadata(batch_job, [*extra, *self.identity.metadata(now)])
+            except Exception as e:  # the heartbeat tries again
+                self.logger.debug(f"azbatch: taking over Batch job {batch_job} failed for now: {error_text(e)}")
+            follow(batch_job, self.pools.get(batch_job, ""), extra)
+        for line in adopted_lines(self.found.claimed.values()):
+            self.logger.info(line)
+        return followed
+
+    def _terminate_task(self, task: DeadTask) -> None:
+        try:
+            self.batch.client.terminate_task(task.batch_job, task.task_id)
+        except Exception as e:  # it ends with its job, once nothing in it is adopted any more
+            self.logger.debug(f"azbatch: terminating task {task.task_id} failed: {error_text(e)}")
+
+    def compute_saved(self, now: datetime | None = None) -> float:
+        """Seconds the adopted tasks had run on nodes when this run took them."""
+        now = now or datetime.now(timezone.utc)
+        return sum(t.compute_seconds(now) for t in self.found.claimed.values())

@@ -22,6 +22,8 @@ from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from . import recovery, task_spec
+from .adoption.content_key import KEY_VARIABLE
+from .adoption.takeover import Takeover
 from .run_identity import RunIdentity, workflow_key
 from .run_watch import RunWatch
 from .azure_sdk import error_text, redact, unreachable
@@ -91,6 +93,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
         self.run_identity = RunIdentity.current(workflow_key(self.workdir), self.run_token,
                                                 self.config.heartbeat_interval)
         self.run_watch = RunWatch(self.batch, self.run_identity, self.logger, self._end_run_from_watch)
+        self.takeover = Takeover(self.batch, self.run_identity, self.logger, self.snakemake_version)  # adoption/
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id taking new tasks
         self._init_link_renewal()  # earlier generations of those jobs, when links expire (link_renewal.py)
         self.pools: dict[str, PoolInfo] = {}
@@ -134,6 +137,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
                 self.batch, self.run_identity, self.config.heartbeat_stale,
                 keep=self.config.keep_orphans, delete=not self.config.keep_job, logger=self.logger,
                 on_dead_run=None if self.config.keep_job else self.staging.remove_dead_run_container,
+                spare=None if self.config.no_adopt else self.takeover.survey,
             )
 
     # ---- setup -------------------------------------------------------------------------------------------------
@@ -282,11 +286,13 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
 
     def _task_request(
         self, job: JobExecutorInterface, pool: PoolInfo, files: task_spec.JobFiles,
-        pairs: list[tuple[str, str]], blobs: dict[str, str],
+        pairs: list[tuple[str, str]], blobs: dict[str, str], key: str | None = None,
     ) -> task_spec.TaskRequest:
         tid = task_spec.task_id(job)
         task_prefix = self.layout.task_prefix(tid)
         resource_files, extra_env = self._input_files(job, pairs, blobs)
+        if key:
+            extra_env = {**extra_env, KEY_VARIABLE: key}  # what a later run adopts it by (adoption/)
         output_files = task_spec.output_file_specs(
             files,
             self.layout.task_files_dir(task_prefix),
@@ -386,9 +392,13 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
                             self.staging.create_run_container(), self.staging.stage_files(p for p, _ in pairs))[1])
                         pool_id = self._pool_id(job)
                         pool = self.pool_info(pool_id, setting="the azbatch_pool resource")
+                        key = self.takeover.key_for(job, {p: self.staging.content_digest(
+                            p, job_blobs[os.path.abspath(p)]) for p, _ in pairs}, pool.id, self._image(job))
+                        if self._adopted(job, key):
+                            continue
                         need = self.task_need(job)
                         with self.staging.links.handing_out(need) as links:  # valid for as long as it needs
-                            request = self._task_request(job, pool, files, pairs, job_blobs)
+                            request = self._task_request(job, pool, files, pairs, job_blobs, key)
                         batch_job = self.batch_job_for(pool_id)
                         if batch_job in self.node_health.dead:
                             raise WorkflowError(self.node_health.dead[batch_job])
@@ -412,6 +422,34 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
                         self.reporting.task_submitted(job, task_id, batch_job, pool_id, slots)
                     else:
                         self.report_job_error(info, msg=error)
+        self._settle_adoption()
+
+    def _adopted(self, job: JobExecutorInterface, key: str | None) -> bool:
+        """The job takes a dead run's task with its content key (adoption/): followed like a submitted one."""
+        taken = self.takeover.adopt(job, key)
+        if taken is None:
+            return False
+        info, task = taken
+        self.report_job_submission(info)
+        self.reporting.task_submitted(job, task.task_id, task.batch_job, self.takeover.pools.get(task.batch_job, ""),
+                                      task.slots, adopted=task)
+        return True
+
+    def _settle_adoption(self, force: bool = False) -> None:
+        """Once every ready job is handed over (or the run ends): dead tasks nobody took end, dead jobs with
+        adopted tasks are followed as earlier generations of this run's own (ended once none is active)."""
+        if self.takeover.settled or not self.takeover.found.jobs:
+            return
+        ready = getattr(getattr(self.workflow, "dag", None), "ready_jobs", None)
+        if not force and isinstance(ready, (set, frozenset)) and ready:
+            return  # a job Snakemake holds back may still take one
+
+        def follow(batch_job: str, pool_id: str, extra: list) -> None:
+            self.run_watch.track(batch_job, pool_id, extra)
+            self.job_pools[batch_job] = pool_id
+            self.retired_jobs.append(batch_job)
+
+        self.takeover.settle(lambda job: self._end_job(job, recovery.terminate_reason(self.run_identity)), follow)
 
     # ---- status ------------------------------------------------------------------------------------------------
     async def sleep(self) -> None:
@@ -426,7 +464,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
             for job_info in active_jobs:
                 yield job_info
             return
-        completed: dict[str, object] = {}
+        completed: dict[tuple[str, str], object] = {}  # (Batch job, task id): adopted tasks share ids with new ones
         gone: set[str] = set()
         dead = await self._check_nodes()
         at_risk = self.links_at_risk(active_jobs)  # waiting tasks whose links near their end: replaced
@@ -462,7 +500,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
                     continue
             self.outages.batch.recovered()
             for task in tasks:
-                completed[task.id] = task
+                completed[(batch_job, task.id)] = task
                 if getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
                     self.run_watch.poke()  # ended by request: was the whole job terminated outside this run?
             finished += len(tasks)
@@ -485,7 +523,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
                     job_info, msg=f"azbatch: Batch job {job_info.aux['batch_job']} was deleted outside this run"
                 )
                 continue
-            task = completed.get(job_info.external_jobid)
+            task = completed.get((job_info.aux["batch_job"], job_info.external_jobid))
             if task is None:
                 yield job_info
                 continue

@@ -48,13 +48,14 @@ class TaskResults:
 
         return await asyncio.gather(*(collect(job_info, task) for job_info, task in finished_jobs))
 
-    def _recreate_empty_dirs(self, prefix: str, outputs: list[task_spec.OutputPath]) -> str | None:
+    def _recreate_empty_dirs(self, prefix: str, outputs: list[task_spec.OutputPath],
+                             run_token: str | None = None) -> str | None:
         """Empty directories inside directory() outputs, from the list the node uploaded next to them (read by
         name, never saved among the user's files)."""
         if not any(o.directory for o in outputs):
             return None
         blob = f"{self.layout.task_files_dir(prefix)}/{task_spec.EMPTY_DIRS_FILE}"
-        record = self.outages.storage.call(lambda: self.staging.read_small(blob, EMPTY_DIRS_LIMIT))
+        record = self.outages.storage.call(lambda: self.staging.read_small(blob, EMPTY_DIRS_LIMIT, run_token))
         return recreate_empty_dirs(record, outputs, self.workdir) if record is not None else None
 
     def _remove_changed_inputs(self, stderr_tail: str) -> None:
@@ -80,6 +81,7 @@ class TaskResults:
         succeeded = result == "success" and exit_code in (None, 0)  # by Batch's account, before the outputs' check
         ok = succeeded
         prefix = job_info.aux["blob_prefix"]
+        run_token = job_info.aux.get("run_container")  # a task adopted from a dead run wrote into its container
         problems = []
         try:
             files = task_spec.job_files(job_info.job)
@@ -87,11 +89,11 @@ class TaskResults:
             # A storage outage is waited out (outage.py) rather than failing the job.
             self.outages.storage.call(lambda: self.staging.download_files(
                 self.layout.task_files_dir(prefix), [o.path for o in wanted if not o.directory],
-                [o.path for o in wanted if o.directory], self.workdir,
+                [o.path for o in wanted if o.directory], self.workdir, run_token=run_token,
             ))
             if ok:
                 outputs = files.outputs
-                problem = self._recreate_empty_dirs(prefix, outputs) or output_problem(outputs, self.workdir)
+                problem = self._recreate_empty_dirs(prefix, outputs, run_token) or output_problem(outputs, self.workdir)
                 if problem:
                     ok = False
                     problems.append(f"{problem}; rerun with --azbatch-keep-job to inspect the task's files")
@@ -114,7 +116,7 @@ class TaskResults:
                 blob = f"{self.layout.task_batch_logs_dir(prefix)}/{name}"
                 local = os.path.join(self.workdir, log_dir, name)
                 saved = self.outages.storage.call(
-                    lambda blob=blob, local=local: self.staging.download_tail(blob, local, SAVED_LOG_BYTES))
+                    lambda blob=blob, local=local: self.staging.download_tail(blob, local, SAVED_LOG_BYTES, run_token))
                 aux_logs += [saved] if saved else []
             stderr_tail = file_tail(log_dir / "stderr.txt")
             self._remove_changed_inputs(stderr_tail)

@@ -20,7 +20,7 @@ import os
 import re
 from typing import Any, Callable, Mapping
 
-KEY_VARIABLE = "AZBATCH_CONTENT_KEY"  # the task environment variable that carries the key (Batch tasks have no metadata)
+KEY_VARIABLE = "AZBATCH_CONTENT_KEY"  # carries the key in the task's environment (Batch tasks have no metadata)
 KEY_VERSION = "azbatch-content-key/1"
 KEY_LENGTH = 64  # hex digits: the whole sha256
 # Resources that change how long a task may run or where its scratch space is, never what it writes.

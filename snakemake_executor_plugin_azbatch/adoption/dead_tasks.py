@@ -33,6 +33,7 @@ class DeadTask:
     host: str
     state: str  # active, preparing, running or completed (with success)
     blob_prefix: str  # where its outputs are in the dead run's container: "<first task id>/"
+    slots: int = 1
     created: datetime | None = None
     started: datetime | None = None  # on a node
     ended: datetime | None = None
@@ -71,8 +72,9 @@ def dead_task_of(task: Any, batch_job: str, run: str, host: str) -> DeadTask | N
     if state == "completed":
         if _text(getattr(info, "result", None)) != "success" or getattr(info, "exit_code", None) not in (None, 0):
             return None
-    return DeadTask(batch_job, task.id, key, run, host, state, prefix, getattr(task, "creation_time", None),
-                    getattr(info, "start_time", None), getattr(info, "end_time", None))
+    return DeadTask(batch_job, task.id, key, run, host, state, prefix, int(getattr(task, "required_slots", 1) or 1),
+                    getattr(task, "creation_time", None), getattr(info, "start_time", None),
+                    getattr(info, "end_time", None))
 
 
 def _preference(task: DeadTask) -> tuple:

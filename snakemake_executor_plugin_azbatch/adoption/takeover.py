@@ -16,20 +16,27 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+
 from ..azure_sdk import error_text
 from ..run_identity import ADOPTED_FROM_KEY, RunIdentity
+from .content_key import Unkeyable, job_content_key
 from .dead_tasks import DeadRunTasks, DeadTask, adopted_lines, dead_task_of
 
-DEAD_TASK_FIELDS = ["id", "state", "creationTime", "environmentSettings", "executionInfo", "outputFiles"]
+DEAD_TASK_FIELDS = ["id", "state", "creationTime", "environmentSettings", "executionInfo", "outputFiles",
+                    "requiredSlots"]
 
 
 class Takeover:
     """The dead runs' tasks this run may take, and what becomes of them. `batch` is the run's BatchService."""
 
-    def __init__(self, batch: Any, identity: RunIdentity, logger) -> None:
+    def __init__(self, batch: Any, identity: RunIdentity, logger, snakemake_version: str) -> None:
         self.batch = batch
         self.identity = identity
         self.logger = logger
+        self.snakemake_version = snakemake_version
+        self._files: dict[str, bytes] = {}  # script / notebook files, read once per run
+        self._unkeyable: set[str] = set()  # rules said once
         self.found = DeadRunTasks()
         self.pools: dict[str, str] = {}  # dead Batch job -> its pool
         self.settled = False
@@ -58,6 +65,34 @@ class Takeover:
         return {t.run for t in self.found.tasks}
 
     # ---- at submission -----------------------------------------------------------------------------------------
+    def key_for(self, job: Any, inputs: dict[str, str], pool_id: str, image: str | None) -> str | None:
+        """The job's content key (`inputs`: path -> sha256 of its content), None when it has none (one debug
+        line per rule: its tasks are never adopted)."""
+        try:
+            return job_content_key(job, inputs=inputs, pool_id=pool_id, image=image,
+                                   snakemake_version=self.snakemake_version, read_file=self._read)
+        except Unkeyable as e:
+            if job.name not in self._unkeyable:
+                self._unkeyable.add(job.name)
+                self.logger.debug(f"azbatch: jobs of {job.name} get no content key, so are never adopted: {e}")
+            return None
+
+    def _read(self, path: str) -> bytes:
+        if path not in self._files:
+            with open(path, "rb") as f:
+                self._files[path] = f.read()
+        return self._files[path]
+
+    def adopt(self, job: Any, key: str | None) -> tuple[SubmittedJobInfo, DeadTask] | None:
+        """What the status rounds follow for a job that takes a dead task: that task, in its dead Batch job, its
+        outputs read from the dead run's container (`run_container`: that run's token)."""
+        task = self.claim(key)
+        if task is None:
+            return None
+        aux = {"batch_job": task.batch_job, "blob_prefix": task.blob_prefix, "run_container": task.run,
+               "adopted": True}
+        return SubmittedJobInfo(job, external_jobid=task.task_id, aux=aux), task
+
     def claim(self, key: str | None) -> DeadTask | None:
         """The dead task a job with this content key takes, once; None: submit it."""
         if self.settled or not key:
@@ -65,7 +100,7 @@ class Takeover:
         with self.lock:
             return self.found.claim(key)
 
-    def settle(self, reason: str, end_job: Callable[[str], None], follow: Callable[[str, str, list], None]) -> list[str]:
+    def settle(self, end_job: Callable[[str], None], follow: Callable[[str, str, list], None]) -> list[str]:
         """Every ready job has been handed over: tasks nobody took are terminated, dead jobs with nothing taken
         ended (`end_job`), the others rewritten to this run (`follow(job, pool, extra metadata)`: heartbeat and
         watch). One line per dead run with taken tasks. Returns the dead jobs this run now follows."""

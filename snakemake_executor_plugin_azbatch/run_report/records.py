@@ -44,6 +44,8 @@ class TaskAttempt:
     failure: str = ""  # Batch's failureInfo code
     retries: int = 0
     requeues: int = 0
+    adopted: str = ""  # taken from a dead run (adoption/): "running" or "finished" when taken
+    saved_seconds: float = 0.0  # how long it had run on a node when taken: compute not repeated
 
     @property
     def queue_wait(self) -> float | None:
@@ -112,11 +114,13 @@ class RunRecorder:
         self._attempts: dict[str, TaskAttempt] = {}
 
     def submitted(
-        self, task_id: str, batch_job: str, pool: str, rule: str, jobid: Any, attempt: int, slots: int
+        self, task_id: str, batch_job: str, pool: str, rule: str, jobid: Any, attempt: int, slots: int,
+        adopted: str = "", saved_seconds: float = 0.0,
     ) -> None:
         record = TaskAttempt(
             task_id=task_id, batch_job=batch_job, rule=rule, jobid=str(jobid), attempt=int(attempt or 1),
-            pool=pool, slots=int(slots or 1), submitted=datetime.now(timezone.utc),
+            pool=pool, slots=int(slots or 1), submitted=datetime.now(timezone.utc), adopted=adopted,
+            saved_seconds=saved_seconds,
         )
         with self._lock:
             self._attempts[task_id] = record

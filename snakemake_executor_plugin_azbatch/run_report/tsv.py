@@ -12,7 +12,7 @@ from .records import TaskAttempt
 COLUMNS = [
     "rule", "jobid", "attempt", "task_id", "batch_job", "pool", "node", "node_type", "slots",
     "submitted", "started", "ended", "queue_wait_s", "run_time_s", "exit_code", "result", "failure",
-    "retries", "requeues",
+    "retries", "requeues", "adopted", "saved_s",
 ]
 
 
@@ -34,7 +34,8 @@ def row(a: TaskAttempt) -> dict[str, str]:
         "slots": str(a.slots), "submitted": timestamp(a.submitted), "started": timestamp(a.started),
         "ended": timestamp(a.ended), "queue_wait_s": seconds(a.queue_wait), "run_time_s": seconds(a.run_time),
         "exit_code": "" if a.exit_code is None else str(a.exit_code), "result": a.result, "failure": a.failure,
-        "retries": str(a.retries), "requeues": str(a.requeues),
+        "retries": str(a.retries), "requeues": str(a.requeues), "adopted": a.adopted,
+        "saved_s": seconds(a.saved_seconds) if a.adopted else "",
     }
 
 

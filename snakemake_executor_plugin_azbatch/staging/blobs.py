@@ -206,9 +206,14 @@ class Staging:
     def is_cas(self, blob: str) -> bool:
         return blob.startswith(self.layout.cas_prefix)
 
-    def _container_of(self, blob: str):
-        """Content-addressed blobs live in the staging container, everything tasks wrote in the run's own."""
-        return self.container if self.is_cas(blob) else self.run_container
+    def _container_of(self, blob: str, run_token: str | None = None):
+        """Content-addressed blobs live in the staging container, everything tasks wrote in the run's own (or, for
+        a task adopted from a dead run, in that run's: `run_token`)."""
+        if self.is_cas(blob):
+            return self.container
+        if run_token is None or run_token == self.run_token:
+            return self.run_container
+        return self.service.get_container_client(self.run_container_name(run_token))
 
     # ---- URLs --------------------------------------------------------------------------------------------------
     def _sas(self, read: bool, container: str | None = None) -> str:
@@ -338,10 +343,12 @@ class Staging:
             raise transfer_error(e, f"uploading {path}") from None
 
     # ---- downloads ---------------------------------------------------------------------------------------------
-    def download_prefix(self, blob_prefix: str, workdir: str, local_base: str = "") -> list[str]:
+    def download_prefix(self, blob_prefix: str, workdir: str, local_base: str = "",
+                        run_token: str | None = None) -> list[str]:
         """Download every blob under `blob_prefix` to `workdir/local_base/<rest of the name>`, atomically
         (temporary name, size check, rename); record them as produced. Returns the local paths."""
-        blobs = [(b.name, b.size) for b in self._container_of(blob_prefix).list_blobs(name_starts_with=blob_prefix)]
+        container = self._container_of(blob_prefix, run_token)
+        blobs = [(b.name, b.size) for b in container.list_blobs(name_starts_with=blob_prefix)]
         jobs = []
         for name, size in blobs:
             rel = name[len(blob_prefix):]
@@ -350,10 +357,11 @@ class Staging:
                 continue
             local = os.path.join(workdir, local_base, *parts)
             jobs.append((name, size, local))
-        return list(self.pool.map(lambda item: self._download(*item), jobs))
+        return list(self.pool.map(lambda item: self._download(*item, run_token), jobs))
 
     def download_files(
-        self, blob_dir: str, files: Iterable[str], directories: Iterable[str], workdir: str, local_base: str = ""
+        self, blob_dir: str, files: Iterable[str], directories: Iterable[str], workdir: str, local_base: str = "",
+        run_token: str | None = None,
     ) -> list[str]:
         """What a task wrote under `blob_dir`, without listing all of it: each of `files` (workdir-relative) by
         its known blob name, one request each (a missing blob is skipped: an optional log, or a required output
@@ -363,20 +371,23 @@ class Staging:
         for rel in files:
             rel = os.path.normpath(rel).replace(os.sep, "/")
             jobs.append((f"{blob_dir}/{rel}", None, os.path.join(workdir, local_base, rel)))
-        found = list(self.pool.map(lambda item: self._download(*item), jobs))
+        found = list(self.pool.map(lambda item: self._download(*item, run_token), jobs))
         for directory in directories:
             rel = os.path.normpath(directory).replace(os.sep, "/")
-            found += self.download_prefix(f"{blob_dir}/{rel}/", workdir, os.path.join(local_base, rel))
+            found += self.download_prefix(f"{blob_dir}/{rel}/", workdir, os.path.join(local_base, rel), run_token)
         return [path for path in found if path]
 
-    def _download(self, blob: str, size: int | None, local: str) -> str | None:
-        """`size` None: the blob's size is whatever the service reports, and a missing blob returns None."""
+    def _download(self, blob: str, size: int | None, local: str, run_token: str | None = None) -> str | None:
+        """`size` None: the blob's size is whatever the service reports, and a missing blob returns None. A blob of
+        another run's container is not recorded as produced (later tasks read their inputs from this run's own
+        container or the store, never from a dead run's)."""
         os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
         tmp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.azbatch-part")
         try:
             with open(tmp, "wb") as f:
                 try:
-                    downloader = self._container_of(blob).download_blob(blob, max_concurrency=TRANSFER_CONCURRENCY)
+                    downloader = self._container_of(blob, run_token).download_blob(
+                        blob, max_concurrency=TRANSFER_CONCURRENCY)
                 except ResourceNotFoundError:
                     if size is None:
                         return None
@@ -393,14 +404,17 @@ class Staging:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        self.record.remember_produced(os.path.abspath(local), FileState.of(local), blob, digest)
+        if self._container_of(blob, run_token) is self.run_container:
+            self.record.remember_produced(os.path.abspath(local), FileState.of(local), blob, digest)
+        else:
+            self.record.remember_hash(os.path.abspath(local), FileState.of(local), digest)
         return local
 
-    def read_small(self, blob: str, limit: int) -> bytes | None:
+    def read_small(self, blob: str, limit: int, run_token: str | None = None) -> bytes | None:
         """The content of a small blob the plugin reads itself (never saved as an output); None when it does not
         exist; one line when it is larger than `limit`."""
         try:
-            downloader = self._container_of(blob).download_blob(blob)
+            downloader = self._container_of(blob, run_token).download_blob(blob)
             if downloader.size > limit:
                 raise StagingError(f"azbatch: blob {blob} has {downloader.size} bytes, more than {limit} expected")
             return downloader.readall()
@@ -409,12 +423,12 @@ class Staging:
         except HttpResponseError as e:
             raise transfer_error(e, f"downloading {blob}") from None
 
-    def download_tail(self, blob: str, local: str, limit: int) -> str | None:
+    def download_tail(self, blob: str, local: str, limit: int, run_token: str | None = None) -> str | None:
         """The last `limit` bytes of `blob` (a log) streamed into `local`, never whole in memory nor on disk; a
         first line says what was left out and where the whole is. None when the blob does not exist. Not recorded
         as produced: a log is no task output."""
         try:
-            container = self._container_of(blob)
+            container = self._container_of(blob, run_token)
             size = container.get_blob_client(blob).get_blob_properties().size
         except ResourceNotFoundError:
             return None

@@ -137,3 +137,58 @@ def test_a_rerun_after_kill_9_adopts_running_and_finished_tasks_and_resubmits_on
     for job in _jobs(client, label):
         client.begin_delete_job(job.id, polling_interval=1).result()
     svc.blob_service_client().delete_container(run_container_name("adopt", run))
+
+
+HANGUP_SNAKEFILE = f"""
+    rule all:
+        input: expand("out/{{i}}.txt", i=range(2))
+
+    rule slow:
+        output: "out/{{i}}.txt"
+        shell: "sleep {LONG} && echo value-{{wildcards.i}} > {{output}}"
+"""
+
+
+def test_sighup_leaves_the_tasks_when_asked_and_otherwise_cancels_like_sigterm(svc, tmp_path):
+    """With --azbatch-leave-on-hangup a SIGHUP ends the run leaving its job, tasks and container; the next run
+    adopts the tasks (and becomes their owner); a SIGHUP to that run, without the setting, ends them all."""
+    label = "adopt-hangup"
+    workdir = write_files(tmp_path / label, {"Snakefile": HANGUP_SNAKEFILE})
+    client = svc.batch_client()
+    first = _start(svc, workdir, "hangup", SNAKEMAKE_AZBATCH_LEAVE_ON_HANGUP="true")
+    try:
+        left = _running_job(client, label, 2)
+        first.send_signal(signal.SIGHUP)
+        text, _ = first.communicate(timeout=60)
+    finally:
+        _stop(first)
+    assert first.returncode != 0, text
+    lines = [line for line in text.splitlines() if line.startswith("azbatch: SIGHUP: left ")]
+    assert lines == [f"azbatch: SIGHUP: left 2 task(s) running on Batch (Batch jobs {left.id}) for the next run of "
+                     "this workflow to adopt: run it again with --rerun-incomplete (on another machine it waits until "
+                     "this run's heartbeat is stale, --azbatch-heartbeat-stale)"], text
+    assert "Traceback" not in text and "cancelled Batch task" not in text, text
+    assert enum_text(client.get_job(left.id).state) == "active" and len(_tasks_in(client, left.id, "running")) == 2
+    run = {m.name: m.value for m in left.metadata}[RUN_KEY]
+    blobs = svc.blob_service_client()
+    assert blobs.get_container_client(run_container_name("hangup", run)).exists()
+
+    second = _start(svc, workdir, "hangup", "--rerun-incomplete")
+    try:
+        def taken_over():
+            meta = {m.name: m.value for m in client.get_job(left.id).metadata}
+            return meta.get(ADOPTED_FROM_KEY) == run and meta[RUN_KEY] != run
+
+        wait_for(taken_over, WAIT, "the second run to take over the first run's job", interval=0.5)
+        second.send_signal(signal.SIGHUP)
+        text, _ = second.communicate(timeout=60)
+    finally:
+        _stop(second)
+    assert second.returncode != 0, text
+    assert "azbatch: adopted 2 running and 0 finished task(s) of the run started " in text, text
+    cancelled = [line for line in text.splitlines() if line.startswith("azbatch: cancelled Batch task slow-")]
+    assert len(cancelled) == 2 and "Traceback" not in text, text
+    wait_for(lambda: not processes_with(LONG), 60, "the adopted task processes to end", interval=0.5)
+    assert _jobs(client, label) == [], [j.id for j in _jobs(client, label)]  # ended and deleted, both runs'
+    assert not blobs.get_container_client(run_container_name("hangup", run)).exists()
+    assert not (workdir / "out" / "0.txt").exists()

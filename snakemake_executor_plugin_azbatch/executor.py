@@ -93,7 +93,8 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
         self.run_identity = RunIdentity.current(workflow_key(self.workdir), self.run_token,
                                                 self.config.heartbeat_interval)
         self.run_watch = RunWatch(self.batch, self.run_identity, self.logger, self._end_run_from_watch)
-        self.takeover = Takeover(self.batch, self.run_identity, self.logger, self.snakemake_version)  # adoption/
+        self.takeover = Takeover(self.batch, self.run_identity, self.logger, self.snakemake_version,  # adoption/
+                                 f"{self.staging.endpoint}/{self.config.storage_container}")
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id taking new tasks
         self._init_link_renewal()  # earlier generations of those jobs, when links expire (link_renewal.py)
         self.pools: dict[str, PoolInfo] = {}
@@ -476,6 +477,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
         batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
         self.status_rounds += 1
         job_ids_active = {j.external_jobid for j in active_jobs}
+        wanted = {(j.aux["batch_job"], j.external_jobid) for j in active_jobs}
         finished = 0
         self.logger.debug(f"azbatch: status round {self.status_rounds}: one task list for each of {len(batch_jobs)} Batch job(s)")
         for batch_job in batch_jobs:
@@ -504,8 +506,8 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
                 if getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
                     self.run_watch.poke()  # ended by request: was the whole job terminated outside this run?
             finished += len(tasks)
-            if self.reporting is not None:
-                self.reporting.tasks_listed(tasks)
+            if self.reporting is not None:  # only this run's: a dead run's task may share an id with one of them
+                self.reporting.tasks_listed([t for t in tasks if (batch_job, t.id) in wanted])
             if latest is not None:
                 # A margin covers tasks whose completion becomes visible after later ones; its repeats are dropped
                 # because only still-active jobs are kept.

@@ -22,6 +22,12 @@ from snakemake_executor_plugin_azbatch.staging.run_container import run_containe
 
 LONG = "21.37"  # seconds; durations no other test uses, to find the task processes
 SHORT = "2.19"
+SHORT_SCRIPT = f"""
+    import time
+    time.sleep({SHORT})
+    with open(snakemake.output[0], "w") as out:
+        out.write(f"short-{{snakemake.wildcards.i}}\\n")
+"""
 WAIT = 120
 
 SNAKEFILE = f"""
@@ -36,7 +42,7 @@ SNAKEFILE = f"""
     rule short:
         input: "in/data.txt"
         output: "out/short{{i}}.txt"
-        shell: "sleep {SHORT} && echo short-{{wildcards.i}} > {{output}}"
+        script: "scripts/short.py"
 
     rule changed:
         input: "in/changed.txt"
@@ -84,8 +90,8 @@ def _running_job(client, label: str, count: int):
 
 def test_a_rerun_after_kill_9_adopts_running_and_finished_tasks_and_resubmits_only_a_changed_one(svc, tmp_path):
     label = "adopt-kill"
-    workdir = write_files(tmp_path / label, {"Snakefile": SNAKEFILE, "in/data.txt": "data\n",
-                                             "in/changed.txt": "before\n"})
+    workdir = write_files(tmp_path / label, {"Snakefile": SNAKEFILE, "scripts/short.py": SHORT_SCRIPT,
+                                             "in/data.txt": "data\n", "in/changed.txt": "before\n"})
     client = svc.batch_client()
     first = _start(svc, workdir, "adopt")
     try:

@@ -34,9 +34,10 @@ def _job(**changes):
     return SimpleNamespace(**fields)
 
 
-def _key(job=None, inputs=None, pool="pool-a", image=None, version="9.1"):
+def _key(job=None, inputs=None, pool="pool-a", image=None, version="9.1", storage="https://acct/staging"):
     return job_content_key(job or _job(), inputs={"in/a.txt": "aa" * 32} if inputs is None else inputs,
-                           pool_id=pool, image=image, snakemake_version=version, read_file=FILES.__getitem__)
+                           pool_id=pool, image=image, snakemake_version=version, storage=storage,
+                           read_file=FILES.__getitem__)
 
 
 def test_the_key_is_stable_and_changes_with_everything_that_changes_the_output():
@@ -56,6 +57,7 @@ def test_the_key_is_stable_and_changes_with_everything_that_changes_the_output()
         "the task image": _key(image="ubuntu:24.04"),
         "Snakemake's image": _key(_job(container_img_url="docker://x")),
         "Snakemake": _key(version="9.2"),
+        "the staging container": _key(storage="https://acct/other"),
         "a script": _key(_job(shellcmd=None, script="scripts/a.py")),
     }
     assert len({base, *changed.values()}) == len(changed) + 1, changed

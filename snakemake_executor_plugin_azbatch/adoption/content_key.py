@@ -4,7 +4,7 @@ task an earlier (dead) run left on Batch computes exactly what one of its own jo
 What goes in: the rule (or, for a group job, every member), its wildcards, params, shell command or `run:` source,
 script / notebook file content, wrapper, conda environment file content, container images (Snakemake's and the
 task's), threads and resources (but `runtime`, `tmpdir` and Snakemake's own `_`-prefixed ones, which change how
-long or where, not what), the sha256 of every input's content, the pool and Snakemake's version. The encoding is
+long or where, not what), the sha256 of every input's content, the pool, the storage account and staging container, and Snakemake's version. The encoding is
 JSON with sorted keys and no free-form joins, versioned, so two different descriptions never encode the same.
 
 A value that cannot be encoded faithfully (a function, an object whose text is its memory address) makes the job
@@ -79,14 +79,19 @@ def _file_digest(path: str, read_file: Callable[[str], bytes], what: str) -> str
         raise Unkeyable(f"its {what} {path} cannot be read ({e.strerror or e})") from None
 
 
-def _source_path(rule: Any, name: str) -> str | None:
-    value = getattr(rule, name, None)
+def _source_path(job: Any, name: str) -> str | None:
+    """The job's script or notebook file, as Snakemake resolves it (wildcards and params filled in, relative to
+    the Snakefile that declares the rule)."""
+    value = getattr(job.rule, name, None)
     if value is None:
         return None
-    path = str(getattr(value, "get_path_or_uri", lambda: value)())
+    resolve = getattr(job, "_path_to_source_file", None)  # Snakemake's own resolution, where it has one
+    if resolve is not None:
+        return str(resolve(value).get_path_or_uri(secret_free=True))
+    path = str(value)
     if "://" in path or os.path.isabs(path):
         return path
-    return os.path.join(str(getattr(rule, "basedir", "") or ""), path)
+    return os.path.join(str(getattr(job.rule, "basedir", "") or ""), path)
 
 
 def rule_description(job: Any, read_file: Callable[[str], bytes]) -> dict[str, Any]:
@@ -108,7 +113,7 @@ def rule_description(job: Any, read_file: Callable[[str], bytes]) -> dict[str, A
         "outputs": sorted(str(f) for f in getattr(job, "output", ()) or ()),
     }
     for name in ("script", "notebook"):
-        path = _source_path(rule, name)
+        path = _source_path(job, name)
         if path is not None:
             if "://" in path:
                 raise Unkeyable(f"{where}'s {name} {path} is remote")
@@ -123,9 +128,11 @@ def rule_description(job: Any, read_file: Callable[[str], bytes]) -> dict[str, A
 
 
 def job_content_key(job: Any, *, inputs: Mapping[str, str], pool_id: str, image: str | None,
-                    snakemake_version: str, read_file: Callable[[str], bytes] | None = None) -> str:
+                    snakemake_version: str, storage: str = "",
+                    read_file: Callable[[str], bytes] | None = None) -> str:
     """The key of a (group) job's task: `inputs` maps each input path (as the job names it) to the sha256 of its
-    content. Raises Unkeyable."""
+    content; `storage` is where runs' containers are (account endpoint and staging container: a dead run's
+    outputs are read from there). Raises Unkeyable."""
     read_file = read_file or _read_bytes
     members = list(job.jobs) if job.is_group() else [job]
     described = sorted((rule_description(m, read_file) for m in members), key=_encode)
@@ -136,6 +143,7 @@ def job_content_key(job: Any, *, inputs: Mapping[str, str], pool_id: str, image:
         "pool": pool_id.lower(),
         "image": image,
         "snakemake": snakemake_version,
+        "storage": storage,
     })
 
 

@@ -30,8 +30,10 @@ DEAD_TASK_FIELDS = ["id", "state", "creationTime", "environmentSettings", "execu
 class Takeover:
     """The dead runs' tasks this run may take, and what becomes of them. `batch` is the run's BatchService."""
 
-    def __init__(self, batch: Any, identity: RunIdentity, logger, snakemake_version: str) -> None:
+    def __init__(self, batch: Any, identity: RunIdentity, logger, snakemake_version: str, storage: str) -> None:
+        """`storage`: the storage account endpoint and staging container, part of every key."""
         self.batch = batch
+        self.storage = storage
         self.identity = identity
         self.logger = logger
         self.snakemake_version = snakemake_version
@@ -70,7 +72,8 @@ class Takeover:
         line per rule: its tasks are never adopted)."""
         try:
             return job_content_key(job, inputs=inputs, pool_id=pool_id, image=image,
-                                   snakemake_version=self.snakemake_version, read_file=self._read)
+                                   snakemake_version=self.snakemake_version, storage=self.storage,
+                                   read_file=self._read)
         except Unkeyable as e:
             if job.name not in self._unkeyable:
                 self._unkeyable.add(job.name)

@@ -167,3 +167,12 @@ def test_one_line_per_dead_run_says_what_was_adopted():
         "azbatch: adopted 3 running and 5 finished task(s) of the run started 2026-12-07 10:02 UTC on host host-h; "
         "nothing resubmitted for them"]
     assert run_started("garbage") == ""
+
+
+def test_a_job_taken_over_names_the_container_of_the_run_that_started_its_tasks():
+    from snakemake_executor_plugin_azbatch.recovery import EarlierRuns, OrphanJob
+
+    own = OrphanJob("sm-a", "run-2", "h", dead="gone")
+    taken = OrphanJob("sm-b", "run-2", "h", dead="gone", adopted_from="run-1")
+    assert (own.container_run, taken.container_run) == ("run-2", "run-1")
+    assert EarlierRuns(dead=[own, taken]).dead_runs == ["run-2", "run-1"]

@@ -8,7 +8,6 @@ import re
 
 from support.executor_runs import delta, kept_jobs, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.adoption.content_key import KEY_VARIABLE
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.batch_client import BatchService
 from snakemake_executor_plugin_azbatch.config import resolve
@@ -201,8 +200,8 @@ def test_environment_values_are_job_environment_settings_never_in_command_lines(
         # The same for every task: once, in the job's common environment (not in each task definition).
         common = {e.name: e.value for e in job.common_environment_settings}
         assert common["AZB_TEST_SECRET"] == secret and secret not in common["AZBATCH_TASK_PREFIX"]
-        for task in tasks:  # a task's own environment is only its content key (adoption/)
-            assert [e.name for e in task.environment_settings] == [KEY_VARIABLE]
+        for task in tasks:
+            assert not task.environment_settings
             assert task.command_line.startswith("/bin/bash -c ")
     finally:
         delete_jobs(client, jobs)

@@ -22,7 +22,7 @@ from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
 from . import recovery, task_spec
-from .adoption.content_key import KEY_VARIABLE
+from .adoption.content_key import display_name
 from .adoption.takeover import Takeover
 from .run_identity import RunIdentity, workflow_key
 from .run_watch import RunWatch
@@ -292,8 +292,6 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
         tid = task_spec.task_id(job)
         task_prefix = self.layout.task_prefix(tid)
         resource_files, extra_env = self._input_files(job, pairs, blobs)
-        if key:
-            extra_env = {**extra_env, KEY_VARIABLE: key}  # what a later run adopts it by (adoption/)
         output_files = task_spec.output_file_specs(
             files,
             self.layout.task_files_dir(task_prefix),
@@ -317,7 +315,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
             self.input_checks.pop(id(job), None)
         return task_spec.TaskRequest(
             id=tid,
-            display_name=f"{job.name} {job.jobid} attempt {job.attempt}",
+            display_name=display_name(f"{job.name} {job.jobid} a{job.attempt}", key),  # a later run adopts by key
             script=script,
             env=extra_env,  # Snakemake's envvars are the same for every task: the job's common environment
             resource_files=resource_files,

@@ -10,7 +10,7 @@ import pytest
 from snakemake.iocontainers import Namedlist
 
 from snakemake_executor_plugin_azbatch.adoption.content_key import (
-    KEY_VARIABLE, Unkeyable, canonical, job_content_key, key_from_env, key_of,
+    KEY_LENGTH, Unkeyable, canonical, display_name, job_content_key, key_from_display_name, key_of,
 )
 from snakemake_executor_plugin_azbatch.adoption.dead_tasks import (
     DeadRunTasks, DeadTask, adopted_lines, dead_task_of, run_started,
@@ -42,7 +42,7 @@ def _key(job=None, inputs=None, pool="pool-a", image=None, version="9.1", storag
 
 def test_the_key_is_stable_and_changes_with_everything_that_changes_the_output():
     base = _key()
-    assert base == _key() and len(base) == 64
+    assert base == _key() and len(base) == KEY_LENGTH == 32
     changed = {
         "an input byte": _key(inputs={"in/a.txt": "ab" * 32}),
         "another input": _key(inputs={"in/a.txt": "aa" * 32, "in/b.txt": "aa" * 32}),
@@ -110,23 +110,25 @@ def test_group_jobs_are_keyed_by_every_member():
     assert _key(SimpleNamespace(jobs=[a], groupid="g1", is_group=lambda: True)) != _key(group)
 
 
-def test_the_key_is_read_back_from_a_task_environment():
-    key = "ab" * 32
-    env = [SimpleNamespace(name="X", value="1"), SimpleNamespace(name=KEY_VARIABLE, value=key)]
-    assert key_from_env(env) == key
-    assert key_from_env([{"name": KEY_VARIABLE, "value": key}]) == key
-    assert key_from_env([{"name": KEY_VARIABLE, "value": "not-a-key"}]) is None
-    assert key_from_env(None) is None
+def test_the_key_is_the_last_word_of_the_task_display_name():
+    key = _key()
+    assert display_name("sort 3 a1", key) == f"sort 3 a1 {key}"
+    assert key_from_display_name(display_name("sort 3 a1", key)) == key
+    assert display_name("sort 3 a1", None) == "sort 3 a1" and key_from_display_name("sort 3 a1") is None
+    assert key_from_display_name("sort 3 attempt 1") is None  # an older plugin's task
+    assert key_from_display_name(f"x {key[:-1]}!") is None and key_from_display_name(None) is None
+    long = display_name("r" * 2000, key)
+    assert len(long) == 1024 and key_from_display_name(long) == key
 
 
-def _listed(task_id, state, key="ab" * 32, result=None, exit_code=None, prefix=None, created=0):
+def _listed(task_id, state, key="ab" * 16, result=None, exit_code=None, prefix=None, created=0):
     base = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
     info = SimpleNamespace(result=result, exit_code=exit_code, start_time=base + timedelta(seconds=created + 5),
                            end_time=base + timedelta(seconds=65) if state == "completed" else None)
     output = SimpleNamespace(destination=SimpleNamespace(container=SimpleNamespace(
         path=f"{prefix or task_id}/files/out/a.txt")))
     return SimpleNamespace(id=task_id, state=SimpleNamespace(value=state), execution_info=info,
-                           environment_settings=[SimpleNamespace(name=KEY_VARIABLE, value=key)] if key else None,
+                           display_name=display_name(f"{task_id} 1 a1", key),
                            output_files=[output], creation_time=base + timedelta(seconds=created))
 
 
@@ -144,7 +146,7 @@ def test_only_waiting_running_and_succeeded_tasks_with_a_key_can_be_taken():
 
 
 def test_a_key_is_taken_once_preferring_finished_then_furthest_along_then_newest():
-    k1, k2 = "a1" * 32, "b2" * 32
+    k1, k2 = "a1" * 16, "b2" * 16
     tasks = [_dead(_listed("old", "running", key=k1, created=0)),
              _dead(_listed("done", "completed", key=k1, result="success", exit_code=0, created=1)),
              _dead(_listed("waiting", "active", key=k2, created=5)),
@@ -153,7 +155,7 @@ def test_a_key_is_taken_once_preferring_finished_then_furthest_along_then_newest
     assert found.claim(k1).task_id == "done"
     assert found.claim(k1) is None  # once
     assert found.claim(k2).task_id == "running"
-    assert found.claim(None) is None and found.claim("cd" * 32) is None
+    assert found.claim(None) is None and found.claim("cd" * 16) is None
     assert sorted(t.task_id for t in found.unclaimed_running()) == ["old", "waiting"]
     assert found.idle_jobs() == ["sm-x-2"]
     now = datetime(2026, 12, 7, 10, 2, tzinfo=timezone.utc)

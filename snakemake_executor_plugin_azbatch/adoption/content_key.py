@@ -14,15 +14,19 @@ looser. Pure: no network; files are read through `read_file`.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import re
 from typing import Any, Callable, Mapping
 
-KEY_VARIABLE = "AZBATCH_CONTENT_KEY"  # carries the key in the task's environment (Batch tasks have no metadata)
 KEY_VERSION = "azbatch-content-key/1"
-KEY_LENGTH = 64  # hex digits: the whole sha256
+# 192 bits of the sha256 in base64url (as the node-side input check), the last word of the task's display name:
+# Batch tasks have no metadata, and an environment setting would cost 130 bytes of every task definition.
+KEY_BYTES = 24
+KEY_LENGTH = 32
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 # Resources that change how long a task may run or where its scratch space is, never what it writes.
 NEUTRAL_RESOURCES = frozenset({"runtime", "tmpdir", "azbatch_pool", "azbatch_container_image"})
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -67,9 +71,9 @@ def _encode(value: Any) -> str:
 
 
 def key_of(description: Mapping[str, Any]) -> str:
-    """sha256 (hex) of the versioned canonical encoding of `description`."""
+    """sha256 of the versioned canonical encoding of `description` (its first 192 bits, base64url)."""
     data = _encode([KEY_VERSION, canonical(description, "the job")])
-    return hashlib.sha256(data.encode("ascii")).hexdigest()
+    return base64.urlsafe_b64encode(hashlib.sha256(data.encode("ascii")).digest()[:KEY_BYTES]).decode("ascii")
 
 
 def _file_digest(path: str, read_file: Callable[[str], bytes], what: str) -> str:
@@ -152,12 +156,12 @@ def _read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def key_from_env(settings: Any) -> str | None:
-    """The key in a listed task's environment settings (SDK models or dicts), None without a well-formed one."""
-    for item in settings or ():
-        name = item.get("name") if isinstance(item, Mapping) else getattr(item, "name", None)
-        if name == KEY_VARIABLE:
-            value = item.get("value") if isinstance(item, Mapping) else getattr(item, "value", None)
-            value = str(value or "")
-            return value if len(value) == KEY_LENGTH and all(c in "0123456789abcdef" for c in value) else None
-    return None
+def display_name(label: str, key: str | None) -> str:
+    """A task's display name: `label` (rule, job id, attempt), then its key as the last word when it has one."""
+    return f"{label[:1024 - KEY_LENGTH - 1]} {key}" if key else label[:1024]
+
+
+def key_from_display_name(name: str | None) -> str | None:
+    """The key a task's display name ends with, None without a well-formed one."""
+    _, _, word = str(name or "").rpartition(" ")
+    return word if len(word) == KEY_LENGTH and set(word) <= _KEY_CHARS else None

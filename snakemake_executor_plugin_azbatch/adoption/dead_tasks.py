@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from .content_key import key_from_env
+from .content_key import key_from_display_name
 
 _STATE_RANK = {"completed": 3, "running": 2, "preparing": 1, "active": 0}
 
@@ -63,7 +63,7 @@ def blob_prefix_of(task: Any) -> str | None:
 
 def dead_task_of(task: Any, batch_job: str, run: str, host: str) -> DeadTask | None:
     """A listed task (SDK model) as a DeadTask, or None when it cannot be taken (no key, failed, no outputs)."""
-    key = key_from_env(getattr(task, "environment_settings", None))
+    key = key_from_display_name(getattr(task, "display_name", None))
     state = _text(getattr(task, "state", None))
     prefix = blob_prefix_of(task)
     if key is None or state not in _STATE_RANK or prefix is None:

@@ -23,7 +23,7 @@ from ..run_identity import ADOPTED_FROM_KEY, RunIdentity
 from .content_key import Unkeyable, job_content_key
 from .dead_tasks import DeadRunTasks, DeadTask, adopted_lines, dead_task_of
 
-DEAD_TASK_FIELDS = ["id", "state", "creationTime", "environmentSettings", "executionInfo", "outputFiles",
+DEAD_TASK_FIELDS = ["id", "state", "creationTime", "displayName", "executionInfo", "outputFiles",
                     "requiredSlots"]
 
 

@@ -66,14 +66,14 @@ class RunEnd:
         node's Snakemake banner for each would bury what happened)."""
         self._cancelled = True
         self.reporting.run_cancelled()
-        self.run_watch.stop()
         if self.leaving:
+            self.run_watch.leave()  # the jobs' metadata says so: a later run on any machine adopts at once
             jobs = ", ".join(self.all_batch_jobs()) or "none"
             self.logger.warning(
                 f"azbatch: SIGHUP: left {len(active_jobs)} task(s) running on Batch (Batch jobs {jobs}) for the next "
-                "run of this workflow to adopt: run it again with --rerun-incomplete (on another machine it waits "
-                "until this run's heartbeat is stale, --azbatch-heartbeat-stale)")
+                "run of this workflow to adopt: run it again with --rerun-incomplete")
             return
+        self.run_watch.stop()
         for batch_job in self.all_batch_jobs():
             self._terminate(batch_job)
         for job_info in active_jobs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.adoption.content_key import key_from_display_name
 from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
-from snakemake_executor_plugin_azbatch.run_identity import ADOPTED_FROM_KEY, RUN_KEY
+from snakemake_executor_plugin_azbatch.run_identity import ADOPTED_FROM_KEY, RUN_KEY, RunIdentity, why_dead
 from snakemake_executor_plugin_azbatch.staging.run_container import run_container_name
 
 LONG = "21.37"  # seconds; durations no other test uses, to find the task processes
@@ -171,11 +172,14 @@ def test_sighup_leaves_the_tasks_when_asked_and_otherwise_cancels_like_sigterm(s
     assert first.returncode != 0, text
     lines = [line for line in text.splitlines() if line.startswith("azbatch: SIGHUP: left ")]
     assert lines == [f"azbatch: SIGHUP: left 2 task(s) running on Batch (Batch jobs {left.id}) for the next run of "
-                     "this workflow to adopt: run it again with --rerun-incomplete (on another machine it waits until "
-                     "this run's heartbeat is stale, --azbatch-heartbeat-stale)"], text
+                     "this workflow to adopt: run it again with --rerun-incomplete"], text
     assert "Traceback" not in text and "cancelled Batch task" not in text, text
     assert enum_text(client.get_job(left.id).state) == "active" and len(_tasks_in(client, left.id, "running")) == 2
     run = {m.name: m.value for m in left.metadata}[RUN_KEY]
+    # Marked as left, so a run on another machine (another process space) need not wait for a stale heartbeat.
+    meta = {m.name: m.value for m in client.get_job(left.id).metadata}
+    elsewhere = RunIdentity("w", "r", "host-b", "1:1", "0123456789abcdef", 600.0)
+    assert why_dead(meta, elsewhere, 1800.0, datetime.now(timezone.utc)).endswith("leaving its tasks for adoption")
     blobs = svc.blob_service_client()
     assert blobs.get_container_client(run_container_name("hangup", run)).exists()
 

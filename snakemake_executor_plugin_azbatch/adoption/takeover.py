@@ -111,16 +111,16 @@ class Takeover:
             if self.settled:
                 return []
             self.settled = True
+        followed = self.found.jobs_with_claims()
         for task in self.found.unclaimed_running():
-            if task.batch_job in self.found.jobs_with_claims():
+            if task.batch_job in followed:  # the others end with their whole job, below
                 self._terminate_task(task)
         for batch_job in self.found.idle_jobs():
             self.logger.info(f"azbatch: no job of this run matches a task of Batch job {batch_job} of a dead run; "
                              "ending it")
             end_job(batch_job)
-        followed = sorted(self.found.jobs_with_claims())
         now = datetime.now(timezone.utc)
-        for batch_job in followed:
+        for batch_job in sorted(followed):
             run = next(t.run for t in self.found.claimed.values() if t.batch_job == batch_job)
             extra = [{"name": ADOPTED_FROM_KEY, "value": run}]
             try:
@@ -130,7 +130,7 @@ class Takeover:
             follow(batch_job, self.pools.get(batch_job, ""), extra)
         for line in adopted_lines(self.found.claimed.values()):
             self.logger.info(line)
-        return followed
+        return sorted(followed)
 
     def _terminate_task(self, task: DeadTask) -> None:
         try:

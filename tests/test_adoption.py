@@ -17,8 +17,8 @@ from support.services import ServiceHandle, start_service
 from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.adoption.content_key import key_from_display_name
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
-from snakemake_executor_plugin_azbatch.run_identity import ADOPTED_FROM_KEY, RUN_KEY, RunIdentity, why_dead
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.run.run_identity import ADOPTED_FROM_KEY, RUN_KEY, RunIdentity, why_dead
 from snakemake_executor_plugin_azbatch.staging.run_container import run_container_name
 
 LONG = "21.37"  # seconds; durations no other test uses, to find the task processes

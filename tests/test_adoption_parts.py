@@ -10,11 +10,18 @@ import pytest
 from snakemake.iocontainers import Namedlist
 
 from snakemake_executor_plugin_azbatch.adoption.content_key import (
-    KEY_LENGTH, Unkeyable, canonical, display_name, job_content_key, key_from_display_name, key_of,
+    KEY_LENGTH, Unkeyable, canonical, job_content_key, key_from_display_name, key_of,
 )
 from snakemake_executor_plugin_azbatch.adoption.dead_tasks import (
     DeadRunTasks, DeadTask, adopted_lines, dead_task_of, run_started,
 )
+from snakemake_executor_plugin_azbatch.tasks.task_spec import display_name as task_display_name
+
+
+def display_name(label: str, key: str | None) -> str:
+    """task_spec.display_name of a job whose `name jobid aN` is `label`."""
+    name, jobid, attempt = label.rsplit(" ", 2)
+    return task_display_name(SimpleNamespace(name=name, jobid=jobid, attempt=int(attempt[1:])), key)
 
 pytestmark = pytest.mark.quick
 
@@ -112,12 +119,12 @@ def test_group_jobs_are_keyed_by_every_member():
 
 def test_the_key_is_the_last_word_of_the_task_display_name():
     key = _key()
-    assert display_name("sort 3 a1", key) == f"sort 3 a1 {key}"
+    assert display_name("sort 3 a1", key) == f"sort 3 a1 {key}"  # was `sort 3 attempt 1`: the key fits 2 KB
     assert key_from_display_name(display_name("sort 3 a1", key)) == key
     assert display_name("sort 3 a1", None) == "sort 3 a1" and key_from_display_name("sort 3 a1") is None
     assert key_from_display_name("sort 3 attempt 1") is None  # an older plugin's task
     assert key_from_display_name(f"x {key[:-1]}!") is None and key_from_display_name(None) is None
-    long = display_name("r" * 2000, key)
+    long = display_name("r" * 2000 + " 3 a1", key)
     assert len(long) == 1024 and key_from_display_name(long) == key
 
 
@@ -172,7 +179,7 @@ def test_one_line_per_dead_run_says_what_was_adopted():
 
 
 def test_a_job_taken_over_names_the_container_of_the_run_that_started_its_tasks():
-    from snakemake_executor_plugin_azbatch.recovery import EarlierRuns, OrphanJob
+    from snakemake_executor_plugin_azbatch.run.recovery import EarlierRuns, OrphanJob
 
     own = OrphanJob("sm-a", "run-2", "h", dead="gone")
     taken = OrphanJob("sm-b", "run-2", "h", dead="gone", adopted_from="run-1")

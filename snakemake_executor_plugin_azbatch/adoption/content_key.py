@@ -22,8 +22,9 @@ import re
 from typing import Any, Callable, Mapping
 
 KEY_VERSION = "azbatch-content-key/1"
-# 192 bits of the sha256 in base64url (as the node-side input check), the last word of the task's display name:
-# Batch tasks have no metadata, and an environment setting would cost 130 bytes of every task definition.
+# 192 bits of the sha256 in base64url (as the node-side input check), the last word of the task's display name
+# (task_spec.display_name): Batch tasks have no metadata, and an environment setting would cost 130 bytes of every
+# task definition.
 KEY_BYTES = 24
 KEY_LENGTH = 32
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -154,11 +155,6 @@ def job_content_key(job: Any, *, inputs: Mapping[str, str], pool_id: str, image:
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-def display_name(label: str, key: str | None) -> str:
-    """A task's display name: `label` (rule, job id, attempt), then its key as the last word when it has one."""
-    return f"{label[:1024 - KEY_LENGTH - 1]} {key}" if key else label[:1024]
 
 
 def key_from_display_name(name: str | None) -> str | None:

@@ -12,14 +12,17 @@ Tasks_TerminateTask per running task nobody took, one Jobs_UpdateJob per dead jo
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
-from ..azure_sdk import error_text
-from ..run_identity import ADOPTED_FROM_KEY, RunIdentity
+from ..azure_api.azure_sdk import error_text
+from ..run.run_identity import ADOPTED_FROM_KEY, RunIdentity
+from ..run.run_watch import RunWatch
+from ..staging import Staging
 from .content_key import Unkeyable, job_content_key
 from .dead_tasks import DeadRunTasks, DeadTask, adopted_lines, dead_task_of
 
@@ -28,13 +31,18 @@ DEAD_TASK_FIELDS = ["id", "state", "creationTime", "displayName", "executionInfo
 
 
 class Takeover:
-    """The dead runs' tasks this run may take, and what becomes of them. `batch` is the run's BatchService."""
+    """The dead runs' tasks this run may take, and what becomes of them. `batch` is the run's BatchService,
+    `reporting` the run report's recorder (told of each adopted task), `run_watch` the heartbeat that takes over
+    the dead jobs this run follows."""
 
-    def __init__(self, batch: Any, identity: RunIdentity, logger, snakemake_version: str, storage: str) -> None:
-        """`storage`: the storage account endpoint and staging container, part of every key."""
+    def __init__(self, batch: Any, staging: Staging, identity: RunIdentity, reporting: Any, run_watch: RunWatch,
+                 logger, snakemake_version: str) -> None:
         self.batch = batch
-        self.storage = storage
+        self.staging = staging
+        self.storage = f"{staging.endpoint}/{staging.container.container_name}"  # in every key: where outputs are
         self.identity = identity
+        self.reporting = reporting
+        self.run_watch = run_watch
         self.logger = logger
         self.snakemake_version = snakemake_version
         self._files: dict[str, bytes] = {}  # script / notebook files, read once per run
@@ -67,9 +75,11 @@ class Takeover:
         return {t.run for t in self.found.tasks}
 
     # ---- at submission -----------------------------------------------------------------------------------------
-    def key_for(self, job: Any, inputs: dict[str, str], pool_id: str, image: str | None) -> str | None:
-        """The job's content key (`inputs`: path -> sha256 of its content), None when it has none (one debug
-        line per rule: its tasks are never adopted)."""
+    def key_for(self, job: Any, pairs: list[tuple[str, str]], blobs: dict[str, str], pool_id: str,
+                image: str | None) -> str | None:
+        """The job's content key (its inputs as staged: (local, node) pairs and their blobs), None when it has none
+        (one debug line per rule: its tasks are never adopted)."""
+        inputs = {local: self.staging.content_digest(local, blobs[os.path.abspath(local)]) for local, _ in pairs}
         try:
             return job_content_key(job, inputs=inputs, pool_id=pool_id, image=image,
                                    snakemake_version=self.snakemake_version, storage=self.storage,
@@ -86,15 +96,17 @@ class Takeover:
                 self._files[path] = f.read()
         return self._files[path]
 
-    def adopt(self, job: Any, key: str | None) -> tuple[SubmittedJobInfo, DeadTask] | None:
+    def adopt(self, job: Any, key: str | None) -> SubmittedJobInfo | None:
         """What the status rounds follow for a job that takes a dead task: that task, in its dead Batch job, its
-        outputs read from the dead run's container (`run_container`: that run's token)."""
+        outputs read from the dead run's container (`run_container`: that run's token). None: submit the job."""
         task = self.claim(key)
         if task is None:
             return None
+        self.reporting.task_submitted(job, task.task_id, task.batch_job, self.pools.get(task.batch_job, ""),
+                                      task.slots, adopted=task)
         aux = {"batch_job": task.batch_job, "blob_prefix": task.blob_prefix, "run_container": task.run,
                "adopted": True}
-        return SubmittedJobInfo(job, external_jobid=task.task_id, aux=aux), task
+        return SubmittedJobInfo(job, external_jobid=task.task_id, aux=aux)
 
     def claim(self, key: str | None) -> DeadTask | None:
         """The dead task a job with this content key takes, once; None: submit it."""
@@ -103,10 +115,14 @@ class Takeover:
         with self.lock:
             return self.found.claim(key)
 
-    def settle(self, end_job: Callable[[str], None], follow: Callable[[str, str, list], None]) -> list[str]:
-        """Every ready job has been handed over: tasks nobody took are terminated, dead jobs with nothing taken
-        ended (`end_job`), the others rewritten to this run (`follow(job, pool, extra metadata)`: heartbeat and
-        watch). One line per dead run with taken tasks. Returns the dead jobs this run now follows."""
+    def settle(self, ready: Collection | None, end_job: Callable[[str], None], follow: Callable[[str, str], None],
+               force: bool = False) -> list[str]:
+        """Once every ready job has been handed over (`ready`: Snakemake's jobs ready but not handed over; None
+        when unknown) or `force` (the run ends): tasks nobody took are terminated, dead jobs with nothing taken
+        ended (`end_job`), the others rewritten to this run, watched and followed (`follow(job, pool)`). One line
+        per dead run with taken tasks. Returns the dead jobs this run now follows."""
+        if not self.found.jobs or (ready and not force):
+            return []  # nothing was found; or a job Snakemake holds back may still take a task
         with self.lock:
             if self.settled:
                 return []
@@ -127,7 +143,8 @@ class Takeover:
                 self.batch.update_job_metadata(batch_job, [*extra, *self.identity.metadata(now)])
             except Exception as e:  # the heartbeat tries again
                 self.logger.debug(f"azbatch: taking over Batch job {batch_job} failed for now: {error_text(e)}")
-            follow(batch_job, self.pools.get(batch_job, ""), extra)
+            self.run_watch.track(batch_job, self.pools.get(batch_job, ""), extra)  # its heartbeat is this run's
+            follow(batch_job, self.pools.get(batch_job, ""))
         for line in adopted_lines(self.found.claimed.values()):
             self.logger.info(line)
         return sorted(followed)
@@ -137,8 +154,3 @@ class Takeover:
             self.batch.client.terminate_task(task.batch_job, task.task_id)
         except Exception as e:  # it ends with its job, once nothing in it is adopted any more
             self.logger.debug(f"azbatch: terminating task {task.task_id} failed: {error_text(e)}")
-
-    def compute_saved(self, now: datetime | None = None) -> float:
-        """Seconds the adopted tasks had run on nodes when this run took them."""
-        now = now or datetime.now(timezone.utc)
-        return sum(t.compute_seconds(now) for t in self.found.claimed.values())

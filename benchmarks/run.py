@@ -52,7 +52,8 @@ from service_process import ServiceProcess, Traffic, supports
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = REPO / ".azbatch-local" / "bench" / "results.json"
-SECTIONS = ("rehearsal", "example", "service", "chaos", "shared-pool", "crash-rerun", "big-file", "scale")  # the longest last
+# The longest last.
+SECTIONS = ("rehearsal", "example", "service", "chaos", "shared-pool", "crash-rerun", "big-file", "scale")
 # The rehearsal's pool: two nodes of four slots (as a small pool of 4-core VMs); tasks there run real processes.
 REHEARSAL_POOL = "local:2:4"
 # The big file: 1 GiB by default (the plugin's peak RSS does not grow with the file, and 4 GiB take Azurite about

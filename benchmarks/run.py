@@ -16,6 +16,8 @@ Sections (issues 10 and 11), in the order they run:
              requests (429, 500, 503) and preempts 20 % of running tasks (chaos.py)
   shared-pool two concurrent runs (20 tasks each; --quick 6) on one pool and container, same directory
              (shared_pool.py): outputs exact, no run ended by the other; the node-side input check's cost
+  crash-rerun a run killed with SIGKILL mid-run (4 long + 2 short tasks; --quick 2 + 2), then rerun: compute lost
+             with adoption and with --azbatch-no-adopt (crash_rerun.py)
   big-file   one file of 1 GiB (--full 4 GiB, --quick 256 MiB) through the plugin's staging and a node (big_files.py)
   scale      20,000 tasks (--quick 1,000; fan-out + gather) on the service's simulated backend
              (`--scale-service-options`), and the same DAG under `--executor touch`
@@ -42,6 +44,7 @@ from azure.batch import models as batch_models
 import big_files
 import blob_minimum
 import chaos
+import crash_rerun
 import reference_clients
 import report_cost
 import shared_pool
@@ -50,7 +53,8 @@ from service_process import ServiceProcess, Traffic, supports
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = REPO / ".azbatch-local" / "bench" / "results.json"
-SECTIONS = ("rehearsal", "example", "service", "chaos", "shared-pool", "big-file", "scale")  # the longest last
+# The longest last.
+SECTIONS = ("rehearsal", "example", "service", "chaos", "shared-pool", "crash-rerun", "big-file", "scale")
 # The rehearsal's pool: two nodes of four slots (as a small pool of 4-core VMs); tasks there run real processes.
 REHEARSAL_POOL = "local:2:4"
 # The big file: 1 GiB by default (the plugin's peak RSS does not grow with the file, and 4 GiB take Azurite about
@@ -368,6 +372,8 @@ def run_section(section: str, work: Path, args: argparse.Namespace) -> tuple[lis
                                  (1 if quick else 5), args.chaos_backend)
     if section == "shared-pool":
         return shared_pool.bench_shared_pool(work, 6 if quick else 20)
+    if section == "crash-rerun":
+        return crash_rerun.bench_crash_rerun(work, 2 if quick else 4, 2)
     mib = args.big_file_mib or (256 if quick else FULL_BIG_FILE_MIB if args.full else BIG_FILE_MIB)
     with ServiceProcess(work / "service", [REHEARSAL_POOL]) as service:
         return big_files.bench_big_file(service, work / "files", mib * 1024**2)

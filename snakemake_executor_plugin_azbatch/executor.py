@@ -16,6 +16,7 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
 from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 
+from .adoption.takeover import Takeover
 from .run import recovery
 from .tasks import task_spec
 from .run.run_identity import RunIdentity, workflow_key
@@ -84,6 +85,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         self._not_terminated: set[str] = set()  # Batch jobs RunEnd._terminate gave up on: not tried again
         self._sigterm_installed = False
         self._cancelled = False  # Ctrl-C / SIGTERM: tasks ended by it were said once each (RunEnd.cancel_jobs)
+        self._leaving = False  # SIGHUP with --azbatch-leave-on-hangup: tasks left for adoption (RunEnd)
         self._rate_hinted = False  # said once per run (submission.rate_limit_hint)
         self._init_collaborators()
         if len(self.workflow.dag) > 0:
@@ -92,6 +94,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
                 self.batch, self.run_identity, self.config.heartbeat_stale,
                 keep=self.config.keep_orphans, delete=not self.config.keep_job, logger=self.logger,
                 on_dead_run=None if self.config.keep_job else self.staging.remove_dead_run_container,
+                spare=None if self.config.no_adopt else self.takeover.survey,  # its tasks may be adopted
             )
 
     def _init_collaborators(self) -> None:
@@ -134,6 +137,9 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
             lambda: self.batch_jobs.values(), self.logger)
         self.pool_guard.on_created = self.reporting.node_hours.pool_created  # billed from its creation
         self.pools = self.pool_guard.pools  # pool id (lower) -> PoolInfo (RunEnd reads it for the report)
+        self.takeover = Takeover(  # a dead earlier run's tasks this run's jobs take over (adoption/)
+            self.batch, self.staging, self.run_identity, self.reporting, self.run_watch, self.logger,
+            self.snakemake_version)
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _credential_factory(self):
@@ -249,6 +255,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
                 self.batch, requests, self.config.submit_concurrency, self.outages.batch.call
             ):
                 self._record_submissions(batch_job, submitted, results)
+            self._settle_adoption()
 
     def _hint_rate_limit(self, jobs: List[JobExecutorInterface]) -> None:
         if self._rate_hinted:
@@ -297,9 +304,14 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
                     self.staging.create_run_container(), self.staging.stage_files(p for p, _ in pairs))[1])
                 pool_id = self.tasks.pool_id(job)
                 pool = self.pool_guard.pool_info(pool_id, setting="the azbatch_pool resource")
+                key = self.takeover.key_for(job, pairs, job_blobs, pool.id, self.tasks.image(job))
+                adopted = self.takeover.adopt(job, key)  # a dead run's task computing the same: followed
+                if adopted is not None:
+                    self.report_job_submission(adopted)
+                    continue
                 need = self.task_need(job)
                 with self.staging.links.handing_out(need) as links:  # valid for as long as it needs
-                    request = self.tasks.build(job, pool, files, pairs, job_blobs)
+                    request = self.tasks.build(job, pool, files, pairs, job_blobs, key)
                 batch_job = self.batch_job_for(pool_id)
                 if batch_job in self.node_health.dead:
                     raise WorkflowError(self.node_health.dead[batch_job])
@@ -341,9 +353,8 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
             active_jobs = [j for j in active_jobs if j is not job_info]
         for batch_job in self.idle_retired_jobs(active_jobs):  # earlier generations with no task left
             await asyncio.to_thread(self._end_job, batch_job)
-        batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
         completed, gone, finished = await self.status_lists.list_round(
-            batch_jobs, {j.external_jobid for j in active_jobs}, self.status_rate_limiter)
+            {(j.aux["batch_job"], j.external_jobid) for j in active_jobs}, self.status_rate_limiter)
         # Newly completed tasks (not repeats from the margin) keep the interval short; quiet rounds lengthen it.
         if self.poll_interval is not None:
             self.next_seconds_between_status_checks = self.poll_interval.after_round(finished)
@@ -357,7 +368,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
                     job_info, msg=f"azbatch: Batch job {job_info.aux['batch_job']} was deleted outside this run"
                 )
                 continue
-            task = completed.get(job_info.external_jobid)
+            task = completed.get((job_info.aux["batch_job"], job_info.external_jobid))
             if task is None:
                 yield job_info
                 continue

@@ -201,7 +201,9 @@ PLUGIN_ALLOWED: dict[str, set[str]] = {
     "tasks": {"settings", "config", "pools", "staging"},
     "run": {"settings", "config", "pools", "bootstrap", "azure_api", "staging", "tasks"},
     "report": {"config", "azure_api", "staging", "run"},
-    "executor": {"settings", "config", "pools", "bootstrap", "azure_api", "staging", "tasks", "run", "report"},
+    "adoption": {"azure_api", "staging", "run"},
+    "executor": {"settings", "config", "pools", "bootstrap", "azure_api", "staging", "tasks", "run", "report",
+                 "adoption"},
     "": {"executor", "settings"},
 }
 

@@ -56,6 +56,8 @@ class Config:
     progress_interval: float
     pool_creation: PoolCreation | None  # create --azbatch-pool-id when it does not exist
     keep_orphans: bool
+    no_adopt: bool  # dead runs' tasks are never adopted (adoption/)
+    leave_on_hangup: bool  # SIGHUP leaves the run's tasks for a later run to adopt (run_end.py)
     vm_sizes: tuple  # vm_sizes.VmSize entries from --azbatch-vm-sizes
     submit_concurrency: int
     input_manifest_threshold: int

@@ -37,6 +37,8 @@ def resolve_numbers(values: SettingValues) -> dict:
     return {
         "keep_job": flag(values, "keep_job"),
         "keep_orphans": flag(values, "keep_orphans"),
+        "no_adopt": flag(values, "no_adopt"),
+        "leave_on_hangup": flag(values, "leave_on_hangup"),
         "sas_hours": sas_hours(values),
         "upload_concurrency": number(values, "upload_concurrency", int, 1),
         "status_interval": number(values, "status_interval", float, 0.1),

@@ -54,6 +54,8 @@ class TaskAttempt:
     cpu_from: str = ""  # "batch" | "node" | ""
     peak_rss_mib: float | None = None  # the rule's processes at their peak, measured on the node (usage_probe)
     peak_tree_mib: float | None = None  # with the node's Snakemake
+    adopted: str = ""  # taken from a dead run (adoption/): "running" or "finished" when taken
+    saved_seconds: float = 0.0  # how long it had run on a node when taken: compute not repeated
 
     @property
     def queue_wait(self) -> float | None:
@@ -155,13 +157,14 @@ class RunRecorder:
 
     def submitted(
         self, task_id: str, batch_job: str, pool: str, rule: str, jobid: Any, attempt: int, slots: int,
-        asked: Requested | None = None,
+        asked: Requested | None = None, adopted: str = "", saved_seconds: float = 0.0,
     ) -> None:
         asked = asked or Requested()
         record = TaskAttempt(
             task_id=task_id, batch_job=batch_job, rule=rule, jobid=str(jobid), attempt=int(attempt or 1),
             pool=pool, slots=int(slots or 1), submitted=datetime.now(timezone.utc),
             threads=asked.threads, mem_mb=asked.mem_mb, runtime_limit=asked.runtime_limit,
+            adopted=adopted, saved_seconds=saved_seconds,
         )
         with self._lock:
             self._attempts[task_id] = record

@@ -65,11 +65,15 @@ class RunReporting:
         return (base if base.is_absolute() else self.workdir / base) / self.run_token
 
     # ---- during the run ------------------------------------------------------------------------------------
-    def task_submitted(self, job: Any, task_id: str, batch_job: str, pool: str, slots: int) -> None:
+    def task_submitted(self, job: Any, task_id: str, batch_job: str, pool: str, slots: int,
+                       adopted: Any = None) -> None:
+        """`adopted`: the dead run's task (adoption/dead_tasks.DeadTask) the job took instead of submitting."""
         rule = job.name
         first = not len(self.recorder)
+        taken = ("finished" if adopted.finished else "running") if adopted is not None else ""
+        saved = adopted.compute_seconds(datetime.now(timezone.utc)) if adopted is not None else 0.0
         self.recorder.submitted(task_id, batch_job, pool, rule, job.jobid, getattr(job, "attempt", 1), slots,
-                                Requested.of(job))
+                                Requested.of(job), taken, saved)
         if first:
             self.node_hours.run_started()
             # matplotlib takes a second or two to import; do it while tasks run, not when the run ends.
@@ -151,6 +155,7 @@ class RunReporting:
             now = datetime.now(timezone.utc)
             self._measurements(notes)
             self._node_types(notes)
+            notes += adoption_notes(self.recorder.attempts())
             run = RunInfo(
                 run_token=self.run_token, workdir=str(self.workdir), outcome=self.outcome(),
                 batch_jobs=dict(self.jobs()), slots_per_node=slots_per_node,
@@ -165,3 +170,15 @@ class RunReporting:
             return None
         self.logger.info(f"azbatch: run report: {path}")
         return path
+
+
+def adoption_notes(attempts: list[Any]) -> list[str]:
+    """What adoption saved, when this run took tasks of a dead run (adoption/)."""
+    adopted = [a for a in attempts if a.adopted]
+    if not adopted:
+        return []
+    finished = sum(a.adopted == "finished" for a in adopted)
+    saved = sum(a.saved_seconds * a.slots for a in adopted) / 3600
+    return [f"{len(adopted)} task(s) adopted from a dead run ({len(adopted) - finished} running and {finished} "
+            f"finished when taken; column `adopted` of tasks.tsv): {saved:.4f} slot-hours of compute they had "
+            "done were not repeated."]

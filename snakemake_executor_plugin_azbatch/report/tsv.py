@@ -12,7 +12,7 @@ from .records import TaskAttempt
 COLUMNS = [
     "rule", "jobid", "attempt", "task_id", "batch_job", "pool", "node", "node_type", "slots",
     "submitted", "started", "ended", "queue_wait_s", "run_time_s", "exit_code", "result", "failure",
-    "retries", "requeues",
+    "retries", "requeues", "adopted", "saved_s",
     # What the task asked for and used (efficiency.py): CPU from Batch's task statistics or the node (cpu_from),
     # peak resident memory of the rule's processes and with the node's Snakemake, measured on the node.
     "threads", "mem_mb", "runtime_s", "user_cpu_s", "kernel_cpu_s", "cpu_from", "peak_rss_mib", "peak_rss_with_snakemake_mib",
@@ -41,7 +41,8 @@ def row(a: TaskAttempt) -> dict[str, str]:
         "slots": str(a.slots), "submitted": timestamp(a.submitted), "started": timestamp(a.started),
         "ended": timestamp(a.ended), "queue_wait_s": seconds(a.queue_wait), "run_time_s": seconds(a.run_time),
         "exit_code": "" if a.exit_code is None else str(a.exit_code), "result": a.result, "failure": a.failure,
-        "retries": str(a.retries), "requeues": str(a.requeues),
+        "retries": str(a.retries), "requeues": str(a.requeues), "adopted": a.adopted,
+        "saved_s": seconds(a.saved_seconds) if a.adopted else "",
         "threads": str(a.threads), "mem_mb": number(a.mem_mb, 0), "runtime_s": number(a.runtime_limit, 0),
         "user_cpu_s": seconds(a.user_cpu), "kernel_cpu_s": seconds(a.kernel_cpu), "cpu_from": a.cpu_from,
         "peak_rss_mib": number(a.peak_rss_mib, 1), "peak_rss_with_snakemake_mib": number(a.peak_tree_mib, 1),

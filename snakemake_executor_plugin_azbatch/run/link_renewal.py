@@ -119,6 +119,12 @@ class LinkRenewal:
             self.logger.info(f"azbatch: Batch job {batch_job} on pool {pool_id} takes new tasks: the links of "
                              f"{previous} near their end (it ends once its tasks are done)")
 
+    def follow_job(self, batch_job: str, pool_id: str) -> None:
+        """A dead run's Batch job on `pool_id` whose tasks this run adopted (adoption/): ended like an earlier
+        generation, once none of its tasks is active (and at the end, with every job of the run). Not one of this
+        run's generations (job_pools counts those)."""
+        self.retired_jobs.append(batch_job)
+
     def note_links(self, aux: dict, expiry: datetime | None, need: timedelta) -> None:
         """What a submitted task's SubmittedJobInfo keeps: when its first link expires (its job's included)."""
         job_expiry = self.job_links.get(aux["batch_job"])

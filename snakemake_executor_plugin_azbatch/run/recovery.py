@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-from .run_identity import HEARTBEAT_KEY, HOST_KEY, RUN_KEY, WORKFLOW_KEY, RunIdentity, age_text, metadata_of, \
+from .run_identity import ADOPTED_FROM_KEY, HEARTBEAT_KEY, HOST_KEY, RUN_KEY, WORKFLOW_KEY, RunIdentity, age_text, metadata_of, \
     parse_heartbeat, why_dead
 
 JOB_ID_PREFIX = "sm-"  # task_spec.job_id starts every Batch job id with it
 ORPHAN_FILTER = f"state eq 'active' and startswith(id, '{JOB_ID_PREFIX}')"
-ORPHAN_SELECT = ["id", "metadata", "creationTime"]
+ORPHAN_SELECT = ["id", "metadata", "creationTime", "poolInfo"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,13 @@ class OrphanJob:
     host: str
     dead: str | None = None
     heartbeat_age: float | None = None  # seconds; None: the job has no heartbeat (an older plugin)
+    pool: str = ""
+    adopted_from: str = ""  # a job that run took over from a dead one: the run whose container its tasks write to
+
+    @property
+    def container_run(self) -> str:
+        """The run token that names the storage container its tasks write to."""
+        return self.adopted_from or self.run
 
 
 @dataclass
@@ -44,7 +51,7 @@ class EarlierRuns:
     @property
     def dead_runs(self) -> list[str]:
         """The run tokens of the dead runs, once each (what the run left in storage is named by it)."""
-        return list(dict.fromkeys(o.run for o in self.dead if o.run != "?"))
+        return list(dict.fromkeys(o.container_run for o in self.dead if o.container_run != "?"))
 
 
 def classify(jobs: Iterable[Any], me: RunIdentity, stale_seconds: float,
@@ -60,7 +67,9 @@ def classify(jobs: Iterable[Any], me: RunIdentity, stale_seconds: float,
         beat = parse_heartbeat(meta.get(HEARTBEAT_KEY, ""))
         age = (now - beat).total_seconds() if beat is not None else None
         dead = why_dead(meta, me, stale_seconds, now, created)
-        orphan = OrphanJob(job.id, meta.get(RUN_KEY, "?"), meta.get(HOST_KEY, "?"), dead, age)
+        pool = str(getattr(getattr(job, "pool_info", None), "pool_id", "") or "")
+        orphan = OrphanJob(job.id, meta.get(RUN_KEY, "?"), meta.get(HOST_KEY, "?"), dead, age, pool,
+                           meta.get(ADOPTED_FROM_KEY, ""))
         (found.dead if dead else found.live).append(orphan)
     return found
 
@@ -71,10 +80,12 @@ def terminate_reason(me: RunIdentity) -> str:
 
 
 def end_earlier_runs(batch, me: RunIdentity, stale_seconds: float, *, keep: bool, delete: bool, logger,
-                     on_dead_run: Callable[[str], None] | None = None) -> EarlierRuns:
+                     on_dead_run: Callable[[str], None] | None = None,
+                     spare: Callable[[OrphanJob], bool] | None = None) -> EarlierRuns:
     """One line for each active job of another run of this workflow. A dead run's job is terminated (its tasks
-    with it) and, when `delete`, deleted — unless `keep`; a live run's job is left alone. `on_dead_run(run token)`
-    is called once per dead run whose jobs were all ended (e.g. to remove what that run left in storage)."""
+    with it) and, when `delete`, deleted — unless `keep`, or `spare(job)` leaves it active for this run to adopt
+    its tasks (adoption/takeover.py); a live run's job is left alone. `on_dead_run(run token)` is called once per
+    dead run whose jobs were all ended (e.g. to remove what that run left in storage)."""
     try:
         found = classify(batch.list_active_jobs(ORPHAN_FILTER, ORPHAN_SELECT), me, stale_seconds)
     except Exception as e:  # the run itself does not need this; say why earlier jobs may still be active
@@ -96,6 +107,14 @@ def end_earlier_runs(batch, me: RunIdentity, stale_seconds: float, *, keep: bool
                 "for the pool's slots)"
             )
             continue
+        if spare is not None and spare(job):
+            failed_runs.add(job.container_run)  # its container holds what adopted tasks wrote
+            logger.warning(
+                f"azbatch: Batch job {job.id} of an earlier run ({job.run} on host {job.host}: {job.dead}) of this "
+                "workflow is still active; its tasks that match jobs of this run are adopted, the rest ended "
+                "(--azbatch-no-adopt ends them all at once)"
+            )
+            continue
         logger.warning(
             f"azbatch: Batch job {job.id} of an earlier run ({job.run} on host {job.host}: {job.dead}) of this "
             "workflow is still active; terminating it and its tasks (--azbatch-keep-orphans keeps them)"
@@ -105,7 +124,7 @@ def end_earlier_runs(batch, me: RunIdentity, stale_seconds: float, *, keep: bool
             if delete:
                 batch.delete_job(job.id)
         except Exception as e:
-            failed_runs.add(job.run)
+            failed_runs.add(job.container_run)
             logger.warning(str(e))
     if on_dead_run is not None and not keep:
         for run in found.dead_runs:

@@ -31,6 +31,10 @@ PROCESS_KEY = "azbatch-process"
 SPACE_KEY = "azbatch-space"
 HEARTBEAT_KEY = "azbatch-heartbeat"
 HEARTBEAT_EVERY_KEY = "azbatch-heartbeat-every"
+# On a dead run's job this run took over (adoption/takeover.py): the run whose container holds its tasks' outputs.
+ADOPTED_FROM_KEY = "azbatch-adopted-from"
+# Written by a run that ends leaving its tasks for adoption (SIGHUP with --azbatch-leave-on-hangup): UTC time.
+LEFT_KEY = "azbatch-left"
 STALE_INTERVALS = 3  # a run's heartbeat is stale after this many of its own intervals, at least
 
 
@@ -138,6 +142,8 @@ def why_dead(meta: dict[str, str], me: RunIdentity, stale_seconds: float, now: d
     """Why the run that wrote `meta` is dead, or None while it may be alive. A job without a heartbeat (an older
     plugin) is judged by its creation time."""
     process, space = meta.get(PROCESS_KEY, ""), meta.get(SPACE_KEY, "")
+    if meta.get(LEFT_KEY):
+        return f"it ended at {meta[LEFT_KEY]} leaving its tasks for adoption"
     if space and space == me.space and process and not process_alive(process):
         return f"its process {process.partition(':')[0]} on this machine has ended"
     beat = parse_heartbeat(meta.get(HEARTBEAT_KEY, "")) or created

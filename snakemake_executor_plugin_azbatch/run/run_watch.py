@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ..azure_api.azure_sdk import error_code, error_text, unreachable
-from .run_identity import RunIdentity
+from .run_identity import LEFT_KEY, RunIdentity, heartbeat_text
 
 POOL_CHECK_SECONDS = 30.0
 POKE_MIN_SECONDS = 5.0  # a check asked for by the status rounds is not repeated sooner
@@ -73,6 +73,20 @@ class RunWatch:
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=STOP_WAIT_SECONDS)
+
+    def leave(self) -> None:
+        """The run ends leaving its jobs for a later run to adopt: the watch stops, and each job's metadata says
+        so, so a later run on any machine counts this one dead at once (recovery.py)."""
+        self.stop()
+        now = datetime.now(timezone.utc)
+        with self.lock:
+            jobs = dict(self.jobs)
+        for job_id, (_, others) in jobs.items():
+            try:
+                self.batch.update_job_metadata(
+                    job_id, [*others, *self.identity.metadata(now), {"name": LEFT_KEY, "value": heartbeat_text(now)}])
+            except Exception as e:  # its heartbeat goes stale instead
+                self.logger.debug(f"azbatch: marking Batch job {job_id} as left failed: {error_text(e)}")
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -39,11 +39,15 @@ class StatusLists:
         why = explain(e, f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key))
         return why.removeprefix("azbatch: ") if why else error_text(e)
 
-    async def list_round(self, batch_jobs: list[str], active_ids: set[str], rate_limiter) -> tuple[
-            dict[str, Any], set[str], int]:
-        """(task id -> completed task, Batch jobs gone, how many tasks the lists returned). An unreachable Batch
-        ends the round (outage.py): every job stays active; another failure keeps that Batch job's tasks active."""
-        completed: dict[str, Any] = {}
+    async def list_round(self, active: set[tuple[str, str]], rate_limiter) -> tuple[
+            dict[tuple[str, str], Any], set[str], int]:
+        """`active`: (Batch job, task id) of the tasks followed. ((Batch job, task id) -> completed task, Batch jobs
+        gone, how many tasks the lists returned): a task adopted from a dead run's job may share its id with one of
+        this run's. An unreachable Batch ends the round (outage.py): every job stays active; another failure keeps
+        that Batch job's tasks active."""
+        batch_jobs = sorted({batch_job for batch_job, _ in active})
+        active_ids = {task_id for _, task_id in active}
+        completed: dict[tuple[str, str], Any] = {}
         gone: set[str] = set()
         finished = 0
         self.rounds += 1
@@ -65,8 +69,9 @@ class StatusLists:
                     self.logger.warning(f"azbatch: listing tasks of {batch_job} failed, retrying: {self._why(e)}")
                     continue
             self.outages.batch.recovered()
+            tasks = [t for t in tasks if (batch_job, t.id) in active]
             for task in tasks:
-                completed[task.id] = task
+                completed[(batch_job, task.id)] = task
                 if getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
                     self.run_watch.poke()  # ended by request: was the whole job terminated outside this run?
             finished += len(tasks)

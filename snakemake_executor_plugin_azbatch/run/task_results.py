@@ -63,13 +63,13 @@ class TaskResults:
 
         return await asyncio.gather(*(collect(job_info, task) for job_info, task in finished_jobs))
 
-    def _recreate_empty_dirs(self, prefix: str, outputs: list[task_spec.OutputPath]) -> str | None:
+    def _recreate_empty_dirs(self, prefix: str, outputs: list[task_spec.OutputPath], downloads) -> str | None:
         """Empty directories inside directory() outputs, from the list the node uploaded next to them (read by
         name, never saved among the user's files)."""
         if not any(o.directory for o in outputs):
             return None
         blob = f"{self.layout.task_files_dir(prefix)}/{task_spec.EMPTY_DIRS_FILE}"
-        record = self.outages.storage.call(lambda: self.staging.downloads.read_small(blob, EMPTY_DIRS_LIMIT))
+        record = self.outages.storage.call(lambda: downloads.read_small(blob, EMPTY_DIRS_LIMIT))
         return recreate_empty_dirs(record, outputs, self.workdir) if record is not None else None
 
     def _remove_changed_inputs(self, stderr_tail: str) -> None:
@@ -87,21 +87,21 @@ class TaskResults:
                     "(--retries) or the next run uploads it again"
                 )
 
-    def _bring_back(self, job_info: SubmittedJobInfo, prefix: str, ok: bool) -> tuple[bool, list[str]]:
+    def _bring_back(self, job_info: SubmittedJobInfo, prefix: str, ok: bool, downloads) -> tuple[bool, list[str]]:
         """Download the task's logs, and its outputs when Batch says it succeeded, then check them; (still ok,
-        problems)."""
+        problems). `downloads`: from this run's container, or a dead run's for a task adopted from it."""
         problems = []
         try:
             files = task_spec.job_files(job_info.job)
             wanted = [*(files.outputs if ok else ()), *files.logs]  # outputs are uploaded on success only
             # A storage outage is waited out (outage.py) rather than failing the job.
-            self.outages.storage.call(lambda: self.staging.downloads.download_files(
+            self.outages.storage.call(lambda: downloads.download_files(
                 self.layout.task_files_dir(prefix), [o.path for o in wanted if not o.directory],
                 [o.path for o in wanted if o.directory], self.workdir,
             ))
             if ok:
                 outputs = files.outputs
-                problem = self._recreate_empty_dirs(prefix, outputs) or output_problem(outputs, self.workdir)
+                problem = self._recreate_empty_dirs(prefix, outputs, downloads) or output_problem(outputs, self.workdir)
                 if problem:
                     ok = False
                     problems.append(f"{problem}; rerun with --azbatch-keep-job to inspect the task's files")
@@ -115,7 +115,7 @@ class TaskResults:
             problems.append(redact(str(e)))
         return ok, problems
 
-    def _save_logs(self, prefix: str, log_dir: Path, problems: list[str]) -> tuple[list[str], str]:
+    def _save_logs(self, prefix: str, log_dir: Path, problems: list[str], downloads) -> tuple[list[str], str]:
         """The ends of the task's Batch logs saved locally (and blobs the node found changed removed); (saved
         paths, the end of stderr). A failure is added to `problems`."""
         aux_logs = []
@@ -125,7 +125,7 @@ class TaskResults:
                 blob = f"{self.layout.task_batch_logs_dir(prefix)}/{name}"
                 local = os.path.join(self.workdir, log_dir, name)
                 saved = self.outages.storage.call(
-                    lambda blob=blob, local=local: self.staging.downloads.download_tail(blob, local, SAVED_LOG_BYTES))
+                    lambda blob=blob, local=local: downloads.download_tail(blob, local, SAVED_LOG_BYTES))
                 aux_logs += [saved] if saved else []
             stderr_tail = file_tail(log_dir / "stderr.txt")
             self._remove_changed_inputs(stderr_tail)
@@ -143,12 +143,13 @@ class TaskResults:
         succeeded = result == "success" and exit_code in (None, 0)  # by Batch's account, before the outputs' check
         ok = succeeded
         prefix = job_info.aux["blob_prefix"]
-        ok, problems = self._bring_back(job_info, prefix, ok)
+        downloads = self.staging.downloads_for(job_info.aux.get("run_container"))  # an adopted task: its run's
+        ok, problems = self._bring_back(job_info, prefix, ok, downloads)
         if ok:
             return True, None, []
         tid = job_info.external_jobid
         log_dir = LOG_DIR / tid
-        aux_logs, stderr_tail = self._save_logs(prefix, log_dir, problems)
+        aux_logs, stderr_tail = self._save_logs(prefix, log_dir, problems, downloads)
         failure = getattr(info, "failure_info", None)
         upload_log = ""
         if failure is not None and str(failure.code or "").startswith("FileUpload"):  # the node's own account

@@ -103,6 +103,23 @@ class AccountFields:
             "of live runs (heartbeat, see --azbatch-heartbeat-stale) are always left alone."
         ),
     )
+    no_adopt: bool = field(
+        default=False,
+        metadata=setting(
+            "Never adopt the tasks of a dead earlier run of this workflow: end its Batch jobs at start and submit "
+            "everything anew. By default a job whose content key (rule, wildcards, params, code, software "
+            "environment, input contents, threads, resources, pool) matches a task the dead run left running or "
+            "finished takes that task instead of submitting (docs/how-it-runs.md)."
+        ),
+    )
+    leave_on_hangup: bool = field(
+        default=False,
+        metadata=setting(
+            "On SIGHUP (a closed terminal, a dropped SSH session) exit and leave the run's tasks running on Batch "
+            "for the next run of this workflow to adopt (with --rerun-incomplete); by default SIGHUP ends the "
+            "run's tasks like SIGTERM and Ctrl-C."
+        ),
+    )
     heartbeat_interval: float = field(
         default=600.0,
         metadata=setting(

@@ -28,13 +28,16 @@ def transfer_error(e: HttpResponseError, what: str) -> Exception:
 
 
 class BlobDownloads:
-    """Downloads from the container a blob's name belongs to (`container_of`), on the staging thread pool."""
+    """Downloads from the container a blob's name belongs to (`container_of`), on the staging thread pool.
+    `produced` False (another run's container: a task adopted from a dead run): downloaded files are recorded by
+    their hash only, never as produced blobs later tasks would read (those read this run's container or the store)."""
 
     def __init__(self, container_of: Callable[[str], ContainerClient], pool: ThreadPoolExecutor,
-                 record: StagingRecord):
+                 record: StagingRecord, produced: bool = True):
         self.container_of = container_of
         self.pool = pool
         self.record = record
+        self.produced = produced
 
     def download_prefix(self, blob_prefix: str, workdir: str, local_base: str = "") -> list[str]:
         """Download every blob under `blob_prefix` to `workdir/local_base/<rest of the name>`, atomically
@@ -91,7 +94,10 @@ class BlobDownloads:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        self.record.remember_produced(os.path.abspath(local), FileState.of(local), blob, digest)
+        if self.produced:
+            self.record.remember_produced(os.path.abspath(local), FileState.of(local), blob, digest)
+        else:
+            self.record.remember_hash(os.path.abspath(local), FileState.of(local), digest)
         return local
 
     def read_small(self, blob: str, limit: int) -> bytes | None:

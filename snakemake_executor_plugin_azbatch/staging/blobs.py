@@ -204,9 +204,21 @@ class Staging:
     def is_cas(self, blob: str) -> bool:
         return blob.startswith(self.layout.cas_prefix)
 
-    def _container_of(self, blob: str):
-        """Content-addressed blobs live in the staging container, everything tasks wrote in the run's own."""
-        return self.container if self.is_cas(blob) else self.run_container
+    def downloads_for(self, run_token: str | None) -> BlobDownloads:
+        """Downloads from this run's container, or (`run_token` of a dead run whose task this run adopted) from
+        that run's."""
+        if run_token is None or run_token == self.run_token:
+            return self.downloads
+        return BlobDownloads(lambda blob: self._container_of(blob, run_token), self.pool, self.record, produced=False)
+
+    def _container_of(self, blob: str, run_token: str | None = None):
+        """Content-addressed blobs live in the staging container, everything tasks wrote in the run's own (or, for
+        a task adopted from a dead run, in that run's: `run_token`)."""
+        if self.is_cas(blob):
+            return self.container
+        if run_token is None or run_token == self.run_token:
+            return self.run_container
+        return self.service.get_container_client(self.run_container_name(run_token))
 
     # ---- URLs --------------------------------------------------------------------------------------------------
     def _sas(self, read: bool, container: str | None = None) -> str:

@@ -99,7 +99,8 @@ class TaskBuilder:
         return list(files.values()), {}, None, input_check.task_verify_command(self.staging, pairs, blobs)
 
     def build(self, job, pool: PoolInfo, files: task_spec.JobFiles, pairs: list[tuple[str, str]],
-              blobs: dict[str, str]) -> task_spec.TaskRequest:
+              blobs: dict[str, str], key: str | None = None) -> task_spec.TaskRequest:
+        """`key`: the job's content key (adoption/), carried in the display name for a later run to adopt by."""
         tid = task_spec.task_id(job)
         task_prefix = self.layout.task_prefix(tid)
         resource_files, extra_env, manifest, verify = self._inputs(pairs, blobs)
@@ -121,7 +122,7 @@ class TaskBuilder:
             [o.path for o in files.outputs if o.directory], task_spec.EMPTY_DIRS_FILE)
         return task_spec.TaskRequest(
             id=tid,
-            display_name=f"{job.name} {job.jobid} attempt {job.attempt}",
+            display_name=task_spec.display_name(job, key),
             script=script,
             env=extra_env,  # Snakemake's envvars are the same for every task: the job's common environment
             resource_files=resource_files,

@@ -44,6 +44,13 @@ def task_id(job) -> str:
     return label[: MAX_ID_LENGTH - len(suffix)] + suffix
 
 
+def display_name(job, key: str | None) -> str:
+    """A task's display name: rule (or group), job id and attempt, then its content key as the last word when it
+    has one (adoption/content_key.py reads it back; Batch keeps 1024 characters, so a long name is cut first)."""
+    label = f"{job.name} {job.jobid} a{job.attempt}"
+    return f"{label[:1023 - len(key)]} {key}" if key else label[:1024]
+
+
 def job_id(workflow_label: str, pool_id: str, run_token: str, generation: int = 1) -> str:
     """Batch job id for one run on one pool, e.g. `sm-myworkflow-20250101T120000-ab12cd-mypool`; later generations
     (a new job for fresh links, link_renewal.py) end in `-g2`, `-g3`, ..."""

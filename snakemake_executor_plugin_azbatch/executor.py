@@ -117,7 +117,7 @@ class Executor(RunPools, RunEnd, TaskResults, LinkRenewal, RemoteExecutor):
         self.reporting = RunReporting(  # live progress and the run report (run_report/, progress.py)
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
-            observe_nodes=self.node_health.states.observe,
+            observe_nodes=self.node_health.states.observe, waiting=self.run_watch.allocation.waiting_text,
         )
         methods = getattr(self.workflow.deployment_settings, "deployment_method", None) or ()
         self.node_setup = NodeSetup(  # what the nodes need: bootstrap (preparation task), task prefix, prefixes

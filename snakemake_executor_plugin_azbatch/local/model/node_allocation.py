@@ -48,18 +48,33 @@ class NodeArrivals:
             return True
         now = time.monotonic()
         if pool.allocation_due is None:
+            if self._refused_by_quota(pool, wanted):  # Batch checks its quotas before asking for VMs
+                return True
             pool.allocation_due = now + self.timing.allocation_delay()
         if now < pool.allocation_due:
             return False
         for dedicated, missing in wanted.items():
-            if missing <= 0:
-                continue
-            room = self.capacity.room(list(self.records.pools.values()), pool, dedicated, missing)
-            for _ in range(room.nodes):
-                add_node(pool, dedicated)
-            if room.error is not None and all(e["code"] != room.error["code"] for e in pool.resize_errors):
-                pool.resize_errors.append(room.error)
+            if missing > 0:
+                room = self.capacity.room(list(self.records.pools.values()), pool, dedicated, missing)
+                for _ in range(room.nodes):
+                    add_node(pool, dedicated)
+                self._note(pool, room.error)
         return True
+
+    def _refused_by_quota(self, pool: PoolRecord, wanted: dict[bool, int]) -> bool:
+        """No node of any kind asked for fits a quota: the resize ends at once with the quota's errors."""
+        rooms = [self.capacity.room(list(self.records.pools.values()), pool, dedicated, missing)
+                 for dedicated, missing in wanted.items() if missing > 0]
+        if not all(r.nodes == 0 and r.error is not None and r.error["code"] != "AllocationFailed" for r in rooms):
+            return False
+        for room in rooms:
+            self._note(pool, room.error)
+        return True
+
+    @staticmethod
+    def _note(pool: PoolRecord, error: dict | None) -> None:
+        if error is not None and all(e["code"] != error["code"] for e in pool.resize_errors):
+            pool.resize_errors.append(error)
 
     def tick(self) -> None:
         now = time.monotonic()

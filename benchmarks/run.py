@@ -17,6 +17,9 @@ Sections (issues 10 and 11), in the order they run:
   shared-pool two concurrent runs (20 tasks each; --quick 6) on one pool and container, same directory
              (shared_pool.py): outputs exact, no run ended by the other; the node-side input check's cost
   big-file   one file of 1 GiB (--full 4 GiB, --quick 256 MiB) through the plugin's staging and a node (big_files.py)
+  first-task time from `snakemake` start to the first task running on `--timing azure` (time scale 0.1, stated
+             in the table) for a pre-created idle pool, a pool created from zero with the run's initial demand and a
+             pool created with a formula only (first_task.py)
   scale      20,000 tasks (--quick 1,000; fan-out + gather) on the service's simulated backend
              (`--scale-service-options`), and the same DAG under `--executor touch`
 """
@@ -42,6 +45,7 @@ from azure.batch import models as batch_models
 import big_files
 import blob_minimum
 import chaos
+import first_task
 import reference_clients
 import shared_pool
 import workloads
@@ -49,7 +53,7 @@ from service_process import ServiceProcess, Traffic, supports
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = REPO / ".azbatch-local" / "bench" / "results.json"
-SECTIONS = ("rehearsal", "example", "service", "chaos", "shared-pool", "big-file", "scale")  # the longest last
+SECTIONS = ("rehearsal", "example", "service", "chaos", "shared-pool", "big-file", "first-task", "scale")  # the longest last
 # The rehearsal's pool: two nodes of four slots (as a small pool of 4-core VMs); tasks there run real processes.
 REHEARSAL_POOL = "local:2:4"
 # The big file: 1 GiB by default (the plugin's peak RSS does not grow with the file, and 4 GiB take Azurite about
@@ -342,6 +346,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chaos-runs", type=int, default=None, help="chaos runs (5; --quick 1)")
     parser.add_argument("--chaos-backend", choices=("simulate", "host"), default="simulate",
                         help="chaos runs on simulated nodes (default) or real host processes")
+    parser.add_argument("--first-task-scale", type=float, default=first_task.TIME_SCALE,
+                        help=f"--time-scale of the first-task section (default {first_task.TIME_SCALE:g})")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the working directory (logs, services' roots); it is always kept on failure")
     return parser.parse_args()
@@ -363,6 +369,8 @@ def run_section(section: str, work: Path, args: argparse.Namespace) -> tuple[lis
     if section == "chaos":
         return chaos.bench_chaos(work, args.chaos_tasks or (20 if quick else 200), args.chaos_runs or
                                  (1 if quick else 5), args.chaos_backend)
+    if section == "first-task":
+        return first_task.bench_first_task(work, args.first_task_scale)
     if section == "shared-pool":
         return shared_pool.bench_shared_pool(work, 6 if quick else 20)
     mib = args.big_file_mib or (256 if quick else FULL_BIG_FILE_MIB if args.full else BIG_FILE_MIB)

@@ -105,7 +105,7 @@ def test_autoscale_samples_arrive_late_and_the_interval_is_scaled(svc) -> None:
                    "the pool was never evaluated again")
     assert (run.timestamp - created).total_seconds() >= 300 * SCALE * 0.95
     assert run.results.startswith("$TargetDedicatedNodes=1;")
-    wait_for(lambda: client.get_task(job_id, "t").state == "completed", WAIT, "the task never ran")
+    assert client.get_pool(pool_id).target_dedicated_nodes == 1  # the evaluation resized the pool
     client.begin_delete_job(job_id).result()
     client.begin_delete_pool(pool_id).result()
 

@@ -19,7 +19,6 @@ BOOT_SECONDS = (60.0, 150.0)
 # Preempt scheduled event comes at least 30 s ahead (scheduled-events).
 SAMPLE_DELAY_SECONDS = 60.0
 EVICTION_NOTICE_SECONDS = 30.0
-PREEMPTED_RESTART_SECONDS = 1.0  # a preempted Spot node starts again this long after (fast timing's figure)
 
 
 class PoolTiming:
@@ -32,7 +31,6 @@ class PoolTiming:
         self.sample_period = config.autoscale_sample_seconds * self.scale
         self.sample_delay = (SAMPLE_DELAY_SECONDS if self.azure else 0.0) * self.scale
         self.eviction_notice = (EVICTION_NOTICE_SECONDS if self.azure else 0.0) * self.scale
-        self.preempted_restart = PREEMPTED_RESTART_SECONDS * self.scale
 
     def _draw(self, bounds: tuple[float, float]) -> float:
         return self._rng.uniform(*bounds) * self.scale if self.azure else 0.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 
 from ..backends.execution import ExecutionBackend
 from .account_capacity import AccountCapacity
@@ -41,7 +42,8 @@ class NodeArrivals:
         else:
             heapq.heappush(self._booting, (time.monotonic() + delay, next(self._order), node))
 
-    def grow(self, pool: PoolRecord, wanted: dict[bool, int], add_node) -> bool:
+    def grow(self, pool: PoolRecord, wanted: dict[bool, int],
+             add_node: Callable[[PoolRecord, bool], NodeRecord]) -> bool:
         """Allocate the missing nodes per kind (True: dedicated) once the resize's delay has passed; False while
         it has not."""
         if all(missing <= 0 for missing in wanted.values()):
@@ -82,6 +84,8 @@ class NodeArrivals:
             _, _, node = heapq.heappop(self._booting)
             if node.leaving is None and self._member(node):
                 self.backend.start_node(node.layout)
+        if self.capacity.shortage is None:
+            return
         short = self.capacity.spot_short()
         for pool in self.records.pools.values():
             for node in pool.nodes:

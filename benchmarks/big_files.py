@@ -69,7 +69,7 @@ def _worker(phase: str, args: list[str]) -> dict[str, Any]:
                   "read_url": stage.read_url(blob), "output_url": stage.output_container_url()}
     elif phase == "download":
         start = time.perf_counter()
-        paths = stage.download_prefix(args[0], args[1])
+        paths = stage.downloads.download_prefix(args[0], args[1])
         result = {"download_s": time.perf_counter() - start, "paths": paths}
     stage.close()
     return result

@@ -4,7 +4,7 @@ storage. Snakemake loads `ExecutorSettings`, `common_settings` and `Executor` fr
 from snakemake_interface_executor_plugins.settings import CommonSettings
 
 from .executor import Executor
-from .settings import ExecutorSettings
+from .settings.executor_settings import ExecutorSettings
 
 __all__ = ["Executor", "ExecutorSettings", "common_settings"]
 

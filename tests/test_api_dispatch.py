@@ -13,7 +13,7 @@ import pytest
 from support.fake_backend import FakeBackend
 from support.spec_validation import validate_response
 
-from snakemake_executor_plugin_azbatch.local.config import BoundEndpoints, PoolSpec, ServiceConfig
+from snakemake_executor_plugin_azbatch.local.service_config import BoundEndpoints, PoolSpec, ServiceConfig
 from snakemake_executor_plugin_azbatch.local.http.faults import FaultInjector
 from snakemake_executor_plugin_azbatch.local.api.http_messages import Response
 from snakemake_executor_plugin_azbatch.local.http.http_server import API_VERSION, Dispatcher, make_request

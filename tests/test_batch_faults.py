@@ -9,7 +9,7 @@ import subprocess
 from support.executor_runs import output_of, run_snakemake, snakemake_command, snakemake_env, write_files
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
 
 SNAKEFILE = 'rule one:\n    output: "one.txt"\n    shell: "echo done > {output}"\n'
 

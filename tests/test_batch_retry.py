@@ -13,8 +13,8 @@ from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.rest import HttpRequest
 
-from snakemake_executor_plugin_azbatch.azure_sdk import retry_kwargs
-from snakemake_executor_plugin_azbatch.batch_client import BatchRetryPolicy
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import retry_kwargs
+from snakemake_executor_plugin_azbatch.azure_api.batch_client import BatchRetryPolicy
 
 pytestmark = pytest.mark.quick
 

@@ -67,7 +67,7 @@ def test_plugin_staging_moves_a_large_file_in_parallel_blocks(local_service, tmp
     assert storage_count(before, after_upload, "PutBlockList") == 1
     assert storage_count(before, after_upload, "PutBlob") == 0
 
-    landed = stage.download_prefix(BlobLayout.CAS_DIR, str(tmp_path / "back"))
+    landed = stage.downloads.download_prefix(BlobLayout.CAS_DIR, str(tmp_path / "back"))
     after_download = local_service.metrics()
     stage.close()
     # One ranged read per block: the first read is one block long too (max_single_get_size).

@@ -14,7 +14,7 @@ import pytest
 
 from snakemake_executor_plugin_azbatch.local.storage.azurite import Azurite
 from snakemake_executor_plugin_azbatch.local.storage.blob_proxy import BlobProxy, classify, client_class
-from snakemake_executor_plugin_azbatch.local.config import StorageEndpoint
+from snakemake_executor_plugin_azbatch.local.service_config import StorageEndpoint
 from snakemake_executor_plugin_azbatch.local.http.metrics import Metrics
 
 BLOCK = 256 * 1024
@@ -294,7 +294,7 @@ def test_classify(method: str, target: str, operation: str) -> None:
 
 @pytest.mark.quick
 def test_the_plugins_requests_are_told_apart_by_user_agent():
-    from snakemake_executor_plugin_azbatch.azure_sdk import PLUGIN_USER_AGENT
+    from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import PLUGIN_USER_AGENT
 
     assert client_class(f"{PLUGIN_USER_AGENT} azsdk-python-storage-blob/12.31.1 Python/3.11.7") == "plugin"
     assert client_class("azsdk-python-storage-blob/12.31.1 Python/3.11.7") == "other"

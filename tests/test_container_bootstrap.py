@@ -21,9 +21,9 @@ import snakemake
 from support.executor_runs import output_of, run_snakemake, write_files
 from support.node_sandbox import IMAGE_DIR, podman_engine, skip_unless, stock_image
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.local.nodes import isolation, snakemake_image
-from snakemake_executor_plugin_azbatch.local.config import PoolSpec
+from snakemake_executor_plugin_azbatch.local.service_config import PoolSpec
 
 SNAKEFILE = """\
 rule all:

@@ -16,15 +16,15 @@ from support.executor_runs import output_of, run_snakemake, snakemake_command, s
 from support.processes import processes_with
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch import recovery
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text, error_code
-from snakemake_executor_plugin_azbatch.batch_client import BatchService
+from snakemake_executor_plugin_azbatch.run import recovery
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text, error_code
+from snakemake_executor_plugin_azbatch.azure_api.batch_client import BatchService
 from snakemake_executor_plugin_azbatch.config import resolve
-from snakemake_executor_plugin_azbatch.run_identity import (
+from snakemake_executor_plugin_azbatch.run.run_identity import (
     HEARTBEAT_EVERY_KEY, HEARTBEAT_KEY, HOST_KEY, PROCESS_KEY, RUN_KEY, SPACE_KEY, WORKFLOW_KEY, RunIdentity,
     heartbeat_text, parse_heartbeat, process_alive, workflow_key,
 )
-from snakemake_executor_plugin_azbatch.run_watch import RunWatch
+from snakemake_executor_plugin_azbatch.run.run_watch import RunWatch
 from snakemake_executor_plugin_azbatch.staging import Staging
 
 SLEEP_MARKER = "613.75"  # a sleep duration no other test uses, to find leftover task processes

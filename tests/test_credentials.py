@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError, ServiceRequestError
 
-from snakemake_executor_plugin_azbatch.credentials import (
+from snakemake_executor_plugin_azbatch.azure_api.credentials import (
     CredentialError,
     credential_options,
     credential_source,

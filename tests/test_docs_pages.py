@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from snakemake_executor_plugin_azbatch import settings_table
+from snakemake_executor_plugin_azbatch.settings import settings_table
 
 pytestmark = pytest.mark.quick
 

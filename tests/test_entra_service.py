@@ -21,7 +21,7 @@ from support.spec_validation import validate_response
 
 from snakemake_executor_plugin_azbatch.local import cli
 from snakemake_executor_plugin_azbatch.local.auth.bearer_auth import BATCH_AUDIENCE, STORAGE_AUDIENCE
-from snakemake_executor_plugin_azbatch.local.config import ConfigError
+from snakemake_executor_plugin_azbatch.local.service_config import ConfigError
 from snakemake_executor_plugin_azbatch.local.auth.secure_endpoints import KEY_VARIABLES
 from snakemake_executor_plugin_azbatch.local.auth.tls import prepare_tls
 from snakemake_executor_plugin_azbatch.local.auth.token_authority import MANAGEMENT_AUDIENCE

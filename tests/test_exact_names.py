@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from support.executor_runs import output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.output_check import output_problem
-from snakemake_executor_plugin_azbatch.task_spec import OutputPath
+from snakemake_executor_plugin_azbatch.tasks.output_check import output_problem
+from snakemake_executor_plugin_azbatch.tasks.task_spec import OutputPath
 
 NAMES = [
     "sp ace.txt",

@@ -10,7 +10,7 @@ import pytest
 from support.executor_runs import snakemake_command, snakemake_env, write_files
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
 from support.processes import processes_with
 
 SLEEP_MARKER = "617.25"  # a sleep duration no other test uses, to find leftover task processes

@@ -11,7 +11,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from support.executor_runs import count, output_of, run_snakemake, snakemake_command, snakemake_env, write_files
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
 
 from support.waiting import wait_for
 

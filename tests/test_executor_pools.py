@@ -9,8 +9,8 @@ import zipfile
 import pytest
 from support.executor_runs import delta, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
-from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.local.service_config import AppPackageSpec
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from support.services import start_service
 from support.executor_runs import delta, output_of, run_snakemake, snakemake_command, snakemake_env, write_files
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
 from support.workflow_copies import read_tsv
 
 PROGRESS_RE = re.compile(

@@ -8,11 +8,11 @@ import re
 
 from support.executor_runs import delta, kept_jobs, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
-from snakemake_executor_plugin_azbatch.batch_client import BatchService
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.azure_api.batch_client import BatchService
 from snakemake_executor_plugin_azbatch.config import resolve
-from snakemake_executor_plugin_azbatch import task_spec
-from snakemake_executor_plugin_azbatch.task_results import command_exit_status
+from snakemake_executor_plugin_azbatch.tasks import task_spec
+from snakemake_executor_plugin_azbatch.run.task_results import command_exit_status
 
 FANOUT = 8
 
@@ -83,7 +83,7 @@ def test_a_job_rate_limit_that_holds_jobs_back_is_named_once(local_service, tmp_
 def test_the_rate_limit_hint_needs_the_limit_reached_with_jobs_left_waiting():
     from types import SimpleNamespace
 
-    from snakemake_executor_plugin_azbatch.submission import rate_limit_hint
+    from snakemake_executor_plugin_azbatch.run.submission import rate_limit_hint
 
     limit = SimpleNamespace(max_jobs=100, timespan=1.0)  # Snakemake's MaxJobsPerTimespan, its two fields
     assert rate_limit_hint(limit, 100, still_ready=0) is None  # exactly 100 were ready: nothing held back
@@ -307,7 +307,7 @@ def test_collections_go_out_in_parallel_bounded_by_the_setting(local_service):
     the bound."""
     import threading
 
-    from snakemake_executor_plugin_azbatch.submission import submit_in_parallel
+    from snakemake_executor_plugin_azbatch.run.submission import submit_in_parallel
 
     class Counting(BatchService):
         def __init__(self, *args, **kwargs):
@@ -352,8 +352,8 @@ def test_task_definitions_are_built_as_requests_go_out_not_all_at_once(local_ser
     """2,000 tasks with 2 workers: task bodies are drawn from the generator only while fewer than 2 × workers
     requests are unanswered, so at every answer at most (2 × 2 + 1) × 100 bodies exist that were not yet answered.
     Building all bodies first (as before streaming) would show 2,000 unanswered at the first answer."""
-    from snakemake_executor_plugin_azbatch.batch_client import task_collections
-    from snakemake_executor_plugin_azbatch.submission import submit_streaming
+    from snakemake_executor_plugin_azbatch.azure_api.batch_client import task_collections
+    from snakemake_executor_plugin_azbatch.run.submission import submit_streaming
 
     service = BatchService(resolve(None, local_service.env), credential_factory=lambda: None)
     job_id = task_spec.job_id("streaming", local_service.pool_id, "test")

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 import pytest
 from support.executor_runs import output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
-from snakemake_executor_plugin_azbatch.resize_watch import PoolAllocation, ResizeWatch, quota_family
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.run.resize_watch import PoolAllocation, ResizeWatch, quota_family
 
 SCALE = 0.02  # allocation 1.2-3.6 s, start-up 1.2-3 s, PT5M → 6 s
 SNAKEFILE = """
@@ -34,7 +34,7 @@ WATCH = {"SNAKEMAKE_AZBATCH_PROGRESS_INTERVAL": "0.5", "SNAKEMAKE_AZBATCH_HEARTB
 
 @pytest.fixture(scope="module")
 def quota_service(tmp_path_factory):
-    from snakemake_executor_plugin_azbatch.local.config import parse_quotas
+    from snakemake_executor_plugin_azbatch.local.service_config import parse_quotas
     from support.services import start_service
 
     handle = start_service(tmp_path_factory.mktemp("quota-runs"), {
@@ -96,7 +96,7 @@ def test_a_quota_of_zero_ends_the_run_in_one_line_within_a_minute(quota_service,
 
 
 def test_an_autoscale_spot_pool_from_zero_waits_out_a_spot_shortage(make_service, tmp_path) -> None:
-    from snakemake_executor_plugin_azbatch.local.config import SpotShortage
+    from snakemake_executor_plugin_azbatch.local.service_config import SpotShortage
 
     service = make_service(timing="azure", time_scale=SCALE, pools=["local:0:1"], spot_shortage=SpotShortage(8, 0))
     workdir = write_files(tmp_path / "spot", {"Snakefile": SNAKEFILE})

@@ -79,22 +79,22 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 LOCAL = f"{NAME}.local"
 # The local wing's folders, each with the folders (and top-level modules) it may import: HTTP → API → model →
-# backends → nodes; storage and auth beside them. Top-level `cli` and `service` assemble everything; `config` is
-# read by every layer (and checks the node prerequisites lazily).
+# backends → nodes; storage and auth beside them. Top-level `cli` and `service` assemble everything; `service_config`
+# is read by every layer (and checks the node prerequisites lazily).
 LOCAL_ALLOWED: dict[str, set[str]] = {
-    "http": {"api", "model", "auth", "config"},
+    "http": {"api", "model", "auth", "service_config"},
     "api": {"model"},
-    "model": {"backends", "nodes", "config"},
-    "backends": {"nodes", "config"},
-    "nodes": {"config"},
-    "storage": {"auth", "config"},
-    "auth": {"config"},
-    "config": {"nodes", "auth"},
-    "pool_file": {"config"},
-    "cli_options": {"http", "auth", "nodes", "config", "pool_file"},
-    "cli": {"http", "api", "model", "backends", "nodes", "storage", "auth", "config", "pool_file", "service",
+    "model": {"backends", "nodes", "service_config"},
+    "backends": {"nodes", "service_config"},
+    "nodes": {"service_config"},
+    "storage": {"auth", "service_config"},
+    "auth": {"service_config"},
+    "service_config": {"nodes", "auth"},
+    "pool_file": {"service_config"},
+    "cli_options": {"http", "auth", "nodes", "service_config", "pool_file"},
+    "cli": {"http", "api", "model", "backends", "nodes", "storage", "auth", "service_config", "pool_file", "service",
             "cli_options"},
-    "service": {"http", "api", "model", "backends", "nodes", "storage", "auth", "config"},
+    "service": {"http", "api", "model", "backends", "nodes", "storage", "auth", "service_config"},
 }
 # The one module of the local wing that uses the plugin wing (the offline bootstrap's wheels go into its image).
 LOCAL_USES_PLUGIN = {f"{LOCAL}.nodes.snakemake_image": {f"{NAME}.bootstrap.wheelhouse"}}
@@ -185,3 +185,48 @@ def test_local_modules_and_functions_stay_small() -> None:
                 too_big.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: "
                                f"{node.end_lineno - node.lineno + 1} lines")
     assert too_big == []
+
+
+# The plugin wing's folders (and top-level modules), each with the folders it may import; "" is the package itself
+# (what Snakemake loads). Settings and the pool/VM tables know nothing of ours; config checks settings; the Azure
+# clients and staging take a checked config; a task is built from config, pools and the staging layout; a run uses
+# everything below it; the report reads what the run's progress counted; the executor ties them together.
+PLUGIN_ALLOWED: dict[str, set[str]] = {
+    "settings": set(),
+    "pools": set(),
+    "bootstrap": set(),
+    "config": {"settings", "pools"},
+    "azure_api": {"settings", "config", "pools"},
+    "staging": {"settings", "config", "azure_api"},
+    "tasks": {"settings", "config", "pools", "staging"},
+    "run": {"settings", "config", "pools", "bootstrap", "azure_api", "staging", "tasks"},
+    "report": {"config", "azure_api", "staging", "run"},
+    "executor": {"settings", "config", "pools", "bootstrap", "azure_api", "staging", "tasks", "run", "report"},
+    "": {"executor", "settings"},
+}
+
+
+def _plugin_part(module: str) -> str:
+    """`…run.progress` → "run"; the package itself → ""."""
+    return module[len(NAME) + 1:].split(".")[0]
+
+
+def test_every_plugin_folder_and_top_level_module_has_an_allow_list() -> None:
+    parts = {_plugin_part(m) for m in import_graph() if not m.startswith(LOCAL)}
+    assert parts == set(PLUGIN_ALLOWED)
+
+
+@pytest.mark.parametrize("part", sorted(PLUGIN_ALLOWED))
+def test_plugin_folders_import_only_what_they_may(part: str) -> None:
+    wrong = [f"{module} → {target}" for module, targets in import_graph().items()
+             if not module.startswith(LOCAL) and _plugin_part(module) == part
+             for target in targets if _plugin_part(target) not in PLUGIN_ALLOWED[part] | {part}]
+    assert not wrong, "imports across the plugin's layers: " + "; ".join(sorted(wrong))
+
+
+def test_the_design_doc_names_every_plugin_package_and_module() -> None:
+    design = (PACKAGE.parent / "docs" / "design.md").read_text()
+    plugin = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] != "local"]
+    packages = [f"`{p.parent.relative_to(PACKAGE)}/`" for p in plugin if p.name == "__init__.py" and p.parent != PACKAGE]
+    modules = [f"`{p.relative_to(PACKAGE)}`" for p in plugin if p.name != "__init__.py"]
+    assert [name for name in packages + modules if name not in design] == []

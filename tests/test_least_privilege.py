@@ -14,7 +14,7 @@ from azure.storage.blob import BlobClient, ContainerClient
 
 from support.executor_runs import kept_jobs, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch import recovery
+from snakemake_executor_plugin_azbatch.run import recovery
 from snakemake_executor_plugin_azbatch.config import resolve
 from snakemake_executor_plugin_azbatch.staging import BlobLayout, Staging
 from snakemake_executor_plugin_azbatch.staging.run_container import RUN_CONTAINER_INFIX

@@ -15,9 +15,9 @@ from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from support.executor_runs import delta, kept_jobs, output_of, run_snakemake, write_files
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch import task_spec
-from snakemake_executor_plugin_azbatch.link_renewal import renewed_body, replacement_id
-from snakemake_executor_plugin_azbatch.run_identity import HEARTBEAT_KEY
+from snakemake_executor_plugin_azbatch.tasks import task_spec
+from snakemake_executor_plugin_azbatch.run.link_renewal import renewed_body, replacement_id
+from snakemake_executor_plugin_azbatch.run.run_identity import HEARTBEAT_KEY
 from snakemake_executor_plugin_azbatch.staging.links import LinkSigner
 
 T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
@@ -239,7 +239,7 @@ def test_a_run_with_72_second_links_and_a_3_minute_pause_completes(make_service,
 def test_sas_hours_take_fractions_and_nothing_but_a_positive_number(value):
     from test_settings import BASE_ENV, resolve_env
 
-    from snakemake_executor_plugin_azbatch.settings import SettingsError
+    from snakemake_executor_plugin_azbatch.settings.executor_settings import SettingsError
 
     assert resolve_env({**BASE_ENV, "SNAKEMAKE_AZBATCH_SAS_HOURS": "0.02"}).sas_hours == 0.02
     with pytest.raises(SettingsError) as refused:

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.quick, pytest.mark.skipif(not sys.platform.startswith(
 
 COUNT_ARENAS = textwrap.dedent("""
     import ctypes, sys, tempfile, threading
-    from snakemake_executor_plugin_azbatch.malloc_arenas import limit_malloc_arenas
+    from snakemake_executor_plugin_azbatch.run.malloc_arenas import limit_malloc_arenas
     print(limit_malloc_arenas() if sys.argv[1] == "limit" else None)
     barrier, keep = threading.Barrier(8), []
 

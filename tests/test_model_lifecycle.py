@@ -10,7 +10,7 @@ import pytest
 from support.fake_backend import FakeBackend
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.config import BoundEndpoints, PoolSpec, ServiceConfig
+from snakemake_executor_plugin_azbatch.local.service_config import BoundEndpoints, PoolSpec, ServiceConfig
 from snakemake_executor_plugin_azbatch.local.model.batch_state import BatchState
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 from snakemake_executor_plugin_azbatch.local.backends.task_outcomes import WALL_CLOCK_EXIT_CODE

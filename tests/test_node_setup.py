@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from snakemake_executor_plugin_azbatch.batch_client import PoolInfo
+from snakemake_executor_plugin_azbatch.pools.pool_info import PoolInfo
 from snakemake_executor_plugin_azbatch.bootstrap import node_script
 from snakemake_executor_plugin_azbatch.config import SettingsError, resolve
-from snakemake_executor_plugin_azbatch.node_setup import NodeSetup, StagedFiles, image_python
-from snakemake_executor_plugin_azbatch.settings import ExecutorSettings
+from snakemake_executor_plugin_azbatch.run.node_setup import NodeSetup, StagedFiles, image_python
+from snakemake_executor_plugin_azbatch.settings.executor_settings import ExecutorSettings
 from snakemake_executor_plugin_azbatch.staging import node_commands
 from snakemake_executor_plugin_azbatch.staging.node_helper import READ_URL_VARIABLE
 

@@ -14,9 +14,9 @@ from support.services import start_service
 from support.executor_runs import output_of, run_snakemake, write_files
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
-from snakemake_executor_plugin_azbatch.node_states import NodeStates
-from snakemake_executor_plugin_azbatch.progress import NodeCounts
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.run.node_states import NodeStates
+from snakemake_executor_plugin_azbatch.run.progress import NodeCounts
 
 POOL = "states"
 DISK_FULL = {"code": "DiskFull", "message": "The temporary disk of the node is full"}
@@ -195,7 +195,7 @@ def test_unusable_nodes_are_reported_once_per_change_and_named_with_one_list():
 @pytest.mark.quick
 def test_preempted_nodes_are_reported_once_per_change():
     log = Log()
-    states = NodeStates(lambda: Nodes(), log, clock=Clock())
+    states = NodeStates(lambda: Nodes(), log, wait=120, clock=Clock())
     states.observe({"P": counts(total=2, preempted=2)})
     states.observe({"P": counts(total=2, preempted=2)})
     states.observe({"P": counts(total=2, idle=2)})

@@ -14,7 +14,7 @@ import pytest
 from support.node_sandbox import IMAGE_DIR, Node, skip_unless, stock_image
 
 from snakemake_executor_plugin_azbatch.local.nodes import isolation, node_trust
-from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
+from snakemake_executor_plugin_azbatch.local.service_config import ServiceConfig
 from snakemake_executor_plugin_azbatch.local.auth.tls import prepare_tls, serve_tls
 
 CLI = [sys.executable, "-m", "snakemake_executor_plugin_azbatch.local.cli"]

@@ -16,10 +16,10 @@ from support.executor_runs import snakemake_command, snakemake_env, write_files
 from support.processes import processes_with
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text, short_reason, unreachable
-from snakemake_executor_plugin_azbatch.local.config import NODE_USER_AGENT, ConfigError
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text, short_reason, unreachable
+from snakemake_executor_plugin_azbatch.local.service_config import NODE_USER_AGENT, ConfigError
 from snakemake_executor_plugin_azbatch.local.http.outage_switch import OutageSwitch, ScheduledOutage, change_outage
-from snakemake_executor_plugin_azbatch.outage import (
+from snakemake_executor_plugin_azbatch.run.outage import (
     OutageExpired,
     Outages,
     OutageState,

@@ -13,8 +13,8 @@ import pytest
 from support.executor_runs import output_of, snakemake_command, snakemake_env, write_files
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.log_tails import SAVED_LOG_BYTES, file_tail
-from snakemake_executor_plugin_azbatch.node_health import upload_errors
+from snakemake_executor_plugin_azbatch.staging.log_tails import SAVED_LOG_BYTES, file_tail
+from snakemake_executor_plugin_azbatch.run.node_health import upload_errors
 
 
 def running_task(client, label: str):

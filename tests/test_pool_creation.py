@@ -8,8 +8,8 @@ import pytest
 from snakemake_executor_plugin_azbatch.config import SettingsError, resolve
 from snakemake_executor_plugin_azbatch.local.model.autoscale import Inputs, evaluate
 from snakemake_executor_plugin_azbatch.local.model.autoscale_parser import parse
-from snakemake_executor_plugin_azbatch.pool_creation import autoscale_formula, describe, pool_body
-from snakemake_executor_plugin_azbatch.settings import ExecutorSettings
+from snakemake_executor_plugin_azbatch.pools.pool_creation import autoscale_formula, describe, pool_body
+from snakemake_executor_plugin_azbatch.settings.executor_settings import ExecutorSettings
 
 pytestmark = pytest.mark.quick
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from snakemake_executor_plugin_azbatch.batch_client import PoolInfo
+from snakemake_executor_plugin_azbatch.pools.pool_info import PoolInfo
 
 pytestmark = pytest.mark.quick
 

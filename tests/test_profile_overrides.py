@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from snakemake_executor_plugin_azbatch.profile_overrides import override_warnings, overridden_profile_keys
+from snakemake_executor_plugin_azbatch.settings.profile_overrides import override_warnings, overridden_profile_keys
 
 pytestmark = pytest.mark.quick
 

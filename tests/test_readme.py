@@ -11,7 +11,7 @@ import pytest
 import yaml
 from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
 
-from snakemake_executor_plugin_azbatch import settings as settings_module
+from snakemake_executor_plugin_azbatch.settings import executor_settings as settings_module
 
 pytestmark = pytest.mark.quick
 

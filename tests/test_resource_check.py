@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from support.executor_runs import delta, output_of, run_snakemake, write_files
 
-from snakemake_executor_plugin_azbatch import resource_check, vm_sizes
+from snakemake_executor_plugin_azbatch.tasks import resource_check
+from snakemake_executor_plugin_azbatch.pools import vm_sizes
 from snakemake_executor_plugin_azbatch.config import resolve
-from snakemake_executor_plugin_azbatch.settings import ExecutorSettings, SettingsError
+from snakemake_executor_plugin_azbatch.settings.executor_settings import ExecutorSettings, SettingsError
 
 
 @pytest.mark.parametrize(

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 from azure.batch.models import BatchPoolNodeCounts, BatchTask, BatchTaskCountsResult
 
-from snakemake_executor_plugin_azbatch.progress import NodeCounts, ProgressGate, TaskCounts, progress_line
-from snakemake_executor_plugin_azbatch.run_report import RunInfo, RunRecorder, TaskAttempt, write_report
-from snakemake_executor_plugin_azbatch.run_report import summary
-from snakemake_executor_plugin_azbatch.run_report.records import NOT_STARTED, UNFINISHED
-from snakemake_executor_plugin_azbatch.run_report import timeline
-from snakemake_executor_plugin_azbatch.run_report.timeline import (
+from snakemake_executor_plugin_azbatch.run.progress import NodeCounts, ProgressGate, TaskCounts, progress_line
+from snakemake_executor_plugin_azbatch.report import RunInfo, RunRecorder, TaskAttempt, write_report
+from snakemake_executor_plugin_azbatch.report import summary
+from snakemake_executor_plugin_azbatch.report.records import NOT_STARTED, UNFINISHED
+from snakemake_executor_plugin_azbatch.report import timeline
+from snakemake_executor_plugin_azbatch.report.timeline import (
     LANE_HEIGHT_IN, MAX_HEIGHT_IN, MAX_STEPS, lane_ticks, occupancy, pack_rows, thin_steps,
 )
-from snakemake_executor_plugin_azbatch.run_report.tsv import COLUMNS
+from snakemake_executor_plugin_azbatch.report.tsv import COLUMNS
 from snakemake_executor_plugin_azbatch.config import Prices, resolve
-from snakemake_executor_plugin_azbatch.settings import ExecutorSettings, SettingsError
+from snakemake_executor_plugin_azbatch.settings.executor_settings import ExecutorSettings, SettingsError
 
 pytestmark = pytest.mark.quick
 
@@ -292,7 +292,7 @@ def test_progress_prints_on_change_and_every_30_s_while_busy():
 def test_progress_leaves_an_unreachable_batch_to_the_outage_line_and_warns_once_of_other_failures():
     from azure.core.exceptions import HttpResponseError, ServiceRequestError
 
-    from snakemake_executor_plugin_azbatch.progress import WARN_AFTER_FAILURES, ProgressMonitor
+    from snakemake_executor_plugin_azbatch.run.progress import WARN_AFTER_FAILURES, ProgressMonitor
 
     class Failing:  # the two calls a progress poll makes, both failing with `error`
         def __init__(self, error):

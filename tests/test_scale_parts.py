@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from snakemake_executor_plugin_azbatch import task_spec
-from snakemake_executor_plugin_azbatch.polling import AdaptiveInterval, default_maximum, sleep_interval
+from snakemake_executor_plugin_azbatch.tasks import task_spec
+from snakemake_executor_plugin_azbatch.run.polling import AdaptiveInterval, default_maximum, sleep_interval
 from snakemake_executor_plugin_azbatch.staging import node_helper
 from snakemake_executor_plugin_azbatch.staging.sources_archive import write_archive
 

@@ -124,7 +124,7 @@ def test_stop_writes_metrics_and_releases_everything(make_service, tmp_path: Pat
 
 
 def test_failed_start_stops_what_had_started(make_service, tmp_path: Path) -> None:
-    from snakemake_executor_plugin_azbatch.local.config import ConfigError
+    from snakemake_executor_plugin_azbatch.local.service_config import ConfigError
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -137,7 +137,7 @@ def test_failed_start_stops_what_had_started(make_service, tmp_path: Path) -> No
 
 
 def test_one_root_serves_one_service(local_service: ServiceHandle, make_service) -> None:
-    from snakemake_executor_plugin_azbatch.local.config import ConfigError
+    from snakemake_executor_plugin_azbatch.local.service_config import ConfigError
 
     with pytest.raises(ConfigError, match="another azbatch-local is using this directory"):
         make_service(root=local_service.root)
@@ -429,7 +429,7 @@ def test_missing_azurite_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_find_azurite_walks_up_to_node_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from snakemake_executor_plugin_azbatch.local.storage.azurite import find_azurite
-    from snakemake_executor_plugin_azbatch.local.config import ConfigError
+    from snakemake_executor_plugin_azbatch.local.service_config import ConfigError
 
     monkeypatch.delenv("AZURITE_BIN", raising=False)
     binary = tmp_path / "project" / "node_modules" / ".bin" / "azurite-blob"
@@ -457,7 +457,7 @@ def _config(tmp_path: Path, *args: str):
 @pytest.mark.quick
 def test_service_options_are_generated_from_the_config_fields_and_their_defaults(tmp_path: Path) -> None:
     from snakemake_executor_plugin_azbatch.local.cli_options import build_parser, config_options
-    from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
+    from snakemake_executor_plugin_azbatch.local.service_config import ServiceConfig
 
     generated = config_options()
     assert len(generated) >= 15 and len({spec.flag for _, spec, _ in generated}) == len(generated)
@@ -516,7 +516,7 @@ def test_pools_come_from_options_and_a_pool_file(tmp_path: Path) -> None:
     ],
 )
 def test_pool_file_mistakes_are_one_line(tmp_path: Path, text: str, message: str) -> None:
-    from snakemake_executor_plugin_azbatch.local.config import ConfigError
+    from snakemake_executor_plugin_azbatch.local.service_config import ConfigError
 
     path = tmp_path / "pools.yaml"
     path.write_text(text)

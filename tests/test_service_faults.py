@@ -14,7 +14,7 @@ from azure.batch import models as m
 from azure.core.exceptions import HttpResponseError
 from support.spec_validation import validate_response
 
-from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
+from snakemake_executor_plugin_azbatch.local.service_config import ServiceConfig
 from snakemake_executor_plugin_azbatch.local.http.faults import FaultInjector
 from snakemake_executor_plugin_azbatch.local.auth.shared_key import authorization_header
 

@@ -13,7 +13,7 @@ import pytest
 from support.spec_validation import validate_body
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, BoundEndpoints, PoolSpec, ServiceConfig
+from snakemake_executor_plugin_azbatch.local.service_config import AppPackageSpec, BoundEndpoints, PoolSpec, ServiceConfig
 from snakemake_executor_plugin_azbatch.local.api.batch_api import task_add_results
 from snakemake_executor_plugin_azbatch.local.model.errors import BatchError
 from snakemake_executor_plugin_azbatch.local.model.batch_state import BatchState

@@ -25,7 +25,7 @@ from azure.storage.blob import (
 
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec
+from snakemake_executor_plugin_azbatch.local.service_config import AppPackageSpec
 from support.blob_access import blob_url, container_url, make_container
 
 WAIT_SECONDS = 60

@@ -19,7 +19,7 @@ from support.static_http import handler_for
 from support.waiting import wait_for
 
 from support.services import ServiceHandle, start_service
-from snakemake_executor_plugin_azbatch.local.config import PoolSpec
+from snakemake_executor_plugin_azbatch.local.service_config import PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 
 WAIT_SECONDS = 60

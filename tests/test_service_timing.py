@@ -21,7 +21,7 @@ IMAGE: dict = {}
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory):
-    from snakemake_executor_plugin_azbatch.local.config import parse_quotas
+    from snakemake_executor_plugin_azbatch.local.service_config import parse_quotas
     from support.services import start_service
 
     handle = start_service(tmp_path_factory.mktemp("timing"), {
@@ -111,7 +111,7 @@ def test_autoscale_samples_arrive_late_and_the_interval_is_scaled(svc) -> None:
 
 
 def test_pool_quota_refuses_a_pool_beyond_it(make_service) -> None:
-    from snakemake_executor_plugin_azbatch.local.config import parse_quotas
+    from snakemake_executor_plugin_azbatch.local.service_config import parse_quotas
 
     svc = make_service(pools=["local:0:1"], quotas=parse_quotas("pools=1"))
     client = svc.batch_client()
@@ -121,7 +121,7 @@ def test_pool_quota_refuses_a_pool_beyond_it(make_service) -> None:
 
 
 def test_spot_shortage_fails_allocation_and_preempts_after_the_notice(make_service) -> None:
-    from snakemake_executor_plugin_azbatch.local.config import SpotShortage
+    from snakemake_executor_plugin_azbatch.local.service_config import SpotShortage
 
     svc = make_service(pools=[], timing="azure", time_scale=0.005, spot_shortage=SpotShortage(6.0, 4.0))
     client = svc.batch_client()

@@ -22,7 +22,7 @@ from support.spec_validation import validate_response
 from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.auth.shared_key import authorization_header
-from snakemake_executor_plugin_azbatch.log_tails import node_file_tail
+from snakemake_executor_plugin_azbatch.staging.log_tails import node_file_tail
 
 WAIT_SECONDS = 60
 
@@ -159,7 +159,7 @@ def test_applications_without_packages(client: BatchClient) -> None:
 def test_applications_list_get_and_paging(make_service: Any, tmp_path: Any) -> None:
     import zipfile
 
-    from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec
+    from snakemake_executor_plugin_azbatch.local.service_config import AppPackageSpec
 
     archive = tmp_path / "tools.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
@@ -574,7 +574,7 @@ def test_urls_match_in_any_case_and_expand_is_accepted(client: BatchClient, raw:
 
 
 def test_server_refuses_non_loopback_hosts(tmp_path: Any) -> None:
-    from snakemake_executor_plugin_azbatch.local.config import ServiceConfig
+    from snakemake_executor_plugin_azbatch.local.service_config import ServiceConfig
     from snakemake_executor_plugin_azbatch.local.http.faults import FaultInjector
     from snakemake_executor_plugin_azbatch.local.http.metrics import Metrics
     from snakemake_executor_plugin_azbatch.local.http.http_server import make_server

@@ -8,7 +8,7 @@ import pytest
 from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
 
 from snakemake_executor_plugin_azbatch.config import AppPackage, SettingsError, account_name_from_url, resolve
-from snakemake_executor_plugin_azbatch.settings import ExecutorSettings
+from snakemake_executor_plugin_azbatch.settings.executor_settings import ExecutorSettings
 
 pytestmark = pytest.mark.quick
 
@@ -166,7 +166,7 @@ def test_account_name_from_url():
 
 
 def test_sas_signatures_are_redacted_from_messages():
-    from snakemake_executor_plugin_azbatch.azure_sdk import redact
+    from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import redact
 
     text = "upload to http://h/c/blob?sv=2024&sp=r&sig=abc%2Bdef%3D&se=x failed; also 'sig=zzz'"
     assert redact(text) == "upload to http://h/c/blob?sv=2024&sp=r&sig=REDACTED&se=x failed; also 'sig=REDACTED'"

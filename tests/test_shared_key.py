@@ -21,7 +21,7 @@ from azure.batch import models as batch_models
 from azure.core import MatchConditions
 from azure.core.credentials import AzureNamedKeyCredential
 
-from snakemake_executor_plugin_azbatch.local.config import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+from snakemake_executor_plugin_azbatch.local.service_config import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 from snakemake_executor_plugin_azbatch.local.auth.shared_key import (
     AuthenticationError,
     ReceivedRequest,

@@ -8,7 +8,7 @@ from pathlib import Path
 from support.services import ServiceHandle
 from support.waiting import wait_for
 
-from snakemake_executor_plugin_azbatch.local.config import PoolSpec
+from snakemake_executor_plugin_azbatch.local.service_config import PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 
 SECONDS = 1.0

@@ -416,7 +416,7 @@ def _client(server: ThreadingHTTPServer, policy: SpecValidationPolicy):
     from azure.batch import BatchClient
     from azure.core.credentials import AzureNamedKeyCredential
 
-    from snakemake_executor_plugin_azbatch.local.config import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
+    from snakemake_executor_plugin_azbatch.local.service_config import DEV_ACCOUNT_KEY, DEV_ACCOUNT_NAME
 
     return BatchClient(
         f"http://127.0.0.1:{server.server_address[1]}",

@@ -93,9 +93,9 @@ def test_empty_directories_of_inputs_are_listed_and_ordinary_tasks_do_not_grow(t
 
 
 def test_the_nodes_list_of_empty_directories_is_recreated_inside_directory_outputs_only(tmp_path):
-    from snakemake_executor_plugin_azbatch.output_check import recreate_empty_dirs
+    from snakemake_executor_plugin_azbatch.tasks.output_check import recreate_empty_dirs
     from snakemake_executor_plugin_azbatch.staging.node_helper import record_empty_dirs
-    from snakemake_executor_plugin_azbatch.task_spec import OutputPath
+    from snakemake_executor_plugin_azbatch.tasks.task_spec import OutputPath
 
     node = tmp_path / "node"
     for d in ("out/empty", "out/nested/deeper/leaf", "out/full"):

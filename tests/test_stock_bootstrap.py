@@ -25,10 +25,10 @@ from support.executor_runs import download_bytes, kept_jobs, output_of, run_snak
 from support.node_sandbox import IMAGE_DIR, skip_unless, stock_image
 from support.workflow_copies import copy_example, read_tsv
 
-from snakemake_executor_plugin_azbatch.azure_sdk import enum_text
+from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.bootstrap import node_script
 from snakemake_executor_plugin_azbatch.local.nodes import isolation, node_trust
-from snakemake_executor_plugin_azbatch.local.config import PoolSpec
+from snakemake_executor_plugin_azbatch.local.service_config import PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 
 pytestmark = pytest.mark.stock_nodes

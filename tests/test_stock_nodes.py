@@ -21,7 +21,7 @@ from support.waiting import wait_for
 
 from support.services import ServiceHandle, start_service
 from snakemake_executor_plugin_azbatch.local.nodes import containers, isolation, node_image
-from snakemake_executor_plugin_azbatch.local.config import AppPackageSpec, PoolSpec
+from snakemake_executor_plugin_azbatch.local.service_config import AppPackageSpec, PoolSpec
 from snakemake_executor_plugin_azbatch.local.pool_file import start_task
 
 WAIT_SECONDS = 120

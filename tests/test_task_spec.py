@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from snakemake_executor_plugin_azbatch import task_spec
+from snakemake_executor_plugin_azbatch.tasks import task_spec
 from snakemake_executor_plugin_azbatch.config import AppPackage
 from snakemake_executor_plugin_azbatch.staging import BlobLayout
 
@@ -270,7 +270,7 @@ def test_job_body_has_pool_prep_task_and_workflow_metadata():
 
 
 def test_task_collections_are_split_by_count_and_by_size():
-    from snakemake_executor_plugin_azbatch.batch_client import request_chunks
+    from snakemake_executor_plugin_azbatch.azure_api.batch_client import request_chunks
 
     small = [{"id": f"t{i}"} for i in range(250)]
     assert [len(c) for c in request_chunks(small)] == [100, 100, 50]
@@ -294,7 +294,7 @@ def test_request_bodies_go_out_as_compact_json_with_the_content_length_to_match(
     from azure.core.pipeline import PipelineContext, PipelineRequest
     from azure.core.rest import HttpRequest
 
-    from snakemake_executor_plugin_azbatch.batch_client import CompactJsonPolicy
+    from snakemake_executor_plugin_azbatch.azure_api.batch_client import CompactJsonPolicy
 
     value = {"value": [{"id": "t1", "commandLine": "echo ü", "resourceFiles": [{"filePath": "a b"}]}]}
     request = HttpRequest("POST", "http://x/jobs/j/addtaskcollection", content=json.dumps(value),

@@ -8,17 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from ..pool_creation import PoolCreation
-from ..settings import DEFAULT_CONDA_INSTALLER, DEFAULT_REPORT_DIR, ExecutorSettings, SettingsError
+from ..pools.pool_creation import PoolCreation
+from ..settings.executor_settings import ExecutorSettings, SettingsError
 from .account import account_name_from_url, resolve_account
-from .bootstrap import resolve_bootstrap
+from .node_bootstrap import resolve_bootstrap
 from .numbers import resolve_numbers
 from .packages import AppPackage, resolve_packages
-from .pool_creation import resolve_pool_creation
-from .reporting import Prices, resolve_reporting
+from .pool_plan import resolve_pool_creation
+from .report_options import Prices, resolve_reporting
 from .resource_files import ExtraResourceFile, resolve_resource_files
 from .scale import resolve_scale
-from .storage import check_sas_lifetime, resolve_storage
+from .storage_account import check_sas_lifetime, resolve_storage
 from .values import SettingValues
 from .machines import resolve_vm_sizes
 
@@ -27,7 +27,8 @@ __all__ = ["AppPackage", "Config", "ExtraResourceFile", "Prices", "SettingsError
 
 @dataclass(frozen=True)
 class Config:
-    """Settings after fallbacks and validation."""
+    """Settings after fallbacks and validation. No field has a default: every value comes from `resolve`, and an
+    unset setting's default is stated once, on its `ExecutorSettings` field."""
 
     account_url: str
     account_name: str | None
@@ -49,26 +50,26 @@ class Config:
     sas_hours: float
     upload_concurrency: int
     status_interval: float | None
-    report_dir: str = DEFAULT_REPORT_DIR
-    price_core_hour: Prices | None = None
-    price_node_hour: Prices | None = None
-    progress_interval: float = 10.0
-    pool_creation: PoolCreation | None = None  # create --azbatch-pool-id when it does not exist
-    keep_orphans: bool = False
-    vm_sizes: tuple = ()  # vm_sizes.VmSize entries from --azbatch-vm-sizes
-    submit_concurrency: int = 4
-    input_manifest_threshold: int = 50
-    status_interval_max: float | None = None
-    task_retention_minutes: int = 60
-    unusable_wait: float = 120.0  # seconds without a usable node in a pool before the run ends (node_states)
-    heartbeat_interval: float = 600.0  # seconds between heartbeats (run_watch.py)
-    heartbeat_stale: float = 1800.0  # seconds without one before another run counts as dead (recovery.py)
-    outage_tolerance_minutes: float = 10.0  # Batch or storage unreachable mid-run this long ends the run (outage.py)
-    node_python: str | None = None  # X.Y, for the offline wheelhouse
-    node_provides: tuple[str, ...] = ()  # conda, apptainer
-    node_packages: tuple[str, ...] = ()  # more requirements installed with Snakemake by the bootstrap
-    conda_installer: str = DEFAULT_CONDA_INSTALLER
-    node_ca_bundle: Path | None = None  # CA certificates the nodes trust besides their own (bootstrap.py checks it)
+    report_dir: str
+    price_core_hour: Prices | None
+    price_node_hour: Prices | None
+    progress_interval: float
+    pool_creation: PoolCreation | None  # create --azbatch-pool-id when it does not exist
+    keep_orphans: bool
+    vm_sizes: tuple  # vm_sizes.VmSize entries from --azbatch-vm-sizes
+    submit_concurrency: int
+    input_manifest_threshold: int
+    status_interval_max: float | None
+    task_retention_minutes: int
+    unusable_wait: float  # seconds without a usable node in a pool before the run ends (node_states)
+    heartbeat_interval: float  # seconds between heartbeats (run_watch.py)
+    heartbeat_stale: float  # seconds without one before another run counts as dead (recovery.py)
+    outage_tolerance_minutes: float  # Batch or storage unreachable mid-run this long ends the run (outage.py)
+    node_python: str | None  # X.Y, for the offline wheelhouse
+    node_provides: tuple[str, ...]  # conda, apptainer
+    node_packages: tuple[str, ...]  # more requirements installed with Snakemake by the bootstrap
+    conda_installer: str
+    node_ca_bundle: Path | None  # CA certificates the nodes trust besides their own (bootstrap.py checks it)
 
 
 def resolve(settings: ExecutorSettings | None, environ: Mapping[str, str] | None = None) -> Config:

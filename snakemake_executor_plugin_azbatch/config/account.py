@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlparse
 
-from ..settings import SettingsError
+from ..settings.executor_settings import SettingsError
 from .values import SettingValues, check_key, check_url, flag, where
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..settings import SettingsError
-from ..vm_sizes import VmSizeError, parse_overrides
+from ..settings.executor_settings import SettingsError
+from ..pools.vm_sizes import VmSizeError, parse_overrides
 from .packages import split_items
 from .values import SettingValues
 

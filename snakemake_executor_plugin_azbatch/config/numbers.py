@@ -3,7 +3,7 @@ keep-orphans."""
 
 from __future__ import annotations
 
-from ..settings import SettingsError
+from ..settings.executor_settings import SettingsError
 from .values import SettingValues, where
 
 

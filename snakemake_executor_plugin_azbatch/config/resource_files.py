@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from ..settings import SettingsError
+from ..settings.executor_settings import SettingsError
 from .packages import split_items
 from .values import SettingValues, flag
 

@@ -4,7 +4,7 @@ the run's heartbeat."""
 
 from __future__ import annotations
 
-from ..settings import SettingsError
+from ..settings.executor_settings import SettingsError
 from .numbers import number
 from .values import SettingValues, where
 
@@ -18,18 +18,19 @@ def resolve_scale(values: SettingValues) -> dict:
     threshold = number(values, "input_manifest_threshold", int, 0)
     unusable_wait = number(values, "unusable_wait", float, 0)
     heartbeat = number(values, "heartbeat_interval", float, 0.5)
-    heartbeat = 600.0 if heartbeat is None else heartbeat
+    heartbeat = values.defaults["heartbeat_interval"] if heartbeat is None else heartbeat
     stale = number(values, "heartbeat_stale", float, 1)
-    stale = 1800.0 if stale is None else stale
+    stale = values.defaults["heartbeat_stale"] if stale is None else stale
     if stale < 2 * heartbeat:
         raise SettingsError(f"azbatch: {where('heartbeat_stale')} ({stale:g} s) must be at least twice "
                             f"{where('heartbeat_interval')} ({heartbeat:g} s), or live runs would count as dead")
+    # An unset value (None) means the setting's default, stated once in settings/scale_settings.py & co.
     return {
         "heartbeat_interval": heartbeat,
         "heartbeat_stale": stale,
-        "submit_concurrency": 4 if concurrency is None else concurrency,
-        "input_manifest_threshold": 50 if threshold is None else threshold,
+        "submit_concurrency": values.defaults["submit_concurrency"] if concurrency is None else concurrency,
+        "input_manifest_threshold": values.defaults["input_manifest_threshold"] if threshold is None else threshold,
         "status_interval_max": number(values, "status_interval_max", float, 0.1),
         "task_retention_minutes": number(values, "task_retention", int, 0) or 0,
-        "unusable_wait": 120.0 if unusable_wait is None else unusable_wait,
+        "unusable_wait": values.defaults["unusable_wait"] if unusable_wait is None else unusable_wait,
     }

@@ -9,7 +9,7 @@ from dataclasses import MISSING, fields
 from typing import Mapping
 from urllib.parse import urlparse
 
-from ..settings import CLI_FALLBACKS, ENV_PREFIX, ExecutorSettings, SettingsError
+from ..settings.executor_settings import CLI_FALLBACKS, ENV_PREFIX, ExecutorSettings, SettingsError
 
 
 def flag(name: str) -> str:

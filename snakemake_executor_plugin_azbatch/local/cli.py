@@ -24,7 +24,7 @@ import threading
 from types import FrameType
 
 from .cli_options import EXIT_USAGE, PROG, build_parser, config_from_args
-from .config import (
+from .service_config import (
     ConfigError,
     ServiceConfig,
 )

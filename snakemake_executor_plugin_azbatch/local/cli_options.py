@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from . import pool_file
-from .config import AppPackageSpec, CliOption, ConfigError, PoolSpec, ServiceConfig, default_pools
+from .service_config import AppPackageSpec, CliOption, ConfigError, PoolSpec, ServiceConfig, default_pools
 from .nodes import node_image as node_image_module
 from .nodes import snakemake_image
 

@@ -28,7 +28,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, PoolSpec, default_slots
+from .service_config import ConfigError, PoolSpec, default_slots
 
 POOL_KEYS = ("id", "nodes", "slots", "vmSize", "containerConfiguration", "startTask")
 START_TASK_KEYS = (

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Callable
 
-from .config import BoundEndpoints, ConfigError, ServiceConfig, StorageEndpoint
+from .service_config import BoundEndpoints, ConfigError, ServiceConfig, StorageEndpoint
 from .storage.azurite import Azurite, free_port
 from .storage.blob_proxy import BlobProxy
 

@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
 
-from ..credentials import explained
-from ..settings import SettingsError
+from ..azure_api.credentials import explained
+from ..settings.executor_settings import SettingsError
 
 # Azure refuses a user-delegation key that expires more than 7 days after it is requested (by its clock: a few
 # minutes less, for skew; a 168-hour link is cut to its key's end).

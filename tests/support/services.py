@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from azure.batch import BatchClient
     from azure.storage.blob import BlobServiceClient
 
-    from snakemake_executor_plugin_azbatch.local.config import BoundEndpoints, ServiceConfig
+    from snakemake_executor_plugin_azbatch.local.service_config import BoundEndpoints, ServiceConfig
     from snakemake_executor_plugin_azbatch.local.service import LocalService
 
 # Every service started by a test, so conftest stops them all at session end.
@@ -119,7 +119,7 @@ class ServiceHandle:
 
 def start_service(root: Path, overrides: dict[str, Any]) -> ServiceHandle:
     """A started service whose every process is cleaned up at session end (also for module-scoped fixtures)."""
-    from snakemake_executor_plugin_azbatch.local.config import PoolSpec, ServiceConfig
+    from snakemake_executor_plugin_azbatch.local.service_config import PoolSpec, ServiceConfig
     from snakemake_executor_plugin_azbatch.local.service import LocalService
 
     pools = overrides.get("pools")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import AZURITE_ACCOUNT_NAME, ServiceConfig
+from ..service_config import AZURITE_ACCOUNT_NAME, ServiceConfig
 from .bearer_auth import BatchAuthenticator, BearerVerifier, storage_audiences, storage_bearer_check
 from .tls import TlsFiles, prepare_tls, serve_tls
 from .token_authority import TokenAuthority

@@ -30,7 +30,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobClient, ContainerClient
 
-from ..config import LOOPBACK_HOSTS, NODE_USER_AGENT, StorageEndpoint
+from ..service_config import LOOPBACK_HOSTS, NODE_USER_AGENT, StorageEndpoint
 
 DEFAULT_FILE_MODE = "0770"
 _RETRY = {"retry_total": 1, "retry_backoff_factor": 0.1, "connection_timeout": 10, "read_timeout": 60}

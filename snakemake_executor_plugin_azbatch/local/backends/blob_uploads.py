@@ -19,7 +19,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import ContainerClient
 
-from ..config import StorageEndpoint
+from ..service_config import StorageEndpoint
 from .blob_transfer import (
     CLIENT_OPTIONS,
     CONCURRENCY,

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..config import BoundEndpoints, ServiceConfig
+from ..service_config import BoundEndpoints, ServiceConfig
 from ..nodes import containers
 from ..nodes.node_layout import NodeLayout, app_package_env_name, merge_settings, user_identity_name
 from .blob_transfer import TransferError, download_resource_files, redact_text

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import BoundEndpoints, ServiceConfig
+from ..service_config import BoundEndpoints, ServiceConfig
 from ..nodes.node_layout import NodeLayout, merge_settings
 from .blob_transfer import redact_text
 from .blob_uploads import UploadRetry, record_uploads, upload_placeholder_outputs

@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..config import BoundEndpoints, ConfigError, ServiceConfig
+from ..service_config import BoundEndpoints, ConfigError, ServiceConfig
 from ..nodes import isolation, node_trust
 from ..nodes import node_image as node_image_module
 from ..nodes.node_layout import NodeLayout, is_admin

@@ -15,7 +15,7 @@ import random
 import threading
 from dataclasses import dataclass
 
-from ..config import ServiceConfig, fault_statuses
+from ..service_config import ServiceConfig, fault_statuses
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs
 from ..api.batch_api import BatchApi
 from ..api.http_messages import Request, Response, error_response, query_error
 from ..auth.shared_key import AuthenticationError, ReceivedRequest, SharedKeyVerifier
-from ..config import LOOPBACK_HOSTS, BoundEndpoints, ServiceConfig
+from ..service_config import LOOPBACK_HOSTS, BoundEndpoints, ServiceConfig
 from ..model.batch_state import BatchState
 from ..model.errors import (
     BatchError,

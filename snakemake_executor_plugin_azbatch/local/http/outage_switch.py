@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..api.http_messages import Response
-from ..config import NODE_USER_AGENT, ConfigError
+from ..service_config import NODE_USER_AGENT, ConfigError
 
 KINDS = ("batch", "storage", "nodeStorage")
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import AccountQuotas, ServiceConfig
+from ..service_config import AccountQuotas, ServiceConfig
 from .pool_records import PoolRecord
 from .pool_views import vm_size
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from ..config import ServiceConfig
+from ..service_config import ServiceConfig
 
 # Seconds, before scaling. Chosen (undocumented): a resize's VMs come after ALLOCATION_SECONDS, each node then boots
 # for BOOT_SECONDS before it joins (its start task, if any, then takes its real time).

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.execution import ExecutionBackend
-from ..config import BoundEndpoints, ServiceConfig
+from ..service_config import BoundEndpoints, ServiceConfig
 from . import node_system
 from .batch_records import JobRecord, Records, TaskRecord
 from .errors import (

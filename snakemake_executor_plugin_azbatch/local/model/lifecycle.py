@@ -48,7 +48,7 @@ from ..backends.task_outcomes import (
     exit_job_action,
     wall_clock_failure,
 )
-from ..config import ServiceConfig
+from ..service_config import ServiceConfig
 from .batch_records import JobRecord, Records, TaskRecord
 from .node_task_runs import NodeTaskRuns
 from .pool_records import NodeRecord

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.execution import ExecutionBackend
-from ..config import ServiceConfig
+from ..service_config import ServiceConfig
 from ..nodes.node_layout import NodeLayout, node_id_for
 from .account_capacity import AccountCapacity
 from .autoscale import FormulaEvaluationError, Inputs, evaluate

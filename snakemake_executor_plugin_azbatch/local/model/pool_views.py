@@ -16,7 +16,7 @@ import copy
 import json
 from typing import Any
 
-from ..config import AppPackageSpec
+from ..service_config import AppPackageSpec
 from .batch_records import Records
 from .pool_records import NodeRecord, PoolRecord
 

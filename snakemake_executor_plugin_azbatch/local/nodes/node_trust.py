@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ServiceConfig
+from ..service_config import ServiceConfig
 
 # Debian/Ubuntu, then Fedora/RHEL: the local administrator's trust anchors (never the distribution's own list).
 ANCHOR_DIRS = (Path("/usr/local/share/ca-certificates"), Path("/etc/pki/ca-trust/source/anchors"))

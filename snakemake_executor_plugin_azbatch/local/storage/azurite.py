@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import ConfigError
+from ..service_config import ConfigError
 
 if TYPE_CHECKING:
     from ..auth.tls import TlsFiles

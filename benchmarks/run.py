@@ -19,6 +19,9 @@ Sections (issues 10 and 11), in the order they run:
   crash-rerun a run killed with SIGKILL mid-run (4 long + 2 short tasks; --quick 2 + 2), then rerun: compute lost
              with adoption and with --azbatch-no-adopt (crash_rerun.py)
   big-file   one file of 1 GiB (--full 4 GiB, --quick 256 MiB) through the plugin's staging and a node (big_files.py)
+  first-task time from `snakemake` start to the first task running on `--timing azure` (time scale 0.1, stated
+             in the table) for a pre-created idle pool, a pool created from zero with the run's initial demand and a
+             pool created with a formula only (first_task.py)
   scale      20,000 tasks (--quick 1,000; fan-out + gather) on the service's simulated backend
              (`--scale-service-options`), and the same DAG under `--executor touch`
 """
@@ -45,6 +48,7 @@ import big_files
 import blob_minimum
 import chaos
 import crash_rerun
+import first_task
 import reference_clients
 import report_cost
 import shared_pool
@@ -54,7 +58,8 @@ from service_process import ServiceProcess, Traffic, supports
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = REPO / ".azbatch-local" / "bench" / "results.json"
 # The longest last.
-SECTIONS = ("rehearsal", "example", "service", "chaos", "shared-pool", "crash-rerun", "big-file", "scale")
+SECTIONS = ("rehearsal", "example", "service", "chaos", "shared-pool", "crash-rerun", "big-file", "first-task",
+            "scale")
 # The rehearsal's pool: two nodes of four slots (as a small pool of 4-core VMs); tasks there run real processes.
 REHEARSAL_POOL = "local:2:4"
 # The big file: 1 GiB by default (the plugin's peak RSS does not grow with the file, and 4 GiB take Azurite about
@@ -349,6 +354,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chaos-runs", type=int, default=None, help="chaos runs (5; --quick 1)")
     parser.add_argument("--chaos-backend", choices=("simulate", "host"), default="simulate",
                         help="chaos runs on simulated nodes (default) or real host processes")
+    parser.add_argument("--first-task-scale", type=float, default=first_task.TIME_SCALE,
+                        help=f"--time-scale of the first-task section (default {first_task.TIME_SCALE:g})")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the working directory (logs, services' roots); it is always kept on failure")
     return parser.parse_args()
@@ -370,6 +377,8 @@ def run_section(section: str, work: Path, args: argparse.Namespace) -> tuple[lis
     if section == "chaos":
         return chaos.bench_chaos(work, args.chaos_tasks or (20 if quick else 200), args.chaos_runs or
                                  (1 if quick else 5), args.chaos_backend)
+    if section == "first-task":
+        return first_task.bench_first_task(work, args.first_task_scale)
     if section == "shared-pool":
         return shared_pool.bench_shared_pool(work, 6 if quick else 20)
     if section == "crash-rerun":

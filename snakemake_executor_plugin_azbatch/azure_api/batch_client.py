@@ -77,6 +77,12 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+# What the run watch's pool check selects: the pool's state, and its allocation for resize_watch.py.
+POOL_WATCH_FIELDS = ["id", "state", "allocationState", "allocationStateTransitionTime", "vmSize",
+                     "targetDedicatedNodes", "targetLowPriorityNodes", "currentDedicatedNodes",
+                     "currentLowPriorityNodes", "resizeErrors", "enableAutoScale", "autoScaleEvaluationInterval",
+                     "autoScaleRun"]
+
 class CompactJsonPolicy(SansIOHTTPPolicy):
     """The SDK serializes request bodies with json.dumps' default ", " and ": " separators; sent without them,
     a task collection is about 2 % smaller (one space per key and per item). Same JSON, same ASCII escaping."""
@@ -232,10 +238,11 @@ class BatchService:
         info = getattr(job, "execution_info", None)
         return enum_text(job.state), str(getattr(info, "termination_reason", None) or "")
 
-    def pool_state(self, pool_id: str) -> str | None:
-        """The pool's state, None when it does not exist."""
+    def pool_allocation(self, pool_id: str) -> Any | None:
+        """The pool's state and allocation (`POOL_WATCH_FIELDS`, for run_watch / resize_watch), None when it does
+        not exist."""
         try:
-            return enum_text(self.client.get_pool(pool_id, select=["id", "state"]).state)
+            return self.client.get_pool(pool_id, select=POOL_WATCH_FIELDS)
         except ResourceNotFoundError:
             return None
 

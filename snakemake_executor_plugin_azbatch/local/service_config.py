@@ -138,6 +138,59 @@ def parse_fail_statuses(text: str) -> tuple[int, ...]:
         raise ConfigError(f"invalid choice: {text} (choose from 500, 503, 429, or a comma-separated mix)") from None
 
 
+TIMINGS = ("fast", "azure")  # --timing: nodes at once (tests, demos) or Azure's delays (model/azure_timing.py)
+_FAMILY_RE = re.compile(r"^standard[A-Za-z0-9]+Family$")
+
+
+@dataclass(frozen=True)
+class AccountQuotas:
+    """`--quota`: the Batch account's core and pool quotas (None: no limit). As Batch documents, dedicated cores are
+    limited per VM family and in total, Spot cores only in total."""
+
+    dedicated_cores: int | None = None
+    families: tuple[tuple[str, int], ...] = ()  # (quota name such as standardDSv3Family, dedicated cores)
+    spot_cores: int | None = None
+    pools: int | None = None
+
+    def family(self, name: str) -> int | None:
+        return next((cores for family, cores in self.families if family.lower() == name.lower()), None)
+
+
+def parse_quotas(text: str) -> AccountQuotas:
+    """`dedicated=N,spot=N,pools=N,standardDSv3Family=N` (any subset, comma-separated)."""
+    values: dict[str, int | None] = {}
+    families: list[tuple[str, int]] = []
+    for part in text.split(","):
+        name, _, number = part.strip().partition("=")
+        if not number.strip().isdigit() or not (name in ("dedicated", "spot", "pools") or _FAMILY_RE.match(name)):
+            raise ConfigError(f"--quota {text!r}: expected NAME=N[,NAME=N...] with NAME dedicated, spot, pools or a "
+                              "VM family such as standardDSv3Family, e.g. --quota standardDSv3Family=8,spot=0")
+        if _FAMILY_RE.match(name):
+            families.append((name, int(number)))
+        else:
+            values[name] = int(number)
+    return AccountQuotas(values.get("dedicated"), tuple(families), values.get("spot"), values.get("pools"))
+
+
+@dataclass(frozen=True)
+class SpotShortage:
+    """`--spot-shortage SECONDS[@AFTER]`: no Spot capacity for SECONDS, AFTER seconds after the service started."""
+
+    seconds: float
+    after: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> "SpotShortage":
+        seconds, _, after = text.partition("@")
+        try:
+            shortage = cls(float(seconds), float(after or 0))
+        except ValueError:
+            shortage = None
+        if shortage is None or not 0 <= shortage.seconds < float("inf") or not 0 <= shortage.after < float("inf"):
+            raise ConfigError(f"--spot-shortage {text!r}: expected SECONDS[@AFTER], e.g. --spot-shortage 120@10")
+        return shortage
+
+
 @dataclass(frozen=True)
 class CliOption:
     """The `azbatch-local` option that sets a `ServiceConfig` field: cli_options generates it from this, with the
@@ -191,7 +244,8 @@ class ServiceConfig:
         "draws one; default: 503)", parse=parse_fail_statuses, metavar="STATUS[,STATUS...]")
     preempt_fraction: float = option(0.0, "--preempt-fraction", "fraction of running tasks preempted once (0-1)",
                                      parse=float)
-    seed: int = option(0, "--seed", "seed for fault injection, preemption and --simulate-fail", parse=int)
+    seed: int = option(0, "--seed", "seed for fault injection, preemption, --simulate-fail and --timing azure's "
+                       "delays", parse=int)
     # seconds each task "runs" on simulated nodes (no process); None: real processes
     simulate: float | None = option(
         None, "--simulate", "run no processes: every task passes through Batch's states on simulated nodes and "
@@ -229,6 +283,22 @@ class ServiceConfig:
     active_job_quota: int = option(
         0, "--active-job-quota", "active jobs the account may hold; more answers 409 "
         "ActiveJobAndScheduleQuotaReached (0: no limit)", parse=int)
+    # Azure's timing and limits (model/azure_timing.py, model/account_capacity.py; figures in docs/local-service.md)
+    timing: str = option(
+        "fast", "--timing", "'fast': nodes join at once (default, for tests and demos); 'azure': resizes, node "
+        "start-up, autoscale samples and Spot eviction notices take Azure's time (drawn with --seed)", choices=TIMINGS)
+    time_scale: float = option(
+        1.0, "--time-scale", "multiply every delay and interval of the timing (allocation, start-up, autoscale "
+        "interval and its 5-minute minimum, samples and their delay, eviction notice) by F, e.g. 0.01",
+        parse=float, metavar="F")
+    quotas: AccountQuotas = option(
+        AccountQuotas(), "--quota", "account quotas: dedicated cores in total and per VM family, Spot cores, pools; "
+        "a resize stops where a core quota ends, with Batch's resizeErrors (default: none)", parse=parse_quotas,
+        metavar="NAME=N[,NAME=N...]")
+    spot_shortage: SpotShortage | None = option(
+        None, "--spot-shortage", "no Spot capacity for SECONDS, AFTER seconds after the start: Spot resizes stop "
+        "with AllocationFailed and running Spot nodes are preempted after their eviction notice",
+        parse=SpotShortage.parse, metavar="SECONDS[@AFTER]")
     outages: tuple = ()  # outage.ScheduledOutage entries (--outage KIND:SECONDS[@AFTER])
     # How long a node keeps retrying an output upload that failed transiently (connection lost, 408/429/5xx),
     # with back-off, before the task fails with FileUploadMiscError (blob_transfer.UploadRetry); tests lower it.
@@ -264,6 +334,8 @@ class ServiceConfig:
         if self.autoscale_min_interval < 0 or self.autoscale_sample_seconds <= 0 or self.max_pool_nodes < 1:
             raise ConfigError("--autoscale-min-interval must be ≥ 0, --autoscale-sample-seconds > 0 and "
                               "--max-pool-nodes ≥ 1")
+        if not 0 < self.time_scale < float("inf"):
+            raise ConfigError(f"--time-scale {self.time_scale}: give a factor above 0, e.g. 0.01 (100 times faster)")
         ids = [p.id.lower() for p in self.pools]
         if len(set(ids)) != len(ids):
             raise ConfigError("--pool: pool ids must be unique (case-insensitive)")

@@ -37,6 +37,7 @@ class RunReporting:
         workdir: str, log_root: Path, jobs: Callable[[], dict[str, str]], quiet: bool = False,
         observe_nodes: Callable[[dict], None] | None = None,
         usage_blobs: Callable[[str], list[str]] | None = None,
+        waiting: Callable[[str, int | None, bool], str | None] | None = None,
     ) -> None:
         """`client()` gives the azure.batch BatchClient; `jobs()` the run's {pool id: Batch job id} so far;
         `observe_nodes` gets the node counts progress fetches; `usage_blobs(prefix)` lists the run's container
@@ -56,7 +57,7 @@ class RunReporting:
         if not quiet and config.progress_interval > 0:
             self.progress = ProgressMonitor(
                 client(), jobs, config.progress_interval, emit=logger.info, warn=logger.warning,
-                observe_nodes=observe_nodes,
+                observe_nodes=observe_nodes, waiting=waiting,
             )
 
     @property

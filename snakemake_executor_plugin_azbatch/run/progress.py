@@ -72,10 +72,11 @@ class NodeCounts:
 
 def progress_line(
     pools: list[str], tasks: dict[str, TaskCounts | None], nodes: dict[str, tuple[NodeCounts, NodeCounts] | None],
-    listed: bool = False,
+    listed: bool = False, waiting: dict[str, str] | None = None,
 ) -> str:
     """`azbatch: progress: pool P: tasks ...; nodes ...` with ' | ' between pools; '?' where a count is missing
-    (`listed`: the node counts were listed, so a pool missing from them does not exist: said so)."""
+    (`listed`: the node counts were listed, so a pool missing from them does not exist: said so); `waiting`: what
+    a pool waits for (resize_watch.py), after its nodes."""
     segments = []
     for pool in pools:
         counts = tasks.get(pool)
@@ -83,7 +84,8 @@ def progress_line(
         node_pair = nodes.get(pool.lower())
         missing = "? (Batch lists no such pool)" if listed else "?"
         node_text = f"{node_pair[0].text('dedicated')}, {node_pair[1].text('low-priority')}" if node_pair else missing
-        segments.append(f"pool {pool}: {task_text}; nodes {node_text}")
+        wait_text = (waiting or {}).get(pool)
+        segments.append(f"pool {pool}: {task_text}; nodes {node_text}" + (f"; {wait_text}" if wait_text else ""))
     return "azbatch: progress: " + " | ".join(segments)
 
 
@@ -109,8 +111,10 @@ class ProgressMonitor:
         self, client: Any, jobs: Callable[[], dict[str, str]], interval: float,
         emit: Callable[[str], None], warn: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
         observe_nodes: Callable[[dict[str, tuple[NodeCounts, NodeCounts]]], None] | None = None,
+        waiting: Callable[[str, int | None, bool], str | None] | None = None,
     ) -> None:
-        """`observe_nodes({pool id: (dedicated, low-priority)})` is given every node count fetched (node_states)."""
+        """`observe_nodes({pool id: (dedicated, low-priority)})` is given every node count fetched (node_states);
+        `waiting(pool, nodes, tasks waiting)` says what a pool waits for (resize_watch.ResizeWatch.waiting_text)."""
         self.client = client
         self.jobs = jobs
         self.interval = interval
@@ -118,6 +122,7 @@ class ProgressMonitor:
         self.warn = warn
         self.clock = clock
         self.observe_nodes = observe_nodes
+        self.waiting = waiting
         self.gate = ProgressGate()
         self.failures = 0
         self._stop = threading.Event()
@@ -173,7 +178,19 @@ class ProgressMonitor:
         if all(t is None for t in tasks.values()) and not nodes:
             return None, False
         busy = any(t is not None and (t.active or t.running) for t in tasks.values())
-        return progress_line(list(jobs), tasks, nodes, listed), busy
+        return progress_line(list(jobs), tasks, nodes, listed, self._waiting(jobs, tasks, nodes)), busy
+
+    def _waiting(self, jobs: dict[str, str], tasks: dict[str, TaskCounts | None],
+                 nodes: dict[str, tuple[NodeCounts, NodeCounts] | None]) -> dict[str, str]:
+        texts = {}
+        for pool in jobs if self.waiting is not None else ():
+            pair = nodes.get(pool.lower())
+            counts = tasks.get(pool)
+            text = self.waiting(pool, pair[0].total + pair[1].total if pair else None,
+                                bool(counts and counts.active))
+            if text:
+                texts[pool] = text
+        return texts
 
     def _note_errors(self, errors: list[Exception]) -> None:
         # An unreachable endpoint is the outage watch's to report (outage.py: once, and again when it is back).

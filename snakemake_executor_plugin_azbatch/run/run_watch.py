@@ -3,9 +3,10 @@
 - Heartbeat: every `--azbatch-heartbeat-interval` seconds one Jobs_UpdateJob per Batch job of the run rewrites its
   metadata (all keys: Batch replaces the whole list) with the time, so a later run of the same workflow can tell
   this run is alive (recovery.py).
-- Pools: every `POOL_CHECK_SECONDS` (or the heartbeat interval when shorter) one Pools_GetPool (`$select=id,state`)
-  per pool the run has a Batch job on. A pool that is gone or deleting ends the run with one line naming it: its
-  tasks would otherwise wait for nodes that never come.
+- Pools: every `POOL_CHECK_SECONDS` (or the heartbeat interval when shorter) one Pools_GetPool (state and
+  allocation fields) per pool the run has a Batch job on. A pool that is gone or deleting ends the run with one line
+  naming it: its tasks would otherwise wait for nodes that never come. The allocation goes to resize_watch.py
+  (`allocation`): resize errors said once, and the line that ends the run when the pool can get no node at all.
 - Jobs ended by someone else: a heartbeat answered `JobCompleted` / `JobNotFound` (or a check the status rounds ask
   for when a task was ended by request) ends the run with one line giving Batch's terminateReason, which names the
   run that ended it when that was another run of this plugin.
@@ -20,7 +21,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from ..azure_api.azure_sdk import error_code, error_text, unreachable
+from ..azure_api.azure_sdk import enum_text, error_code, error_text, unreachable
+from .resize_watch import PoolAllocation, ResizeWatch
 from .run_identity import LEFT_KEY, RunIdentity, heartbeat_text
 
 POOL_CHECK_SECONDS = 30.0
@@ -43,6 +45,7 @@ class RunWatch:
         self.lock = threading.Lock()
         self.jobs: dict[str, tuple[str, list[dict[str, str]]]] = {}  # Batch job -> (pool, metadata not ours)
         self.gone_pools: set[str] = set()  # pools (lower) found deleted or deleting
+        self.allocation = ResizeWatch(logger)  # what the pools' resizes are doing (progress reads it)
         self.ended = False
         self.last_beat = clock()
         self.last_poke = 0.0
@@ -115,16 +118,21 @@ class RunWatch:
             pools = sorted({pool for pool, _ in self.jobs.values()}, key=str.lower)
         for pool in pools:
             try:
-                state = self.batch.pool_state(pool)
+                found = self.batch.pool_allocation(pool)
             except Exception as e:
                 if not unreachable(e):
                     self.logger.debug(f"azbatch: reading pool {pool}'s state failed: {error_text(e)}")
                 continue
+            state = enum_text(found.state) if found is not None else None
             if state is None or state == "deleting":
                 self.gone_pools.add(pool.lower())
                 what = "no longer exists" if state is None else "is being deleted"
                 self._end(f"azbatch: pool {pool} {what} (deleted outside this run); its tasks cannot run, so the "
                           "run ends and its Batch jobs are terminated")
+                return
+            line = self.allocation.observe(PoolAllocation.from_sdk(found))
+            if line is not None:
+                self._end(line)
                 return
 
     def beat(self) -> None:

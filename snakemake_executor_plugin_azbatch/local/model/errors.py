@@ -141,6 +141,11 @@ class PoolBeingDeleted(BatchError):
     default_message = "The specified pool has been marked for deletion and is being deleted."
 
 
+class PoolQuotaReached(BatchError):
+    status, code = 409, "PoolQuotaReached"
+    default_message = "The account has reached its quota of pools."
+
+
 class PoolBeingResized(BatchError):
     status, code = 409, "PoolBeingResized"
     default_message = "The pool is being resized; wait until its allocation state is steady."

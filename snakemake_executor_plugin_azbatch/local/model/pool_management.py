@@ -8,19 +8,23 @@ with failureInfo TaskEnded), `taskcompletion` (no new tasks; the node goes once 
 `retaineddata` (locally the same as taskcompletion: task data is not retained past the node). Idle and still
 starting nodes leave first.
 
-Choices where the local service differs from Batch (documented in README):
-- Nodes are allocated at once (Batch takes minutes); `resizeTimeout` is recorded but never reached.
+Time and limits: `--timing fast` allocates nodes at once, `azure` after Azure's delays (azure_timing.py), both
+scaled by `--time-scale`; the account's quotas and Spot capacity (account_capacity.py) stop a resize part-way with
+Batch's resizeErrors; node_allocation.py applies both. `resizeTimeout` is recorded but never reached (the chosen
+delays stay well inside its 15-minute default).
 - The autoscale evaluation interval's minimum is `ServiceConfig.autoscale_min_interval` (Batch: 5 minutes; tests
-  lower it), and samples are taken every `autoscale_sample_seconds` (Batch: 30 s) with no delay; a new pool's
-  first evaluation, at creation, sees no sample (as on Batch, whose first sample comes later).
+  lower it), checked on the interval as given; the service waits interval × time scale. Samples are taken every
+  `autoscale_sample_seconds` × time scale and reach formulas after the timing's sample delay; a new pool's first
+  evaluation, at creation, sees no sample (as on Batch, whose first sample comes later).
 - A pool is capped at `max_pool_nodes` nodes; a larger target is cut there with a resize error
   (AccountCoreQuotaReached / AccountLowPriorityCoreQuotaReached), as a quota would on Batch.
 - A node marked unusable (`POST /_local/pools/P/nodes/N/state`, node_admin.py) takes no tasks, as Batch documents;
   the tasks running on it are requeued (Batch's docs say only that tasks cannot be scheduled there; requeueing is
   what its own recovery, a reboot or reimage with the default `requeue` option, does to them). It stays unusable
   until marked `idle` again: Batch does not recover nodes whose errors it knows (application package, container).
-- A preempted Spot node (the `preempt_fraction` fault on a task of a Spot node) shows `preempted` for
-  `PREEMPTED_NODE_SECONDS` after its tasks have been requeued, then starts again.
+- A preempted Spot node (the `preempt_fraction` fault on a task of a Spot node, or a `--spot-shortage`) shows
+  `preempted` for `PREEMPTED_NODE_SECONDS` × time scale after its tasks have been requeued (and while Spot
+  capacity is short), then starts again.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from typing import Any
 from ..backends.execution import ExecutionBackend
 from ..service_config import ServiceConfig
 from ..nodes.node_layout import NodeLayout, node_id_for
+from .account_capacity import AccountCapacity
 from .autoscale import FormulaEvaluationError, Inputs, evaluate
 from .autoscale_parser import Program, parse
+from .azure_timing import PoolTiming
 from .batch_records import Records
 from .lifecycle import TaskLifecycle
+from .node_allocation import NodeArrivals
 from .pool_records import NodeRecord, PoolRecord
 from .timestamps import duration_seconds, iso_now
 
@@ -53,6 +60,9 @@ class PoolManager:
         self.config = config
         self.nodes_root = nodes_root
         self.started = False  # nodes are started through the backend only once the service runs
+        self.timing = PoolTiming(config)
+        self.capacity = AccountCapacity(config)
+        self.arrivals = NodeArrivals(records, lifecycle, backend, self.timing, self.capacity)
 
     # ------------------------------------------------------------------ nodes
 
@@ -65,7 +75,7 @@ class PoolManager:
         node = NodeRecord(layout, index, pool.slots, now, now, dedicated=dedicated, start_task=pool.start_task)
         pool.add_node(node)
         if self.started:
-            self.backend.start_node(layout)
+            self.arrivals.node_added(node)
         return node
 
     def _busy(self, node: NodeRecord) -> bool:
@@ -112,6 +122,7 @@ class PoolManager:
     def resize(self, pool: PoolRecord, dedicated: int, low_priority: int, option: str) -> None:
         pool.target_nodes, pool.target_low_priority = self._capped(pool, dedicated, low_priority)
         pool.deallocation_option = option
+        pool.allocation_due = None  # a new resize: its nodes come after a delay of their own
         pool.touch()
         self._mark_resizing(pool)
 
@@ -144,8 +155,10 @@ class PoolManager:
     # ------------------------------------------------------------------ autoscale
 
     def _inputs(self, pool: PoolRecord) -> Inputs:
+        arrived = time.time() - self.timing.sample_delay  # samples reach formulas late, as on Batch
+        samples = {name: [s for s in series if s[0] <= arrived] for name, series in pool.samples.items()}
         return Inputs(
-            now=time.time(), sample_period=self.config.autoscale_sample_seconds, samples=pool.samples,
+            now=time.time(), sample_period=self.timing.sample_period, samples=samples,
             current_dedicated=sum(1 for n in pool.nodes if n.dedicated),
             current_low_priority=sum(1 for n in pool.nodes if not n.dedicated),
             task_slots_per_node=pool.slots, target_dedicated=pool.target_nodes,
@@ -165,17 +178,17 @@ class PoolManager:
             self._sample(pool, force=True)
         pool.autoscale_run, outcome = self._run(pool, program)
         interval = duration_seconds(pool.autoscale_interval) or 900.0
-        pool.next_evaluation = time.monotonic() + interval
+        pool.next_evaluation = time.monotonic() + self.timing.evaluation_interval(interval)
         if outcome is not None and pool.state == "active":
             changed = (outcome.target_dedicated, outcome.target_low_priority) != (
                 pool.target_nodes, pool.target_low_priority)
-            if changed:
+            if changed or (pool.resize_errors and pool.allocation_state == "steady"):  # tried again, as Batch does
                 self.resize(pool, outcome.target_dedicated, outcome.target_low_priority, outcome.deallocation_option)
         pool.touch()
 
     def _sample(self, pool: PoolRecord, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - pool.last_sample < self.config.autoscale_sample_seconds:
+        if not force and now - pool.last_sample < self.timing.sample_period:
             return
         pool.last_sample = now
         counts = dict.fromkeys(SAMPLED_COUNTS, 0.0)
@@ -218,6 +231,7 @@ class PoolManager:
 
     def tick(self) -> None:
         """Under the lock, from the scheduler thread: samples, due evaluations, nodes joining and leaving."""
+        self.arrivals.tick()
         for pool in list(self.records.pools.values()):
             self._restore_preempted(pool)
             if pool.autoscale_formula and pool.state == "active":
@@ -229,18 +243,19 @@ class PoolManager:
 
     def _restore_preempted(self, pool: PoolRecord) -> None:
         for node in pool.nodes:
-            if node.preempted_at is not None and not node.running_tasks and (
-                    time.monotonic() - node.preempted_at >= PREEMPTED_NODE_SECONDS and node.leaving is None):
+            if node.preempted_at is not None and not node.running_tasks and self.arrivals.may_restart(node) and (
+                    time.monotonic() - node.preempted_at >= PREEMPTED_NODE_SECONDS * self.timing.scale
+                    and node.leaving is None):
                 node.preempted_at = None
                 node.ready = False
                 node.state_transition_time = iso_now()
                 self.backend.start_node(node.layout)
 
     def _converge(self, pool: PoolRecord) -> None:
+        missing: dict[bool, int] = {}
         for dedicated, target in ((True, pool.target_nodes), (False, pool.target_low_priority)):
             members = [n for n in pool.nodes if n.dedicated == dedicated and n.leaving is None]
-            for _ in range(target - len(members)):
-                self.add_node(pool, dedicated)
+            missing[dedicated] = target - len(members)
             # Leaving first: nodes still starting, then idle ones, then the least busy; newest first.
             ordered = sorted(members, key=lambda n: (n.ready, len(n.running_tasks), -n.index))
             for node in ordered[: max(0, len(members) - target)]:
@@ -250,7 +265,8 @@ class PoolManager:
                     self._stop_tasks(node, "requeued" if node.leaving == "requeue" else "terminated")
         for node in [n for n in pool.nodes if n.leaving is not None and not self._busy(n)]:
             pool.remove_node(node)
-        if any(n.leaving is not None for n in pool.nodes):
+        allocated = pool.state == "deleting" or self.arrivals.grow(pool, missing, self.add_node)
+        if not allocated or any(n.leaving is not None for n in pool.nodes):
             return
         if pool.state == "deleting":
             if self.records.pools.get(pool.id.lower()) is pool:

@@ -15,6 +15,7 @@ from .errors import (
     PoolBeingResized,
     PoolExists,
     PoolNotFound,
+    PoolQuotaReached,
 )
 from .pool_records import NodeRecord, PoolRecord
 from .pool_validation import check_formula, check_interval, check_pool_body, check_resize_body
@@ -59,6 +60,9 @@ class PoolOperations:
         with self.records.lock:
             if request.id.lower() in self.records.pools:
                 raise PoolExists()
+            if not self.pool_manager.capacity.pool_quota_left(len(self.records.pools)):
+                raise PoolQuotaReached(f"The account has reached its quota of {self.config.quotas.pools} pools "
+                                       "(azbatch-local --quota pools=N).")
             now = iso_now()
             spec = {k: copy.deepcopy(v) for k, v in body.items() if k not in POOL_RUNTIME_FIELDS}
             pool = PoolRecord(request.id, request.slots, request.dedicated, now, new_etag(), node_fill_type=request.fill_type,

@@ -88,6 +88,7 @@ class NodeRecord:
     dedicated: bool = True  # False: a Spot (low-priority) node
     leaving: str | None = None  # the pool shrinks: the nodeDeallocationOption this node leaves with
     preempted_at: float | None = None  # monotonic time a Spot node was preempted; it comes back later
+    evict_at: float | None = None  # monotonic time a Spot node given an eviction notice is preempted
     unusable: list[dict[str, Any]] | None = None  # marked unusable (POST /_local/.../state): its BatchNodeErrors
     used_slots: int = 0
     running_tasks: set = field(default_factory=set)  # {(job_key, task_key)}
@@ -195,6 +196,7 @@ class PoolRecord:
     deallocation_option: str = "requeue"  # how nodes leave while shrinking
     resize_timeout: str = "PT15M"
     resize_errors: list[dict[str, Any]] = field(default_factory=list)
+    allocation_due: float | None = None  # monotonic time the current resize's nodes come (node_allocation)
     autoscale_formula: str | None = None  # set while autoscale is enabled
     autoscale_interval: str = "PT15M"
     autoscale_run: dict[str, Any] | None = None

@@ -50,7 +50,7 @@ def _default_credential():
     return default_credential()
 
 
-class Executor(RunEnd, LinkRenewal, RemoteExecutor):
+class Executor(RemoteExecutor):
     # The status thread starts before __post_init__ runs, so what it reads exists at class level.
     reporting: RunReporting | None = None
     poll_interval: AdaptiveInterval | None = None
@@ -76,14 +76,10 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
         self.run_identity = RunIdentity.current(workflow_key(self.workdir), self.run_token,
                                                 self.config.heartbeat_interval)
-        self.run_watch = RunWatch(self.batch, self.run_identity, self.logger, self._end_run_from_watch)
+        self.run_watch = RunWatch(self.batch, self.run_identity, self.logger,
+                                  lambda line: self.run_end.end_from_watch(line))
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id taking new tasks
-        self._init_link_renewal()  # earlier generations of those jobs, when links expire (link_renewal.py)
         self._submit_lock = threading.Lock()
-        self._finalized = False
-        self._not_terminated: set[str] = set()  # Batch jobs RunEnd._terminate gave up on: not tried again
-        self._sigterm_installed = False
-        self._cancelled = False  # Ctrl-C / SIGTERM: tasks ended by it were said once each (RunEnd.cancel_jobs)
         self._rate_hinted = False  # said once per run (submission.rate_limit_hint)
         self._init_collaborators()
         if len(self.workflow.dag) > 0:
@@ -117,13 +113,16 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         )
         self.outages = Outages(  # Batch or storage unreachable mid-run: wait, say so, give up after the tolerance
             self.config.account_url, self.staging.endpoint, self.config.outage_tolerance_minutes, self.logger,
-            self._end_run_for_outage,
+            lambda line: self.run_end.end_for_outage(line),
         )
         self.status_lists = StatusLists(self.config, self.batch, self.outages, self.run_watch, self.reporting,
                                         self.logger)
-        self.completed_since = self.status_lists.since  # RunEnd reads it for the report's last list of a job
+        self.links = LinkRenewal(  # Batch job generations; waiting tasks' links renewed (link_renewal.py)
+            self.staging, self.batch, self.outages, self.reporting, self.logger, submit_lock=self._submit_lock,
+            batch_job_for=self.batch_job_for, current_jobs=lambda: self.batch_jobs.values(),
+            submitted=self._submitted, sas_hours=self.config.sas_hours)
         self.results = TaskResults(  # a finished task's outputs, or its logs and the reason it failed
-            self.config, self.batch, self.staging, self.outages, self.workdir, self.logger, self.link_failure_line)
+            self.config, self.batch, self.staging, self.outages, self.workdir, self.logger, self.links.link_failure_line)
         self.tasks = TaskBuilder(  # a job, its pool and its staged inputs -> its task request
             self.config, self.staging, self.node_paths, job_args=self.get_job_args,
             storage_call=self.outages.storage.call, warn=self.logger.warning,
@@ -131,7 +130,13 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         self.pool_guard = PoolGuard(  # preflight, the pool the run creates, each rule against its pool
             self.config, self.batch, self.staging, self.node_setup, self.tasks, self.run_watch, self.workflow,
             lambda: self.batch_jobs.values(), self.logger)
-        self.pools = self.pool_guard.pools  # pool id (lower) -> PoolInfo (RunEnd reads it for the report)
+        self.pools = self.pool_guard.pools  # pool id (lower) -> PoolInfo
+        self.run_end = RunEnd(  # Batch jobs ended, the report, the created pool deleted; Ctrl-C and SIGTERM
+            self.batch, self.staging, self.reporting, self.run_watch, self.outages, self.logger,
+            all_batch_jobs=self.links.all_batch_jobs, pools=self.pools, completed_since=self.status_lists.since,
+            delete_created_pool=self.pool_guard.delete_created_pool,
+            scheduler=lambda: getattr(self.workflow, "scheduler", None), keep_job=self.config.keep_job,
+            account_url=self.config.account_url, account_name=self.config.account_name)
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _credential_factory(self):
@@ -139,6 +144,11 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
             if self._credential is None:
                 self._credential = _default_credential()
             return self._credential
+
+    def _submitted(self) -> List[SubmittedJobInfo]:
+        """Jobs handed to Snakemake's status loop and not yet seen by a status round (the base class's list)."""
+        with self.lock:
+            return list(self.active_jobs)
 
     def _jobs_by_pool(self) -> dict[str, str]:
         return {self.pools[key].id: job for key, job in list(self.batch_jobs.items())}
@@ -156,9 +166,9 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         links) when the links of its preparation task near their end (link_renewal.py)."""
         key = pool_id.lower()
         previous = self.batch_jobs.get(key)
-        if previous is None or self.job_links_aging(previous):
+        if previous is None or self.links.job_links_aging(previous):
             pool = self.pool_guard.pool_info(pool_id, setting="the azbatch_pool resource")
-            generation = 1 + sum(1 for j in self.job_pools.values() if j.lower() == key)
+            generation = 1 + sum(1 for j in self.links.job_pools.values() if j.lower() == key)
             job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token, generation)
             with self.staging.links.handing_out() as links:  # the whole lifetime; cached bodies get fresh links
                 prep = renewed_body(self.pool_guard.preparation_task(pool, self.run_files.sources()), self.staging.links)
@@ -175,7 +185,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
             self.outages.batch.call(lambda: create_job_waiting(self.batch, body, self.logger, interval=interval))
             self.batch_jobs[key] = job_id
             self.run_watch.track(job_id, pool_id, body["metadata"])  # heartbeat; pool and job watched
-            self.job_created(job_id, pool_id, links.expiry, previous)
+            self.links.job_created(job_id, pool_id, links.expiry, previous)
             if previous is None:
                 self.logger.info(f"azbatch: Batch job {job_id} on pool {pool_id}")
         return self.batch_jobs[key]
@@ -211,9 +221,6 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         return self.node_setup.snakemake_args()
 
     # ---- submission --------------------------------------------------------------------------------------------
-    def delete_created_pool(self) -> None:
-        self.pool_guard.delete_created_pool()
-
     def _report_preparation_error(self, job: JobExecutorInterface, e: Exception) -> None:
         if isinstance(e, OutageExpired):
             raise e  # the whole run ends (run_jobs), not this job
@@ -230,11 +237,11 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         try:
             self._run_jobs(jobs)
         except OutageExpired:
-            pass  # Snakemake ends the run (_end_run_for_outage); these jobs never reach Batch
+            pass  # Snakemake ends the run (RunEnd.end_for_outage); these jobs never reach Batch
 
     def _run_jobs(self, jobs: List[JobExecutorInterface]):
         """Stage every ready job's inputs together, build each task as requests fill, submit in bulk, record."""
-        self._cancel_on_sigterm()
+        self.run_end.cancel_on_sigterm()
         self._hint_rate_limit(jobs)
         for job in jobs:
             self.run_job_pre(job)
@@ -293,7 +300,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
                     self.staging.create_run_container(), self.staging.stage_files(p for p, _ in pairs))[1])
                 pool_id = self.tasks.pool_id(job)
                 pool = self.pool_guard.pool_info(pool_id, setting="the azbatch_pool resource")
-                need = self.task_need(job)
+                need = self.links.task_need(job)
                 with self.staging.links.handing_out(need) as links:  # valid for as long as it needs
                     request = self.tasks.build(job, pool, files, pairs, job_blobs)
                 batch_job = self.batch_job_for(pool_id)
@@ -309,7 +316,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         for job, task_id, pool_id, slots, expiry, need in submitted:
             error = results.get(task_id, "no result from Batch")
             aux = {"batch_job": batch_job, "blob_prefix": self.layout.task_prefix(task_id)}
-            self.note_links(aux, expiry, need)
+            self.links.note_links(aux, expiry, need)
             info = SubmittedJobInfo(job, external_jobid=task_id, aux=aux)
             if error is None:
                 self.report_job_submission(info)
@@ -331,12 +338,12 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
                 yield job_info
             return
         dead = await self._check_nodes()
-        at_risk = self.links_at_risk(active_jobs)  # waiting tasks whose links near their end: replaced
-        for job_info, message in (await asyncio.to_thread(self.renew_waiting_links, at_risk)) if at_risk else ():
+        at_risk = self.links.links_at_risk(active_jobs)  # waiting tasks whose links near their end: replaced
+        for job_info, message in (await asyncio.to_thread(self.links.renew_waiting_links, at_risk)) if at_risk else ():
             self.report_job_error(job_info, msg=message)
             active_jobs = [j for j in active_jobs if j is not job_info]
-        for batch_job in self.idle_retired_jobs(active_jobs):  # earlier generations with no task left
-            await asyncio.to_thread(self._end_job, batch_job)
+        for batch_job in self.links.idle_retired_jobs(active_jobs):  # earlier generations with no task left
+            await asyncio.to_thread(self.run_end.end_job, batch_job)
         batch_jobs = sorted({j.aux["batch_job"] for j in active_jobs})
         completed, gone, finished = await self.status_lists.list_round(
             batch_jobs, {j.external_jobid for j in active_jobs}, self.status_rate_limiter)
@@ -357,7 +364,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
             if task is None:
                 yield job_info
                 continue
-            if self._cancelled and getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
+            if self.run_end.cancelled and getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
                 continue  # this run's cancellation ended it: its one line is said, no error block
             finished_jobs.append((job_info, task))
         for (job_info, _), collected in zip(finished_jobs, await self.results.collect_all(finished_jobs)):
@@ -379,5 +386,13 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         newly = await asyncio.to_thread(self.node_health.check, self._jobs_by_pool())
         for batch_job, message in newly.items():
             self.logger.error(message)
-            await asyncio.to_thread(self._terminate, batch_job, "no node can run its tasks")
+            await asyncio.to_thread(self.run_end.terminate, batch_job, "no node can run its tasks")
         return dict(self.node_health.dead)
+
+    # ---- end ---------------------------------------------------------------------------------------------------
+    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
+        self.run_end.cancel(active_jobs)
+
+    def shutdown(self):
+        super().shutdown()
+        self.run_end.finalize()

@@ -71,11 +71,11 @@ class Executor(RemoteExecutor):
         self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.staging = Staging(self.config, self._credential_factory, STATE_DIR, self.logger, self.run_token)
         self.layout: BlobLayout = self.staging.layout
-        self.node_paths = NodePaths(self.workdir, self.config.mounted_paths)
+        self.node_paths = NodePaths(self.workdir, self.config.files.mounted_paths)
         self.snakemake_version = snakemake.__version__
         self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
         self.run_identity = RunIdentity.current(workflow_key(self.workdir), self.run_token,
-                                                self.config.heartbeat_interval)
+                                                self.config.scale.heartbeat_interval)
         self.run_watch = RunWatch(self.batch, self.run_identity, self.logger,
                                   lambda line: self.run_end.end_from_watch(line))
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id taking new tasks
@@ -85,20 +85,20 @@ class Executor(RemoteExecutor):
         if len(self.workflow.dag) > 0:
             self.pool_guard.preflight()
             self.earlier_runs = recovery.end_earlier_runs(  # .dead_runs: tokens of runs found dead
-                self.batch, self.run_identity, self.config.heartbeat_stale,
-                keep=self.config.keep_orphans, delete=not self.config.keep_job, logger=self.logger,
-                on_dead_run=None if self.config.keep_job else self.staging.remove_dead_run_container,
+                self.batch, self.run_identity, self.config.scale.heartbeat_stale,
+                keep=self.config.keep.orphans, delete=not self.config.keep.job, logger=self.logger,
+                on_dead_run=None if self.config.keep.job else self.staging.remove_dead_run_container,
             )
 
     def _init_collaborators(self) -> None:
         """The parts of a run the executor delegates to, each given what it needs."""
-        interval = first_interval(self.config.status_interval, float(
-            self.workflow.remote_execution_settings.seconds_between_status_checks or 0), self.config.account_url)
+        interval = first_interval(self.config.scale.status_interval, float(
+            self.workflow.remote_execution_settings.seconds_between_status_checks or 0), self.config.account.url)
         self.next_seconds_between_status_checks = interval
-        maximum = self.config.status_interval_max or default_maximum(interval)
+        maximum = self.config.scale.status_interval_max or default_maximum(interval)
         self.poll_interval = AdaptiveInterval(interval, maximum)
         self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR,
-                                      unusable_wait=self.config.unusable_wait)
+                                      unusable_wait=self.config.scale.unusable_wait)
         self.reporting = RunReporting(  # live progress and the run report (report/, progress.py)
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
@@ -112,7 +112,7 @@ class Executor(RemoteExecutor):
             stage=self.run_files.stage_fetched, log=self.logger.info,
         )
         self.outages = Outages(  # Batch or storage unreachable mid-run: wait, say so, give up after the tolerance
-            self.config.account_url, self.staging.endpoint, self.config.outage_tolerance_minutes, self.logger,
+            self.config.account.url, self.staging.endpoint, self.config.scale.outage_tolerance_minutes, self.logger,
             lambda line: self.run_end.end_for_outage(line),
         )
         self.status_lists = StatusLists(self.config, self.batch, self.outages, self.run_watch, self.reporting,
@@ -120,7 +120,7 @@ class Executor(RemoteExecutor):
         self.links = LinkRenewal(  # Batch job generations; waiting tasks' links renewed (link_renewal.py)
             self.staging, self.batch, self.outages, self.reporting, self.logger, submit_lock=self._submit_lock,
             batch_job_for=self.batch_job_for, current_jobs=lambda: self.batch_jobs.values(),
-            submitted=self._submitted, sas_hours=self.config.sas_hours)
+            submitted=self._submitted, sas_hours=self.config.links.sas_hours)
         self.results = TaskResults(  # a finished task's outputs, or its logs and the reason it failed
             self.config, self.batch, self.staging, self.outages, self.workdir, self.logger, self.links.link_failure_line)
         self.tasks = TaskBuilder(  # a job, its pool and its staged inputs -> its task request
@@ -135,8 +135,8 @@ class Executor(RemoteExecutor):
             self.batch, self.staging, self.reporting, self.run_watch, self.outages, self.logger,
             all_batch_jobs=self.links.all_batch_jobs, pools=self.pools, completed_since=self.status_lists.since,
             delete_created_pool=self.pool_guard.delete_created_pool,
-            scheduler=lambda: getattr(self.workflow, "scheduler", None), keep_job=self.config.keep_job,
-            account_url=self.config.account_url, account_name=self.config.account_name)
+            scheduler=lambda: getattr(self.workflow, "scheduler", None), keep_job=self.config.keep.job,
+            account_url=self.config.account.url, account_name=self.config.account.name)
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _credential_factory(self):
@@ -201,7 +201,7 @@ class Executor(RemoteExecutor):
             self.node_setup.exec_prefix(),  # application packages and the node-wide installs on PATH
             node_commands.link_command(),  # the sources, extracted once per node by the preparation task
             input_check.verify_function(self.layout.cas_prefix),  # what each task's inputs check calls
-            self.config.precommand or "",
+            self.config.software.precommand or "",
             task_spec.snakemake_function(super().format_job_exec(task_spec.RUN_WIDE)),
         ]
         return " && ".join(p for p in parts if p)
@@ -249,7 +249,7 @@ class Executor(RemoteExecutor):
             staged_inputs, blobs = self._stage_inputs(jobs)
             requests = task_collections(self._task_bodies(jobs, staged_inputs, blobs))
             for batch_job, submitted, results in submit_streaming(
-                self.batch, requests, self.config.submit_concurrency, self.outages.batch.call
+                self.batch, requests, self.config.scale.submit_concurrency, self.outages.batch.call
             ):
                 self._record_submissions(batch_job, submitted, results)
 

@@ -47,15 +47,15 @@ class RunReporting:
         self.recorder = RunRecorder()
         self.cancelled = False
         self.progress: ProgressMonitor | None = None
-        if not quiet and config.progress_interval > 0:
+        if not quiet and config.report.progress_interval > 0:
             self.progress = ProgressMonitor(
-                client(), jobs, config.progress_interval, emit=logger.info, warn=logger.warning,
+                client(), jobs, config.report.progress_interval, emit=logger.info, warn=logger.warning,
                 observe_nodes=observe_nodes,
             )
 
     @property
     def directory(self) -> Path:
-        base = Path(self.config.report_dir)
+        base = Path(self.config.report.directory)
         return (base if base.is_absolute() else self.workdir / base) / self.run_token
 
     # ---- during the run ------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ class RunReporting:
             run = RunInfo(
                 run_token=self.run_token, workdir=str(self.workdir), outcome=self.outcome(),
                 batch_jobs=dict(self.jobs()), slots_per_node=slots_per_node,
-                price_core_hour=self.config.price_core_hour, price_node_hour=self.config.price_node_hour,
+                price_core_hour=self.config.report.price_core_hour, price_node_hour=self.config.report.price_node_hour,
                 log_root=self.log_root, generated=datetime.now(timezone.utc), notes=notes,
             )
             path = write_report(self.recorder.attempts(), run, self.directory)

@@ -209,7 +209,7 @@ def bench_example(work: Path) -> tuple[list[Row], dict[str, Any]]:
                "plugin_blob_requests": traffic.total("storagePlugin"),
                "minimum_plugin_blob_requests": minimum.plugin_requests,
                "batch_operations": traffic.by_operation("operations"),
-               "blob_operations": traffic.by_operation("storage"), "report": report_figures}
+               "blob_operations": traffic.by_operation("storage")}
     return rows, figures
 
 

@@ -34,13 +34,13 @@ RESULTS = [
 
 def batch_client(config: Config) -> BatchClient:
     """A Batch client with the plugin's own credentials: shared key when one is set, else Microsoft Entra ID."""
-    if config.account_key:
-        credential = AzureNamedKeyCredential(config.account_name, config.account_key)
+    if config.account.key:
+        credential = AzureNamedKeyCredential(config.account.name, config.account.key)
     else:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
-    return BatchClient(config.account_url, credential)
+    return BatchClient(config.account.url, credential)
 
 
 def job_ids(client: BatchClient) -> set[str]:

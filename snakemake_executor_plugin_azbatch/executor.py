@@ -39,6 +39,7 @@ from .run.task_results import LOG_DIR, STATE_DIR, TaskResults
 from .settings.executor_settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
 from .staging import input_check, usage_probe
+from .run.input_staging import stage_inputs
 from .tasks.task_builder import TaskBuilder
 from .run.run_files import RunFiles
 from .run.status_lists import StatusLists
@@ -51,7 +52,7 @@ def _default_credential():
     return default_credential()
 
 
-class Executor(RunEnd, LinkRenewal, RemoteExecutor):
+class Executor(RemoteExecutor):
     # The status thread starts before __post_init__ runs, so what it reads exists at class level.
     reporting: RunReporting | None = None
     poll_interval: AdaptiveInterval | None = None
@@ -72,40 +73,35 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         self.run_token = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
         self.staging = Staging(self.config, self._credential_factory, STATE_DIR, self.logger, self.run_token)
         self.layout: BlobLayout = self.staging.layout
-        self.node_paths = NodePaths(self.workdir, self.config.mounted_paths)
+        self.node_paths = NodePaths(self.workdir, self.config.files.mounted_paths)
         self.snakemake_version = snakemake.__version__
         self.workflow_label = os.path.basename(self.workdir.rstrip(os.sep)) or "workflow"
         self.run_identity = RunIdentity.current(workflow_key(self.workdir), self.run_token,
-                                                self.config.heartbeat_interval)
-        self.run_watch = RunWatch(self.batch, self.run_identity, self.logger, self._end_run_from_watch)
+                                                self.config.scale.heartbeat_interval)
+        self.run_watch = RunWatch(self.batch, self.run_identity, self.logger,
+                                  lambda line: self.run_end.end_from_watch(line))
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id taking new tasks
-        self._init_link_renewal()  # earlier generations of those jobs, when links expire (link_renewal.py)
         self._submit_lock = threading.Lock()
-        self._finalized = False
-        self._not_terminated: set[str] = set()  # Batch jobs RunEnd._terminate gave up on: not tried again
-        self._sigterm_installed = False
-        self._cancelled = False  # Ctrl-C / SIGTERM: tasks ended by it were said once each (RunEnd.cancel_jobs)
-        self._leaving = False  # SIGHUP with --azbatch-leave-on-hangup: tasks left for adoption (RunEnd)
         self._rate_hinted = False  # said once per run (submission.rate_limit_hint)
         self._init_collaborators()
         if len(self.workflow.dag) > 0:
             self.pool_guard.preflight()
             self.earlier_runs = recovery.end_earlier_runs(  # .dead_runs: tokens of runs found dead
-                self.batch, self.run_identity, self.config.heartbeat_stale,
-                keep=self.config.keep_orphans, delete=not self.config.keep_job, logger=self.logger,
-                on_dead_run=None if self.config.keep_job else self.staging.remove_dead_run_container,
-                spare=None if self.config.no_adopt else self.takeover.survey,  # its tasks may be adopted
+                self.batch, self.run_identity, self.config.scale.heartbeat_stale,
+                keep=self.config.keep.orphans, delete=not self.config.keep.job, logger=self.logger,
+                on_dead_run=None if self.config.keep.job else self.staging.remove_dead_run_container,
+                spare=None if self.config.keep.no_adopt else self.takeover.survey,  # its tasks may be adopted
             )
 
     def _init_collaborators(self) -> None:
         """The parts of a run the executor delegates to, each given what it needs."""
-        interval = first_interval(self.config.status_interval, float(
-            self.workflow.remote_execution_settings.seconds_between_status_checks or 0), self.config.account_url)
+        interval = first_interval(self.config.scale.status_interval, float(
+            self.workflow.remote_execution_settings.seconds_between_status_checks or 0), self.config.account.url)
         self.next_seconds_between_status_checks = interval
-        maximum = self.config.status_interval_max or default_maximum(interval)
+        maximum = self.config.scale.status_interval_max or default_maximum(interval)
         self.poll_interval = AdaptiveInterval(interval, maximum)
         self.node_health = NodeHealth(lambda: self.batch.client, self.logger, LOG_DIR,
-                                      unusable_wait=self.config.unusable_wait)
+                                      unusable_wait=self.config.scale.unusable_wait)
         self.reporting = RunReporting(  # live progress and the run report (report/, progress.py)
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
@@ -121,14 +117,17 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
             stage=self.run_files.stage_fetched, log=self.logger.info,
         )
         self.outages = Outages(  # Batch or storage unreachable mid-run: wait, say so, give up after the tolerance
-            self.config.account_url, self.staging.endpoint, self.config.outage_tolerance_minutes, self.logger,
-            self._end_run_for_outage,
+            self.config.account.url, self.staging.endpoint, self.config.scale.outage_tolerance_minutes, self.logger,
+            lambda line: self.run_end.end_for_outage(line),
         )
         self.status_lists = StatusLists(self.config, self.batch, self.outages, self.run_watch, self.reporting,
                                         self.logger)
-        self.completed_since = self.status_lists.since  # RunEnd reads it for the report's last list of a job
+        self.links = LinkRenewal(  # Batch job generations; waiting tasks' links renewed (link_renewal.py)
+            self.staging, self.batch, self.outages, self.reporting, self.logger, submit_lock=self._submit_lock,
+            batch_job_for=self.batch_job_for, current_jobs=lambda: self.batch_jobs.values(),
+            submitted=self._submitted, sas_hours=self.config.links.sas_hours)
         self.results = TaskResults(  # a finished task's outputs, or its logs and the reason it failed
-            self.config, self.batch, self.staging, self.outages, self.workdir, self.logger, self.link_failure_line)
+            self.config, self.batch, self.staging, self.outages, self.workdir, self.logger, self.links.link_failure_line)
         self.tasks = TaskBuilder(  # a job, its pool and its staged inputs -> its task request
             self.config, self.staging, self.node_paths, job_args=self.get_job_args,
             storage_call=self.outages.storage.call, warn=self.logger.warning,
@@ -137,10 +136,18 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
             self.config, self.batch, self.staging, self.node_setup, self.tasks, self.run_watch, self.workflow,
             lambda: self.batch_jobs.values(), self.logger)
         self.pool_guard.on_created = self.reporting.node_hours.pool_created  # billed from its creation
-        self.pools = self.pool_guard.pools  # pool id (lower) -> PoolInfo (RunEnd reads it for the report)
+        self.pools = self.pool_guard.pools  # pool id (lower) -> PoolInfo
         self.takeover = Takeover(  # a dead earlier run's tasks this run's jobs take over (adoption/)
             self.batch, self.staging, self.run_identity, self.reporting, self.run_watch, self.logger,
             self.snakemake_version)
+        self.run_end = RunEnd(  # Batch jobs ended, the report, the created pool deleted; Ctrl-C and SIGTERM
+            self.batch, self.staging, self.reporting, self.run_watch, self.outages, self.logger,
+            all_batch_jobs=self.links.all_batch_jobs, pools=self.pools, completed_since=self.status_lists.since,
+            delete_created_pool=self.pool_guard.delete_created_pool,
+            scheduler=lambda: getattr(self.workflow, "scheduler", None), keep_job=self.config.keep.job,
+            account_url=self.config.account.url, account_name=self.config.account.name,
+            leave_on_hangup=self.config.keep.leave_on_hangup, takeover=self.takeover,
+            settle_adoption=self._settle_adoption, pool_cores=self.pool_guard.pool_cores)
 
     # ---- setup -------------------------------------------------------------------------------------------------
     def _credential_factory(self):
@@ -148,6 +155,11 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
             if self._credential is None:
                 self._credential = _default_credential()
             return self._credential
+
+    def _submitted(self) -> List[SubmittedJobInfo]:
+        """Jobs handed to Snakemake's status loop and not yet seen by a status round (the base class's list)."""
+        with self.lock:
+            return list(self.active_jobs)
 
     def _jobs_by_pool(self) -> dict[str, str]:
         return {self.pools[key].id: job for key, job in list(self.batch_jobs.items())}
@@ -165,13 +177,12 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         links) when the links of its preparation task near their end (link_renewal.py)."""
         key = pool_id.lower()
         previous = self.batch_jobs.get(key)
-        if previous is None or self.job_links_aging(previous):
+        if previous is None or self.links.job_links_aging(previous):
             pool = self.pool_guard.pool_info(pool_id, setting="the azbatch_pool resource")
-            generation = 1 + sum(1 for j in self.job_pools.values() if j.lower() == key)
+            generation = 1 + sum(1 for j in self.links.job_pools.values() if j.lower() == key)
             job_id = task_spec.job_id(self.workflow_label, pool_id, self.run_token, generation)
             with self.staging.links.handing_out() as links:  # the whole lifetime; cached bodies get fresh links
                 prep = renewed_body(self.pool_guard.preparation_task(pool, self.run_files.sources()), self.staging.links)
-                usage_env = usage_probe.job_environment(self.staging.output_container_url(), self.staging.identity)
             body = task_spec.job_body(
                 job_id,
                 pool_id,
@@ -179,13 +190,15 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
                 workflow=os.path.abspath(self.workflow.main_snakefile),
                 prep_task=prep,
                 metadata=self.run_identity.metadata(datetime.now(timezone.utc)),
-                common_env={**self.envvars(), **usage_env, task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
+                common_env={**self.envvars(), **usage_probe.job_environment(
+                    self.staging.output_container_url(), self.staging.identity),  # where nodes write their usage
+                    task_spec.TASK_PREFIX_VARIABLE: self._job_wide_prefix()},
             )
             interval = max(1.0, min(15.0, self.next_seconds_between_status_checks))
             self.outages.batch.call(lambda: create_job_waiting(self.batch, body, self.logger, interval=interval))
             self.batch_jobs[key] = job_id
             self.run_watch.track(job_id, pool_id, body["metadata"])  # heartbeat; pool and job watched
-            self.job_created(job_id, pool_id, links.expiry, previous)
+            self.links.job_created(job_id, pool_id, links.expiry, previous)
             if previous is None:
                 self.logger.info(f"azbatch: Batch job {job_id} on pool {pool_id}")
         return self.batch_jobs[key]
@@ -201,7 +214,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
             self.node_setup.exec_prefix(),  # application packages and the node-wide installs on PATH
             node_commands.link_command(),  # the sources, extracted once per node by the preparation task
             input_check.verify_function(self.layout.cas_prefix),  # what each task's inputs check calls
-            self.config.precommand or "",
+            self.config.software.precommand or "",
             usage_probe.shell_functions(node_commands.helper_invocation()),  # CPU and peak memory, measured
             task_spec.snakemake_function(usage_probe.measured(super().format_job_exec(task_spec.RUN_WIDE))),
         ]
@@ -222,9 +235,6 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         return self.node_setup.snakemake_args()
 
     # ---- submission --------------------------------------------------------------------------------------------
-    def delete_created_pool(self) -> None:
-        self.pool_guard.delete_created_pool()
-
     def _report_preparation_error(self, job: JobExecutorInterface, e: Exception) -> None:
         if isinstance(e, OutageExpired):
             raise e  # the whole run ends (run_jobs), not this job
@@ -241,22 +251,30 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         try:
             self._run_jobs(jobs)
         except OutageExpired:
-            pass  # Snakemake ends the run (_end_run_for_outage); these jobs never reach Batch
+            pass  # Snakemake ends the run (RunEnd.end_for_outage); these jobs never reach Batch
 
     def _run_jobs(self, jobs: List[JobExecutorInterface]):
         """Stage every ready job's inputs together, build each task as requests fill, submit in bulk, record."""
-        self._cancel_on_sigterm()
+        self.run_end.cancel_on_sigterm()
         self._hint_rate_limit(jobs)
         for job in jobs:
             self.run_job_pre(job)
         with self._submit_lock:
-            staged_inputs, blobs = self._stage_inputs(jobs)
+            staged_inputs, blobs = stage_inputs(jobs, self.node_paths, self.run_files, self.staging,
+                                                self.outages.storage.call, self._report_preparation_error)
             requests = task_collections(self._task_bodies(jobs, staged_inputs, blobs))
             for batch_job, submitted, results in submit_streaming(
-                self.batch, requests, self.config.submit_concurrency, self.outages.batch.call
+                self.batch, requests, self.config.scale.submit_concurrency, self.outages.batch.call
             ):
                 self._record_submissions(batch_job, submitted, results)
             self._settle_adoption()
+
+    def _settle_adoption(self, force: bool = False) -> None:
+        """Once every ready job is handed over (or at the end, `force`): what nobody took ends (takeover.py)."""
+        ready = getattr(getattr(self.workflow, "dag", None), "ready_jobs", None)  # not in the executor interface
+        self.takeover.settle(ready if isinstance(ready, (set, frozenset)) else None,
+                             lambda job: self.run_end.end_job(job, recovery.terminate_reason(self.run_identity)),
+                             self.links.follow_job, force)
 
     def _hint_rate_limit(self, jobs: List[JobExecutorInterface]) -> None:
         if self._rate_hinted:
@@ -268,31 +286,6 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         if hint:
             self._rate_hinted = True
             self.logger.info(hint)
-
-    def _stage_inputs(self, jobs: List[JobExecutorInterface]) -> tuple[dict, dict[str, str] | None]:
-        """Inputs of all ready jobs staged together: one parallel hash/upload pass, one record save. Returns
-        id(job) -> (its files, its (local, node) input pairs), and the blobs (None: staged job by job later, so a
-        problem is reported for the job it belongs to)."""
-        staged_inputs: dict[int, tuple[task_spec.JobFiles, list[tuple[str, str]]]] = {}
-        for job in list(jobs):
-            try:
-                files = task_spec.job_files(job)
-                staged_inputs[id(job)] = (files, self.node_paths.pairs(files.inputs, "input file"))
-            except Exception as e:
-                self._report_preparation_error(job, e)
-        paths = [p for _, pairs in staged_inputs.values() for p, _ in pairs]
-
-        def stage_all() -> dict[str, str]:
-            self.run_files.sources()
-            self.staging.create_run_container()  # where the tasks write (run_container.py)
-            return self.staging.stage_files(paths)
-
-        try:
-            return staged_inputs, self.outages.storage.call(stage_all)  # waits out a storage outage (outage.py)
-        except OutageExpired:
-            raise
-        except Exception:
-            return staged_inputs, None
 
     def _task_bodies(self, jobs, staged_inputs: dict, blobs: dict[str, str] | None):
         """(Batch job id, task body, what the results are reported with), built as requests fill."""
@@ -310,7 +303,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
                 if adopted is not None:
                     self.report_job_submission(adopted)
                     continue
-                need = self.task_need(job)
+                need = self.links.task_need(job)
                 with self.staging.links.handing_out(need) as links:  # valid for as long as it needs
                     request = self.tasks.build(job, pool, files, pairs, job_blobs, key)
                 batch_job = self.batch_job_for(pool_id)
@@ -326,7 +319,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         for job, task_id, pool_id, slots, expiry, need in submitted:
             error = results.get(task_id, "no result from Batch")
             aux = {"batch_job": batch_job, "blob_prefix": self.layout.task_prefix(task_id)}
-            self.note_links(aux, expiry, need)
+            self.links.note_links(aux, expiry, need)
             info = SubmittedJobInfo(job, external_jobid=task_id, aux=aux)
             if error is None:
                 self.report_job_submission(info)
@@ -348,12 +341,12 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
                 yield job_info
             return
         dead = await self._check_nodes()
-        at_risk = self.links_at_risk(active_jobs)  # waiting tasks whose links near their end: replaced
-        for job_info, message in (await asyncio.to_thread(self.renew_waiting_links, at_risk)) if at_risk else ():
+        at_risk = self.links.links_at_risk(active_jobs)  # waiting tasks whose links near their end: replaced
+        for job_info, message in (await asyncio.to_thread(self.links.renew_waiting_links, at_risk)) if at_risk else ():
             self.report_job_error(job_info, msg=message)
             active_jobs = [j for j in active_jobs if j is not job_info]
-        for batch_job in self.idle_retired_jobs(active_jobs):  # earlier generations with no task left
-            await asyncio.to_thread(self._end_job, batch_job)
+        for batch_job in self.links.idle_retired_jobs(active_jobs):  # earlier generations with no task left
+            await asyncio.to_thread(self.run_end.end_job, batch_job)
         completed, gone, finished = await self.status_lists.list_round(
             {(j.aux["batch_job"], j.external_jobid) for j in active_jobs}, self.status_rate_limiter)
         # Newly completed tasks (not repeats from the margin) keep the interval short; quiet rounds lengthen it.
@@ -373,7 +366,7 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
             if task is None:
                 yield job_info
                 continue
-            if self._cancelled and getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
+            if self.run_end.cancelled and getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
                 continue  # this run's cancellation ended it: its one line is said, no error block
             finished_jobs.append((job_info, task))
         for (job_info, _), collected in zip(finished_jobs, await self.results.collect_all(finished_jobs)):
@@ -395,5 +388,13 @@ class Executor(RunEnd, LinkRenewal, RemoteExecutor):
         newly = await asyncio.to_thread(self.node_health.check, self._jobs_by_pool())
         for batch_job, message in newly.items():
             self.logger.error(message)
-            await asyncio.to_thread(self._terminate, batch_job, "no node can run its tasks")
+            await asyncio.to_thread(self.run_end.terminate, batch_job, "no node can run its tasks")
         return dict(self.node_health.dead)
+
+    # ---- end ---------------------------------------------------------------------------------------------------
+    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
+        self.run_end.cancel(active_jobs)
+
+    def shutdown(self):
+        super().shutdown()
+        self.run_end.finalize()

@@ -241,7 +241,7 @@ def test_sas_hours_take_fractions_and_nothing_but_a_positive_number(value):
 
     from snakemake_executor_plugin_azbatch.settings.executor_settings import SettingsError
 
-    assert resolve_env({**BASE_ENV, "SNAKEMAKE_AZBATCH_SAS_HOURS": "0.02"}).sas_hours == 0.02
+    assert resolve_env({**BASE_ENV, "SNAKEMAKE_AZBATCH_SAS_HOURS": "0.02"}).links.sas_hours == 0.02
     with pytest.raises(SettingsError) as refused:
         resolve_env({**BASE_ENV, "SNAKEMAKE_AZBATCH_SAS_HOURS": value})
     assert "--azbatch-sas-hours" in str(refused.value) and "\n" not in str(refused.value)

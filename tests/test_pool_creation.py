@@ -19,7 +19,7 @@ ENV = {"SNAKEMAKE_AZBATCH_ACCOUNT_URL": "https://acct.westeurope.batch.azure.com
 
 
 def creation(**settings):
-    return resolve(ExecutorSettings(**settings), ENV).pool_creation
+    return resolve(ExecutorSettings(**settings), ENV).pools.creation
 
 
 def test_no_vm_size_means_no_pool_creation() -> None:
@@ -88,7 +88,7 @@ def test_bad_pool_settings_are_one_line(settings, fragment) -> None:
 def test_private_registry_login_from_an_environment_variable_never_shown() -> None:
     made = resolve(ExecutorSettings(pool_vm_size="s", pool_containers=True, pool_registry="https://myreg.azurecr.io",
                                     pool_registry_user="puller", pool_registry_password_var="REG_PW"),
-                   {**ENV, "REG_PW": "s3cret-value"}).pool_creation
+                   {**ENV, "REG_PW": "s3cret-value"}).pools.creation
     body = pool_body(made, "p", ("myreg.azurecr.io/tools:1",))
     assert body["virtualMachineConfiguration"]["containerConfiguration"] == {
         "type": "dockerCompatible", "containerImageNames": ["myreg.azurecr.io/tools:1"],

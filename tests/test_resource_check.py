@@ -61,7 +61,7 @@ def test_vm_size_overrides_extend_the_table_and_bad_entries_are_one_line():
                                       account_key="a2V5", storage_account_url="https://s.blob.core.windows.net",
                                       storage_account_key="a2V5", vm_sizes=["Custom_X=4:1000:2000:1"]),
                      environ={})
-    sizes = {s.name: s for s in config.vm_sizes}
+    sizes = {s.name: s for s in config.pools.vm_sizes}
     size = vm_sizes.lookup("custom_x", sizes)
     assert size == vm_sizes.VmSize("custom_x", 4, 1000, 2000, 1)
     assert resource_check.fit_problem("r", "p", size, {"mem_mb": 1000, "gpu": 1}) is None

@@ -331,10 +331,10 @@ BASE_ENV = {
 def test_report_settings_resolve():
     config = resolve(ExecutorSettings(), {**BASE_ENV, "SNAKEMAKE_AZBATCH_PRICE_NODE_HOUR": "0.19, 0.04",
                                           "SNAKEMAKE_AZBATCH_PROGRESS_INTERVAL": "0"})
-    assert config.price_node_hour == Prices(0.19, 0.04) and config.price_core_hour is None
-    assert config.progress_interval == 0 and config.report_dir == ".snakemake/azbatch/reports"
+    assert config.report.price_node_hour == Prices(0.19, 0.04) and config.report.price_core_hour is None
+    assert config.report.progress_interval == 0 and config.report.directory == ".snakemake/azbatch/reports"
     config = resolve(ExecutorSettings(price_core_hour="0.05", report_dir="/tmp/r"), BASE_ENV)
-    assert config.price_core_hour == Prices(0.05, 0.05) and config.report_dir == "/tmp/r"
+    assert config.report.price_core_hour == Prices(0.05, 0.05) and config.report.directory == "/tmp/r"
 
 
 @pytest.mark.parametrize("value", ["cheap", "-1", "1,2,3", "nan", "inf"])

@@ -61,20 +61,20 @@ def test_flags_parse_through_snakemakes_argument_parser():
 
 def test_environment_and_defaults():
     config = resolve_env(BASE_ENV)
-    assert config.account_url == "https://mybatch.westeurope.batch.azure.com"
-    assert config.account_name == "mybatch"  # derived from the URL
-    assert config.account_key is None  # → Entra ID
-    assert config.pool_id == "pool1"
-    assert config.storage_container == "snakemake-azbatch"
-    assert config.storage_prefix == ""
-    assert config.bootstrap == "pip"
-    assert config.keep_job is False
+    assert config.account.url == "https://mybatch.westeurope.batch.azure.com"
+    assert config.account.name == "mybatch"  # derived from the URL
+    assert config.account.key is None  # → Entra ID
+    assert config.account.pool_id == "pool1"
+    assert config.storage.container == "snakemake-azbatch"
+    assert config.storage.prefix == ""
+    assert config.software.bootstrap == "pip"
+    assert config.keep.job is False
 
 
 def test_explicit_settings_win_over_the_environment():
     config = resolve_env(BASE_ENV, pool_id="other", storage_prefix="/proj/x/")
-    assert config.pool_id == "other"
-    assert config.storage_prefix == "proj/x/"
+    assert config.account.pool_id == "other"
+    assert config.storage.prefix == "proj/x/"
 
 
 def test_azure_cli_variables_are_fallbacks():
@@ -86,11 +86,11 @@ def test_azure_cli_variables_are_fallbacks():
         "SNAKEMAKE_AZBATCH_POOL_ID": "p",
     }
     config = resolve_env(env)
-    assert (config.account_url, config.account_name, config.account_key) == (
+    assert (config.account.url, config.account.name, config.account.key) == (
         "https://acct.eastus.batch.azure.com", "acct", KEY)
-    assert config.storage_connection_string == env["AZURE_STORAGE_CONNECTION_STRING"]
+    assert config.storage.connection_string == env["AZURE_STORAGE_CONNECTION_STRING"]
     # The plugin's own variable beats the CLI's.
-    assert resolve_env({**env, "SNAKEMAKE_AZBATCH_ACCOUNT_NAME": "mine"}).account_name == "mine"
+    assert resolve_env({**env, "SNAKEMAKE_AZBATCH_ACCOUNT_NAME": "mine"}).account.name == "mine"
 
 
 def test_lists_bootstrap_and_paths(tmp_path):
@@ -102,16 +102,16 @@ def test_lists_bootstrap_and_paths(tmp_path):
         resource_files=[str(local), f"refs/g.fa={local}", "data/x.txt=https://h/c/x.txt?sv=1&sig=abc%3D"],
         mounted_paths=["/mnt/data/"],
     )
-    assert config.application_packages == (AppPackage("tools", "1.0"), AppPackage("python", None), AppPackage("samtools", "1.19.2"))
-    assert config.bootstrap == "app-package"
-    assert [(r.source, r.node_path) for r in config.resource_files] == [
+    assert config.software.application_packages == (AppPackage("tools", "1.0"), AppPackage("python", None), AppPackage("samtools", "1.19.2"))
+    assert config.software.bootstrap == "app-package"
+    assert [(r.source, r.node_path) for r in config.files.resource_files] == [
         (str(local), "ref.fa"),
         (str(local), "refs/g.fa"),
         ("https://h/c/x.txt?sv=1&sig=abc%3D", "data/x.txt"),
     ]
-    assert config.mounted_paths == ("/mnt/data",)
-    assert resolve_env(BASE_ENV, container_image="python:3.11").bootstrap == "container"
-    assert resolve_env(BASE_ENV, container_image="img", bootstrap="pip").bootstrap == "pip"
+    assert config.files.mounted_paths == ("/mnt/data",)
+    assert resolve_env(BASE_ENV, container_image="python:3.11").software.bootstrap == "container"
+    assert resolve_env(BASE_ENV, container_image="img", bootstrap="pip").software.bootstrap == "pip"
 
 
 @pytest.mark.parametrize(
@@ -178,8 +178,8 @@ def test_a_scheme_less_endpoint_from_the_azure_cli_variable_gets_https():
     env = {**BASE_ENV, "AZURE_BATCH_ENDPOINT": "acct.eastus.batch.azure.com"}
     del env["SNAKEMAKE_AZBATCH_ACCOUNT_URL"]
     config = resolve_env(env)
-    assert config.account_url == "https://acct.eastus.batch.azure.com"
-    assert config.account_name == "acct"
+    assert config.account.url == "https://acct.eastus.batch.azure.com"
+    assert config.account.name == "acct"
 
 
 def test_the_plugins_own_url_setting_still_needs_a_scheme_and_says_so():
@@ -197,7 +197,7 @@ ENTRA_ENV = {
 
 
 def test_sas_lifetime_beyond_seven_days_is_refused_up_front_with_entra_id():
-    assert resolve_env(ENTRA_ENV, sas_hours=168).sas_hours == 168
+    assert resolve_env(ENTRA_ENV, sas_hours=168).links.sas_hours == 168
     with pytest.raises(SettingsError) as info:
         resolve_env(ENTRA_ENV, sas_hours=169)
     message = str(info.value)
@@ -214,7 +214,7 @@ def test_sas_lifetime_beyond_seven_days_is_refused_up_front_with_entra_id():
     ids=["account-key", "managed-identity", "connection-string"],
 )
 def test_long_sas_lifetimes_are_fine_without_user_delegation(extra):
-    assert resolve_env({**ENTRA_ENV, **extra}, sas_hours=24 * 30).sas_hours == 720
+    assert resolve_env({**ENTRA_ENV, **extra}, sas_hours=24 * 30).links.sas_hours == 720
 
 
 def test_help_states_every_settings_default_derived_from_the_dataclass():

@@ -127,12 +127,12 @@ class BatchService:
     def __init__(self, config: Config, credential_factory: Callable[[], Any], client: BatchClient | None = None):
         self.config = config
         if client is None:
-            if config.account_key:
-                credential = AzureNamedKeyCredential(config.account_name, config.account_key)
+            if config.account.key:
+                credential = AzureNamedKeyCredential(config.account.name, config.account.key)
             else:
                 credential = credential_factory()
             client = BatchClient(
-                config.account_url, credential, retry_policy=BatchRetryPolicy(**retry_kwargs()),
+                config.account.url, credential, retry_policy=BatchRetryPolicy(**retry_kwargs()),
                 per_call_policies=[CompactJsonPolicy()], user_agent=PLUGIN_USER_AGENT, **CONNECT_TIMEOUT_KWARGS,
             )
         self.client = client
@@ -140,14 +140,14 @@ class BatchService:
     # ---- preflight -------------------------------------------------------------------------------------------
     def check_pool(self, pool_id: str, setting: str = "--azbatch-pool-id") -> PoolInfo:
         """The pool exists, is active and has (or can get) nodes; raises SettingsError with one line otherwise."""
-        account = self.config.account_url
+        account = self.config.account.url
         try:
-            with explained(f"Batch account {account}", keyed=bool(self.config.account_key)):
+            with explained(f"Batch account {account}", keyed=bool(self.config.account.key)):
                 pool = self.client.get_pool(pool_id, **preflight_kwargs())
         except SettingsError:
             raise
         except Exception as e:
-            raise read_failure(e, pool_id, account, keyed=bool(self.config.account_key), setting=setting) from None
+            raise read_failure(e, pool_id, account, keyed=bool(self.config.account.key), setting=setting) from None
         return pool_info(pool, pool_id, setting)
 
     # ---- pools the run creates (pool_creation.py builds the body) ---------------------------------------------

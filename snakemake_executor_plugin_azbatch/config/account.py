@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from ..settings.executor_settings import SettingsError
@@ -18,7 +19,17 @@ def account_name_from_url(url: str) -> str | None:
     return host.split(".")[0] or None
 
 
-def resolve_account(values: SettingValues) -> dict:
+@dataclass(frozen=True)
+class AccountConfig:
+    """The Batch account and the run's default pool."""
+
+    url: str
+    name: str | None  # None: not derivable from the URL (an IP or localhost) and not given
+    key: str | None  # None: Microsoft Entra ID
+    pool_id: str
+
+
+def resolve_account(values: SettingValues) -> AccountConfig:
     account_url = values.get("account_url")
     if not account_url:
         raise SettingsError(
@@ -44,4 +55,4 @@ def resolve_account(values: SettingValues) -> dict:
         raise SettingsError(
             f"azbatch: {flag('pool_id')} {pool_id!r} is not a valid pool id (letters, digits, '-', '_', ≤ 64)"
         )
-    return {"account_url": account_url, "account_name": account_name, "account_key": account_key, "pool_id": pool_id}
+    return AccountConfig(url=account_url, name=account_name, key=account_key, pool_id=pool_id)

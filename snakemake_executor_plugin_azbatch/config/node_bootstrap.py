@@ -4,17 +4,35 @@ the tools they already have."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..settings.executor_settings import BOOTSTRAP_MODES, NODE_TOOLS, SettingsError
+from .packages import AppPackage
 from .values import SettingValues, check_url, flag, where
 
 MIN_NODE_PYTHON = (3, 11)
 
 
-def resolve_bootstrap(values: SettingValues, has_packages: bool) -> dict:
+@dataclass(frozen=True)
+class NodeSoftwareConfig:
+    """What the nodes run tasks with: how Python and Snakemake get there, and what else they have."""
+
+    bootstrap: str  # resolved: pip | offline | container | app-package | none
+    container_image: str | None
+    application_packages: tuple[AppPackage, ...]
+    precommand: str | None
+    node_python: str | None  # X.Y, for the offline wheelhouse
+    node_provides: tuple[str, ...]  # conda, apptainer
+    node_packages: tuple[str, ...]  # more requirements installed with Snakemake by the bootstrap
+    conda_installer: str
+    node_ca_bundle: Path | None  # CA certificates the nodes trust besides their own (bootstrap.py checks it)
+
+
+def resolve_bootstrap(values: SettingValues, packages: tuple[AppPackage, ...]) -> NodeSoftwareConfig:
     image = values.get("container_image") or None
-    bootstrap = values.get("bootstrap") or "auto"
+    has_packages = bool(packages)
+    bootstrap = values.get("bootstrap") or values.defaults["bootstrap"]
     if bootstrap not in BOOTSTRAP_MODES:
         raise SettingsError(f"azbatch: {flag('bootstrap')} {bootstrap!r}: choose one of {', '.join(BOOTSTRAP_MODES)}")
     if bootstrap == "auto":
@@ -23,16 +41,17 @@ def resolve_bootstrap(values: SettingValues, has_packages: bool) -> dict:
         raise SettingsError(f"azbatch: {flag('bootstrap')} container needs {where('container_image')}")
     if bootstrap == "app-package" and not has_packages:
         raise SettingsError(f"azbatch: {flag('bootstrap')} app-package needs {where('application_packages')}")
-    return {
-        "container_image": image,
-        "bootstrap": bootstrap,
-        "precommand": values.get("precommand") or None,
-        "node_python": _node_python(values.get("node_python") or None),
-        "node_provides": _node_provides(values.get("node_provides") or []),
-        "node_packages": _node_packages(values.get("node_packages") or [], bootstrap),
-        "conda_installer": check_url("conda_installer", values.get("conda_installer")),
-        "node_ca_bundle": _node_ca_bundle(values.get("node_ca_bundle") or None, bootstrap),
-    }
+    return NodeSoftwareConfig(
+        bootstrap=bootstrap,
+        container_image=image,
+        application_packages=packages,
+        precommand=values.get("precommand") or None,
+        node_python=_node_python(values.get("node_python") or None),
+        node_provides=_node_provides(values.get("node_provides") or []),
+        node_packages=_node_packages(values.get("node_packages") or [], bootstrap),
+        conda_installer=check_url("conda_installer", values.get("conda_installer")),
+        node_ca_bundle=_node_ca_bundle(values.get("node_ca_bundle") or None, bootstrap),
+    )
 
 
 def _node_ca_bundle(text: str | None, bootstrap: str) -> Path | None:

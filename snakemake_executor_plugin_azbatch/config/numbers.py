@@ -1,7 +1,8 @@
-"""Numeric and boolean settings: SAS lifetime, transfer concurrency, status interval, outage tolerance, keep-job,
-keep-orphans."""
+"""Reading numeric and boolean settings; what a run keeps after it ends (keep-job, keep-orphans)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from ..settings.executor_settings import SettingsError
 from .values import SettingValues, where
@@ -18,14 +19,6 @@ def number(values: SettingValues, name: str, kind, minimum):
     return value
 
 
-def sas_hours(values: SettingValues) -> float | None:
-    """Hours, fractions allowed (0.02 = 72 s links for a rehearsal of link renewal); more than zero."""
-    hours = number(values, "sas_hours", float, 0)
-    if hours is not None and not 0 < hours < float("inf"):
-        raise SettingsError(f"azbatch: {where('sas_hours')} must be more than 0 hours (fractions allowed, e.g. 0.5)")
-    return hours
-
-
 def flag(values: SettingValues, name: str) -> bool:
     value = values.get(name)
     if isinstance(value, str):
@@ -33,14 +26,18 @@ def flag(values: SettingValues, name: str) -> bool:
     return bool(value)
 
 
-def resolve_numbers(values: SettingValues) -> dict:
-    return {
-        "keep_job": flag(values, "keep_job"),
-        "keep_orphans": flag(values, "keep_orphans"),
-        "no_adopt": flag(values, "no_adopt"),
-        "leave_on_hangup": flag(values, "leave_on_hangup"),
-        "sas_hours": sas_hours(values),
-        "upload_concurrency": number(values, "upload_concurrency", int, 1),
-        "status_interval": number(values, "status_interval", float, 0.1),
-        "outage_tolerance_minutes": number(values, "outage_tolerance", float, 0.01) or 10.0,
-    }
+@dataclass(frozen=True)
+class KeepConfig:
+    """What runs leave behind and take over: this run's Batch jobs and container for debugging (`job`), other
+    runs' leftovers (`orphans`); dead runs' tasks never adopted (`no_adopt`, adoption/); SIGHUP leaves the tasks
+    for a later run to adopt (`leave_on_hangup`, run_end.py)."""
+
+    job: bool
+    orphans: bool
+    no_adopt: bool
+    leave_on_hangup: bool
+
+
+def resolve_keep(values: SettingValues) -> KeepConfig:
+    return KeepConfig(job=flag(values, "keep_job"), orphans=flag(values, "keep_orphans"),
+                      no_adopt=flag(values, "no_adopt"), leave_on_hangup=flag(values, "leave_on_hangup"))

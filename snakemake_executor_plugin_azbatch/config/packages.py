@@ -38,7 +38,7 @@ def split_items(values: list[str] | str | None, separators: str = r"[,\s]+") -> 
     return [item.strip() for value in values for item in re.split(separators, value) if item.strip()]
 
 
-def resolve_packages(values: SettingValues) -> dict:
+def resolve_packages(values: SettingValues) -> tuple[AppPackage, ...]:
     packages = []
     for item in split_items(values.get("application_packages")):
         m = _APP_PACKAGE_RE.match(item)
@@ -47,4 +47,4 @@ def resolve_packages(values: SettingValues) -> dict:
                 f"azbatch: {flag('application_packages')} {item!r}: expected NAME[:VERSION], e.g. tools:1.0"
             )
         packages.append(AppPackage(m.group(1), m.group(2)))
-    return {"application_packages": tuple(packages)}
+    return tuple(packages)

@@ -4,9 +4,11 @@ container registry login (its password read from the environment variable the se
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ..pools.pool_creation import CONTAINER_IMAGES, IMAGE_REFERENCE, IMAGES, PoolCreation, RegistryLogin, slots_for
 from ..settings.executor_settings import DEFAULT_AUTOSCALE, SettingsError
+from .machines import resolve_vm_sizes
 from .values import SettingValues, flag, where
 
 CREATION_ONLY = ("pool_nodes", "pool_autoscale", "pool_autoscale_formula", "pool_slots", "pool_start_task",
@@ -96,14 +98,27 @@ def _registry(values: SettingValues, containers: bool) -> RegistryLogin | None:
     return RegistryLogin(server.removeprefix("https://").rstrip("/"), given["pool_registry_user"], variable, password)
 
 
-def resolve_pool_creation(values: SettingValues) -> dict:
+@dataclass(frozen=True)
+class PoolPlan:
+    """The pool the run creates (None: --azbatch-pool-id must exist) and VM sizes the resource check is told of."""
+
+    creation: PoolCreation | None  # create --azbatch-pool-id when it does not exist
+    vm_sizes: tuple  # vm_sizes.VmSize entries from --azbatch-vm-sizes
+
+
+def resolve_pool_plan(values: SettingValues) -> PoolPlan:
+    creation = _pool_creation(values)
+    return PoolPlan(creation=creation, vm_sizes=resolve_vm_sizes(values))
+
+
+def _pool_creation(values: SettingValues) -> PoolCreation | None:
     vm_size = str(values.get("pool_vm_size") or "").strip()
     if not vm_size:
         given = [name for name in CREATION_ONLY if values.get(name) not in (None, "")]
         if given:
             raise SettingsError(f"azbatch: {flag(given[0])} only applies to a pool the run creates; set "
                                 f"{flag('pool_vm_size')} too (e.g. standard_d4s_v3)")
-        return {"pool_creation": None}
+        return None
     containers = _flag(values, "pool_containers")
     image, agent, name = _image(values, containers)
     if values.get("pool_nodes") not in (None, "") and values.get("pool_autoscale") not in (None, ""):
@@ -116,7 +131,7 @@ def resolve_pool_creation(values: SettingValues) -> dict:
         raise SettingsError(f"azbatch: {where('pool_autoscale_interval')} must be a positive number of minutes")
     fixed = values.get("pool_nodes") not in (None, "") and not values.get("pool_autoscale_formula")
     dedicated, spot = _counts(values) if fixed else (0, 0)
-    creation = PoolCreation(
+    return PoolCreation(
         vm_size=vm_size, image=image, node_agent=agent, image_name=name, dedicated=dedicated, spot=spot,
         autoscale=None if fixed else _range(values), autoscale_spot=_flag(values, "pool_spot"),
         formula=values.get("pool_autoscale_formula") or None, interval_minutes=interval,
@@ -124,4 +139,3 @@ def resolve_pool_creation(values: SettingValues) -> dict:
         containers=containers, keep=_flag(values, "keep_pool"),
         registry=_registry(values, containers),
     )
-    return {"pool_creation": creation}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..settings.executor_settings import DEFAULT_REPORT_DIR, SettingsError
+from ..settings.executor_settings import SettingsError
 from .numbers import number
 from .values import SettingValues, where
 
@@ -34,11 +34,21 @@ def prices(name: str, raw) -> Prices | None:
     return Prices(values[0], values[-1])
 
 
-def resolve_reporting(values: SettingValues) -> dict:
+@dataclass(frozen=True)
+class ReportConfig:
+    """Where run reports go, the prices for their cost estimate, seconds between live progress lines."""
+
+    directory: str
+    price_core_hour: Prices | None
+    price_node_hour: Prices | None
+    progress_interval: float
+
+
+def resolve_reporting(values: SettingValues) -> ReportConfig:
     interval = number(values, "progress_interval", float, 0)
-    return {
-        "report_dir": values.get("report_dir") or DEFAULT_REPORT_DIR,
-        "price_core_hour": prices("price_core_hour", values.get("price_core_hour")),
-        "price_node_hour": prices("price_node_hour", values.get("price_node_hour")),
-        "progress_interval": 10.0 if interval is None else interval,
-    }
+    return ReportConfig(
+        directory=values.get("report_dir") or values.defaults["report_dir"],
+        price_core_hour=prices("price_core_hour", values.get("price_core_hour")),
+        price_node_hour=prices("price_node_hour", values.get("price_node_hour")),
+        progress_interval=values.defaults["progress_interval"] if interval is None else interval,
+    )

@@ -36,7 +36,15 @@ def parse_resource_file(item: str) -> ExtraResourceFile:
     return ExtraResourceFile(source, node_path)
 
 
-def resolve_resource_files(values: SettingValues) -> dict:
+@dataclass(frozen=True)
+class TaskFilesConfig:
+    """Files every task gets besides its inputs, and paths the nodes have mounted (never staged)."""
+
+    resource_files: tuple[ExtraResourceFile, ...]
+    mounted_paths: tuple[str, ...]
+
+
+def resolve_resource_files(values: SettingValues) -> TaskFilesConfig:
     extra = [parse_resource_file(item) for item in split_items(values.get("resource_files"), r"[,\n]+")]
     mounted = []
     for item in split_items(values.get("mounted_paths"), r"[,\n]+"):
@@ -45,4 +53,4 @@ def resolve_resource_files(values: SettingValues) -> dict:
                 f"azbatch: {flag('mounted_paths')} {item!r} must be an absolute path mounted on the nodes"
             )
         mounted.append(os.path.normpath(item))
-    return {"resource_files": tuple(extra), "mounted_paths": tuple(mounted)}
+    return TaskFilesConfig(resource_files=tuple(extra), mounted_paths=tuple(mounted))

@@ -54,15 +54,15 @@ class RunReporting:
         self.recorder = RunRecorder()
         self.cancelled = False
         self.progress: ProgressMonitor | None = None
-        if not quiet and config.progress_interval > 0:
+        if not quiet and config.report.progress_interval > 0:
             self.progress = ProgressMonitor(
-                client(), jobs, config.progress_interval, emit=logger.info, warn=logger.warning,
+                client(), jobs, config.report.progress_interval, emit=logger.info, warn=logger.warning,
                 observe_nodes=observe_nodes, waiting=waiting,
             )
 
     @property
     def directory(self) -> Path:
-        base = Path(self.config.report_dir)
+        base = Path(self.config.report.directory)
         return (base if base.is_absolute() else self.workdir / base) / self.run_token
 
     # ---- during the run ------------------------------------------------------------------------------------
@@ -160,7 +160,8 @@ class RunReporting:
             run = RunInfo(
                 run_token=self.run_token, workdir=str(self.workdir), outcome=self.outcome(),
                 batch_jobs=dict(self.jobs()), slots_per_node=slots_per_node,
-                price_core_hour=self.config.price_core_hour, price_node_hour=self.config.price_node_hour,
+                price_core_hour=self.config.report.price_core_hour,
+                price_node_hour=self.config.report.price_node_hour,
                 log_root=self.log_root, generated=now, notes=notes, pool_hours=self.node_hours.hours(now),
                 cores_per_node={pool.lower(): cores for pool, cores in (cores_per_node or {}).items() if cores},
                 pool_samples={h.pool: self.node_hours.samples(h.pool) for h in self.node_hours.hours(now)},

@@ -1,4 +1,4 @@
-"""Links that outlive no task. A part of `Executor`, kept apart by concern.
+"""Links that outlive no task: `LinkRenewal`, which `Executor` holds and calls.
 
 Every SAS link a node gets lives `--azbatch-sas-hours` from when it is signed (staging/links.py). Three things keep
 a run of any length working with links shorter than it:
@@ -21,8 +21,9 @@ a run of any length working with links shorter than it:
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any, List
+from typing import Any, Callable, Iterable, List
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
@@ -30,6 +31,9 @@ from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 
 from ..tasks import task_spec
 from ..azure_api.azure_sdk import error_text
+from ..azure_api.batch_client import BatchService
+from ..staging import Staging
+from .outage import Outages
 
 UPLOAD_ALLOWANCE = timedelta(minutes=30)  # after the wall clock, for outputs to upload (a quarter of short lifetimes)
 ROTATE_AT = 0.5  # a Batch job's links with less than this fraction of their lifetime left get a new generation
@@ -81,10 +85,25 @@ def replacement_id(task_id: str) -> str:
 
 
 class LinkRenewal:
-    """Mixed into `Executor`: uses its `staging`, `batch`, `batch_jobs`, `config`, `logger`, `reporting`, `outages`,
-    `lock`, `active_jobs`, `_submit_lock`, `batch_job_for` and `_end_job` (run_end.py)."""
+    """The run's Batch job generations and the links of its waiting tasks. `batch_job_for(pool_id)`: the current
+    Batch job of a pool (a new generation when its links age); `current_jobs()`: those jobs; `submitted()`: the
+    jobs Snakemake has handed over and not yet seen finish; `submit_lock`: held by submission (generations are
+    its too); `reporting`: the run's RunReporting (told of replaced tasks)."""
 
-    def _init_link_renewal(self) -> None:
+    def __init__(self, staging: Staging, batch: BatchService, outages: Outages, reporting, logger, *,
+                 submit_lock: threading.Lock, batch_job_for: Callable[[str], str],
+                 current_jobs: Callable[[], Iterable[str]], submitted: Callable[[], List[SubmittedJobInfo]],
+                 sas_hours: float):
+        self.staging = staging
+        self.batch = batch
+        self.outages = outages
+        self.reporting = reporting
+        self.logger = logger
+        self.submit_lock = submit_lock
+        self.batch_job_for = batch_job_for
+        self.current_jobs = current_jobs
+        self.submitted = submitted
+        self.sas_hours = sas_hours
         self.retired_jobs: list[str] = []  # Batch jobs of earlier generations, until ended
         self.job_links: dict[str, datetime] = {}  # Batch job id -> when the first of its own links expires
         self.job_pools: dict[str, str] = {}  # Batch job id -> pool id
@@ -95,7 +114,7 @@ class LinkRenewal:
 
     def all_batch_jobs(self) -> list[str]:
         """Every Batch job of the run still to end: earlier generations, then the current one of each pool."""
-        return [*self.retired_jobs, *self.batch_jobs.values()]
+        return [*self.retired_jobs, *self.current_jobs()]
 
     # ---- what a task or job needs ---------------------------------------------------------------------------------
     def task_need(self, job) -> timedelta:
@@ -149,7 +168,7 @@ class LinkRenewal:
         failed, replaced = [], []
         if self.outages.batch.down:
             return failed  # tried again once Batch answers
-        with self._submit_lock:  # batch_job_for and generations are the submission's too
+        with self.submit_lock:  # batch_job_for and generations are the submission's too
             for batch_job in sorted({j.aux["batch_job"] for j in at_risk}):
                 try:
                     waiting = {t.id: t.etag for t in self.batch.client.list_tasks(
@@ -238,18 +257,17 @@ class LinkRenewal:
     # ---- earlier generations ----------------------------------------------------------------------------------------
     def idle_retired_jobs(self, active_jobs: List[SubmittedJobInfo]) -> list[str]:
         """Earlier generations none of whose tasks is active (none is being submitted either)."""
-        if not self.retired_jobs or not self._submit_lock.acquire(blocking=False):
+        if not self.retired_jobs or not self.submit_lock.acquire(blocking=False):
             return []
         try:
-            with self.lock:
-                pending = list(self.active_jobs)
+            pending = self.submitted()
             busy = {j.aux.get("batch_job") for j in [*active_jobs, *pending] if j.aux}
             idle = [job for job in self.retired_jobs if job not in busy]
             for job in idle:
                 self.retired_jobs.remove(job)
             return idle
         finally:
-            self._submit_lock.release()
+            self.submit_lock.release()
 
     # ---- failures ---------------------------------------------------------------------------------------------------
     def link_failure_line(self, job_info: SubmittedJobInfo, failure: Any, upload_log: str) -> str | None:
@@ -261,7 +279,7 @@ class LinkRenewal:
         if code not in EXPIRED_LINK_CODES and not refused_upload:
             return None
         expiry = (job_info.aux or {}).get("links_expire")
-        hours = f"{self.config.sas_hours:g}"
+        hours = f"{self.sas_hours:g}"
         if expiry is not None and expiry <= _now():
             why = f"they expired at {expiry:%Y-%m-%d %H:%M:%S} UTC ({hours} hours after they were made)"
         else:

@@ -84,10 +84,10 @@ class NodeSetup:
     # ---- what the nodes need ------------------------------------------------------------------------------------
     @property
     def installs_snakemake(self) -> bool:
-        return self.config.bootstrap in ("pip", "offline")
+        return self.config.software.bootstrap in ("pip", "offline")
 
     def _has(self, tool: str) -> bool:
-        return tool in self.config.node_provides
+        return tool in self.config.software.node_provides
 
     @property
     def installs_conda(self) -> bool:
@@ -102,7 +102,7 @@ class NodeSetup:
     def check(self, pools: list[PoolInfo], planned: str | None = None) -> None:
         """One line when this run's needs cannot be met on its nodes; before anything is created or submitted.
         `planned`: the id of a pool the run is about to create (its info comes from the settings)."""
-        mode = self.config.bootstrap
+        mode = self.config.software.bootstrap
         for tool, method in (("conda", "conda"), ("apptainer", "apptainer")):
             if method not in self.methods or self._has(tool) or mode == "pip":
                 continue
@@ -121,9 +121,9 @@ class NodeSetup:
         """The pool's image against what the bootstrap needs of it: the pip and offline bootstraps run uv and
         Snakemake 9 on the image's python3 (>= 3.11); container, app-package and none bring their own or are the
         user's statement. Container images vs container support are checked per rule (PoolInfo.container_problem)."""
-        if self.config.bootstrap not in ("pip", "offline") or self.config.node_python is not None:
+        if self.config.software.bootstrap not in ("pip", "offline") or self.config.software.node_python is not None:
             return
-        if self.config.container_image:
+        if self.config.software.container_image:
             return  # pip / offline then install into the tasks' image, with its python3
         python = image_python(pool.image)
         if python is None or not _too_old(python):
@@ -132,17 +132,18 @@ class NodeSetup:
         if planned:
             raise SettingsError(
                 f"azbatch: pool {pool.id!r} would be created with {image}, whose python3 {python} is older than "
-                f"--azbatch-bootstrap {self.config.bootstrap} needs (Snakemake 9: >= {floor}); nothing was created. "
+                f"--azbatch-bootstrap {self.config.software.bootstrap} needs (Snakemake 9: >= {floor}); nothing was "
+                "created. "
                 "Use --azbatch-pool-image ubuntu-24.04 (the default), or --azbatch-bootstrap container with an image"
             )
         raise SettingsError(
             f"azbatch: pool {pool.id!r} runs {image}, whose python3 {python} is older than --azbatch-bootstrap "
-            f"{self.config.bootstrap} needs (Snakemake 9: >= {floor}); use a pool image with a newer python3 (e.g. "
-            "Ubuntu 24.04), a container image, or set --azbatch-node-python if the start task installs a newer python3"
+            f"{self.config.software.bootstrap} needs (Snakemake 9: >= {floor}); use a pool image with a newer python3 "
+            "(e.g. Ubuntu 24.04), a container image, or set --azbatch-node-python if the start task installs a newer python3"
         )
 
     def check_applications(self, missing: list[str]) -> None:
-        if self.config.bootstrap == "app-package" and missing:
+        if self.config.software.bootstrap == "app-package" and missing:
             raise SettingsError(
                 f"azbatch: --azbatch-bootstrap app-package: application package {missing[0]} does not exist in the "
                 "Batch account; publish it (`az batch application package create`) or fix --azbatch-application-packages"
@@ -150,12 +151,12 @@ class NodeSetup:
 
     # ---- the job preparation task -------------------------------------------------------------------------------
     def node_python(self, pool: PoolInfo) -> str:
-        return self.config.node_python or image_python(pool.image) or DEFAULT_NODE_PYTHON
+        return self.config.software.node_python or image_python(pool.image) or DEFAULT_NODE_PYTHON
 
     @cached_property
     def ca_sha256(self) -> str | None:
         """sha256 of --azbatch-node-ca-bundle's content (names the node's combined bundle), when set."""
-        path = self.config.node_ca_bundle
+        path = self.config.software.node_ca_bundle
         if path is None or not self.installs_snakemake:
             return None
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -173,31 +174,32 @@ class NodeSetup:
         staged: list[StagedFiles] = []
         parts = []
         if self.ca_sha256:
-            ca = self.stage([(self.config.node_ca_bundle, f"{node_script.CA_DIR}/ca.pem")])
+            ca = self.stage([(self.config.software.node_ca_bundle, f"{node_script.CA_DIR}/ca.pem")])
             staged.append(ca)
             parts.append(node_script.ca_part(self.ca_sha256, _fetch(ca)))
-        offline = self.config.bootstrap == "offline"
+        offline = self.config.software.bootstrap == "offline"
         python = self.node_python(pool)
         if offline:
             uv = wheelhouse.uv_version()
             uv_wheel = wheelhouse.uv_wheel(self.cache, uv)
             uv_files = self.stage([(uv_wheel, f"{node_script.UV_WHEEL_DIR}/{uv_wheel.name}")])
-            if self.config.node_python is None:
+            if self.config.software.node_python is None:
                 self.log(f"azbatch: offline wheelhouse for the nodes' Python {python} (from the pool's image or the "
                          "default); set --azbatch-node-python if the nodes have another")
-            wheels = wheelhouse.wheelhouse(self.cache, self.snakemake_version, python, self.config.node_packages,
-                                           log=self.log)
+            wheels = wheelhouse.wheelhouse(self.cache, self.snakemake_version, python,
+                                           self.config.software.node_packages, log=self.log)
             wheel_files = self.stage([(w, f"{node_script.WHEELHOUSE_DIR}/{w.name}") for w in wheels])
             staged += [uv_files, wheel_files]
             install = node_script.SnakemakeInstall(self.snakemake_version, uv_wheel.name, uv, True, python,
-                                                   self.config.node_packages, _fetch(uv_files), _fetch(wheel_files))
+                                                   self.config.software.node_packages, _fetch(uv_files),
+                                                   _fetch(wheel_files))
         else:
             install = node_script.SnakemakeInstall(self.snakemake_version, python=python,
-                                                   extras=self.config.node_packages)
+                                                   extras=self.config.software.node_packages)
         parts.append(node_script.snakemake_part(install))
         if self.installs_conda:
             parts.append(node_script.conda_part(node_script.CondaInstall(
-                self.config.conda_installer, apptainer=self.installs_apptainer)))
+                self.config.software.conda_installer, apptainer=self.installs_apptainer)))
         env = {k: v for s in staged for k, v in s.env.items()}
         return parts, [f for s in staged for f in s.resource_files], env
 
@@ -218,18 +220,18 @@ class NodeSetup:
         script = node_script.preparation_script(parts)
         # In the tasks' image whenever they run in one: what pip installs then fits the tasks' Python, and the
         # sources part needs only the image's python3 (which the image must have), not the container host's.
-        return task_spec.preparation_task(script, resource_files, self.config.container_image, env)
+        return task_spec.preparation_task(script, resource_files, self.config.software.container_image, env)
 
     # ---- every task ---------------------------------------------------------------------------------------------
     def exec_prefix(self) -> str:
         """Shell before Snakemake in every task: application packages' bin/ executable and on PATH, the node-wide
         installs on PATH."""
         parts = []
-        dirs = [f"${{{p.env_var}}}/bin" for p in self.config.application_packages]
+        dirs = [f"${{{p.env_var}}}/bin" for p in self.config.software.application_packages]
         if dirs:
             parts += [node_script.executable_files(dirs), task_spec.path_prefix(dirs)]
         if self.installs_snakemake:
-            target = node_script.snakemake_dir(self.snakemake_version, self.config.node_packages)
+            target = node_script.snakemake_dir(self.snakemake_version, self.config.software.node_packages)
             parts.append(node_script.task_prefix(node_script.task_path_dirs(
                 target, self.installs_conda, self.installs_apptainer), self.ca_sha256))
         return "; ".join(parts)

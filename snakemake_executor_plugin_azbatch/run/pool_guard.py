@@ -49,13 +49,14 @@ class PoolGuard:
         later check fails."""
         planned = self.plan_pool_creation()
         try:
-            self.pool_info(self.config.pool_id)
+            self.pool_info(self.config.account.pool_id)
             self.check_rules_fit_their_pools()
             self.node_setup.check(list(self.pools.values()), planned=planned)
-            if self.config.bootstrap == "app-package":
-                self.node_setup.check_applications(self.batch.missing_applications(self.config.application_packages))
+            if self.config.software.bootstrap == "app-package":
+                self.node_setup.check_applications(
+                    self.batch.missing_applications(self.config.software.application_packages))
             self.staging.preflight()
-            self.preparation_task(self.pools[self.config.pool_id.lower()])  # bootstrap files made and staged now
+            self.preparation_task(self.pools[self.config.account.pool_id.lower()])  # bootstrap files made, staged
             if planned:
                 self.create_planned_pool()
         except BaseException:
@@ -64,7 +65,7 @@ class PoolGuard:
 
     def plan_pool_creation(self) -> str | None:
         """The id of the pool this run will create (it does not exist), its planned info in `pools`; else None."""
-        creation, pool_id = self.config.pool_creation, self.config.pool_id
+        creation, pool_id = self.config.pools.creation, self.config.account.pool_id
         if creation is None:
             return None
         if self.batch.pool_exists(pool_id):
@@ -80,14 +81,15 @@ class PoolGuard:
     def create_planned_pool(self) -> None:
         """Pools_AddPool, its autoscale formula's first target the tasks that are ready now; then the pool as Batch
         reports it replaces the planned info."""
-        creation, pool_id = self.config.pool_creation, self.config.pool_id
-        prices = self.config.price_node_hour
+        creation, pool_id = self.config.pools.creation, self.config.account.pool_id
+        prices = self.config.report.price_node_hour
         self.logger.info(pool_creation.describe(creation, pool_id, prices.dedicated if prices else None,
                                                 prices.low_priority if prices else None))
         if creation.node_agent.lower() == RETIRING_NODE_AGENT:
             self.logger.warning(f"azbatch: Batch retires the node agent '{RETIRING_NODE_AGENT}' on 2027-06-30 (then "
                                 "pools with it may be scaled to zero); prefer --azbatch-pool-image ubuntu-24.04")
-        images = (self.config.container_image,) if creation.containers and self.config.container_image else ()
+        image = self.config.software.container_image
+        images = (image,) if creation.containers and image else ()
         self.batch.create_pool(pool_creation.pool_body(creation, pool_id, images, self.ready_tasks(pool_id)))
         self.created_pool = pool_id
         self.on_created(pool_id)
@@ -106,7 +108,7 @@ class PoolGuard:
 
     def pool_cores(self, pool: PoolInfo) -> int | None:
         """The cores of a pool's VM size, when known (built-in table or --azbatch-vm-sizes)."""
-        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.vm_sizes})
+        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.pools.vm_sizes})
         return size.cores if size else None
 
     def delete_created_pool(self) -> None:
@@ -116,7 +118,7 @@ class PoolGuard:
         if pool_id is None:
             return
         self.created_pool = None
-        if self.config.pool_creation and self.config.pool_creation.keep:
+        if self.config.pools.creation and self.config.pools.creation.keep:
             self.logger.info(f"azbatch: kept pool {pool_id} (created by this run); delete it with "
                              f"`az batch pool delete --pool-id {pool_id}`")
             return

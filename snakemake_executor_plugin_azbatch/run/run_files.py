@@ -54,7 +54,7 @@ class RunFiles:
                 for f in NodePaths.expand(source):
                     if os.path.isfile(f):
                         pairs.append((f, self.node_paths.node_path(f, "workflow source")))
-            pairs += [(x.source, x.node_path) for x in self.config.resource_files if not x.is_url]
-            urls = [(x.source, x.node_path) for x in self.config.resource_files if x.is_url]
+            pairs += [(x.source, x.node_path) for x in self.config.files.resource_files if not x.is_url]
+            urls = [(x.source, x.node_path) for x in self.config.files.resource_files if x.is_url]
             self._sources = stage_sources(self.staging, self.archive, pairs, urls)
         return self._sources

@@ -36,7 +36,7 @@ class StatusLists:
 
     def _why(self, e: Exception) -> str:
         # A token that can no longer be renewed (e.g. a revoked secret) is named in one line.
-        why = explain(e, f"Batch account {self.config.account_url}", keyed=bool(self.config.account_key))
+        why = explain(e, f"Batch account {self.config.account.url}", keyed=bool(self.config.account.key))
         return why.removeprefix("azbatch: ") if why else error_text(e)
 
     async def list_round(self, active: set[tuple[str, str]], rate_limiter) -> tuple[

@@ -50,7 +50,7 @@ class TaskResults:
         """`_collect` for every finished job, `upload_concurrency` at a time: each costs a few blob round trips,
         so one after the other a round of thousands of finished tasks would take as many seconds (hours at 20,000).
         None for a job whose download met an outage past the tolerance (the run is ending)."""
-        limit = asyncio.Semaphore(self.config.upload_concurrency)
+        limit = asyncio.Semaphore(self.config.scale.upload_concurrency)
 
         async def collect(job_info: SubmittedJobInfo, task) -> tuple[bool, str | None, list[str]] | None:
             async with limit:
@@ -83,7 +83,7 @@ class TaskResults:
             if blob:
                 self.logger.warning(
                     f"azbatch: removed blob {blob} (input {path}) from storage container "
-                    f"{self.config.storage_container}: its content no longer matched its sha256 name; a retry "
+                    f"{self.config.storage.container}: its content no longer matched its sha256 name; a retry "
                     "(--retries) or the next run uploads it again"
                 )
 

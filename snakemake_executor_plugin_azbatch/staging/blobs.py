@@ -69,17 +69,17 @@ def _deleted(delete, what: str) -> bool:
 
 
 def make_blob_service(config: Config, credential_factory) -> BlobServiceClient:
-    if config.storage_connection_string:
+    if config.storage.connection_string:
         try:
-            return BlobServiceClient.from_connection_string(config.storage_connection_string, **client_options())
+            return BlobServiceClient.from_connection_string(config.storage.connection_string, **client_options())
         except ValueError:
             raise SettingsError(
                 "azbatch: --azbatch-storage-connection-string (or SNAKEMAKE_AZBATCH_STORAGE_CONNECTION_STRING / "
                 "AZURE_STORAGE_CONNECTION_STRING) could not be parsed; copy it from "
                 "`az storage account show-connection-string`"
             ) from None
-    credential = config.storage_account_key or credential_factory()
-    return BlobServiceClient(config.storage_account_url, credential=credential, **client_options())
+    credential = config.storage.account_key or credential_factory()
+    return BlobServiceClient(config.storage.account_url, credential=credential, **client_options())
 
 
 class Staging:
@@ -89,14 +89,14 @@ class Staging:
     def __init__(self, config: Config, credential_factory, record_dir: Path, logger, run_token: str = ""):
         self.config = config
         self.logger = logger
-        self.layout = BlobLayout(config.storage_prefix)
+        self.layout = BlobLayout(config.storage.prefix)
         self.service = make_blob_service(config, credential_factory)
-        self.container = self.service.get_container_client(config.storage_container)
+        self.container = self.service.get_container_client(config.storage.container)
         self.run_token = run_token or secrets.token_hex(6)
         self.run_container = self.service.get_container_client(self.run_container_name(self.run_token))
         self.run_container_created = False
         self._run_container_lock = threading.Lock()
-        self.identity = {"resourceId": config.managed_identity} if config.managed_identity else None
+        self.identity = {"resourceId": config.links.managed_identity} if config.links.managed_identity else None
         key = f"{self.service.url.rstrip('/')}/{self.run_container.container_name}/{self.layout.prefix}"
         self.record = StagingRecord(record_dir / "staging-record.json", key)
         # Blobs earlier runs wrote are never read again (their containers are deleted, and a kept one is writable by
@@ -104,8 +104,9 @@ class Staging:
         self.record.drop_other_containers()
         self._cas: set[str] | None = None
         self._cas_lock = threading.Lock()
-        self.links = LinkSigner(self.service, config.sas_hours)
-        self.pool = ThreadPoolExecutor(max_workers=config.upload_concurrency, thread_name_prefix="azbatch-staging")
+        self.links = LinkSigner(self.service, config.links.sas_hours)
+        self.pool = ThreadPoolExecutor(max_workers=config.scale.upload_concurrency,
+                                       thread_name_prefix="azbatch-staging")
         self.downloads = BlobDownloads(self._container_of, self.pool, self.record)
 
     @property
@@ -117,8 +118,8 @@ class Staging:
     # ---- preflight -------------------------------------------------------------------------------------------
     def preflight(self) -> None:
         """The container is reachable (created when missing) and SAS URLs can be made."""
-        where = f"container {self.config.storage_container!r} at {self.service.url}"
-        keyed = bool(self.config.storage_account_key or self.config.storage_connection_string)
+        where = f"container {self.config.storage.container!r} at {self.service.url}"
+        keyed = bool(self.config.storage.account_key or self.config.storage.connection_string)
         try:
             with explained(f"storage {self.service.url}", keyed=keyed):
                 self.container.get_container_properties(**preflight_kwargs(storage=True))
@@ -159,7 +160,7 @@ class Staging:
 
     # ---- the run's own container -------------------------------------------------------------------------------
     def run_container_name(self, run_token: str) -> str:
-        return run_container_name(self.config.storage_container, run_token)
+        return run_container_name(self.config.storage.container, run_token)
 
     def create_run_container(self) -> None:
         """Create the run's container once (at its first submission): the node agent never creates one."""
@@ -224,7 +225,7 @@ class Staging:
     def _sas(self, read: bool, container: str | None = None) -> str:
         """Nodes read (`r`) the store and their run's container, and write+create (`cw`) only the latter."""
         if read:
-            return self.links.container_sas(container or self.config.storage_container, READ_PERMISSION)
+            return self.links.container_sas(container or self.config.storage.container, READ_PERMISSION)
         return self.links.container_sas(self.run_container.container_name, OUTPUT_PERMISSION)
 
     def blob_url(self, blob: str) -> str:

@@ -47,10 +47,10 @@ class TaskBuilder:
         return None
 
     def pool_id(self, job) -> str:
-        return self.resource(job, "azbatch_pool") or self.config.pool_id
+        return self.resource(job, "azbatch_pool") or self.config.account.pool_id
 
     def image(self, job) -> str | None:
-        return self.resource(job, "azbatch_container_image") or self.config.container_image
+        return self.resource(job, "azbatch_container_image") or self.config.software.container_image
 
     @staticmethod
     def _resource_value(job, name: str):
@@ -61,7 +61,7 @@ class TaskBuilder:
 
     def resource_problem(self, job, pool: PoolInfo) -> str | None:
         """mem_mb / disk_mb / GPUs against the pool's VM size (Batch enforces none of them); threads warn."""
-        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.vm_sizes})
+        size = vm_sizes.lookup(pool.vm_size, {s.name: s for s in self.config.pools.vm_sizes})
         if size is None:
             return None
         resources = {name: self._resource_value(job, name) for name in resource_check.RESOURCE_NAMES}
@@ -90,7 +90,7 @@ class TaskBuilder:
         """Input resource files, extra environment, manifest digest, input check: one resource file per input, or
         above the threshold one manifest the task fetches itself (not with a managed identity: the node would need
         a token of its own)."""
-        if len(pairs) > self.config.input_manifest_threshold and not self.staging.identity:
+        if len(pairs) > self.config.scale.input_manifest_threshold and not self.staging.identity:
             spec, digest = self.storage_call(lambda: stage_manifest(self.staging, pairs, blobs))
             env = manifest_env(self.staging, [blobs[os.path.abspath(local)] for local, _ in pairs])
             return [spec], env, digest, None  # fetch checks each file's sha256
@@ -130,6 +130,6 @@ class TaskBuilder:
             slots=slots,
             max_wall_clock_seconds=task_spec.runtime_seconds(job.resources),
             container_image=image,
-            application_packages=[p.reference() for p in self.config.application_packages],
-            retention_seconds=self.config.task_retention_minutes * 60 or None,
+            application_packages=[p.reference() for p in self.config.software.application_packages],
+            retention_seconds=self.config.scale.task_retention_minutes * 60 or None,
         )

@@ -19,6 +19,7 @@ from azure.batch import models as m
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from support.spec_validation import validate_response
+from support.batch_jobs import fresh_job
 from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.local.auth.shared_key import authorization_header
@@ -102,13 +103,8 @@ def raw(local_service: Any) -> Raw:
 @pytest.fixture
 def job(client: BatchClient, local_service: Any) -> Iterator[str]:
     """A fresh job on the shared service, deleted afterwards."""
-    job_id = f"wire-{uuid.uuid4().hex[:10]}"
-    client.create_job(m.BatchJobCreateOptions(id=job_id, pool_info=m.BatchPoolInfo(pool_id=local_service.pool_id)))
-    yield job_id
-    try:
-        client.begin_delete_job(job_id, polling_interval=0).result()
-    except ResourceNotFoundError:
-        pass
+    with fresh_job(client, local_service.pool_id, "wire") as job_id:
+        yield job_id
 
 
 # -- pools, nodes, applications -----------------------------------------------------------------------------

@@ -3,14 +3,14 @@ process tree), summed over retries, handed out only with `$expand=stats` or `sta
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from azure.batch import BatchClient
 from azure.batch import models as m
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError
+from support.batch_jobs import fresh_job
 from support.waiting import wait_for
 
 WAIT_SECONDS = 60
@@ -25,13 +25,8 @@ def client(local_service: Any) -> BatchClient:
 
 @pytest.fixture
 def job(client: BatchClient, local_service: Any) -> Iterator[str]:
-    job_id = f"stats-{uuid.uuid4().hex[:10]}"
-    client.create_job(m.BatchJobCreateOptions(id=job_id, pool_info=m.BatchPoolInfo(pool_id=local_service.pool_id)))
-    yield job_id
-    try:
-        client.begin_delete_job(job_id, polling_interval=0).result()
-    except ResourceNotFoundError:
-        pass
+    with fresh_job(client, local_service.pool_id, "stats") as job_id:
+        yield job_id
 
 
 def _completed(client: BatchClient, job_id: str, task_id: str) -> m.BatchTask:

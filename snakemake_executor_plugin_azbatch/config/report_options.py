@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..settings.executor_settings import SettingsError
-from .numbers import number
+from .numbers import flag, number
 from .values import SettingValues, where
 
 
@@ -36,8 +36,10 @@ def prices(name: str, raw) -> Prices | None:
 
 @dataclass(frozen=True)
 class ReportConfig:
-    """Where run reports go, the prices for their cost estimate, seconds between live progress lines."""
+    """Whether a run report is written and where, the prices for its cost estimate, seconds between live progress
+    lines."""
 
+    write: bool
     directory: str
     price_core_hour: Prices | None
     price_node_hour: Prices | None
@@ -47,6 +49,7 @@ class ReportConfig:
 def resolve_reporting(values: SettingValues) -> ReportConfig:
     interval = number(values, "progress_interval", float, 0)
     return ReportConfig(
+        write=not flag(values, "no_report"),
         directory=values.get("report_dir") or values.defaults["report_dir"],
         price_core_hour=prices("price_core_hour", values.get("price_core_hour")),
         price_node_hour=prices("price_node_hour", values.get("price_node_hour")),

@@ -77,6 +77,7 @@ class RunReporting:
                                 Requested.of(job), taken, saved)
         if first:
             self.node_hours.run_started()
+        if first and self.config.report.write:
             # matplotlib takes a second or two to import; do it while tasks run, not when the run ends.
             threading.Thread(target=_preload_figure_libraries, name="azbatch-report-import", daemon=True).start()
         if self.progress is not None:
@@ -101,7 +102,7 @@ class RunReporting:
     def job_terminated(self, batch_job: str, since: datetime | None) -> None:
         """Before the job is deleted: one listing of the tasks that changed since the last completed one the
         status rounds saw (all tasks if none was seen), when some of its tasks were never seen completed."""
-        if batch_job not in self.recorder.unfinished_jobs():
+        if not self.config.report.write or batch_job not in self.recorder.unfinished_jobs():
             return
         query = None
         if since is not None:
@@ -149,7 +150,7 @@ class RunReporting:
         """Write the report (if any task was submitted) and print its path; never raises. `cores_per_node`: the
         pools' VM sizes' cores, where known (core-hours of billed node-hours)."""
         self.stop_progress()
-        if not len(self.recorder):
+        if not len(self.recorder) or not self.config.report.write:
             return None
         try:
             notes: list[str] = []

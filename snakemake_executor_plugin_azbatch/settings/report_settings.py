@@ -21,6 +21,14 @@ class ReportFields:
             metavar="DIR",
         ),
     )
+    no_report: bool = field(
+        default=False,
+        metadata=setting(
+            "Write no run report at the end (no tasks.tsv, summary.json, figures or page) and make none of the "
+            "requests only the report needs; progress lines stay. For runs nobody reads the report of, such as "
+            "a test suite's."
+        ),
+    )
     price_core_hour: Optional[str] = field(
         default=None,
         metadata=setting(

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -63,6 +65,28 @@ def test_the_node_measures_the_rules_processes_and_keeps_the_exit_status(tmp_pat
     assert 1.0 <= usage.user_seconds + usage.kernel_seconds <= 3.0, usage
     assert 150 <= usage.rule_peak_mib <= 200 and usage.tree_peak_mib > usage.rule_peak_mib, usage
     assert usage.wall_seconds >= 1.0
+
+
+def test_the_watcher_ends_whenever_its_sigterm_lands(tmp_path: Path) -> None:
+    """SIGTERM at any moment ends the watcher (a handler that took a lock once left a stock-node task hanging
+    forever when the signal landed while that lock was held): bursts of SIGTERM, each watcher stopped at another
+    point of its 0.2 s sampling cycle, every one ends and names its measurement."""
+    env = {**os.environ, "AZ_BATCH_NODE_IS_DEDICATED": "true"}
+    for i in range(8):
+        directory = tmp_path / f"w{i}"
+        directory.mkdir()
+        watcher = subprocess.Popen([sys.executable, str(HELPER), "watch", str(directory)], env=env)
+        try:
+            deadline = time.monotonic() + 10
+            while not any(n.startswith("v1-") for n in os.listdir(directory)) and time.monotonic() < deadline:
+                time.sleep(0.005)  # its handler is in place once it names the running file
+            time.sleep(0.025 * i)
+            for _ in range(300):
+                watcher.send_signal(signal.SIGTERM)
+            assert watcher.wait(timeout=5) == 0
+        finally:
+            watcher.kill()
+        assert [n for n in os.listdir(directory) if n.startswith("v1-d-u")], os.listdir(directory)
 
 
 def test_the_cpu_before_the_command_is_not_counted(tmp_path: Path) -> None:

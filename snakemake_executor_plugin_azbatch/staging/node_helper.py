@@ -326,8 +326,10 @@ def watch(directory: str) -> None:
     import threading
     import time
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The handler only appends to a list: a handler that takes a lock (Event.set) deadlocks when the signal lands
+    # while the main thread holds that same lock (inside Event.wait), and the task would never end.
+    stopped: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
     dedicated = os.environ.get("AZ_BATCH_NODE_IS_DEDICATED", "").lower()
     kind = {"true": "d", "false": "s"}.get(dedicated, "x")
     peak, started = TreePeak(os.getppid(), os.getpid()), time.monotonic()
@@ -337,10 +339,10 @@ def watch(directory: str) -> None:
         # The node's kind, known even if the task is killed; on a thread, so sampling starts at once.
         threading.Thread(target=_put_usage, args=(os.path.basename(running), 1), daemon=True).start()
         end_file = os.path.join(directory, ".end")
-        while not stop.is_set() and not os.path.exists(end_file):  # .end: a SIGTERM sent before the handler
+        while not stopped and not os.path.exists(end_file):  # .end: a SIGTERM sent before the handler
             peak.sample()
             elapsed = time.monotonic() - started
-            stop.wait(SAMPLE_SECONDS[0] if elapsed < SAMPLE_SPEEDUP_UNTIL else SAMPLE_SECONDS[1])
+            time.sleep(SAMPLE_SECONDS[0] if elapsed < SAMPLE_SPEEDUP_UNTIL else SAMPLE_SECONDS[1])
         wall = time.monotonic() - started
         begin = _children_seconds(os.path.join(directory, ".begin"))
         end = _children_seconds(end_file)

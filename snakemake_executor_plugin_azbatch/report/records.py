@@ -182,6 +182,11 @@ class RunRecorder:
                 if record is not None:
                     update_from_task(record, task)
 
+    def unfinished(self) -> list[TaskAttempt]:
+        """Tasks submitted (or adopted) that no status round has seen completed."""
+        with self._lock:
+            return [a for a in self._attempts.values() if a.result not in (SUCCESS, FAILURE)]
+
     def unfinished_jobs(self) -> set[str]:
         """Batch jobs with a task not yet seen completed."""
         with self._lock:

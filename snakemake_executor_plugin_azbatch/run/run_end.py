@@ -100,16 +100,25 @@ class RunEnd:
         if self.leaving:
             self.run_watch.leave()  # the jobs' metadata says so: a later run on any machine adopts at once
             jobs = ", ".join(self.all_batch_jobs()) or "none"
+            left = len(self._unfinished(active_jobs))
             self.logger.warning(
-                f"azbatch: SIGHUP: left {len(active_jobs)} task(s) running on Batch (Batch jobs {jobs}) for the next "
+                f"azbatch: SIGHUP: left {left} task(s) running on Batch (Batch jobs {jobs}) for the next "
                 "run of this workflow to adopt: run it again with --rerun-incomplete")
             return
         self.run_watch.stop()
         for batch_job in self.all_batch_jobs():
             self.terminate(batch_job)
-        for job_info in active_jobs:
-            what = f"group {job_info.job.name}" if job_info.job.is_group() else f"rule {job_info.job.name}"
-            self.logger.info(f"azbatch: cancelled Batch task {job_info.external_jobid} ({what})")
+        for task_id, what in self._unfinished(active_jobs):
+            self.logger.info(f"azbatch: cancelled Batch task {task_id} ({what})")
+
+    def _unfinished(self, active_jobs: List[SubmittedJobInfo]) -> list[tuple[str, str]]:
+        """(task id, what it runs) of every task not seen completed: the jobs Snakemake hands over, and the run's
+        own record (Snakemake hands over none while a status round runs)."""
+        tasks = {j.external_jobid: (f"group {j.job.name}" if j.job.is_group() else f"rule {j.job.name}")
+                 for j in active_jobs}
+        for attempt in self.reporting.recorder.unfinished():
+            tasks.setdefault(attempt.task_id, f"rule {attempt.rule}")
+        return sorted(tasks.items())
 
     def terminate(self, batch_job: str, reason: str = "snakemake run ended") -> bool:
         """Terminate a Batch job (ending its tasks), trying again for a while when Batch is unreachable. A job

@@ -47,6 +47,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
 
 
+@pytest.fixture(autouse=True)
+def _no_report_where_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests marked `no_report` read no run report: their snakemake runs (whose environment starts from ours)
+    write none."""
+    if request.node.get_closest_marker("no_report"):
+        monkeypatch.setenv("SNAKEMAKE_AZBATCH_NO_REPORT", "true")
+
+
 @pytest.fixture(scope="session")
 def local_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle]:
     handle = start_service(tmp_path_factory.mktemp("azbatch-local"), {})

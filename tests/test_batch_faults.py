@@ -6,10 +6,13 @@ from __future__ import annotations
 import socket
 import subprocess
 
+import pytest
 from support.executor_runs import output_of, run_snakemake, snakemake_command, snakemake_env, write_files
 from support.waiting import wait_for
 
 from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
+
+pytestmark = pytest.mark.no_report  # no test here reads a run report
 
 SNAKEFILE = 'rule one:\n    output: "one.txt"\n    shell: "echo done > {output}"\n'
 

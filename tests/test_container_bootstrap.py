@@ -25,6 +25,8 @@ from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.local.nodes import isolation, snakemake_image
 from snakemake_executor_plugin_azbatch.local.service_config import PoolSpec
 
+pytestmark = pytest.mark.no_report  # no test here reads a run report
+
 SNAKEFILE = """\
 rule all:
     input: "results/report.txt"

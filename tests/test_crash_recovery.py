@@ -27,6 +27,8 @@ from snakemake_executor_plugin_azbatch.run.run_identity import (
 from snakemake_executor_plugin_azbatch.run.run_watch import RunWatch
 from snakemake_executor_plugin_azbatch.staging import Staging
 
+pytestmark = pytest.mark.no_report  # no test here reads a run report
+
 SLEEP_MARKER = "613.75"  # a sleep duration no other test uses, to find leftover task processes
 
 SNAKEFILE = f"""

@@ -13,6 +13,8 @@ from support.waiting import wait_for
 from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
 from support.processes import processes_with
 
+pytestmark = pytest.mark.no_report  # no test here reads a run report
+
 SLEEP_MARKER = "617.25"  # a sleep duration no other test uses, to find leftover task processes
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from support.executor_runs import output_of, run_snakemake, write_files
 
+pytestmark = pytest.mark.no_report  # no test here reads a run report
+
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_run_survives_injected_faults(make_service, tmp_path, status):

@@ -8,7 +8,10 @@ import re
 import shlex
 import tarfile
 
+import pytest
 from support.executor_runs import kept_jobs, output_of, run_snakemake, write_files
+
+pytestmark = pytest.mark.no_report  # no test here reads a run report
 
 SNAKEFILE = """
 rule tool:

@@ -15,6 +15,8 @@ from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
 
 from support.waiting import wait_for
 
+pytestmark = pytest.mark.no_report  # no test here reads a run report
+
 SNAKEFILE = """
     rule all:
         input: expand("out/{i}.txt", i=range(4))

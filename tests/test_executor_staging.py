@@ -8,9 +8,12 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from support.executor_runs import bootstrap_bytes, delta, output_of, run_snakemake, total, upload_bytes, write_files
 
 from snakemake_executor_plugin_azbatch.staging.record import sha256_file
+
+pytestmark = pytest.mark.no_report  # no test here reads a run report
 
 STAGING_WORKFLOW = {
     "Snakefile": """

@@ -19,6 +19,8 @@ from support.executor_runs import output_of, run_snakemake, write_files
 from snakemake_executor_plugin_azbatch.azure_api.azure_sdk import enum_text
 from snakemake_executor_plugin_azbatch.run.resize_watch import PoolAllocation, ResizeWatch, quota_family
 
+pytestmark = pytest.mark.no_report  # no test here reads a run report
+
 SCALE = 0.02  # allocation 1.2-3.6 s, start-up 1.2-3 s, PT5M → 6 s
 SNAKEFILE = """
     rule all:

@@ -20,6 +20,8 @@ from snakemake_executor_plugin_azbatch.run.link_renewal import renewed_body, rep
 from snakemake_executor_plugin_azbatch.run.run_identity import HEARTBEAT_KEY
 from snakemake_executor_plugin_azbatch.staging.links import LinkSigner
 
+pytestmark = pytest.mark.no_report  # no test here reads a run report
+
 T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
 

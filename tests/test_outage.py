@@ -26,6 +26,8 @@ from snakemake_executor_plugin_azbatch.run.outage import (
     terminate_job_retrying,
 )
 
+pytestmark = pytest.mark.no_report  # no test here reads a run report
+
 
 # ---- pure parts ---------------------------------------------------------------------------------------------------
 class FakeClock:

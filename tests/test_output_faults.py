@@ -16,6 +16,8 @@ from support.waiting import wait_for
 from snakemake_executor_plugin_azbatch.staging.log_tails import SAVED_LOG_BYTES, file_tail
 from snakemake_executor_plugin_azbatch.run.node_health import upload_errors
 
+pytestmark = pytest.mark.no_report  # no test here reads a run report
+
 
 def running_task(client, label: str):
     for job in client.list_jobs():

@@ -11,6 +11,8 @@ from snakemake_executor_plugin_azbatch.pools import vm_sizes
 from snakemake_executor_plugin_azbatch.config import resolve
 from snakemake_executor_plugin_azbatch.settings.executor_settings import ExecutorSettings, SettingsError
 
+pytestmark = pytest.mark.no_report  # no test here reads a run report
+
 
 @pytest.mark.parametrize(
     "resources, expected",

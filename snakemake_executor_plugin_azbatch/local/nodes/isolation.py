@@ -213,9 +213,7 @@ class NodeSandbox:
         working directory) and USER. argv[0] is looked up on that PATH inside the node. With `usage_fd` (an fd
         the caller passes to the process), the command runs under task_rusage's reaper, which reports on it.
         """
-        # The reaper is the image's python3: an image without one runs its tasks as they are (a task must not
-        # need what the node does not have), with no task statistics beyond bwrap's own.
-        if usage_fd is not None and os.path.lexists(self.image.rootfs / "usr" / "bin" / "python3"):
+        if usage_fd is not None:
             argv = task_rusage.reaped(list(argv), usage_fd)
         if not self.started:
             raise IsolationError(f"node {self.node_id}: the sandbox is not started")

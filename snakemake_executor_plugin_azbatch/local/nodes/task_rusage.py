@@ -39,9 +39,19 @@ os._exit(code & 255)
 """
 
 
+# The reaper is the node's python3, which a node may lack (its image, or a start task that removed it): a task
+# must not need what the node does not have, so without one the command runs as it is (no statistics beyond
+# bwrap's own), a missing program still named in the reaper's words.
+_WITHOUT_PYTHON = (
+    'command -v python3 >/dev/null 2>&1 && exec python3 -c "$0" "$@"; shift; '
+    'command -v "$1" >/dev/null 2>&1 || { echo "' + EXEC_FAILED_PREFIX + ' $1: No such file or directory" >&2; '
+    'exit 1; }; exec "$@"'
+)
+
+
 def reaped(argv: list[str], fd: int) -> list[str]:
     """`argv` run under the reaper, which reports on `fd`."""
-    return ["python3", "-c", REAPER, str(fd), *argv]
+    return ["/bin/sh", "-c", _WITHOUT_PYTHON, REAPER, str(fd), *argv]
 
 
 def parse(data: bytes) -> tuple[float, float, int, int] | None:

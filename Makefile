@@ -45,7 +45,7 @@ demo: install
 
 # TEST_WORKERS=0 runs the suite in one process. Each worker takes whole test files (their module fixtures stay
 # shared) and starts its own session service.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 test: install azcli
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 

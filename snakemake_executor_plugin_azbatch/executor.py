@@ -43,7 +43,7 @@ from .run.input_staging import stage_inputs
 from .tasks.task_builder import TaskBuilder
 from .run.run_files import RunFiles
 from .run.status_lists import StatusLists
-from .run.submission import rate_limit_hint, submit_streaming
+from .run.submission import RateLimitHint, submit_streaming
 
 
 def _default_credential():
@@ -82,7 +82,7 @@ class Executor(RemoteExecutor):
                                   lambda line: self.run_end.end_from_watch(line))
         self.batch_jobs: dict[str, str] = {}  # pool id (lower) -> Batch job id taking new tasks
         self._submit_lock = threading.Lock()
-        self._rate_hinted = False  # said once per run (submission.rate_limit_hint)
+        self.rate_hint = RateLimitHint(self.workflow, self.logger.info)  # said once per run
         self._init_collaborators()
         if len(self.workflow.dag) > 0:
             self.pool_guard.preflight()
@@ -256,7 +256,7 @@ class Executor(RemoteExecutor):
     def _run_jobs(self, jobs: List[JobExecutorInterface]):
         """Stage every ready job's inputs together, build each task as requests fill, submit in bulk, record."""
         self.run_end.cancel_on_sigterm()
-        self._hint_rate_limit(jobs)
+        self.rate_hint(len(jobs))
         for job in jobs:
             self.run_job_pre(job)
         with self._submit_lock:
@@ -275,17 +275,6 @@ class Executor(RemoteExecutor):
         self.takeover.settle(ready if isinstance(ready, (set, frozenset)) else None,
                              lambda job: self.run_end.end_job(job, recovery.terminate_reason(self.run_identity)),
                              self.links.follow_job, force)
-
-    def _hint_rate_limit(self, jobs: List[JobExecutorInterface]) -> None:
-        if self._rate_hinted:
-            return
-        # Neither is in the executor interface: read defensively, so another Snakemake only loses the hint.
-        limit = getattr(getattr(self.workflow, "scheduling_settings", None), "max_jobs_per_timespan", None)
-        ready = getattr(getattr(self.workflow, "dag", None), "ready_jobs", None)  # without the jobs handed over
-        hint = rate_limit_hint(limit, len(jobs), len(ready) if isinstance(ready, (set, frozenset)) else None)
-        if hint:
-            self._rate_hinted = True
-            self.logger.info(hint)
 
     def _task_bodies(self, jobs, staged_inputs: dict, blobs: dict[str, str] | None):
         """(Batch job id, task body, what the results are reported with), built as requests fill."""
@@ -366,8 +355,12 @@ class Executor(RemoteExecutor):
             if task is None:
                 yield job_info
                 continue
-            if self.run_end.cancelled and getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
-                continue  # this run's cancellation ended it: its one line is said, no error block
+            if getattr(getattr(task.execution_info, "failure_info", None), "code", None) == "TaskEnded":
+                if self.run_end.cancelled:
+                    continue  # this run's cancellation ended it: its one line is said, no error block
+                if await asyncio.to_thread(self.run_watch.ended_outside, job_info.aux["batch_job"]):
+                    yield job_info  # its whole job was terminated outside this run: that one line ends the run
+                    continue
             finished_jobs.append((job_info, task))
         for (job_info, _), collected in zip(finished_jobs, await self.results.collect_all(finished_jobs)):
             if collected is None:

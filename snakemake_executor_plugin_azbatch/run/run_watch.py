@@ -155,6 +155,24 @@ class RunWatch:
                     continue
                 self.logger.debug(f"azbatch: heartbeat of Batch job {job_id} failed: {error_text(e)}")
 
+    def ended_outside(self, job_id: str) -> bool:
+        """A task of this job ended by request (a status round saw it): if the whole job was terminated or deleted
+        outside this run, end the run now with Batch's reason, before that task is reported as a failure of its
+        own (one Jobs_GetJob; poke's heartbeat would come too late)."""
+        with self.lock:
+            if job_id not in self.jobs:
+                return False  # this run ends it itself
+        try:
+            state, _ = self.batch.job_end(job_id)
+        except Exception as e:
+            if getattr(e, "status_code", None) != 404:
+                return False
+            state = "deleted"
+        if state == "active":
+            return False
+        self._end(self._ended_line(job_id))
+        return True
+
     def _ended_line(self, job_id: str) -> str:
         try:
             state, reason = self.batch.job_end(job_id)

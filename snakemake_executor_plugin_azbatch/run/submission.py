@@ -65,6 +65,24 @@ def submit_in_parallel(
     return results
 
 
+class RateLimitHint:
+    """`rate_limit_hint` said once per run, from what the workflow exposes (neither the limit nor the ready jobs
+    are in the executor interface: read defensively, so another Snakemake only loses the hint)."""
+
+    def __init__(self, workflow: Any, say: Callable[[str], None]) -> None:
+        self.workflow, self.say, self.said = workflow, say, False
+
+    def __call__(self, handed: int) -> None:
+        if self.said:
+            return
+        limit = getattr(getattr(self.workflow, "scheduling_settings", None), "max_jobs_per_timespan", None)
+        ready = getattr(getattr(self.workflow, "dag", None), "ready_jobs", None)  # without the jobs handed over
+        hint = rate_limit_hint(limit, handed, len(ready) if isinstance(ready, (set, frozenset)) else None)
+        if hint:
+            self.said = True
+            self.say(hint)
+
+
 def rate_limit_hint(limit: Any, handed: int, still_ready: int | None = None) -> str | None:
     """One line when Snakemake's job rate limit (`--max-jobs-per-timespan`, default 100/1s) held jobs back:
     `handed`, the jobs of one `run_jobs` call, reached it while `still_ready` more were ready (None: unknown, then

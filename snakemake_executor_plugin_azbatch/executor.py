@@ -27,6 +27,7 @@ from .run.link_renewal import LinkRenewal, renewed_body
 from .run.malloc_arenas import ARENAS as MALLOC_ARENAS, limit_malloc_arenas
 from .azure_api.batch_client import BatchService, BatchServiceError, task_collections
 from .config import Config, resolve
+from .run.progress import quiet_progress
 from .run.polling import AdaptiveInterval, default_maximum, first_interval, sleep_interval
 from .run.node_health import NodeHealth
 from .run.node_setup import NodeSetup
@@ -39,7 +40,7 @@ from .run.task_results import LOG_DIR, STATE_DIR, TaskResults
 from .settings.executor_settings import SettingsError
 from .staging import BlobLayout, NodePaths, Staging, StagingError, node_commands
 from .staging import input_check, usage_probe
-from .run.input_staging import stage_inputs
+from .run.input_staging import raise_error, stage_inputs
 from .tasks.task_builder import TaskBuilder
 from .run.run_files import RunFiles
 from .run.status_lists import StatusLists
@@ -104,7 +105,7 @@ class Executor(RemoteExecutor):
                                       unusable_wait=self.config.scale.unusable_wait)
         self.reporting = RunReporting(  # live progress and the run report (report/, progress.py)
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
-            workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=self._quiet_progress(),
+            workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=quiet_progress(self.workflow),
             observe_nodes=self.node_health.states.observe, usage_blobs=self.staging.run_blob_names,
             waiting=self.run_watch.allocation.waiting_text,
         )
@@ -125,7 +126,7 @@ class Executor(RemoteExecutor):
         self.links = LinkRenewal(  # Batch job generations; waiting tasks' links renewed (link_renewal.py)
             self.staging, self.batch, self.outages, self.reporting, self.logger, submit_lock=self._submit_lock,
             batch_job_for=self.batch_job_for, current_jobs=lambda: self.batch_jobs.values(),
-            submitted=self._submitted, sas_hours=self.config.links.sas_hours)
+            submitted=self._submitted, sas_hours=self.config.links.sas_hours, task_anew=self._task_anew)
         self.results = TaskResults(  # a finished task's outputs, or its logs and the reason it failed
             self.config, self.batch, self.staging, self.outages, self.workdir, self.logger, self.links.link_failure_line)
         self.tasks = TaskBuilder(  # a job, its pool and its staged inputs -> its task request
@@ -163,14 +164,6 @@ class Executor(RemoteExecutor):
 
     def _jobs_by_pool(self) -> dict[str, str]:
         return {self.pools[key].id: job for key, job in list(self.batch_jobs.items())}
-
-    def _quiet_progress(self) -> bool:
-        """--quiet (progress, or all) silences the progress lines; the interface does not expose it, the
-        workflow does."""
-        from snakemake.settings.enums import Quietness
-
-        quiet = getattr(getattr(self.workflow, "output_settings", None), "quiet", None) or ()
-        return Quietness.PROGRESS in quiet or Quietness.ALL in quiet
 
     def batch_job_for(self, pool_id: str) -> str:
         """One Batch job per pool used by the run, created on first use, and again (a new generation with fresh
@@ -281,28 +274,40 @@ class Executor(RemoteExecutor):
         for job in jobs:
             if id(job) not in staged_inputs:
                 continue
-            files, pairs = staged_inputs.pop(id(job))
             try:
-                job_blobs = blobs if blobs is not None else self.outages.storage.call(lambda: (
-                    self.staging.create_run_container(), self.staging.stage_files(p for p, _ in pairs))[1])
-                pool_id = self.tasks.pool_id(job)
-                pool = self.pool_guard.pool_info(pool_id, setting="the azbatch_pool resource")
-                key = self.takeover.key_for(job, pairs, job_blobs, pool.id, self.tasks.image(job))
-                adopted = self.takeover.adopt(job, key)  # a dead run's task computing the same: followed
-                if adopted is not None:
-                    self.report_job_submission(adopted)
-                    continue
-                need = self.links.task_need(job)
-                with self.staging.links.handing_out(need) as links:  # valid for as long as it needs
-                    request = self.tasks.build(job, pool, files, pairs, job_blobs, key)
-                batch_job = self.batch_job_for(pool_id)
-                if batch_job in self.node_health.dead:
-                    raise WorkflowError(self.node_health.dead[batch_job])
+                built = self._task_body(job, *staged_inputs.pop(id(job)), blobs)
             except Exception as e:
                 self._report_preparation_error(job, e)
                 continue
-            yield batch_job, task_spec.task_body(request), (job, request.id, pool.id, request.slots, links.expiry,
-                                                           need)
+            if built is not None:
+                yield built
+
+    def _task_body(self, job, files, pairs, blobs: dict[str, str] | None, adopt: bool = True):
+        """A job's task, or None when it takes a dead run's task instead (`adopt`)."""
+        job_blobs = blobs if blobs is not None else self.outages.storage.call(lambda: (
+            self.staging.create_run_container(), self.staging.stage_files(p for p, _ in pairs))[1])
+        pool_id = self.tasks.pool_id(job)
+        pool = self.pool_guard.pool_info(pool_id, setting="the azbatch_pool resource")
+        key = self.takeover.key_for(job, pairs, job_blobs, pool.id, self.tasks.image(job))
+        need = self.links.task_need(job)
+        adopted = self.takeover.adopt(job, key, need) if adopt else None  # a dead run's task computing the same
+        if adopted is not None:
+            self.report_job_submission(adopted)
+            return None
+        with self.staging.links.handing_out(need) as links:  # valid for as long as it needs
+            request = self.tasks.build(job, pool, files, pairs, job_blobs, key)
+        batch_job = self.batch_job_for(pool_id)
+        if batch_job in self.node_health.dead:
+            raise WorkflowError(self.node_health.dead[batch_job])
+        return batch_job, task_spec.task_body(request), (job, request.id, pool.id, request.slots, links.expiry, need)
+
+    def _task_anew(self, job):
+        """A task of this run for a job whose adopted waiting task was given up (link_renewal.py): (Batch job,
+        body, links expiry, blob prefix). Under the submission lock; raises what stops it."""
+        staged_inputs, blobs = stage_inputs([job], self.node_paths, self.run_files, self.staging,
+                                            self.outages.storage.call, raise_error)
+        batch_job, body, (_, task_id, _, _, expiry, _) = self._task_body(job, *staged_inputs[id(job)], blobs, False)
+        return batch_job, body, expiry, self.layout.task_prefix(task_id)
 
     def _record_submissions(self, batch_job: str, submitted, results: dict[str, str | None]) -> None:
         for job, task_id, pool_id, slots, expiry, need in submitted:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from support.executor_runs import output_of, run_snakemake, snakemake_command, snakemake_env, write_files
@@ -54,8 +55,8 @@ SNAKEFILE = f"""
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory) -> ServiceHandle:
-    """One node with slots for every task of a run at once (they only sleep)."""
-    handle = start_service(tmp_path_factory.mktemp("adoption") / "service", {"pools": ["adopt:1:8"]})
+    """One node with slots for every task of a run at once (they only sleep); one with a single slot."""
+    handle = start_service(tmp_path_factory.mktemp("adoption") / "service", {"pools": ["adopt:1:8", "queue:1:1"]})
     try:
         yield handle
     finally:
@@ -203,3 +204,70 @@ def test_sighup_leaves_the_tasks_when_asked_and_otherwise_cancels_like_sigterm(s
     assert _jobs(client, label) == [], [j.id for j in _jobs(client, label)]  # ended and deleted, both runs'
     assert not blobs.get_container_client(run_container_name("hangup", run)).exists()
     assert not (workdir / "out" / "0.txt").exists()
+
+
+QUEUE_SNAKEFILE = """
+    rule all:
+        input: "out/first.txt", "out/second.txt"
+
+    rule first:  # runs first on the single slot (priority): past the point where the second's links are at risk
+        output: "out/first.txt"
+        priority: 10
+        shell: "sleep 55 && echo first > {output}"
+
+    rule second:  # waits; with the dead run's links it would still be uploading after they expired
+        output: "out/second.txt"
+        shell: "sleep 30 && echo second > {output}"
+"""
+
+
+def _expiry(url: str) -> datetime:
+    return datetime.fromisoformat(parse_qs(urlsplit(url).query)["se"][0].replace("Z", "+00:00"))
+
+
+def test_an_adopted_waiting_task_whose_links_near_their_end_becomes_a_task_of_the_rerun(svc, tmp_path):
+    """72-second links: the dead run's waiting task would start at 55 s and upload at 85 s, past its links. The
+    rerun follows it like its own waiting tasks and, once less than half their lifetime is left, deletes it and
+    submits its job as a task of its own with fresh links (its own Batch job, its own container)."""
+    label = "adopt-queue"
+    workdir = write_files(tmp_path / label, {"Snakefile": QUEUE_SNAKEFILE})
+    client = svc.batch_client()
+    links = {"SNAKEMAKE_AZBATCH_POOL_ID": "queue", "SNAKEMAKE_AZBATCH_SAS_HOURS": "0.02",
+             "SNAKEMAKE_AZBATCH_STATUS_INTERVAL_MAX": "2"}
+    first = _start(svc, workdir, "queue", **links)
+    try:
+        dead = _running_job(client, label, 1)
+        wait_for(lambda: len(_tasks_in(client, dead.id, "active")) == 1, WAIT, "the second task to wait",
+                 interval=0.5)
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=60)
+    finally:
+        _stop(first)
+    assert [t.id.split("-")[0] for t in _tasks_in(client, dead.id, "running")] == ["first"]
+    unlock = run_snakemake(svc, workdir, "--unlock", container="queue")
+    assert unlock.returncode == 0, output_of(unlock)
+    rerun = run_snakemake(svc, workdir, "--rerun-incomplete", container="queue", SNAKEMAKE_AZBATCH_KEEP_JOB="true",
+                          **links)
+    text = output_of(rerun)
+    assert rerun.returncode == 0, text
+    assert "azbatch: adopted 1 running, 1 waiting and 0 finished task(s) of the run started " in text, text
+    assert "azbatch: 1 waiting task(s) replaced with fresh links" in text, text
+    assert "storage refused" not in text, text
+    assert (workdir / "out" / "first.txt").read_text() == "first\n"
+    assert (workdir / "out" / "second.txt").read_text() == "second\n"
+    # The dead job kept the task that ran; the waiting one was deleted and submitted anew in the rerun's job.
+    assert [t.id.split("-")[0] for t in client.list_tasks(dead.id)] == ["first"]
+    new_jobs = [j for j in _jobs(client, label) if j.id != dead.id]
+    anew = [t for j in new_jobs for t in client.list_tasks(j.id)]
+    assert [t.id.split("-")[0] for t in anew] == ["second"] and enum_text(anew[0].execution_info.result) == "success"
+    rerun_run = {m.name: m.value for m in new_jobs[0].metadata}[RUN_KEY]
+    output_link = anew[0].output_files[0].destination.container.container_url
+    assert urlsplit(output_link).path.rstrip("/").endswith(run_container_name("queue", rerun_run))
+    assert timedelta(seconds=60) <= _expiry(output_link) - anew[0].creation_time <= timedelta(seconds=80)
+    run = {m.name: m.value for m in dead.metadata}[RUN_KEY]
+    for job in _jobs(client, label):
+        client.begin_delete_job(job.id, polling_interval=1).result()
+    blobs = svc.blob_service_client()
+    for token in (run, rerun_run):
+        if blobs.get_container_client(run_container_name("queue", token)).exists():
+            blobs.delete_container(run_container_name("queue", token))

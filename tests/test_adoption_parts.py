@@ -13,8 +13,9 @@ from snakemake_executor_plugin_azbatch.adoption.content_key import (
     KEY_LENGTH, Unkeyable, canonical, job_content_key, key_from_display_name, key_of,
 )
 from snakemake_executor_plugin_azbatch.adoption.dead_tasks import (
-    DeadRunTasks, DeadTask, adopted_lines, dead_task_of, run_started,
+    DeadRunTasks, DeadTask, adopted_lines, dead_task_of, link_expiry, run_started,
 )
+from snakemake_executor_plugin_azbatch.adoption.takeover import with_job_links
 from snakemake_executor_plugin_azbatch.tasks.task_spec import display_name as task_display_name
 
 
@@ -133,10 +134,17 @@ def _listed(task_id, state, key="ab" * 16, result=None, exit_code=None, prefix=N
     info = SimpleNamespace(result=result, exit_code=exit_code, start_time=base + timedelta(seconds=created + 5),
                            end_time=base + timedelta(seconds=65) if state == "completed" else None)
     output = SimpleNamespace(destination=SimpleNamespace(container=SimpleNamespace(
-        path=f"{prefix or task_id}/files/out/a.txt")))
+        path=f"{prefix or task_id}/files/out/a.txt", container_url=_link("run", "10:30:00"))))
     return SimpleNamespace(id=task_id, state=SimpleNamespace(value=state), execution_info=info,
                            display_name=display_name(f"{task_id} 1 a1", key),
-                           output_files=[output], creation_time=base + timedelta(seconds=created))
+                           output_files=[output], creation_time=base + timedelta(seconds=created),
+                           resource_files=[SimpleNamespace(http_url=_link("staging/blob", "10:20:00")),
+                                           SimpleNamespace(http_url="https://example.org/public.tar.gz")],
+                           environment_settings=[SimpleNamespace(name="X", value="plain")])
+
+
+def _link(path: str, expiry: str) -> str:
+    return f"https://acct.blob.core.windows.net/{path}?se=2026-12-07T{expiry.replace(':', '%3A')}Z&sp=r&sig=abc"
 
 
 def _dead(task, job="sm-x-1"):
@@ -169,12 +177,26 @@ def test_a_key_is_taken_once_preferring_finished_then_furthest_along_then_newest
     assert [t.compute_seconds(now) for t in found.claimed.values()] == [59.0, 113.0]
 
 
+def test_a_waiting_task_knows_when_the_first_of_its_links_and_its_jobs_expires():
+    at = lambda hms: datetime.fromisoformat(f"2026-12-07T{hms}+00:00")  # noqa: E731
+    assert link_expiry(_link("c", "10:20:00")) == at("10:20:00") and link_expiry("https://x/y") is None
+    waiting, running = _dead(_listed("w", "active")), _dead(_listed("r", "running"))
+    assert waiting.waiting and waiting.links_expire == at("10:20:00")  # the earlier of its two links
+    assert running.links_expire == at("10:20:00") and not running.waiting
+    assert _dead(_listed("f", "completed", result="success", exit_code=0)).links_expire is None
+    assert with_job_links(waiting, at("10:10:00")).links_expire == at("10:10:00")  # its job's links end first
+    assert with_job_links(waiting, at("10:40:00")) is waiting and with_job_links(waiting, None) is waiting
+    assert with_job_links(running, at("10:10:00")) is running  # started: its job's preparation is done
+
+
 def test_one_line_per_dead_run_says_what_was_adopted():
     tasks = [_dead(_listed(f"r{i}", "running")) for i in range(3)]
     tasks += [_dead(_listed(f"f{i}", "completed", result="success", exit_code=0)) for i in range(5)]
     assert adopted_lines(tasks) == [
         "azbatch: adopted 3 running and 5 finished task(s) of the run started 2026-12-07 10:02 UTC on host host-h; "
         "nothing resubmitted for them"]
+    tasks.append(_dead(_listed("w", "active")))
+    assert adopted_lines(tasks)[0].startswith("azbatch: adopted 3 running, 1 waiting and 5 finished task(s) of ")
     assert run_started("garbage") == ""
 
 

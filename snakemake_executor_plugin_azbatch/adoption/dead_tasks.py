@@ -5,6 +5,10 @@ A task of a dead run is adoptable when it carries a content key (content_key.py)
 so success means its outputs are in the dead run's container (downloaded instead of submitting). A failed task is
 never taken: its job is submitted anew. Each task is taken by at most one job; where several tasks share a key (an
 earlier attempt failed, a later one runs) the finished one wins, then the one furthest along, then the newest.
+
+A waiting task keeps the dead run's links (its own and its Batch job's preparation links), so it carries when the
+first of them expires (`links_expire`, read from their `se=`): the run gives it up for a task of its own before
+then (run/link_renewal.py), as it does its own waiting tasks.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
+from urllib.parse import parse_qs, urlsplit
 
 from .content_key import key_from_display_name
 
@@ -37,6 +42,11 @@ class DeadTask:
     created: datetime | None = None
     started: datetime | None = None  # on a node
     ended: datetime | None = None
+    links_expire: datetime | None = None  # not finished: when the first of its links (a waiting one's job's too) expires
+
+    @property
+    def waiting(self) -> bool:
+        return self.state == "active"
 
     @property
     def finished(self) -> bool:
@@ -61,6 +71,28 @@ def blob_prefix_of(task: Any) -> str | None:
     return None
 
 
+def link_expiry(url: str | None) -> datetime | None:
+    """When a SAS link expires (its `se=`), None for a URL without one."""
+    values = parse_qs(urlsplit(url or "").query).get("se")
+    if not values:
+        return None
+    try:
+        return datetime.fromisoformat(values[0].replace("Z", "+00:00")).astimezone(timezone.utc)
+    except ValueError:
+        return None
+
+
+def links_expiry(body: Any) -> datetime | None:
+    """The earliest expiry of the links in a task or preparation task (SDK model): resource files, output
+    containers, environment values."""
+    urls = [getattr(f, "http_url", None) for f in getattr(body, "resource_files", None) or ()]
+    urls += [getattr(getattr(getattr(o, "destination", None), "container", None), "container_url", None)
+             for o in getattr(body, "output_files", None) or ()]
+    urls += [getattr(e, "value", None) for e in getattr(body, "environment_settings", None) or ()]
+    expiries = [e for e in (link_expiry(u) for u in urls if u and "sig=" in u) if e is not None]
+    return min(expiries, default=None)
+
+
 def dead_task_of(task: Any, batch_job: str, run: str, host: str) -> DeadTask | None:
     """A listed task (SDK model) as a DeadTask, or None when it cannot be taken (no key, failed, no outputs)."""
     key = key_from_display_name(getattr(task, "display_name", None))
@@ -74,7 +106,7 @@ def dead_task_of(task: Any, batch_job: str, run: str, host: str) -> DeadTask | N
             return None
     return DeadTask(batch_job, task.id, key, run, host, state, prefix, int(getattr(task, "required_slots", 1) or 1),
                     getattr(task, "creation_time", None), getattr(info, "start_time", None),
-                    getattr(info, "end_time", None))
+                    getattr(info, "end_time", None), links_expiry(task) if state != "completed" else None)
 
 
 def _preference(task: DeadTask) -> tuple:
@@ -133,9 +165,11 @@ def adopted_lines(claimed: Iterable[DeadTask]) -> list[str]:
         runs.setdefault(task.run, []).append(task)
     lines = []
     for run, tasks in sorted(runs.items()):
-        finished = sum(t.finished for t in tasks)
+        finished, waiting = sum(t.finished for t in tasks), sum(t.waiting for t in tasks)
         started = run_started(run)
         when = f"started {started} UTC" if started else f"{run}"
-        lines.append(f"azbatch: adopted {len(tasks) - finished} running and {finished} finished task(s) of the run "
-                     f"{when} on host {tasks[0].host}; nothing resubmitted for them")
+        counts = f"{len(tasks) - finished - waiting} running, {waiting} waiting" if waiting else \
+            f"{len(tasks) - finished} running"
+        lines.append(f"azbatch: adopted {counts} and {finished} finished task(s) of the run {when} on host "
+                     f"{tasks[0].host}; nothing resubmitted for them")
     return lines

@@ -6,15 +6,17 @@ and those with something taken are rewritten to this run's identity (so no later
 one follows them) and ended by this run once their tasks are done. The dead runs' containers stay until this run
 ends: adopted outputs are downloaded from them and running adopted tasks upload into them with their own links.
 
-Requests: one paged task list per dead Batch job at start (`$select` of what deciding needs), then one
+Requests: one paged task list per dead Batch job at start (`$select` of what deciding needs, the links
+included), and one Jobs_GetJob (its preparation task's links) per dead job with a waiting task; then one
 Tasks_TerminateTask per running task nobody took, one Jobs_UpdateJob per dead job with taken tasks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Collection
 
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -24,10 +26,10 @@ from ..run.run_identity import ADOPTED_FROM_KEY, RunIdentity
 from ..run.run_watch import RunWatch
 from ..staging import Staging
 from .content_key import Unkeyable, job_content_key
-from .dead_tasks import DeadRunTasks, DeadTask, adopted_lines, dead_task_of
+from .dead_tasks import DeadRunTasks, DeadTask, adopted_lines, dead_task_of, links_expiry
 
 DEAD_TASK_FIELDS = ["id", "state", "creationTime", "displayName", "executionInfo", "outputFiles",
-                    "requiredSlots"]
+                    "requiredSlots", "resourceFiles", "environmentSettings"]  # the last two: a waiting task's links
 
 
 class Takeover:
@@ -56,16 +58,22 @@ class Takeover:
     def survey(self, job: Any) -> bool:
         """recovery.end_earlier_runs asks about each dead run's job: True leaves it active for adoption (it has a
         task with a content key still running, or finished with success)."""
+        ids, tasks = [], []
         try:
-            listed = list(self.batch.client.list_tasks(job.id, select=DEAD_TASK_FIELDS))
+            for task in self.batch.client.list_tasks(job.id, select=DEAD_TASK_FIELDS):  # one page held at a time
+                ids.append(task.id)
+                tasks += [t for t in [dead_task_of(task, job.id, job.container_run, job.host)] if t]
+            if any(t.waiting for t in tasks):  # it may yet start on a node that runs the job's preparation first
+                prepared = links_expiry(self.batch.client.get_job(job.id, select=["jobPreparationTask"])
+                                        .job_preparation_task)
+                tasks = [with_job_links(t, prepared) for t in tasks]
         except Exception as e:  # cannot tell: ended as before adoption existed
             self.logger.warning(f"azbatch: listing the tasks of Batch job {job.id} of a dead run failed "
                                 f"({error_text(e)}); none of them is adopted")
             return False
-        tasks = [t for t in (dead_task_of(task, job.id, job.container_run, job.host) for task in listed) if t]
         if not tasks:
             return False
-        self.found = DeadRunTasks([*self.found.tasks, *tasks], {**self.found.jobs, job.id: [t.id for t in listed]})
+        self.found = DeadRunTasks([*self.found.tasks, *tasks], {**self.found.jobs, job.id: ids})
         self.pools[job.id] = job.pool
         return True
 
@@ -96,16 +104,18 @@ class Takeover:
                 self._files[path] = f.read()
         return self._files[path]
 
-    def adopt(self, job: Any, key: str | None) -> SubmittedJobInfo | None:
+    def adopt(self, job: Any, key: str | None, need: timedelta) -> SubmittedJobInfo | None:
         """What the status rounds follow for a job that takes a dead task: that task, in its dead Batch job, its
-        outputs read from the dead run's container (`run_container`: that run's token). None: submit the job."""
+        outputs read from the dead run's container (`run_container`: that run's token). None: submit the job.
+        `need`: how long its links must last once it starts; a waiting task's are watched like the run's own
+        (link_renewal.py), a started one's were taken already."""
         task = self.claim(key)
         if task is None:
             return None
         self.reporting.task_submitted(job, task.task_id, task.batch_job, self.pools.get(task.batch_job, ""),
                                       task.slots, adopted=task)
         aux = {"batch_job": task.batch_job, "blob_prefix": task.blob_prefix, "run_container": task.run,
-               "adopted": True}
+               "adopted": True, "links_expire": task.links_expire, "links_need": need, "started": not task.waiting}
         return SubmittedJobInfo(job, external_jobid=task.task_id, aux=aux)
 
     def claim(self, key: str | None) -> DeadTask | None:
@@ -154,3 +164,10 @@ class Takeover:
             self.batch.client.terminate_task(task.batch_job, task.task_id)
         except Exception as e:  # it ends with its job, once nothing in it is adopted any more
             self.logger.debug(f"azbatch: terminating task {task.task_id} failed: {error_text(e)}")
+
+
+def with_job_links(task: DeadTask, job_links: datetime | None) -> DeadTask:
+    """A waiting task's links expiry counting its Batch job's preparation links too."""
+    if not task.waiting or job_links is None or (task.links_expire is not None and task.links_expire <= job_links):
+        return task
+    return dataclasses.replace(task, links_expire=job_links)

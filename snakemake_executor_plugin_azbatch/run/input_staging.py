@@ -11,6 +11,11 @@ from .outage import OutageExpired
 from .run_files import RunFiles
 
 
+def raise_error(_job: Any, error: Exception) -> None:
+    """A `report_error` for a caller that handles the error itself."""
+    raise error
+
+
 def stage_inputs(jobs: Iterable[Any], node_paths: NodePaths, run_files: RunFiles, staging: Staging,
                  storage_call: Callable, report_error: Callable[[Any, Exception], None],
                  ) -> tuple[dict, dict[str, str] | None]:

@@ -17,6 +17,9 @@ a run of any length working with links shorter than it:
   the current generation, for the same Snakemake job; one line per status round says how many. Requests: none in
   rounds without such a task; else one list of the Batch job's waiting tasks (`id,eTag`), and per replaced task
   one get and one delete, and the adds in bulk (as at submission).
+- A waiting task adopted from a dead run (adoption/) carries that run's links, so it is watched the same way; when
+  they near their end it is deleted the same way and its job gets a task of this run, built afresh (`task_anew`:
+  its outputs then go to this run's container; it had not run, so nothing is lost).
 """
 
 from __future__ import annotations
@@ -88,12 +91,13 @@ class LinkRenewal:
     """The run's Batch job generations and the links of its waiting tasks. `batch_job_for(pool_id)`: the current
     Batch job of a pool (a new generation when its links age); `current_jobs()`: those jobs; `submitted()`: the
     jobs Snakemake has handed over and not yet seen finish; `submit_lock`: held by submission (generations are
-    its too); `reporting`: the run's RunReporting (told of replaced tasks)."""
+    its too); `reporting`: the run's RunReporting (told of replaced tasks); `task_anew(job)`: a new task of this
+    run for the job of an adopted waiting task given up."""
 
     def __init__(self, staging: Staging, batch: BatchService, outages: Outages, reporting, logger, *,
                  submit_lock: threading.Lock, batch_job_for: Callable[[str], str],
                  current_jobs: Callable[[], Iterable[str]], submitted: Callable[[], List[SubmittedJobInfo]],
-                 sas_hours: float):
+                 sas_hours: float, task_anew: Callable[[Any], tuple[str, dict, datetime | None, str]]):
         self.staging = staging
         self.batch = batch
         self.outages = outages
@@ -104,6 +108,7 @@ class LinkRenewal:
         self.current_jobs = current_jobs
         self.submitted = submitted
         self.sas_hours = sas_hours
+        self.task_anew = task_anew  # job -> (Batch job, body, links expiry, blob prefix) of a new task of this run
         self.retired_jobs: list[str] = []  # Batch jobs of earlier generations, until ended
         self.job_links: dict[str, datetime] = {}  # Batch job id -> when the first of its own links expires
         self.job_pools: dict[str, str] = {}  # Batch job id -> pool id
@@ -176,7 +181,7 @@ class LinkRenewal:
                 except Exception as e:  # checked again next round
                     self.logger.debug(f"azbatch: listing waiting tasks of {batch_job} failed: {error_text(e)}")
                     continue
-                bodies: dict[str, list] = {}  # Batch job -> (job info, body, links expiry), added in bulk
+                bodies: dict[str, list] = {}  # Batch job -> (job info, body, links expiry, aux), added in bulk
                 for info in (j for j in at_risk if j.aux["batch_job"] == batch_job):
                     if info.external_jobid not in waiting:
                         info.aux["started"] = True  # its links were taken: nothing more to do for it
@@ -191,11 +196,11 @@ class LinkRenewal:
                         bodies.setdefault(taken[0], []).append((info, *taken[1:]))
                 for new_job, items in bodies.items():
                     results = self.outages.batch.call(  # deleted already: an outage is waited out, not a loss
-                        lambda: self.batch.submit_tasks(new_job, [body for _, body, _ in items]))
-                    for info, body, expiry in items:
+                        lambda: self.batch.submit_tasks(new_job, [body for _, body, _, _ in items]))
+                    for info, body, expiry, aux in items:
                         error = results.get(body["id"], "no result from Batch")
                         if error is None:
-                            self._replaced(info, body, new_job, expiry)
+                            self._replaced(info, body, new_job, expiry, aux)
                             replaced.append(info)
                         else:
                             failed.append((info, f"azbatch: waiting task {info.external_jobid} was deleted to renew "
@@ -208,12 +213,14 @@ class LinkRenewal:
             )
         return failed
 
-    def _take_back(self, info: SubmittedJobInfo, etag: str | None) -> tuple[str, dict, datetime | None] | None:
+    def _take_back(self, info: SubmittedJobInfo, etag: str | None) -> tuple[str, dict, datetime | None, dict] | None:
         """Delete the waiting task if unchanged since listed; its body for the current generation with fresh links
-        under a new id (Batch job, body, links expiry). None when it had changed (started): left as it is."""
+        under a new id (Batch job, body, links expiry, what changes in its aux). None when it had changed
+        (started): left as it is. An adopted task's job gets a new task of this run instead (`task_anew`)."""
         old_job, old_id = info.aux["batch_job"], info.external_jobid
+        adopted = bool(info.aux.get("adopted"))
         try:
-            task = self.batch.client.get_task(old_job, old_id).as_dict()
+            task = None if adopted else self.batch.client.get_task(old_job, old_id).as_dict()  # rebuilt if adopted
             self.batch.client.delete_task(old_job, old_id, etag=etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             info.aux["started"] = True
@@ -228,6 +235,9 @@ class LinkRenewal:
             self.logger.debug(f"azbatch: renewing the links of waiting task {old_id} failed: {error_text(e)}")
             return None
         # Deleted: from here on a failure fails the Snakemake job (the caller reports it).
+        if adopted:  # a dead run's: this run's own task now (its links, its job, its container)
+            new_job, body, expiry, prefix = self.task_anew(info.job)
+            return new_job, body, expiry, {"blob_prefix": prefix, "run_container": None, "adopted": None}
         pool_id = self.job_pools.get(old_job)
         new_job = self.batch_job_for(pool_id) if pool_id else old_job
         body: dict[str, Any] = {"id": replacement_id(old_id),
@@ -240,14 +250,21 @@ class LinkRenewal:
             body["constraints"] = constraints
         with self.staging.links.handing_out(info.aux["links_need"]) as handed:
             body = renewed_body(body, self.staging.links)
-        return new_job, body, handed.expiry
+        return new_job, body, handed.expiry, {}
 
-    def _replaced(self, info: SubmittedJobInfo, body: dict, new_job: str, expiry: datetime | None) -> None:
+    def _replaced(self, info: SubmittedJobInfo, body: dict, new_job: str, expiry: datetime | None,
+                  aux: dict) -> None:
         """The same Snakemake job, now the new task. Its outputs still go under the first task's blob prefix (the
-        output specs are copied), which aux keeps."""
+        output specs are copied), which aux keeps; an adopted task's replacement is this run's (`aux`: what
+        changes, None removes)."""
         old_id, old_job = info.external_jobid, info.aux["batch_job"]
         info.external_jobid = body["id"]
         info.aux["batch_job"] = new_job
+        for name, value in aux.items():
+            if value is None:
+                info.aux.pop(name, None)
+            else:
+                info.aux[name] = value
         self.note_links(info.aux, expiry, info.aux["links_need"])
         self.logger.debug(f"azbatch: task {old_id} ({old_job}) replaced by {body['id']} ({new_job}) with fresh links")
         if self.reporting is not None:

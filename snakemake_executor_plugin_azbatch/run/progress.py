@@ -22,6 +22,15 @@ STARTING_STATES = ("creating", "starting", "waiting_for_start_task", "rebooting"
 UNUSABLE_STATES = ("unusable", "start_task_failed", "unknown", "offline")
 
 
+def quiet_progress(workflow: Any) -> bool:
+    """--quiet (progress, or all) silences the progress lines; the executor interface does not expose it, the
+    workflow does."""
+    from snakemake.settings.enums import Quietness
+
+    quiet = getattr(getattr(workflow, "output_settings", None), "quiet", None) or ()
+    return Quietness.PROGRESS in quiet or Quietness.ALL in quiet
+
+
 @dataclass(frozen=True)
 class TaskCounts:
     active: int = 0

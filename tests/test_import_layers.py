@@ -96,8 +96,19 @@ LOCAL_ALLOWED: dict[str, set[str]] = {
             "cli_options"},
     "service": {"http", "api", "model", "backends", "nodes", "storage", "auth", "service_config"},
 }
-# The one module of the local wing that uses the plugin wing (the offline bootstrap's wheels go into its image).
-LOCAL_USES_PLUGIN = {f"{LOCAL}.nodes.snakemake_image": {f"{NAME}.bootstrap.wheelhouse"}}
+# What both wings share (facts about the nodes' software): it imports neither wing, and neither wing imports the
+# other. The local parts that may use it:
+SHARED = f"{NAME}.node_software"
+LOCAL_USES_SHARED = {"model", "nodes"}
+
+
+def _shared(module: str) -> bool:
+    return module == SHARED or module.startswith(SHARED + ".")
+
+
+def test_the_shared_package_imports_neither_wing() -> None:
+    wrong = [f"{m} → {t}" for m, ts in import_graph().items() if _shared(m) for t in ts if not _shared(t)]
+    assert not wrong, "node_software imports a wing: " + "; ".join(sorted(wrong))
 
 
 def _local_part(module: str) -> str:
@@ -121,7 +132,7 @@ def test_local_folders_import_only_what_they_may(part: str) -> None:
             if target.startswith(LOCAL + "."):
                 if _local_part(target) not in LOCAL_ALLOWED[part] | {part}:
                     wrong.append(f"{module} → {target}")
-            elif target != LOCAL and target not in LOCAL_USES_PLUGIN.get(module, set()):
+            elif target != LOCAL and not (part in LOCAL_USES_SHARED and _shared(target)):
                 wrong.append(f"{module} → {target}")  # the plugin wing
     assert not wrong, "imports across the local layers: " + "; ".join(sorted(wrong))
 
@@ -195,11 +206,12 @@ PLUGIN_ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "pools": set(),
     "bootstrap": set(),
+    "node_software": set(),  # shared with the local wing (SHARED)
     "config": {"settings", "pools"},
     "azure_api": {"settings", "config", "pools"},
     "staging": {"settings", "config", "azure_api"},
     "tasks": {"settings", "config", "pools", "staging"},
-    "run": {"settings", "config", "pools", "bootstrap", "azure_api", "staging", "tasks"},
+    "run": {"settings", "config", "pools", "bootstrap", "node_software", "azure_api", "staging", "tasks"},
     "report": {"config", "azure_api", "staging", "run"},
     "adoption": {"azure_api", "staging", "run"},
     "executor": {"settings", "config", "pools", "bootstrap", "azure_api", "staging", "tasks", "run", "report",

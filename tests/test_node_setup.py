@@ -15,7 +15,8 @@ import pytest
 from snakemake_executor_plugin_azbatch.pools.pool_info import PoolInfo
 from snakemake_executor_plugin_azbatch.bootstrap import node_script
 from snakemake_executor_plugin_azbatch.config import SettingsError, resolve
-from snakemake_executor_plugin_azbatch.run.node_setup import NodeSetup, StagedFiles, image_python
+from snakemake_executor_plugin_azbatch.node_software.marketplace_python import image_python
+from snakemake_executor_plugin_azbatch.run.node_setup import NodeSetup, StagedFiles
 from snakemake_executor_plugin_azbatch.settings.executor_settings import ExecutorSettings
 from snakemake_executor_plugin_azbatch.staging import node_commands
 from snakemake_executor_plugin_azbatch.staging.node_helper import READ_URL_VARIABLE
@@ -56,7 +57,7 @@ def setup(methods=(), staged=None, fetched=True, **settings) -> NodeSetup:
 @pytest.fixture
 def no_downloads(monkeypatch, tmp_path):
     """The submitting machine's files, without pip: a fake uv wheel and wheelhouse."""
-    from snakemake_executor_plugin_azbatch.bootstrap import wheelhouse
+    from snakemake_executor_plugin_azbatch.node_software import wheelhouse
 
     wheel = tmp_path / "uv-0.13.9-py3-none-manylinux_2_17_x86_64.whl"
     wheel.write_bytes(b"wheel")

@@ -13,39 +13,14 @@ from typing import Callable
 
 from ..tasks import task_spec
 from ..pools.pool_info import PoolInfo
-from ..bootstrap import node_script, wheelhouse
+from ..bootstrap import node_script
+from ..node_software import wheelhouse
+from ..node_software.marketplace_python import image_python
 from ..config import Config
 from ..settings.executor_settings import SettingsError
 from ..staging import node_commands
 
 DEFAULT_NODE_PYTHON = "3.12"  # Ubuntu 24.04, Batch's current Ubuntu image
-# python3 of Batch's common Linux images, by (publisher, offer prefix, sku prefix); lower-case.
-IMAGE_PYTHON = (
-    (("canonical", "ubuntu-24_04", ""), "3.12"),
-    (("canonical", "0001-com-ubuntu-server-noble", ""), "3.12"),
-    (("canonical", "0001-com-ubuntu-server-jammy", ""), "3.10"),
-    (("canonical", "0001-com-ubuntu-server-focal", ""), "3.8"),
-    (("microsoft-dsvm", "ubuntu-hpc", "2404"), "3.12"),
-    (("microsoft-dsvm", "ubuntu-hpc", "2204"), "3.10"),
-    (("microsoft-azure-batch", "ubuntu-server-container", "20-04"), "3.8"),
-    (("debian", "debian-13", ""), "3.13"),
-    (("debian", "debian-12", ""), "3.11"),
-    (("debian", "debian-11", ""), "3.9"),
-    (("almalinux", "", "8"), "3.6"),
-    (("almalinux", "", "9"), "3.9"),
-)
-
-
-def image_python(image: tuple[str, str, str] | None) -> str | None:
-    if not image:
-        return None
-    publisher, offer, sku = (part.lower() for part in image)
-    for (p, o, s), python in IMAGE_PYTHON:
-        if publisher == p and offer.startswith(o) and sku.startswith(s):
-            return python
-    return None
-
-
 def _too_old(python: str) -> bool:
     return tuple(int(p) for p in python.split(".")) < node_script.MIN_PYTHON
 

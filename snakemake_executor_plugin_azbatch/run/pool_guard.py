@@ -14,7 +14,7 @@ from ..pools import pool_creation, vm_sizes
 from ..staging import Staging
 from ..tasks.task_builder import TaskBuilder
 from ..pools.pool_info import PoolInfo
-from ..bootstrap.wheelhouse import WheelhouseError
+from ..node_software.wheelhouse import WheelhouseError
 from ..settings.executor_settings import SettingsError
 from ..staging.sources_archive import PreparedSources
 from .node_setup import NodeSetup

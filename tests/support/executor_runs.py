@@ -67,7 +67,7 @@ def bootstrap_bytes(offline_python: str | None = None, node_packages: tuple[str,
     """Bytes the bootstrap stages once per storage container: none for the default (pip) bootstrap, whose nodes
     fetch uv from the package index; uv's wheel and the offline wheelhouse for `offline_python`, as cached on this
     machine."""
-    from snakemake_executor_plugin_azbatch.bootstrap import wheelhouse
+    from snakemake_executor_plugin_azbatch.node_software import wheelhouse
 
     if offline_python is None:
         return 0

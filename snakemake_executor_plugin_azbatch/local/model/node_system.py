@@ -16,18 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# python3 of Marketplace images, by (publisher, offer prefix, sku prefix); lower-case.
-IMAGE_PYTHON = (
-    (("canonical", "ubuntu-24_04", ""), "3.12"),
-    (("canonical", "0001-com-ubuntu-server-noble", ""), "3.12"),
-    (("canonical", "0001-com-ubuntu-server-jammy", ""), "3.10"),
-    (("canonical", "0001-com-ubuntu-server-focal", ""), "3.8"),
-    (("microsoft-dsvm", "ubuntu-hpc", "2404"), "3.12"),
-    (("microsoft-dsvm", "ubuntu-hpc", "2204"), "3.10"),
-    (("debian", "debian-13", ""), "3.13"),
-    (("debian", "debian-12", ""), "3.11"),
-    (("debian", "debian-11", ""), "3.9"),
-)
+from ...node_software import marketplace_python
+
 # Marketplace images of the releases a host may be: (os-release ID, VERSION_ID) → (imageReference, node agent).
 RELEASE_IMAGES = {
     ("ubuntu", "24.04"): (("canonical", "ubuntu-24_04-lts", "server"), "batch.node.ubuntu 24.04"),
@@ -69,11 +59,7 @@ class NodeSystem:
 
 
 def image_python(reference: dict) -> str | None:
-    parts = [str(reference.get(k) or "").lower() for k in ("publisher", "offer", "sku")]
-    for (publisher, offer, sku), python in IMAGE_PYTHON:
-        if parts[0] == publisher and parts[1].startswith(offer) and parts[2].startswith(sku):
-            return python
-    return None
+    return marketplace_python.image_python(tuple(reference.get(k) for k in ("publisher", "offer", "sku")))
 
 
 STOCK = NodeSystem(_reference(("debian", "debian-13", "13")), "batch.node.debian 13", "3.13",

@@ -8,8 +8,8 @@ Snakemake and uv versions and the wheelhouse's files, so a second build returns 
 new image (older tags are removed). The image carries `/etc/azbatch-snakemake-image` holding its key: a task that can
 read it ran in this image, not on the node (the stock node image has no such file and no Snakemake).
 
-The one place the local wing uses the plugin wing: the offline wheelhouse (`bootstrap.wheelhouse`), so the image
-holds exactly the wheels the plugin's `offline` bootstrap would ship to the nodes.
+The wheels come from `node_software.wheelhouse`, which both wings share (it imports neither), so the image holds
+exactly the wheels the plugin's `offline` bootstrap would ship to the nodes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ...bootstrap import wheelhouse
+from ...node_software import wheelhouse
 from . import node_image
 from .containers import PodmanEngine
 

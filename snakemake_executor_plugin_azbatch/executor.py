@@ -107,7 +107,7 @@ class Executor(RemoteExecutor):
             client=lambda: self.batch.client, logger=self.logger, config=self.config, run_token=self.run_token,
             workdir=self.workdir, log_root=LOG_DIR, jobs=self._jobs_by_pool, quiet=quiet_progress(self.workflow),
             observe_nodes=self.node_health.states.observe, usage_blobs=self.staging.run_blob_names,
-            waiting=self.run_watch.allocation.waiting_text,
+            waiting=self.run_watch.allocation.waiting_text, older_jobs=lambda: self.links.retired_by_pool(),
         )
         self.node_health.states.observers.append(self.reporting.node_hours.observe)  # billed node-hours
         methods = getattr(self.workflow.deployment_settings, "deployment_method", None) or ()

@@ -228,7 +228,8 @@ def _expiry(url: str) -> datetime:
 def test_an_adopted_waiting_task_whose_links_near_their_end_becomes_a_task_of_the_rerun(svc, tmp_path):
     """72-second links: the dead run's waiting task would start at 55 s and upload at 85 s, past its links. The
     rerun follows it like its own waiting tasks and, once less than half their lifetime is left, deletes it and
-    submits its job as a task of its own with fresh links (its own Batch job, its own container)."""
+    submits its job as a task of its own with fresh links (its own Batch job, its own container). Its progress
+    lines count the dead job's tasks it follows."""
     label = "adopt-queue"
     workdir = write_files(tmp_path / label, {"Snakefile": QUEUE_SNAKEFILE})
     client = svc.batch_client()
@@ -247,9 +248,14 @@ def test_an_adopted_waiting_task_whose_links_near_their_end_becomes_a_task_of_th
     unlock = run_snakemake(svc, workdir, "--unlock", container="queue")
     assert unlock.returncode == 0, output_of(unlock)
     rerun = run_snakemake(svc, workdir, "--rerun-incomplete", container="queue", SNAKEMAKE_AZBATCH_KEEP_JOB="true",
-                          **links)
+                          SNAKEMAKE_AZBATCH_PROGRESS_INTERVAL="2", **links)
     text = output_of(rerun)
     assert rerun.returncode == 0, text
+    # Progress counts the tasks of the dead job the rerun follows with the pool's (before the replacement it has
+    # no job of its own there; after, its job holds the waiting task and the dead one the running task).
+    progress = [line for line in text.splitlines() if line.startswith("azbatch: progress: pool queue: tasks ")]
+    assert any(line.startswith("azbatch: progress: pool queue: tasks 1 active, 1 running, ") for line in progress), \
+        progress
     assert "azbatch: adopted 1 running, 1 waiting and 0 finished task(s) of the run started " in text, text
     assert "azbatch: 1 waiting task(s) replaced with fresh links" in text, text
     assert "storage refused" not in text, text

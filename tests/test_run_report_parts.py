@@ -319,6 +319,17 @@ def test_progress_leaves_an_unreachable_batch_to_the_outage_line_and_warns_once_
     assert len(warned) == 1 and warned[0].startswith("azbatch: progress counts unavailable (")
 
 
+def test_progress_counts_every_batch_job_of_a_pool_still_to_end():
+    """Earlier generations and followed dead runs' jobs count with their pool (matched without case), also on a
+    pool where the run has no job of its own (it only follows adopted tasks there)."""
+    from snakemake_executor_plugin_azbatch.run.progress import ProgressMonitor, TaskCounts
+
+    monitor = ProgressMonitor(None, lambda: {"Pool1": "g2"}, 1.0, emit=print, warn=print,
+                              older=lambda: {"pool1": ["g1", "g2", "dead"], "pool2": ["dead2"]})
+    assert monitor.pool_jobs() == {"Pool1": ["g2", "g1", "dead"], "pool2": ["dead2"]}
+    assert TaskCounts(1, 2, 3, 2, 1) + TaskCounts(1, 0, 1, 1, 0) == TaskCounts(2, 2, 4, 3, 1)
+
+
 # ---- settings -------------------------------------------------------------------------------------------------
 
 BASE_ENV = {

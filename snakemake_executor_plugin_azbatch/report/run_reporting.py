@@ -38,8 +38,10 @@ class RunReporting:
         observe_nodes: Callable[[dict], None] | None = None,
         usage_blobs: Callable[[str], list[str]] | None = None,
         waiting: Callable[[str, int | None, bool], str | None] | None = None,
+        older_jobs: Callable[[], dict[str, list[str]]] | None = None,
     ) -> None:
-        """`client()` gives the azure.batch BatchClient; `jobs()` the run's {pool id: Batch job id} so far;
+        """`client()` gives the azure.batch BatchClient; `jobs()` the run's {pool id: Batch job id} so far,
+        `older_jobs()` its other Batch jobs still to end by pool (progress counts their tasks too);
         `observe_nodes` gets the node counts progress fetches; `usage_blobs(prefix)` lists the run's container
         (the nodes' measurements, read once at the end)."""
         self.usage_blobs = usage_blobs
@@ -57,7 +59,7 @@ class RunReporting:
         if not quiet and config.report.progress_interval > 0:
             self.progress = ProgressMonitor(
                 client(), jobs, config.report.progress_interval, emit=logger.info, warn=logger.warning,
-                observe_nodes=observe_nodes, waiting=waiting,
+                observe_nodes=observe_nodes, waiting=waiting, older=older_jobs,
             )
 
     @property

@@ -112,6 +112,7 @@ class LinkRenewal:
         self.retired_jobs: list[str] = []  # Batch jobs of earlier generations, until ended
         self.job_links: dict[str, datetime] = {}  # Batch job id -> when the first of its own links expires
         self.job_pools: dict[str, str] = {}  # Batch job id -> pool id
+        self.retired_pools: dict[str, str] = {}  # retired Batch job id -> pool id (generations and followed jobs)
 
     @property
     def link_lifetime(self) -> timedelta:
@@ -140,6 +141,7 @@ class LinkRenewal:
             self.job_links[batch_job] = links_expiry
         if previous is not None:
             self.retired_jobs.append(previous)
+            self.retired_pools[previous] = pool_id
             self.logger.info(f"azbatch: Batch job {batch_job} on pool {pool_id} takes new tasks: the links of "
                              f"{previous} near their end (it ends once its tasks are done)")
 
@@ -148,6 +150,15 @@ class LinkRenewal:
         generation, once none of its tasks is active (and at the end, with every job of the run). Not one of this
         run's generations (job_pools counts those)."""
         self.retired_jobs.append(batch_job)
+        self.retired_pools[batch_job] = pool_id
+
+    def retired_by_pool(self) -> dict[str, list[str]]:
+        """The retired Batch jobs still to end, by pool (progress counts their tasks with the pool's)."""
+        by_pool: dict[str, list[str]] = {}
+        for job in list(self.retired_jobs):  # read from the progress thread: a copy
+            by_pool.setdefault(self.retired_pools.get(job, ""), []).append(job)
+        by_pool.pop("", None)
+        return by_pool
 
     def note_links(self, aux: dict, expiry: datetime | None, need: timedelta) -> None:
         """What a submitted task's SubmittedJobInfo keeps: when its first link expires (its job's included)."""

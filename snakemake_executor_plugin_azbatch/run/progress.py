@@ -44,6 +44,10 @@ class TaskCounts:
         counts = getattr(result, "task_counts", result)
         return cls(*(int(getattr(counts, name, 0) or 0) for name in ("active", "running", "completed", "succeeded", "failed")))
 
+    def __add__(self, other: "TaskCounts") -> "TaskCounts":
+        return TaskCounts(self.active + other.active, self.running + other.running, self.completed + other.completed,
+                          self.succeeded + other.succeeded, self.failed + other.failed)
+
     def text(self) -> str:
         return (f"tasks {self.active} active, {self.running} running, {self.completed} completed "
                 f"({self.succeeded} succeeded, {self.failed} failed)")
@@ -114,18 +118,22 @@ class ProgressGate:
 
 
 class ProgressMonitor:
-    """Polls the counts every `interval` seconds while started; `jobs()` gives the run's {pool id: Batch job id}."""
+    """Polls the counts every `interval` seconds while started; `jobs()` gives the run's {pool id: Batch job id},
+    `older()` its other Batch jobs still to end, {pool id: [Batch job id]}: earlier generations (link_renewal.py)
+    and dead runs' jobs it follows (adoption/), whose tasks count with the pool's (one more request each)."""
 
     def __init__(
         self, client: Any, jobs: Callable[[], dict[str, str]], interval: float,
         emit: Callable[[str], None], warn: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
         observe_nodes: Callable[[dict[str, tuple[NodeCounts, NodeCounts]]], None] | None = None,
         waiting: Callable[[str, int | None, bool], str | None] | None = None,
+        older: Callable[[], dict[str, list[str]]] | None = None,
     ) -> None:
         """`observe_nodes({pool id: (dedicated, low-priority)})` is given every node count fetched (node_states);
         `waiting(pool, nodes, tasks waiting)` says what a pool waits for (resize_watch.ResizeWatch.waiting_text)."""
         self.client = client
         self.jobs = jobs
+        self.older = older
         self.interval = interval
         self.emit = emit
         self.warn = warn
@@ -154,24 +162,36 @@ class ProgressMonitor:
 
     def tick(self) -> None:
         """One poll: query, and print the line if the gate lets it through."""
-        jobs = self.jobs()
+        jobs = self.pool_jobs()
         if not jobs:
             return
         line, busy = self.poll(jobs)
         if line and not self._stop.is_set() and self.gate.should_print(line, busy, self.clock()):
             self.emit(line)
 
-    def poll(self, jobs: dict[str, str]) -> tuple[str | None, bool]:
+    def pool_jobs(self) -> dict[str, list[str]]:
+        """Every Batch job of the run still to end, by pool (its current job first)."""
+        merged = {pool: [job] for pool, job in self.jobs().items()}
+        names = {pool.lower(): pool for pool in merged}
+        for pool, jobs in (self.older() if self.older is not None else {}).items():
+            listed = merged.setdefault(names.setdefault(pool.lower(), pool), [])
+            listed += [job for job in jobs if job not in listed]
+        return merged
+
+    def poll(self, jobs: dict[str, list[str]]) -> tuple[str | None, bool]:
         tasks: dict[str, TaskCounts | None] = {}
         errors = []
-        for pool, job in jobs.items():
-            try:
-                tasks[pool] = TaskCounts.from_sdk(self.client.get_job_task_counts(job))
-            except ResourceNotFoundError:
-                tasks[pool] = None  # deleted at the end of the run (or outside it); the status round reports it
-            except Exception as e:
-                tasks[pool] = None
-                errors.append(e)
+        for pool, pool_jobs in jobs.items():
+            for job in pool_jobs:
+                try:
+                    counts = TaskCounts.from_sdk(self.client.get_job_task_counts(job))
+                except ResourceNotFoundError:
+                    continue  # deleted at the end of the run (or outside it); the status round reports it
+                except Exception as e:
+                    errors.append(e)
+                    continue
+                tasks[pool] = counts + tasks[pool] if tasks.get(pool) else counts
+            tasks.setdefault(pool, None)
         nodes: dict[str, tuple[NodeCounts, NodeCounts] | None] = {}
         listed = False
         try:

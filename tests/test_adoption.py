@@ -9,9 +9,10 @@ import signal
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
+from support.blob_access import sas_expiry
 from support.executor_runs import output_of, run_snakemake, snakemake_command, snakemake_env, write_files
 from support.processes import processes_with
 from support.services import ServiceHandle, start_service
@@ -221,10 +222,6 @@ QUEUE_SNAKEFILE = """
 """
 
 
-def _expiry(url: str) -> datetime:
-    return datetime.fromisoformat(parse_qs(urlsplit(url).query)["se"][0].replace("Z", "+00:00"))
-
-
 def test_an_adopted_waiting_task_whose_links_near_their_end_becomes_a_task_of_the_rerun(svc, tmp_path):
     """72-second links: the dead run's waiting task would start at 55 s and upload at 85 s, past its links. The
     rerun follows it like its own waiting tasks and, once less than half their lifetime is left, deletes it and
@@ -269,7 +266,7 @@ def test_an_adopted_waiting_task_whose_links_near_their_end_becomes_a_task_of_th
     rerun_run = {m.name: m.value for m in new_jobs[0].metadata}[RUN_KEY]
     output_link = anew[0].output_files[0].destination.container.container_url
     assert urlsplit(output_link).path.rstrip("/").endswith(run_container_name("queue", rerun_run))
-    assert timedelta(seconds=60) <= _expiry(output_link) - anew[0].creation_time <= timedelta(seconds=80)
+    assert timedelta(seconds=60) <= sas_expiry(output_link) - anew[0].creation_time <= timedelta(seconds=80)
     run = {m.name: m.value for m in dead.metadata}[RUN_KEY]
     for job in _jobs(client, label):
         client.begin_delete_job(job.id, polling_interval=1).result()

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
+from support.blob_access import sas_expiry
 from support.executor_runs import delta, kept_jobs, output_of, run_snakemake, write_files
 from support.waiting import wait_for
 
@@ -33,10 +34,6 @@ class Clock:
         return self.time
 
 
-def _expiry(sas: str) -> datetime:
-    return datetime.strptime(parse_qs(sas)["se"][0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-
-
 def _container(service, name: str) -> BlobServiceClient:
     blobs = service.blob_service_client()
     try:
@@ -53,7 +50,7 @@ def test_signer_reuses_a_link_only_while_it_covers_the_need(local_service):
     signer = LinkSigner(blobs, hours=1, now=clock)
     first = signer.container_sas("links-reuse", "r")
     assert signer.container_sas("links-reuse", "r") == first and signer.links_signed == 1
-    assert _expiry(first) == T0 + timedelta(hours=1)
+    assert sas_expiry(first) == T0 + timedelta(hours=1)
     clock.time = T0 + timedelta(minutes=10)
     # 50 minutes left: enough for a task that needs 20, not for one that needs the whole hour.
     assert signer.container_sas("links-reuse", "r", timedelta(minutes=20)) == first
@@ -61,7 +58,7 @@ def test_signer_reuses_a_link_only_while_it_covers_the_need(local_service):
         assert signer.container_sas("links-reuse", "r") == first
     assert handed.expiry == T0 + timedelta(hours=1)
     fresh = signer.container_sas("links-reuse", "r")
-    assert fresh != first and _expiry(fresh) == clock.time + timedelta(hours=1) and signer.links_signed == 2
+    assert fresh != first and sas_expiry(fresh) == clock.time + timedelta(hours=1) and signer.links_signed == 2
     # Another permission is another link; links inside a body are renewed, foreign URLs left alone.
     assert signer.container_sas("links-reuse", "cw") not in (first, fresh)
     clock.time = T0 + timedelta(minutes=40)
@@ -72,10 +69,10 @@ def test_signer_reuses_a_link_only_while_it_covers_the_need(local_service):
                                                  {"name": "READ", "value": f"{blobs.url.rstrip('/')}/links-reuse?{first}"}]},
                         signer)
     renewed = body["resourceFiles"][0]["httpUrl"]
-    assert renewed.startswith(url.split("?")[0] + "?") and _expiry(urlsplit(renewed).query) == clock.time + timedelta(hours=1)
+    assert renewed.startswith(url.split("?")[0] + "?") and sas_expiry(urlsplit(renewed).query) == clock.time + timedelta(hours=1)
     assert body["resourceFiles"][1]["httpUrl"] == "https://example.org/x?sig=a&sp=r"
     plain, read = body["environmentSettings"]
-    assert plain == {"name": "A", "value": "plain"} and _expiry(urlsplit(read["value"]).query) == clock.time + timedelta(hours=1)
+    assert plain == {"name": "A", "value": "plain"} and sas_expiry(urlsplit(read["value"]).query) == clock.time + timedelta(hours=1)
 
 
 def test_a_link_works_until_it_expires_then_storage_refuses_it(local_service):
@@ -114,7 +111,7 @@ def test_the_user_delegation_key_is_renewed_before_a_link_would_outlive_it(entra
         reader = ContainerClient.from_container_url(f"{container.url}?{sas}", connection_verify=service.ca_file)
         assert reader.download_blob("in.txt").readall() == b"delegated"
         keys = {parse_qs(s)["skoid"][0] + parse_qs(s)["ske"][0] for s in links}
-        assert all(_expiry(s) <= datetime.strptime(parse_qs(s)["ske"][0], "%Y-%m-%dT%H:%M:%SZ").replace(
+        assert all(sas_expiry(s) <= datetime.strptime(parse_qs(s)["ske"][0], "%Y-%m-%dT%H:%M:%SZ").replace(
             tzinfo=timezone.utc) for s in links)
         time.sleep(1.2)
     assert len(set(links)) == 6  # 2-second links re-signed each time, but...
@@ -160,10 +157,6 @@ def test_ids_of_generations_and_replacements():
     old = "rule-12-a1-0123abcd"
     new = replacement_id(old)
     assert new.startswith("rule-12-a1-") and new != old and replacement_id(new) not in (old, new)
-
-
-def _se(url: str) -> datetime:
-    return _expiry(urlsplit(url).query)
 
 
 def test_a_run_with_72_second_links_and_a_3_minute_pause_completes(make_service, tmp_path):
@@ -228,11 +221,11 @@ def test_a_run_with_72_second_links_and_a_3_minute_pause_completes(make_service,
     for job, task in tasks.values():
         urls = [f.http_url for f in task.resource_files or []]
         urls += [o.destination.container.container_url for o in task.output_files or []]
-        assert urls and all(timedelta(seconds=60) <= _se(u) - task.creation_time <= timedelta(seconds=80)
+        assert urls and all(timedelta(seconds=60) <= sas_expiry(u) - task.creation_time <= timedelta(seconds=80)
                             for u in urls), task.id
     for job in jobs:
         urls = [f.http_url for f in client.get_job(job.id).job_preparation_task.resource_files if "sig=" in f.http_url]
-        assert urls and all(timedelta(seconds=60) <= _se(u) - job.creation_time <= timedelta(seconds=80) for u in urls)
+        assert urls and all(timedelta(seconds=60) <= sas_expiry(u) - job.creation_time <= timedelta(seconds=80) for u in urls)
     for job in jobs:
         client.begin_delete_job(job.id, polling_interval=1).result()
 

@@ -68,7 +68,7 @@ class Takeover:
                                         .job_preparation_task)
                 tasks = [with_job_links(t, prepared) for t in tasks]
         except Exception as e:  # cannot tell: ended as before adoption existed
-            self.logger.warning(f"azbatch: listing the tasks of Batch job {job.id} of a dead run failed "
+            self.logger.warning(f"azbatch: reading the tasks of Batch job {job.id} of a dead run failed "
                                 f"({error_text(e)}); none of them is adopted")
             return False
         if not tasks:

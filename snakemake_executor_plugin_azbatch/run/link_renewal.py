@@ -229,9 +229,9 @@ class LinkRenewal:
         under a new id (Batch job, body, links expiry, what changes in its aux). None when it had changed
         (started): left as it is. An adopted task's job gets a new task of this run instead (`task_anew`)."""
         old_job, old_id = info.aux["batch_job"], info.external_jobid
-        adopted = bool(info.aux.get("adopted"))
+        adopted = bool(info.aux.get("adopted"))  # its body is the dead run's: rebuilt, not copied
         try:
-            task = None if adopted else self.batch.client.get_task(old_job, old_id).as_dict()  # rebuilt if adopted
+            task = {} if adopted else self.batch.client.get_task(old_job, old_id).as_dict()
             self.batch.client.delete_task(old_job, old_id, etag=etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             info.aux["started"] = True

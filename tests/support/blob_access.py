@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit
 
 from azure.storage.blob import BlobSasPermissions, ContainerSasPermissions, generate_blob_sas, generate_container_sas
+
+
+def sas_expiry(link: str) -> datetime:
+    """When a SAS link expires (its `se=`); `link` is a URL or its query string."""
+    query = urlsplit(link).query if "://" in link else link
+    return datetime.strptime(parse_qs(query)["se"][0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 def unique(prefix: str) -> str:
